@@ -1,0 +1,40 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! `test` is what CI runs (`.ci/run` calls it): formatting, clippy with
+//! warnings denied, the dependency policy, every test suite, and the suites
+//! that need more than cargo (network namespaces, the QEMU VM). Every suite
+//! reports whether it ran, passed, failed or was skipped, and why.
+
+mod bench;
+mod demo;
+mod report;
+mod suites;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test      everything CI runs: fmt, clippy, deny, all test suites, vm-test
+  lint      fmt check, clippy (-D warnings) and cargo-deny
+  bench     benchmarks; prints figures (never asserts on time)
+  demo      the main job on the shipped fixtures
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let cmd = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "test" => suites::test(&rest),
+        "lint" => suites::lint(),
+        "bench" => bench::run(&rest),
+        "demo" => demo::run(&rest),
+        "" | "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
