@@ -1,0 +1,93 @@
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::error::{Error, Result, shown};
+
+/// The name the VFIO core gives the IOMMU groups it fakes in no-IOMMU mode
+/// (`enable_unsafe_noiommu_mode`); their device nodes are `/dev/vfio/noiommu-<N>`.
+pub const NOIOMMU_GROUP_NAME: &str = "vfio-noiommu";
+
+/// An IOMMU group: the unit VFIO hands to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IommuGroup {
+    /// The group number, as in `/sys/kernel/iommu_groups/<id>`.
+    pub id: u32,
+    /// Whether VFIO created this group without an IOMMU (no DMA isolation).
+    pub noiommu: bool,
+}
+
+impl IommuGroup {
+    /// A group isolated by a real IOMMU.
+    pub const fn new(id: u32) -> Self {
+        Self { id, noiommu: false }
+    }
+
+    /// The file name of its node under `/dev/vfio`: `<id>`, or `noiommu-<id>`.
+    pub fn device_file_name(&self) -> String {
+        if self.noiommu {
+            format!("noiommu-{}", self.id)
+        } else {
+            self.id.to_string()
+        }
+    }
+
+    /// The IOMMU group of the PCI device whose sysfs directory is `device_dir`
+    /// (for example `/sys/bus/pci/devices/0000:01:10.0`).
+    ///
+    /// Reads the `iommu_group` link (its last component is the number) and the group's `name`
+    /// file, which VFIO sets to [`NOIOMMU_GROUP_NAME`] for no-IOMMU groups.
+    pub fn of_device_dir(device_dir: &Path) -> Result<Self> {
+        let link = device_dir.join("iommu_group");
+        let target = std::fs::read_link(&link).map_err(|source| Error::IommuGroupLink {
+            link: link.clone(),
+            source,
+        })?;
+        let id = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| Error::IommuGroupTarget {
+                link: link.clone(),
+                target: target.clone(),
+            })?;
+        let name_path: PathBuf = link.join("name");
+        let noiommu = match std::fs::read_to_string(&name_path) {
+            Ok(name) => name.trim() == NOIOMMU_GROUP_NAME,
+            // Most groups have no name; only the VFIO no-IOMMU path sets one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(Error::IommuGroupName {
+                    path: name_path,
+                    source,
+                });
+            }
+        };
+        Ok(Self { id, noiommu })
+    }
+}
+
+impl std::fmt::Display for IommuGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.device_file_name())
+    }
+}
+
+impl FromStr for IommuGroup {
+    type Err = Error;
+
+    /// Parses `<id>` or `noiommu-<id>`, refusing anything that could name another file.
+    fn from_str(s: &str) -> Result<Self> {
+        let (digits, noiommu) = match s.strip_prefix("noiommu-") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        // `u32::from_str` accepts a leading `+`; a device file name never has one.
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::InvalidIommuGroup { value: shown(s) });
+        }
+        let id = digits
+            .parse::<u32>()
+            .map_err(|_| Error::InvalidIommuGroup { value: shown(s) })?;
+        Ok(Self { id, noiommu })
+    }
+}

@@ -1,0 +1,67 @@
+//! VFIO for SR-IOV VFs: which IOMMU group a device is in, the `/dev/vfio` nodes a container needs
+//! for it, and giving a container's cgroup access to those nodes.
+//!
+//! # Model
+//!
+//! A VF bound to `vfio-pci` is used through two character devices: the container node
+//! `/dev/vfio/vfio` and its group's node `/dev/vfio/<group>` (`/dev/vfio/noiommu-<group>` when VFIO
+//! runs without an IOMMU, which it marks by naming the group `vfio-noiommu`). [`IommuGroup`] reads a
+//! device's group from sysfs; [`VfioDir`] finds the nodes under a configurable root (`NSM_VFIO_PATH`,
+//! default [`DEFAULT_VFIO_DIR`]) and reads their major:minor ([`DeviceNumber`]) through the
+//! [`DeviceNodes`] seam.
+//!
+//! On cgroup v1, a container may open a device only if its devices cgroup allows it.
+//! [`CgroupDevices`] writes `c MAJ:MIN rwm` to `devices.allow` on the first grant and to
+//! `devices.deny` when the last grant of that (cgroup, device) pair is revoked. (The Go forwarder
+//! writes its revocations to `devices.allow` too, so it never revokes anything.) The cgroup
+//! directory comes from the client, so it is treated as hostile: it must be relative, without
+//! `..` or NUL, of bounded length, exist, and stay under the root (`NSM_CGROUP_PATH`, default
+//! [`DEFAULT_CGROUP_ROOT`]) after symlinks are resolved. On cgroup v2 there is no `devices.allow`;
+//! every grant fails with [`Error::CgroupV2`], which names the alternative: returning the nodes as
+//! device specs from the kubelet device plugin's Allocate.
+//!
+//! # Example
+//!
+//! ```
+//! use sriov_vfio::{CgroupDevices, DeviceNumber, Error, Revoked};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let root = tmp.path();
+//! # let ctr = root.join("kubepods/pod1/ctr");
+//! # std::fs::create_dir_all(&ctr)?;
+//! # std::fs::write(ctr.join("devices.allow"), "")?;
+//! # std::fs::write(ctr.join("devices.deny"), "")?;
+//! // In the forwarder: `VfioDir::new("/host/dev/vfio").devices_for(&group)?` gives these numbers.
+//! let container = DeviceNumber::new(10, 196);
+//! let group = DeviceNumber::new(243, 3);
+//!
+//! let cgroups = CgroupDevices::open(root)?;
+//! cgroups.grant_all("kubepods/pod1/ctr", &[container, group])?;
+//! assert_eq!(std::fs::read_to_string(ctr.join("devices.allow"))?, "c 243:3 rwm");
+//!
+//! assert_eq!(cgroups.revoke("kubepods/pod1/ctr", group)?, Revoked::Denied);
+//! assert_eq!(std::fs::read_to_string(ctr.join("devices.deny"))?, "c 243:3 rwm");
+//!
+//! // A client cannot point us outside the cgroup root.
+//! assert!(matches!(
+//!     cgroups.grant("../../../etc", container),
+//!     Err(Error::CgroupDirRejected { .. })
+//! ));
+//! # Ok(())
+//! # }
+//! ```
+
+mod cgroup;
+mod device;
+mod error;
+mod group;
+mod vfio_dir;
+
+pub use cgroup::{
+    CgroupDevices, CgroupVersion, DEFAULT_CGROUP_ROOT, FileRuleWriter, MAX_CGROUP_COMPONENT_LEN,
+    MAX_CGROUP_DIR_LEN, Revoked, RuleWriter, detect_version, validate_cgroup_dir,
+};
+pub use device::{DeviceNodes, DeviceNumber, StatDeviceNodes};
+pub use error::{CgroupDirProblem, Error, Result};
+pub use group::{IommuGroup, NOIOMMU_GROUP_NAME};
+pub use vfio_dir::{DEFAULT_VFIO_DIR, VfioDir};
