@@ -1,0 +1,1 @@
+//! Kubelet device plugin server and pod-resources client (work in progress).
