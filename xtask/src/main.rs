@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod report;
 mod suites;
+mod vm;
 
 use anyhow::{Result, bail};
 
@@ -20,6 +21,8 @@ commands:
   lint      fmt check, clippy (-D warnings) and cargo-deny
   bench     benchmarks; prints figures (never asserts on time)
   demo      the main job on the shipped fixtures
+  vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
+            [--update-fixture] [--timeout SECS]
 ";
 
 fn main() -> Result<()> {
@@ -31,6 +34,7 @@ fn main() -> Result<()> {
         "lint" => suites::lint(),
         "bench" => bench::run(&rest),
         "demo" => demo::run(&rest),
+        "vm-test" => vm::run(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -21,6 +21,8 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     report.record("kernel", kernel_suite_outcome());
     if no_vm {
         report.record("vm-test", Outcome::Skipped("--no-vm given".into()));
+    } else {
+        report.record("vm-test", crate::vm::suite_outcome());
     }
     report.print_summary();
     if report.failed() {

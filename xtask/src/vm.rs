@@ -1,0 +1,486 @@
+//! `cargo xtask vm-test`: boots a Debian kernel under QEMU with an emulated
+//! Intel 82576 (igb, SR-IOV capable) and runs our binaries on its real VFs.
+//!
+//! The host side (this module) builds our binaries, fetches and caches the
+//! guest kernel, packs an initramfs, boots QEMU with a hard timeout, and reads
+//! `PASS`/`FAIL`/`SKIP` lines off the serial console. The guest side lives in
+//! `xtask/vm/`: `init.sh` is PID 1 and runs every `checks/NN-name.sh` in name
+//! order, one check per file, so adding a check means adding a file.
+//!
+//! A check may also send a tarball back (between `VMTEST-CAPTURE-BEGIN name`
+//! and `VMTEST-CAPTURE-END`, base64): it is unpacked under
+//! `<cache>/capture/<name>`, and with `--update-fixture` into
+//! `testdata/sysfs/<name>` as well. That is how the real igb sysfs fixture is
+//! refreshed.
+//!
+//! The run is reported as the `vm-test` suite of `cargo xtask test`; it is
+//! skipped (with the reason) where QEMU, its igb device, or a guest kernel is
+//! missing. `.ci/setup.d/10-qemu.sh` installs what is needed on Debian.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::report::Outcome;
+use crate::suites::cargo;
+use qemu::{Accel, Check};
+
+/// Modules the checks load, by name; their dependencies come from modules.dep.
+/// vfio_iommu_type1 is not a dependency of vfio-pci but without it a VFIO
+/// container cannot be attached to a group.
+const GUEST_MODULES: &[&str] = &["igb", "igbvf", "vfio-pci", "vfio_iommu_type1"];
+
+/// (package, binary) pairs copied into the guest's /usr/local/bin when the
+/// package exists in the workspace. Later layers add theirs here.
+const GUEST_BINARIES: &[(&str, &str)] = &[
+    ("forwarder-sriov", "forwarder-sriov"),
+    ("sriov-pci-fake", "sysfs-capture"),
+];
+
+/// The whole VM run has to fit in this, boot to poweroff; QEMU is killed at it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(170);
+
+struct Options {
+    update_fixture: bool,
+    timeout: Duration,
+}
+
+enum Verdict {
+    Passed(String),
+    Skipped(String),
+}
+
+/// `cargo xtask vm-test [--update-fixture] [--timeout SECS]`.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut opts = Options {
+        update_fixture: false,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--update-fixture" => opts.update_fixture = true,
+            "--timeout" => {
+                let secs: u64 = it
+                    .next()
+                    .context("--timeout needs seconds")?
+                    .parse()
+                    .context("--timeout needs whole seconds")?;
+                opts.timeout = Duration::from_secs(secs);
+            }
+            other => bail!(
+                "vm-test: unknown argument {other:?} (known: --update-fixture, --timeout SECS)"
+            ),
+        }
+    }
+    match execute(&opts)? {
+        Verdict::Passed(s) => {
+            println!("vm-test: PASSED {s}");
+            Ok(())
+        }
+        // Asked for by name, an unrunnable VM test is an error, with the reason.
+        Verdict::Skipped(why) => bail!("vm-test cannot run here: {why}"),
+    }
+}
+
+/// The `vm-test` row of `cargo xtask test`.
+pub(crate) fn suite_outcome() -> Outcome {
+    let opts = Options {
+        update_fixture: false,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    match execute(&opts) {
+        Ok(Verdict::Passed(s)) => Outcome::Passed(s),
+        Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    }
+}
+
+fn execute(opts: &Options) -> Result<Verdict> {
+    let started = Instant::now();
+    if let Some(why) = host_lacks() {
+        return Ok(Verdict::Skipped(why));
+    }
+    let ws = workspace_root();
+    let cache = cache_dir(&ws);
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+
+    let kernel = match kernel::ensure(&cache)? {
+        Ok(k) => k,
+        Err(kernel::Unavailable(why)) => return Ok(Verdict::Skipped(why)),
+    };
+    println!("vm-test: guest kernel {}", kernel.version);
+
+    let t = Instant::now();
+    let binaries = build_binaries(&ws, &cache)?;
+    println!(
+        "vm-test: built {} binaries in {:.1?}",
+        binaries.len(),
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let initrd = cache.join("initramfs.cpio");
+    let size = write_initramfs(&ws, &kernel, &binaries, &initrd)?;
+    println!(
+        "vm-test: initramfs {} ({} KiB) in {:.1?}",
+        initrd.display(),
+        size / 1024,
+        t.elapsed()
+    );
+
+    let (accel, why) = qemu::choose_accel();
+    println!("vm-test: accelerator {accel:?} ({why})");
+    let mut boot = qemu::Boot {
+        accel,
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        console_log: cache.join("console.log"),
+        timeout: opts.timeout,
+    };
+    let mut run = qemu::run(&boot)?;
+    if accel == Accel::Kvm && !run.console.began {
+        println!(
+            "vm-test: KVM boot produced no guest output ({}); retrying with TCG",
+            run.stderr.trim()
+        );
+        boot.accel = Accel::Tcg;
+        run = qemu::run(&boot)?;
+    }
+    println!(
+        "vm-test: VM ran {:.1?} under {:?}; console log {}",
+        run.elapsed,
+        boot.accel,
+        boot.console_log.display()
+    );
+
+    for (name, b64) in &run.console.captures {
+        let dest = unpack_capture(&cache, name, b64)?;
+        println!("vm-test: capture {name} unpacked to {}", dest.display());
+        if opts.update_fixture {
+            let fixture = ws.join("testdata/sysfs").join(name);
+            replace_dir(&dest, &fixture)?;
+            println!("vm-test: fixture {} updated", fixture.display());
+        }
+    }
+
+    let (mut pass, mut fail, mut skip) = (0, Vec::new(), 0);
+    for c in &run.console.checks {
+        match c {
+            Check::Pass(_) => pass += 1,
+            Check::Fail(name, why) => fail.push(format!("{name}: {why}")),
+            Check::Skip(..) => skip += 1,
+        }
+    }
+    if run.timed_out {
+        bail!(
+            "QEMU killed after {:?} (last console lines in {})",
+            opts.timeout,
+            boot.console_log.display()
+        );
+    }
+    if !run.console.began {
+        bail!(
+            "guest never reached /init (QEMU exit {:?}; stderr: {}; console log {})",
+            run.exit,
+            run.stderr.trim(),
+            boot.console_log.display()
+        );
+    }
+    if !fail.is_empty() {
+        bail!("{} guest check(s) failed: {}", fail.len(), fail.join("; "));
+    }
+    if !run.console.ended {
+        bail!(
+            "guest stopped before the {} marker (see {})",
+            qemu::END,
+            boot.console_log.display()
+        );
+    }
+    if opts.update_fixture && run.console.captures.is_empty() {
+        bail!("--update-fixture given but the guest captured nothing");
+    }
+    Ok(Verdict::Passed(format!(
+        "{pass} checks passed, {skip} skipped, {:?}, {:.0?} in all",
+        boot.accel,
+        started.elapsed()
+    )))
+}
+
+/// A reason to skip when this host cannot run the VM at all.
+fn host_lacks() -> Option<String> {
+    if !cfg!(target_arch = "x86_64") {
+        return Some("the VM test boots an x86_64 guest; this host is not x86_64".into());
+    }
+    let help = Command::new("qemu-system-x86_64")
+        .args(["-device", "help"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(help) = help else {
+        return Some(
+            "qemu-system-x86_64 is not installed (.ci/setup.d/10-qemu.sh installs it)".into(),
+        );
+    };
+    if !String::from_utf8_lossy(&help.stdout).contains("\"igb\"") {
+        return Some(
+            "this QEMU has no igb device (needs QEMU >= 8.0; bookworm-backports has it)".into(),
+        );
+    }
+    for (path, pkg) in [
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/bin/xz", "xz-utils"),
+        ("/usr/bin/ldd", "libc-bin"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!("{path} is missing (install {pkg})"));
+        }
+    }
+    if ip_binary().is_none() {
+        return Some("iproute2's ip is missing (install iproute2)".into());
+    }
+    None
+}
+
+fn ip_binary() -> Option<PathBuf> {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir(ws: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"))
+}
+
+/// Downloads, the unpacked kernel, the initramfs and captures. Under the
+/// target dir so `cargo clean` clears it and CI caches of target/ keep it.
+fn cache_dir(ws: &Path) -> PathBuf {
+    std::env::var_os("NSM_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir(ws).join("vm-cache"))
+}
+
+/// Builds the guest binaries (debug profile: shares artifacts with the test
+/// build) and returns stripped copies, smaller to boot under TCG.
+fn build_binaries(ws: &Path, cache: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let present: Vec<&(&str, &str)> = GUEST_BINARIES
+        .iter()
+        .filter(|(pkg, _)| package_exists(ws, pkg))
+        .collect();
+    let mut packages: Vec<&str> = present.iter().map(|(p, _)| *p).collect();
+    packages.dedup();
+    if packages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["build", "--bins"];
+    for p in &packages {
+        args.extend(["-p", p]);
+    }
+    let st = cargo(&args).status().context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo {} failed: {st}", args.join(" "));
+    }
+    let out_dir = cache.join("bin");
+    fs::create_dir_all(&out_dir)?;
+    let debug = target_dir(ws).join("debug");
+    let mut bins = Vec::new();
+    for (_, bin) in present {
+        let built = debug.join(bin);
+        if !built.is_file() {
+            println!("vm-test: {bin} not built by its package yet; the guest goes without it");
+            continue;
+        }
+        let stripped = out_dir.join(bin);
+        let ok = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&built)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        bins.push((bin.to_string(), if ok { stripped } else { built }));
+    }
+    Ok(bins)
+}
+
+fn package_exists(ws: &Path, package: &str) -> bool {
+    ["bins", "crates"].iter().any(|top| {
+        fs::read_dir(ws.join(top))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_to_string(e.path().join("Cargo.toml"))
+                    .map(|t| {
+                        t.lines()
+                            .any(|l| l.trim() == format!("name = \"{package}\""))
+                    })
+                    .unwrap_or(false)
+            })
+    })
+}
+
+fn write_initramfs(
+    ws: &Path,
+    kernel: &kernel::GuestKernel,
+    binaries: &[(String, PathBuf)],
+    out: &Path,
+) -> Result<usize> {
+    let scripts = ws.join("xtask/vm");
+    let mut t = initramfs::Tree::default();
+    for d in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/root"] {
+        t.dir(d);
+    }
+    t.symlink("/var/run", "../run");
+    t.host_file("/bin/busybox", Path::new("/bin/busybox"), 0o755)?;
+    t.symlink("/bin/sh", "busybox");
+    let ip = ip_binary().context("iproute2 ip vanished")?;
+    t.executable("/usr/sbin/ip", &ip)?;
+    for (name, path) in binaries {
+        t.executable(&format!("/usr/local/bin/{name}"), path)?;
+    }
+    let loaded = t.modules(kernel, GUEST_MODULES)?;
+    t.host_file("/init", &scripts.join("init.sh"), 0o755)?;
+    t.host_file("/vmtest/lib.sh", &scripts.join("lib.sh"), 0o644)?;
+    let checks_dir = scripts.join("checks");
+    let mut checks: Vec<PathBuf> = fs::read_dir(&checks_dir)
+        .with_context(|| format!("reading {}", checks_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    checks.sort();
+    for c in &checks {
+        let name = c.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        t.host_file(&format!("/vmtest/checks/{name}"), c, 0o644)?;
+    }
+    let env = format!(
+        "PF={}\nKVER={}\nGUEST_MODULES=\"{}\"\nGUEST_BINARIES=\"{}\"\nMODULES_WITH_DEPS=\"{}\"\n",
+        qemu::PF_BDF,
+        kernel.version,
+        GUEST_MODULES.join(" "),
+        binaries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        loaded
+            .iter()
+            .map(|p| kernel::module_name(p))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    t.file("/vmtest/env", 0o644, env.into_bytes());
+    let bytes = t.cpio()?;
+    fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    Ok(bytes.len())
+}
+
+/// Decodes a capture (a gzipped tar, base64) into `<cache>/capture/<name>`.
+fn unpack_capture(cache: &Path, name: &str, b64: &str) -> Result<PathBuf> {
+    if name.is_empty() || name.contains(['/', '.']) {
+        bail!("capture name {name:?} is not a plain name");
+    }
+    let bytes = base64_decode(b64).with_context(|| format!("capture {name}"))?;
+    let dest = cache.join("capture").join(name);
+    if dest.exists() {
+        fs::remove_dir_all(&dest)?;
+    }
+    fs::create_dir_all(&dest)?;
+    let tgz = cache.join("capture").join(format!("{name}.tar.gz"));
+    fs::write(&tgz, &bytes)?;
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&dest)
+        .status()
+        .context("running tar")?;
+    if !st.success() {
+        bail!("tar -xzf {} failed: {st}", tgz.display());
+    }
+    Ok(dest)
+}
+
+fn replace_dir(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    // cp -a keeps the symlinks (driver, iommu_group, virtfnN) that make the tree a tree.
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !st.success() {
+        bail!("cp -a {} {} failed: {st}", from.display(), to.display());
+    }
+    Ok(())
+}
+
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            b'\r' | b'\n' | b' ' => continue,
+            other => bail!("invalid base64 byte {other:#04x}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_padded_and_unpadded_text() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVsbG8h").unwrap(), b"hello!");
+        assert_eq!(base64_decode("aGVs\nbG8h\n").unwrap(), b"hello!");
+        assert!(base64_decode("a*b").is_err());
+    }
+
+    #[test]
+    fn guest_binary_packages_are_found_by_manifest_name() {
+        let ws = workspace_root();
+        assert!(package_exists(&ws, "forwarder-sriov"));
+        assert!(!package_exists(&ws, "no-such-package"));
+    }
+}

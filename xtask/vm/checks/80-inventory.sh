@@ -1,0 +1,11 @@
+# Our inventory of the real sysfs finds the PF and its seven VFs.
+need_vfs
+need_subcommand forwarder-sriov inventory
+run forwarder-sriov inventory --json > /tmp/inventory.json || fail "forwarder-sriov inventory --json failed"
+cat /tmp/inventory.json
+grep -q "$PF" /tmp/inventory.json || fail "inventory does not mention the PF $PF"
+i=0
+while [ $i -lt "$NUM_VFS" ]; do
+  grep -q "$(vf_bdf $i)" /tmp/inventory.json || fail "inventory does not mention VF $(vf_bdf $i)"
+  i=$((i + 1))
+done
