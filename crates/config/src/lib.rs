@@ -1,0 +1,43 @@
+//! The forwarder's configuration: the `NSM_*` environment and the SR-IOV config file.
+//!
+//! # Model
+//!
+//! [`EnvConfig`] holds every `NSM_*` setting ([`VARIABLES`] lists names, defaults and help, so
+//! `--help` and the README cannot drift from the code). Durations use Go's syntax
+//! ([`parse_go_duration`]) because existing NSM manifests are written in it. A bad value is an
+//! error naming the variable, its value and what was expected; all bad values are reported at once.
+//! Unknown `NSM_` variables are not errors but [`Warning`]s the caller logs.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use sriov_config::{EnvConfig, Warning};
+//!
+//! let loaded = EnvConfig::from_vars([
+//!     ("NSM_DIAL_TIMEOUT", "1h30m"),
+//!     ("NSM_LABELS", "p2p:true,zone:a"),
+//!     ("NSM_DAIL_TIMEOUT", "5s"),
+//! ])?;
+//! assert_eq!(loaded.config.dial_timeout, Duration::from_secs(5400));
+//! assert_eq!(loaded.config.ns_name, "sriovns");
+//! assert_eq!(loaded.config.labels["zone"], "a");
+//! assert_eq!(
+//!     loaded.warnings,
+//!     [Warning::UnknownVariable { name: "NSM_DAIL_TIMEOUT".into(), did_you_mean: Some("NSM_DIAL_TIMEOUT") }]
+//! );
+//!
+//! let err = EnvConfig::from_vars([("NSM_MAX_TOKEN_LIFETIME", "10")]).unwrap_err();
+//! assert!(err.to_string().contains("NSM_MAX_TOKEN_LIFETIME=\"10\": expected a Go duration"));
+//! # Ok::<(), sriov_config::Error>(())
+//! ```
+
+mod duration;
+mod env;
+mod error;
+mod warning;
+
+pub use duration::{DurationProblem, format_go_duration, parse_go_duration};
+pub use env::{EnvConfig, EnvVar, LoadedEnv, LogLevel, PREFIX, SocketUrl, VARIABLES};
+pub use error::{EnvProblem, Error, FileError};
+pub use warning::Warning;
