@@ -477,6 +477,34 @@ mod tests {
         assert!(base64_decode("a*b").is_err());
     }
 
+    /// A typo in a guest script would otherwise cost a VM boot to find.
+    #[test]
+    fn guest_scripts_parse_as_shell() {
+        if !Path::new("/bin/busybox").exists() {
+            eprintln!("SKIP guest_scripts_parse_as_shell: /bin/busybox is not installed");
+            return;
+        }
+        let dir = workspace_root().join("xtask/vm");
+        let mut scripts = vec![dir.join("init.sh"), dir.join("lib.sh")];
+        for e in fs::read_dir(dir.join("checks")).unwrap() {
+            scripts.push(e.unwrap().path());
+        }
+        assert!(scripts.len() > 2, "no checks found");
+        for s in scripts {
+            let out = Command::new("/bin/busybox")
+                .args(["sh", "-n"])
+                .arg(&s)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                s.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     #[test]
     fn guest_binary_packages_are_found_by_manifest_name() {
         let ws = workspace_root();
