@@ -165,10 +165,12 @@ fn execute(opts: &Options) -> Result<Verdict> {
     for (name, b64) in &run.console.captures {
         let dest = unpack_capture(&cache, name, b64)?;
         println!("vm-test: capture {name} unpacked to {}", dest.display());
+        let fixture = ws.join("testdata/sysfs").join(name);
         if opts.update_fixture {
-            let fixture = ws.join("testdata/sysfs").join(name);
             replace_dir(&dest, &fixture)?;
             println!("vm-test: fixture {} updated", fixture.display());
+        } else if fixture.exists() {
+            note_drift(&dest, &fixture);
         }
     }
 
@@ -417,6 +419,29 @@ fn unpack_capture(cache: &Path, name: &str, b64: &str) -> Result<PathBuf> {
         bail!("tar -xzf {} failed: {st}", tgz.display());
     }
     Ok(dest)
+}
+
+/// Says (without failing) when the shipped fixture no longer matches what
+/// the real kernel shows, so someone refreshes it deliberately.
+fn note_drift(capture: &Path, fixture: &Path) {
+    let same = Command::new("diff")
+        .arg("-rq")
+        .arg("--no-dereference")
+        .arg(fixture)
+        .arg(capture)
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success());
+    match same {
+        Ok(true) => println!("vm-test: {} matches the real tree", fixture.display()),
+        Ok(false) => println!(
+            "vm-test: note: {} differs from this run's capture {} \
+             (cargo xtask vm-test --update-fixture refreshes it)",
+            fixture.display(),
+            capture.display()
+        ),
+        Err(_) => {}
+    }
 }
 
 fn replace_dir(from: &Path, to: &Path) -> Result<()> {
