@@ -1,1 +1,58 @@
-//! PCI functions through sysfs.
+//! PCI functions through sysfs: the layer every other crate of the
+//! SR-IOV forwarder and device plugin stands on, and reusable by any Rust
+//! NSM component that needs PCI facts.
+//!
+//! # Model
+//!
+//! A [`Sysfs`] is a view of the PCI bus rooted at two configurable
+//! directories (`/sys/bus/pci/devices` and `/sys/bus/pci/drivers` by
+//! default), so every function runs unchanged against a copy or a fake of
+//! the tree. Reads go straight to the files; writes go through an
+//! [`AttrWriter`] so the fake tree (crate `sriov-pci-fake`) can react to
+//! them like the kernel does: create VFs for `sriov_numvfs`, move `driver`
+//! links for `drivers_probe` and `unbind`, refuse bad values with the
+//! kernel's errno.
+//!
+//! - Facts: [`Sysfs::device`] (ids, driver, NUMA node, IOMMU group,
+//!   netdevs, SR-IOV capability, PF of a VF).
+//! - SR-IOV: [`Sysfs::vfs`] (ordered by VF index as a number),
+//!   [`Sysfs::physfn`], [`Sysfs::set_num_vfs`].
+//! - Drivers: [`Sysfs::bind`], [`Sysfs::unbind`], [`Sysfs::restore_driver`].
+//! - Discovery: [`Sysfs::discover_all`], [`Sysfs::discover_pfs`].
+//!
+//! Actions wait, with a bounded timeout, until the kernel shows the
+//! result, and every error names the device and the path involved.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sriov_pci::{PciAddress, Sysfs};
+//!
+//! let sysfs = Sysfs::default(); // /sys/bus/pci/{devices,drivers}
+//! let pf: PciAddress = "0000:01:00.0".parse()?;
+//! if sysfs.num_vfs(pf)? == 0 {
+//!     sysfs.set_num_vfs(pf, sysfs.total_vfs(pf)?)?;
+//! }
+//! for vf in sysfs.vfs(pf)? {
+//!     let previous = sysfs.bind(vf.address, "vfio-pci")?;
+//!     println!("VF {} at {} was bound to {previous:?}", vf.index, vf.address);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod address;
+mod device;
+mod discover;
+mod driver;
+mod error;
+mod sriov;
+mod sysfs;
+
+pub use address::PciAddress;
+pub use device::{NetDev, PciDevice, PciIds, SriovCapability};
+pub use discover::{Inventory, PhysicalFunction, VirtualFunction};
+pub use error::{AddressError, PciError};
+pub use sriov::VirtFn;
+pub use sysfs::{
+    AttrWriter, DEFAULT_DEVICES_DIR, DEFAULT_DRIVERS_DIR, DEFAULT_TIMEOUT, KernelWriter, Sysfs,
+};

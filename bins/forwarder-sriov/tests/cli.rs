@@ -1,0 +1,126 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The binary's subcommands against a private copy of a shipped fixture.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sysfs/node");
+    copy(&src, dir.path());
+    dir
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst: PathBuf = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), dst).unwrap();
+        } else if ft.is_dir() {
+            copy(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_forwarder-sriov"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inventory_lists_pfs_vfs_and_other_devices() {
+    let dir = fixture_copy();
+    let root = dir.path().to_str().unwrap();
+    let (ok, out, err) = run(&["inventory", "--sysfs-root", root]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Physical functions (4):"), "{out}");
+    assert!(
+        out.contains("0000:3b:00.0  8086:1572  driver=i40e  numa=0"),
+        "{out}"
+    );
+    assert!(out.contains("vf3   0000:3b:02.3  driver=iavf"), "{out}");
+    assert!(
+        out.contains("0000:00:14.3  8086:a370  class=028000  driver=-"),
+        "{out}"
+    );
+}
+
+#[test]
+fn inventory_json_is_machine_readable() {
+    let dir = fixture_copy();
+    let (ok, out, _) = run(&[
+        "inventory",
+        "--json",
+        "--sysfs-root",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["physical_functions"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        v["physical_functions"][1]["vfs"][0]["address"],
+        "0000:3b:02.0"
+    );
+}
+
+#[test]
+fn pci_actions_change_the_fixture_through_the_fake_kernel() {
+    let dir = fixture_copy();
+    let root = dir.path().to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "pci",
+        "--sysfs-root",
+        root,
+        "set-numvfs",
+        "0000:01:00.0",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("virtfn2 0000:01:10.4"), "{out}");
+    let (ok, out, err) = run(&["pci", "--sysfs-root", root, "bind", "01:10.4", "vfio-pci"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("bound to vfio-pci (was igbvf)"), "{out}");
+    let (_, out, _) = run(&["inventory", "--sysfs-root", root]);
+    assert!(out.contains("0000:01:10.4  driver=vfio-pci"), "{out}");
+}
+
+#[test]
+fn bad_addresses_and_impossible_counts_fail_with_the_reason() {
+    let dir = fixture_copy();
+    let root = dir.path().to_str().unwrap();
+    let (ok, _, err) = run(&[
+        "pci",
+        "--sysfs-root",
+        root,
+        "set-numvfs",
+        "0000:01:00.9",
+        "3",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("function 9 is above 7"), "{err}");
+    let (ok, _, err) = run(&[
+        "pci",
+        "--sysfs-root",
+        root,
+        "set-numvfs",
+        "0000:01:00.0",
+        "8",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("8 VFs requested but sriov_totalvfs is 7"),
+        "{err}"
+    );
+}

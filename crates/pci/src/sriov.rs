@@ -1,0 +1,127 @@
+//! SR-IOV: PF to VFs through `virtfnN`, VF to PF through `physfn`, and changing the VF count.
+
+use serde::Serialize;
+
+use crate::device::parse_dec;
+use crate::{PciAddress, PciError, Sysfs};
+
+/// A VF as its PF sees it: the `N` of `virtfnN` and the address it links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct VirtFn {
+    /// The VF index: the number in the link name, compared as a number.
+    pub index: u32,
+    /// The VF's PCI address.
+    pub address: PciAddress,
+}
+
+impl Sysfs {
+    /// `sriov_totalvfs`, or `None` when the device has no SR-IOV capability.
+    pub(crate) fn total_vfs_opt(&self, address: PciAddress) -> Result<Option<u32>, PciError> {
+        let path = self.device_dir(address).join("sriov_totalvfs");
+        match self.try_read_attr(&path)? {
+            None => Ok(None),
+            Some(raw) => parse_dec(&path, &raw, "a VF count").map(Some),
+        }
+    }
+
+    /// `sriov_totalvfs`; [`PciError::NotSriov`] for a device without SR-IOV.
+    pub fn total_vfs(&self, pf: PciAddress) -> Result<u32, PciError> {
+        self.require(pf)?;
+        self.total_vfs_opt(pf)?.ok_or_else(|| PciError::NotSriov {
+            address: pf,
+            path: self.device_dir(pf).join("sriov_totalvfs"),
+        })
+    }
+
+    /// `sriov_numvfs`: how many VFs are enabled now.
+    pub fn num_vfs(&self, pf: PciAddress) -> Result<u32, PciError> {
+        let path = self.device_dir(pf).join("sriov_numvfs");
+        match self.try_read_attr(&path)? {
+            Some(raw) => parse_dec(&path, &raw, "a VF count"),
+            None => Err(PciError::NotSriov { address: pf, path }),
+        }
+    }
+
+    /// The PF's VFs, ordered by VF index as a number (`virtfn10` after
+    /// `virtfn9`: the Go original sorts the names as strings and so applies
+    /// per-VF settings to the wrong VF from VF 10 on).
+    pub fn vfs(&self, pf: PciAddress) -> Result<Vec<VirtFn>, PciError> {
+        let dir = self.device_dir(pf);
+        let names = self.list_dir(&dir)?.ok_or_else(|| PciError::NoDevice {
+            address: pf,
+            path: dir.clone(),
+        })?;
+        let mut vfs = Vec::new();
+        for name in names {
+            let Some(index) = name
+                .strip_prefix("virtfn")
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let link = dir.join(&name);
+            let Some(target) = self.link_name(&link)? else {
+                continue; // removed between readdir and readlink
+            };
+            let address = target.parse().map_err(|_| PciError::Parse {
+                path: link.clone(),
+                expected: "a link to a PCI device directory",
+                found: target.clone(),
+            })?;
+            vfs.push(VirtFn { index, address });
+        }
+        vfs.sort();
+        Ok(vfs)
+    }
+
+    /// The PF of a VF, from its `physfn` link; `None` for anything else.
+    pub fn physfn(&self, vf: PciAddress) -> Result<Option<PciAddress>, PciError> {
+        let path = self.device_dir(vf).join("physfn");
+        match self.link_name(&path)? {
+            None => Ok(None),
+            Some(target) => target.parse().map(Some).map_err(|_| PciError::Parse {
+                path,
+                expected: "a link to a PCI device directory",
+                found: target,
+            }),
+        }
+    }
+
+    /// Sets the number of enabled VFs and waits until the kernel shows them.
+    ///
+    /// The kernel refuses to change a non-zero count to another non-zero
+    /// count (EBUSY), so a change goes through 0 first. Asking for more than
+    /// `sriov_totalvfs` fails before anything is written. Returns the VFs.
+    pub fn set_num_vfs(&self, pf: PciAddress, count: u32) -> Result<Vec<VirtFn>, PciError> {
+        let total = self.total_vfs(pf)?;
+        if count > total {
+            return Err(PciError::TooManyVfs {
+                address: pf,
+                requested: count,
+                total,
+            });
+        }
+        let current = self.num_vfs(pf)?;
+        if current == count {
+            return self.vfs(pf);
+        }
+        let path = self.device_dir(pf).join("sriov_numvfs");
+        if current != 0 {
+            self.write_attr(&path, "0")?;
+            self.wait_vf_count(pf, 0)?;
+        }
+        if count != 0 {
+            self.write_attr(&path, &count.to_string())?;
+            self.wait_vf_count(pf, count)?;
+        }
+        self.vfs(pf)
+    }
+
+    fn wait_vf_count(&self, pf: PciAddress, count: u32) -> Result<(), PciError> {
+        let path = self.device_dir(pf);
+        self.wait_for(pf, &path, &format!("{count} virtfn links"), || {
+            let n = self.vfs(pf)?.len() as u32;
+            Ok((n == count, format!("{n} virtfn links")))
+        })
+    }
+}
