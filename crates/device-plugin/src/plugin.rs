@@ -185,12 +185,19 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
         let mut watcher: Option<DirWatcher> = None;
         let mut serving: Option<Serving> = None;
         let mut registered = false;
+        let mut restart_serving = false;
         let mut not_before: Option<Instant> = None;
 
         loop {
             if not_before.is_none_or(|t| Instant::now() >= t) {
                 if watcher.is_none() {
                     watcher = self.watch_dir(&dir);
+                }
+                if restart_serving {
+                    restart_serving = false;
+                    if let Some(s) = serving.take() {
+                        s.stop().await;
+                    }
                 }
                 if serving.as_ref().is_some_and(|s| !s.still_ours()) {
                     warn!(resource, socket = %sock.display(), "plugin socket removed or replaced (kubelet restart?); listening again");
@@ -273,9 +280,9 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
                     }
                     Some(Err(msg)) => {
                         warn!(resource, error = %msg, "kubelet refused the plugin; re-creating the socket after backoff");
-                        if let Some(s) = serving.take() {
-                            s.stop().await;
-                        }
+                        // Not at once: the answer to kubelet's call is still
+                        // on its way out through this server.
+                        restart_serving = true;
                         not_before = Some(Instant::now() + backoff.next_delay());
                     }
                     None => {}

@@ -1,0 +1,392 @@
+//! The device plugin against a fake kubelet over real unix sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
+use sriov_api::kubelet::pluginregistration as reg;
+use sriov_api::tonic::Code;
+use sriov_deviceplugin::{Backend, Device, RegistrationMode, connect_unix};
+
+fn two_vfs() -> Vec<Device> {
+    vec![
+        vf("0000:3b:02.0", "0000:3b:00.0", 0),
+        vf("0000:3b:02.1", "0000:3b:00.0", 0),
+    ]
+}
+
+async fn registered(h: &Harness, registrar: &Registrar, n: usize) {
+    eventually("registration", || {
+        registrar.requests.lock().unwrap().len() >= n
+    })
+    .await;
+    let mut rx = h.registrations.clone();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
+        .await
+        .expect("registration counted")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn registers_with_kubelet_as_v1beta1_with_socket_name_and_options() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+
+    let req = registrar.requests.lock().unwrap()[0].clone();
+    assert_eq!(req.version, "v1beta1");
+    assert_eq!(req.endpoint, "example.com_sriov_a.sock");
+    assert_eq!(req.resource_name, RESOURCE);
+    let opts = req.options.unwrap();
+    assert!(opts.get_preferred_allocation_available);
+    assert!(!opts.pre_start_required);
+
+    // Kubelet dials the endpoint relative to its own directory.
+    let mut client = plugin_client(&h.dp_dir().join(&req.endpoint)).await;
+    let got = client
+        .get_device_plugin_options(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, opts);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_and_watch_sends_the_full_list_then_every_change() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let backend = MemBackend::new(two_vfs());
+    let h = start_plugin(root, cfg, backend.clone());
+    registered(&h, &registrar, 1).await;
+
+    let mut client = plugin_client(&h.socket()).await;
+    let mut stream = client
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.devices.len(), 2);
+    assert_eq!(first.devices[0].id, "0000:3b:02.0");
+    assert_eq!(first.devices[0].health, "Healthy");
+    assert_eq!(
+        first.devices[0].topology,
+        Some(dp::TopologyInfo {
+            nodes: vec![dp::NumaNode { id: 0 }]
+        })
+    );
+
+    // A VF turns unhealthy, one on NUMA-less hardware appears, and one with
+    // an ID kubelet could not carry is left out.
+    backend.devices.send_modify(|d| {
+        d[1].healthy = false;
+        d.push(Device {
+            id: "0000:af:02.0".into(),
+            healthy: true,
+            numa_node: None,
+            group: None,
+        });
+        d.push(Device {
+            id: "x".repeat(64),
+            healthy: true,
+            numa_node: Some(1),
+            group: None,
+        });
+    });
+    let second = stream.message().await.unwrap().unwrap();
+    let ids: Vec<&str> = second.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["0000:3b:02.0", "0000:3b:02.1", "0000:af:02.0"]);
+    assert_eq!(second.devices[1].health, "Unhealthy");
+    assert_eq!(second.devices[2].topology, None);
+
+    backend.devices.send_modify(|d| d.truncate(1));
+    let third = stream.message().await.unwrap().unwrap();
+    assert_eq!(third.devices.len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancelled_list_and_watch_stops_watching_the_backend() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let backend = MemBackend::new(two_vfs());
+    let h = start_plugin(root, cfg, backend.clone());
+    registered(&h, &registrar, 1).await;
+    let baseline = backend.devices.receiver_count();
+
+    let mut client = plugin_client(&h.socket()).await;
+    let mut stream = client
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    assert_eq!(backend.devices.receiver_count(), baseline + 1);
+    drop(stream);
+    drop(client);
+    // The next change finds nobody listening and ends the watch.
+    backend.devices.send_modify(|d| d[0].healthy = false);
+    eventually("ListAndWatch task to end", || {
+        backend.devices.receiver_count() == baseline
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn allocate_grants_known_ids_and_refuses_unknown_taken_and_malformed_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let backend = MemBackend::new(two_vfs());
+    let h = start_plugin(root, cfg, backend.clone());
+    registered(&h, &registrar, 1).await;
+    let mut client = plugin_client(&h.socket()).await;
+    let req = |containers: &[&[&str]]| dp::AllocateRequest {
+        container_requests: containers
+            .iter()
+            .map(|ids| dp::ContainerAllocateRequest {
+                devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect(),
+    };
+
+    let ok = client
+        .allocate(req(&[&["0000:3b:02.0"]]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.container_responses.len(), 1);
+    assert_eq!(
+        ok.container_responses[0].envs["NSM_SRIOV_TOKENS_sriov_a"],
+        "0000:3b:02.0"
+    );
+    assert_eq!(backend.allocated(), vec!["0000:3b:02.0".to_string()]);
+
+    let unknown = client
+        .allocate(req(&[&["0000:99:00.0"]]))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+    let taken = client
+        .allocate(req(&[&["0000:3b:02.0"]]))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::ResourceExhausted, "{taken:?}");
+
+    let twice = client
+        .allocate(req(&[&["0000:3b:02.1"], &["0000:3b:02.1"]]))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::InvalidArgument);
+    let empty = client.allocate(req(&[&[]])).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Refusals allocated nothing.
+    assert_eq!(backend.allocated(), vec!["0000:3b:02.0".to_string()]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn preferred_allocation_keeps_a_pod_on_one_pf() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let devices = vec![
+        vf("a0", "pf-a", 0),
+        vf("b0", "pf-b", 1),
+        vf("b1", "pf-b", 1),
+        vf("a1", "pf-a", 0),
+    ];
+    let h = start_plugin(root, cfg, MemBackend::new(devices));
+    registered(&h, &registrar, 1).await;
+    let mut client = plugin_client(&h.socket()).await;
+    let resp = client
+        .get_preferred_allocation(dp::PreferredAllocationRequest {
+            container_requests: vec![dp::ContainerPreferredAllocationRequest {
+                available_device_i_ds: vec!["a0".into(), "b0".into(), "b1".into(), "a1".into()],
+                must_include_device_i_ds: vec!["b1".into()],
+                allocation_size: 2,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.container_responses[0].device_i_ds, vec!["b1", "b0"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn kubelet_restart_reregisters_the_resource() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+
+    // What kubelet does when it starts: its old socket goes, every plugin
+    // socket in the directory is deleted, a new kubelet.sock appears.
+    kubelet.stop().await;
+    std::fs::remove_file(h.socket()).unwrap();
+    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
+    registered(&h, &registrar, 2).await;
+
+    let mut client = plugin_client(&h.socket()).await;
+    let mut stream = client
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn kubelet_absent_at_start_is_retried_until_it_appears() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let dir = cfg.device_plugin_dir.clone();
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    eventually("plugin socket", || h.socket().exists()).await;
+    // Let a few registration attempts fail against the missing kubelet.sock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*h.registrations.borrow(), 0);
+
+    let _kubelet = start_kubelet(&dir, &registrar);
+    registered(&h, &registrar, 1).await;
+    // The retry timer and the kubelet.sock creation event may both lead to
+    // a Register; kubelet treats a repeat as a refresh.
+    for r in registrar.requests.lock().unwrap().iter() {
+        assert_eq!(r.resource_name, RESOURCE);
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusing_kubelet_is_retried_with_backoff() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    *registrar.refuse.lock().unwrap() = 3;
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+    assert_eq!(
+        *registrar.refuse.lock().unwrap(),
+        0,
+        "all refusals were consumed"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn plugin_socket_deleted_under_us_is_recreated_and_reregistered() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+
+    std::fs::remove_file(h.socket()).unwrap();
+    registered(&h, &registrar, 2).await;
+    let mut client = plugin_client(&h.socket()).await;
+    client
+        .get_device_plugin_options(dp::Empty {})
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_removes_the_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+    let sock = h.socket();
+    assert!(sock.exists());
+    let _root = h.stop().await;
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}
+
+#[tokio::test]
+async fn plugin_watcher_mode_serves_getinfo_and_device_plugin_on_one_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Auto);
+    std::fs::create_dir_all(&cfg.plugins_registry_dir).unwrap();
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    let sock = h.cfg.plugins_registry_dir.join("example.com_sriov_a.sock");
+    assert_eq!(h.socket(), sock);
+    eventually("plugin socket in plugins_registry", || sock.exists()).await;
+
+    let channel = connect_unix(&sock).await.unwrap();
+    let mut watcher = reg::registration_client::RegistrationClient::new(channel.clone());
+    let info = watcher
+        .get_info(reg::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.r#type, "DevicePlugin");
+    assert_eq!(info.name, RESOURCE);
+    assert_eq!(info.endpoint, sock.to_string_lossy());
+    assert_eq!(info.supported_versions, vec!["v1beta1"]);
+
+    // Kubelet then dials the endpoint for the device plugin API.
+    let mut dp_client = dp::device_plugin_client::DevicePluginClient::new(channel);
+    let mut stream = dp_client
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 2);
+
+    watcher
+        .notify_registration_status(reg::RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut rx = h.registrations.clone();
+    rx.wait_for(|n| *n == 1).await.unwrap();
+    // No kubelet.sock registration in this mode.
+    assert!(registrar.requests.lock().unwrap().is_empty());
+
+    // A refusal makes the plugin re-create its socket for the watcher.
+    let created = DirEvents::new(&h.cfg.plugins_registry_dir);
+    watcher
+        .notify_registration_status(reg::RegistrationStatus {
+            plugin_registered: false,
+            error: "bad version".into(),
+        })
+        .await
+        .unwrap();
+    eventually("socket re-created", || {
+        created.saw_created("example.com_sriov_a.sock")
+    })
+    .await;
+    let mut again = plugin_client(&sock).await;
+    again.get_device_plugin_options(dp::Empty {}).await.unwrap();
+    h.stop().await;
+}
