@@ -383,6 +383,11 @@ impl EnvConfig {
         }
     }
 
+    /// A sysfs handle on `NSM_PCI_DEVICES_PATH` and `NSM_PCI_DRIVERS_PATH`, for [`crate::reconcile()`].
+    pub fn sysfs(&self) -> sriov_pci::Sysfs {
+        sriov_pci::Sysfs::new(&self.pci_devices_path, &self.pci_drivers_path)
+    }
+
     /// `--help` text: every variable with its default.
     pub fn help() -> String {
         let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);

@@ -99,7 +99,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The config file is malformed or breaks a rule; names the file, line and field.
-    #[error("{0}")]
-    File(FileError),
+    /// The config file is malformed or breaks rules; each error names the file, line and field.
+    #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    File {
+        /// Every problem found (syntax and type errors stop at the first).
+        errors: Vec<FileError>,
+    },
+    /// Reading or changing a PF in sysfs failed.
+    #[error("PF {pf}: {source}")]
+    Sysfs {
+        /// The PF being reconciled.
+        pf: sriov_pci::PciAddress,
+        /// What sysfs said (names the path).
+        #[source]
+        source: sriov_pci::PciError,
+    },
 }

@@ -8,6 +8,14 @@
 //! error naming the variable, its value and what was expected; all bad values are reported at once.
 //! Unknown `NSM_` variables are not errors but [`Warning`]s the caller logs.
 //!
+//! The SR-IOV config file is handled in two steps, so `check-config` can run both and report
+//! precisely. [`SriovConfig::parse`] is pure: YAML syntax, types, unknown keys and the file's rules
+//! (non-empty lists, PCI addresses, unique PFs and VFs, names valid as Kubernetes resource names),
+//! each error naming the file, line and field. [`reconcile()`] then checks the parsed file against
+//! sysfs through `sriov_pci::Sysfs`: PFs that are missing or lack SR-IOV are skipped with a
+//! warning, PFs with no VFs get `sriov_totalvfs` of them, and listed VFs must match sysfs exactly
+//! ([`reconcile()`] documents each decision).
+//!
 //! # Example
 //!
 //! ```
@@ -29,15 +37,28 @@
 //!
 //! let err = EnvConfig::from_vars([("NSM_MAX_TOKEN_LIFETIME", "10")]).unwrap_err();
 //! assert!(err.to_string().contains("NSM_MAX_TOKEN_LIFETIME=\"10\": expected a Go duration"));
+//!
+//! let file = std::path::Path::new("pci.config");
+//! let yaml = "physicalFunctions:\n  0000:01:00.0:\n    pfKernelDriver: i40e\n    vfKernelDriver: iavf\n    capabilities: []\n    serviceDomains: [sd]\n";
+//! let err = sriov_config::SriovConfig::parse(file, yaml).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "pci.config:5: physicalFunctions.0000:01:00.0.capabilities: must not be empty"
+//! );
 //! # Ok::<(), sriov_config::Error>(())
 //! ```
 
 mod duration;
 mod env;
 mod error;
+mod file;
+mod locate;
+mod reconcile;
 mod warning;
 
 pub use duration::{DurationProblem, format_go_duration, parse_go_duration};
 pub use env::{EnvConfig, EnvVar, LoadedEnv, LogLevel, PREFIX, SocketUrl, VARIABLES};
 pub use error::{EnvProblem, Error, FileError};
+pub use file::{LoadedConfig, PfConfig, SriovConfig, VfConfig};
+pub use reconcile::{ReadyPf, ReadyVf, ReconcileOptions, Reconciled, reconcile};
 pub use warning::Warning;

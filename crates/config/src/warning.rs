@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use sriov_pci::PciAddress;
+
 /// A non-fatal finding. The binary logs these; `check-config` prints them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
@@ -16,6 +18,49 @@ pub enum Warning {
     NoPhysicalFunctions {
         /// The config file.
         file: PathBuf,
+    },
+    /// A configured PF is not on this node; it is skipped.
+    PfMissing {
+        /// The config file.
+        file: PathBuf,
+        /// Line of the PF in it.
+        line: Option<usize>,
+        /// The PF.
+        pf: PciAddress,
+        /// Where sysfs would have it.
+        path: PathBuf,
+    },
+    /// A configured PF has no SR-IOV capability (or a total of 0 VFs); it is skipped.
+    PfNotSriov {
+        /// The config file.
+        file: PathBuf,
+        /// Line of the PF in it.
+        line: Option<usize>,
+        /// The PF.
+        pf: PciAddress,
+    },
+    /// The PF is bound to another driver than `pfKernelDriver` says (or to none).
+    PfDriverMismatch {
+        /// The PF.
+        pf: PciAddress,
+        /// `pfKernelDriver`.
+        expected: String,
+        /// What sysfs shows.
+        found: Option<String>,
+    },
+    /// The PF has no VFs and creating them was not allowed (a dry run).
+    VfsNotCreated {
+        /// The PF.
+        pf: PciAddress,
+        /// How many would be created (`sriov_totalvfs`).
+        total: u32,
+    },
+    /// `virtualFunctions` leaves out VFs sysfs has; they stay unused.
+    VfsNotListed {
+        /// The PF.
+        pf: PciAddress,
+        /// The unlisted VFs.
+        vfs: Vec<PciAddress>,
     },
 }
 
@@ -34,6 +79,53 @@ impl std::fmt::Display for Warning {
                 "{}: no physicalFunctions configured; no VF will be offered",
                 file.display()
             ),
+            Self::PfMissing {
+                file,
+                line,
+                pf,
+                path,
+            } => write!(
+                f,
+                "{}: PF {pf} is not on this node ({} missing); skipped",
+                at(file, *line),
+                path.display()
+            ),
+            Self::PfNotSriov { file, line, pf } => write!(
+                f,
+                "{}: PF {pf} has no SR-IOV capability (no VFs possible); skipped",
+                at(file, *line)
+            ),
+            Self::PfDriverMismatch {
+                pf,
+                expected,
+                found,
+            } => write!(
+                f,
+                "PF {pf} is bound to {}, not to pfKernelDriver {expected:?}",
+                found
+                    .as_deref()
+                    .map_or("no driver".to_string(), |d| format!("{d:?}"))
+            ),
+            Self::VfsNotCreated { pf, total } => write!(
+                f,
+                "PF {pf} has no VFs; the forwarder would create {total} (sriov_totalvfs)"
+            ),
+            Self::VfsNotListed { pf, vfs } => write!(
+                f,
+                "PF {pf}: {} not listed in virtualFunctions, left unused: {}",
+                if vfs.len() == 1 { "VF" } else { "VFs" },
+                vfs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
+    }
+}
+
+fn at(file: &std::path::Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", file.display()),
+        None => file.display().to_string(),
     }
 }

@@ -119,6 +119,9 @@ fn every_variable_is_read() {
     assert!(c.pprof_enabled);
     assert!(c.insecure);
     assert_eq!(c.state_dir, PathBuf::from("/state"));
+    let sysfs = c.sysfs();
+    assert_eq!(sysfs.devices_dir(), PathBuf::from("/d"));
+    assert_eq!(sysfs.drivers_dir(), PathBuf::from("/r"));
 }
 
 #[test]

@@ -1,6 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use sriov_pci::PciAddress;
+
 use crate::error::{Error, Result, shown};
 
 /// The name the VFIO core gives the IOMMU groups it fakes in no-IOMMU mode
@@ -29,6 +31,12 @@ impl IommuGroup {
         } else {
             self.id.to_string()
         }
+    }
+
+    /// The IOMMU group of the PCI device `address` under `devices_dir` (`NSM_PCI_DEVICES_PATH`,
+    /// normally `/sys/bus/pci/devices`).
+    pub fn of_device(devices_dir: &Path, address: PciAddress) -> Result<Self> {
+        Self::of_device_dir(&devices_dir.join(address.to_string()))
     }
 
     /// The IOMMU group of the PCI device whose sysfs directory is `device_dir`

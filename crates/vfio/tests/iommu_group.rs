@@ -163,3 +163,29 @@ fn from_rdev_splits_the_kernel_encoding() {
     assert_eq!(DeviceNumber::from_rdev(rdev), DeviceNumber::new(511, 300));
     assert_eq!(DeviceNumber::new(10, 196).cgroup_rule(), "c 10:196 rwm");
 }
+
+#[test]
+fn iommu_group_of_a_pci_address_in_a_kernel_shaped_tree() {
+    let fake = sriov_pci_fake::fixtures::igb_82576(sriov_pci_fake::FakeSysfs::builder())
+        .build()
+        .unwrap();
+    let sysfs = fake.sysfs();
+    let pf: sriov_pci::PciAddress = "0000:01:00.0".parse().unwrap();
+    assert_eq!(
+        IommuGroup::of_device(sysfs.devices_dir(), pf).unwrap(),
+        IommuGroup::new(3)
+    );
+    let vfs = sysfs.set_num_vfs(pf, 2).unwrap();
+    let vf_group = IommuGroup::of_device(sysfs.devices_dir(), vfs[1].address).unwrap();
+    assert_eq!(
+        Some(vf_group.id),
+        sysfs.iommu_group(vfs[1].address).unwrap()
+    );
+    assert!(!vf_group.noiommu);
+    let missing: sriov_pci::PciAddress = "0000:77:00.0".parse().unwrap();
+    let err = IommuGroup::of_device(sysfs.devices_dir(), missing).unwrap_err();
+    assert!(
+        err.to_string().contains("0000:77:00.0/iommu_group"),
+        "{err}"
+    );
+}

@@ -1,0 +1,219 @@
+//! Checking a parsed config against sysfs, and creating VFs where a PF has none.
+
+use sriov_pci::{PciAddress, PciError, Sysfs};
+
+use crate::error::{Error, FileError};
+use crate::file::{PfConfig, SriovConfig};
+use crate::warning::Warning;
+
+/// How [`reconcile`] may change the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileOptions {
+    /// Create `sriov_totalvfs` VFs on PFs that have none (the forwarder: yes; `check-config`: no).
+    pub create_vfs: bool,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        Self { create_vfs: true }
+    }
+}
+
+/// A PF that is present, has SR-IOV, and whose VFs are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyPf {
+    /// The PF.
+    pub address: PciAddress,
+    /// Its settings from the file.
+    pub config: PfConfig,
+    /// The VFs to use, in VF-index order.
+    pub vfs: Vec<ReadyVf>,
+    /// How many VFs [`reconcile`] created on it (0 when it already had some).
+    pub created_vfs: u32,
+}
+
+impl ReadyPf {
+    /// The resource names it serves: every `serviceDomain/capability` pair.
+    pub fn resource_names(&self) -> Vec<String> {
+        self.config.resource_names()
+    }
+}
+
+/// A VF as sysfs shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyVf {
+    /// Its address.
+    pub address: PciAddress,
+    /// The `N` of the PF's `virtfnN` link.
+    pub index: u32,
+    /// Its IOMMU group, when the system has an IOMMU.
+    pub iommu_group: Option<u32>,
+}
+
+/// The outcome of [`reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The usable PFs, by address.
+    pub physical_functions: Vec<ReadyPf>,
+    /// What was skipped or odd.
+    pub warnings: Vec<Warning>,
+}
+
+/// Checks `config` against `sysfs`.
+///
+/// Decisions, documented here because the Go original leaves them implicit:
+/// - A PF the config names that sysfs lacks, or that has no SR-IOV (no `sriov_totalvfs`, or a total
+///   of 0), is **skipped with a warning**: one ConfigMap usually serves a whole DaemonSet, and nodes
+///   differ. The forwarder serves the PFs that exist.
+/// - A PF bound to another driver than `pfKernelDriver` (or to none) is a warning: its VFs still work.
+/// - A PF with 0 VFs gets `sriov_totalvfs` of them (through `sriov_pci::Sysfs::set_num_vfs`), as the
+///   Go original does; with [`ReconcileOptions::create_vfs`] off (`check-config`) it is a warning.
+/// - `virtualFunctions`, when present, is the exact set of VFs to use. Each must be a VF of that PF
+///   in sysfs, in the IOMMU group the file says; a disagreement is an **error** naming the file and
+///   line, since handing out a device the file did not mean is worse than not starting. VFs sysfs
+///   has but the list omits are left unused, with a warning. (The Go original appends the VFs it
+///   discovers to the listed ones, counting listed VFs twice.)
+///
+/// Every listed-VF disagreement is reported at once, each with its line; a sysfs read or write
+/// failure stops at once with [`Error::Sysfs`].
+pub fn reconcile(
+    config: &SriovConfig,
+    sysfs: &Sysfs,
+    options: ReconcileOptions,
+) -> Result<Reconciled, Error> {
+    let mut ready = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    let sys_err = |pf: PciAddress| move |source: PciError| Error::Sysfs { pf, source };
+
+    for (&pf, pf_config) in &config.physical_functions {
+        let line = pf_config.line;
+        if !sysfs.exists(pf) {
+            warnings.push(Warning::PfMissing {
+                file: config.file.clone(),
+                line,
+                pf,
+                path: sysfs.device_dir(pf),
+            });
+            continue;
+        }
+        let total = match sysfs.total_vfs(pf) {
+            Ok(0) | Err(PciError::NotSriov { .. }) => {
+                warnings.push(Warning::PfNotSriov {
+                    file: config.file.clone(),
+                    line,
+                    pf,
+                });
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) => return Err(sys_err(pf)(e)),
+        };
+        let driver = sysfs.driver(pf).map_err(sys_err(pf))?;
+        if driver.as_deref() != Some(pf_config.pf_kernel_driver.as_str()) {
+            warnings.push(Warning::PfDriverMismatch {
+                pf,
+                expected: pf_config.pf_kernel_driver.clone(),
+                found: driver,
+            });
+        }
+
+        let mut created_vfs = 0;
+        if sysfs.num_vfs(pf).map_err(sys_err(pf))? == 0 {
+            if options.create_vfs {
+                sysfs.set_num_vfs(pf, total).map_err(sys_err(pf))?;
+                created_vfs = total;
+                tracing::info!(%pf, count = total, "created VFs on a PF that had none");
+            } else {
+                warnings.push(Warning::VfsNotCreated { pf, total });
+            }
+        }
+
+        let in_sysfs = sysfs.vfs(pf).map_err(sys_err(pf))?;
+        let mut vfs = Vec::new();
+        match &pf_config.virtual_functions {
+            None => {
+                for vf in &in_sysfs {
+                    vfs.push(ReadyVf {
+                        address: vf.address,
+                        index: vf.index,
+                        iommu_group: sysfs.iommu_group(vf.address).map_err(sys_err(pf))?,
+                    });
+                }
+            }
+            Some(listed) => {
+                let field = |i: usize| format!("physicalFunctions.{pf}.virtualFunctions[{i}]");
+                for (i, want) in listed.iter().enumerate() {
+                    let mut problem = |message: String| {
+                        errors.push(FileError {
+                            file: config.file.clone(),
+                            line: want.line,
+                            column: None,
+                            field: field(i),
+                            message,
+                        })
+                    };
+                    let Some(found) = in_sysfs.iter().find(|v| v.address == want.address) else {
+                        let message = if !sysfs.exists(want.address) {
+                            format!(
+                                "VF {} does not exist in sysfs ({})",
+                                want.address,
+                                sysfs.device_dir(want.address).display()
+                            )
+                        } else {
+                            match sysfs.physfn(want.address).map_err(sys_err(pf))? {
+                                Some(owner) => format!(
+                                    "VF {} is listed under PF {pf}, but sysfs says its PF is {owner}",
+                                    want.address
+                                ),
+                                None => format!(
+                                    "{} is listed as a VF of {pf}, but sysfs shows no physfn link: \
+                                     it is not a VF",
+                                    want.address
+                                ),
+                            }
+                        };
+                        problem(message);
+                        continue;
+                    };
+                    let group = sysfs.iommu_group(found.address).map_err(sys_err(pf))?;
+                    if group != Some(want.iommu_group) {
+                        let saw = group.map_or("none".to_string(), |g| g.to_string());
+                        problem(format!(
+                            "VF {} is listed with iommuGroup {}, but sysfs says {saw}",
+                            want.address, want.iommu_group
+                        ));
+                        continue;
+                    }
+                    vfs.push(ReadyVf {
+                        address: found.address,
+                        index: found.index,
+                        iommu_group: group,
+                    });
+                }
+                let unlisted: Vec<PciAddress> = in_sysfs
+                    .iter()
+                    .map(|v| v.address)
+                    .filter(|a| !listed.iter().any(|l| l.address == *a))
+                    .collect();
+                if !unlisted.is_empty() {
+                    warnings.push(Warning::VfsNotListed { pf, vfs: unlisted });
+                }
+            }
+        }
+        vfs.sort_by_key(|v| v.index);
+        ready.push(ReadyPf {
+            address: pf,
+            config: pf_config.clone(),
+            vfs,
+            created_vfs,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(Error::File { errors });
+    }
+    Ok(Reconciled {
+        physical_functions: ready,
+        warnings,
+    })
+}
