@@ -116,7 +116,11 @@ impl<'de> Deserialize<'de> for RawPfMap {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a physical function (pfKernelDriver, vfKernelDriver, capabilities, serviceDomains)"
+)]
 struct RawPf {
     pf_kernel_driver: String,
     vf_kernel_driver: String,
@@ -127,7 +131,11 @@ struct RawPf {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a virtual function (address, iommuGroup)"
+)]
 struct RawVf {
     address: String,
     iommu_group: u32,

@@ -483,3 +483,28 @@ fn more_than_one_document() {
         errs[0]
     );
 }
+
+#[test]
+fn pf_without_a_body() {
+    let yaml = "physicalFunctions:\n  0000:01:00.0:\n";
+    the_error(
+        yaml,
+        2,
+        "physicalFunctions.0000:01:00.0",
+        "missing field `pfKernelDriver`",
+    );
+}
+
+#[test]
+fn vf_entry_that_is_not_a_mapping() {
+    let yaml = format!(
+        "physicalFunctions:\n  0000:01:00.0:\n{BODY}    virtualFunctions:\n      - 0000:01:02.0\n"
+    );
+    let text = the_error(
+        &yaml,
+        8,
+        "physicalFunctions.0000:01:00.0.virtualFunctions[0]",
+        "invalid type",
+    );
+    assert!(text.contains("expected a virtual function"), "{text}");
+}
