@@ -121,9 +121,17 @@ pub(crate) struct Console {
     pub(crate) began: bool,
     pub(crate) ended: bool,
     pub(crate) checks: Vec<Check>,
-    /// Base64 payload lines per capture name.
+    /// Tree captures (gzipped tar, base64) by name.
     pub(crate) captures: Vec<(String, String)>,
-    capturing: Option<(String, String)>,
+    /// Single files (base64) by name.
+    pub(crate) files: Vec<(String, String)>,
+    capturing: Option<(Payload, String, String)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Payload {
+    Tree,
+    File,
 }
 
 /// Marker lines the guest's /init prints (see xtask/vm/init.sh).
@@ -131,6 +139,8 @@ pub(crate) const BEGIN: &str = "VMTEST-BEGIN";
 pub(crate) const END: &str = "VMTEST-END";
 const CAPTURE_BEGIN: &str = "VMTEST-CAPTURE-BEGIN ";
 const CAPTURE_END: &str = "VMTEST-CAPTURE-END";
+const FILE_BEGIN: &str = "VMTEST-FILE-BEGIN ";
+const FILE_END: &str = "VMTEST-FILE-END";
 
 impl Console {
     /// Feeds one console line; returns what should be echoed on the host.
@@ -141,12 +151,16 @@ impl Console {
             Some(i) => &line[i..],
             None => line,
         };
-        if let Some((name, data)) = self.capturing.as_mut() {
-            if line.starts_with(CAPTURE_END) {
+        if let Some((kind, name, data)) = self.capturing.as_mut() {
+            if line.starts_with(CAPTURE_END) || line.starts_with(FILE_END) {
+                let kind = *kind;
                 let done = (std::mem::take(name), std::mem::take(data));
                 self.capturing = None;
-                let shown = format!("capture {}: {} base64 bytes", done.0, done.1.len());
-                self.captures.push(done);
+                let shown = format!("{kind:?} {}: {} base64 bytes", done.0, done.1.len());
+                match kind {
+                    Payload::Tree => self.captures.push(done),
+                    Payload::File => self.files.push(done),
+                }
                 return Some(shown);
             }
             data.push_str(line.trim());
@@ -162,7 +176,10 @@ impl Console {
         if line.starts_with(END) {
             self.ended = true;
         } else if let Some(name) = line.strip_prefix(CAPTURE_BEGIN) {
-            self.capturing = Some((name.trim().to_string(), String::new()));
+            self.capturing = Some((Payload::Tree, name.trim().to_string(), String::new()));
+            return None;
+        } else if let Some(name) = line.strip_prefix(FILE_BEGIN) {
+            self.capturing = Some((Payload::File, name.trim().to_string(), String::new()));
             return None;
         } else if let Some(name) = line.strip_prefix("PASS ") {
             self.checks.push(Check::Pass(name.trim().to_string()));
@@ -343,5 +360,13 @@ mod tests {
             c.captures,
             [("igb-vm".to_string(), "H4sIAAAAAAAA==".to_string())]
         );
+        c.line("VMTEST-FILE-BEGIN inventory.json");
+        c.line("e30=");
+        c.line("VMTEST-FILE-END");
+        assert_eq!(
+            c.files,
+            [("inventory.json".to_string(), "e30=".to_string())]
+        );
+        assert_eq!(c.captures.len(), 1);
     }
 }
