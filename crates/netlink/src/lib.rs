@@ -1,0 +1,79 @@
+//! Netlink for the SR-IOV forwarder and device plugin: network namespaces from NSM URLs, moving
+//! a VF netdev into a client's namespace and configuring it there (and back), PF-side VF
+//! settings, and link health. Everything goes over rtnetlink (netlink-packet-route); no `ip`
+//! processes.
+//!
+//! # Model
+//!
+//! An [`RtNetlink`] is a connection to one namespace, "home": the forwarder's own, where VFs
+//! live while no client uses them. Other namespaces are named by [`NetnsUrl`]
+//! (`file:///proc/<pid>/ns/net`, `file:///var/run/netns/<name>`, `inode://<dev>/<ino>`) and
+//! opened as [`Netns`], which checks that the file really is a network namespace.
+//!
+//! **Threads and namespaces.** A thread's network namespace is per-thread state; entering one on
+//! a tokio worker would silently move every later task on that worker. So this crate never calls
+//! `setns` on a thread it does not own: [`Netns::run`] starts a fresh OS thread, enters the
+//! namespace there, runs a closure and lets the thread end. Its main use is
+//! [`Netns::route_socket`]: a netlink socket stays bound to the namespace it was created in, so
+//! the thread only creates the socket and hands it back, and async code on any runtime thread
+//! drives it. Moving a link uses `IFLA_NET_NS_FD` on the home socket; configuring it afterwards
+//! uses a short-lived socket created in the client namespace.
+//!
+//! **Undo.** [`RtNetlink::move_into`] returns a [`MovedLink`] record (plain data, no file
+//! descriptors, so it can be persisted and it never pins a dead pod's namespace). If a later step
+//! fails, earlier ones are undone before the error returns ([`Error::RolledBack`]); if the undo
+//! fails too, the error carries the record ([`Error::RollbackFailed`]), so a link is never
+//! half-moved with no record. [`RtNetlink::back_out`] reverses a move, and when the client's
+//! namespace is already gone it finds the link the kernel returned to the home namespace and
+//! restores it ([`BackOut`]). [`RtNetlink::set_vf`] likewise returns the previous VF settings
+//! for [`RtNetlink::restore_vf`].
+//!
+//! **Seam.** [`NetlinkOps`] is the narrow, object-safe trait over these operations for the
+//! forwarder's chain elements; [`RtNetlink`] implements it, `MockNetlinkOps` (feature `mock`)
+//! mocks it and [`testing::RecordingOps`] records calls.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sriov_netlink::{ClientLink, IfName, NetnsUrl, RtNetlink};
+//!
+//! # async fn example() -> Result<(), sriov_netlink::Error> {
+//! let nl = RtNetlink::new()?; // home = this thread's namespace
+//! let request = ClientLink::new("ens1f0v3", NetnsUrl::parse("file:///proc/4242/ns/net")?)
+//!     .name(IfName::new("nsm-1")?)
+//!     .mtu(9000)
+//!     .address("10.0.0.2/24".parse()?)
+//!     .route("10.1.0.0/16".parse()?, "10.0.0.1".parse().ok());
+//! let record = nl.move_into(&request).await?; // keep it with the connection
+//! // ... on Close:
+//! nl.back_out(&record).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod error;
+mod health;
+mod netns;
+mod ops;
+mod plumb;
+mod socket;
+pub mod testing;
+mod types;
+mod vf;
+
+pub use client::{LinkStatus, OperState, RtNetlink};
+pub use error::{Error, Result};
+pub use health::{LinkEvent, LinkEvents};
+pub use netns::{Netns, NetnsId, NetnsUrl};
+#[cfg(any(test, feature = "mock"))]
+pub use ops::MockNetlinkOps;
+pub use ops::NetlinkOps;
+pub use plumb::{BackOut, ClientLink, MovedLink, OriginalLink};
+pub use types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
+pub use vf::{TxRate, VfConfig, VfRecord, VfState, VfVlan, vf_config_message, vf_states};
+
+/// rtnetlink and netlink-packet-route as this crate uses them, for callers that need raw access
+/// through [`RtNetlink::handle`].
+pub use netlink_packet_route;
+pub use rtnetlink;

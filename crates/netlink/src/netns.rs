@@ -1,0 +1,469 @@
+//! Network namespaces: parsing the URLs NSM hands us, opening them safely, and doing work inside
+//! them on a dedicated OS thread.
+//!
+//! A namespace is only ever entered by a fresh `std::thread` that exits when the work is done, so
+//! no thread of a shared pool (tokio workers, `spawn_blocking`) ever changes namespace. The usual
+//! work is creating a netlink socket: a socket stays bound to the namespace it was created in, so
+//! the thread hands it back and async code drives it from any thread.
+
+use std::fmt;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+use rtnetlink::sys::{Socket, protocols::NETLINK_ROUTE};
+
+use crate::error::{Error, Result};
+
+/// Longest URL we look at; longer input is refused before any parsing.
+const MAX_URL_LEN: usize = 4096;
+
+/// Where a network namespace lives, as NSM passes it in a mechanism's parameters.
+///
+/// Accepted forms:
+/// - `file:///proc/<pid>/ns/net`, `file:///var/run/netns/<name>`, or any other absolute `file://`
+///   path; whatever it names must turn out to be an nsfs file of a *network* namespace when
+///   opened.
+/// - `inode://<dev>/<ino>`: the `st_dev`/`st_ino` pair of the namespace's nsfs inode, resolved by
+///   scanning `/proc/*/ns/net` (and `/proc/*/task/*/ns/net`).
+///
+/// Refused: other schemes, a host part (`file://host/...`), relative paths, `.`/`..`/empty path
+/// segments, query or fragment parts, percent-escapes (never decoded, so never smuggled), control
+/// characters and whitespace, and anything over 4096 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NetnsUrl {
+    /// A path to an nsfs file (`file://` form).
+    File(PathBuf),
+    /// An nsfs inode to look for (`inode://` form).
+    Inode {
+        /// `st_dev` of the nsfs inode.
+        dev: u64,
+        /// `st_ino` of the nsfs inode.
+        ino: u64,
+    },
+}
+
+impl NetnsUrl {
+    /// Parses and validates a URL; see the type docs for the accepted forms.
+    pub fn parse(url: &str) -> Result<Self> {
+        let refuse = |reason: &str| Error::InvalidNetnsUrl {
+            url: url.chars().take(256).collect(),
+            reason: reason.to_owned(),
+        };
+        if url.len() > MAX_URL_LEN {
+            return Err(refuse("longer than 4096 bytes"));
+        }
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(refuse("contains control characters or whitespace"));
+        }
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| refuse("not a URL (expected file:// or inode://)"))?;
+        if scheme.eq_ignore_ascii_case("file") {
+            Self::parse_file(rest).map_err(refuse)
+        } else if scheme.eq_ignore_ascii_case("inode") {
+            Self::parse_inode(rest).map_err(refuse)
+        } else {
+            Err(refuse("unsupported scheme (expected file or inode)"))
+        }
+    }
+
+    fn parse_file(rest: &str) -> Result<Self, &'static str> {
+        if !rest.starts_with('/') {
+            return Err("file URL must have an empty host and an absolute path");
+        }
+        if rest.contains(['?', '#']) {
+            return Err("query and fragment parts are not allowed");
+        }
+        if rest.contains('%') {
+            return Err("percent-escapes are not accepted");
+        }
+        if rest.len() > 1 && rest.ends_with('/') {
+            return Err("path must name a file, not a directory");
+        }
+        for segment in rest.split('/').skip(1) {
+            match segment {
+                "" => return Err("empty path segment"),
+                "." | ".." => return Err("'.' and '..' path segments are not allowed"),
+                _ => {}
+            }
+        }
+        if rest == "/" {
+            return Err("path must name a file, not a directory");
+        }
+        Ok(NetnsUrl::File(PathBuf::from(rest)))
+    }
+
+    fn parse_inode(rest: &str) -> Result<Self, &'static str> {
+        let (dev, ino) = rest.split_once('/').ok_or("expected inode://<dev>/<ino>")?;
+        let number = |s: &str| -> Result<u64, &'static str> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("dev and ino must be decimal numbers");
+            }
+            s.parse::<u64>()
+                .map_err(|_| "dev or ino does not fit in 64 bits")
+        };
+        Ok(NetnsUrl::Inode {
+            dev: number(dev)?,
+            ino: number(ino)?,
+        })
+    }
+}
+
+impl FromStr for NetnsUrl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        NetnsUrl::parse(s)
+    }
+}
+
+impl fmt::Display for NetnsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetnsUrl::File(path) => write!(f, "file://{}", path.display()),
+            NetnsUrl::Inode { dev, ino } => write!(f, "inode://{dev}/{ino}"),
+        }
+    }
+}
+
+/// The identity of a network namespace: the `st_dev`/`st_ino` of its nsfs inode. Two handles
+/// name the same namespace exactly when their ids are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetnsId {
+    /// `st_dev` of the nsfs inode.
+    pub dev: u64,
+    /// `st_ino` of the nsfs inode.
+    pub ino: u64,
+}
+
+impl NetnsId {
+    /// The `inode://` URL for this namespace.
+    pub fn url(self) -> NetnsUrl {
+        NetnsUrl::Inode {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+}
+
+impl fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inode://{}/{}", self.dev, self.ino)
+    }
+}
+
+/// An open network namespace. Holding it keeps the namespace alive (the kernel destroys a
+/// namespace when its last task, bind mount and open file are gone).
+#[derive(Debug)]
+pub struct Netns {
+    fd: OwnedFd,
+    id: NetnsId,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Opens the namespace a URL names.
+    pub fn open(url: &NetnsUrl) -> Result<Self> {
+        match url {
+            NetnsUrl::File(path) => Self::open_path(path),
+            NetnsUrl::Inode { dev, ino } => Self::find_inode(NetnsId {
+                dev: *dev,
+                ino: *ino,
+            }),
+        }
+    }
+
+    /// The namespace of the calling thread (`/proc/thread-self/ns/net`).
+    pub fn current() -> Result<Self> {
+        Self::open_path(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// Opens a path that must be an nsfs file of a network namespace.
+    ///
+    /// The path is `stat`ed first and must be a regular file (nsfs inodes are), so a FIFO or a
+    /// device node behind a hostile path is never opened; the open file is then checked with
+    /// `fstatfs` (NSFS_MAGIC) and its `/proc/self/fd` link (`net:[<ino>]`), so a mount or PID
+    /// namespace is refused too.
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let open_err = |source| Error::NetnsOpen {
+            path: path.to_owned(),
+            source,
+        };
+        let not_netns = |reason: String| Error::NotANetns {
+            path: path.to_owned(),
+            reason,
+        };
+        let meta = fs::metadata(path).map_err(open_err)?;
+        if !meta.file_type().is_file() {
+            return Err(not_netns("not a regular nsfs file".to_owned()));
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
+            .open(path)
+            .map_err(open_err)?;
+        let fd = OwnedFd::from(file);
+        let fs = fstatfs(&fd).map_err(|e| open_err(e.into()))?;
+        if fs.filesystem_type() != NSFS_MAGIC {
+            return Err(not_netns(format!(
+                "filesystem magic {:#x} is not nsfs",
+                fs.filesystem_type().0
+            )));
+        }
+        let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(open_err)?;
+        let link = link.to_string_lossy();
+        if !link.starts_with("net:[") {
+            return Err(not_netns(format!("it is {link}")));
+        }
+        let meta = fs::File::from(fd.try_clone().map_err(open_err)?)
+            .metadata()
+            .map_err(open_err)?;
+        Ok(Netns {
+            fd,
+            id: NetnsId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+            path: path.to_owned(),
+        })
+    }
+
+    /// Finds a task whose network namespace has this id and opens it through that task.
+    ///
+    /// Thread-group leaders are tried first, then every task, so namespaces held only by a
+    /// thread (as in tests) are found too. The opened file is re-checked against the id, so a
+    /// task exiting between the scan and the open cannot hand us a different namespace.
+    pub fn find_inode(id: NetnsId) -> Result<Self> {
+        let pids: Vec<String> = fs::read_dir("/proc")
+            .map_err(|source| Error::NetnsOpen {
+                path: PathBuf::from("/proc"),
+                source,
+            })?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        let matches = |path: &Path| {
+            fs::metadata(path)
+                .map(|m| m.dev() == id.dev && m.ino() == id.ino)
+                .unwrap_or(false)
+        };
+        let leaders = pids
+            .iter()
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        let tasks = pids.iter().flat_map(|pid| {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("ns/net"))
+        });
+        for path in leaders.chain(tasks) {
+            if matches(&path)
+                && let Ok(ns) = Self::open_path(&path)
+                && ns.id == id
+            {
+                return Ok(ns);
+            }
+        }
+        Err(Error::NetnsInodeNotFound {
+            dev: id.dev,
+            ino: id.ino,
+        })
+    }
+
+    /// The namespace's identity.
+    pub fn id(&self) -> NetnsId {
+        self.id
+    }
+
+    /// The path it was opened through.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a new OS thread that has entered this namespace, and waits for it.
+    ///
+    /// The thread ends with `f`, so its namespace never leaks into other work. Keep `f` short
+    /// when calling from async code: the caller's thread blocks until it returns. A panic in `f`
+    /// is resumed on the caller.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let netns = self.to_string();
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("netns".into())
+                .spawn_scoped(scope, || {
+                    setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|source| Error::Setns {
+                        netns: netns.clone(),
+                        source,
+                    })?;
+                    Ok(f())
+                })
+                .map_err(|e| Error::Thread {
+                    netns: netns.clone(),
+                    reason: e.to_string(),
+                })?;
+            match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// A blocking `NETLINK_ROUTE` socket created inside this namespace; it stays bound there
+    /// whichever thread uses it later.
+    pub fn route_socket(&self) -> Result<Socket> {
+        self.run(|| Socket::new(NETLINK_ROUTE))?
+            .map_err(|source| Error::Socket {
+                netns: self.to_string(),
+                source,
+            })
+    }
+}
+
+impl AsFd for Netns {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Netns {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.path.display(), self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn file_urls_parse_to_their_path() {
+        for (url, path) in [
+            ("file:///proc/42/ns/net", "/proc/42/ns/net"),
+            ("file:///var/run/netns/blue", "/var/run/netns/blue"),
+            ("FILE:///run/netns/x-1_2", "/run/netns/x-1_2"),
+        ] {
+            assert_eq!(
+                NetnsUrl::parse(url).unwrap(),
+                NetnsUrl::File(PathBuf::from(path))
+            );
+        }
+    }
+
+    #[test]
+    fn inode_urls_parse_to_dev_and_ino() {
+        assert_eq!(
+            NetnsUrl::parse("inode://4/4026531992").unwrap(),
+            NetnsUrl::Inode {
+                dev: 4,
+                ino: 4026531992
+            }
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for url in ["file:///proc/1/ns/net", "inode://4/4026531992"] {
+            assert_eq!(NetnsUrl::parse(url).unwrap().to_string(), url);
+        }
+    }
+
+    #[test]
+    fn hostile_and_foreign_urls_are_refused() {
+        let long = format!("file:///{}", "a/".repeat(3000));
+        let hostile = [
+            "",
+            "/proc/1/ns/net",
+            "http://example.com/ns",
+            "unix:///run/x",
+            "file://",
+            "file:///",
+            "file://host/proc/1/ns/net",
+            "file://proc/1/ns/net",
+            "file:///proc/1/ns/../../etc/passwd",
+            "file:///proc/./1/ns/net",
+            "file:///proc//1/ns/net",
+            "file:///var/run/netns/",
+            "file:///proc/1/ns/net?x=1",
+            "file:///proc/1/ns/net#frag",
+            "file:///proc/1/ns/%2e%2e/net",
+            "file:///proc/1/ns/net\0",
+            "file:///proc/1/ns/n et",
+            "file:///proc/1/ns/net\n",
+            "inode://",
+            "inode://4",
+            "inode://4/",
+            "inode:///4026531992",
+            "inode://4/4026531992/x",
+            "inode://-4/4026531992",
+            "inode://+4/4026531992",
+            "inode://0x4/4026531992",
+            "inode://4/99999999999999999999999",
+            "inode://4/ 1",
+            &long,
+        ];
+        for url in hostile {
+            let err = NetnsUrl::parse(url).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidNetnsUrl { .. }),
+                "{url:?} gave {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn opening_a_regular_file_is_refused_as_not_nsfs() {
+        let err = Netns::open_path(Path::new("/proc/self/status")).unwrap_err();
+        assert!(matches!(err, Error::NotANetns { .. }), "{err}");
+    }
+
+    #[test]
+    fn opening_a_directory_or_device_is_refused_before_open() {
+        for path in ["/proc/self", "/dev/null"] {
+            let err = Netns::open_path(Path::new(path)).unwrap_err();
+            assert!(matches!(err, Error::NotANetns { .. }), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn opening_another_kind_of_namespace_is_refused() {
+        let err = Netns::open_path(Path::new("/proc/self/ns/uts")).unwrap_err();
+        assert!(matches!(err, Error::NotANetns { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_open_error_naming_the_path() {
+        let err = Netns::open_path(Path::new("/var/run/netns/does-not-exist-4711")).unwrap_err();
+        assert!(err.to_string().contains("does-not-exist-4711"), "{err}");
+    }
+
+    #[test]
+    fn current_namespace_is_found_again_by_inode() {
+        let here = Netns::current().unwrap();
+        let found = Netns::open(&here.id().url()).unwrap();
+        assert_eq!(found.id(), here.id());
+    }
+
+    #[test]
+    fn an_unknown_inode_is_not_found() {
+        let err = Netns::open(&NetnsUrl::Inode { dev: 1, ino: 1 }).unwrap_err();
+        assert!(matches!(err, Error::NetnsInodeNotFound { dev: 1, ino: 1 }));
+    }
+}

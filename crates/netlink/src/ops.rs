@@ -1,0 +1,121 @@
+//! [`NetlinkOps`]: the narrow seam the forwarder's chain elements and the device plugin call,
+//! so their unit tests can use [`MockNetlinkOps`] (feature `mock`) or
+//! [`crate::testing::RecordingOps`] instead of the kernel.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::client::{LinkStatus, RtNetlink};
+use crate::error::Result;
+use crate::health::LinkEvent;
+use crate::plumb::{BackOut, ClientLink, MovedLink};
+use crate::types::LinkRef;
+use crate::vf::{VfConfig, VfRecord, VfState};
+
+/// The netlink operations the forwarder and device plugin need. Arguments are owned and futures
+/// `'static`, so the trait is object-safe (`Arc<dyn NetlinkOps>`) and easy to mock.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait NetlinkOps: Send + Sync {
+    /// Moves a link into a client namespace and configures it; rolls back on failure.
+    /// See [`RtNetlink::move_into`].
+    fn move_into(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>>;
+
+    /// Returns a moved link home (or recovers it after its namespace died).
+    /// See [`RtNetlink::back_out`].
+    fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>>;
+
+    /// Applies PF-side settings to a VF, returning what to restore. See [`RtNetlink::set_vf`].
+    fn set_vf(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>>;
+
+    /// Restores a VF's previous settings. See [`RtNetlink::restore_vf`].
+    fn restore_vf(&self, record: VfRecord) -> BoxFuture<'static, Result<()>>;
+
+    /// The VFs of a PF. See [`RtNetlink::vfs`].
+    fn vfs(&self, pf: LinkRef) -> BoxFuture<'static, Result<Vec<VfState>>>;
+
+    /// A link's status in the home namespace, `None` if it does not exist.
+    fn link_status(&self, link: LinkRef) -> BoxFuture<'static, Result<Option<LinkStatus>>>;
+
+    /// Link changes in the home namespace.
+    fn link_events(&self) -> Result<BoxStream<'static, LinkEvent>>;
+}
+
+impl NetlinkOps for RtNetlink {
+    fn move_into(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
+        let this = self.clone();
+        async move { this.move_into(&request).await }.boxed()
+    }
+
+    fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {
+        let this = self.clone();
+        async move { this.back_out(&record).await }.boxed()
+    }
+
+    fn set_vf(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>> {
+        let this = self.clone();
+        async move { this.set_vf(&pf, vf, &config).await }.boxed()
+    }
+
+    fn restore_vf(&self, record: VfRecord) -> BoxFuture<'static, Result<()>> {
+        let this = self.clone();
+        async move { this.restore_vf(&record).await }.boxed()
+    }
+
+    fn vfs(&self, pf: LinkRef) -> BoxFuture<'static, Result<Vec<VfState>>> {
+        let this = self.clone();
+        async move { this.vfs(&pf).await }.boxed()
+    }
+
+    fn link_status(&self, link: LinkRef) -> BoxFuture<'static, Result<Option<LinkStatus>>> {
+        let this = self.clone();
+        async move { this.link(&link).await }.boxed()
+    }
+
+    fn link_events(&self) -> Result<BoxStream<'static, LinkEvent>> {
+        Ok(RtNetlink::link_events(self)?.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::netns::NetnsUrl;
+    use crate::plumb::BackOut;
+
+    #[tokio::test]
+    async fn the_trait_can_be_mocked_for_chain_element_tests() {
+        let mut mock = MockNetlinkOps::new();
+        mock.expect_back_out()
+            .withf(|record| record.client_name == "nsm0")
+            .times(1)
+            .returning(|_| async { Ok(BackOut::Vanished) }.boxed());
+        let ops: std::sync::Arc<dyn NetlinkOps> = std::sync::Arc::new(mock);
+        let record = MovedLink {
+            netns: NetnsUrl::Inode { dev: 1, ino: 2 },
+            netns_id: crate::netns::NetnsId { dev: 1, ino: 2 },
+            original: crate::plumb::OriginalLink {
+                index: 1,
+                name: "vf0".into(),
+                address: vec![],
+                perm_address: None,
+                mtu: 1500,
+            },
+            client_index: 1,
+            client_name: "nsm0".into(),
+            client_address: vec![],
+        };
+        assert_eq!(ops.back_out(record).await.unwrap(), BackOut::Vanished);
+    }
+}

@@ -1,0 +1,576 @@
+//! Moving a link into a client's namespace and configuring it there, and bringing it back.
+//!
+//! Kernel facts this relies on:
+//! - Moving a link to another namespace closes it (it arrives down) and flushes its addresses,
+//!   routes and neighbours in the namespace it leaves, so backing out needs no per-address undo.
+//! - `RTM_NEWLINK` carrying both `IFLA_NET_NS_FD` and `IFLA_IFNAME` moves first (using the new
+//!   name directly if the current one is taken in the target) and renames after, so a link never
+//!   collides with a same-named link on the other side.
+//! - A renamed link must be down (`EBUSY` otherwise); it is, right after a move.
+//! - When a namespace is destroyed, physical netdevs (VFs) go back to the initial namespace,
+//!   keeping ifindex and name unless taken (then `dev<N>`); veth and other virtual links are
+//!   destroyed with it. [`BackOut`] reports which happened.
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_route::route::RouteScope;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::client::{
+    LinkStatus, RtNetlink, change_link, dump_links, get_link, require_link, set_up,
+};
+use crate::error::{Error, Result};
+use crate::netns::{Netns, NetnsId, NetnsUrl};
+use crate::socket;
+use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
+
+/// What to do with a link for a client: which link (in our namespace), which namespace, and how
+/// to configure it there. The link is always brought up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLink {
+    /// The link in the home namespace.
+    pub link: LinkRef,
+    /// The client's namespace.
+    pub netns: NetnsUrl,
+    /// Name inside the client (keeps its name when `None`).
+    pub name: Option<IfName>,
+    /// MTU to set.
+    pub mtu: Option<u32>,
+    /// MAC address to set.
+    pub mac: Option<MacAddr>,
+    /// Addresses to add (IPv4 and IPv6).
+    pub addresses: Vec<IpNetwork>,
+    /// Routes through the link.
+    pub routes: Vec<RouteSpec>,
+    /// Permanent neighbour entries on the link.
+    pub neighbours: Vec<NeighbourSpec>,
+}
+
+impl ClientLink {
+    /// Moves `link` into `netns` and only brings it up; add settings with the builder methods.
+    pub fn new(link: impl Into<LinkRef>, netns: NetnsUrl) -> Self {
+        ClientLink {
+            link: link.into(),
+            netns,
+            name: None,
+            mtu: None,
+            mac: None,
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            neighbours: Vec::new(),
+        }
+    }
+
+    /// Renames it inside the client.
+    pub fn name(mut self, name: IfName) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Sets its MTU.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// Sets its MAC address.
+    pub fn mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    /// Adds an address.
+    pub fn address(mut self, address: IpNetwork) -> Self {
+        self.addresses.push(address);
+        self
+    }
+
+    /// Adds a route.
+    pub fn route(mut self, destination: IpNetwork, gateway: Option<IpAddr>) -> Self {
+        self.routes.push(RouteSpec {
+            destination,
+            gateway,
+        });
+        self
+    }
+
+    /// Adds a permanent neighbour.
+    pub fn neighbour(mut self, ip: IpAddr, mac: MacAddr) -> Self {
+        self.neighbours.push(NeighbourSpec { ip, mac });
+        self
+    }
+}
+
+/// The link as it was in the home namespace before it was moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalLink {
+    /// Its ifindex at home.
+    pub index: u32,
+    /// Its name at home.
+    pub name: String,
+    /// Its hardware address at home.
+    pub address: Vec<u8>,
+    /// Its permanent hardware address, if the driver reports one (VFs usually do not; PFs do).
+    pub perm_address: Option<Vec<u8>>,
+    /// Its MTU at home.
+    pub mtu: u32,
+}
+
+/// The record of a link given to a client: everything [`RtNetlink::back_out`] needs, and
+/// nothing that keeps the client's namespace alive (no file descriptors), so it can be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedLink {
+    /// The client namespace as the request named it.
+    pub netns: NetnsUrl,
+    /// Its identity when we moved the link, so a reused PID cannot redirect the back-out.
+    pub netns_id: NetnsId,
+    /// The link as it was at home.
+    pub original: OriginalLink,
+    /// Its ifindex in the client.
+    pub client_index: u32,
+    /// Its name in the client.
+    pub client_name: String,
+    /// Its hardware address in the client.
+    pub client_address: Vec<u8>,
+}
+
+/// How a back-out ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackOut {
+    /// Moved back from the live client namespace and restored, down, under its original name.
+    Returned {
+        /// Its ifindex at home now.
+        index: u32,
+    },
+    /// The client namespace was gone; the kernel had returned the link to our namespace and it
+    /// was found (by permanent address, hardware address or ifindex) and restored.
+    Recovered {
+        /// Its ifindex at home now.
+        index: u32,
+    },
+    /// The client namespace was gone (or unreachable) and the link did not come back within the
+    /// recovery wait: virtual links such as veth are destroyed with their namespace.
+    Vanished,
+}
+
+impl RtNetlink {
+    /// Moves a link into a client namespace and configures it: rename, MTU, MAC, up, addresses,
+    /// routes, neighbours, in that order.
+    ///
+    /// If any step fails, the link is returned home as it was and the error is
+    /// [`Error::RolledBack`]; if even that fails, [`Error::RollbackFailed`] carries the
+    /// [`MovedLink`] record so the caller can retry [`RtNetlink::back_out`].
+    pub async fn move_into(&self, request: &ClientLink) -> Result<MovedLink> {
+        let target = Netns::open(&request.netns)?;
+        let home = self.home_label();
+        let link = require_link(&self.handle, &request.link, &home).await?;
+        let client = socket::request_handle(&target)?;
+
+        let mut msg = LinkUnspec::new_with_index(link.index).setns_by_fd(target.as_raw_fd());
+        if let Some(name) = &request.name {
+            msg = msg.name(name.as_str());
+        }
+        let moved = change_link(
+            &self.handle,
+            msg.build(),
+            format!("move to {target}"),
+            &link.name,
+        )
+        .await;
+
+        let mut record = MovedLink {
+            netns: request.netns.clone(),
+            netns_id: target.id(),
+            original: OriginalLink {
+                index: link.index,
+                name: link.name.clone(),
+                address: link.address.clone(),
+                perm_address: link.perm_address.clone(),
+                mtu: link.mtu,
+            },
+            client_index: link.index,
+            client_name: link.name.clone(),
+            client_address: link.address.clone(),
+        };
+        // The move and the rename are one request, but the kernel applies them one after the
+        // other (a taken name fails the rename after the move succeeded): look where the link is
+        // now instead of trusting the answer alone.
+        let names: Vec<&str> = request
+            .name
+            .iter()
+            .map(IfName::as_str)
+            .chain([link.name.as_str()])
+            .collect();
+        let arrived = find_in_client(&client, &record, &names).await?;
+        let arrived = match (moved, arrived) {
+            (Ok(()), Some(found)) => found,
+            (Err(e), None) => return Err(e),
+            (Ok(()), None) => {
+                return Err(Error::LinkNotFound {
+                    link: link.name,
+                    netns: target.to_string(),
+                });
+            }
+            (Err(e), Some(found)) => {
+                record.client_index = found.index;
+                record.client_name = found.name;
+                return Err(self.roll_back(e, record, &client).await);
+            }
+        };
+        record.client_index = arrived.index;
+        record.client_name = arrived.name;
+
+        match configure(&client, request, &mut record).await {
+            Ok(()) => Ok(record),
+            Err(e) => Err(self.roll_back(e, record, &client).await),
+        }
+    }
+
+    /// Returns a link from its client namespace: down, original name, MTU and MAC restored.
+    ///
+    /// If the namespace is gone (or the URL now names another namespace), waits up to the
+    /// recovery wait for the kernel to hand the link back to the home namespace and restores it
+    /// there; see [`BackOut`].
+    pub async fn back_out(&self, record: &MovedLink) -> Result<BackOut> {
+        let live = match Netns::open(&record.netns) {
+            Ok(ns) if ns.id() == record.netns_id => Some(ns),
+            _ => None,
+        };
+        if let Some(ns) = live {
+            let client = socket::request_handle(&ns)?;
+            if find_in_client(&client, record, &[]).await?.is_some() {
+                let index = self.return_home(&client, record).await?;
+                return Ok(BackOut::Returned { index });
+            }
+        }
+        self.recover(record).await
+    }
+
+    async fn roll_back(&self, cause: Error, record: MovedLink, client: &Handle) -> Error {
+        let link = record.original.name.clone();
+        tracing::warn!(link = %link, netns = %record.netns, error = %cause, "move into namespace failed; rolling back");
+        match self.return_home(client, &record).await {
+            Ok(_) => Error::RolledBack {
+                op: "move into namespace",
+                link,
+                source: Box::new(cause),
+            },
+            Err(rollback) => Error::RollbackFailed {
+                op: "move into namespace",
+                link,
+                source: Box::new(cause),
+                rollback: Box::new(rollback),
+                record: Box::new(record),
+            },
+        }
+    }
+
+    /// Down, move home under the original name, restore MTU and MAC. Returns the home ifindex.
+    async fn return_home(&self, client: &Handle, record: &MovedLink) -> Result<u32> {
+        let original = &record.original;
+        let current =
+            find_in_client(client, record, &[])
+                .await?
+                .ok_or_else(|| Error::LinkNotFound {
+                    link: record.client_name.clone(),
+                    netns: record.netns.to_string(),
+                })?;
+        if current.up {
+            set_up(client, current.index, false, &current.name).await?;
+        }
+        let msg = LinkUnspec::new_with_index(current.index)
+            .setns_by_fd(self.home_fd())
+            .name(original.name.as_str())
+            .build();
+        let moved = change_link(client, msg, "move home", &current.name).await;
+        let mut back = None;
+        for name in [&original.name, &current.name] {
+            if let Some(found) = get_link(&self.handle, &LinkRef::Name(name.clone())).await?
+                && same_address(&found, record)
+            {
+                back = Some(found);
+                break;
+            }
+        }
+        let Some(back) = back else {
+            moved?;
+            return Err(Error::LinkNotFound {
+                link: original.name.clone(),
+                netns: self.home_label(),
+            });
+        };
+        self.restore_at_home(&back, original).await?;
+        Ok(back.index)
+    }
+
+    /// Puts name, MTU and hardware address back and leaves the link down.
+    async fn restore_at_home(&self, link: &LinkStatus, original: &OriginalLink) -> Result<()> {
+        if link.up {
+            set_up(&self.handle, link.index, false, &link.name).await?;
+        }
+        if link.name != original.name {
+            let msg = LinkUnspec::new_with_index(link.index).name(original.name.as_str());
+            change_link(
+                &self.handle,
+                msg.build(),
+                format!("rename to {}", original.name),
+                &link.name,
+            )
+            .await?;
+        }
+        if link.mtu != original.mtu && original.mtu != 0 {
+            let msg = LinkUnspec::new_with_index(link.index).mtu(original.mtu);
+            change_link(
+                &self.handle,
+                msg.build(),
+                format!("restore mtu {}", original.mtu),
+                &original.name,
+            )
+            .await?;
+        }
+        if link.address != original.address && !original.address.is_empty() {
+            let msg = LinkUnspec::new_with_index(link.index).address(original.address.clone());
+            change_link(
+                &self.handle,
+                msg.build(),
+                "restore hardware address",
+                &original.name,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The namespace is gone: wait for the kernel to return the link to us, then restore it.
+    async fn recover(&self, record: &MovedLink) -> Result<BackOut> {
+        let deadline = tokio::time::Instant::now() + self.recovery_wait;
+        loop {
+            let links = dump_links(&self.handle).await?;
+            if let Some(found) = match_returned(&links, record) {
+                tracing::info!(link = %record.original.name, found = %found.name, netns = %record.netns,
+                    "client namespace gone; restoring the link the kernel returned");
+                self.restore_at_home(found, &record.original).await?;
+                return Ok(BackOut::Recovered { index: found.index });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(link = %record.original.name, netns = %record.netns,
+                    "client namespace gone and the link did not come back (destroyed with it?)");
+                return Ok(BackOut::Vanished);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The moved link in the client: by recorded ifindex, else by name (recorded, original, then
+/// `extra`). A candidate must have the link's permanent or hardware address (a move keeps it);
+/// at the recorded ifindex an all-zero address also needs the recorded name. So a same-named or
+/// same-indexed link of the client's own is never taken for ours.
+async fn find_in_client(
+    client: &Handle,
+    record: &MovedLink,
+    extra: &[&str],
+) -> Result<Option<LinkStatus>> {
+    if let Some(found) = get_link(client, &LinkRef::Index(record.client_index)).await?
+        && (is_ours(&found, record)
+            || (same_address(&found, record) && found.name == record.client_name))
+    {
+        return Ok(Some(found));
+    }
+    let names = [record.client_name.as_str(), record.original.name.as_str()];
+    for name in names.iter().chain(extra) {
+        if let Some(found) = get_link(client, &LinkRef::Name((*name).to_owned())).await?
+            && same_address(&found, record)
+        {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Picks the link the kernel returned from a dead namespace. The permanent address is the only
+/// certain mark; without one, a link with the client-side or original hardware address wins,
+/// preferring the original ifindex (kept across the return unless taken).
+pub(crate) fn match_returned<'a>(
+    links: &'a [LinkStatus],
+    record: &MovedLink,
+) -> Option<&'a LinkStatus> {
+    links
+        .iter()
+        .filter(|l| is_ours(l, record))
+        .find(|l| l.index == record.original.index)
+        .or_else(|| links.iter().find(|l| is_ours(l, record)))
+}
+
+/// Whether a link carries the marks of the moved one: its permanent address when it has one,
+/// else a non-zero hardware address it had at home or in the client. All-zero addresses (`lo`,
+/// some VFs before a MAC is assigned) prove nothing.
+fn is_ours(link: &LinkStatus, record: &MovedLink) -> bool {
+    if let Some(perm) = &record.original.perm_address {
+        return link.perm_address.as_ref() == Some(perm);
+    }
+    link.address.iter().any(|b| *b != 0) && same_address(link, record)
+}
+
+/// The permanent address matches, or (without one) the hardware address equals the one at home
+/// or in the client, zeroes included.
+fn same_address(link: &LinkStatus, record: &MovedLink) -> bool {
+    if let Some(perm) = &record.original.perm_address {
+        return link.perm_address.as_ref() == Some(perm);
+    }
+    link.address == record.client_address || link.address == record.original.address
+}
+
+/// Everything after the move, each step recorded in `record` as it lands.
+async fn configure(client: &Handle, request: &ClientLink, record: &mut MovedLink) -> Result<()> {
+    let index = record.client_index;
+    let name = record.client_name.clone();
+    if let Some(mtu) = request.mtu {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        change_link(client, msg, format!("set mtu {mtu}"), &name).await?;
+    }
+    if let Some(mac) = request.mac {
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.octets().to_vec())
+            .build();
+        change_link(client, msg, format!("set address {mac}"), &name).await?;
+        record.client_address = mac.octets().to_vec();
+    }
+    set_up(client, index, true, &name).await?;
+    for address in &request.addresses {
+        client
+            .address()
+            .add(index, address.addr(), address.prefix())
+            .execute()
+            .await
+            .map_err(|source| Error::Netlink {
+                op: format!("add address {address}"),
+                link: name.clone(),
+                source,
+            })?;
+    }
+    for route in &request.routes {
+        add_route(client, index, route, &name).await?;
+    }
+    for neighbour in &request.neighbours {
+        client
+            .neighbours()
+            .add(index, neighbour.ip)
+            .link_layer_address(&neighbour.mac.octets())
+            .execute()
+            .await
+            .map_err(|source| Error::Netlink {
+                op: format!("add neighbour {} lladdr {}", neighbour.ip, neighbour.mac),
+                link: name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+async fn add_route(client: &Handle, index: u32, route: &RouteSpec, link: &str) -> Result<()> {
+    let invalid = |_| Error::InvalidValue {
+        what: "route",
+        value: route.to_string(),
+        reason: "gateway family does not fit the destination",
+    };
+    let destination = route.destination;
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(destination.addr(), destination.prefix())
+        .map_err(invalid)?
+        .output_interface(index);
+    builder = match route.gateway {
+        Some(gateway) => builder.gateway(gateway).map_err(invalid)?,
+        // `ip route add <v4 prefix> dev X` uses link scope; the kernel needs it to accept a
+        // connected IPv4 route without a next hop as on-link. IPv6 routes stay universe.
+        None if destination.addr().is_ipv4() => builder.scope(RouteScope::Link),
+        None => builder,
+    };
+    client
+        .route()
+        .add(builder.build())
+        .execute()
+        .await
+        .map_err(|source| Error::Netlink {
+            op: format!("add route {route}"),
+            link: link.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::client::OperState;
+
+    fn status(index: u32, name: &str, address: [u8; 6], perm: Option<[u8; 6]>) -> LinkStatus {
+        LinkStatus {
+            index,
+            name: name.into(),
+            address: address.to_vec(),
+            perm_address: perm.map(|p| p.to_vec()),
+            mtu: 1500,
+            up: false,
+            carrier: None,
+            oper_state: OperState::Down,
+        }
+    }
+
+    fn record(perm: Option<[u8; 6]>) -> MovedLink {
+        MovedLink {
+            netns: NetnsUrl::Inode { dev: 4, ino: 1 },
+            netns_id: NetnsId { dev: 4, ino: 1 },
+            original: OriginalLink {
+                index: 7,
+                name: "ens1f0v1".into(),
+                address: vec![2, 0, 0, 0, 0, 1],
+                perm_address: perm.map(|p| p.to_vec()),
+                mtu: 1500,
+            },
+            client_index: 3,
+            client_name: "nsm0".into(),
+            client_address: vec![2, 0, 0, 0, 0, 9],
+        }
+    }
+
+    #[test]
+    fn returned_link_is_matched_by_permanent_address_first() {
+        let links = [
+            status(7, "dev7", [2, 0, 0, 0, 0, 9], Some([0xa; 6])),
+            status(9, "dev9", [2, 0, 0, 0, 0, 9], Some([0xb; 6])),
+        ];
+        assert_eq!(
+            match_returned(&links, &record(Some([0xb; 6])))
+                .unwrap()
+                .index,
+            9
+        );
+    }
+
+    #[test]
+    fn returned_link_without_permanent_address_prefers_original_index() {
+        let links = [
+            status(5, "other", [2, 0, 0, 0, 0, 9], None),
+            status(7, "nsm0", [2, 0, 0, 0, 0, 9], None),
+        ];
+        assert_eq!(match_returned(&links, &record(None)).unwrap().index, 7);
+    }
+
+    #[test]
+    fn returned_link_is_found_by_address_when_its_index_changed() {
+        let links = [
+            status(1, "lo", [0; 6], None),
+            status(12, "dev3", [2, 0, 0, 0, 0, 1], None),
+        ];
+        assert_eq!(match_returned(&links, &record(None)).unwrap().name, "dev3");
+    }
+
+    #[test]
+    fn unrelated_links_are_never_taken_for_the_returned_one() {
+        let links = [status(7, "ens1f0v1", [2, 9, 9, 9, 9, 9], None)];
+        assert!(match_returned(&links, &record(None)).is_none());
+    }
+}

@@ -1,0 +1,361 @@
+//! Test support, for this crate's tests and for crates built on it: private network namespaces
+//! held by a parked thread, veth pairs, and a recording fake of [`NetlinkOps`].
+//!
+//! A private namespace is made by a dedicated std thread calling `unshare(CLONE_NEWNET)`; the
+//! thread parks until the [`PrivateNetns`] is dropped, so the namespace has a `/proc` path
+//! (`file:///proc/<pid>/task/<tid>/ns/net`) that disappears with it, as a pod's does. Work runs
+//! inside it through [`PrivateNetns::block_on`]: a fresh thread enters it and drives a
+//! current-thread tokio runtime, so "home" for an [`RtNetlink`] created there is the private
+//! namespace and the host's interfaces are never touched.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, unshare};
+
+use crate::client::{LinkStatus, OperState, RtNetlink};
+use crate::error::{Error, Result};
+use crate::health::LinkEvent;
+use crate::netns::{Netns, NetnsUrl};
+use crate::ops::NetlinkOps;
+use crate::plumb::{BackOut, ClientLink, MovedLink, OriginalLink};
+use crate::types::LinkRef;
+use crate::vf::{VfConfig, VfRecord, VfState};
+
+/// A network namespace of our own, alive until dropped.
+#[derive(Debug)]
+pub struct PrivateNetns {
+    netns: Netns,
+    url: NetnsUrl,
+    tid: i32,
+    stop: Option<mpsc::Sender<()>>,
+    keeper: Option<JoinHandle<()>>,
+}
+
+impl PrivateNetns {
+    /// Creates a namespace (needs CAP_SYS_ADMIN). Its loopback is down, as in any new netns.
+    pub fn new() -> Result<Self> {
+        let label = "a new private namespace".to_owned();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let keeper = std::thread::Builder::new()
+            .name("private-netns".into())
+            .spawn(move || {
+                let setup = unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| Error::Setns {
+                        netns: "a new private namespace".into(),
+                        source,
+                    })
+                    .and_then(|()| Netns::current())
+                    .map(|ns| {
+                        (
+                            ns,
+                            nix::unistd::getpid().as_raw(),
+                            nix::unistd::gettid().as_raw(),
+                        )
+                    });
+                let ok = setup.is_ok();
+                if ready_tx.send(setup).is_ok() && ok {
+                    // Parked until the owner drops the sender; then the thread and its
+                    // reference to the namespace go away.
+                    let _ = stop_rx.recv();
+                }
+            })
+            .map_err(|e| Error::Thread {
+                netns: label.clone(),
+                reason: e.to_string(),
+            })?;
+        let (netns, pid, tid) = ready_rx.recv().map_err(|_| Error::Thread {
+            netns: label,
+            reason: "namespace thread died".into(),
+        })??;
+        Ok(PrivateNetns {
+            netns,
+            url: NetnsUrl::File(format!("/proc/{pid}/task/{tid}/ns/net").into()),
+            tid,
+            stop: Some(stop_tx),
+            keeper: Some(keeper),
+        })
+    }
+
+    /// The open namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// A `file://` URL for it that stops resolving once it is dropped.
+    pub fn url(&self) -> &NetnsUrl {
+        &self.url
+    }
+
+    /// The id of a task inside it, for `ip link set ... netns <pid>`.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Runs an async closure inside the namespace, on a fresh thread with its own current-thread
+    /// runtime, and returns its output. Panics inside are resumed on the caller.
+    pub fn block_on<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = T>,
+        T: Send,
+    {
+        self.netns.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(f()))
+                .map_err(|e| Error::Thread {
+                    netns: self.netns.to_string(),
+                    reason: format!("tokio runtime: {e}"),
+                })
+        })?
+    }
+}
+
+impl Drop for PrivateNetns {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
+        }
+    }
+}
+
+/// A private namespace for the test `test`, or `None` after printing `SKIP <test>: <reason>` to
+/// stderr when this process may not create one (not root, no CAP_SYS_ADMIN, no netns support).
+///
+/// # Panics
+/// On any other failure: that is a bug, not a reason to skip.
+pub fn private_netns_or_skip(test: &str) -> Option<PrivateNetns> {
+    match PrivateNetns::new() {
+        Ok(ns) => Some(ns),
+        Err(Error::Setns { source, .. })
+            if matches!(
+                source,
+                Errno::EPERM | Errno::EACCES | Errno::ENOSYS | Errno::EINVAL
+            ) =>
+        {
+            eprintln!("SKIP {test}: cannot create a network namespace: {source}");
+            None
+        }
+        Err(e) => panic!("{test}: creating a private network namespace failed: {e}"),
+    }
+}
+
+/// Creates a veth pair `a`/`b` in the namespace of `handle`.
+pub async fn add_veth(handle: &rtnetlink::Handle, a: &str, b: &str) -> Result<()> {
+    handle
+        .link()
+        .add(rtnetlink::LinkVeth::new(a, b).build())
+        .execute()
+        .await
+        .map_err(|source| Error::Netlink {
+            op: format!("add veth peer {b}"),
+            link: a.to_owned(),
+            source,
+        })
+}
+
+/// One call seen by [`RecordingOps`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// [`NetlinkOps::move_into`].
+    MoveInto(ClientLink),
+    /// [`NetlinkOps::back_out`].
+    BackOut(MovedLink),
+    /// [`NetlinkOps::set_vf`].
+    SetVf {
+        /// PF.
+        pf: LinkRef,
+        /// VF number.
+        vf: u32,
+        /// Settings.
+        config: VfConfig,
+    },
+    /// [`NetlinkOps::restore_vf`].
+    RestoreVf(VfRecord),
+    /// [`NetlinkOps::vfs`].
+    Vfs(LinkRef),
+    /// [`NetlinkOps::link_status`].
+    LinkStatus(LinkRef),
+    /// [`NetlinkOps::link_events`].
+    LinkEvents,
+}
+
+impl Call {
+    fn op(&self) -> &'static str {
+        match self {
+            Call::MoveInto(_) => "move_into",
+            Call::BackOut(_) => "back_out",
+            Call::SetVf { .. } => "set_vf",
+            Call::RestoreVf(_) => "restore_vf",
+            Call::Vfs(_) => "vfs",
+            Call::LinkStatus(_) => "link_status",
+            Call::LinkEvents => "link_events",
+        }
+    }
+}
+
+/// A fake [`NetlinkOps`] that records every call and answers as a kernel would on success
+/// (moved links get ifindex 100, no VFs, every link exists and is healthy), or fails the ops
+/// named with [`RecordingOps::fail`].
+#[derive(Clone, Debug, Default)]
+pub struct RecordingOps {
+    calls: Arc<Mutex<Vec<Call>>>,
+    failing: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl RecordingOps {
+    /// A fake that succeeds at everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call of `op` (a [`NetlinkOps`] method name, e.g. `"move_into"`) fail
+    /// with [`Error::LinkNotFound`].
+    pub fn fail(&self, op: &'static str) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(op);
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, call: Call) -> Result<()> {
+        let op = call.op();
+        let link = format!("{call:?}");
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+        if self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&op)
+        {
+            return Err(Error::LinkNotFound {
+                link,
+                netns: "RecordingOps (told to fail)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl NetlinkOps for RecordingOps {
+    fn move_into(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
+        let result = self.record(Call::MoveInto(request.clone())).map(|()| {
+            let name = request.link.to_string();
+            MovedLink {
+                netns_id: crate::netns::NetnsId { dev: 0, ino: 0 },
+                netns: request.netns,
+                original: OriginalLink {
+                    index: 1,
+                    name: name.clone(),
+                    address: Vec::new(),
+                    perm_address: None,
+                    mtu: 1500,
+                },
+                client_index: 100,
+                client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
+                client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
+            }
+        });
+        async move { result }.boxed()
+    }
+
+    fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {
+        let result = self
+            .record(Call::BackOut(record))
+            .map(|()| BackOut::Returned { index: 1 });
+        async move { result }.boxed()
+    }
+
+    fn set_vf(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>> {
+        let result = self
+            .record(Call::SetVf {
+                pf: pf.clone(),
+                vf,
+                config: config.clone(),
+            })
+            .map(|()| VfRecord {
+                pf_index: 1,
+                pf_name: pf.to_string(),
+                vf,
+                previous: VfState::default().previous_of(&config),
+            });
+        async move { result }.boxed()
+    }
+
+    fn restore_vf(&self, record: VfRecord) -> BoxFuture<'static, Result<()>> {
+        let result = self.record(Call::RestoreVf(record));
+        async move { result }.boxed()
+    }
+
+    fn vfs(&self, pf: LinkRef) -> BoxFuture<'static, Result<Vec<VfState>>> {
+        let result = self.record(Call::Vfs(pf)).map(|()| Vec::new());
+        async move { result }.boxed()
+    }
+
+    fn link_status(&self, link: LinkRef) -> BoxFuture<'static, Result<Option<LinkStatus>>> {
+        let result = self.record(Call::LinkStatus(link.clone())).map(|()| {
+            Some(LinkStatus {
+                index: match link {
+                    LinkRef::Index(i) => i,
+                    LinkRef::Name(_) => 1,
+                },
+                name: link.to_string(),
+                address: Vec::new(),
+                perm_address: None,
+                mtu: 1500,
+                up: true,
+                carrier: Some(true),
+                oper_state: OperState::Up,
+            })
+        });
+        async move { result }.boxed()
+    }
+
+    fn link_events(&self) -> Result<BoxStream<'static, LinkEvent>> {
+        self.record(Call::LinkEvents)?;
+        Ok(Box::pin(futures::stream::pending()))
+    }
+}
+
+/// Runs a test body in a fresh private namespace with an [`RtNetlink`] whose home is that
+/// namespace; prints `SKIP` and returns `None` where namespaces cannot be created.
+pub fn in_private_netns<F, Fut, T>(test: &str, body: F) -> Option<T>
+where
+    F: FnOnce(RtNetlink) -> Fut + Send,
+    Fut: Future<Output = T>,
+    T: Send,
+{
+    let home = private_netns_or_skip(test)?;
+    let result = home.block_on(|| async move {
+        match RtNetlink::new() {
+            Ok(nl) => Ok(body(nl).await),
+            Err(e) => Err(e),
+        }
+    });
+    match result {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) | Err(e) => panic!("{test}: netlink setup in the private namespace failed: {e}"),
+    }
+}
