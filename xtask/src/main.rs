@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod interop;
 mod report;
 mod suites;
 mod vm;
