@@ -137,3 +137,36 @@ async fn localhost_authority_is_served() {
 async fn socket_path_authority_from_old_kubelets_is_served() {
     options_via(|sock| sock.to_string_lossy().into_owned()).await;
 }
+
+/// The control: a plain tonic server (our fake kubelet's, no relay) resets
+/// a stream whose `:authority` is a socket path. This is the failure the
+/// relay exists for; if h2 ever accepts such requests, this test says so.
+#[tokio::test]
+async fn without_the_relay_h2_resets_a_socket_path_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let registrar = Registrar::default();
+    let kubelet = start_kubelet(dir.path(), &registrar);
+    let req = dp::RegisterRequest {
+        version: "v1beta1".into(),
+        ..Default::default()
+    };
+    let a = raw_call(
+        &kubelet.path,
+        &kubelet.path.to_string_lossy(),
+        "/v1beta1.Registration/Register",
+        &req.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(a.reset, Some(1), "expected RST_STREAM(PROTOCOL_ERROR)");
+    assert!(registrar.requests.lock().unwrap().is_empty());
+
+    let ok = raw_call(
+        &kubelet.path,
+        "localhost",
+        "/v1beta1.Registration/Register",
+        &req.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(header(&ok, "grpc-status"), Some(&b"0"[..]));
+    assert_eq!(registrar.requests.lock().unwrap().len(), 1);
+}
