@@ -1,0 +1,60 @@
+//! Errors of the VF pool. Each names the token, VF or file involved.
+
+use std::path::PathBuf;
+
+use sriov_pci::PciAddress;
+
+/// Failures of pool operations.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No token with this ID exists.
+    #[error("unknown token {0:?}")]
+    UnknownToken(String),
+    /// The token belongs to another resource name than the one asked for.
+    #[error("token {token} belongs to {actual:?}, not {requested:?}")]
+    WrongName {
+        /// The token.
+        token: String,
+        /// Its name.
+        actual: String,
+        /// The name asked for.
+        requested: String,
+    },
+    /// The token's PF has no VF left for it (every VF is reserved by
+    /// another allocated token).
+    #[error("token {token}: PF {pf} has no free VF ({reason})")]
+    Exhausted {
+        /// The token.
+        token: String,
+        /// Its PF.
+        pf: PciAddress,
+        /// What is in the way.
+        reason: String,
+    },
+    /// The token was never handed out by kubelet's Allocate.
+    #[error("token {0} is not allocated to any pod")]
+    NotAllocated(String),
+    /// The token is already in use by another connection.
+    #[error("token {token} is in use by connection {connection:?}")]
+    InUse {
+        /// The token.
+        token: String,
+        /// The connection holding it.
+        connection: String,
+    },
+    /// Persisting the state failed; the change was not made.
+    #[error("persisting pool state to {path}: {source}")]
+    Persist {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PF named in the pool's configuration has no VFs to pool.
+    #[error("PF {0} has no VFs")]
+    NoVfs(PciAddress),
+    /// The internal lock was poisoned by a panic in another thread.
+    #[error("pool state lock poisoned")]
+    Poisoned,
+}

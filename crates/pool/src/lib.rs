@@ -1,0 +1,64 @@
+//! The VF pool: tokens kubelet hands to pods, and the VFs connections use.
+//!
+//! # Model
+//!
+//! Each configured PF serves one or more names (`serviceDomain/capability`).
+//! For every PF and name the pool keeps as many tokens (`sriov-<uuid>`) as
+//! the PF has VFs; each name is a kubelet resource whose devices are the
+//! tokens. A token moves through three states:
+//!
+//! - **free** — not held by any pod;
+//! - **allocated** — kubelet's `Allocate` gave it to a pod, whose env
+//!   carries it as `NSM_SRIOV_TOKENS_<name>=<id>,...`;
+//! - **in use** — an NSM Request with that `tokenID` took a VF of the
+//!   token's PF; Close returns it to allocated, and pod-resources showing
+//!   no pod holding it returns it to free.
+//!
+//! A PF's VFs are shared among its names, so an allocated token of one name
+//! leaves one fewer VF for every name. The device lists kubelet sees mark
+//! free tokens beyond the remaining room unhealthy, and `Allocate` refuses
+//! them: kubelet is never told more VFs are available than exist (the Go
+//! original advertises every token and fails later, at Request time).
+//!
+//! Every change is persisted atomically (temp file, fsync, rename) in the
+//! state directory before it is acknowledged. On start the pool keeps
+//! existing token IDs (pods hold them), reshapes the token set to the
+//! configuration, and releases recorded uses whose VF is gone, expired, or
+//! visibly back with the forwarder, so a `kill -9` at any point neither
+//! loses nor leaks a VF.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sriov_pci_fake::{FakeSysfs, fixtures};
+//! use sriov_pool::{DriverKind, FileStore, PfEntry, Pool, system_clock};
+//!
+//! let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
+//! let sysfs = fake.sysfs();
+//! let pf = sysfs.physical_function("0000:3b:00.0".parse().unwrap()).unwrap();
+//! let state = tempfile::tempdir().unwrap();
+//! let (pool, _warnings) = Pool::open(
+//!     vec![PfEntry { pf, names: vec!["worker.domain/10G".into()], vf_kernel_driver: "iavf".into() }],
+//!     FileStore::in_dir(state.path()).unwrap(),
+//!     &sysfs,
+//!     system_clock(),
+//! ).unwrap();
+//! let token = pool.tokens().unwrap()[0].id.clone();
+//! pool.allocate("worker.domain/10G", &[token.clone()]).unwrap();      // kubelet
+//! let lease = pool.use_token(&token, DriverKind::Kernel, "conn-1", u64::MAX).unwrap(); // Request
+//! assert_eq!(lease.vf.to_string(), "0000:3b:02.0");
+//! pool.unuse("conn-1").unwrap();                                     // Close
+//! ```
+
+mod error;
+mod pool;
+mod resource;
+mod state;
+mod store;
+
+pub use error::PoolError;
+pub use pool::{Clock, PfEntry, Pool, TOKEN_PREFIX, VfLease, system_clock};
+pub use resource::{PoolResource, TOKENS_ENV_PREFIX, tokens_env};
+pub use state::{DriverKind, Token, TokenState, VfUse};
+pub use store::{FileStore, LoadNote, STATE_FILE};

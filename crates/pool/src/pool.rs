@@ -1,0 +1,608 @@
+//! The pool: tokens per PF and name, their states, and VF selection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sriov_deviceplugin::Device;
+use sriov_pci::{PciAddress, PhysicalFunction, Sysfs};
+use tokio::sync::watch;
+
+use crate::error::PoolError;
+use crate::state::{DriverKind, State, Token, TokenState, VfUse};
+use crate::store::{FileStore, LoadNote};
+
+/// Prefix of token IDs; NSM clients check it (`sriov-` + UUID, as the Go pool makes them).
+pub const TOKEN_PREFIX: &str = "sriov-";
+
+/// A clock returning Unix seconds (injectable for expiry tests).
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// A PF to pool and the names (`serviceDomain/capability`) it serves.
+#[derive(Debug, Clone)]
+pub struct PfEntry {
+    /// The PF and its VFs, as discovery found them.
+    pub pf: PhysicalFunction,
+    /// Resource names served by this PF's VFs.
+    pub names: Vec<String>,
+    /// The VFs' kernel driver (`vfKernelDriver`), for recovery checks.
+    pub vf_kernel_driver: String,
+}
+
+#[derive(Debug, Clone)]
+struct VfInfo {
+    address: PciAddress,
+    iommu_group: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct PfInfo {
+    numa_node: Option<u32>,
+    vfs: Vec<VfInfo>,
+    names: Vec<String>,
+}
+
+/// A VF handed to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfLease {
+    /// The token used.
+    pub token: String,
+    /// The resource name of the token.
+    pub name: String,
+    /// The VF's PF.
+    pub pf: PciAddress,
+    /// The VF.
+    pub vf: PciAddress,
+    /// The VF's IOMMU group.
+    pub iommu_group: Option<u32>,
+    /// The driver kind it is to be used with.
+    pub kind: DriverKind,
+}
+
+/// Tokens, their states, and the VFs in use; shared (`Arc`) and thread-safe.
+///
+/// Every change is persisted (atomically) before it is acknowledged, and
+/// published to subscribers: the per-name device lists that
+/// `ListAndWatch` streams, and a change counter.
+pub struct Pool {
+    pfs: BTreeMap<PciAddress, PfInfo>,
+    state: Mutex<State>,
+    store: FileStore,
+    clock: Clock,
+    lists: BTreeMap<String, watch::Sender<Vec<Device>>>,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("pfs", &self.pfs.keys().collect::<Vec<_>>())
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Opens the pool: loads the state file (recovering from a missing or
+    /// corrupt one), makes the tokens match the configuration (as many per
+    /// PF and name as the PF has VFs; existing IDs are kept, since pods hold
+    /// them), and reconciles VFs recorded in use against sysfs. Returns the
+    /// pool and warnings for the caller to log.
+    pub fn open(
+        entries: Vec<PfEntry>,
+        store: FileStore,
+        sysfs: &Sysfs,
+        clock: Clock,
+    ) -> Result<(Self, Vec<String>), PoolError> {
+        let mut warnings = Vec::new();
+        let persist_err = |source| PoolError::Persist {
+            path: store.path().to_path_buf(),
+            source,
+        };
+        let (mut state, note) = store.load().map_err(persist_err)?;
+        match note {
+            LoadNote::Corrupt { moved_to, reason } => warnings.push(format!(
+                "pool state {} was unreadable ({reason}); moved to {} and starting empty",
+                store.path().display(),
+                moved_to.display()
+            )),
+            LoadNote::Fresh | LoadNote::Loaded => {}
+        }
+        let mut pfs = BTreeMap::new();
+        let mut kernel_drivers = BTreeMap::new();
+        for e in &entries {
+            let addr = e.pf.device.address;
+            pfs.insert(
+                addr,
+                PfInfo {
+                    numa_node: e.pf.device.numa_node,
+                    vfs: e
+                        .pf
+                        .vfs
+                        .iter()
+                        .map(|v| VfInfo {
+                            address: v.address,
+                            iommu_group: v.iommu_group,
+                        })
+                        .collect(),
+                    names: e.names.clone(),
+                },
+            );
+            kernel_drivers.insert(addr, e.vf_kernel_driver.clone());
+        }
+        shape_tokens(&mut state, &pfs, &mut warnings);
+        let now = clock();
+        reconcile_uses(&mut state, &pfs, &kernel_drivers, sysfs, now, &mut warnings);
+        store.save(&state).map_err(persist_err)?;
+
+        let mut names = BTreeSet::new();
+        for p in pfs.values() {
+            names.extend(p.names.iter().cloned());
+        }
+        let lists = names
+            .into_iter()
+            .map(|n| {
+                let devices = device_list(&state, &pfs, &n);
+                (n, watch::Sender::new(devices))
+            })
+            .collect();
+        let pool = Self {
+            pfs,
+            state: Mutex::new(state),
+            store,
+            clock,
+            lists,
+            changes: watch::Sender::new(0),
+        };
+        Ok((pool, warnings))
+    }
+
+    /// Resource names (`serviceDomain/capability`) the pool serves.
+    pub fn names(&self) -> Vec<String> {
+        self.lists.keys().cloned().collect()
+    }
+
+    /// A snapshot of every token.
+    pub fn tokens(&self) -> Result<Vec<Token>, PoolError> {
+        Ok(self.lock()?.tokens.values().cloned().collect())
+    }
+
+    /// The device list of one name, as `ListAndWatch` streams it.
+    pub fn devices(&self, name: &str) -> Option<watch::Receiver<Vec<Device>>> {
+        self.lists.get(name).map(watch::Sender::subscribe)
+    }
+
+    /// A counter bumped on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, PoolError> {
+        self.state.lock().map_err(|_| PoolError::Poisoned)
+    }
+
+    /// Persists `next` and makes it current, or leaves everything as it was.
+    fn commit(&self, guard: &mut MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
+        self.store
+            .save(&next)
+            .map_err(|source| PoolError::Persist {
+                path: self.store.path().to_path_buf(),
+                source,
+            })?;
+        **guard = next;
+        for (name, tx) in &self.lists {
+            let list = device_list(guard, &self.pfs, name);
+            tx.send_if_modified(|cur| {
+                if *cur == list {
+                    false
+                } else {
+                    *cur = list;
+                    true
+                }
+            });
+        }
+        self.changes.send_modify(|c| *c += 1);
+        Ok(())
+    }
+
+    /// Kubelet's Allocate: marks the tokens allocated, all or none.
+    ///
+    /// A token already allocated stays so (kubelet may hand a device it
+    /// believes free to a new pod before pod-resources has shown the old
+    /// pod gone). A free token needs room on its PF: a VF that no other
+    /// allocated token of any name reserves.
+    pub fn allocate(&self, name: &str, ids: &[String]) -> Result<(), PoolError> {
+        let mut guard = self.lock()?;
+        let mut next = guard.clone();
+        for id in ids {
+            let tok = next
+                .tokens
+                .get(id)
+                .ok_or_else(|| PoolError::UnknownToken(id.clone()))?;
+            if tok.name != name {
+                return Err(PoolError::WrongName {
+                    token: id.clone(),
+                    actual: tok.name.clone(),
+                    requested: name.to_string(),
+                });
+            }
+            if tok.reserves() {
+                continue;
+            }
+            let pf = tok.pf;
+            let capacity = self.pfs.get(&pf).map_or(0, |p| p.vfs.len());
+            let reserved = next
+                .tokens
+                .values()
+                .filter(|t| t.pf == pf && t.reserves())
+                .count();
+            if reserved >= capacity {
+                return Err(PoolError::Exhausted {
+                    token: id.clone(),
+                    pf,
+                    reason: format!("{reserved} of {capacity} VFs reserved"),
+                });
+            }
+            if let Some(t) = next.tokens.get_mut(id) {
+                t.state = TokenState::Allocated;
+            }
+        }
+        self.commit(&mut guard, next)
+    }
+
+    /// IDs counted as held by pods (allocated or in use).
+    pub fn allocated(&self, name: &str) -> Result<Vec<String>, PoolError> {
+        Ok(self
+            .lock()?
+            .tokens
+            .values()
+            .filter(|t| t.name == name && t.reserves())
+            .map(|t| t.id.clone())
+            .collect())
+    }
+
+    /// No pod holds these tokens any more: allocated ones become free.
+    /// In-use ones stay until their connection closes (the pod's namespace
+    /// is gone, but the forwarder still has to take the VF back). Unknown
+    /// and free IDs are ignored, so release is idempotent.
+    pub fn release(&self, ids: &[String]) -> Result<(), PoolError> {
+        let mut guard = self.lock()?;
+        let mut next = guard.clone();
+        let mut changed = false;
+        for id in ids {
+            if let Some(t) = next.tokens.get_mut(id)
+                && t.state == TokenState::Allocated
+            {
+                t.state = TokenState::Free;
+                changed = true;
+            }
+        }
+        if changed {
+            self.commit(&mut guard, next)?;
+        }
+        Ok(())
+    }
+
+    /// A Request's resource selection: picks a VF of the token's PF for
+    /// `connection`, to be used with `kind`, until `expires_at` (Unix
+    /// seconds) unless refreshed.
+    ///
+    /// The same connection asking again gets the same VF (a refresh). The
+    /// choice is deterministic: a free VF whose IOMMU group holds no VF used
+    /// with the other driver kind (vfio-pci and a kernel driver cannot share
+    /// a group), preferring groups already used with this kind, then the
+    /// lowest VF index.
+    pub fn use_token(
+        &self,
+        token: &str,
+        kind: DriverKind,
+        connection: &str,
+        expires_at: u64,
+    ) -> Result<VfLease, PoolError> {
+        let mut guard = self.lock()?;
+        let tok = guard
+            .tokens
+            .get(token)
+            .ok_or_else(|| PoolError::UnknownToken(token.to_string()))?
+            .clone();
+        match &tok.state {
+            TokenState::Free => return Err(PoolError::NotAllocated(token.to_string())),
+            TokenState::InUse(u) if u.connection != connection => {
+                return Err(PoolError::InUse {
+                    token: token.to_string(),
+                    connection: u.connection.clone(),
+                });
+            }
+            TokenState::InUse(u) if u.kind == kind => {
+                let mut next = guard.clone();
+                if let Some(TokenState::InUse(u)) = next.tokens.get_mut(token).map(|t| &mut t.state)
+                {
+                    u.expires_at = expires_at;
+                }
+                let lease = self.lease(&tok, u.vf, kind);
+                self.commit(&mut guard, next)?;
+                return Ok(lease);
+            }
+            _ => {}
+        }
+        let pf = self.pfs.get(&tok.pf).ok_or_else(|| PoolError::Exhausted {
+            token: token.to_string(),
+            pf: tok.pf,
+            reason: "PF is not configured".into(),
+        })?;
+        // VFs in use by other tokens, and the kinds each IOMMU group is used with.
+        let mut busy = BTreeSet::new();
+        let mut group_kinds: BTreeMap<u32, DriverKind> = BTreeMap::new();
+        for t in guard.tokens.values() {
+            if let TokenState::InUse(u) = &t.state
+                && t.id != token
+            {
+                busy.insert(u.vf);
+                if let Some(g) = self.group_of(u.vf) {
+                    group_kinds.insert(g, u.kind);
+                }
+            }
+        }
+        let pick = pf
+            .vfs
+            .iter()
+            .filter(|v| !busy.contains(&v.address))
+            .filter(|v| {
+                v.iommu_group
+                    .and_then(|g| group_kinds.get(&g))
+                    .is_none_or(|k| *k == kind)
+            })
+            .min_by_key(|v| {
+                let shares = v.iommu_group.and_then(|g| group_kinds.get(&g)).is_some();
+                (!shares, v.address)
+            })
+            .ok_or_else(|| PoolError::Exhausted {
+                token: token.to_string(),
+                pf: tok.pf,
+                reason: format!(
+                    "{} of {} VFs in use or in IOMMU groups used with the other driver kind",
+                    pf.vfs.len() - pf.vfs.iter().filter(|v| !busy.contains(&v.address)).count(),
+                    pf.vfs.len()
+                ),
+            })?
+            .address;
+        let mut next = guard.clone();
+        if let Some(t) = next.tokens.get_mut(token) {
+            t.state = TokenState::InUse(VfUse {
+                vf: pick,
+                kind,
+                connection: connection.to_string(),
+                expires_at,
+            });
+        }
+        self.commit(&mut guard, next)?;
+        Ok(self.lease(&tok, pick, kind))
+    }
+
+    /// Extends the use of a connection's VF.
+    pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
+        let mut guard = self.lock()?;
+        let mut next = guard.clone();
+        let mut found = false;
+        for t in next.tokens.values_mut() {
+            if let TokenState::InUse(u) = &mut t.state
+                && u.connection == connection
+            {
+                u.expires_at = expires_at;
+                found = true;
+            }
+        }
+        if found {
+            self.commit(&mut guard, next)?;
+        }
+        Ok(found)
+    }
+
+    /// Close: the connection's VF is free again and its token goes back to
+    /// allocated (the pod still holds it). Returns what was released;
+    /// `None` when the connection held nothing (Close is idempotent).
+    pub fn unuse(&self, connection: &str) -> Result<Option<VfLease>, PoolError> {
+        let mut guard = self.lock()?;
+        let Some(tok) = guard
+            .tokens
+            .values()
+            .find(|t| matches!(&t.state, TokenState::InUse(u) if u.connection == connection))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let TokenState::InUse(u) = &tok.state else {
+            return Ok(None);
+        };
+        let lease = self.lease(&tok, u.vf, u.kind);
+        let mut next = guard.clone();
+        if let Some(t) = next.tokens.get_mut(&tok.id) {
+            t.state = TokenState::Allocated;
+        }
+        self.commit(&mut guard, next)?;
+        Ok(Some(lease))
+    }
+
+    /// Uses whose expiry has passed (for the forwarder to close).
+    pub fn expired(&self) -> Result<Vec<(String, VfLease)>, PoolError> {
+        let now = (self.clock)();
+        Ok(self
+            .lock()?
+            .tokens
+            .values()
+            .filter_map(|t| match &t.state {
+                TokenState::InUse(u) if u.expires_at <= now => {
+                    Some((u.connection.clone(), self.lease(t, u.vf, u.kind)))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn group_of(&self, vf: PciAddress) -> Option<u32> {
+        self.pfs
+            .values()
+            .flat_map(|p| p.vfs.iter())
+            .find(|v| v.address == vf)
+            .and_then(|v| v.iommu_group)
+    }
+
+    fn lease(&self, tok: &Token, vf: PciAddress, kind: DriverKind) -> VfLease {
+        VfLease {
+            token: tok.id.clone(),
+            name: tok.name.clone(),
+            pf: tok.pf,
+            vf,
+            iommu_group: self.group_of(vf),
+            kind,
+        }
+    }
+}
+
+/// Makes the token set match the configuration.
+fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings: &mut Vec<String>) {
+    // Tokens of PFs or names no longer configured go away.
+    state.tokens.retain(|id, t| {
+        let keep = pfs.get(&t.pf).is_some_and(|p| p.names.contains(&t.name));
+        if !keep && t.reserves() {
+            warnings.push(format!(
+                "token {id} ({}) of PF {} was held by a pod but its PF or name is no longer configured; dropped",
+                t.name, t.pf
+            ));
+        }
+        keep
+    });
+    for (addr, pf) in pfs {
+        for name in &pf.names {
+            let mut ids: Vec<(bool, String)> = state
+                .tokens
+                .values()
+                .filter(|t| t.pf == *addr && t.name == *name)
+                .map(|t| (t.reserves(), t.id.clone()))
+                .collect();
+            let want = pf.vfs.len();
+            // Drop free tokens first when the PF has fewer VFs than before.
+            ids.sort();
+            while ids.len() > want {
+                let Some((reserved, id)) = ids.first().cloned() else {
+                    break;
+                };
+                if reserved {
+                    warnings.push(format!(
+                        "PF {addr} has {want} VFs but {} tokens of {name} are held by pods; keeping them, none free",
+                        ids.len()
+                    ));
+                    break;
+                }
+                state.tokens.remove(&id);
+                ids.remove(0);
+            }
+            for _ in ids.len()..want {
+                let id = format!("{TOKEN_PREFIX}{}", uuid::Uuid::new_v4());
+                state.tokens.insert(
+                    id.clone(),
+                    Token {
+                        id,
+                        name: name.clone(),
+                        pf: *addr,
+                        state: TokenState::Free,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Recorded uses whose VF is gone, expired, or visibly not with a client
+/// go back to allocated, so a crash never leaks a VF.
+fn reconcile_uses(
+    state: &mut State,
+    pfs: &BTreeMap<PciAddress, PfInfo>,
+    kernel_drivers: &BTreeMap<PciAddress, String>,
+    sysfs: &Sysfs,
+    now: u64,
+    warnings: &mut Vec<String>,
+) {
+    for t in state.tokens.values_mut() {
+        let TokenState::InUse(u) = &t.state else {
+            continue;
+        };
+        let exists = pfs
+            .get(&t.pf)
+            .is_some_and(|p| p.vfs.iter().any(|v| v.address == u.vf));
+        let driver = sysfs.driver(u.vf).ok().flatten();
+        let home = match u.kind {
+            // A kernel VF whose netdev we can see is in our namespace, not a client's.
+            DriverKind::Kernel => {
+                driver.as_deref() == kernel_drivers.get(&t.pf).map(String::as_str)
+                    && sysfs.netdevs(u.vf).map(|n| !n.is_empty()).unwrap_or(false)
+            }
+            DriverKind::Vfio => driver.as_deref() != Some("vfio-pci"),
+        };
+        let reason = if !exists {
+            Some("the VF no longer exists")
+        } else if u.expires_at <= now {
+            Some("its use expired")
+        } else if home {
+            Some("the VF is back with the forwarder, not with a client")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            warnings.push(format!(
+                "VF {} of token {} (connection {}) released at start: {reason}",
+                u.vf, t.id, u.connection
+            ));
+            t.state = TokenState::Allocated;
+        }
+    }
+}
+
+/// The devices kubelet sees for `name`: every token, healthy only while
+/// its PF can still serve it. Free tokens beyond the PF's remaining room
+/// (VFs minus tokens of any name already reserving one) are reported
+/// unhealthy, so kubelet is never told more are available than exist.
+fn device_list(state: &State, pfs: &BTreeMap<PciAddress, PfInfo>, name: &str) -> Vec<Device> {
+    let mut out = Vec::new();
+    for (addr, pf) in pfs {
+        if !pf.names.iter().any(|n| n == name) {
+            continue;
+        }
+        let reserved = state
+            .tokens
+            .values()
+            .filter(|t| t.pf == *addr && t.reserves())
+            .count();
+        let mut room = pf.vfs.len().saturating_sub(reserved);
+        for t in state
+            .tokens
+            .values()
+            .filter(|t| t.pf == *addr && t.name == name)
+        {
+            let healthy = if t.reserves() {
+                true
+            } else if room > 0 {
+                room -= 1;
+                true
+            } else {
+                false
+            };
+            out.push(Device {
+                id: t.id.clone(),
+                healthy,
+                numa_node: pf.numa_node.map(i64::from),
+                group: Some(addr.to_string()),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,83 @@
+//! The persisted state: tokens and the VFs they use.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sriov_pci::PciAddress;
+
+/// Version of the state file's format.
+pub(crate) const STATE_VERSION: u32 = 1;
+
+/// Which kind of driver a VF is used with. Two kinds never share an IOMMU
+/// group: a group is either all kernel-driver or all vfio-pci.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// The VF's kernel network driver (KERNEL mechanism).
+    Kernel,
+    /// vfio-pci (VFIO mechanism).
+    Vfio,
+}
+
+/// Where a token is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum TokenState {
+    /// Not handed to any pod.
+    Free,
+    /// Kubelet allocated it to a pod (its ID is in the pod's env).
+    Allocated,
+    /// A connection uses a VF with it.
+    InUse(VfUse),
+}
+
+/// A VF in use by a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfUse {
+    /// The VF.
+    pub vf: PciAddress,
+    /// The driver kind it is used with.
+    pub kind: DriverKind,
+    /// The NSM connection ID.
+    pub connection: String,
+    /// Unix time (seconds) after which the use is stale unless refreshed.
+    pub expires_at: u64,
+}
+
+/// One token as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// `sriov-<uuid>`.
+    pub id: String,
+    /// `serviceDomain/capability`.
+    pub name: String,
+    /// The PF whose VFs this token may use.
+    pub pf: PciAddress,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TokenState,
+}
+
+impl Token {
+    /// Whether the token holds capacity on its PF (allocated or in use).
+    pub fn reserves(&self) -> bool {
+        !matches!(self.state, TokenState::Free)
+    }
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) version: u32,
+    /// Tokens by ID.
+    pub(crate) tokens: BTreeMap<String, Token>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            tokens: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,515 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Token states, capacity accounting, VF selection and crash recovery.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_pci_fake::{FakeSysfs, FunctionSpec, SriovSpec, TreeBuilder, fixtures};
+use sriov_pool::{
+    Clock, DriverKind, FileStore, PfEntry, Pool, PoolError, STATE_FILE, TokenState, system_clock,
+};
+
+const A: &str = "worker.domain/10G";
+const B: &str = "worker.domain/fast";
+
+/// A pool over one X710 port (4 VFs) serving two names, with its state dir.
+struct Fixture {
+    fake: FakeSysfs,
+    state: tempfile::TempDir,
+    names: Vec<String>,
+    pfs: Vec<PciAddress>,
+}
+
+impl Fixture {
+    fn x710(names: &[&str]) -> Self {
+        Self {
+            fake: fixtures::x710_2port(FakeSysfs::builder()).build().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            pfs: vec!["0000:3b:00.0".parse().unwrap()],
+        }
+    }
+
+    fn sysfs(&self) -> Sysfs {
+        self.fake.sysfs()
+    }
+
+    fn open_with(&self, clock: Clock) -> (Pool, Vec<String>) {
+        let sysfs = self.sysfs();
+        let entries = self
+            .pfs
+            .iter()
+            .map(|pf| PfEntry {
+                pf: sysfs.physical_function(*pf).unwrap(),
+                names: self.names.clone(),
+                vf_kernel_driver: "iavf".into(),
+            })
+            .collect();
+        Pool::open(
+            entries,
+            FileStore::in_dir(self.state.path()).unwrap(),
+            &sysfs,
+            clock,
+        )
+        .unwrap()
+    }
+
+    fn open(&self) -> Pool {
+        self.open_with(system_clock()).0
+    }
+}
+
+fn ids_of(pool: &Pool, name: &str) -> Vec<String> {
+    pool.tokens()
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name == name)
+        .map(|t| t.id)
+        .collect()
+}
+
+fn healthy(pool: &Pool, name: &str) -> usize {
+    pool.devices(name)
+        .unwrap()
+        .borrow()
+        .iter()
+        .filter(|d| d.healthy)
+        .count()
+}
+
+#[test]
+fn every_pf_and_name_gets_one_token_per_vf_in_the_go_format() {
+    let f = Fixture::x710(&[A, B]);
+    let pool = f.open();
+    assert_eq!(pool.names(), [A, B]);
+    let toks = pool.tokens().unwrap();
+    assert_eq!(toks.len(), 8);
+    for t in &toks {
+        let uuid = t.id.strip_prefix("sriov-").unwrap();
+        assert_eq!(uuid.len(), 36, "{}", t.id);
+        assert_eq!(t.state, TokenState::Free);
+    }
+    let devs = pool.devices(A).unwrap().borrow().clone();
+    assert_eq!(devs.len(), 4);
+    assert!(devs.iter().all(|d| d.healthy && d.numa_node == Some(0)));
+    assert!(
+        devs.iter()
+            .all(|d| d.group.as_deref() == Some("0000:3b:00.0"))
+    );
+}
+
+#[test]
+fn allocating_under_one_name_leaves_fewer_for_every_name() {
+    let f = Fixture::x710(&[A, B]);
+    let pool = f.open();
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a[..3]).unwrap();
+    assert_eq!(healthy(&pool, A), 4, "3 allocated (healthy) + 1 free");
+    assert_eq!(healthy(&pool, B), 1, "only one VF left for B");
+    let b = ids_of(&pool, B);
+    pool.allocate(B, &b[..1]).unwrap();
+    // The PF is full: any further free token is refused, under either name.
+    let err = pool.allocate(A, &a[3..]).unwrap_err();
+    assert!(matches!(err, PoolError::Exhausted { .. }), "{err}");
+    assert!(err.to_string().contains("4 of 4 VFs reserved"), "{err}");
+    assert!(pool.allocate(B, &b[1..2]).is_err());
+    assert_eq!(
+        healthy(&pool, B),
+        1,
+        "only B's allocated token stays healthy"
+    );
+}
+
+#[test]
+fn allocate_is_all_or_nothing() {
+    let f = Fixture::x710(&[A]);
+    let pool = f.open();
+    let a = ids_of(&pool, A);
+    let err = pool
+        .allocate(A, &[a[0].clone(), "sriov-nope".into()])
+        .unwrap_err();
+    assert!(matches!(err, PoolError::UnknownToken(_)));
+    assert!(pool.allocated(A).unwrap().is_empty());
+    let before = std::fs::read(f.state.path().join(STATE_FILE)).unwrap();
+    assert!(
+        pool.allocate(B, &a[..1]).is_err(),
+        "a token of another name"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(f.state.path().join(STATE_FILE)).unwrap()
+    );
+}
+
+#[test]
+fn request_uses_a_vf_and_close_returns_it() {
+    let f = Fixture::x710(&[A]);
+    let pool = f.open();
+    let a = ids_of(&pool, A);
+    assert!(matches!(
+        pool.use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX),
+        Err(PoolError::NotAllocated(_))
+    ));
+    pool.allocate(A, &a[..2]).unwrap();
+    let l1 = pool
+        .use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+        .unwrap();
+    let l2 = pool
+        .use_token(&a[1], DriverKind::Kernel, "c2", u64::MAX)
+        .unwrap();
+    assert_eq!(l1.vf.to_string(), "0000:3b:02.0");
+    assert_eq!(l2.vf.to_string(), "0000:3b:02.1");
+    // The same connection again is a refresh: same VF.
+    assert_eq!(
+        pool.use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+            .unwrap(),
+        l1
+    );
+    // Another connection cannot take an in-use token.
+    assert!(matches!(
+        pool.use_token(&a[0], DriverKind::Kernel, "c9", u64::MAX),
+        Err(PoolError::InUse { .. })
+    ));
+    assert_eq!(pool.unuse("c1").unwrap().unwrap().vf, l1.vf);
+    assert_eq!(pool.unuse("c1").unwrap(), None, "close is idempotent");
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == a[0])
+        .unwrap();
+    assert_eq!(t.state, TokenState::Allocated);
+}
+
+#[test]
+fn release_frees_allocated_tokens_idempotently_but_not_in_use_ones() {
+    let f = Fixture::x710(&[A]);
+    let pool = f.open();
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a[..2]).unwrap();
+    pool.use_token(&a[1], DriverKind::Vfio, "c", u64::MAX)
+        .unwrap();
+    pool.release(&a[..2]).unwrap();
+    pool.release(&a[..2]).unwrap();
+    pool.release(&["sriov-unknown".to_string()]).unwrap();
+    assert_eq!(pool.allocated(A).unwrap(), vec![a[1].clone()]);
+}
+
+#[test]
+fn kernel_and_vfio_never_share_an_iommu_group() {
+    // Two VFs per IOMMU group, as behind a switch without ACS.
+    let fake = TreeBuilder::new()
+        .driver("ice", &["8086:1592"], true)
+        .driver("iavf", &["8086:1889"], true)
+        .function(
+            FunctionSpec::ethernet("0000:10:00.0", 0x8086, 0x1592)
+                .driver("ice")
+                .sriov(SriovSpec {
+                    total_vfs: 4,
+                    num_vfs: 4,
+                    offset: 8,
+                    stride: 1,
+                    vf_device: 0x1889,
+                }),
+        )
+        .build()
+        .unwrap();
+    let sysfs = fake.sysfs();
+    let mut pf = sysfs
+        .physical_function("0000:10:00.0".parse().unwrap())
+        .unwrap();
+    for (i, vf) in pf.vfs.iter_mut().enumerate() {
+        vf.iommu_group = Some(100 + i as u32 / 2);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let (pool, _) = Pool::open(
+        vec![PfEntry {
+            pf,
+            names: vec![A.into()],
+            vf_kernel_driver: "iavf".into(),
+        }],
+        FileStore::in_dir(state.path()).unwrap(),
+        &sysfs,
+        system_clock(),
+    )
+    .unwrap();
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a).unwrap();
+    let k = pool
+        .use_token(&a[0], DriverKind::Kernel, "k", u64::MAX)
+        .unwrap();
+    let v = pool
+        .use_token(&a[1], DriverKind::Vfio, "v", u64::MAX)
+        .unwrap();
+    assert_ne!(k.iommu_group, v.iommu_group);
+    // The second kernel use packs into the kernel group; then only vfio fits.
+    let k2 = pool
+        .use_token(&a[2], DriverKind::Kernel, "k2", u64::MAX)
+        .unwrap();
+    assert_eq!(k2.iommu_group, k.iommu_group);
+    let v2 = pool
+        .use_token(&a[3], DriverKind::Vfio, "v2", u64::MAX)
+        .unwrap();
+    assert_eq!(v2.iommu_group, v.iommu_group);
+}
+
+#[test]
+fn using_every_vf_leaves_no_healthy_token_for_other_names() {
+    let f = Fixture::x710(&[A, B]);
+    let pool = f.open();
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a).unwrap();
+    for (i, t) in a.iter().enumerate() {
+        pool.use_token(t, DriverKind::Kernel, &format!("c{i}"), u64::MAX)
+            .unwrap();
+    }
+    assert_eq!(healthy(&pool, B), 0);
+}
+
+#[test]
+fn restart_keeps_token_ids_and_states() {
+    let f = Fixture::x710(&[A]);
+    let (ids, lease) = {
+        let pool = f.open();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..1]).unwrap();
+        let lease = pool
+            .use_token(&a[0], DriverKind::Vfio, "c1", u64::MAX)
+            .unwrap();
+        f.sysfs().bind(lease.vf, "vfio-pci").unwrap();
+        (a, lease)
+        // dropped without any shutdown step: as after kill -9
+    };
+    let pool = f.open();
+    assert_eq!(ids_of(&pool, A), ids);
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == ids[0])
+        .unwrap();
+    match t.state {
+        TokenState::InUse(u) => assert_eq!((u.vf, u.connection.as_str()), (lease.vf, "c1")),
+        other => panic!("lost the in-use VF: {other:?}"),
+    }
+}
+
+#[test]
+fn crash_before_the_vf_was_moved_releases_it_at_start() {
+    // The pool recorded the use, then the forwarder died before moving the
+    // VF netdev: sysfs still shows it in our namespace, so no client holds it.
+    let f = Fixture::x710(&[A]);
+    let a = {
+        let pool = f.open();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..1]).unwrap();
+        pool.use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+            .unwrap();
+        a
+    };
+    let (pool, warnings) = f.open_with(system_clock());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("back with the forwarder")),
+        "{warnings:?}"
+    );
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == a[0])
+        .unwrap();
+    assert_eq!(
+        t.state,
+        TokenState::Allocated,
+        "the pod still holds the token"
+    );
+}
+
+#[test]
+fn crash_after_the_vf_was_moved_keeps_it_in_use() {
+    let f = Fixture::x710(&[A]);
+    let (a, vf) = {
+        let pool = f.open();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..1]).unwrap();
+        let l = pool
+            .use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+            .unwrap();
+        (a, l.vf)
+    };
+    // The netdev left our namespace: sysfs no longer lists it.
+    let dir = f.sysfs().device_dir(vf).join("net");
+    std::fs::remove_dir_all(dir).unwrap();
+    let pool = f.open();
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == a[0])
+        .unwrap();
+    assert!(matches!(t.state, TokenState::InUse(_)));
+}
+
+#[test]
+fn expired_uses_are_released_at_start_and_listed_while_running() {
+    let f = Fixture::x710(&[A]);
+    let now = Arc::new(AtomicU64::new(1_000));
+    let n = now.clone();
+    let clock: Clock = Arc::new(move || n.load(Ordering::SeqCst));
+    let a = {
+        let (pool, _) = f.open_with(clock.clone());
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..1]).unwrap();
+        let l = pool
+            .use_token(&a[0], DriverKind::Vfio, "c1", 1_100)
+            .unwrap();
+        f.sysfs().bind(l.vf, "vfio-pci").unwrap();
+        assert!(pool.expired().unwrap().is_empty());
+        now.store(1_100, Ordering::SeqCst);
+        assert_eq!(pool.expired().unwrap()[0].0, "c1");
+        assert!(pool.refresh("c1", 1_200).unwrap());
+        assert!(pool.expired().unwrap().is_empty());
+        a
+    };
+    now.store(1_300, Ordering::SeqCst);
+    let (pool, warnings) = f.open_with(clock);
+    assert!(
+        warnings.iter().any(|w| w.contains("expired")),
+        "{warnings:?}"
+    );
+    assert_eq!(pool.allocated(A).unwrap(), vec![a[0].clone()]);
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_with_a_warning() {
+    let f = Fixture::x710(&[A]);
+    std::fs::write(f.state.path().join(STATE_FILE), b"{\"version\": 1, \"tok").unwrap();
+    let (pool, warnings) = f.open_with(system_clock());
+    assert_eq!(pool.tokens().unwrap().len(), 4);
+    assert!(warnings[0].contains("unreadable"), "{warnings:?}");
+    assert!(f.state.path().join("sriov-pool.json.corrupt").exists());
+}
+
+#[test]
+fn a_torn_temp_file_from_a_crash_mid_write_is_ignored() {
+    let f = Fixture::x710(&[A]);
+    let ids = ids_of(&f.open(), A);
+    std::fs::write(f.state.path().join("sriov-pool.json.tmp"), b"{\"vers").unwrap();
+    assert_eq!(ids_of(&f.open(), A), ids);
+}
+
+#[test]
+fn fewer_vfs_after_restart_drops_free_tokens_first() {
+    let f = Fixture::x710(&[A]);
+    let held = {
+        let pool = f.open();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[3..]).unwrap();
+        a[3].clone()
+    };
+    f.sysfs()
+        .set_num_vfs("0000:3b:00.0".parse().unwrap(), 0)
+        .unwrap();
+    f.sysfs()
+        .set_num_vfs("0000:3b:00.0".parse().unwrap(), 2)
+        .unwrap();
+    let pool = f.open();
+    let ids = ids_of(&pool, A);
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&held), "a token held by a pod survives");
+}
+
+#[test]
+fn unconfigured_names_lose_their_tokens_with_a_warning_when_held() {
+    let f = Fixture::x710(&[A, B]);
+    {
+        let pool = f.open();
+        let b = ids_of(&pool, B);
+        pool.allocate(B, &b[..1]).unwrap();
+    }
+    let g = Fixture {
+        names: vec![A.into()],
+        ..f
+    };
+    let (pool, warnings) = g.open_with(system_clock());
+    assert_eq!(pool.names(), [A]);
+    assert!(
+        warnings.iter().any(|w| w.contains("no longer configured")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn racing_threads_never_double_allocate_or_lose_a_vf() {
+    let f = Fixture::x710(&[A, B]);
+    let pool = Arc::new(f.open());
+    let a = ids_of(&pool, A);
+    let b = ids_of(&pool, B);
+    let all: Vec<(String, String)> = a
+        .iter()
+        .map(|t| (A.to_string(), t.clone()))
+        .chain(b.iter().map(|t| (B.to_string(), t.clone())))
+        .collect();
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let pool = pool.clone();
+            let all = all.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for round in 0..20 {
+                    let (name, tok) = &all[(i + round) % all.len()];
+                    if pool.allocate(name, std::slice::from_ref(tok)).is_ok() {
+                        let conn = format!("t{i}-{round}");
+                        if let Ok(l) = pool.use_token(tok, DriverKind::Kernel, &conn, u64::MAX) {
+                            got.push(l.vf);
+                            assert!(pool.unuse(&conn).unwrap().is_some());
+                        }
+                        pool.release(std::slice::from_ref(tok)).unwrap();
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().unwrap().len();
+    }
+    assert!(total > 0);
+    // Everything went back: all tokens free and all 4 VFs available again.
+    assert!(
+        pool.tokens()
+            .unwrap()
+            .iter()
+            .all(|t| t.state == TokenState::Free)
+    );
+    assert_eq!(healthy(&pool, A), 4);
+    assert_eq!(healthy(&pool, B), 4);
+}
+
+#[test]
+fn concurrent_uses_get_distinct_vfs() {
+    let f = Fixture::x710(&[A]);
+    let pool = Arc::new(f.open());
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a).unwrap();
+    let handles: Vec<_> = a
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, t)| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                pool.use_token(&t, DriverKind::Kernel, &format!("c{i}"), u64::MAX)
+                    .unwrap()
+                    .vf
+            })
+        })
+        .collect();
+    let vfs: HashSet<PciAddress> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(vfs.len(), 4);
+}
