@@ -215,10 +215,19 @@ impl Netns {
                 fs.filesystem_type().0
             )));
         }
+        // Through /proc/<pid>/ns the fd link reads `<type>:[<ino>]`; through a bind mount
+        // (/var/run/netns) it reads the mount path, and only entering it tells the type.
         let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(open_err)?;
         let link = link.to_string_lossy();
         if !link.starts_with("net:[") {
-            return Err(not_netns(format!("it is {link}")));
+            if link.contains(":[") && !link.starts_with('/') {
+                return Err(not_netns(format!("it is {link}")));
+            }
+            if probe_is_not_netns(&fd) {
+                return Err(not_netns(
+                    "setns(CLONE_NEWNET) refuses it: another kind of namespace".into(),
+                ));
+            }
         }
         let meta = fs::File::from(fd.try_clone().map_err(open_err)?)
             .metadata()
@@ -328,6 +337,19 @@ impl Netns {
                 source,
             })
     }
+}
+
+/// Enters `fd` as a network namespace on a throwaway thread. Only EINVAL (wrong namespace type)
+/// counts as "not a netns"; other errors (no privilege) leave the verdict to the real use.
+fn probe_is_not_netns(fd: &OwnedFd) -> bool {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netns-probe".into())
+            .spawn_scoped(scope, || setns(fd, CloneFlags::CLONE_NEWNET))
+            .ok()
+            .and_then(|t| t.join().ok())
+            .is_some_and(|r| r == Err(nix::errno::Errno::EINVAL))
+    })
 }
 
 impl AsFd for Netns {
