@@ -390,3 +390,28 @@ async fn plugin_watcher_mode_serves_getinfo_and_device_plugin_on_one_socket() {
     again.get_device_plugin_options(dp::Empty {}).await.unwrap();
     h.stop().await;
 }
+
+#[tokio::test]
+async fn plugin_watcher_socket_deleted_under_us_is_recreated() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::PluginWatcher);
+    std::fs::create_dir_all(&cfg.plugins_registry_dir).unwrap();
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    let sock = h.socket();
+    eventually("plugin socket", || sock.exists()).await;
+    let created = DirEvents::new(&h.cfg.plugins_registry_dir);
+    std::fs::remove_file(&sock).unwrap();
+    eventually("socket re-created", || {
+        created.saw_created("example.com_sriov_a.sock")
+    })
+    .await;
+    let channel = connect_unix(&sock).await.unwrap();
+    let mut watcher = reg::registration_client::RegistrationClient::new(channel);
+    let info = watcher
+        .get_info(reg::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.endpoint, sock.to_string_lossy());
+    h.stop().await;
+}
