@@ -415,3 +415,21 @@ async fn plugin_watcher_socket_deleted_under_us_is_recreated() {
     assert_eq!(info.endpoint, sock.to_string_lossy());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_kubelet_sock_alone_triggers_reregistration() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+
+    // A kubelet that restarts without cleaning the directory still gets
+    // a fresh registration: the new kubelet.sock is the signal.
+    kubelet.stop().await;
+    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
+    registered(&h, &registrar, 2).await;
+    assert!(h.socket().exists());
+    h.stop().await;
+}
