@@ -359,3 +359,34 @@ where
         Ok(Err(e)) | Err(e) => panic!("{test}: netlink setup in the private namespace failed: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn recording_ops_records_calls_and_fails_on_demand() {
+        let fake = RecordingOps::new();
+        let ops: &dyn NetlinkOps = &fake;
+        let url = NetnsUrl::Inode { dev: 1, ino: 2 };
+        let moved = ops
+            .move_into(
+                ClientLink::new("vf0", url.clone()).name(crate::IfName::new("nsm0").unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved.client_name, "nsm0");
+        fake.fail("back_out");
+        assert!(ops.back_out(moved.clone()).await.is_err());
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::MoveInto(
+                    ClientLink::new("vf0", url).name(crate::IfName::new("nsm0").unwrap())
+                ),
+                Call::BackOut(moved),
+            ]
+        );
+    }
+}

@@ -159,7 +159,9 @@ fn full_request(client: &PrivateNetns) -> ClientLink {
         .route(net("10.20.0.0/16"), None)
         .route(net("10.30.0.0/16"), Some(ip("10.10.0.1")))
         .route(net("fd00:20::/64"), Some(ip("fd00:10::1")))
+        .route(net("fd00:30::/64"), None)
         .neighbour(ip("10.10.0.1"), "02:00:00:00:00:aa".parse().unwrap())
+        .neighbour(ip("fd00:10::1"), "02:00:00:00:00:ab".parse().unwrap())
 }
 
 /// Home still has vf0 as it was before the move: original name, MAC, MTU, and down.
@@ -210,7 +212,11 @@ fn move_into_configures_the_link_in_the_client_and_back_out_restores_it() {
                     "{expected:?} missing from {routes:?}"
                 );
             }
-            assert!(neighbours(&c, link.index).await.contains(&ip("10.10.0.1")));
+            let neigh = neighbours(&c, link.index).await;
+            assert!(
+                neigh.contains(&ip("10.10.0.1")) && neigh.contains(&ip("fd00:10::1")),
+                "{neigh:?}"
+            );
             assert_eq!(record.original.name, "vf0");
             assert_eq!(record.client_name, "nsm-client-0");
 
