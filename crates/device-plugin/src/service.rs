@@ -92,15 +92,20 @@ impl<B: Backend + ?Sized> api::device_plugin_server::DevicePlugin for PluginServ
         let (tx, rx) = mpsc::channel(1);
         info!(resource, "ListAndWatch started");
         tokio::spawn(async move {
+            let mut last: Option<Vec<api::Device>> = None;
             loop {
                 let list = to_kubelet(&resource, &devices.borrow_and_update());
-                debug!(resource, count = list.len(), "sending device list");
-                if tx
-                    .send(Ok(api::ListAndWatchResponse { devices: list }))
-                    .await
-                    .is_err()
-                {
-                    break;
+                // Kubelet re-evaluates every device on each message; a
+                // wake-up that changed nothing kubelet sees is not sent.
+                if last.as_ref() != Some(&list) {
+                    debug!(resource, count = list.len(), "sending device list");
+                    let msg = api::ListAndWatchResponse {
+                        devices: list.clone(),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                    last = Some(list);
                 }
                 tokio::select! {
                     changed = devices.changed() => if changed.is_err() { break },

@@ -108,6 +108,13 @@ async fn list_and_watch_sends_the_full_list_then_every_change() {
     assert_eq!(second.devices[1].health, "Unhealthy");
     assert_eq!(second.devices[2].topology, None);
 
+    // A change kubelet can't see (the PF grouping) sends nothing; the next
+    // real change does.
+    backend
+        .devices
+        .send_modify(|d| d[0].group = Some("other-pf".into()));
+    // Give the stream task the chance to (wrongly) send for it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     backend.devices.send_modify(|d| d.truncate(1));
     let third = stream.message().await.unwrap().unwrap();
     assert_eq!(third.devices.len(), 1);
