@@ -1,0 +1,34 @@
+//! The forwarder's NetworkService chain: chain elements, each doing one
+//! thing on Request and undoing it on Close and when a later element fails.
+//!
+//! # Model
+//!
+//! A [`Chain`] is an ordered list of [`Element`]s. Each element receives
+//! the request, a per-connection [`Ctx`] (typed state that survives
+//! refreshes and is dropped after Close), and [`Next`], the rest of the
+//! chain. It does its one job, calls `next`, and when `next` fails undoes
+//! exactly what it did in this call. The forwarder's composition (see
+//! `bins/forwarder-sriov`) reads top to bottom like the Go forwarder's
+//! `server.go`.
+//!
+//! ```
+//! use sriov_chain::{Chain, Ctx};
+//! use sriov_api::nsm::networkservice::NetworkServiceRequest;
+//!
+//! # tokio_test_block(async {
+//! let chain = Chain::new(); // elements are appended with `.with(..)`
+//! let conn = chain.request(&mut Ctx::new(), NetworkServiceRequest::default()).await.unwrap();
+//! assert_eq!(conn.id, "");
+//! # });
+//! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod chain;
+mod context;
+pub mod peers;
+
+pub use chain::{Chain, Element, ElementFuture, Next};
+pub use context::Ctx;
+pub use peers::{EndpointFinder, EndpointQuery, NextHop};
