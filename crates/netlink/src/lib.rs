@@ -28,9 +28,23 @@
 //! restores it ([`BackOut`]). [`RtNetlink::set_vf`] likewise returns the previous VF settings
 //! for [`RtNetlink::restore_vf`].
 //!
+//! The kernel returns a physical netdev from a dying namespace to the *initial* namespace, so
+//! recovery after a client namespace died only finds it when home is the initial namespace (the
+//! forwarder runs with `hostNetwork`). veth and other virtual links are destroyed instead
+//! ([`BackOut::Vanished`]).
+//!
+//! **Health.** [`RtNetlink::link_health`] reads a link's flags, carrier and operstate;
+//! [`RtNetlink::link_events`] streams `RTNLGRP_LINK` changes (including removal) for the device
+//! plugin.
+//!
 //! **Seam.** [`NetlinkOps`] is the narrow, object-safe trait over these operations for the
 //! forwarder's chain elements; [`RtNetlink`] implements it, `MockNetlinkOps` (feature `mock`)
 //! mocks it and [`testing::RecordingOps`] records calls.
+//!
+//! **Tests.** [`testing`] creates private namespaces (`unshare(CLONE_NEWNET)` on a parked std
+//! thread) and veth pairs; the crate's kernel tests run there and print `SKIP` without
+//! CAP_SYS_ADMIN. `cargo bench -p sriov-netlink --bench plumbing` compares the plumbing sequence
+//! with the same steps as `ip` commands.
 //!
 //! # Example
 //!

@@ -228,7 +228,8 @@ impl RtNetlink {
         }
     }
 
-    /// Returns a link from its client namespace: down, original name, MTU and MAC restored.
+    /// Returns a link from its client namespace: down, original name, MTU and MAC restored
+    /// (the last two best effort, see the logs).
     ///
     /// If the namespace is gone (or the URL now names another namespace), waits up to the
     /// recovery wait for the kernel to hand the link back to the home namespace and restores it
@@ -306,39 +307,33 @@ impl RtNetlink {
     }
 
     /// Puts name, MTU and hardware address back and leaves the link down.
+    ///
+    /// Down and the name are required (the name is how the VF is found again). MTU and address
+    /// are best effort once the link is home: some VF drivers refuse a MAC change from the VF
+    /// side while the PF holds an administrative MAC, and failing the whole back-out for that
+    /// would only make the caller retry forever; the failure is logged instead.
     async fn restore_at_home(&self, link: &LinkStatus, original: &OriginalLink) -> Result<()> {
         if link.up {
             set_up(&self.handle, link.index, false, &link.name).await?;
         }
         if link.name != original.name {
             let msg = LinkUnspec::new_with_index(link.index).name(original.name.as_str());
-            change_link(
-                &self.handle,
-                msg.build(),
-                format!("rename to {}", original.name),
-                &link.name,
-            )
-            .await?;
+            let op = format!("rename to {}", original.name);
+            change_link(&self.handle, msg.build(), op, &link.name).await?;
         }
         if link.mtu != original.mtu && original.mtu != 0 {
             let msg = LinkUnspec::new_with_index(link.index).mtu(original.mtu);
-            change_link(
-                &self.handle,
-                msg.build(),
-                format!("restore mtu {}", original.mtu),
-                &original.name,
-            )
-            .await?;
+            let op = format!("restore mtu {}", original.mtu);
+            if let Err(e) = change_link(&self.handle, msg.build(), op, &original.name).await {
+                tracing::warn!(error = %e, "link is home, but its MTU was not restored");
+            }
         }
         if link.address != original.address && !original.address.is_empty() {
             let msg = LinkUnspec::new_with_index(link.index).address(original.address.clone());
-            change_link(
-                &self.handle,
-                msg.build(),
-                "restore hardware address",
-                &original.name,
-            )
-            .await?;
+            let op = "restore hardware address";
+            if let Err(e) = change_link(&self.handle, msg.build(), op, &original.name).await {
+                tracing::warn!(error = %e, "link is home, but its hardware address was not restored");
+            }
         }
         Ok(())
     }
