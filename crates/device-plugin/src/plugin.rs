@@ -215,20 +215,31 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
                     }
                 }
                 if mode == RegistrationMode::Kubelet && serving.is_some() && !registered {
-                    match self.register(&kubelet_sock).await {
-                        Ok(()) => {
+                    // A kubelet that accepts the connection but never answers
+                    // must not hold up shutdown.
+                    let attempt = tokio::select! {
+                        r = self.register(&kubelet_sock) => Some(r),
+                        () = &mut shutdown => None,
+                    };
+                    match attempt {
+                        None => break,
+                        Some(Ok(())) => {
                             registered = true;
+                            backoff.reset();
                             self.registrations.send_modify(|n| *n += 1);
                             info!(resource, "registered with kubelet");
                         }
-                        Err(e) => warn!(resource, error = %e, "registration failed; will retry"),
+                        Some(Err(e)) => {
+                            warn!(resource, error = %e, "registration failed; will retry");
+                        }
                     }
                 }
                 let healthy = watcher.is_some()
                     && serving.is_some()
                     && (mode != RegistrationMode::Kubelet || registered);
+                // The backoff is reset only by kubelet accepting us, so a
+                // kubelet that keeps refusing is asked less and less often.
                 not_before = if healthy {
-                    backoff.reset();
                     None
                 } else {
                     Some(Instant::now() + backoff.next_delay())
@@ -275,6 +286,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
                 },
                 verdict = status_rx.recv() => match verdict {
                     Some(Ok(())) => {
+                        backoff.reset();
                         self.registrations.send_modify(|n| *n += 1);
                         info!(resource, "plugin watcher registered the plugin");
                     }

@@ -440,3 +440,25 @@ async fn a_new_kubelet_sock_alone_triggers_reregistration() {
     assert!(h.socket().exists());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_wedged_kubelet() {
+    use std::sync::atomic::Ordering;
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path(), RegistrationMode::Kubelet);
+    // Far longer than the test's patience: only cancellation ends the call.
+    cfg.call_timeout = Duration::from_secs(3600);
+    let registrar = Registrar::default();
+    registrar.hang.store(true, Ordering::SeqCst);
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    eventually("a Register call", || {
+        registrar.calls.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let sock = h.socket();
+    tokio::time::timeout(Duration::from_secs(20), h.stop())
+        .await
+        .expect("plugin stopped while Register was pending");
+    assert!(!sock.exists());
+}

@@ -132,6 +132,10 @@ impl Backend for MemBackend {
 pub struct Registrar {
     pub requests: Arc<Mutex<Vec<dp::RegisterRequest>>>,
     pub refuse: Arc<Mutex<usize>>,
+    /// Never answer: a wedged kubelet.
+    pub hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Calls seen, answered or not.
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -140,6 +144,11 @@ impl dp::registration_server::Registration for Registrar {
         &self,
         req: Request<dp::RegisterRequest>,
     ) -> Result<Response<dp::Empty>, Status> {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         {
             let mut refuse = self.refuse.lock().unwrap();
             if *refuse > 0 {
