@@ -34,7 +34,8 @@ const MAX_URL_LEN: usize = 4096;
 /// Refused: other schemes, a host part (`file://host/...`), relative paths, `.`/`..`/empty path
 /// segments, query or fragment parts, percent-escapes (never decoded, so never smuggled), control
 /// characters and whitespace, and anything over 4096 bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum NetnsUrl {
     /// A path to an nsfs file (`file://` form).
     File(PathBuf),
@@ -122,6 +123,20 @@ impl FromStr for NetnsUrl {
     }
 }
 
+impl TryFrom<String> for NetnsUrl {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        NetnsUrl::parse(&s)
+    }
+}
+
+impl From<NetnsUrl> for String {
+    fn from(url: NetnsUrl) -> String {
+        url.to_string()
+    }
+}
+
 impl fmt::Display for NetnsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -133,7 +148,7 @@ impl fmt::Display for NetnsUrl {
 
 /// The identity of a network namespace: the `st_dev`/`st_ino` of its nsfs inode. Two handles
 /// name the same namespace exactly when their ids are equal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NetnsId {
     /// `st_dev` of the nsfs inode.
     pub dev: u64,

@@ -104,7 +104,7 @@ impl ClientLink {
 }
 
 /// The link as it was in the home namespace before it was moved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OriginalLink {
     /// Its ifindex at home.
     pub index: u32,
@@ -119,8 +119,9 @@ pub struct OriginalLink {
 }
 
 /// The record of a link given to a client: everything [`RtNetlink::back_out`] needs, and
-/// nothing that keeps the client's namespace alive (no file descriptors), so it can be stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// nothing that keeps the client's namespace alive (no file descriptors), so it can be stored
+/// (it serialises with serde).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MovedLink {
     /// The client namespace as the request named it.
     pub netns: NetnsUrl,
@@ -529,6 +530,16 @@ mod tests {
             client_name: "nsm0".into(),
             client_address: vec![2, 0, 0, 0, 0, 9],
         }
+    }
+
+    #[test]
+    fn records_survive_a_json_round_trip_and_refuse_hostile_urls() {
+        let original = record(Some([0xa; 6]));
+        let json = serde_json::to_string(&original).unwrap();
+        assert!(json.contains("\"inode://4/1\""), "{json}");
+        assert_eq!(serde_json::from_str::<MovedLink>(&json).unwrap(), original);
+        let hostile = json.replace("inode://4/1", "file:///proc/1/../../etc/shadow");
+        assert!(serde_json::from_str::<MovedLink>(&hostile).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// A link as the caller knows it: by name or by ifindex, in the namespace it is looked up in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LinkRef {
     /// By interface name.
     Name(String),
@@ -39,7 +40,8 @@ impl From<u32> for LinkRef {
 /// An interface name the kernel will accept: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, `:`, NUL or
 /// whitespace, and not `.` or `..` (the kernel's `dev_valid_name` rules, plus `:` which the
 /// kernel allows but which iproute2 and sysfs consumers read as an alias separator).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
 
 impl IfName {
@@ -76,6 +78,20 @@ impl IfName {
     }
 }
 
+impl TryFrom<String> for IfName {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        IfName::new(&s)
+    }
+}
+
+impl From<IfName> for String {
+    fn from(name: IfName) -> String {
+        name.0
+    }
+}
+
 impl FromStr for IfName {
     type Err = Error;
 
@@ -91,7 +107,10 @@ impl fmt::Display for IfName {
 }
 
 /// An Ethernet MAC address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -108,6 +127,20 @@ impl MacAddr {
     /// All zeroes (what the kernel reports for "no address set").
     pub fn is_zero(self) -> bool {
         self.0 == [0; 6]
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(mac: MacAddr) -> String {
+        mac.to_string()
     }
 }
 

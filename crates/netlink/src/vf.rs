@@ -23,7 +23,9 @@ use crate::types::{LinkRef, MacAddr};
 const EOPNOTSUPP: i32 = nix::libc::EOPNOTSUPP;
 
 /// An 802.1Q VLAN a VF's traffic is tagged with by the PF (`0` = untagged).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct VfVlan {
     /// VLAN id, 0..=4095.
     pub id: u16,
@@ -32,7 +34,9 @@ pub struct VfVlan {
 }
 
 /// Transmit rate limits of a VF in Mbit/s (`0` = no limit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct TxRate {
     /// Guaranteed minimum.
     pub min_mbps: u32,
@@ -41,7 +45,7 @@ pub struct TxRate {
 }
 
 /// VF settings to apply; `None` leaves a setting alone.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct VfConfig {
     /// Administrative MAC address.
     pub mac: Option<MacAddr>,
@@ -63,7 +67,7 @@ impl VfConfig {
 }
 
 /// One VF as the PF reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct VfState {
     /// VF number on its PF.
     pub vf: u32,
@@ -93,7 +97,7 @@ impl VfState {
 }
 
 /// What [`RtNetlink::set_vf`] changed, to undo with [`RtNetlink::restore_vf`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VfRecord {
     /// The PF's ifindex.
     pub pf_index: u32,
