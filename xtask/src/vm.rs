@@ -367,7 +367,8 @@ fn write_initramfs(
         t.dir(d);
     }
     t.symlink("/var/run", "../run");
-    t.host_file("/bin/busybox", Path::new("/bin/busybox"), 0o755)?;
+    // Debian's busybox-static needs no libraries; a dynamic busybox gets its own.
+    t.executable("/bin/busybox", Path::new("/bin/busybox"))?;
     t.symlink("/bin/sh", "busybox");
     let ip = ip_binary().context("iproute2 ip vanished")?;
     t.executable("/usr/sbin/ip", &ip)?;

@@ -28,16 +28,18 @@ driver_of() {
 }
 iommu_group_of() { basename "$(readlink "$(dev "$1")/iommu_group")"; }
 
-# wait_for SECONDS COMMAND...: polls every 0.1 s until COMMAND succeeds.
+uptime_s() { cut -d. -f1 /proc/uptime; }
+
+# wait_for SECONDS COMMAND...: retries COMMAND every 0.1 s until it succeeds
+# or SECONDS of wall time have passed (slow commands such as ping count too).
 wait_for() {
-  n=$(($1 * 10))
+  deadline=$(($(uptime_s) + $1))
   shift
-  while [ $n -gt 0 ]; do
+  while :; do
     "$@" >/dev/null 2>&1 && return 0
+    [ "$(uptime_s)" -lt "$deadline" ] || return 1
     usleep 100000
-    n=$((n - 1))
   done
-  return 1
 }
 
 have_bin() { command -v "$1" >/dev/null 2>&1; }

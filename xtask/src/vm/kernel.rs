@@ -30,7 +30,10 @@ pub(crate) struct Unavailable(pub(crate) String);
 
 /// Returns the cached guest kernel, fetching and unpacking it on first use.
 pub(crate) fn ensure(cache: &Path) -> Result<std::result::Result<GuestKernel, Unavailable>> {
-    let root = cache.join("kernel");
+    let root = match std::env::var("NSM_VM_KERNEL_PACKAGE") {
+        Ok(p) => cache.join(format!("kernel-{p}")),
+        Err(_) => cache.join("kernel"),
+    };
     let ready = root.join("READY");
     if let Ok(version) = fs::read_to_string(&ready) {
         let version = version.trim().to_string();
@@ -45,7 +48,10 @@ pub(crate) fn ensure(cache: &Path) -> Result<std::result::Result<GuestKernel, Un
             ))));
         }
     }
-    let Some(package) = newest_image_package()? else {
+    // NSM_VM_KERNEL_PACKAGE pins a kernel (e.g. bookworm's
+    // linux-image-6.1.0-42-amd64) where the newest is not wanted.
+    let pinned = std::env::var("NSM_VM_KERNEL_PACKAGE").ok();
+    let Some(package) = pinned.map_or_else(newest_image_package, |p| Ok(Some(p)))? else {
         return Ok(Err(Unavailable(
             "no guest kernel: apt knows no linux-image-amd64 (run .ci/setup.d/10-qemu.sh)".into(),
         )));

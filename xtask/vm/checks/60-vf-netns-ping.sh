@@ -8,6 +8,10 @@ run ip netns add vmtest-ns1 || fail "ip netns add failed"
 run ip link set "$nd" netns vmtest-ns1 || fail "moving $nd into vmtest-ns1 failed"
 run ip -n vmtest-ns1 addr add "$VF_IP/24" dev "$nd" || fail "addr add in ns failed"
 run ip -n vmtest-ns1 link set "$nd" up || fail "link up in ns failed"
-wait_for 15 ip netns exec vmtest-ns1 ping -c 1 -W 1 "$PF_IP" ||
-  fail "ping $PF_IP from $nd in vmtest-ns1 failed: $(ip -n vmtest-ns1 -d link show "$nd" | tr '\n' ' ')"
+if ! wait_for 15 ip netns exec vmtest-ns1 ping -c 1 -W 1 "$PF_IP"; then
+  ip -n vmtest-ns1 -s link show "$nd"
+  ip -n vmtest-ns1 neigh
+  ip -s link show "$(pf_netdev)"
+  fail "no reply from $PF_IP to $nd in vmtest-ns1 within 15 s"
+fi
 run ip netns exec vmtest-ns1 ping -c 3 -i 0.2 -W 1 "$PF_IP" || fail "repeated ping lost packets"
