@@ -13,6 +13,12 @@
 //! `testdata/sysfs/<name>` as well. That is how the real igb sysfs fixture is
 //! refreshed.
 //!
+//! Environment knobs: `NSM_VM_ACCEL=kvm|tcg` forces the accelerator (the
+//! default probes /dev/kvm and refuses PVM's); `NSM_VM_KERNEL_PACKAGE` pins
+//! the guest kernel package (default: the newest `linux-image-amd64`
+//! dependency apt knows, 6.12 from bookworm-backports here);
+//! `NSM_VM_CACHE` moves the cache (default `target/vm-cache`).
+//!
 //! The run is reported as the `vm-test` suite of `cargo xtask test`; it is
 //! skipped (with the reason) where QEMU, its igb device, or a guest kernel is
 //! missing. `.ci/setup.d/10-qemu.sh` installs what is needed on Debian.
