@@ -27,7 +27,11 @@
 
 mod chain;
 mod context;
+pub mod elements;
+pub mod forwarder;
+pub mod params;
 pub mod peers;
+pub mod server;
 
 pub use chain::{Chain, Element, ElementFuture, Next};
 pub use context::Ctx;

@@ -1,0 +1,120 @@
+//! `begin`: one operation at a time per connection, and the connection's
+//! context between calls.
+//!
+//! Requests and Closes of the same connection ID are serialized; different
+//! connections run in parallel. A Request for a known connection is a
+//! refresh: the rest of the chain gets the context it left last time
+//! (`ctx.is_refresh()`). A failed first Request leaves nothing behind; a
+//! failed refresh keeps the established connection's context (its
+//! elements undid only their own new work). Close runs the rest with the
+//! stored context and then forgets it; a Close for an unknown connection
+//! succeeds without doing anything, so Close is idempotent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use tonic::Status;
+
+use crate::{Ctx, Element, ElementFuture, Next};
+
+type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Begin {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Begin {
+    /// An empty table of connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, id: &str) -> Result<Slot, Status> {
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| Status::internal("begin: lock poisoned"))?;
+        Ok(slots.entry(id.to_string()).or_default().clone())
+    }
+
+    fn forget(&self, id: &str, slot: &Slot) {
+        if let Ok(mut slots) = self.slots.lock()
+            && slots.get(id).is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            slots.remove(id);
+        }
+    }
+
+    /// IDs of the established connections.
+    pub fn connections(&self) -> Vec<String> {
+        self.slots
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Element for Begin {
+    fn name(&self) -> &'static str {
+        "begin"
+    }
+
+    fn request<'a>(
+        &'a self,
+        _ctx: &'a mut Ctx,
+        request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, Connection> {
+        Box::pin(async move {
+            let id = request
+                .connection
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
+            if id.is_empty() {
+                return Err(Status::invalid_argument("connection has no id"));
+            }
+            let slot = self.slot(&id)?;
+            let mut guard = slot.lock().await;
+            let existing = guard.take();
+            let refresh = existing.is_some();
+            let mut ctx = existing.unwrap_or_default();
+            ctx.set_refresh(refresh);
+            let result = next.request(&mut ctx, request).await;
+            match (&result, refresh) {
+                (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
+                (Err(_), false) => {
+                    drop(guard);
+                    self.forget(&id, &slot);
+                }
+            }
+            result
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        _ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, ()> {
+        Box::pin(async move {
+            let id = connection.id.clone();
+            let slot = self.slot(&id)?;
+            let mut guard = slot.lock().await;
+            let Some(mut ctx) = guard.take() else {
+                drop(guard);
+                self.forget(&id, &slot);
+                return Ok(());
+            };
+            let result = next.close(&mut ctx, connection).await;
+            drop(guard);
+            self.forget(&id, &slot);
+            result
+        })
+    }
+}

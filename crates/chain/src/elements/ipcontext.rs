@@ -1,0 +1,123 @@
+//! `ipcontext`: the connection context's addresses, routes, neighbours and
+//! MTU for the client's interface.
+//!
+//! After the rest of the chain answered (the endpoint fills the IP
+//! context), it checks and translates the client side of the context
+//! (`src_ip_addrs`, `src_routes`, `ip_neighbors`, `MTU`, else the `MTU`
+//! parameter) into the plumbing plan `inject` applies inside the client's
+//! namespace in the same netlink transaction as the move, so a failure
+//! leaves no half-configured interface. A malformed context is
+//! INVALID_ARGUMENT and closes the rest of the chain. It changes nothing
+//! itself, so there is nothing for it to undo.
+
+use std::net::IpAddr;
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_netlink::{IpNetwork, MacAddr};
+use tonic::Status;
+
+use crate::params::KernelParams;
+use crate::{Ctx, Element, ElementFuture, Next};
+
+/// The client-side IP configuration, for `inject`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpPlan {
+    /// Addresses with prefix.
+    pub addresses: Vec<IpNetwork>,
+    /// Routes: destination and optional gateway.
+    pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
+    /// Static neighbours.
+    pub neighbours: Vec<(IpAddr, MacAddr)>,
+    /// MTU.
+    pub mtu: Option<u32>,
+}
+
+/// Builds the plan from a connection and the validated parameters.
+pub fn plan(conn: &Connection, params: Option<&KernelParams>) -> Result<IpPlan, Status> {
+    let bad = |what: &str, v: &str, e: &dyn std::fmt::Display| {
+        Status::invalid_argument(format!("connection context {what} {v:?}: {e}"))
+    };
+    let mut p = IpPlan::default();
+    let Some(cc) = conn.context.as_ref() else {
+        p.mtu = params.and_then(|k| k.mtu);
+        return Ok(p);
+    };
+    if let Some(ip) = cc.ip_context.as_ref() {
+        for a in &ip.src_ip_addrs {
+            p.addresses
+                .push(a.parse().map_err(|e| bad("src_ip_addrs", a, &e))?);
+        }
+        for r in &ip.src_routes {
+            let dst: IpNetwork = r.prefix.parse().map_err(|e| bad("route prefix", &r.prefix, &e))?;
+            let gw = if r.next_hop.is_empty() {
+                None
+            } else {
+                Some(r.next_hop.parse().map_err(|e| bad("route nextHop", &r.next_hop, &e))?)
+            };
+            p.routes.push((dst, gw));
+        }
+        for n in &ip.ip_neighbors {
+            let ip: IpAddr = n.ip.parse().map_err(|e| bad("neighbor ip", &n.ip, &e))?;
+            let mac: MacAddr = n
+                .hardware_address
+                .parse()
+                .map_err(|e| bad("neighbor hardware_address", &n.hardware_address, &e))?;
+            p.neighbours.push((ip, mac));
+        }
+    }
+    p.mtu = if cc.mtu != 0 {
+        if !(68..=65535).contains(&cc.mtu) {
+            return Err(bad("MTU", &cc.mtu.to_string(), &"outside 68..=65535"));
+        }
+        Some(cc.mtu)
+    } else {
+        params.and_then(|k| k.mtu)
+    };
+    Ok(p)
+}
+
+/// See the module docs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IpContext;
+
+impl Element for IpContext {
+    fn name(&self) -> &'static str {
+        "ipcontext"
+    }
+
+    fn request<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, Connection> {
+        Box::pin(async move {
+            let conn = next.request(ctx, request).await?;
+            match plan(&conn, ctx.get::<KernelParams>()) {
+                Ok(p) => {
+                    ctx.insert(p);
+                    Ok(conn)
+                }
+                Err(e) => {
+                    if let Err(ce) = next.close(ctx, conn).await {
+                        tracing::warn!(error = %ce, "closing after a bad connection context");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, ()> {
+        Box::pin(async move {
+            ctx.remove::<IpPlan>();
+            next.close(ctx, connection).await
+        })
+    }
+}

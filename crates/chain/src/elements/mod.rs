@@ -1,0 +1,18 @@
+//! One element per file. Each file's doc says what the element adds to the
+//! connection and what it undoes.
+
+pub mod begin;
+pub mod connect;
+pub mod discover;
+pub mod inject;
+pub mod ipcontext;
+pub mod mechanisms;
+pub mod monitor;
+pub mod resetmechanism;
+pub mod resourcepool;
+pub mod roundrobin;
+pub mod timeout;
+pub mod updatepath;
+pub mod validate;
+pub mod vfconfig;
+pub mod vfio;

@@ -1,0 +1,272 @@
+//! `resourcepool`: turns the client's `tokenID` into a VF bound to the
+//! right driver.
+//!
+//! On Request it asks the pool for a VF of the token's PF (the pool
+//! enforces one connection per token, free VFs only, and no IOMMU group
+//! shared between kernel and vfio-pci use), binds the VF to the PF's VF
+//! kernel driver (KERNEL) or to vfio-pci (VFIO), waits for the kernel
+//! netdev when it needs one, and sets the `pciAddress` parameter. A
+//! refresh only extends the pool's lease. Undone on Close and when a later
+//! element fails: the previous driver is restored and the VF returned.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_pool::{DriverKind, Pool, PoolError, VfLease};
+use tonic::Status;
+
+use crate::params::{self, KernelParams, VfioParams};
+use crate::{Ctx, Element, ElementFuture, Next};
+
+/// The VF a connection uses, for the elements after this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfBinding {
+    /// The pool's lease (token, PF, VF, IOMMU group, driver kind).
+    pub lease: VfLease,
+    /// The VF's index on its PF (the `N` of `virtfnN`).
+    pub vf_index: u32,
+    /// The PF's netdev, through which VF settings are made.
+    pub pf_netdev: Option<String>,
+    /// The VF's netdev in our namespace (KERNEL only).
+    pub vf_netdev: Option<String>,
+    /// The driver the VF had before we bound it.
+    pub previous_driver: Option<String>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct ResourcePool {
+    pool: Arc<Pool>,
+    sysfs: Sysfs,
+    kind: DriverKind,
+    kernel_drivers: HashMap<PciAddress, String>,
+    lifetime: Duration,
+    netdev_timeout: Duration,
+}
+
+impl ResourcePool {
+    /// Serves `kind` from `pool`; `kernel_drivers` maps each PF to its VFs'
+    /// kernel driver (`vfKernelDriver`); leases last `lifetime` unless refreshed.
+    pub fn new(
+        pool: Arc<Pool>,
+        sysfs: Sysfs,
+        kind: DriverKind,
+        kernel_drivers: HashMap<PciAddress, String>,
+        lifetime: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            sysfs,
+            kind,
+            kernel_drivers,
+            lifetime,
+            netdev_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn expires_at(&self) -> u64 {
+        (SystemTime::now() + self.lifetime)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX)
+    }
+
+    fn driver_for(&self, pf: PciAddress) -> Result<String, Status> {
+        match self.kind {
+            DriverKind::Vfio => Ok("vfio-pci".to_string()),
+            DriverKind::Kernel => self
+                .kernel_drivers
+                .get(&pf)
+                .cloned()
+                .ok_or_else(|| Status::internal(format!("no vfKernelDriver configured for PF {pf}"))),
+        }
+    }
+
+    /// Binds the leased VF and gathers what later elements need (blocking sysfs work).
+    fn bind(&self, lease: VfLease) -> Result<VfBinding, Status> {
+        let driver = self.driver_for(lease.pf)?;
+        let previous = self.sysfs.bind(lease.vf, &driver).map_err(pci_status)?;
+        let undo = |e: Status| {
+            if previous.as_deref() != Some(driver.as_str())
+                && let Err(re) = self.sysfs.restore_driver(lease.vf, previous.as_deref())
+            {
+                tracing::warn!(vf = %lease.vf, error = %re, "restoring the VF's driver");
+            }
+            e
+        };
+        let vf_index = self
+            .sysfs
+            .vfs(lease.pf)
+            .map_err(pci_status)
+            .map_err(undo)?
+            .into_iter()
+            .find(|v| v.address == lease.vf)
+            .map(|v| v.index)
+            .ok_or_else(|| undo(Status::internal(format!("VF {} is not a VF of {}", lease.vf, lease.pf))))?;
+        let pf_netdev = self
+            .sysfs
+            .netdevs(lease.pf)
+            .map_err(pci_status)
+            .map_err(undo)?
+            .into_iter()
+            .next();
+        let vf_netdev = match self.kind {
+            DriverKind::Vfio => None,
+            DriverKind::Kernel => Some(self.wait_netdev(lease.vf).map_err(undo)?),
+        };
+        Ok(VfBinding {
+            lease,
+            vf_index,
+            pf_netdev,
+            vf_netdev,
+            previous_driver: previous,
+        })
+    }
+
+    /// A kernel driver creates the netdev asynchronously after probe.
+    fn wait_netdev(&self, vf: PciAddress) -> Result<String, Status> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(n) = self.sysfs.netdevs(vf).map_err(pci_status)?.into_iter().next() {
+                return Ok(n);
+            }
+            if start.elapsed() > self.netdev_timeout {
+                return Err(Status::unavailable(format!(
+                    "VF {vf} has no netdev {} ms after binding its kernel driver",
+                    self.netdev_timeout.as_millis()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn unbind(&self, binding: &VfBinding, connection: &str) -> Result<(), Status> {
+        let driver = self.driver_for(binding.lease.pf)?;
+        let restore = if binding.previous_driver.as_deref() != Some(driver.as_str()) {
+            self.sysfs
+                .restore_driver(binding.lease.vf, binding.previous_driver.as_deref())
+                .map_err(pci_status)
+        } else {
+            Ok(())
+        };
+        // The VF goes back to the pool even if the driver could not be
+        // restored: a stuck driver must not leak the VF forever.
+        self.pool.unuse(connection).map_err(pool_status)?;
+        restore
+    }
+}
+
+/// Maps pool errors to the status a client should see.
+pub fn pool_status(e: PoolError) -> Status {
+    match &e {
+        PoolError::UnknownToken(_) => Status::not_found(e.to_string()),
+        PoolError::WrongName { .. } => Status::invalid_argument(e.to_string()),
+        PoolError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+        PoolError::NotAllocated(_) | PoolError::InUse { .. } | PoolError::NoVfs(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        PoolError::Persist { .. } | PoolError::Poisoned => Status::internal(e.to_string()),
+    }
+}
+
+pub(crate) fn pci_status(e: sriov_pci::PciError) -> Status {
+    Status::internal(e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
+}
+
+impl Element for Arc<ResourcePool> {
+    fn name(&self) -> &'static str {
+        "resourcepool"
+    }
+
+    fn request<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        mut request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, Connection> {
+        Box::pin(async move {
+            let conn_id = request.connection.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            let token = match (ctx.get::<KernelParams>(), ctx.get::<VfioParams>()) {
+                (Some(k), _) if self.kind == DriverKind::Kernel => k.token.clone(),
+                (_, Some(v)) if self.kind == DriverKind::Vfio => v.token.clone(),
+                _ => return Err(Status::internal("resourcepool runs after validate")),
+            };
+            let fresh = match ctx.get::<VfBinding>() {
+                Some(b) if b.lease.token == token => {
+                    let (pool, id, at) = (self.pool.clone(), conn_id.clone(), self.expires_at());
+                    blocking(move || pool.refresh(&id, at).map_err(pool_status)).await?;
+                    false
+                }
+                Some(_) => {
+                    return Err(Status::invalid_argument(
+                        "a refresh cannot change the connection's tokenID",
+                    ));
+                }
+                None => {
+                    let this = self.clone();
+                    let (id, at) = (conn_id.clone(), self.expires_at());
+                    let binding = blocking(move || {
+                        let lease = this
+                            .pool
+                            .use_token(&token, this.kind, &id, at)
+                            .map_err(pool_status)?;
+                        this.bind(lease.clone()).inspect_err(|_| {
+                            if let Err(e) = this.pool.unuse(&id) {
+                                tracing::warn!(error = %e, "returning a VF after a failed bind");
+                            }
+                        })
+                    })
+                    .await?;
+                    ctx.insert(binding);
+                    true
+                }
+            };
+            if let (Some(b), Some(m)) = (
+                ctx.get::<VfBinding>(),
+                request.connection.as_mut().and_then(|c| c.mechanism.as_mut()),
+            ) {
+                m.parameters
+                    .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());
+            }
+            match next.request(ctx, request).await {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    if fresh && let Some(b) = ctx.remove::<VfBinding>() {
+                        let this = self.clone();
+                        if let Err(ue) = blocking(move || this.unbind(&b, &conn_id)).await {
+                            tracing::warn!(error = %ue, "undoing the VF after a later failure");
+                        }
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, ()> {
+        Box::pin(async move {
+            let id = connection.id.clone();
+            let rest = next.close(ctx, connection).await;
+            if let Some(b) = ctx.remove::<VfBinding>() {
+                let this = self.clone();
+                blocking(move || this.unbind(&b, &id)).await?;
+            }
+            rest
+        })
+    }
+}

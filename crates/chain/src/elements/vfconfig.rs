@@ -1,0 +1,133 @@
+//! `vfconfig`: the VF's MAC and VLAN, set through its PF.
+//!
+//! After the rest of the chain answered (the endpoint may fill the
+//! ethernet context), the VF gets `ethernet_context.src_mac` and the VLAN
+//! tag (`ethernet_context.vlan_tag`, else the `vlan` parameter) through the
+//! PF's netlink VF settings; the previous values are recorded. Undone on
+//! Close, and when setting them fails the rest of the chain is closed.
+
+use std::sync::Arc;
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_netlink::{LinkRef, MacAddr, NetlinkOps, VfConfig, VfRecord, VfVlan};
+use tonic::Status;
+
+use super::resourcepool::VfBinding;
+use crate::params::KernelParams;
+use crate::{Ctx, Element, ElementFuture, Next};
+
+/// See the module docs.
+pub struct VfConfigElement {
+    netlink: Arc<dyn NetlinkOps>,
+}
+
+impl std::fmt::Debug for VfConfigElement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VfConfig")
+    }
+}
+
+impl VfConfigElement {
+    /// Makes VF settings through `netlink`.
+    pub fn new(netlink: Arc<dyn NetlinkOps>) -> Self {
+        Self { netlink }
+    }
+}
+
+/// What the connection asks of the VF.
+fn wanted(conn: &Connection, ctx: &Ctx) -> Result<VfConfig, Status> {
+    let eth = conn.context.as_ref().and_then(|c| c.ethernet_context.as_ref());
+    let mut cfg = VfConfig::default();
+    if let Some(mac) = eth.map(|e| e.src_mac.as_str()).filter(|m| !m.is_empty()) {
+        cfg.mac = Some(mac.parse::<MacAddr>().map_err(|e| {
+            Status::invalid_argument(format!("ethernet_context.src_mac {mac:?}: {e}"))
+        })?);
+    }
+    let tag = eth.map(|e| e.vlan_tag).filter(|t| *t != 0);
+    let vlan = match tag {
+        Some(t) if !(1..=4094).contains(&t) => {
+            return Err(Status::invalid_argument(format!(
+                "ethernet_context.vlan_tag {t} is outside 1..=4094"
+            )));
+        }
+        Some(t) => Some(t as u16),
+        None => ctx.get::<KernelParams>().and_then(|p| p.vlan).filter(|v| *v != 0),
+    };
+    cfg.vlan = vlan.map(|id| VfVlan { id, qos: 0 });
+    Ok(cfg)
+}
+
+impl Element for VfConfigElement {
+    fn name(&self) -> &'static str {
+        "vfconfig"
+    }
+
+    fn request<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, Connection> {
+        Box::pin(async move {
+            let conn = next.request(ctx, request).await?;
+            if ctx.get::<VfRecord>().is_some() {
+                return Ok(conn); // a refresh: already configured
+            }
+            let result = async {
+                let cfg = wanted(&conn, ctx)?;
+                if cfg.is_empty() {
+                    return Ok(None);
+                }
+                let b = ctx
+                    .get::<VfBinding>()
+                    .ok_or_else(|| Status::internal("vfconfig runs after resourcepool"))?;
+                let pf = b.pf_netdev.clone().ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "PF {} has no netdev, so the VF's MAC/VLAN cannot be set",
+                        b.lease.pf
+                    ))
+                })?;
+                self.netlink
+                    .set_vf(LinkRef::Name(pf), b.vf_index, cfg)
+                    .await
+                    .map(Some)
+                    .map_err(|e| Status::internal(e.to_string()))
+            }
+            .await;
+            match result {
+                Ok(Some(record)) => {
+                    ctx.insert(record);
+                    Ok(conn)
+                }
+                Ok(None) => Ok(conn),
+                Err(e) => {
+                    if let Err(ce) = next.close(ctx, conn).await {
+                        tracing::warn!(error = %ce, "closing after a failed VF config");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, ()> {
+        Box::pin(async move {
+            let restored = match ctx.remove::<VfRecord>() {
+                Some(r) => self
+                    .netlink
+                    .restore_vf(r)
+                    .await
+                    .map_err(|e| Status::internal(e.to_string())),
+                None => Ok(()),
+            };
+            let rest = next.close(ctx, connection).await;
+            restored.and(rest)
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! `vfio`: the client container may use the VF through `/dev/vfio`.
+//!
+//! For a VF bound to vfio-pci by `resourcepool`, it sets the mechanism
+//! parameters NSM clients read (`iommuGroup`; `vfioMajor`/`vfioMinor` of
+//! `/dev/vfio/vfio`; `deviceMajor`/`deviceMinor` of `/dev/vfio/<group>`;
+//! `pciAddress` is already set) and, on cgroup v1, allows both devices in
+//! the client's `cgroupDir` (`c MAJ:MIN rwm` to `devices.allow`). Undone
+//! on Close and when a later element fails: the grants are revoked through
+//! `devices.deny` (reference-counted, so another connection of the same
+//! container keeps its access). On cgroup v2 the request fails with
+//! FAILED_PRECONDITION naming the alternative.
+
+use std::sync::Arc;
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_pci::Sysfs;
+use sriov_vfio::{CgroupDevices, DeviceNumber, IommuGroup, VfioDir};
+use tonic::Status;
+
+use super::resourcepool::VfBinding;
+use crate::params::{self, VfioParams};
+use crate::{Ctx, Element, ElementFuture, Next};
+
+/// Devices granted to a cgroup, for revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Granted {
+    cgroup_dir: String,
+    devices: Vec<DeviceNumber>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Vfio {
+    sysfs: Sysfs,
+    vfio_dir: VfioDir,
+    cgroups: Arc<CgroupDevices>,
+}
+
+impl Vfio {
+    /// Reads groups through `sysfs`, device numbers under `vfio_dir`, and
+    /// grants access through `cgroups`.
+    pub fn new(sysfs: Sysfs, vfio_dir: VfioDir, cgroups: Arc<CgroupDevices>) -> Self {
+        Self {
+            sysfs,
+            vfio_dir,
+            cgroups,
+        }
+    }
+}
+
+fn vfio_status(e: sriov_vfio::Error) -> Status {
+    match e {
+        sriov_vfio::Error::CgroupDirRejected { .. } => Status::invalid_argument(e.to_string()),
+        sriov_vfio::Error::CgroupV2 { .. } => Status::failed_precondition(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl Element for Vfio {
+    fn name(&self) -> &'static str {
+        "vfio"
+    }
+
+    fn request<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        mut request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, Connection> {
+        Box::pin(async move {
+            let b = ctx
+                .get::<VfBinding>()
+                .ok_or_else(|| Status::internal("vfio runs after resourcepool"))?
+                .clone();
+            let p = ctx
+                .get::<VfioParams>()
+                .ok_or_else(|| Status::internal("vfio runs after validate"))?
+                .clone();
+            let group = IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(vfio_status)?;
+            let (container, device) = self.vfio_dir.devices_for(&group).map_err(vfio_status)?;
+            if let Some(m) = request.connection.as_mut().and_then(|c| c.mechanism.as_mut()) {
+                let set = |m: &mut sriov_api::nsm::connection::Mechanism, k: &str, v: String| {
+                    m.parameters.insert(k.to_string(), v);
+                };
+                set(m, params::IOMMU_GROUP, group.id.to_string());
+                set(m, params::VFIO_MAJOR, container.major.to_string());
+                set(m, params::VFIO_MINOR, container.minor.to_string());
+                set(m, params::DEVICE_MAJOR, device.major.to_string());
+                set(m, params::DEVICE_MINOR, device.minor.to_string());
+            }
+            let fresh = ctx.get::<Granted>().is_none();
+            if fresh {
+                self.cgroups
+                    .grant_all(&p.cgroup_dir, &[container, device])
+                    .map_err(vfio_status)?;
+                ctx.insert(Granted {
+                    cgroup_dir: p.cgroup_dir.clone(),
+                    devices: vec![container, device],
+                });
+            }
+            match next.request(ctx, request).await {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    if fresh && let Some(g) = ctx.remove::<Granted>() {
+                        self.revoke(&g);
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> ElementFuture<'a, ()> {
+        Box::pin(async move {
+            let rest = next.close(ctx, connection).await;
+            if let Some(g) = ctx.remove::<Granted>() {
+                self.revoke(&g);
+            }
+            rest
+        })
+    }
+}
+
+impl Vfio {
+    fn revoke(&self, g: &Granted) {
+        for d in g.devices.iter().rev() {
+            if let Err(e) = self.cgroups.revoke(&g.cgroup_dir, *d) {
+                // The container may be gone already; nothing is left to revoke then.
+                tracing::warn!(cgroup = %g.cgroup_dir, device = ?d, error = %e, "revoking VFIO access");
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The SR-IOV forwarder's chain, composed in one place and read top to
+//! bottom like the Go forwarder's `server.go`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sriov_netlink::NetlinkOps;
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_pool::{DriverKind, Pool};
+use sriov_vfio::{CgroupDevices, VfioDir};
+
+use crate::elements::{
+    begin::Begin, connect::Connect, discover::Discover, inject::Inject, ipcontext::IpContext,
+    mechanisms::Mechanisms, monitor::Monitor, resetmechanism::ResetMechanism,
+    resourcepool::ResourcePool, roundrobin::RoundRobin, timeout::Timeout, updatepath::UpdatePath,
+    validate::Validate, vfconfig::VfConfigElement, vfio::Vfio,
+};
+use crate::params::{MECH_KERNEL, MECH_NOOP, MECH_VFIO};
+use crate::{Chain, EndpointFinder, NextHop};
+
+/// Everything the chain's elements use.
+pub struct Deps {
+    /// `NSM_NAME`: the forwarder's path segment name.
+    pub name: String,
+    /// `NSM_MAX_TOKEN_LIFETIME`.
+    pub max_token_lifetime: Duration,
+    /// The VF pool.
+    pub pool: Arc<Pool>,
+    /// Sysfs (driver binding, IOMMU groups).
+    pub sysfs: Sysfs,
+    /// Each PF's VF kernel driver (`vfKernelDriver`).
+    pub kernel_drivers: HashMap<PciAddress, String>,
+    /// Netlink (namespaces, VF settings).
+    pub netlink: Arc<dyn NetlinkOps>,
+    /// `/dev/vfio` (`NSM_VFIO_PATH`).
+    pub vfio_dir: VfioDir,
+    /// Cgroup device access (`NSM_CGROUP_PATH`).
+    pub cgroups: Arc<CgroupDevices>,
+    /// The registry, for `discover`.
+    pub finder: Arc<dyn EndpointFinder>,
+    /// The next hop, for `connect`.
+    pub next_hop: Arc<dyn NextHop>,
+    /// Connection events, shared with the MonitorConnection server.
+    pub monitor: Monitor,
+}
+
+/// Builds the forwarder chain:
+///
+/// ```text
+/// updatepath → begin → timeout → monitor → discover → roundrobin → resetmechanism
+///   → mechanisms { KERNEL: validate → resourcepool(kernel driver) → vfconfig → inject → ipcontext
+///                  VFIO:   validate → resourcepool(vfio-pci) → vfconfig → vfio
+///                  NOOP:   (nothing) }
+///   → connect (next hop, NOOP)
+/// ```
+///
+/// Elements that need the endpoint's answer (`vfconfig`, `inject`,
+/// `ipcontext`) act on the way back, after `connect` returned, so the
+/// return order is ipcontext (plans the IPs), inject (moves and
+/// configures in one step), vfconfig (MAC/VLAN through the PF).
+pub fn chain(d: Deps) -> Arc<Chain> {
+    let handle: Arc<OnceLock<std::sync::Weak<Chain>>> = Arc::new(OnceLock::new());
+    let pool_for = |kind| {
+        Arc::new(ResourcePool::new(
+            d.pool.clone(),
+            d.sysfs.clone(),
+            kind,
+            d.kernel_drivers.clone(),
+            d.max_token_lifetime,
+        ))
+    };
+    let kernel = Chain::new()
+        .with(Validate::Kernel)
+        .with(pool_for(DriverKind::Kernel))
+        .with(VfConfigElement::new(d.netlink.clone()))
+        .with(Inject::new(d.netlink.clone()))
+        .with(IpContext);
+    let vfio = Chain::new()
+        .with(Validate::Vfio)
+        .with(pool_for(DriverKind::Vfio))
+        .with(VfConfigElement::new(d.netlink.clone()))
+        .with(Vfio::new(d.sysfs.clone(), d.vfio_dir.clone(), d.cgroups.clone()));
+    let chain = Arc::new(
+        Chain::new()
+            .with(UpdatePath::new(d.name.clone(), d.max_token_lifetime))
+            .with(Begin::new())
+            .with(Timeout::new(d.max_token_lifetime, handle.clone()))
+            .with(d.monitor.clone())
+            .with(Discover::new(d.finder.clone()))
+            .with(RoundRobin::new())
+            .with(ResetMechanism)
+            .with(
+                Mechanisms::new()
+                    .with(MECH_KERNEL, kernel)
+                    .with(MECH_VFIO, vfio)
+                    .with(MECH_NOOP, Chain::new()),
+            )
+            .with(Connect::new(d.next_hop.clone())),
+    );
+    let _ = handle.set(Arc::downgrade(&chain));
+    chain
+}

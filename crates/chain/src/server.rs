@@ -1,0 +1,102 @@
+//! The gRPC face of the chain: `networkservice.NetworkService` and
+//! `connection.MonitorConnection`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use sriov_api::nsm::connection::monitor_connection_server::MonitorConnection;
+use sriov_api::nsm::connection::{Connection, ConnectionEvent, MonitorScopeSelector};
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_api::nsm::networkservice::network_service_server::NetworkService;
+use tonic::{Request, Response, Status};
+
+use crate::elements::monitor::{Monitor, matches};
+use crate::{Chain, Ctx};
+
+/// Serves NetworkService Request/Close through a chain.
+#[derive(Debug, Clone)]
+pub struct NetworkServiceServer {
+    chain: Arc<Chain>,
+}
+
+impl NetworkServiceServer {
+    /// Serves `chain`.
+    pub fn new(chain: Arc<Chain>) -> Self {
+        Self { chain }
+    }
+}
+
+#[tonic::async_trait]
+impl NetworkService for NetworkServiceServer {
+    async fn request(
+        &self,
+        request: Request<NetworkServiceRequest>,
+    ) -> Result<Response<Connection>, Status> {
+        let req = request.into_inner();
+        let id = req.connection.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        match self.chain.request(&mut Ctx::new(), req).await {
+            Ok(c) => {
+                tracing::info!(connection = %id, "request served");
+                Ok(Response::new(c))
+            }
+            Err(e) => {
+                tracing::warn!(connection = %id, code = ?e.code(), error = %e.message(), "request failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn close(&self, request: Request<Connection>) -> Result<Response<()>, Status> {
+        let conn = request.into_inner();
+        let id = conn.id.clone();
+        self.chain.close(&mut Ctx::new(), conn).await?;
+        tracing::info!(connection = %id, "closed");
+        Ok(Response::new(()))
+    }
+}
+
+/// Serves `MonitorConnections` from a [`Monitor`].
+#[derive(Debug, Clone)]
+pub struct MonitorServer {
+    monitor: Monitor,
+}
+
+impl MonitorServer {
+    /// Streams `monitor`'s events.
+    pub fn new(monitor: Monitor) -> Self {
+        Self { monitor }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ConnectionEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl MonitorConnection for MonitorServer {
+    type MonitorConnectionsStream = EventStream;
+
+    async fn monitor_connections(
+        &self,
+        request: Request<MonitorScopeSelector>,
+    ) -> Result<Response<Self::MonitorConnectionsStream>, Status> {
+        let selector = request.into_inner();
+        let (initial, rx) = self.monitor.subscribe(&selector);
+        let updates = futures::stream::unfold((rx, selector), |(mut rx, selector)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(mut ev) => {
+                        ev.connections.retain(|_, c| matches(&selector, c));
+                        if !ev.connections.is_empty() {
+                            return Some((Ok(ev), (rx, selector)));
+                        }
+                    }
+                    // A slow watcher misses events rather than stalling the forwarder.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let stream: EventStream = Box::pin(futures::stream::once(async move { Ok(initial) }).chain(updates));
+        Ok(Response::new(stream))
+    }
+}
