@@ -29,22 +29,27 @@ pub enum LinkEvent {
         /// Its name.
         name: String,
     },
+    /// The socket's receive buffer overflowed (`ENOBUFS`) and the kernel dropped events: re-read
+    /// the state of every link you watch ([`RtNetlink::link_health`]).
+    Lost,
 }
 
 impl LinkEvent {
-    /// The link's ifindex.
-    pub fn index(&self) -> u32 {
+    /// The link's ifindex (`None` for [`LinkEvent::Lost`]).
+    pub fn index(&self) -> Option<u32> {
         match self {
-            LinkEvent::Changed(status) => status.index,
-            LinkEvent::Removed { index, .. } => *index,
+            LinkEvent::Changed(status) => Some(status.index),
+            LinkEvent::Removed { index, .. } => Some(*index),
+            LinkEvent::Lost => None,
         }
     }
 
-    /// The link's name.
-    pub fn name(&self) -> &str {
+    /// The link's name (`None` for [`LinkEvent::Lost`]).
+    pub fn name(&self) -> Option<&str> {
         match self {
-            LinkEvent::Changed(status) => &status.name,
-            LinkEvent::Removed { name, .. } => name,
+            LinkEvent::Changed(status) => Some(&status.name),
+            LinkEvent::Removed { name, .. } => Some(name),
+            LinkEvent::Lost => None,
         }
     }
 }
@@ -101,6 +106,8 @@ impl Stream for LinkEvents {
                         name: status.name,
                     }));
                 }
+                // netlink-proto turns ENOBUFS on the socket into an overrun message.
+                NetlinkPayload::Overrun(_) => return Poll::Ready(Some(LinkEvent::Lost)),
                 _ => continue,
             }
         }

@@ -128,6 +128,9 @@ pub(crate) fn request_handle(netns: &Netns) -> Result<rtnetlink::Handle> {
     Ok(handle)
 }
 
+/// Receive buffer for subscription sockets (the kernel caps it at `net.core.rmem_max`).
+const MULTICAST_RCVBUF: usize = 1 << 20;
+
 /// The kernel's multicast message type as netlink-proto hands it to us.
 pub(crate) type Notifications = futures::channel::mpsc::UnboundedReceiver<(
     rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
@@ -141,6 +144,11 @@ pub(crate) fn multicast(netns: &Netns, groups: u32) -> Result<(rtnetlink::Handle
     let mut socket = netns.route_socket()?;
     socket
         .bind(&SocketAddr::new(0, groups))
+        .map_err(socket_err(netns))?;
+    // A node with many VFs flapping at once can outrun the default buffer; overflow still
+    // surfaces as `LinkEvent::Lost`, this only makes it rarer.
+    socket
+        .set_rx_buf_sz(MULTICAST_RCVBUF)
         .map_err(socket_err(netns))?;
     let _enter = runtime.enter();
     let socket = NsSocket::adopt(socket).map_err(socket_err(netns))?;

@@ -582,7 +582,7 @@ fn link_event_stream_sees_carrier_and_up_changes_and_removal() {
                     .unwrap()
                     .unwrap();
                 if matches!(event, LinkEvent::Removed { index, .. } if index == vf0) {
-                    assert_eq!(event.name(), "vf0");
+                    assert_eq!(event.name(), Some("vf0"));
                     break;
                 }
             }
