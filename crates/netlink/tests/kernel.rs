@@ -620,3 +620,41 @@ fn a_private_namespace_url_stops_resolving_once_dropped() {
     drop(ns);
     assert!(Netns::open(&url).is_err());
 }
+
+/// The forwarder runs a multi-thread runtime and holds the trait object; the futures must be
+/// `Send` and work from any worker. Runtime threads started inside the private namespace
+/// inherit it, so "home" is still the private namespace.
+#[test]
+fn the_trait_object_works_from_a_multi_thread_runtime() {
+    let test = "the_trait_object_works_from_a_multi_thread_runtime";
+    let Some(home) = sriov_netlink::testing::private_netns_or_skip(test) else {
+        return;
+    };
+    home.netns()
+        .run(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let nl = RtNetlink::new().unwrap();
+                let client = veth_and_client(&nl).await;
+                let ops: std::sync::Arc<dyn sriov_netlink::NetlinkOps> =
+                    std::sync::Arc::new(nl.clone());
+                let request =
+                    ClientLink::new("vf0", client.url().clone()).name(IfName::new("nsm0").unwrap());
+                let record = tokio::spawn(ops.move_into(request)).await.unwrap().unwrap();
+                assert_eq!(record.client_name, "nsm0");
+                let status = tokio::spawn(ops.link_status("vf0".into()))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(status.is_none(), "vf0 is in the client now");
+                let outcome = tokio::spawn(ops.back_out(record)).await.unwrap().unwrap();
+                assert!(matches!(outcome, BackOut::Returned { .. }));
+                assert_restored_at_home(&nl).await;
+            });
+        })
+        .unwrap();
+}
