@@ -1,0 +1,218 @@
+//! Files other components read: device-info files for Multus and SR-IOV CNI, and CDI specs
+//! for the container runtime. Both are written atomically (a temp file renamed into place),
+//! so a reader never sees half a file.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sriov_pci::PciAddress;
+
+use crate::error::PoolError;
+use crate::info::DeviceInfoFile;
+
+/// Where device plugins put device-info files (network-attachment-definition-client's path).
+pub const DEFAULT_DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
+/// Where SRDP writes its CDI specs.
+pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
+/// File-name prefix of SRDP's CDI specs (SRDP removes every file with it at start and stop).
+pub const CDI_SPEC_PREFIX: &str = "sriov-dp-";
+/// The CDI spec version written.
+pub const CDI_VERSION: &str = "0.6.0";
+
+/// `<resource with '/' as '->-<device ID>-device.json`, the name CNIs look up.
+pub fn device_info_file_name(resource: &str, device: PciAddress) -> String {
+    format!("{}-{}-device.json", resource.replace('/', "-"), device)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Device-info files of the resources this plugin serves.
+#[derive(Debug, Clone)]
+pub struct DeviceInfoDir {
+    dir: PathBuf,
+}
+
+impl DeviceInfoDir {
+    /// Files under `dir` (normally [`DEFAULT_DEVINFO_DIR`]).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file for one device of `resource`.
+    pub fn path(&self, resource: &str, device: PciAddress) -> PathBuf {
+        self.dir.join(device_info_file_name(resource, device))
+    }
+
+    /// Writes (or replaces) one device's file, mode 0444.
+    pub fn write(
+        &self,
+        resource: &str,
+        device: PciAddress,
+        info: &DeviceInfoFile,
+    ) -> Result<PathBuf, PoolError> {
+        let path = self.path(resource, device);
+        let bytes = serde_json::to_vec(info).map_err(|e| PoolError::DeviceInfo {
+            path: path.clone(),
+            device,
+            source: e.into(),
+        })?;
+        write_atomic(&path, &bytes, 0o444).map_err(|source| PoolError::DeviceInfo {
+            path: path.clone(),
+            device,
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Removes every file of `resource` (any device), returning how many. Other resources'
+    /// files (`intel.com-sriov_b-...` when cleaning `intel.com/sriov`) are left alone: the part
+    /// between the resource and `-device.json` must be a PCI address.
+    pub fn clean(&self, resource: &str) -> Result<usize, PoolError> {
+        let head = format!("{}-", resource.replace('/', "-"));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(PoolError::Read {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut removed = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name
+                .strip_prefix(&head)
+                .and_then(|rest| rest.strip_suffix("-device.json"))
+                .is_some_and(|id| id.parse::<PciAddress>().is_ok());
+            if ours {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|source| PoolError::Write { path, source })?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A CDI spec (the subset SRDP writes: device nodes per device).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CdiSpec {
+    /// [`CDI_VERSION`].
+    #[serde(rename = "cdiVersion")]
+    pub cdi_version: String,
+    /// `<prefix>/<class>`, e.g. `intel.com/net-pci`.
+    pub kind: String,
+    /// One entry per device.
+    pub devices: Vec<CdiDeviceEntry>,
+}
+
+/// One device of a CDI spec.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CdiDeviceEntry {
+    /// The device ID (PCI address).
+    pub name: String,
+    /// What the runtime adds to the container.
+    #[serde(rename = "containerEdits")]
+    pub container_edits: CdiEdits,
+}
+
+/// A CDI device's container edits.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CdiEdits {
+    /// Device nodes.
+    #[serde(rename = "deviceNodes")]
+    pub device_nodes: Vec<CdiDeviceNode>,
+}
+
+/// One device node.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CdiDeviceNode {
+    /// Path in the container.
+    pub path: String,
+    /// Path on the host.
+    #[serde(rename = "hostPath")]
+    pub host_path: String,
+    /// `rw`.
+    pub permissions: String,
+}
+
+/// CDI spec files of this plugin.
+#[derive(Debug, Clone)]
+pub struct CdiDir {
+    dir: PathBuf,
+}
+
+impl CdiDir {
+    /// Specs under `dir` (normally [`DEFAULT_CDI_DIR`]).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The spec file of one resource: `sriov-dp-<prefix>-<class>-<name>.json`.
+    pub fn path(&self, kind: &str, resource_name: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{CDI_SPEC_PREFIX}{}-{resource_name}.json",
+            kind.replace('/', "-")
+        ))
+    }
+
+    /// Writes (or replaces) one resource's spec.
+    pub fn write(&self, spec: &CdiSpec, resource_name: &str) -> Result<PathBuf, PoolError> {
+        let path = self.path(&spec.kind, resource_name);
+        let bytes = serde_json::to_vec_pretty(spec).map_err(|e| PoolError::Write {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        write_atomic(&path, &bytes, 0o644).map_err(|source| PoolError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Removes every `sriov-dp-*` spec, as SRDP does at start and stop.
+    pub fn clean(&self) -> Result<usize, PoolError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(PoolError::Read {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut removed = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(CDI_SPEC_PREFIX)
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|source| PoolError::Write { path, source })?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

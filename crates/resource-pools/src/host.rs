@@ -1,0 +1,471 @@
+//! The host as SRDP sees it: every PCI function of class 0x02 or 0x12 with the facts the
+//! selectors and info providers need, and why the others were left out.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_vfio::{IommuGroup, NOIOMMU_GROUP_NAME};
+
+use crate::error::PoolError;
+
+/// Where the host's facts are read from. Every path can point into a test tree.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    /// The PCI tree.
+    pub sysfs: Sysfs,
+    /// The IPv4 routing table (`/proc/net/route`), for the default-route rule.
+    pub proc_net_route: PathBuf,
+    /// `/dev`, to check that `/dev/vhost-net` and `/dev/net/tun` exist.
+    pub dev_dir: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        Self {
+            sysfs: Sysfs::default(),
+            proc_net_route: PathBuf::from("/proc/net/route"),
+            dev_dir: PathBuf::from("/dev"),
+        }
+    }
+}
+
+/// Facts SRDP gets from devlink or external tools rather than sysfs. The default knows none;
+/// a deployment (or a test) can provide them.
+pub trait ExtraFacts: Send + Sync {
+    /// The DDP profile loaded on the device's NIC (Intel `ddptool` / devlink `fw.app.name`).
+    fn ddp_profile(&self, device: &HostDevice) -> Option<String>;
+}
+
+/// Knows no DDP profiles, so `ddpProfiles` selectors match nothing (as SRDP on a NIC without DDP).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoExtraFacts;
+
+impl ExtraFacts for NoExtraFacts {
+    fn ddp_profile(&self, _device: &HostDevice) -> Option<String> {
+        None
+    }
+}
+
+/// A vDPA device on top of a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VdpaDevice {
+    /// Its name (`vdpa0`).
+    pub name: String,
+    /// `vhost` (bound to vhost_vdpa) or `virtio` (virtio_vdpa); `invalid` otherwise.
+    pub kind: String,
+    /// The character device for `vhost` devices (`/dev/vhost-vdpa-0`).
+    pub path: Option<String>,
+}
+
+/// RDMA resources of a function.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RdmaDevice {
+    /// The RDMA device names (`mlx5_0`), from `infiniband/`.
+    pub names: Vec<String>,
+    /// Character devices a container needs, `/dev/infiniband/...`.
+    pub char_devices: Vec<String>,
+}
+
+/// One PCI function as SRDP's providers describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    /// Its address, which is also its device ID.
+    pub address: PciAddress,
+    /// Vendor ID.
+    pub vendor: u16,
+    /// Device ID.
+    pub device: u16,
+    /// 24-bit class code.
+    pub class: u32,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// NUMA node.
+    pub numa_node: Option<u32>,
+    /// IOMMU group, when it has one.
+    pub iommu_group: Option<IommuGroup>,
+    /// Its interfaces, sorted.
+    pub netdevs: Vec<String>,
+    /// The PF, for VFs.
+    pub pf: Option<PciAddress>,
+    /// The PF's first interface, for VFs (SRDP's `GetPfName`).
+    pub pf_name: Option<String>,
+    /// The VF index, for VFs.
+    pub vf_index: Option<u32>,
+    /// Link type of its first interface, else of its PF's (`ether`, `infiniband`, ...).
+    pub link_type: Option<String>,
+    /// `acpi_index`.
+    pub acpi_index: Option<String>,
+    /// RDMA resources.
+    pub rdma: RdmaDevice,
+    /// Default InfiniBand partition key (index 0 of port 1), for InfiniBand links.
+    pub pkey: Option<String>,
+    /// DDP profile, when [`ExtraFacts`] knows it.
+    pub ddp_profile: Option<String>,
+    /// The vDPA device on it.
+    pub vdpa: Option<VdpaDevice>,
+    /// `uio` device nodes (`/dev/uio0`), for uio and igb_uio.
+    pub uio: Vec<String>,
+}
+
+impl HostDevice {
+    /// `vendor:device` as `8086:154c`.
+    pub fn ids(&self) -> String {
+        format!("{:04x}:{:04x}", self.vendor, self.device)
+    }
+
+    /// Whether it is a VF.
+    pub fn is_vf(&self) -> bool {
+        self.pf.is_some()
+    }
+}
+
+impl fmt::Display for HostDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} driver={}",
+            self.address,
+            self.ids(),
+            self.driver.as_deref().unwrap_or("-")
+        )?;
+        if !self.netdevs.is_empty() {
+            write!(f, " netdev={}", self.netdevs.join(","))?;
+        }
+        if let (Some(pf), Some(i)) = (self.pf, self.vf_index) {
+            write!(
+                f,
+                " VF {i} of {pf} ({})",
+                self.pf_name.as_deref().unwrap_or("no netdev")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why discovery left a device out of every pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// One of its interfaces carries the default route: the host uses it.
+    DefaultRoute {
+        /// The interface.
+        netdev: String,
+    },
+    /// A PF with VFs enabled: its VFs are offered instead.
+    PfWithVfs {
+        /// `sriov_numvfs`.
+        num_vfs: u32,
+    },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::DefaultRoute { netdev } => {
+                write!(
+                    f,
+                    "its interface {netdev} carries the default route (the host uses it)"
+                )
+            }
+            SkipReason::PfWithVfs { num_vfs } => {
+                write!(
+                    f,
+                    "it is a PF with {num_vfs} VFs enabled (its VFs are offered instead)"
+                )
+            }
+        }
+    }
+}
+
+/// What discovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Devices pools may take, by address.
+    pub devices: Vec<HostDevice>,
+    /// Network devices left out, with why.
+    pub skipped: Vec<(HostDevice, SkipReason)>,
+}
+
+/// Reads the host.
+#[derive(Clone)]
+pub struct Host {
+    paths: HostPaths,
+    extra: Arc<dyn ExtraFacts>,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host read from `paths`, knowing no extra facts.
+    pub fn new(paths: HostPaths) -> Self {
+        Self {
+            paths,
+            extra: Arc::new(NoExtraFacts),
+        }
+    }
+
+    /// Uses `extra` for facts sysfs does not have.
+    pub fn with_extra_facts(mut self, extra: Arc<dyn ExtraFacts>) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// Where it reads.
+    pub fn paths(&self) -> &HostPaths {
+        &self.paths
+    }
+
+    /// Whether `/dev/<rel>` exists.
+    pub fn dev_exists(&self, rel: &str) -> bool {
+        self.paths.dev_dir.join(rel).exists()
+    }
+
+    /// Every function of class 0x02 and 0x12, with SRDP's exclusions applied to class 0x02:
+    /// interfaces carrying the default route, and PFs with VFs enabled.
+    pub fn discover(&self) -> Result<Discovery, PoolError> {
+        let sysfs = &self.paths.sysfs;
+        let dir = sysfs.devices_dir();
+        let entries = std::fs::read_dir(dir).map_err(|source| PoolError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut addresses: Vec<PciAddress> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        addresses.sort();
+        let routed = default_route_interfaces(&self.paths.proc_net_route)?;
+        let mut out = Discovery::default();
+        for address in addresses {
+            let ids = match sysfs.ids(address) {
+                Ok(ids) => ids,
+                // A device removed between readdir and read (VFs going away) is simply gone.
+                Err(_) if !sysfs.exists(address) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let class = ids.base_class();
+            if class != 0x02 && class != 0x12 {
+                continue;
+            }
+            let dev = self.describe(address)?;
+            if class == 0x02 {
+                if let Some(netdev) = dev.netdevs.iter().find(|n| routed.contains(*n)) {
+                    let netdev = netdev.clone();
+                    out.skipped.push((dev, SkipReason::DefaultRoute { netdev }));
+                    continue;
+                }
+                let num_vfs = self.num_vfs(address);
+                if num_vfs > 0 {
+                    out.skipped.push((dev, SkipReason::PfWithVfs { num_vfs }));
+                    continue;
+                }
+            }
+            out.devices.push(dev);
+        }
+        Ok(out)
+    }
+
+    fn num_vfs(&self, address: PciAddress) -> u32 {
+        // As SRDP: a PF whose count cannot be read counts as having none.
+        self.paths.sysfs.num_vfs(address).unwrap_or(0)
+    }
+
+    /// All facts about one device.
+    pub fn describe(&self, address: PciAddress) -> Result<HostDevice, PoolError> {
+        let sysfs = &self.paths.sysfs;
+        let ids = sysfs.ids(address)?;
+        let dir = sysfs.device_dir(address);
+        let netdevs = sysfs.netdevs(address)?;
+        let pf = sysfs.physfn(address)?;
+        let (pf_name, vf_index) = match pf {
+            Some(pf) => {
+                let name = sysfs.netdevs(pf)?.into_iter().next();
+                let index = sysfs
+                    .vfs(pf)?
+                    .into_iter()
+                    .find(|vf| vf.address == address)
+                    .map(|vf| vf.index);
+                (name, index)
+            }
+            None => (None, None),
+        };
+        let link_type = match (netdevs.first(), pf, &pf_name) {
+            (Some(name), _, _) => link_type(&dir.join("net").join(name)),
+            (None, Some(pf), Some(name)) => link_type(&sysfs.device_dir(pf).join("net").join(name)),
+            _ => None,
+        };
+        let iommu_group = match sysfs.iommu_group(address)? {
+            None => None,
+            Some(id) => {
+                let name = read_trimmed(&dir.join("iommu_group/name"));
+                Some(IommuGroup {
+                    id,
+                    noiommu: name.as_deref() == Some(NOIOMMU_GROUP_NAME),
+                })
+            }
+        };
+        let rdma = rdma_of(&dir);
+        let pkey = if link_type.as_deref() == Some("infiniband") {
+            rdma.names
+                .first()
+                .and_then(|n| read_trimmed(&dir.join("infiniband").join(n).join("ports/1/pkeys/0")))
+        } else {
+            None
+        };
+        let mut dev = HostDevice {
+            address,
+            vendor: ids.vendor,
+            device: ids.device,
+            class: ids.class,
+            driver: sysfs.driver(address)?,
+            numa_node: sysfs.numa_node(address)?,
+            iommu_group,
+            netdevs,
+            pf,
+            pf_name,
+            vf_index,
+            link_type,
+            acpi_index: read_trimmed(&dir.join("acpi_index")),
+            rdma,
+            pkey,
+            ddp_profile: None,
+            vdpa: vdpa_of(&dir),
+            uio: list_sorted(&dir.join("uio"))
+                .into_iter()
+                .map(|n| format!("/dev/{n}"))
+                .collect(),
+        };
+        dev.ddp_profile = self.extra.ddp_profile(&dev);
+        Ok(dev)
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn list_sorted(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// iproute2's names for ARPHRD numbers (what netlink's `EncapType` gives SRDP).
+fn link_type(netdev_dir: &Path) -> Option<String> {
+    let n: u32 = read_trimmed(&netdev_dir.join("type"))?.parse().ok()?;
+    Some(
+        match n {
+            0 => "netrom",
+            1 => "ether",
+            24 => "ieee1394",
+            32 => "infiniband",
+            512 => "ppp",
+            768 => "ipip",
+            772 => "loopback",
+            776 => "sit",
+            778 => "gre",
+            823 => "ip6gre",
+            65534 => "none",
+            _ => return Some(format!("arphrd-{n}")),
+        }
+        .to_string(),
+    )
+}
+
+/// RDMA devices from `infiniband/`, and their character devices from the class directories
+/// the kernel puts under the PCI function (`infiniband_verbs/uverbsN`, `infiniband_mad/umadN`
+/// and `issmN`), plus the shared `rdma_cm`.
+fn rdma_of(dir: &Path) -> RdmaDevice {
+    let names = list_sorted(&dir.join("infiniband"));
+    if names.is_empty() {
+        return RdmaDevice::default();
+    }
+    let mut char_devices: Vec<String> = list_sorted(&dir.join("infiniband_verbs"))
+        .into_iter()
+        .filter(|n| n.starts_with("uverbs"))
+        .map(|n| format!("/dev/infiniband/{n}"))
+        .collect();
+    let mad = list_sorted(&dir.join("infiniband_mad"));
+    for prefix in ["umad", "issm"] {
+        char_devices.extend(
+            mad.iter()
+                .filter(|n| n.starts_with(prefix))
+                .map(|n| format!("/dev/infiniband/{n}")),
+        );
+    }
+    char_devices.push("/dev/infiniband/rdma_cm".to_string());
+    RdmaDevice {
+        names,
+        char_devices,
+    }
+}
+
+/// The vDPA device a function's driver created (`vdpaN/` under the PCI function), typed by
+/// the vDPA bus driver bound to it.
+fn vdpa_of(dir: &Path) -> Option<VdpaDevice> {
+    let name = list_sorted(dir).into_iter().find(|n| {
+        n.len() > 4 && n.starts_with("vdpa") && n[4..].bytes().all(|b| b.is_ascii_digit())
+    })?;
+    let vdir = dir.join(&name);
+    let driver = std::fs::read_link(vdir.join("driver"))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let (kind, path) = match driver.as_deref() {
+        Some("vhost_vdpa") => (
+            "vhost",
+            list_sorted(&vdir.join("vhost-vdpa"))
+                .into_iter()
+                .next()
+                .map(|n| format!("/dev/{n}")),
+        ),
+        Some("virtio_vdpa") => ("virtio", None),
+        _ => ("invalid", None),
+    };
+    Some(VdpaDevice {
+        name,
+        kind: kind.to_string(),
+        path,
+    })
+}
+
+/// Interfaces with an IPv4 default route in the main table, from `/proc/net/route`
+/// (destination and mask both 0). A missing file means no routes, as in an empty namespace.
+pub fn default_route_interfaces(path: &Path) -> Result<HashSet<String>, PoolError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(source) => {
+            return Err(PoolError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut out = HashSet::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask MTU Window IRTT
+        if cols.len() >= 8 && cols[1] == "00000000" && cols[7] == "00000000" {
+            out.insert(cols[0].to_string());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,81 @@
+//! SR-IOV network device plugin resource pools, compatible with
+//! k8snetworkplumbingwg/sriov-network-device-plugin (SRDP) configs.
+//!
+//! # Model
+//!
+//! A [`Config`] is SRDP's `{"resourceList": [...]}` read as Go's `encoding/json` reads it
+//! (keys case-insensitive, `null` as absent) and then validated strictly: every error names
+//! its field (`resourceList[1].selectors[0].pfNames[2]`), unknown keys become
+//! [`ConfigWarning`]s instead of being ignored silently.
+//!
+//! A [`Host`] discovers PCI functions of class 0x02 (network) and 0x12 (accelerator) through
+//! `sriov-pci`'s [`Sysfs`](sriov_pci::Sysfs), leaving out, as SRDP does, network functions whose
+//! interface carries the default route and PFs with VFs enabled. Each device is described
+//! with what selectors and info providers need ([`HostDevice`]).
+//!
+//! A [`PoolManager`] holds one [`ResourcePool`] per resource. On every
+//! [`refresh`](PoolManager::refresh) it rediscovers the host and hands each device to the first
+//! pool, and within it the first selector object, that takes it ([`selector::matches`], in
+//! SRDP's selector order); so devices that appear later join their pool without a restart.
+//! Health comes from a [`LinkHealth`] (the binary feeds it from netlink): a PF link down or
+//! gone, or a VF netdev vanishing while no pod holds the VF, makes the device unhealthy.
+//!
+//! A [`ResourcePool`] is a `sriov-deviceplugin` [`Backend`](sriov_deviceplugin::Backend):
+//! devices with NUMA node and PF as group (so `GetPreferredAllocation` packs a pod on one PF
+//! or node), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
+//! device specs by driver (or CDI names with `--use-cdi`), and a device-info file per device.
+//! [`PoolManager::explain`] says for every device which pool took it and why the others did
+//! not (`--dry-run`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sriov_resource_pools::{Config, Host, HostPaths, NoLinkHealth, PoolManager, PoolSettings};
+//!
+//! let config = Config::parse(
+//!     r#"{"resourceList": [{"resourceName": "intel_sriov_netdevice",
+//!         "selectors": {"vendors": ["8086"], "drivers": ["iavf"]}}]}"#,
+//!     "intel.com",
+//! )?;
+//! let manager = PoolManager::new(
+//!     &config,
+//!     Host::new(HostPaths::default()),
+//!     PoolSettings::new("intel.com"),
+//!     Arc::new(NoLinkHealth),
+//! );
+//! manager.refresh()?;
+//! println!("{}", manager.explain()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod error;
+mod files;
+mod health;
+mod host;
+mod info;
+mod pool;
+pub mod selector;
+
+pub use config::{
+    AdditionalInfo, Config, ConfigWarning, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCE_PREFIX,
+    DeviceType, HexId, PfSelector, ResourceConfig, Selectors, VDPA_TYPES,
+};
+pub use error::{ConfigError, PoolError};
+pub use files::{
+    CDI_SPEC_PREFIX, CDI_VERSION, CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec,
+    DEFAULT_CDI_DIR, DEFAULT_DEVINFO_DIR, DeviceInfoDir, device_info_file_name,
+};
+pub use health::{LinkHealth, LinkState, LinkTable, NoLinkHealth};
+pub use host::{
+    Discovery, ExtraFacts, Host, HostDevice, HostPaths, NoExtraFacts, RdmaDevice, SkipReason,
+    VdpaDevice, default_route_interfaces,
+};
+pub use info::{
+    DEVICE_INFO_VERSION, DeviceInfo, DeviceInfoFile, PciInfo, VFIO_CONTAINER, VdpaInfo,
+    device_info, device_info_file, env_name,
+};
+pub use pool::{
+    Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
+};

@@ -1,0 +1,334 @@
+//! Discovery, selectors, assignment and runtime changes on fake sysfs trees.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use sriov_deviceplugin::Backend;
+use sriov_resource_pools::{LinkTable, NoLinkHealth, SkipReason, Verdict};
+
+#[test]
+fn vendor_and_driver_select_the_x710_vfs_and_pfs_with_vfs_are_skipped() {
+    let lab = Lab::new();
+    let got = lab.select(r#"{"vendors":["8086"],"drivers":["iavf"]}"#);
+    let mut want = strings(&X710_PORT0_VFS);
+    want.extend(strings(&X710_PORT1_VFS));
+    assert_eq!(got, want);
+
+    let m =
+        lab.manager(r#"{"resourceList":[{"resourceName":"p","selectors":{"vendors":["8086"]}}]}"#);
+    let ex = m.explain().unwrap();
+    let pf = ex
+        .devices
+        .iter()
+        .find(|(d, _)| d.address == addr("0000:3b:00.0"))
+        .unwrap();
+    assert_eq!(pf.1, Verdict::Skipped(SkipReason::PfWithVfs { num_vfs: 4 }));
+    // The 82576 PF has no VFs enabled, so it is a candidate like any NIC.
+    assert!(
+        m.pools()[0]
+            .members()
+            .iter()
+            .any(|m| m.device.address == addr("0000:01:00.0"))
+    );
+}
+
+#[test]
+fn a_nic_carrying_the_default_route_is_left_to_the_host() {
+    let lab = Lab::new();
+    assert_eq!(
+        lab.select(r#"{"drivers":["e1000e"]}"#),
+        strings(&["0000:00:1f.6"])
+    );
+    lab.default_route("eno1");
+    assert!(lab.select(r#"{"drivers":["e1000e"]}"#).is_empty());
+    let m = lab.manager(r#"{"resourceList":[{"resourceName":"p","selectors":{}}]}"#);
+    let ex = m.explain().unwrap();
+    let (_, verdict) = ex
+        .devices
+        .iter()
+        .find(|(d, _)| d.address == addr("0000:00:1f.6"))
+        .unwrap();
+    assert_eq!(
+        *verdict,
+        Verdict::Skipped(SkipReason::DefaultRoute {
+            netdev: "eno1".into()
+        })
+    );
+}
+
+#[test]
+fn each_selector_filters_as_srdp_does() {
+    let lab = Lab::new();
+    lab.write("0000:3b:02.1", "acpi_index", "101\n");
+    lab.make_rdma("0000:5e:00.3", "mlx5_3", 3);
+    lab.make_infiniband("0000:5e:00.3");
+    lab.make_vdpa("0000:5e:00.2", "vhost_vdpa", 0);
+    let mut lab = lab;
+    lab.ddp
+        .insert(addr("0000:3b:0a.1"), "GTPv1-C/U IPv4/IPv6 payload".into());
+
+    let cases: &[(&str, &[&str])] = &[
+        (r#"{"vendors":["15b3"]}"#, &CX5_VFS),
+        (r#"{"devices":["1018"]}"#, &CX5_VFS),
+        (
+            r#"{"devices":["154C"],"pfNames":["ens785f1"]}"#,
+            &X710_PORT1_VFS,
+        ),
+        (r#"{"drivers":["mlx5_core"]}"#, &CX5_VFS),
+        (
+            r#"{"pciAddresses":["0000:3b:02.3","3b:0a.0"]}"#,
+            &["0000:3b:02.3", "0000:3b:0a.0"],
+        ),
+        (r#"{"acpiIndexes":["101"]}"#, &["0000:3b:02.1"]),
+        // Names compare case-insensitively; ranges take VF indexes.
+        (
+            r#"{"pfNames":["ENS785F0#0,2-3"]}"#,
+            &["0000:3b:02.0", "0000:3b:02.2", "0000:3b:02.3"],
+        ),
+        // Every entry naming a PF counts (SRDP reads only the first).
+        (
+            r#"{"pfNames":["ens785f1#0","ens785f1#3"]}"#,
+            &["0000:3b:0a.0", "0000:3b:0a.3"],
+        ),
+        (r#"{"rootDevices":["0000:5e:00.0#1"]}"#, &["0000:5e:00.3"]),
+        (r#"{"rootDevices":["0000:3b:00.1"]}"#, &X710_PORT1_VFS),
+        (r#"{"linkTypes":["infiniband"]}"#, &["0000:5e:00.3"]),
+        (
+            r#"{"linkTypes":["ether"],"vendors":["15b3"]}"#,
+            &["0000:5e:00.2"],
+        ),
+        (
+            r#"{"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}"#,
+            &["0000:3b:0a.1"],
+        ),
+        (r#"{"pKeys":["0xffff"]}"#, &["0000:5e:00.3"]),
+        (r#"{"isRdma":true}"#, &["0000:5e:00.3"]),
+        (r#"{"vdpaType":"vhost"}"#, &["0000:5e:00.2"]),
+        (r#"{"vdpaType":"virtio"}"#, &[]),
+        // PFs have no PF: pfNames and rootDevices never take them.
+        (r#"{"pfNames":["enp1s0"]}"#, &[]),
+    ];
+    for (selectors, want) in cases {
+        assert_eq!(
+            lab.select(selectors),
+            strings(want),
+            "selectors {selectors}"
+        );
+    }
+    assert_eq!(
+        lab.select_typed(r#"{"vendors":["8086"]}"#, "accelerator"),
+        strings(&["0000:6b:00.0"])
+    );
+}
+
+#[test]
+fn the_first_pool_and_the_first_selector_that_match_win() {
+    let lab = Lab::new();
+    let m = lab.manager(
+        r#"{"resourceList":[
+            {"resourceName":"port0","selectors":[{"pfNames":["ens785f0#0-1"]},{"pfNames":["ens785f0"]}]},
+            {"resourceName":"all_x710","selectors":{"drivers":["iavf"]}}
+        ]}"#,
+    );
+    let first = m.pools()[0].members();
+    let ids: Vec<(String, usize)> = first
+        .iter()
+        .map(|m| (m.device.address.to_string(), m.selector))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("0000:3b:02.0".into(), 0),
+            ("0000:3b:02.1".into(), 0),
+            ("0000:3b:02.2".into(), 1),
+            ("0000:3b:02.3".into(), 1)
+        ]
+    );
+    let second: Vec<String> = m.pools()[1]
+        .members()
+        .iter()
+        .map(|m| m.device.address.to_string())
+        .collect();
+    assert_eq!(second, strings(&X710_PORT1_VFS));
+    let text = m.explain().unwrap().to_string();
+    assert!(text.contains("0000:3b:0a.0"), "{text}");
+    assert!(
+        text.contains(
+            "not intel.com/port0: selectors[0]: pfNames: PF ens785f1 is not in [ens785f0#0-1]"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> intel.com/all_x710 (selectors[0])"),
+        "{text}"
+    );
+}
+
+#[test]
+fn devices_carry_numa_node_and_pf_group_unless_topology_is_excluded() {
+    let lab = Lab::new();
+    let m = lab.manager(
+        r#"{"resourceList":[
+            {"resourceName":"x","selectors":{"drivers":["iavf"]}},
+            {"resourceName":"cx","excludeTopology":true,"selectors":{"drivers":["mlx5_core"]}}
+        ]}"#,
+    );
+    let x = m.pools()[0].devices().borrow().clone();
+    assert_eq!(x[0].numa_node, Some(0));
+    assert_eq!(x[0].group.as_deref(), Some("0000:3b:00.0"));
+    assert_eq!(x[4].group.as_deref(), Some("0000:3b:00.1"));
+    let cx = m.pools()[1].devices().borrow().clone();
+    assert_eq!(cx.len(), 2);
+    assert!(cx.iter().all(|d| d.numa_node.is_none()));
+}
+
+#[test]
+fn a_pool_gains_vfs_enabled_after_start_and_loses_the_pf() {
+    let lab = Lab::new();
+    let m = lab.manager(
+        r#"{"resourceList":[
+            {"resourceName":"igb_vf","selectors":{"drivers":["igbvf"]}},
+            {"resourceName":"igb_pf","selectors":{"drivers":["igb"]}}
+        ]}"#,
+    );
+    let mut vf_rx = m.pools()[0].devices();
+    assert!(vf_rx.borrow_and_update().is_empty());
+    assert_eq!(m.pools()[1].devices().borrow().len(), 1);
+
+    lab.fake
+        .sysfs()
+        .set_num_vfs(addr("0000:01:00.0"), 2)
+        .unwrap();
+    assert!(m.refresh().unwrap());
+    assert!(
+        vf_rx.has_changed().unwrap(),
+        "the VF pool published its new devices"
+    );
+    let ids: Vec<String> = vf_rx
+        .borrow_and_update()
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(ids, strings(&["0000:01:10.0", "0000:01:10.2"]));
+    assert!(
+        m.pools()[1].devices().borrow().is_empty(),
+        "a PF with VFs leaves its pool"
+    );
+
+    // Nothing changed: nothing is published.
+    assert!(!m.refresh().unwrap());
+    assert!(!vf_rx.has_changed().unwrap());
+}
+
+#[test]
+fn a_vf_rebound_to_vfio_moves_to_the_pool_that_selects_vfio() {
+    let lab = Lab::new();
+    let m = lab.manager(
+        r#"{"resourceList":[
+            {"resourceName":"kernel","selectors":{"drivers":["iavf"]}},
+            {"resourceName":"dpdk","selectors":{"drivers":["vfio-pci"]}}
+        ]}"#,
+    );
+    assert_eq!(m.pools()[0].devices().borrow().len(), 8);
+    lab.bind("0000:3b:02.3", "vfio-pci");
+    assert!(m.refresh().unwrap());
+    assert_eq!(m.pools()[0].devices().borrow().len(), 7);
+    let dpdk: Vec<String> = m.pools()[1]
+        .devices()
+        .borrow()
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(dpdk, strings(&["0000:3b:02.3"]));
+}
+
+#[test]
+fn pf_link_down_makes_its_vfs_unhealthy_until_it_comes_back() {
+    let lab = Lab::new();
+    let links = Arc::new(LinkTable::new());
+    links.replace_all([
+        ("ens785f0".to_string(), true),
+        ("ens785f1".to_string(), true),
+    ]);
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"drivers":["iavf"]}}]}"#,
+        false,
+        links.clone(),
+    );
+    let mut rx = m.pools()[0].devices();
+    assert!(rx.borrow_and_update().iter().all(|d| d.healthy));
+
+    links.set("ens785f1", false);
+    assert!(m.refresh().unwrap());
+    let list = rx.borrow_and_update().clone();
+    let unhealthy: Vec<&str> = list
+        .iter()
+        .filter(|d| !d.healthy)
+        .map(|d| d.id.as_str())
+        .collect();
+    assert_eq!(unhealthy, X710_PORT1_VFS.to_vec());
+    let why = m.pools()[0].members()[4].unhealthy.clone();
+    assert_eq!(why.as_deref(), Some("link ens785f1 is down"));
+
+    links.set("ens785f1", true);
+    assert!(m.refresh().unwrap());
+    assert!(rx.borrow_and_update().iter().all(|d| d.healthy));
+}
+
+#[test]
+fn a_vanished_vf_netdev_is_unhealthy_unless_a_pod_holds_the_vf() {
+    let lab = Lab::new();
+    let links = Arc::new(LinkTable::new());
+    let names = ["ens785f0", "ens785f1", "enp59s2", "enp59s2f1"];
+    links.replace_all(names.iter().map(|n| (n.to_string(), true)));
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"pfNames":["ens785f0#0-1"]}}]}"#,
+        false,
+        links.clone(),
+    );
+    let pool = m.pools()[0].clone();
+    pool.allocate(&[vec!["0000:3b:02.1".to_string()]]).unwrap();
+    // Both netdevs leave our namespace: 02.1 into its pod, 02.0 because its VF broke.
+    for (dev, name) in [("0000:3b:02.0", "enp59s2"), ("0000:3b:02.1", "enp59s2f1")] {
+        std::fs::remove_dir_all(lab.dev_dir(dev).join("net")).unwrap();
+        links.remove(name);
+    }
+    m.refresh().unwrap();
+    let health: Vec<(String, bool)> = pool
+        .devices()
+        .borrow()
+        .iter()
+        .map(|d| (d.id.clone(), d.healthy))
+        .collect();
+    assert_eq!(
+        health,
+        vec![
+            ("0000:3b:02.0".into(), false),
+            ("0000:3b:02.1".into(), true)
+        ]
+    );
+    // Still reported on the next pass, not forgotten.
+    m.refresh().unwrap();
+    assert!(!pool.devices().borrow()[0].healthy);
+}
+
+#[test]
+fn no_link_table_means_everything_stays_healthy() {
+    let lab = Lab::new();
+    let links = Arc::new(LinkTable::new());
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"drivers":["iavf"]}}]}"#,
+        false,
+        links,
+    );
+    assert!(m.pools()[0].devices().borrow().iter().all(|d| d.healthy));
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"drivers":["iavf"]}}]}"#,
+        false,
+        Arc::new(NoLinkHealth),
+    );
+    assert!(m.pools()[0].devices().borrow().iter().all(|d| d.healthy));
+}
