@@ -80,7 +80,11 @@ pub fn chain(d: Deps) -> Arc<Chain> {
         .with(Validate::Vfio)
         .with(pool_for(DriverKind::Vfio))
         .with(VfConfigElement::new(d.netlink.clone()))
-        .with(Vfio::new(d.sysfs.clone(), d.vfio_dir.clone(), d.cgroups.clone()));
+        .with(Vfio::new(
+            d.sysfs.clone(),
+            d.vfio_dir.clone(),
+            d.cgroups.clone(),
+        ));
     let chain = Arc::new(
         Chain::new()
             .with(UpdatePath::new(d.name.clone(), d.max_token_lifetime))

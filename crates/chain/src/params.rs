@@ -48,15 +48,19 @@ pub const DEVICE_MINOR: &str = "deviceMinor";
 const MAX_TOKEN_LEN: usize = 128;
 
 fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Status {
-    let shown: String = value.chars().take(64).flat_map(char::escape_default).collect();
+    let shown: String = value
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
     Status::invalid_argument(format!("mechanism parameter {key}={shown:?}: {why}"))
 }
 
 /// The token ID, required.
 pub fn token(params: &HashMap<String, String>) -> Result<String, Status> {
-    let t = params
-        .get(TOKEN_ID)
-        .ok_or_else(|| Status::invalid_argument(format!("mechanism parameter {TOKEN_ID} is required")))?;
+    let t = params.get(TOKEN_ID).ok_or_else(|| {
+        Status::invalid_argument(format!("mechanism parameter {TOKEN_ID} is required"))
+    })?;
     if t.is_empty() || t.len() > MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad(TOKEN_ID, t, "not a token ID"));
     }
@@ -81,9 +85,9 @@ pub struct KernelParams {
 /// Validates the KERNEL mechanism's parameters.
 pub fn kernel(params: &HashMap<String, String>) -> Result<KernelParams, Status> {
     let token = token(params)?;
-    let url = params
-        .get(INODE_URL)
-        .ok_or_else(|| Status::invalid_argument(format!("mechanism parameter {INODE_URL} is required")))?;
+    let url = params.get(INODE_URL).ok_or_else(|| {
+        Status::invalid_argument(format!("mechanism parameter {INODE_URL} is required"))
+    })?;
     let netns = NetnsUrl::parse(url).map_err(|e| bad(INODE_URL, url, e))?;
     let name = match params.get(NAME) {
         Some(n) => Some(IfName::new(n).map_err(|e| bad(NAME, n, e))?),
@@ -135,14 +139,26 @@ pub struct VfioParams {
 /// Validates the VFIO mechanism's parameters.
 pub fn vfio(params: &HashMap<String, String>) -> Result<VfioParams, Status> {
     let token = token(params)?;
-    let dir = params
-        .get(CGROUP_DIR)
-        .ok_or_else(|| Status::invalid_argument(format!("mechanism parameter {CGROUP_DIR} is required")))?;
+    let dir = params.get(CGROUP_DIR).ok_or_else(|| {
+        Status::invalid_argument(format!("mechanism parameter {CGROUP_DIR} is required"))
+    })?;
     sriov_vfio::validate_cgroup_dir(dir).map_err(|e| bad(CGROUP_DIR, dir, e))?;
     Ok(VfioParams {
         token,
         cgroup_dir: dir.clone(),
     })
+}
+
+/// An error with its causes, for status messages (`a: b: c`).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -151,7 +167,9 @@ mod tests {
     use super::*;
 
     fn p(kv: &[(&str, &str)]) -> HashMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -200,6 +218,12 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument);
             assert!(e.message().contains(CGROUP_DIR));
         }
-        assert!(vfio(&p(&[(TOKEN_ID, "sriov-1"), (CGROUP_DIR, "kubepods/pod1/c1")])).is_ok());
+        assert!(
+            vfio(&p(&[
+                (TOKEN_ID, "sriov-1"),
+                (CGROUP_DIR, "kubepods/pod1/c1")
+            ]))
+            .is_ok()
+        );
     }
 }

@@ -34,7 +34,11 @@ impl NetworkService for NetworkServiceServer {
         request: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
         let req = request.into_inner();
-        let id = req.connection.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let id = req
+            .connection
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
         match self.chain.request(&mut Ctx::new(), req).await {
             Ok(c) => {
                 tracing::info!(connection = %id, "request served");
@@ -96,7 +100,8 @@ impl MonitorConnection for MonitorServer {
                 }
             }
         });
-        let stream: EventStream = Box::pin(futures::stream::once(async move { Ok(initial) }).chain(updates));
+        let stream: EventStream =
+            Box::pin(futures::stream::once(async move { Ok(initial) }).chain(updates));
         Ok(Response::new(stream))
     }
 }

@@ -51,7 +51,9 @@ impl Element for Discover {
             if ctx.get::<Candidates>().is_none() {
                 let conn = request.connection.clone().unwrap_or_default();
                 if conn.network_service.is_empty() {
-                    return Err(Status::invalid_argument("connection names no network service"));
+                    return Err(Status::invalid_argument(
+                        "connection names no network service",
+                    ));
                 }
                 let named = (!conn.network_service_endpoint_name.is_empty())
                     .then(|| conn.network_service_endpoint_name.clone());
@@ -64,8 +66,14 @@ impl Element for Discover {
                     .await?;
                 if found.is_empty() {
                     return Err(Status::not_found(match named {
-                        Some(n) => format!("endpoint {n:?} of network service {:?} not found", conn.network_service),
-                        None => format!("no endpoint serves network service {:?}", conn.network_service),
+                        Some(n) => format!(
+                            "endpoint {n:?} of network service {:?} not found",
+                            conn.network_service
+                        ),
+                        None => format!(
+                            "no endpoint serves network service {:?}",
+                            conn.network_service
+                        ),
                     }));
                 }
                 ctx.insert(Candidates(found));

@@ -90,19 +90,15 @@ impl Element for Inject {
                 return Ok(conn); // a refresh: the interface is already there
             }
             let moved = match Self::plan(ctx) {
-                Ok(link) => self
-                    .netlink
-                    .move_into(link)
-                    .await
-                    .map_err(|e| match e {
-                        sriov_netlink::Error::InvalidNetnsUrl { .. }
-                        | sriov_netlink::Error::NetnsOpen { .. }
-                        | sriov_netlink::Error::NotANetns { .. }
-                        | sriov_netlink::Error::NetnsInodeNotFound { .. } => {
-                            Status::invalid_argument(e.to_string())
-                        }
-                        other => Status::internal(other.to_string()),
-                    }),
+                Ok(link) => self.netlink.move_into(link).await.map_err(|e| match e {
+                    sriov_netlink::Error::InvalidNetnsUrl { .. }
+                    | sriov_netlink::Error::NetnsOpen { .. }
+                    | sriov_netlink::Error::NotANetns { .. }
+                    | sriov_netlink::Error::NetnsInodeNotFound { .. } => {
+                        Status::invalid_argument(crate::params::with_causes(&e))
+                    }
+                    other => Status::internal(crate::params::with_causes(&other)),
+                }),
                 Err(e) => Err(e),
             };
             match moved {
@@ -133,7 +129,7 @@ impl Element for Inject {
                     .back_out(m)
                     .await
                     .map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
-                    .map_err(|e| Status::internal(e.to_string())),
+                    .map_err(|e| Status::internal(crate::params::with_causes(&e))),
                 None => Ok(()),
             };
             let rest = next.close(ctx, connection).await;

@@ -49,13 +49,28 @@ pub fn plan(conn: &Connection, params: Option<&KernelParams>) -> Result<IpPlan, 
                 .push(a.parse().map_err(|e| bad("src_ip_addrs", a, &e))?);
         }
         for r in &ip.src_routes {
-            let dst: IpNetwork = r.prefix.parse().map_err(|e| bad("route prefix", &r.prefix, &e))?;
+            let dst: IpNetwork = r
+                .prefix
+                .parse()
+                .map_err(|e| bad("route prefix", &r.prefix, &e))?;
             let gw = if r.next_hop.is_empty() {
                 None
             } else {
-                Some(r.next_hop.parse().map_err(|e| bad("route nextHop", &r.next_hop, &e))?)
+                Some(
+                    r.next_hop
+                        .parse()
+                        .map_err(|e| bad("route nextHop", &r.next_hop, &e))?,
+                )
             };
-            p.routes.push((dst, gw));
+            // The kernel already made the connected route of each address
+            // (EEXIST if added again); endpoints often send it anyway.
+            let connected = gw.is_none()
+                && p.addresses
+                    .iter()
+                    .any(|a| a.prefix() == dst.prefix() && network_of(*a) == network_of(dst));
+            if !connected {
+                p.routes.push((dst, gw));
+            }
         }
         for n in &ip.ip_neighbors {
             let ip: IpAddr = n.ip.parse().map_err(|e| bad("neighbor ip", &n.ip, &e))?;
@@ -75,6 +90,26 @@ pub fn plan(conn: &Connection, params: Option<&KernelParams>) -> Result<IpPlan, 
         params.and_then(|k| k.mtu)
     };
     Ok(p)
+}
+
+/// The network part of an address with its prefix.
+fn network_of(n: IpNetwork) -> IpAddr {
+    match n.addr() {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(n.prefix()))
+                .unwrap_or(0);
+            IpAddr::V4((bits & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(n.prefix()))
+                .unwrap_or(0);
+            IpAddr::V6((bits & mask).into())
+        }
+    }
 }
 
 /// See the module docs.

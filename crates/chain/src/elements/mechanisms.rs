@@ -36,14 +36,24 @@ impl Mechanisms {
         self
     }
 
-    fn pick(&self, ctx: &Ctx, request: &NetworkServiceRequest) -> Result<sriov_api::nsm::connection::Mechanism, Status> {
+    fn pick(
+        &self,
+        ctx: &Ctx,
+        request: &NetworkServiceRequest,
+    ) -> Result<sriov_api::nsm::connection::Mechanism, Status> {
         if let Some(Selected(kind)) = ctx.get::<Selected>()
-            && let Some(m) = request.connection.as_ref().and_then(|c| c.mechanism.as_ref())
+            && let Some(m) = request
+                .connection
+                .as_ref()
+                .and_then(|c| c.mechanism.as_ref())
             && &m.r#type == kind
         {
             return Ok(m.clone());
         }
-        if let Some(m) = request.connection.as_ref().and_then(|c| c.mechanism.as_ref())
+        if let Some(m) = request
+            .connection
+            .as_ref()
+            .and_then(|c| c.mechanism.as_ref())
             && self.by_type.contains_key(&m.r#type)
             && request.mechanism_preferences.is_empty()
         {
@@ -85,7 +95,10 @@ impl Element for Mechanisms {
             let Some(sub) = self.by_type.get(&kind) else {
                 return Err(Status::internal(format!("no sub-chain for {kind}")));
             };
-            request.connection.get_or_insert_with(Default::default).mechanism = Some(mechanism);
+            request
+                .connection
+                .get_or_insert_with(Default::default)
+                .mechanism = Some(mechanism);
             let had = ctx.insert(Selected(kind.clone()));
             let result = Element::request(sub, ctx, request, next).await;
             if result.is_err() && had.is_none() {

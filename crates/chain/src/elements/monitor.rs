@@ -50,7 +50,8 @@ pub fn matches(selector: &MonitorScopeSelector, conn: &Connection) -> bool {
     let by_segment = conn.path.as_ref().is_some_and(|p| {
         p.path_segments.iter().any(|s| {
             selector.path_segments.iter().any(|want| {
-                (!want.id.is_empty() && want.id == s.id) || (!want.name.is_empty() && want.name == s.name)
+                (!want.id.is_empty() && want.id == s.id)
+                    || (!want.name.is_empty() && want.name == s.name)
             })
         })
     });

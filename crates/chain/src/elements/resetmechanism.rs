@@ -24,13 +24,19 @@ fn wants_other(established: &Connection, request: &NetworkServiceRequest) -> boo
     let Some(current) = established.mechanism.as_ref() else {
         return false;
     };
-    let asked = request.connection.as_ref().and_then(|c| c.mechanism.as_ref());
+    let asked = request
+        .connection
+        .as_ref()
+        .and_then(|c| c.mechanism.as_ref());
     let still_listed = request.mechanism_preferences.is_empty()
         || request
             .mechanism_preferences
             .iter()
             .any(|m| m.r#type == current.r#type);
-    let first = request.mechanism_preferences.first().map(|m| m.r#type.as_str());
+    let first = request
+        .mechanism_preferences
+        .first()
+        .map(|m| m.r#type.as_str());
     (asked.is_none() || !still_listed) && first.is_some_and(|t| t != current.r#type)
 }
 

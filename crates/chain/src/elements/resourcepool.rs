@@ -78,11 +78,9 @@ impl ResourcePool {
     fn driver_for(&self, pf: PciAddress) -> Result<String, Status> {
         match self.kind {
             DriverKind::Vfio => Ok("vfio-pci".to_string()),
-            DriverKind::Kernel => self
-                .kernel_drivers
-                .get(&pf)
-                .cloned()
-                .ok_or_else(|| Status::internal(format!("no vfKernelDriver configured for PF {pf}"))),
+            DriverKind::Kernel => self.kernel_drivers.get(&pf).cloned().ok_or_else(|| {
+                Status::internal(format!("no vfKernelDriver configured for PF {pf}"))
+            }),
         }
     }
 
@@ -106,7 +104,12 @@ impl ResourcePool {
             .into_iter()
             .find(|v| v.address == lease.vf)
             .map(|v| v.index)
-            .ok_or_else(|| undo(Status::internal(format!("VF {} is not a VF of {}", lease.vf, lease.pf))))?;
+            .ok_or_else(|| {
+                undo(Status::internal(format!(
+                    "VF {} is not a VF of {}",
+                    lease.vf, lease.pf
+                )))
+            })?;
         let pf_netdev = self
             .sysfs
             .netdevs(lease.pf)
@@ -131,7 +134,13 @@ impl ResourcePool {
     fn wait_netdev(&self, vf: PciAddress) -> Result<String, Status> {
         let start = std::time::Instant::now();
         loop {
-            if let Some(n) = self.sysfs.netdevs(vf).map_err(pci_status)?.into_iter().next() {
+            if let Some(n) = self
+                .sysfs
+                .netdevs(vf)
+                .map_err(pci_status)?
+                .into_iter()
+                .next()
+            {
                 return Ok(n);
             }
             if start.elapsed() > self.netdev_timeout {
@@ -177,7 +186,9 @@ pub(crate) fn pci_status(e: sriov_pci::PciError) -> Status {
     Status::internal(e.to_string())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
@@ -195,7 +206,11 @@ impl Element for Arc<ResourcePool> {
         next: Next<'a>,
     ) -> ElementFuture<'a, Connection> {
         Box::pin(async move {
-            let conn_id = request.connection.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            let conn_id = request
+                .connection
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
             let token = match (ctx.get::<KernelParams>(), ctx.get::<VfioParams>()) {
                 (Some(k), _) if self.kind == DriverKind::Kernel => k.token.clone(),
                 (_, Some(v)) if self.kind == DriverKind::Vfio => v.token.clone(),
@@ -233,7 +248,10 @@ impl Element for Arc<ResourcePool> {
             };
             if let (Some(b), Some(m)) = (
                 ctx.get::<VfBinding>(),
-                request.connection.as_mut().and_then(|c| c.mechanism.as_mut()),
+                request
+                    .connection
+                    .as_mut()
+                    .and_then(|c| c.mechanism.as_mut()),
             ) {
                 m.parameters
                     .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());

@@ -37,7 +37,10 @@ impl VfConfigElement {
 
 /// What the connection asks of the VF.
 fn wanted(conn: &Connection, ctx: &Ctx) -> Result<VfConfig, Status> {
-    let eth = conn.context.as_ref().and_then(|c| c.ethernet_context.as_ref());
+    let eth = conn
+        .context
+        .as_ref()
+        .and_then(|c| c.ethernet_context.as_ref());
     let mut cfg = VfConfig::default();
     if let Some(mac) = eth.map(|e| e.src_mac.as_str()).filter(|m| !m.is_empty()) {
         cfg.mac = Some(mac.parse::<MacAddr>().map_err(|e| {
@@ -52,7 +55,10 @@ fn wanted(conn: &Connection, ctx: &Ctx) -> Result<VfConfig, Status> {
             )));
         }
         Some(t) => Some(t as u16),
-        None => ctx.get::<KernelParams>().and_then(|p| p.vlan).filter(|v| *v != 0),
+        None => ctx
+            .get::<KernelParams>()
+            .and_then(|p| p.vlan)
+            .filter(|v| *v != 0),
     };
     cfg.vlan = vlan.map(|id| VfVlan { id, qos: 0 });
     Ok(cfg)
@@ -92,7 +98,7 @@ impl Element for VfConfigElement {
                     .set_vf(LinkRef::Name(pf), b.vf_index, cfg)
                     .await
                     .map(Some)
-                    .map_err(|e| Status::internal(e.to_string()))
+                    .map_err(|e| Status::internal(crate::params::with_causes(&e)))
             }
             .await;
             match result {
@@ -123,7 +129,7 @@ impl Element for VfConfigElement {
                     .netlink
                     .restore_vf(r)
                     .await
-                    .map_err(|e| Status::internal(e.to_string())),
+                    .map_err(|e| Status::internal(crate::params::with_causes(&e))),
                 None => Ok(()),
             };
             let rest = next.close(ctx, connection).await;

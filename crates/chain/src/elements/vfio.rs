@@ -77,9 +77,14 @@ impl Element for Vfio {
                 .get::<VfioParams>()
                 .ok_or_else(|| Status::internal("vfio runs after validate"))?
                 .clone();
-            let group = IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(vfio_status)?;
+            let group =
+                IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(vfio_status)?;
             let (container, device) = self.vfio_dir.devices_for(&group).map_err(vfio_status)?;
-            if let Some(m) = request.connection.as_mut().and_then(|c| c.mechanism.as_mut()) {
+            if let Some(m) = request
+                .connection
+                .as_mut()
+                .and_then(|c| c.mechanism.as_mut())
+            {
                 let set = |m: &mut sriov_api::nsm::connection::Mechanism, k: &str, v: String| {
                     m.parameters.insert(k.to_string(), v);
                 };

@@ -1,0 +1,341 @@
+//! One fixture for the chain tests: a fake node (X710 fixture), a pool, a
+//! cgroup v1 tree, /dev/vfio stand-ins, in-memory registry and next hop,
+//! and a netlink implementation chosen by the test.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSegment};
+use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_chain::elements::monitor::Monitor;
+use sriov_chain::forwarder::{Deps, chain};
+use sriov_chain::params;
+use sriov_chain::{Chain, Ctx, EndpointFinder, EndpointQuery, NextHop};
+use sriov_netlink::NetlinkOps;
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_pci_fake::{FakeSysfs, fixtures};
+use sriov_pool::{FileStore, PfEntry, Pool, TokenState, system_clock};
+use sriov_vfio::{CgroupDevices, DeviceNodes, DeviceNumber, RuleWriter, VfioDir};
+use tonic::Status;
+
+pub const NAME: &str = "worker.domain/10G";
+pub const PF: &str = "0000:3b:00.0";
+pub const CGROUP: &str = "kubepods/pod1/ctr1";
+
+/// A registry that knows a fixed list of endpoints.
+#[derive(Debug, Default)]
+pub struct FakeRegistry {
+    pub endpoints: Vec<NetworkServiceEndpoint>,
+}
+
+impl EndpointFinder for FakeRegistry {
+    fn find(
+        &self,
+        q: EndpointQuery,
+    ) -> BoxFuture<'static, Result<Vec<NetworkServiceEndpoint>, Status>> {
+        let found: Vec<_> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.network_service_names.contains(&q.network_service))
+            .filter(|e| q.endpoint_name.as_ref().is_none_or(|n| *n == e.name))
+            .cloned()
+            .collect();
+        async move { Ok(found) }.boxed()
+    }
+}
+
+/// A next hop that records what it is asked, fills in an IP context, and
+/// fails requests to endpoints named in `failing`.
+#[derive(Debug, Default)]
+pub struct FakeNextHop {
+    pub requests: Mutex<Vec<NetworkServiceRequest>>,
+    pub closes: Mutex<Vec<Connection>>,
+    pub failing: Mutex<Vec<String>>,
+    pub context: Mutex<Option<ConnectionContext>>,
+}
+
+impl NextHop for FakeNextHop {
+    fn request(&self, r: NetworkServiceRequest) -> BoxFuture<'static, Result<Connection, Status>> {
+        self.requests.lock().unwrap().push(r.clone());
+        let mut conn = r.connection.unwrap_or_default();
+        let fail = self
+            .failing
+            .lock()
+            .unwrap()
+            .contains(&conn.network_service_endpoint_name);
+        if conn.context.is_none() {
+            conn.context = self.context.lock().unwrap().clone();
+        }
+        conn.mechanism = r.mechanism_preferences.first().cloned();
+        async move {
+            if fail {
+                Err(Status::unavailable("next hop down"))
+            } else {
+                Ok(conn)
+            }
+        }
+        .boxed()
+    }
+
+    fn close(&self, c: Connection) -> BoxFuture<'static, Result<(), Status>> {
+        self.closes.lock().unwrap().push(c);
+        async { Ok(()) }.boxed()
+    }
+}
+
+/// /dev/vfio stand-ins: every node is 10:196 for the container and 243:<group>.
+#[derive(Debug)]
+pub struct FakeNodes;
+
+impl DeviceNodes for FakeNodes {
+    fn device_number(&self, path: &Path) -> sriov_vfio::Result<DeviceNumber> {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "vfio" {
+            return Ok(DeviceNumber::new(10, 196));
+        }
+        Ok(DeviceNumber::new(243, name.parse().unwrap_or(999)))
+    }
+}
+
+/// Records the rules written to devices.allow / devices.deny.
+#[derive(Debug, Default)]
+pub struct Rules(pub Mutex<Vec<(String, String)>>);
+
+impl RuleWriter for Rules {
+    fn write_rule(&self, file: &Path, rule: &str) -> std::io::Result<()> {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        self.0.lock().unwrap().push((name, rule.to_string()));
+        Ok(())
+    }
+}
+
+pub struct Harness {
+    pub rules: Arc<Rules>,
+    pub fake: FakeSysfs,
+    pub pool: Arc<Pool>,
+    pub chain: Arc<Chain>,
+    pub next_hop: Arc<FakeNextHop>,
+    pub monitor: Monitor,
+    pub cgroup_root: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    _vfio: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub lifetime: Duration,
+    pub endpoints: Vec<&'static str>,
+    pub cgroup_v2: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(600),
+            endpoints: vec!["nse-1"],
+            cgroup_v2: false,
+        }
+    }
+}
+
+impl Harness {
+    pub fn new(netlink: Arc<dyn NetlinkOps>) -> Self {
+        Self::with(netlink, Options::default())
+    }
+
+    pub fn with(netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        Self::on(
+            fixtures::x710_2port(FakeSysfs::builder()).build().unwrap(),
+            netlink,
+            o,
+        )
+    }
+
+    pub fn on(fake: FakeSysfs, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        let sysfs = fake.sysfs();
+        let pf: PciAddress = PF.parse().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let (pool, _) = Pool::open(
+            vec![PfEntry {
+                pf: sysfs.physical_function(pf).unwrap(),
+                names: vec![NAME.into()],
+                vf_kernel_driver: "iavf".into(),
+            }],
+            FileStore::in_dir(state.path()).unwrap(),
+            &sysfs,
+            system_clock(),
+        )
+        .unwrap();
+        let pool = Arc::new(pool);
+        let cgroup_root = tempfile::tempdir().unwrap();
+        let ctr = cgroup_root.path().join(CGROUP);
+        std::fs::create_dir_all(&ctr).unwrap();
+        std::fs::write(ctr.join("devices.allow"), "").unwrap();
+        std::fs::write(ctr.join("devices.deny"), "").unwrap();
+        if o.cgroup_v2 {
+            std::fs::write(
+                cgroup_root.path().join("cgroup.controllers"),
+                "cpu io memory\n",
+            )
+            .unwrap();
+        }
+        let vfio = tempfile::tempdir().unwrap();
+        let registry = FakeRegistry {
+            endpoints: o
+                .endpoints
+                .iter()
+                .map(|n| NetworkServiceEndpoint {
+                    name: n.to_string(),
+                    network_service_names: vec!["sriov-ns".into()],
+                    url: format!("unix:///{n}.sock"),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let next_hop = Arc::new(FakeNextHop::default());
+        let rules = Arc::new(Rules::default());
+        let monitor = Monitor::new();
+        let chain = chain(Deps {
+            name: "forwarder-1".into(),
+            max_token_lifetime: o.lifetime,
+            pool: pool.clone(),
+            sysfs: sysfs.clone(),
+            kernel_drivers: HashMap::from([(pf, "iavf".to_string())]),
+            netlink,
+            vfio_dir: VfioDir::with_device_nodes(vfio.path(), Arc::new(FakeNodes)),
+            cgroups: Arc::new(
+                CgroupDevices::with_writer(cgroup_root.path(), rules.clone()).unwrap(),
+            ),
+            finder: Arc::new(registry),
+            next_hop: next_hop.clone(),
+            monitor: monitor.clone(),
+        });
+        Self {
+            rules,
+            fake,
+            pool,
+            chain,
+            next_hop,
+            monitor,
+            cgroup_root,
+            _state: state,
+            _vfio: vfio,
+        }
+    }
+
+    pub fn sysfs(&self) -> Sysfs {
+        self.fake.sysfs()
+    }
+
+    /// Allocates `n` tokens as kubelet would and returns them.
+    pub fn allocate(&self, n: usize) -> Vec<String> {
+        let ids: Vec<String> = self
+            .pool
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.name == NAME)
+            .map(|t| t.id)
+            .take(n)
+            .collect();
+        self.pool.allocate(NAME, &ids).unwrap();
+        ids
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.pool
+            .tokens()
+            .unwrap()
+            .iter()
+            .filter(|t| matches!(t.state, TokenState::InUse(_)))
+            .count()
+    }
+
+    pub async fn request(&self, r: NetworkServiceRequest) -> Result<Connection, Status> {
+        self.chain.request(&mut Ctx::new(), r).await
+    }
+
+    pub async fn close(&self, c: Connection) -> Result<(), Status> {
+        self.chain.close(&mut Ctx::new(), c).await
+    }
+
+    /// Rules written, as `devices.allow: c 10:196 rwm`.
+    pub fn rules(&self) -> Vec<String> {
+        self.rules
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(f, r)| format!("{f}: {r}"))
+            .collect()
+    }
+}
+
+/// A client's request as NSM sends it: a path with the client and the
+/// NSM manager before us, and one mechanism preference.
+pub fn request(id: &str, mechanism: &str, params: &[(&str, &str)]) -> NetworkServiceRequest {
+    NetworkServiceRequest {
+        connection: Some(Connection {
+            id: id.into(),
+            network_service: "sriov-ns".into(),
+            path: Some(NsmPath {
+                index: 1,
+                path_segments: vec![
+                    PathSegment {
+                        name: "client".into(),
+                        id: id.into(),
+                        ..Default::default()
+                    },
+                    PathSegment {
+                        name: "nsmgr".into(),
+                        id: format!("{id}-mgr"),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        }),
+        mechanism_preferences: vec![Mechanism {
+            cls: params::CLS_LOCAL.into(),
+            r#type: mechanism.into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }],
+    }
+}
+
+pub fn ip_context() -> ConnectionContext {
+    ConnectionContext {
+        ip_context: Some(IpContext {
+            src_ip_addrs: vec!["172.16.1.2/30".into()],
+            dst_ip_addrs: vec!["172.16.1.1/30".into()],
+            src_routes: vec![
+                Route {
+                    prefix: "10.60.0.0/16".into(),
+                    next_hop: "172.16.1.1".into(),
+                },
+                Route {
+                    prefix: "172.16.1.0/30".into(),
+                    next_hop: String::new(),
+                },
+            ],
+            ..Default::default()
+        }),
+        mtu: 1450,
+        ..Default::default()
+    }
+}
