@@ -243,7 +243,7 @@ impl Config {
         let value: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         let mut warnings = Vec::new();
         let top = as_object(&value, "config")?;
-        let top = fold_keys(top, &["resourceList"], &[], "", &mut warnings);
+        let top = fold_keys(top, &["resourceList"], &[], "", &mut warnings)?;
         let list = match top.get("resourceList") {
             None | Some(Value::Null) => {
                 return Err(ConfigError::Empty {
@@ -285,15 +285,16 @@ impl Config {
 const IGNORED_RESOURCE_KEYS: &[&str] = &["SelectorObjs", "SelectorObj"];
 
 /// Renames keys to their documented spelling the way Go's decoder matches them: an exact match
-/// first, else a case-insensitive one. Unknown keys are dropped with a warning; when two keys
-/// land on the same field the later one wins, as in Go.
+/// first, else a case-insensitive one. Unknown keys are dropped with a warning. Two keys
+/// landing on the same field (`drivers` and `Drivers`) are refused: Go keeps the later one,
+/// but which one was later is lost once the object is parsed, and such a config is a mistake.
 fn fold_keys(
     obj: &Map<String, Value>,
     known: &[&str],
     ignored: &[&str],
     path: &str,
     warnings: &mut Vec<ConfigWarning>,
-) -> BTreeMap<String, Value> {
+) -> Result<BTreeMap<String, Value>, ConfigError> {
     let mut out = BTreeMap::new();
     let mut origin: BTreeMap<&str, String> = BTreeMap::new();
     for (key, value) in obj {
@@ -313,15 +314,15 @@ fn fold_keys(
             continue;
         };
         if let Some(previous) = origin.get(canonical) {
-            warnings.push(ConfigWarning {
-                field: at.clone(),
-                message: format!("also given as {previous:?}; this later one wins"),
-            });
+            return Err(invalid(
+                at,
+                format!("{canonical:?} is given twice (also as {previous:?}); keep one"),
+            ));
         }
         origin.insert(canonical, key.clone());
         out.insert((*canonical).to_string(), value.clone());
     }
-    out
+    Ok(out)
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -463,7 +464,7 @@ fn parse_resource(
         IGNORED_RESOURCE_KEYS,
         path,
         warnings,
-    );
+    )?;
     let name_field = join(path, "resourceName");
     let resource_name = opt_string(&obj, "resourceName", path)?.ok_or(ConfigError::Missing {
         field: name_field.clone(),
@@ -677,7 +678,7 @@ fn parse_selectors(
     path: &str,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<Selectors, ConfigError> {
-    let obj = fold_keys(obj, device_type.selector_keys(), &[], path, warnings);
+    let obj = fold_keys(obj, device_type.selector_keys(), &[], path, warnings)?;
     let strings = |key: &str| -> Result<Vec<String>, ConfigError> {
         Ok(string_list(&obj, key, path)?
             .into_iter()
