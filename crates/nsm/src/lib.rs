@@ -1,0 +1,80 @@
+//! The forwarder's side of NSM's gRPC: dialing and serving unix sockets,
+//! the next hop the chain's `connect` element sends requests to, and the
+//! registry the forwarder registers itself in and finds endpoints through.
+//!
+//! Everything goes through the NSM manager at `NSM_CONNECT_TO` (usually
+//! `unix:///var/lib/networkservicemesh/nsm.io.sock`):
+//!
+//! - [`NsmUrl`] parses `unix:///path`, `tcp://host:port` and `host:port`;
+//!   [`dial`]/[`dial_lazy`] open tonic channels (each connection attempt
+//!   bounded by `NSM_DIAL_TIMEOUT`, [`DEFAULT_DIAL_TIMEOUT`] = 50 ms), and
+//!   [`listen_unix`] binds the forwarder's `NSM_LISTEN_ON` socket.
+//! - [`GrpcNextHop`] implements [`sriov_chain::NextHop`] over
+//!   `networkservice.NetworkService`, offering the next hop only NOOP
+//!   mechanisms as the Go forwarder does.
+//! - [`RegistryClient`] implements [`sriov_chain::EndpointFinder`] over
+//!   `registry.NetworkServiceEndpointRegistry.Find` and keeps the
+//!   forwarder registered.
+//! - [`fake`] is a fake NSM manager (registry plus next hop) for tests,
+//!   also served by the `fake-nsmgr` binary.
+//!
+//! # Lifecycle of the registration
+//!
+//! [`RegistryClient::keep_registered`] spawns a task that:
+//!
+//! 1. **Registers** the endpoint: name `NSM_NAME`, `network_service_names
+//!    = [NSM_NSNAME]`, `network_service_labels = {NSM_NSNAME: NSM_LABELS}`,
+//!    `url = NSM_LISTEN_ON` (`unix:///path`, the Go SDK's target form) and
+//!    `expiration_time = now + lifetime` (`NSM_MAX_TOKEN_LIFETIME`).
+//!    Failures (registry absent, refusing) are retried with exponential
+//!    [`Backoff`]; [`RegistrationState::Retrying`] says why.
+//! 2. **Refreshes** when a third of the lifetime is left (the Go SDK's
+//!    refresh client's point), using the expiry the registry answered.
+//! 3. **Watches** its own entry with a `Find(watch: true)` stream. The
+//!    stream breaking (the registry went away) or reporting the entry
+//!    deleted starts re-registration at once, with backoff until the
+//!    registry is back, instead of waiting for the next refresh. A
+//!    registry that cannot watch leaves the refresh timer in charge.
+//! 4. **Unregisters** on [`RegistrationHandle::shutdown`]. Dropping the
+//!    handle only stops the task; the entry then expires by itself.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use sriov_nsm::fake::FakeNsmgr;
+//! use sriov_nsm::{NsmUrl, Registration, RegistryClient, DEFAULT_DIAL_TIMEOUT};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let nsmgr = FakeNsmgr::start(dir.path().join("nsm.io.sock")).await.unwrap();
+//!
+//! let registry = RegistryClient::new(nsmgr.url(), DEFAULT_DIAL_TIMEOUT).unwrap();
+//! let handle = registry.keep_registered(Registration {
+//!     name: "forwarder-sriov-node1".into(),
+//!     network_service: "forwarder".into(),
+//!     labels: [("p2p".to_string(), "true".to_string())].into(),
+//!     url: NsmUrl::parse("unix:///var/lib/networkservicemesh/forwarder.sock").unwrap(),
+//!     lifetime: Duration::from_secs(600),
+//! });
+//! handle.registered().await.unwrap();
+//! assert!(nsmgr.endpoint("forwarder-sriov-node1").is_some());
+//!
+//! handle.shutdown().await.unwrap();
+//! assert!(nsmgr.endpoint("forwarder-sriov-node1").is_none());
+//! # });
+//! ```
+
+mod error;
+pub mod fake;
+pub mod mechanism;
+mod next_hop;
+mod registry;
+mod transport;
+mod url;
+
+pub use error::Error;
+pub use next_hop::GrpcNextHop;
+pub use registry::{Backoff, Registration, RegistrationHandle, RegistrationState, RegistryClient};
+pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix};
+pub use url::NsmUrl;

@@ -1,0 +1,157 @@
+//! [`GrpcNextHop`]: the forwarder's connect client to `NSM_CONNECT_TO`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sriov_api::nsm::connection::{Connection, Mechanism};
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
+use sriov_chain::NextHop;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::mechanism::{is_noop, noop_preferences};
+use crate::{Error, NsmUrl, transport};
+
+/// Sends the forwarder's requests on to the NSM manager's
+/// `networkservice.NetworkService` at `NSM_CONNECT_TO`, like the connect
+/// client of the Go forwarder:
+///
+/// - the request keeps the connection (id, path, context, labels) but not
+///   the client's mechanism: the forwarder's side is KERNEL or VFIO, the
+///   next hop's side is offered only NOOP (LOCAL, then REMOTE);
+/// - on a refresh, the NOOP mechanism the next hop chose last time is sent
+///   back, and on Close the next hop gets its own mechanism, not the
+///   client's (the Go SDK's `mechanismtranslation`);
+/// - the returned connection is the next hop's, with its mechanism; the
+///   chain puts the client's mechanism back.
+///
+/// The channel connects lazily and reconnects after the peer restarts;
+/// each connection attempt is bounded by the dial timeout, so an absent
+/// manager fails a request quickly with `UNAVAILABLE`.
+#[derive(Clone)]
+pub struct GrpcNextHop {
+    url: NsmUrl,
+    client: NetworkServiceClient<Channel>,
+    call_timeout: Option<Duration>,
+    // Keyed by the connection id the forwarder sent.
+    chosen: Arc<Mutex<HashMap<String, Mechanism>>>,
+}
+
+impl GrpcNextHop {
+    /// A next hop at `url` (`NSM_CONNECT_TO`), each connection attempt
+    /// bounded by `dial_timeout` (`NSM_DIAL_TIMEOUT`). Must be called in a
+    /// tokio runtime; fails only for a URL tonic cannot express.
+    pub fn new(url: NsmUrl, dial_timeout: Duration) -> Result<Self, Error> {
+        let channel = transport::dial_lazy(&url, dial_timeout)?;
+        Ok(Self {
+            url,
+            client: NetworkServiceClient::new(channel),
+            call_timeout: None,
+            chosen: Arc::default(),
+        })
+    }
+
+    /// Bounds every Request and Close call as a whole (the next hop may
+    /// itself be dialing the endpoint, so this is much longer than the dial
+    /// timeout). Without it a call waits as long as the peer takes.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> &NsmUrl {
+        &self.url
+    }
+
+    fn outgoing(&self, mut request: NetworkServiceRequest) -> NetworkServiceRequest {
+        if let Some(conn) = request.connection.as_mut() {
+            conn.mechanism = self.chosen_for(&conn.id);
+        }
+        request.mechanism_preferences = noop_preferences();
+        request
+    }
+
+    fn chosen_for(&self, id: &str) -> Option<Mechanism> {
+        self.chosen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn with_timeout<T>(&self, mut req: tonic::Request<T>) -> tonic::Request<T> {
+        if let Some(t) = self.call_timeout {
+            req.set_timeout(t);
+        }
+        req
+    }
+}
+
+/// Names the URL in a failed call's message while keeping its code, so a
+/// client sees `UNAVAILABLE ... unix:///var/lib/...` and knows where.
+fn annotate(url: &NsmUrl, op: &str, status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("next hop {url}: {op}: {}", status.message()),
+    )
+}
+
+impl NextHop for GrpcNextHop {
+    fn request(
+        &self,
+        request: NetworkServiceRequest,
+    ) -> BoxFuture<'static, Result<Connection, Status>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let sent_id = request
+                .connection
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
+            let outgoing = this.outgoing(request);
+            let mut client = this.client.clone();
+            let conn = client
+                .request(this.with_timeout(tonic::Request::new(outgoing)))
+                .await
+                .map_err(|s| annotate(&this.url, "Request", s))?
+                .into_inner();
+            if let Some(m) = conn.mechanism.as_ref().filter(|m| is_noop(m)) {
+                this.chosen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(sent_id, m.clone());
+            }
+            Ok(conn)
+        })
+    }
+
+    fn close(&self, mut connection: Connection) -> BoxFuture<'static, Result<(), Status>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let chosen = this
+                .chosen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&connection.id);
+            // The next hop never saw the client's mechanism; give it its
+            // own (or, if it never answered, the first one it was offered).
+            connection.mechanism = chosen.or_else(|| {
+                connection
+                    .mechanism
+                    .take()
+                    .filter(is_noop)
+                    .or_else(|| noop_preferences().into_iter().next())
+            });
+            let mut client = this.client.clone();
+            client
+                .close(this.with_timeout(tonic::Request::new(connection)))
+                .await
+                .map_err(|s| annotate(&this.url, "Close", s))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,467 @@
+//! [`RegistryClient`]: registering the forwarder as an NSE and finding
+//! endpoints, through `registry.NetworkServiceEndpointRegistry` at
+//! `NSM_CONNECT_TO`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use sriov_api::nsm::registry::network_service_endpoint_registry_client::NetworkServiceEndpointRegistryClient;
+use sriov_api::nsm::registry::{
+    NetworkServiceEndpoint, NetworkServiceEndpointQuery, NetworkServiceLabels,
+};
+use sriov_chain::{EndpointFinder, EndpointQuery};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::{Error, NsmUrl, transport};
+
+/// What the forwarder registers, from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// `NSM_NAME`: the endpoint name.
+    pub name: String,
+    /// `NSM_NSNAME`: the one network service the forwarder provides.
+    pub network_service: String,
+    /// `NSM_LABELS`: registered as the labels of that network service.
+    pub labels: BTreeMap<String, String>,
+    /// `NSM_LISTEN_ON`: where the forwarder serves `NetworkService`.
+    pub url: NsmUrl,
+    /// How long one registration lasts (`NSM_MAX_TOKEN_LIFETIME`).
+    pub lifetime: Duration,
+}
+
+impl Registration {
+    /// The `NetworkServiceEndpoint` sent at `now`, with the fields the Go
+    /// forwarder fills (cmd-forwarder-sriov `main.go`): name,
+    /// `network_service_names`, `network_service_labels` keyed by the
+    /// service, `url` in gRPC target form, plus `expiration_time`.
+    pub fn endpoint(&self, now: SystemTime) -> NetworkServiceEndpoint {
+        NetworkServiceEndpoint {
+            name: self.name.clone(),
+            network_service_names: vec![self.network_service.clone()],
+            network_service_labels: [(
+                self.network_service.clone(),
+                NetworkServiceLabels {
+                    labels: self.labels.clone().into_iter().collect(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            url: self.url.to_target(),
+            expiration_time: Some((now + self.lifetime).into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Exponential backoff between attempts to reach the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Wait after the first failure.
+    pub initial: Duration,
+    /// The wait doubles up to this.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where a [`RegistrationHandle`]'s background task is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// Not registered yet; the first attempt is under way.
+    Pending,
+    /// The registry holds the endpoint.
+    Registered {
+        /// When the registry will drop it unless refreshed.
+        expires: SystemTime,
+        /// Successful Register calls so far (first one plus refreshes and
+        /// re-registrations).
+        registrations: u64,
+    },
+    /// The last attempt failed; retrying with backoff.
+    Retrying {
+        /// Consecutive failed attempts.
+        attempts: u32,
+        /// The last failure.
+        error: String,
+    },
+    /// Stopped by [`RegistrationHandle::shutdown`].
+    Stopped,
+}
+
+/// The registry at `NSM_CONNECT_TO`: Register, Find and Unregister of
+/// network service endpoints, plus [`RegistryClient::keep_registered`],
+/// the background task that keeps the forwarder registered.
+#[derive(Clone)]
+pub struct RegistryClient {
+    url: NsmUrl,
+    client: NetworkServiceEndpointRegistryClient<Channel>,
+    call_timeout: Duration,
+    backoff: Backoff,
+}
+
+impl RegistryClient {
+    /// A client of the registry at `url`, each connection attempt bounded
+    /// by `dial_timeout`. Connects lazily and again after the registry
+    /// restarts. Must be called inside a tokio runtime.
+    pub fn new(url: NsmUrl, dial_timeout: Duration) -> Result<Self, Error> {
+        let channel = transport::dial_lazy(&url, dial_timeout)?;
+        Ok(Self {
+            url,
+            client: NetworkServiceEndpointRegistryClient::new(channel),
+            call_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// Bounds each Register, Unregister and Find call (default 5 s).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets the retry backoff of [`RegistryClient::keep_registered`].
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The registry's URL.
+    pub fn url(&self) -> &NsmUrl {
+        &self.url
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(self.call_timeout);
+        req
+    }
+
+    fn error(&self, op: &'static str, name: &str, status: Status) -> Error {
+        Error::Registry {
+            url: self.url.to_string(),
+            op,
+            name: name.to_string(),
+            status,
+        }
+    }
+
+    /// One Register call; returns what the registry stored (it may shorten
+    /// `expiration_time`).
+    pub async fn register(
+        &self,
+        nse: NetworkServiceEndpoint,
+    ) -> Result<NetworkServiceEndpoint, Error> {
+        let name = nse.name.clone();
+        self.client
+            .clone()
+            .register(self.request(nse))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error("Register", &name, s))
+    }
+
+    /// One Unregister call.
+    pub async fn unregister(&self, nse: NetworkServiceEndpoint) -> Result<(), Error> {
+        let name = nse.name.clone();
+        self.client
+            .clone()
+            .unregister(self.request(nse))
+            .await
+            .map(|_| ())
+            .map_err(|s| self.error("Unregister", &name, s))
+    }
+
+    /// Endpoints matching `query` that are neither deleted nor expired: by
+    /// exact name when the query names one, else every endpoint of the
+    /// network service.
+    pub async fn find_endpoints(
+        &self,
+        query: &EndpointQuery,
+    ) -> Result<Vec<NetworkServiceEndpoint>, Error> {
+        let name = query.endpoint_name.clone().unwrap_or_default();
+        let wanted = match &query.endpoint_name {
+            Some(name) => NetworkServiceEndpoint {
+                name: name.clone(),
+                ..Default::default()
+            },
+            None => NetworkServiceEndpoint {
+                network_service_names: vec![query.network_service.clone()],
+                ..Default::default()
+            },
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .find(self.request(NetworkServiceEndpointQuery {
+                network_service_endpoint: Some(wanted),
+                watch: false,
+            }))
+            .await
+            .map_err(|s| self.error("Find", &name, s))?
+            .into_inner();
+        let now = SystemTime::now();
+        let mut found: Vec<NetworkServiceEndpoint> = Vec::new();
+        while let Some(resp) = stream
+            .message()
+            .await
+            .map_err(|s| self.error("Find", &name, s))?
+        {
+            let Some(nse) = resp.network_service_endpoint else {
+                continue;
+            };
+            let wrong_name = query.endpoint_name.as_ref().is_some_and(|n| *n != nse.name);
+            // A registry may announce one endpoint more than once; the
+            // last word about it wins.
+            found.retain(|f| f.name != nse.name);
+            if resp.deleted || wrong_name || expired(&nse, now) {
+                continue;
+            }
+            found.push(nse);
+        }
+        Ok(found)
+    }
+
+    /// Registers `registration` in the background and keeps it registered
+    /// until [`RegistrationHandle::shutdown`]. See the crate docs for the
+    /// lifecycle. Must be called inside a tokio runtime.
+    pub fn keep_registered(&self, registration: Registration) -> RegistrationHandle {
+        let (state_tx, state_rx) = watch::channel(RegistrationState::Pending);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let name = registration.name.clone();
+        let task = tokio::spawn(keep(self.clone(), registration, state_tx, stop_rx));
+        RegistrationHandle {
+            name,
+            client: self.clone(),
+            state: state_rx,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    /// Resolves when the registry no longer holds `name`: the watch stream
+    /// ends or fails (the registry went away) or reports the entry deleted
+    /// (expired there, or removed by someone else). Never resolves when the
+    /// registry cannot watch, so the refresh timer alone is used then.
+    async fn lost(&self, name: &str) {
+        let query = NetworkServiceEndpointQuery {
+            network_service_endpoint: Some(NetworkServiceEndpoint {
+                name: name.to_string(),
+                ..Default::default()
+            }),
+            watch: true,
+        };
+        // No deadline: this stream lives as long as the registration.
+        let mut stream = match self.client.clone().find(query).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == Code::Unimplemented => {
+                return std::future::pending().await;
+            }
+            Err(s) => {
+                tracing::debug!(registry = %self.url, error = %s, "watch could not start");
+                return;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    let ours = resp
+                        .network_service_endpoint
+                        .as_ref()
+                        .is_some_and(|n| n.name == name);
+                    if ours && resp.deleted {
+                        tracing::warn!(registry = %self.url, endpoint = name, "registry dropped our endpoint");
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(registry = %self.url, endpoint = name, "registry closed the watch");
+                    return;
+                }
+                Err(s) => {
+                    tracing::warn!(registry = %self.url, endpoint = name, error = %s, "registry connection lost");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn expired(nse: &NetworkServiceEndpoint, now: SystemTime) -> bool {
+    nse.expiration_time
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .is_some_and(|t| t <= now)
+}
+
+impl EndpointFinder for RegistryClient {
+    fn find(
+        &self,
+        query: EndpointQuery,
+    ) -> BoxFuture<'static, Result<Vec<NetworkServiceEndpoint>, Status>> {
+        let this = self.clone();
+        Box::pin(async move { this.find_endpoints(&query).await.map_err(Status::from) })
+    }
+}
+
+/// A watch that ends this soon after it opened did not see the registry
+/// go away; it is a registry that does not hold watch streams open.
+const QUICK_LOSS: Duration = Duration::from_secs(1);
+/// After this many quick losses in a row, stop watching and rely on the
+/// refresh timer, so such a registry is not hammered.
+const MAX_QUICK_LOSSES: u32 = 3;
+
+/// The background task of [`RegistryClient::keep_registered`]. Returns
+/// the last endpoint the registry accepted, for Unregister.
+async fn keep(
+    client: RegistryClient,
+    registration: Registration,
+    state: watch::Sender<RegistrationState>,
+    mut stop: oneshot::Receiver<()>,
+) -> Option<NetworkServiceEndpoint> {
+    let mut last: Option<NetworkServiceEndpoint> = None;
+    let mut registrations = 0u64;
+    let mut attempts = 0u32;
+    let mut delay = client.backoff.initial;
+    let mut quick_losses = 0u32;
+    loop {
+        let mut nse = registration.endpoint(SystemTime::now());
+        // The registry's first-registration stamp survives refreshes.
+        nse.initial_registration_time = last.as_ref().and_then(|l| l.initial_registration_time);
+        match client.register(nse.clone()).await {
+            Ok(stored) => {
+                registrations += 1;
+                attempts = 0;
+                delay = client.backoff.initial;
+                let now = SystemTime::now();
+                let expires = stored
+                    .expiration_time
+                    .and_then(|t| SystemTime::try_from(t).ok())
+                    .unwrap_or(now + registration.lifetime);
+                tracing::debug!(registry = %client.url, endpoint = %registration.name, ?expires, "registered");
+                last = Some(NetworkServiceEndpoint {
+                    initial_registration_time: stored.initial_registration_time,
+                    ..nse
+                });
+                state.send_replace(RegistrationState::Registered {
+                    expires,
+                    registrations,
+                });
+                // Refresh with a third of the lifetime left, as the Go
+                // SDK's registry refresh client does, which leaves room
+                // for retries before the entry expires.
+                let refresh_in = expires.duration_since(now).unwrap_or_default() * 2 / 3;
+                let watching = quick_losses < MAX_QUICK_LOSSES;
+                let opened = Instant::now();
+                tokio::select! {
+                    _ = &mut stop => break,
+                    () = tokio::time::sleep(refresh_in) => continue,
+                    () = client.lost(&registration.name), if watching => {
+                        if opened.elapsed() < QUICK_LOSS {
+                            quick_losses += 1;
+                        } else {
+                            quick_losses = 0;
+                        }
+                    }
+                }
+                // Give a restarting registry a moment before knocking.
+                tokio::select! {
+                    _ = &mut stop => break,
+                    () = tokio::time::sleep(client.backoff.initial) => {}
+                }
+            }
+            Err(err) => {
+                attempts = attempts.saturating_add(1);
+                tracing::warn!(%err, attempts, retry_in = ?delay, "registration failed");
+                state.send_replace(RegistrationState::Retrying {
+                    attempts,
+                    error: err.to_string(),
+                });
+                tokio::select! {
+                    _ = &mut stop => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(client.backoff.max);
+            }
+        }
+    }
+    state.send_replace(RegistrationState::Stopped);
+    last
+}
+
+/// Owns the background registration task. Dropping it stops the task
+/// without unregistering (the entry then expires by itself); call
+/// [`RegistrationHandle::shutdown`] to unregister.
+pub struct RegistrationHandle {
+    name: String,
+    client: RegistryClient,
+    state: watch::Receiver<RegistrationState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Option<NetworkServiceEndpoint>>>,
+}
+
+impl RegistrationHandle {
+    /// The endpoint name being kept registered.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RegistrationState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of every state change.
+    pub fn subscribe(&self) -> watch::Receiver<RegistrationState> {
+        self.state.clone()
+    }
+
+    /// Waits until the registry holds the endpoint (returns at once if it
+    /// already does) and returns that state. Wrap it in a timeout to bound
+    /// start-up.
+    pub async fn registered(&self) -> Result<RegistrationState, Error> {
+        let mut rx = self.state.clone();
+        rx.wait_for(|s| matches!(s, RegistrationState::Registered { .. }))
+            .await
+            .map(|s| s.clone())
+            .map_err(|_| Error::TaskGone {
+                name: self.name.clone(),
+            })
+    }
+
+    /// Stops refreshing and unregisters the endpoint if it was ever
+    /// registered. An unreachable registry is reported as an error; the
+    /// entry then expires there by itself.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        let last = task.await.map_err(|_| Error::TaskGone {
+            name: self.name.clone(),
+        })?;
+        match last {
+            Some(nse) => self.client.unregister(nse).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RegistrationHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Registration, refresh, re-registration, unregistration and Find
+//! against the fake NSM manager over real unix sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Fixture, PATIENCE, eventually, registration};
+use sriov_api::nsm::registry::{NetworkServiceEndpoint, NetworkServiceLabels};
+use sriov_chain::{EndpointFinder, EndpointQuery};
+use sriov_nsm::fake::{Call, FakeNsmgr};
+use sriov_nsm::{NsmUrl, RegistrationState, RegistryClient};
+use tokio::time::timeout;
+use tonic::Code;
+
+const LONG: Duration = Duration::from_secs(600);
+
+#[tokio::test]
+async fn registration_carries_name_service_labels_url_and_expiry() {
+    let fx = Fixture::new().await;
+    let before = SystemTime::now();
+    let handle = fx.registry().keep_registered(fx.registration(LONG));
+    let state = timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let sent = fx.nsmgr.registers();
+    assert_eq!(sent.len(), 1);
+    let nse = &sent[0];
+    assert_eq!(nse.name, "forwarder-sriov-node1");
+    assert_eq!(nse.network_service_names, vec!["forwarder".to_string()]);
+    assert_eq!(nse.network_service_labels.len(), 1);
+    let labels = &nse.network_service_labels["forwarder"].labels;
+    assert_eq!(labels["p2p"], "true");
+    assert_eq!(labels["node"], "node1");
+    assert_eq!(
+        nse.url,
+        format!("unix://{}", fx.path("forwarder.sock").display())
+    );
+    let expires = SystemTime::try_from(nse.expiration_time.unwrap()).unwrap();
+    assert!(
+        expires >= before + LONG,
+        "expiry {expires:?} is not now + lifetime"
+    );
+
+    let RegistrationState::Registered {
+        registrations,
+        expires: state_expires,
+    } = state
+    else {
+        panic!("not registered: {state:?}");
+    };
+    assert_eq!(registrations, 1);
+    assert_eq!(state_expires, expires);
+    let stored = fx.nsmgr.endpoint("forwarder-sriov-node1").unwrap();
+    assert!(stored.initial_registration_time.is_some());
+}
+
+#[tokio::test]
+async fn registration_is_refreshed_before_it_expires() {
+    let fx = Fixture::new().await;
+    let lifetime = Duration::from_millis(600);
+    let handle = fx.registry().keep_registered(fx.registration(lifetime));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = fx.nsmgr.registers()[0].clone();
+
+    // Three refreshes span more than two lifetimes: without them the fake
+    // would have dropped the entry.
+    assert!(
+        fx.nsmgr
+            .wait_for_calls(PATIENCE, |calls| {
+                calls
+                    .iter()
+                    .filter(|c| matches!(c, Call::Register(_)))
+                    .count()
+                    >= 4
+            })
+            .await
+    );
+    let registers = fx.nsmgr.registers();
+    let last = registers.last().unwrap();
+    let t = |n: &NetworkServiceEndpoint| SystemTime::try_from(n.expiration_time.unwrap()).unwrap();
+    assert!(t(last) > t(&first));
+    // The first-registration stamp the registry gave is sent back.
+    let stamp = fx
+        .nsmgr
+        .endpoint("forwarder-sriov-node1")
+        .unwrap()
+        .initial_registration_time;
+    assert_eq!(registers[1].initial_registration_time, stamp);
+    assert!(fx.nsmgr.endpoint("forwarder-sriov-node1").is_some());
+    // The fake records a call before the client sees the answer.
+    timeout(
+        PATIENCE,
+        handle
+            .subscribe()
+            .wait_for(|s| matches!(s, RegistrationState::Registered { registrations, .. } if *registrations >= 4)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn registry_restarted_empty_gets_the_endpoint_back() {
+    let mut fx = Fixture::new().await;
+    // A lifetime so long that only noticing the restart can re-register.
+    let handle = fx.registry().keep_registered(fx.registration(LONG));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut states = handle.subscribe();
+
+    fx.nsmgr.stop().await;
+    fx.nsmgr.clear_registry();
+    // While it is gone, the task retries and says so.
+    timeout(
+        PATIENCE,
+        states.wait_for(|s| matches!(s, RegistrationState::Retrying { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    fx.nsmgr.restart().await.unwrap();
+
+    eventually("endpoint registered again", || {
+        fx.nsmgr.endpoint("forwarder-sriov-node1").is_some()
+    })
+    .await;
+    timeout(
+        PATIENCE,
+        states.wait_for(|s| matches!(s, RegistrationState::Registered { registrations, .. } if *registrations >= 2)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn endpoint_deleted_by_the_registry_is_registered_again() {
+    let fx = Fixture::new().await;
+    let handle = fx.registry().keep_registered(fx.registration(LONG));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Someone else unregisters us; the watch reports it.
+    let other = fx.registry();
+    other
+        .unregister(NetworkServiceEndpoint {
+            name: "forwarder-sriov-node1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        fx.nsmgr
+            .wait_for_calls(PATIENCE, |calls| {
+                calls
+                    .iter()
+                    .filter(|c| matches!(c, Call::Register(_)))
+                    .count()
+                    >= 2
+            })
+            .await
+    );
+    eventually("endpoint back", || {
+        fx.nsmgr.endpoint("forwarder-sriov-node1").is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn absent_registry_is_retried_until_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("late/nsm.io.sock");
+    let client = RegistryClient::new(NsmUrl::Unix(socket.clone()), Duration::from_millis(50))
+        .unwrap()
+        .with_backoff(sriov_nsm::Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        });
+    let handle = client.keep_registered(registration(
+        "late-forwarder",
+        NsmUrl::Unix(dir.path().join("fwd.sock")),
+        LONG,
+    ));
+    let mut states = handle.subscribe();
+    let retrying = timeout(
+        PATIENCE,
+        states.wait_for(
+            |s| matches!(s, RegistrationState::Retrying { attempts, .. } if *attempts >= 2),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    let RegistrationState::Retrying { error, .. } = retrying else {
+        unreachable!()
+    };
+    assert!(error.contains(&socket.display().to_string()), "{error}");
+
+    let nsmgr = FakeNsmgr::start(&socket).await.unwrap();
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(nsmgr.endpoint("late-forwarder").is_some());
+}
+
+#[tokio::test]
+async fn shutdown_unregisters_the_endpoint_and_stops_refreshing() {
+    let fx = Fixture::new().await;
+    let handle = fx
+        .registry()
+        .keep_registered(fx.registration(Duration::from_millis(300)));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut states = handle.subscribe();
+
+    handle.shutdown().await.unwrap();
+    assert!(fx.nsmgr.endpoint("forwarder-sriov-node1").is_none());
+    let unregisters = fx.nsmgr.unregisters();
+    assert_eq!(unregisters.len(), 1);
+    assert_eq!(unregisters[0].name, "forwarder-sriov-node1");
+    assert_eq!(*states.borrow_and_update(), RegistrationState::Stopped);
+
+    // Nothing registers after the unregister, even past a refresh point.
+    let mut calls = fx.nsmgr.subscribe();
+    let later = timeout(Duration::from_millis(600), calls.recv()).await;
+    assert!(later.is_err(), "call after shutdown: {later:?}");
+    assert!(matches!(fx.nsmgr.calls().last(), Some(Call::Unregister(_))));
+}
+
+#[tokio::test]
+async fn shutdown_with_the_registry_gone_reports_unavailable() {
+    let mut fx = Fixture::new().await;
+    let handle = fx.registry().keep_registered(fx.registration(LONG));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    fx.nsmgr.stop().await;
+
+    let err = handle.shutdown().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("Unregister"), "{err}");
+}
+
+fn endpoint(name: &str, services: &[&str], expires_in: Option<i64>) -> NetworkServiceEndpoint {
+    let expiration_time = expires_in.map(|secs| {
+        let now = SystemTime::now();
+        let t = if secs >= 0 {
+            now + Duration::from_secs(secs.unsigned_abs())
+        } else {
+            now - Duration::from_secs(secs.unsigned_abs())
+        };
+        t.into()
+    });
+    NetworkServiceEndpoint {
+        name: name.into(),
+        network_service_names: services.iter().map(|s| s.to_string()).collect(),
+        network_service_labels: services
+            .iter()
+            .map(|s| (s.to_string(), NetworkServiceLabels::default()))
+            .collect(),
+        url: format!("unix:///run/{name}.sock"),
+        expiration_time,
+        ..Default::default()
+    }
+}
+
+async fn fixture_with_endpoints() -> Fixture {
+    let fx = Fixture::new().await;
+    fx.nsmgr
+        .insert_endpoint(endpoint("nse-a", &["icmp"], Some(600)));
+    fx.nsmgr
+        .insert_endpoint(endpoint("nse-ab", &["icmp", "vl3"], None));
+    fx.nsmgr
+        .insert_endpoint(endpoint("nse-b", &["vl3"], Some(600)));
+    fx.nsmgr
+        .insert_endpoint(endpoint("nse-old", &["icmp"], Some(-5)));
+    fx
+}
+
+fn names(found: &[NetworkServiceEndpoint]) -> Vec<&str> {
+    let mut n: Vec<&str> = found.iter().map(|e| e.name.as_str()).collect();
+    n.sort_unstable();
+    n
+}
+
+#[tokio::test]
+async fn find_by_service_returns_its_unexpired_endpoints() {
+    let fx = fixture_with_endpoints().await;
+    let found = fx
+        .registry()
+        .find(EndpointQuery {
+            network_service: "icmp".into(),
+            endpoint_name: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&found), ["nse-a", "nse-ab"]);
+    assert_eq!(found[0].url, "unix:///run/nse-a.sock");
+    assert!(matches!(
+        fx.nsmgr.calls().last(),
+        Some(Call::Find(q)) if !q.watch
+            && q.network_service_endpoint.as_ref().unwrap().network_service_names == ["icmp"]
+    ));
+}
+
+#[tokio::test]
+async fn find_by_name_returns_only_that_endpoint() {
+    let fx = fixture_with_endpoints().await;
+    let registry = fx.registry();
+    let by_name = |name: &str| EndpointQuery {
+        network_service: "icmp".into(),
+        endpoint_name: Some(name.into()),
+    };
+    let found = registry.find(by_name("nse-a")).await.unwrap();
+    assert_eq!(names(&found), ["nse-a"]);
+    // Expired and unknown endpoints are not found.
+    assert!(registry.find(by_name("nse-old")).await.unwrap().is_empty());
+    assert!(registry.find(by_name("nse")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn find_against_an_absent_registry_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = RegistryClient::new(
+        NsmUrl::Unix(dir.path().join("nobody.sock")),
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    let status = client
+        .find(EndpointQuery {
+            network_service: "icmp".into(),
+            endpoint_name: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("nobody.sock"), "{status:?}");
+}
