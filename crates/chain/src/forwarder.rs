@@ -35,8 +35,10 @@ pub struct Deps {
     pub netlink: Arc<dyn NetlinkOps>,
     /// `/dev/vfio` (`NSM_VFIO_PATH`).
     pub vfio_dir: VfioDir,
-    /// Cgroup device access (`NSM_CGROUP_PATH`).
-    pub cgroups: Arc<CgroupDevices>,
+    /// Cgroup device access (`NSM_CGROUP_PATH`); `None` when the root could
+    /// not be opened, so VFIO requests fail with the reason instead of the
+    /// whole forwarder refusing to start for KERNEL users.
+    pub cgroups: Result<Arc<CgroupDevices>, String>,
     /// The registry, for `discover`.
     pub finder: Arc<dyn EndpointFinder>,
     /// The next hop, for `connect`.

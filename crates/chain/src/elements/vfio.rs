@@ -34,13 +34,18 @@ struct Granted {
 pub struct Vfio {
     sysfs: Sysfs,
     vfio_dir: VfioDir,
-    cgroups: Arc<CgroupDevices>,
+    cgroups: Result<Arc<CgroupDevices>, String>,
 }
 
 impl Vfio {
     /// Reads groups through `sysfs`, device numbers under `vfio_dir`, and
     /// grants access through `cgroups`.
-    pub fn new(sysfs: Sysfs, vfio_dir: VfioDir, cgroups: Arc<CgroupDevices>) -> Self {
+    /// `cgroups` is the reason it could not be opened, when it could not.
+    pub fn new(
+        sysfs: Sysfs,
+        vfio_dir: VfioDir,
+        cgroups: Result<Arc<CgroupDevices>, String>,
+    ) -> Self {
         Self {
             sysfs,
             vfio_dir,
@@ -96,7 +101,10 @@ impl Element for Vfio {
             }
             let fresh = ctx.get::<Granted>().is_none();
             if fresh {
-                self.cgroups
+                let cgroups = self.cgroups.as_ref().map_err(|why| {
+                    Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
+                })?;
+                cgroups
                     .grant_all(&p.cgroup_dir, &[container, device])
                     .map_err(vfio_status)?;
                 ctx.insert(Granted {
@@ -134,8 +142,11 @@ impl Element for Vfio {
 
 impl Vfio {
     fn revoke(&self, g: &Granted) {
+        let Ok(cgroups) = self.cgroups.as_ref() else {
+            return;
+        };
         for d in g.devices.iter().rev() {
-            if let Err(e) = self.cgroups.revoke(&g.cgroup_dir, *d) {
+            if let Err(e) = cgroups.revoke(&g.cgroup_dir, *d) {
                 // The container may be gone already; nothing is left to revoke then.
                 tracing::warn!(cgroup = %g.cgroup_dir, device = ?d, error = %e, "revoking VFIO access");
             }

@@ -215,9 +215,9 @@ impl Harness {
             kernel_drivers: HashMap::from([(pf, "iavf".to_string())]),
             netlink,
             vfio_dir: VfioDir::with_device_nodes(vfio.path(), Arc::new(FakeNodes)),
-            cgroups: Arc::new(
+            cgroups: Ok(Arc::new(
                 CgroupDevices::with_writer(cgroup_root.path(), rules.clone()).unwrap(),
-            ),
+            )),
             finder: Arc::new(registry),
             next_hop: next_hop.clone(),
             monitor: monitor.clone(),
