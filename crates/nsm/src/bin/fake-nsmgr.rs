@@ -69,24 +69,27 @@ async fn main() -> ExitCode {
         }
     };
     let mut calls = nsmgr.subscribe();
-    println!("listening url={}", nsmgr.url());
-    let _ = std::io::stdout().flush();
+    say(&format!("listening url={}", nsmgr.url()));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             call = calls.recv() => match call {
-                Ok(call) => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{call}");
-                    let _ = out.flush();
-                }
-                Err(RecvError::Lagged(n)) => println!("lost {n} calls"),
+                Ok(call) => say(&call.to_string()),
+                Err(RecvError::Lagged(n)) => say(&format!("lost {n} calls")),
                 Err(RecvError::Closed) => break,
             },
         }
     }
     nsmgr.stop().await;
-    println!("stopped");
+    say("stopped");
     ExitCode::SUCCESS
+}
+
+/// One line to stdout, flushed at once for whoever follows the output. A
+/// reader that went away (`| head`) must not take the fake down.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
