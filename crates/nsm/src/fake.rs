@@ -174,6 +174,7 @@ struct Shared {
     events: broadcast::Sender<Call>,
     changes: broadcast::Sender<NetworkServiceEndpointResponse>,
     fail_next: Mutex<(u32, Code)>,
+    hold_watches: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -308,7 +309,11 @@ impl NetworkServiceEndpointRegistry for Registry {
                 deleted: false,
             }));
         }
-        if query.watch {
+        let hold = self
+            .shared
+            .hold_watches
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if query.watch && hold {
             let mut stopping = self.stopping.clone();
             tokio::spawn(async move {
                 loop {
@@ -426,6 +431,7 @@ impl FakeNsmgr {
                 events: broadcast::channel(1024).0,
                 changes: broadcast::channel(1024).0,
                 fail_next: Mutex::new((0, Code::Unavailable)),
+                hold_watches: true.into(),
             }),
             running: None,
         };
@@ -599,6 +605,14 @@ impl FakeNsmgr {
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok() && done(&self.calls())
+    }
+
+    /// With `false`, a `watch: true` Find answers like a plain one and
+    /// ends, as a registry that does not support watching (default: true).
+    pub fn hold_watches(&self, hold: bool) {
+        self.shared
+            .hold_watches
+            .store(hold, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Fails the next `n` Requests with `code` (answers resume after).

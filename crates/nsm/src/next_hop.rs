@@ -36,8 +36,43 @@ pub struct GrpcNextHop {
     url: NsmUrl,
     client: NetworkServiceClient<Channel>,
     call_timeout: Option<Duration>,
-    // Keyed by the connection id the forwarder sent.
-    chosen: Arc<Mutex<HashMap<String, Mechanism>>>,
+    chosen: Arc<Mutex<Chosen>>,
+}
+
+/// The mechanism the next hop chose per connection, findable by the id the
+/// forwarder sent and by the id the next hop answered with (an NSM manager
+/// answers with the sender's id, but a Close may carry either).
+#[derive(Default)]
+struct Chosen {
+    /// id -> (mechanism, the connection's other id, whether this is the
+    /// id the forwarder sent).
+    by_id: HashMap<String, (Mechanism, String, bool)>,
+}
+
+impl Chosen {
+    fn get(&self, id: &str) -> Option<Mechanism> {
+        self.by_id.get(id).map(|(m, _, _)| m.clone())
+    }
+
+    fn insert(&mut self, sent: String, answered: String, mechanism: Mechanism) {
+        if sent != answered {
+            self.by_id
+                .insert(answered.clone(), (mechanism.clone(), sent.clone(), false));
+        }
+        self.by_id.insert(sent, (mechanism, answered, true));
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Mechanism> {
+        let (mechanism, other, _) = self.by_id.remove(id)?;
+        if other != id {
+            self.by_id.remove(&other);
+        }
+        Some(mechanism)
+    }
+
+    fn connections(&self) -> usize {
+        self.by_id.values().filter(|(_, _, sent)| *sent).count()
+    }
 }
 
 impl GrpcNextHop {
@@ -80,7 +115,15 @@ impl GrpcNextHop {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-            .cloned()
+    }
+
+    /// How many next-hop connections this client remembers a mechanism
+    /// for: requested and not yet closed through it.
+    pub fn open_connections(&self) -> usize {
+        self.chosen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connections()
     }
 
     fn with_timeout<T>(&self, mut req: tonic::Request<T>) -> tonic::Request<T> {
@@ -123,7 +166,7 @@ impl NextHop for GrpcNextHop {
                 this.chosen
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(sent_id, m.clone());
+                    .insert(sent_id, conn.id.clone(), m.clone());
             }
             Ok(conn)
         })

@@ -337,7 +337,16 @@ async fn keep(
         let mut nse = registration.endpoint(SystemTime::now());
         // The registry's first-registration stamp survives refreshes.
         nse.initial_registration_time = last.as_ref().and_then(|l| l.initial_registration_time);
-        match client.register(nse.clone()).await {
+        let result = tokio::select! {
+            _ = &mut stop => {
+                // The registry may have stored this one already; make sure
+                // shutdown unregisters it.
+                last = Some(nse);
+                break;
+            }
+            r = client.register(nse.clone()) => r,
+        };
+        match result {
             Ok(stored) => {
                 registrations += 1;
                 attempts = 0;
@@ -358,13 +367,22 @@ async fn keep(
                 });
                 // Refresh with a third of the lifetime left, as the Go
                 // SDK's registry refresh client does, which leaves room
-                // for retries before the entry expires.
-                let refresh_in = expires.duration_since(now).unwrap_or_default() * 2 / 3;
+                // for retries before the entry expires. The floor keeps an
+                // expiry already past (clock skew) from spinning.
+                let refresh_in = (expires.duration_since(now).unwrap_or_default() * 2 / 3)
+                    .max(client.backoff.initial);
                 let watching = quick_losses < MAX_QUICK_LOSSES;
                 let opened = Instant::now();
                 tokio::select! {
                     _ = &mut stop => break,
-                    () = tokio::time::sleep(refresh_in) => continue,
+                    () = tokio::time::sleep(refresh_in) => {
+                        // A registry that would not hold a watch gets
+                        // another chance each refresh.
+                        if !watching {
+                            quick_losses = 0;
+                        }
+                        continue;
+                    }
                     () = client.lost(&registration.name), if watching => {
                         if opened.elapsed() < QUICK_LOSS {
                             quick_losses += 1;

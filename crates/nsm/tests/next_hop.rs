@@ -9,7 +9,10 @@ use std::time::Duration;
 use common::{Fixture, PATIENCE};
 use sriov_api::nsm::connection::{Connection, Mechanism, Path, PathSegment, State};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
-use sriov_chain::NextHop;
+use std::sync::Arc;
+
+use sriov_chain::elements::connect::Connect;
+use sriov_chain::{Chain, Ctx, NextHop};
 use sriov_nsm::mechanism::{CLS_LOCAL, CLS_REMOTE, NOOP};
 use sriov_nsm::{GrpcNextHop, NsmUrl};
 use tokio::time::timeout;
@@ -112,7 +115,9 @@ async fn refresh_and_close_carry_the_mechanism_the_next_hop_chose() {
     // Close as the chain does: the client's connection, KERNEL mechanism.
     let mut closing = request("conn-2").connection.unwrap();
     closing.mechanism = Some(kernel());
+    assert_eq!(hop.open_connections(), 1);
     hop.close(closing).await.unwrap();
+    assert_eq!(hop.open_connections(), 0);
     let closes = fx.nsmgr.closes();
     assert_eq!(closes.len(), 1);
     assert_eq!(closes[0].id, "conn-2");
@@ -194,4 +199,28 @@ async fn call_timeout_bounds_a_next_hop_that_never_answers() {
         ),
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn chain_connect_element_over_grpc_gives_the_client_its_own_mechanism_back() {
+    let fx = Fixture::new().await;
+    let hop = next_hop(&fx);
+    let chain = Chain::new().with(Connect::new(Arc::new(hop.clone())));
+    let mut ctx = Ctx::new();
+
+    let conn = timeout(PATIENCE, chain.request(&mut ctx, request("conn-6")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.mechanism, Some(kernel()));
+    assert_eq!(conn.id, "conn-6");
+    let onward = fx.nsmgr.requests()[0].connection.clone().unwrap();
+    assert_eq!(onward.mechanism, None);
+    assert_eq!(hop.open_connections(), 1);
+
+    chain.close(&mut ctx, conn).await.unwrap();
+    let closes = fx.nsmgr.closes();
+    assert_eq!(closes.len(), 1);
+    assert_eq!(closes[0].mechanism.as_ref().unwrap().r#type, NOOP);
+    assert_eq!(hop.open_connections(), 0);
 }

@@ -178,6 +178,36 @@ async fn endpoint_deleted_by_the_registry_is_registered_again() {
 }
 
 #[tokio::test]
+async fn registry_that_cannot_watch_is_not_hammered() {
+    let fx = Fixture::new().await;
+    fx.nsmgr.hold_watches(false);
+    let handle = fx.registry().keep_registered(fx.registration(LONG));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Each ended watch looks like a lost registry at first; after a few
+    // the task stops watching and waits for the (ten-minute) refresh.
+    assert!(
+        fx.nsmgr
+            .wait_for_calls(PATIENCE, |calls| {
+                calls
+                    .iter()
+                    .filter(|c| matches!(c, Call::Register(_)))
+                    .count()
+                    >= 4
+            })
+            .await
+    );
+    let mut calls = fx.nsmgr.subscribe();
+    let later = timeout(Duration::from_millis(500), calls.recv()).await;
+    assert!(later.is_err(), "still calling: {later:?}");
+    assert_eq!(fx.nsmgr.registers().len(), 4);
+    assert!(fx.nsmgr.endpoint("forwarder-sriov-node1").is_some());
+}
+
+#[tokio::test]
 async fn absent_registry_is_retried_until_it_appears() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("late/nsm.io.sock");
