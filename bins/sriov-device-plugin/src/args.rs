@@ -1,0 +1,132 @@
+//! Command-line flags: SRDP's three, path overrides for tests, and SRDP's logging flags
+//! accepted and ignored so a DaemonSet's args keep working.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// SR-IOV network device plugin, a drop-in for sriov-network-device-plugin.
+#[derive(Debug, Parser)]
+#[command(name = "sriov-device-plugin", version)]
+pub(crate) struct Args {
+    /// JSON device pool config file.
+    #[arg(long, default_value = sriov_resource_pools::DEFAULT_CONFIG_FILE)]
+    pub(crate) config_file: PathBuf,
+    /// Resource name prefix for resources that set none.
+    #[arg(long, default_value = sriov_resource_pools::DEFAULT_RESOURCE_PREFIX)]
+    pub(crate) resource_prefix: String,
+    /// Hand devices to containers as CDI devices and keep CDI specs in --cdi-dir.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) use_cdi: bool,
+    /// Print each pool's members and why each device matched or not, then exit.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) dry_run: bool,
+
+    /// Root of sysfs (its bus/pci/devices and bus/pci/drivers are read).
+    #[arg(long, default_value = "/sys")]
+    pub(crate) sysfs_root: PathBuf,
+    /// IPv4 routing table, for leaving NICs with the default route to the host.
+    #[arg(long, default_value = "/proc/net/route")]
+    pub(crate) proc_net_route: PathBuf,
+    /// Directory holding vhost-net and net/tun.
+    #[arg(long, default_value = "/dev")]
+    pub(crate) dev_dir: PathBuf,
+    /// Kubelet's device-plugin directory (kubelet.sock).
+    #[arg(long, default_value = "/var/lib/kubelet/device-plugins")]
+    pub(crate) device_plugin_dir: PathBuf,
+    /// Kubelet's plugin-watcher directory; used when it exists, as SRDP does.
+    #[arg(long, default_value = "/var/lib/kubelet/plugins_registry")]
+    pub(crate) plugins_registry_dir: PathBuf,
+    /// Kubelet's pod-resources socket, to learn which VFs pods still hold.
+    #[arg(long, default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
+    pub(crate) pod_resources_socket: PathBuf,
+    /// Where device-info files go.
+    #[arg(long, default_value = sriov_resource_pools::DEFAULT_DEVINFO_DIR)]
+    pub(crate) devinfo_dir: PathBuf,
+    /// Where CDI specs go (with --use-cdi).
+    #[arg(long, default_value = sriov_resource_pools::DEFAULT_CDI_DIR)]
+    pub(crate) cdi_dir: PathBuf,
+    /// Seconds between rescans of sysfs (VF count changes, driver rebinds).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rescan_interval: u64,
+    /// Where device health comes from: `netlink` (link state) or `none` (always healthy, as SRDP).
+    #[arg(long, default_value = "netlink", value_parser = ["netlink", "none"])]
+    pub(crate) link_health: String,
+
+    /// SRDP (glog) logging flag; ignored, use RUST_LOG.
+    #[arg(long, hide = true)]
+    pub(crate) log_dir: Option<String>,
+    /// SRDP (glog) logging flag; ignored, use RUST_LOG.
+    #[arg(long, hide = true)]
+    pub(crate) log_level: Option<String>,
+    /// glog verbosity; ignored, use RUST_LOG.
+    #[arg(long = "v", hide = true)]
+    pub(crate) verbosity: Option<String>,
+    /// glog flag; ignored.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) logtostderr: Option<String>,
+    /// glog flag; ignored.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) alsologtostderr: Option<String>,
+    /// glog flag; ignored.
+    #[arg(long, hide = true)]
+    pub(crate) stderrthreshold: Option<String>,
+}
+
+/// Go's flag package accepts `-flag` as well as `--flag`; clap wants two dashes for long
+/// flags, so single-dash long flags are rewritten before parsing.
+pub(crate) fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let long_single = i > 0
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a[1..].starts_with(|c: char| c.is_ascii_alphabetic());
+            // `-v=10` and `-v 10` are glog's verbosity, also a long flag in Go.
+            if long_single || (i > 0 && (a == "-v" || a.starts_with("-v="))) {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(go_style(args.iter().map(|s| s.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_srdps() {
+        let a = parse(&["sriov-device-plugin"]);
+        assert_eq!(a.config_file, PathBuf::from("/etc/pcidp/config.json"));
+        assert_eq!(a.resource_prefix, "intel.com");
+        assert!(!a.use_cdi);
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_and_glog_flags_are_accepted() {
+        let a = parse(&[
+            "x",
+            "-config-file=/etc/x.json",
+            "--resource-prefix=openshift.io",
+            "-use-cdi",
+            "--log-dir=sriovdp",
+            "--log-level=10",
+            "-v=4",
+            "-logtostderr",
+        ]);
+        assert_eq!(a.config_file, PathBuf::from("/etc/x.json"));
+        assert_eq!(a.resource_prefix, "openshift.io");
+        assert!(a.use_cdi);
+        assert_eq!(a.verbosity.as_deref(), Some("4"));
+        assert!(!parse(&["x", "-use-cdi=false"]).use_cdi);
+    }
+}

@@ -1,0 +1,198 @@
+//! `sriov-device-plugin`: the standalone SR-IOV network device plugin, a drop-in for
+//! k8snetworkplumbingwg/sriov-network-device-plugin (same flags, config, resource names, env
+//! and device-info files), built on `sriov-resource-pools` and `sriov-deviceplugin`.
+//!
+//! Composition only: load the config (exit on any error, naming the field), discover, serve
+//! one device plugin per resource, keep pools current (periodic rescans and netlink link
+//! events), and clean device-info files and CDI specs at start and stop.
+
+mod args;
+mod links;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatcher};
+use sriov_pci::Sysfs;
+use sriov_resource_pools::{
+    CdiDir, Config, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
+    PoolManager, PoolSettings,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::args::Args;
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse_from(args::go_style(std::env::args()));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sriov-device-plugin: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.log_dir.is_some() || args.log_level.is_some() || args.verbosity.is_some() {
+        tracing::info!("glog flags (--log-dir, --log-level, -v) are ignored; set RUST_LOG instead");
+    }
+    let config = Config::load(&args.config_file, &args.resource_prefix)
+        .with_context(|| format!("invalid config {}", args.config_file.display()))?;
+    for w in &config.warnings {
+        tracing::warn!(field = %w.field, "{}", w.message);
+    }
+    let host = Host::new(HostPaths {
+        sysfs: Sysfs::under_root(&args.sysfs_root),
+        proc_net_route: args.proc_net_route.clone(),
+        dev_dir: args.dev_dir.clone(),
+    });
+    let settings = PoolSettings {
+        default_prefix: args.resource_prefix.clone(),
+        use_cdi: args.use_cdi,
+        devinfo: DeviceInfoDir::new(&args.devinfo_dir),
+        cdi: CdiDir::new(&args.cdi_dir),
+    };
+    if args.dry_run {
+        let manager = PoolManager::new(&config, host, settings, Arc::new(NoLinkHealth));
+        print!("{}", manager.explain().context("discovering devices")?);
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, config, host, settings))
+}
+
+async fn serve(
+    args: Args,
+    config: Config,
+    host: Host,
+    settings: PoolSettings,
+) -> anyhow::Result<()> {
+    let rescan = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let links: Arc<dyn LinkHealth> = match args.link_health.as_str() {
+        "netlink" => {
+            let table = Arc::new(LinkTable::new());
+            links::spawn(table.clone(), rescan.clone(), stop_rx.clone());
+            table
+        }
+        _ => Arc::new(NoLinkHealth),
+    };
+    let manager = Arc::new(PoolManager::new(&config, host, settings, links));
+    manager
+        .clean_files()
+        .context("cleaning device-info files and CDI specs")?;
+    {
+        let m = manager.clone();
+        tokio::task::spawn_blocking(move || m.refresh())
+            .await
+            .context("discovery task")?
+            .context("discovering devices")?;
+    }
+    for pool in manager.pools() {
+        let n = pool.devices().borrow().len();
+        tracing::info!(
+            resource = pool.resource_name(),
+            devices = n,
+            "resource pool ready"
+        );
+    }
+
+    let mut tasks = Vec::new();
+    let mut watcher = PodResourcesWatcher::new(&args.pod_resources_socket, Duration::from_secs(10));
+    for pool in manager.pools() {
+        let mut cfg = PluginConfig::new(pool.resource_name());
+        cfg.device_plugin_dir = args.device_plugin_dir.clone();
+        cfg.plugins_registry_dir = args.plugins_registry_dir.clone();
+        let plugin = DevicePlugin::new(cfg, pool.clone());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            plugin
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+        watcher = watcher.watch(pool.resource_name(), pool.clone() as Arc<dyn Backend>);
+    }
+    {
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            watcher
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    {
+        let manager = manager.clone();
+        let rescan = rescan.clone();
+        let mut stop = stop_rx.clone();
+        let every = Duration::from_secs(args.rescan_interval.max(1));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every) => {}
+                    _ = rescan.notified() => {}
+                }
+                let m = manager.clone();
+                match tokio::task::spawn_blocking(move || m.refresh()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
+                    Err(e) => tracing::warn!("rescan task failed: {e}"),
+                }
+            }
+        }));
+    }
+
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    manager
+        .clean_files()
+        .context("cleaning device-info files and CDI specs")?;
+    Ok(())
+}
+
+/// SRDP stops on SIGHUP, SIGINT, SIGTERM and SIGQUIT.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::quit(), "SIGQUIT"),
+    ];
+    let mut streams = Vec::new();
+    for (kind, name) in kinds {
+        match signal(kind) {
+            Ok(s) => streams.push((s, name)),
+            Err(e) => tracing::warn!("cannot watch {name}: {e}"),
+        }
+    }
+    let waits = streams.iter_mut().map(|(s, name)| {
+        let name: &'static str = name;
+        Box::pin(async move {
+            s.recv().await;
+            name
+        })
+    });
+    futures::future::select_all(waits).await.0
+}

@@ -1,0 +1,323 @@
+//! The binary against a fake kubelet over unix sockets in a temp dir, on a fake sysfs tree.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
+use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
+use sriov_api::tonic::transport::Server;
+use sriov_api::tonic::{self, Request, Response, Status};
+use sriov_deviceplugin::connect_unix;
+use sriov_pci_fake::{FakeSysfs, fixtures};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sriov-device-plugin");
+
+const CONFIG: &str = r#"{"resourceList":[
+    {"resourceName":"x710","selectors":{"vendors":["8086"],"drivers":["iavf"]}},
+    {"resourceName":"igb_vf","selectors":{"drivers":["igbvf"]}},
+    {"resourceName":"cx5","resourcePrefix":"nvidia.com","selectors":{"drivers":["mlx5_core"]},"bogus":1}
+]}"#;
+
+#[derive(Clone, Default)]
+struct Registrar {
+    requests: Arc<Mutex<Vec<dp::RegisterRequest>>>,
+}
+
+#[tonic::async_trait]
+impl dp::registration_server::Registration for Registrar {
+    async fn register(
+        &self,
+        req: Request<dp::RegisterRequest>,
+    ) -> Result<Response<dp::Empty>, Status> {
+        self.requests.lock().unwrap().push(req.into_inner());
+        Ok(Response::new(dp::Empty {}))
+    }
+}
+
+struct Node {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    fake: FakeSysfs,
+}
+
+impl Node {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let fake = fixtures::node().build().unwrap();
+        std::fs::create_dir_all(root.join("device-plugins")).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::write(root.join("config.json"), CONFIG).unwrap();
+        std::fs::write(
+            root.join("route"),
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n",
+        )
+        .unwrap();
+        Self {
+            _tmp: tmp,
+            root,
+            fake,
+        }
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let p = |rel: &str| self.root.join(rel).display().to_string();
+        let mut c = Command::new(BIN);
+        c.arg(format!("--config-file={}", p("config.json")))
+            .arg(format!("--sysfs-root={}", self.fake.root().display()))
+            .arg(format!("--proc-net-route={}", p("route")))
+            .arg(format!("--dev-dir={}", p("dev")))
+            .arg(format!("--device-plugin-dir={}", p("device-plugins")))
+            .arg(format!("--plugins-registry-dir={}", p("plugins_registry")))
+            .arg(format!(
+                "--pod-resources-socket={}",
+                p("pod-resources.sock")
+            ))
+            .arg(format!("--devinfo-dir={}", p("devinfo")))
+            .arg(format!("--cdi-dir={}", p("cdi")))
+            .arg("--link-health=none")
+            .arg("--rescan-interval=1")
+            // SRDP DaemonSets pass these; they must not stop us.
+            .arg("--log-dir=sriovdp")
+            .arg("--log-level=10")
+            .args(extra)
+            .env("RUST_LOG", "warn");
+        c
+    }
+
+    fn dp_dir(&self) -> PathBuf {
+        self.root.join("device-plugins")
+    }
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn start_kubelet(dir: &Path, registrar: &Registrar) -> tokio::task::JoinHandle<()> {
+    let listener = UnixListener::bind(dir.join("kubelet.sock")).unwrap();
+    let svc = dp::registration_server::RegistrationServer::new(registrar.clone());
+    tokio::spawn(async move {
+        let _ = Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(UnixListenerStream::new(listener))
+            .await;
+    })
+}
+
+async fn client(sock: &Path) -> DevicePluginClient<tonic::transport::Channel> {
+    DevicePluginClient::new(connect_unix(sock).await.unwrap())
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_every_pool_to_kubelet_allocates_and_picks_up_new_vfs() {
+    let node = Node::new();
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    // A stale device-info file of ours from a previous run, and someone else's.
+    let devinfo = node.root.join("devinfo");
+    std::fs::create_dir_all(&devinfo).unwrap();
+    std::fs::write(
+        devinfo.join("intel.com-x710-0000:3b:02.3-device.json"),
+        "{}",
+    )
+    .unwrap();
+    std::fs::write(
+        devinfo.join("example.com-other-0000:3b:02.3-device.json"),
+        "{}",
+    )
+    .unwrap();
+
+    let mut child = node.command(&[]).stderr(Stdio::piped()).spawn().unwrap();
+    eventually("three registrations", || {
+        registrar.requests.lock().unwrap().len() >= 3
+    })
+    .await;
+    let mut names: Vec<String> = registrar
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.version, "v1beta1");
+            assert!(
+                r.options
+                    .as_ref()
+                    .unwrap()
+                    .get_preferred_allocation_available
+            );
+            format!("{} {}", r.resource_name, r.endpoint)
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "intel.com/igb_vf intel.com_igb_vf.sock",
+            "intel.com/x710 intel.com_x710.sock",
+            "nvidia.com/cx5 nvidia.com_cx5.sock"
+        ]
+    );
+    assert!(
+        !devinfo
+            .join("intel.com-x710-0000:3b:02.3-device.json")
+            .exists(),
+        "cleaned at start"
+    );
+    assert!(
+        devinfo
+            .join("example.com-other-0000:3b:02.3-device.json")
+            .exists()
+    );
+
+    let mut x710 = client(&node.dp_dir().join("intel.com_x710.sock")).await;
+    let mut stream = x710
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let ids: Vec<&str> = first.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), 8);
+    assert_eq!(ids[0], "0000:3b:02.0");
+    assert!(first.devices.iter().all(|d| d.health == "Healthy"));
+    assert_eq!(first.devices[0].topology.as_ref().unwrap().nodes[0].id, 0);
+
+    let pref = x710
+        .get_preferred_allocation(dp::PreferredAllocationRequest {
+            container_requests: vec![dp::ContainerPreferredAllocationRequest {
+                available_device_i_ds: vec![
+                    "0000:3b:02.0".into(),
+                    "0000:3b:0a.0".into(),
+                    "0000:3b:0a.1".into(),
+                ],
+                must_include_device_i_ds: vec![],
+                allocation_size: 2,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chosen = pref.container_responses[0].device_i_ds.clone();
+    chosen.sort();
+    assert_eq!(
+        chosen,
+        vec!["0000:3b:0a.0", "0000:3b:0a.1"],
+        "packed on one PF"
+    );
+
+    let resp = x710
+        .allocate(dp::AllocateRequest {
+            container_requests: vec![dp::ContainerAllocateRequest {
+                devices_ids: vec!["0000:3b:02.1".into()],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let envs = &resp.container_responses[0].envs;
+    assert_eq!(envs["PCIDEVICE_INTEL_COM_X710"], "0000:3b:02.1");
+    let info: serde_json::Value =
+        serde_json::from_str(&envs["PCIDEVICE_INTEL_COM_X710_INFO"]).unwrap();
+    assert_eq!(info["0000:3b:02.1"]["generic"]["deviceID"], "0000:3b:02.1");
+    let file = devinfo.join("intel.com-x710-0000:3b:02.1-device.json");
+    assert!(file.exists());
+
+    // Enabling VFs on the 82576 after start: its pool gains them without a restart.
+    let mut igb = client(&node.dp_dir().join("intel.com_igb_vf.sock")).await;
+    let mut igb_stream = igb.list_and_watch(dp::Empty {}).await.unwrap().into_inner();
+    assert!(
+        igb_stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .devices
+            .is_empty()
+    );
+    node.fake
+        .sysfs()
+        .set_num_vfs("0000:01:00.0".parse().unwrap(), 3)
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), igb_stream.message())
+        .await
+        .expect("the pool published its new VFs")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.devices.len(), 3);
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+    assert!(!file.exists(), "device-info files are removed at stop");
+    assert!(
+        devinfo
+            .join("example.com-other-0000:3b:02.3-device.json")
+            .exists()
+    );
+    assert!(!node.dp_dir().join("intel.com_x710.sock").exists());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("resourceList[2].bogus"),
+        "unknown key warned about: {stderr}"
+    );
+}
+
+#[test]
+fn dry_run_prints_pools_and_the_reason_for_every_device() {
+    let node = Node::new();
+    let out = node.command(&["--dry-run"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("intel.com/x710: 8 device(s)"), "{text}");
+    assert!(text.contains("intel.com/igb_vf: 0 device(s)"), "{text}");
+    assert!(text.contains("nvidia.com/cx5: 2 device(s)"), "{text}");
+    assert!(
+        text.contains("skipped: it is a PF with 4 VFs enabled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not intel.com/x710: selectors[0]: drivers: driver e1000e is not in [iavf]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_config_stops_the_plugin_naming_the_field() {
+    let node = Node::new();
+    std::fs::write(
+        node.root.join("config.json"),
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"pfNames":["ens1f0#3-1"]}}]}"#,
+    )
+    .unwrap();
+    let out = node.command(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resourceList[0].selectors.pfNames[0]")
+            && err.contains("ends before it starts"),
+        "{err}"
+    );
+}
