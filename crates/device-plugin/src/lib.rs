@@ -88,6 +88,8 @@
 mod authority;
 mod backend;
 mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod plugin;
 mod podresources;
 mod preferred;
