@@ -269,7 +269,8 @@ impl RtNetlink {
         }
     }
 
-    /// Down, move home under the original name, restore MTU and MAC. Returns the home ifindex.
+    /// Move home under the original name (which takes it down), restore MTU and MAC. Returns the
+    /// home ifindex.
     async fn return_home(&self, client: &Handle, record: &MovedLink) -> Result<u32> {
         let original = &record.original;
         let current =
@@ -279,9 +280,8 @@ impl RtNetlink {
                     link: record.client_name.clone(),
                     netns: record.netns.to_string(),
                 })?;
-        if current.up {
-            set_up(client, current.index, false, &current.name).await?;
-        }
+        // No explicit "down": the move closes the link itself (dev_change_net_namespace calls
+        // dev_close), and a separate close would cost another RCU grace period.
         let msg = LinkUnspec::new_with_index(current.index)
             .setns_by_fd(self.home_fd())
             .name(original.name.as_str())
