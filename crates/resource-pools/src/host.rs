@@ -7,7 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sriov_pci::{PciAddress, Sysfs};
+use std::collections::HashMap;
+
+use sriov_pci::{PciAddress, Sysfs, VirtFn};
 use sriov_vfio::{IommuGroup, NOIOMMU_GROUP_NAME};
 
 use crate::error::PoolError;
@@ -189,6 +191,9 @@ pub struct Discovery {
     pub skipped: Vec<(HostDevice, SkipReason)>,
 }
 
+/// Per discovery pass: each PF's VFs and first interface name.
+type PfCache = HashMap<PciAddress, (Vec<VirtFn>, Option<String>)>;
+
 /// Reads the host.
 #[derive(Clone)]
 pub struct Host {
@@ -245,6 +250,7 @@ impl Host {
         addresses.sort();
         let routed = default_route_interfaces(&self.paths.proc_net_route)?;
         let mut out = Discovery::default();
+        let mut pfs = PfCache::new();
         for address in addresses {
             let ids = match sysfs.ids(address) {
                 Ok(ids) => ids,
@@ -256,7 +262,7 @@ impl Host {
             if class != 0x02 && class != 0x12 {
                 continue;
             }
-            let dev = self.describe(address)?;
+            let dev = self.describe_with(address, &mut pfs)?;
             if class == 0x02 {
                 if let Some(netdev) = dev.netdevs.iter().find(|n| routed.contains(*n)) {
                     let netdev = netdev.clone();
@@ -281,6 +287,16 @@ impl Host {
 
     /// All facts about one device.
     pub fn describe(&self, address: PciAddress) -> Result<HostDevice, PoolError> {
+        self.describe_with(address, &mut PfCache::new())
+    }
+
+    /// [`describe`](Self::describe), reading each PF's VF list and name once per pass (a PF
+    /// with 128 VFs would otherwise have its 128 `virtfn` links read for every VF).
+    fn describe_with(
+        &self,
+        address: PciAddress,
+        pfs: &mut PfCache,
+    ) -> Result<HostDevice, PoolError> {
         let sysfs = &self.paths.sysfs;
         let ids = sysfs.ids(address)?;
         let dir = sysfs.device_dir(address);
@@ -288,13 +304,18 @@ impl Host {
         let pf = sysfs.physfn(address)?;
         let (pf_name, vf_index) = match pf {
             Some(pf) => {
-                let name = sysfs.netdevs(pf)?.into_iter().next();
-                let index = sysfs
-                    .vfs(pf)?
-                    .into_iter()
+                let (vfs, name) = match pfs.get(&pf) {
+                    Some(known) => known,
+                    None => {
+                        let name = sysfs.netdevs(pf)?.into_iter().next();
+                        pfs.entry(pf).or_insert((sysfs.vfs(pf)?, name))
+                    }
+                };
+                let index = vfs
+                    .iter()
                     .find(|vf| vf.address == address)
                     .map(|vf| vf.index);
-                (name, index)
+                (name.clone(), index)
             }
             None => (None, None),
         };

@@ -17,7 +17,7 @@
 //! [`refresh`](PoolManager::refresh) it rediscovers the host and hands each device to the first
 //! pool, and within it the first selector object, that takes it ([`selector::matches`], in
 //! SRDP's selector order); so devices that appear later join their pool without a restart.
-//! Health comes from a [`LinkHealth`] (the binary feeds it from netlink): a PF link down or
+//! Health comes from a [`LinkHealth`] ([`follow_links`] feeds a [`LinkTable`] from netlink): a PF link down or
 //! gone, or a VF netdev vanishing while no pod holds the VF, makes the device unhealthy.
 //!
 //! A [`ResourcePool`] is a `sriov-deviceplugin` [`Backend`](sriov_deviceplugin::Backend):
@@ -55,6 +55,7 @@ mod files;
 mod health;
 mod host;
 mod info;
+mod netlink_health;
 mod pool;
 pub mod selector;
 
@@ -76,6 +77,7 @@ pub use info::{
     DEVICE_INFO_VERSION, DeviceInfo, DeviceInfoFile, PciInfo, VFIO_CONTAINER, VdpaInfo,
     device_info, device_info_file, env_name,
 };
+pub use netlink_health::follow_links;
 pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
