@@ -161,6 +161,10 @@ pub enum SkipReason {
         /// `sriov_numvfs`.
         num_vfs: u32,
     },
+    /// No driver is bound (SRDP cannot describe such a device and leaves it out).
+    NoDriver,
+    /// Its sysfs facts could not be read (it may be going away); retried on the next pass.
+    Unreadable(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -178,6 +182,8 @@ impl fmt::Display for SkipReason {
                     "it is a PF with {num_vfs} VFs enabled (its VFs are offered instead)"
                 )
             }
+            SkipReason::NoDriver => write!(f, "no driver is bound to it"),
+            SkipReason::Unreadable(why) => write!(f, "its sysfs facts are unreadable: {why}"),
         }
     }
 }
@@ -187,8 +193,10 @@ impl fmt::Display for SkipReason {
 pub struct Discovery {
     /// Devices pools may take, by address.
     pub devices: Vec<HostDevice>,
-    /// Network devices left out, with why.
+    /// Devices left out, with why.
     pub skipped: Vec<(HostDevice, SkipReason)>,
+    /// Devices that could not even be described.
+    pub unreadable: Vec<(PciAddress, SkipReason)>,
 }
 
 /// Per discovery pass: each PF's VFs and first interface name.
@@ -256,13 +264,30 @@ impl Host {
                 Ok(ids) => ids,
                 // A device removed between readdir and read (VFs going away) is simply gone.
                 Err(_) if !sysfs.exists(address) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(device = %address, "cannot read device ids: {e}");
+                    out.unreadable
+                        .push((address, SkipReason::Unreadable(e.to_string())));
+                    continue;
+                }
             };
             let class = ids.base_class();
             if class != 0x02 && class != 0x12 {
                 continue;
             }
-            let dev = self.describe_with(address, &mut pfs)?;
+            let dev = match self.describe_with(address, &mut pfs) {
+                Ok(dev) => dev,
+                Err(e) => {
+                    tracing::warn!(device = %address, "cannot describe device: {e}");
+                    out.unreadable
+                        .push((address, SkipReason::Unreadable(e.to_string())));
+                    continue;
+                }
+            };
+            if dev.driver.is_none() {
+                out.skipped.push((dev, SkipReason::NoDriver));
+                continue;
+            }
             if class == 0x02 {
                 if let Some(netdev) = dev.netdevs.iter().find(|n| routed.contains(*n)) {
                     let netdev = netdev.clone();

@@ -397,6 +397,8 @@ pub struct Explanation {
     pub devices: Vec<(HostDevice, Verdict)>,
     /// Every resource with its members' addresses, in config order.
     pub pools: Vec<(String, Vec<PciAddress>)>,
+    /// Devices whose facts could not be read, with why.
+    pub unreadable: Vec<(PciAddress, SkipReason)>,
 }
 
 impl fmt::Display for Explanation {
@@ -437,6 +439,9 @@ impl fmt::Display for Explanation {
                     refusals(f, list)?;
                 }
             }
+        }
+        for (address, reason) in &self.unreadable {
+            writeln!(f, "  {address}\n    skipped: {reason}")?;
         }
         Ok(())
     }
@@ -557,7 +562,11 @@ impl PoolManager {
             devices.push((dev, Verdict::Skipped(reason)));
         }
         devices.sort_by_key(|(d, _)| d.address);
-        Ok(Explanation { devices, pools })
+        Ok(Explanation {
+            devices,
+            pools,
+            unreadable: discovery.unreadable,
+        })
     }
 
     /// Rediscovers the host, re-assigns devices (first pool, then first selector, that takes

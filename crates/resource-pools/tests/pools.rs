@@ -60,6 +60,36 @@ fn a_nic_carrying_the_default_route_is_left_to_the_host() {
 }
 
 #[test]
+fn a_device_without_a_driver_is_left_out_as_srdp_does() {
+    let lab = Lab::new();
+    // 00:14.3 is a network controller (class 0x0280) no driver claims.
+    assert!(!lab.select("{}").contains(&"0000:00:14.3".to_string()));
+    let m = lab.manager(r#"{"resourceList":[{"resourceName":"p","selectors":{}}]}"#);
+    let text = m.explain().unwrap().to_string();
+    assert!(
+        text.contains("0000:00:14.3 8086:a370 driver=-\n    skipped: no driver is bound to it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreadable_device_is_skipped_and_the_rest_still_pooled() {
+    let lab = Lab::new();
+    std::fs::write(lab.dev_dir("0000:3b:02.1").join("vendor"), "garbage\n").unwrap();
+    let got = lab.select(r#"{"pfNames":["ens785f0"]}"#);
+    assert_eq!(
+        got,
+        strings(&["0000:3b:02.0", "0000:3b:02.2", "0000:3b:02.3"])
+    );
+    let m = lab.manager(r#"{"resourceList":[{"resourceName":"p","selectors":{}}]}"#);
+    let text = m.explain().unwrap().to_string();
+    assert!(
+        text.contains("0000:3b:02.1\n    skipped: its sysfs facts are unreadable"),
+        "{text}"
+    );
+}
+
+#[test]
 fn each_selector_filters_as_srdp_does() {
     let lab = Lab::new();
     lab.write("0000:3b:02.1", "acpi_index", "101\n");
