@@ -224,3 +224,35 @@ async fn chain_connect_element_over_grpc_gives_the_client_its_own_mechanism_back
     assert_eq!(closes[0].mechanism.as_ref().unwrap().r#type, NOOP);
     assert_eq!(hop.open_connections(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_connection() {
+    let fx = Fixture::new().await;
+    let hop = next_hop(&fx);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let hop = hop.clone();
+            tokio::spawn(async move { hop.request(request(&format!("conn-{i}"))).await })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let conn = timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+        assert_eq!(conn.id, format!("conn-{i}"));
+    }
+    assert_eq!(fx.nsmgr.requests().len(), 64);
+    assert_eq!(hop.open_connections(), 64);
+    let closes: Vec<_> = (0..64)
+        .map(|i| {
+            let hop = hop.clone();
+            tokio::spawn(async move {
+                hop.close(request(&format!("conn-{i}")).connection.unwrap())
+                    .await
+            })
+        })
+        .collect();
+    for task in closes {
+        timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(hop.open_connections(), 0);
+    assert_eq!(fx.nsmgr.closes().len(), 64);
+}

@@ -35,6 +35,21 @@ async fn dial_to_a_missing_socket_fails_unavailable_naming_the_url() {
 }
 
 #[tokio::test]
+async fn calls_to_a_closed_tcp_port_are_unavailable() {
+    // Port 1 on loopback: nothing listens there, the kernel refuses.
+    let url = NsmUrl::parse("127.0.0.1:1").unwrap();
+    let err = timeout(PATIENCE, dial(&url, DEFAULT_DIAL_TIMEOUT))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let registry = RegistryClient::new(url, DEFAULT_DIAL_TIMEOUT).unwrap();
+    let err = registry.unregister(Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.to_string().contains("tcp://127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
 async fn listen_unix_creates_the_directory_and_replaces_a_stale_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/forwarder.sock");
