@@ -1,22 +1,30 @@
 //! Command line: subcommands and the sysfs location options they share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sriov_pci::{PciAddress, Sysfs};
 
-/// NSM SR-IOV forwarder.
+/// NSM SR-IOV forwarder: serves NSM's KERNEL and VFIO mechanisms from
+/// SR-IOV VFs and advertises them to kubelet. Without a subcommand it runs
+/// the daemon, configured by the environment below and the SR-IOV config
+/// file (NSM_SRIOV_CONFIG_FILE).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, long_about = None, after_help = sriov_config::EnvConfig::help())]
 pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the forwarder daemon (the default).
+    Run,
+    /// Validate the environment and the SR-IOV config file against sysfs;
+    /// exit non-zero with every problem found. Changes nothing.
+    CheckConfig,
     /// Print PFs, VFs, drivers and IOMMU groups as discovery sees them.
     Inventory {
         #[command(flatten)]
@@ -80,28 +88,54 @@ pub(crate) struct SysfsArgs {
 }
 
 impl SysfsArgs {
-    /// The sysfs view; a fixture root (it carries `fake-kernel.json`) gets
-    /// the fake kernel so writes react as on a real node.
+    /// The sysfs view.
     pub(crate) fn sysfs(&self) -> Result<Sysfs> {
-        let Some(root) = &self.sysfs_root else {
-            return Ok(Sysfs::new(&self.pci_devices_path, &self.pci_drivers_path));
-        };
-        if root.join(sriov_pci_fake::META_FILE).exists() {
-            let fake = sriov_pci_fake::FakeKernel::attach(root)
-                .with_context(|| format!("attaching the fake kernel to {}", root.display()))?;
-            eprintln!(
-                "note: {} is a fixture tree; writes go through the fake kernel",
-                root.display()
-            );
-            return Ok(Sysfs::under_root(root).with_writer(Arc::new(fake)));
+        match &self.sysfs_root {
+            Some(root) => sysfs_at(&root.join("bus/pci/devices"), &root.join("bus/pci/drivers")),
+            None => sysfs_at(&self.pci_devices_path, &self.pci_drivers_path),
         }
-        Ok(Sysfs::under_root(root))
     }
+}
+
+/// A sysfs view of the given dirs. When their root (`<root>/bus/pci/devices`)
+/// is a fixture tree, marked by `fake-kernel.json`, writes go through the
+/// fake kernel so they react as on a real node (the demo and the
+/// end-to-end tests); a real sysfs never has that file.
+pub(crate) fn sysfs_at(devices: &Path, drivers: &Path) -> Result<Sysfs> {
+    let sysfs = Sysfs::new(devices, drivers);
+    let Some(root) = devices.ancestors().nth(3) else {
+        return Ok(sysfs);
+    };
+    if root.join(sriov_pci_fake::META_FILE).exists() {
+        let fake = sriov_pci_fake::FakeKernel::attach(root)
+            .with_context(|| format!("attaching the fake kernel to {}", root.display()))?;
+        eprintln!(
+            "note: {} is a fixture tree; writes go through the fake kernel",
+            root.display()
+        );
+        return Ok(sysfs.with_writer(Arc::new(fake)));
+    }
+    Ok(sysfs)
 }
 
 impl Cli {
     pub(crate) fn run(self) -> Result<()> {
-        match self.command {
+        match self.command.unwrap_or(Command::Run) {
+            Command::Run => {
+                let loaded = sriov_config::EnvConfig::from_env()?;
+                let env = loaded.config;
+                let levels = crate::logging::init(env.log_level.as_filter())?;
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                let sysfs = sysfs_at(&env.pci_devices_path, &env.pci_drivers_path)?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(crate::daemon::run(env, sysfs, levels))
+            }
+            Command::CheckConfig => crate::check::run(),
             Command::Inventory { sysfs, json } => {
                 let inv = sysfs.sysfs()?.discover_all()?;
                 if json {

@@ -1,12 +1,16 @@
 //! `forwarder-sriov`: the NSM SR-IOV forwarder binary.
 //!
 //! This crate only composes the library crates; behaviour lives in them.
-//! Subcommands so far: `inventory` (what discovery sees and would
-//! advertise) and `pci` (operator actions on PFs and VFs through the same
-//! code the daemon uses).
+//! Without a subcommand it runs the daemon (`daemon.rs`); `check-config`
+//! validates the environment and the config file; `inventory` shows what
+//! discovery sees; `pci` runs operator actions on PFs and VFs through the
+//! same code the daemon uses.
 
+mod check;
 mod cli;
+mod daemon;
 mod inventory;
+mod logging;
 
 use clap::Parser;
 

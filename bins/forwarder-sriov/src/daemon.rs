@@ -1,0 +1,238 @@
+//! The forwarder daemon: composes configuration, discovery, the pool, the
+//! kubelet device plugins, the NSM registration and the NetworkService
+//! server, and shuts them down in order on SIGTERM/SIGINT.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sriov_api::nsm::connection::monitor_connection_server::MonitorConnectionServer;
+use sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer;
+use sriov_chain::elements::monitor::Monitor;
+use sriov_chain::forwarder::{Deps, chain};
+use sriov_chain::server;
+use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
+use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
+use sriov_nsm::{GrpcNextHop, NsmUrl, Registration, RegistryClient, listen_unix};
+use sriov_pci::Sysfs;
+use sriov_pool::{FileStore, PfEntry, Pool, PoolResource, system_clock};
+use sriov_vfio::{CgroupDevices, VfioDir};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::logging::LevelSwitch;
+
+/// Resolves when shutdown starts.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Refuses to run with neither plaintext nor SPIFFE configured.
+pub(crate) fn check_transport(env: &EnvConfig) -> Result<()> {
+    if env.insecure {
+        return Ok(());
+    }
+    if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_some() {
+        bail!(
+            "SPIFFE_ENDPOINT_SOCKET is set, but SPIFFE mTLS is not implemented yet; \
+             set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
+        );
+    }
+    bail!(
+        "neither NSM_INSECURE=true nor SPIFFE_ENDPOINT_SOCKET is set: \
+         set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
+    )
+}
+
+/// The pool's view of the configured PFs: each PF with exactly the VFs the
+/// config file allows (all of them, or its `virtualFunctions`).
+pub(crate) fn pool_entries(
+    env: &EnvConfig,
+    sysfs: &Sysfs,
+    create_vfs: bool,
+) -> Result<Vec<PfEntry>> {
+    let loaded = SriovConfig::load(&env.sriov_config_file)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let ready = reconcile(&loaded.config, sysfs, ReconcileOptions { create_vfs })?;
+    for w in &ready.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut entries = Vec::new();
+    for pf in ready.physical_functions {
+        let mut phys = sysfs.physical_function(pf.address)?;
+        phys.vfs
+            .retain(|v| pf.vfs.iter().any(|r| r.address == v.address));
+        entries.push(PfEntry {
+            names: pf.resource_names(),
+            vf_kernel_driver: pf.config.vf_kernel_driver.clone(),
+            pf: phys,
+        });
+    }
+    Ok(entries)
+}
+
+pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Result<()> {
+    check_transport(&env)?;
+    let started = std::time::Instant::now();
+    let entries = pool_entries(&env, &sysfs, true)?;
+    let kernel_drivers: HashMap<_, _> = entries
+        .iter()
+        .map(|e| (e.pf.device.address, e.vf_kernel_driver.clone()))
+        .collect();
+    let store = FileStore::in_dir(&env.state_dir)
+        .with_context(|| format!("state directory {}", env.state_dir.display()))?;
+    let (pool, warnings) = Pool::open(entries, store, &sysfs, system_clock())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let pool = Arc::new(pool);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Kubelet: one device plugin per serviceDomain/capability, and the
+    // pod-resources watcher that frees tokens no pod holds any more.
+    let mut watcher = PodResourcesWatcher::new(
+        env.pod_resources_path.join("kubelet.sock"),
+        env.resource_poll_timeout,
+    );
+    let mut registered = Vec::new();
+    for name in pool.names() {
+        let Some(resource) = PoolResource::new(pool.clone(), &name) else {
+            continue;
+        };
+        let resource = Arc::new(resource);
+        let mut cfg = PluginConfig::new(name.clone());
+        cfg.device_plugin_dir = env.device_plugin_path.clone();
+        // The Go forwarder registers through kubelet.sock; so do we.
+        cfg.mode = RegistrationMode::Kubelet;
+        let plugin = DevicePlugin::new(cfg, resource.clone());
+        registered.push(plugin.registrations());
+        tasks.spawn(plugin.run(stopped(stop_rx.clone())));
+        watcher = watcher.watch(name.clone(), resource);
+        tracing::info!(resource = %name, "device plugin started");
+    }
+    tasks.spawn(watcher.run(stopped(stop_rx.clone())));
+
+    // NSM: the chain, its servers, and the registration.
+    let netlink = Arc::new(sriov_netlink::RtNetlink::new()?);
+    let cgroups = CgroupDevices::open(&env.cgroup_path)
+        .map(Arc::new)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "VFIO requests will fail: the cgroup root is unusable");
+            e.to_string()
+        });
+    let connect_to = NsmUrl::parse(&env.connect_to.to_string())?;
+    let listen_on = NsmUrl::parse(&env.listen_on.to_string())?;
+    let registry = RegistryClient::new(connect_to.clone(), env.dial_timeout)?;
+    let next_hop = GrpcNextHop::new(connect_to, env.dial_timeout)?;
+    let monitor = Monitor::new();
+    let chain = chain(Deps {
+        name: env.name.clone(),
+        max_token_lifetime: env.max_token_lifetime,
+        pool: pool.clone(),
+        sysfs: sysfs.clone(),
+        kernel_drivers,
+        netlink,
+        vfio_dir: VfioDir::new(&env.vfio_path),
+        cgroups,
+        finder: Arc::new(registry.clone()),
+        next_hop: Arc::new(next_hop),
+        monitor: monitor.clone(),
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
+        .await;
+    let incoming = listen_unix(&listen_on)?;
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(NetworkServiceServer::new(
+            server::NetworkServiceServer::new(chain),
+        ))
+        .add_service(MonitorConnectionServer::new(server::MonitorServer::new(
+            monitor,
+        )))
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    let server = tokio::spawn(server);
+    tracing::info!(listen_on = %listen_on, "NetworkService serving");
+
+    let registration = registry.keep_registered(Registration {
+        name: env.name.clone(),
+        network_service: env.ns_name.clone(),
+        labels: env.labels.clone(),
+        url: listen_on,
+        lifetime: env.max_token_lifetime,
+    });
+    {
+        // Report start-up time once the NSE and every resource are registered.
+        let mut reg = registration.subscribe();
+        let mut plugins = registered.clone();
+        tokio::spawn(async move {
+            let nse = async {
+                while !matches!(
+                    *reg.borrow(),
+                    sriov_nsm::RegistrationState::Registered { .. }
+                ) {
+                    if reg.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let kubelet = async {
+                for p in &mut plugins {
+                    while *p.borrow() == 0 {
+                        if p.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::join!(nse, kubelet);
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "ready: NSE and device plugins registered"
+            );
+        });
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr1.recv() => levels.set_trace(),
+            _ = usr2.recv() => levels.restore(),
+        }
+    }
+    tracing::info!("shutting down: unregistering, stopping device plugins and the server");
+    health
+        .set_not_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
+        .await;
+    if let Err(e) = registration.shutdown().await {
+        tracing::warn!(error = %e, "unregistering the NSE");
+    }
+    let _ = stop_tx.send(true);
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        let _ = server.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown took longer than 10 s; exiting anyway");
+    }
+    // Pool state is persisted on every change; nothing is pending here.
+    tracing::info!("stopped");
+    Ok(())
+}

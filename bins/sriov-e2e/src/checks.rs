@@ -1,0 +1,503 @@
+//! The scenario, one check at a time, each printed as PASS or FAIL.
+
+use std::os::unix::fs::FileTypeExt;
+use std::time::Duration;
+
+use sriov_api::kubelet::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
+use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_deviceplugin::fake::FakeKubelet;
+use sriov_netlink::NetnsUrl;
+use sriov_netlink::testing::PrivateNetns;
+use sriov_nsm::fake::FakeNsmgr;
+use sriov_pci::{PciAddress, Sysfs};
+
+use crate::forwarder::{self, Paths};
+use crate::{Options, client, inspect};
+
+/// PASS/FAIL lines.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    passed: usize,
+    failed: usize,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, result: Result<String, String>) -> bool {
+        match result {
+            Ok(detail) => {
+                self.passed += 1;
+                println!(
+                    "PASS {name}{}",
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
+                );
+                true
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("FAIL {name}: {why}");
+                false
+            }
+        }
+    }
+
+    pub(crate) fn failed(&self) -> usize {
+        self.failed
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        format!("sriov-e2e: {} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("  | {}", line.as_ref());
+}
+
+async fn within<T>(what: &str, secs: u64, f: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .map_err(|_| format!("no {what} within {secs} s"))
+}
+
+/// The VF netdevs of the configured PFs, from sysfs.
+fn vf_netdevs(o: &Options) -> Result<(Sysfs, Vec<String>), String> {
+    let sysfs = Sysfs::under_root(&o.sysfs_root);
+    let cfg = sriov_config::SriovConfig::load(&o.config).map_err(|e| e.to_string())?;
+    let pfs: Vec<PciAddress> = cfg.config.physical_functions.keys().copied().collect();
+    let mut names = Vec::new();
+    for pf in sysfs.discover_pfs(&pfs).map_err(|e| e.to_string())? {
+        for vf in pf.vfs {
+            names.extend(vf.netdevs);
+        }
+    }
+    Ok((sysfs, names))
+}
+
+/// `/dev/vfio/vfio` (10:196, as on a real node) and one node per IOMMU
+/// group of the configured VFs (major 511, minor = group), so VFIO
+/// requests on a fixture tree find real character devices to stat.
+fn fake_dev_vfio(sysfs: &Sysfs, o: &Options, dir: &std::path::Path) -> Result<(), String> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mk = |name: String, major: u64, minor: u64| {
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", path.display()))
+    };
+    mk("vfio".into(), 10, 196)?;
+    let cfg = sriov_config::SriovConfig::load(&o.config).map_err(|e| e.to_string())?;
+    let pfs: Vec<PciAddress> = cfg.config.physical_functions.keys().copied().collect();
+    for pf in sysfs.discover_pfs(&pfs).map_err(|e| e.to_string())? {
+        for vf in pf.vfs {
+            if let Some(g) = vf.iommu_group {
+                mk(g.to_string(), 511, u64::from(g))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn file_url(ns: &PrivateNetns) -> Result<String, String> {
+    match ns.url() {
+        NetnsUrl::File(p) => Ok(format!("file://{}", p.display())),
+        other => Err(format!("unexpected namespace URL {other:?}")),
+    }
+}
+
+pub(crate) async fn run(o: Options) -> Report {
+    let mut r = Report::default();
+    if let Err(e) = scenario(&o, &mut r).await {
+        r.check("scenario", Err(e));
+    }
+    r
+}
+
+async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
+    let p = Paths::under(&o.work, o.vfio_path.as_deref());
+    for d in [&p.device_plugins, &p.pod_resources, &p.state, &p.cgroup] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let ctr = p.cgroup.join("kubepods/pod-e2e/ctr");
+    std::fs::create_dir_all(&ctr).map_err(|e| e.to_string())?;
+    for f in ["devices.allow", "devices.deny"] {
+        std::fs::write(ctr.join(f), "").map_err(|e| e.to_string())?;
+    }
+    let (sysfs, netdevs) = vf_netdevs(o)?;
+    if o.vfio && o.vfio_path.is_none() {
+        fake_dev_vfio(&sysfs, o, &p.vfio)?;
+        say(format!(
+            "{} holds stand-in /dev/vfio nodes (char devices made with mknod)",
+            p.vfio.display()
+        ));
+    }
+    say(format!(
+        "VF netdevs of the configured PFs: {}",
+        netdevs.join(" ")
+    ));
+
+    let kubelet =
+        FakeKubelet::start(&p.device_plugins, &p.pod_resources).map_err(|e| e.to_string())?;
+    let nsmgr = FakeNsmgr::start(&p.nsm_socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    nsmgr.insert_endpoint(NetworkServiceEndpoint {
+        name: "endpoint-1".into(),
+        network_service_names: vec!["sriov-ns".into()],
+        url: "unix:///endpoint-1.sock".into(),
+        ..Default::default()
+    });
+    say(format!(
+        "stand-ins: kubelet in {}, NSM manager at {}",
+        p.device_plugins.display(),
+        p.nsm_socket.display()
+    ));
+
+    let netns = if o.veth {
+        let ns = forwarder::veth_netns(&netdevs).await?;
+        say(
+            "forwarder runs in a private network namespace with veth stand-ins for those VF netdevs",
+        );
+        Some(ns)
+    } else {
+        None
+    };
+    let mut fwd = forwarder::start(o, &p, netns)?;
+
+    // Kubelet.
+    let reg = within(
+        "device plugin registration",
+        30,
+        kubelet.wait_registered(&o.resource),
+    )
+    .await;
+    if !r.check(
+        "device-plugin-registered",
+        reg.map(|reg| {
+            format!(
+                "{} at {} (version {})",
+                reg.resource_name, reg.endpoint, reg.version
+            )
+        }),
+    ) {
+        return Err(format!(
+            "forwarder log: {}",
+            p.state.with_file_name("forwarder.log").display()
+        ));
+    }
+    let mut plugin = kubelet
+        .plugin(&o.resource)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut law = plugin
+        .list_and_watch(Empty {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let first = within("ListAndWatch", 10, law.message())
+        .await?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let healthy: Vec<String> = first
+        .devices
+        .iter()
+        .filter(|d| d.health == "Healthy")
+        .map(|d| d.id.clone())
+        .collect();
+    r.check(
+        "list-and-watch",
+        if healthy.is_empty() {
+            Err("no healthy devices".into())
+        } else {
+            Ok(format!("{} healthy VFs advertised", healthy.len()))
+        },
+    );
+    let alloc = plugin
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![healthy[0].clone()],
+            }],
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let env_name = format!("NSM_SRIOV_TOKENS_{}", o.resource);
+    let token = alloc
+        .container_responses
+        .first()
+        .and_then(|c| c.envs.get(&env_name))
+        .cloned();
+    if !r.check(
+        "allocate",
+        token
+            .clone()
+            .ok_or("no token env".to_string())
+            .map(|t| format!("{env_name}={t}")),
+    ) {
+        return Ok(());
+    }
+    let token = token.unwrap_or_default();
+    kubelet.set_pod("pod-e2e", &o.resource, std::slice::from_ref(&token));
+
+    // NSM registration.
+    let registered = within("NSE registration", 15, async {
+        loop {
+            if let Some(nse) = nsmgr.registers().into_iter().next() {
+                return nse;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    r.check(
+        "nse-registered",
+        registered.map(|n| format!("{} for {:?} at {}", n.name, n.network_service_names, n.url)),
+    );
+
+    // KERNEL.
+    let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
+    let mut nsc = client::connect(&p.listen_socket).await?;
+    let params = vec![
+        ("tokenID", token.clone()),
+        ("inodeURL", file_url(&client_ns)?),
+        ("name", "nsm-1".to_string()),
+    ];
+    let conn = nsc
+        .request(client::request("conn-kernel", "KERNEL", &params, true))
+        .await;
+    let conn = match conn {
+        Ok(c) => c.into_inner(),
+        Err(e) => {
+            r.check(
+                "kernel-request",
+                Err(format!("{}: {}", e.code(), e.message())),
+            );
+            return Ok(());
+        }
+    };
+    let m = conn.mechanism.clone().unwrap_or_default();
+    let vf = m.parameters.get("pciAddress").cloned().unwrap_or_default();
+    r.check(
+        "kernel-request",
+        Ok(format!(
+            "{} on VF {vf}, endpoint {}",
+            m.r#type, conn.network_service_endpoint_name
+        )),
+    );
+    let seen = inspect::link(client_ns.url(), "nsm-1").await?;
+    r.check(
+        "vf-in-client-namespace",
+        match &seen {
+            Some(s)
+                if s.up && s.addresses.iter().any(|a| a == "172.16.1.2/30") && s.mtu == 1400 =>
+            {
+                Ok(s.to_string())
+            }
+            Some(s) => Err(format!("seen as {s}")),
+            None => Err("no nsm-1 in the client namespace".into()),
+        },
+    );
+    if let Some(ip) = &o.ping {
+        let NetnsUrl::File(path) = client_ns.url().clone() else {
+            return Err("client URL".into());
+        };
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["ping", "-c", "1", "-W", "3", ip])
+            .output()
+            .map_err(|e| e.to_string())?;
+        r.check(
+            "ping-across-the-vf",
+            if out.status.success() {
+                Ok(format!("{ip} answered"))
+            } else {
+                Err(String::from_utf8_lossy(&out.stdout).into_owned())
+            },
+        );
+    }
+    let vf_netdev = vf
+        .parse::<PciAddress>()
+        .ok()
+        .map(|a| format!("{a}"))
+        .and_then(|_| {
+            netdevs
+                .iter()
+                .find(|n| sysfs_owner(&sysfs, &vf, n))
+                .cloned()
+        });
+    nsc.close(conn)
+        .await
+        .map_err(|e| format!("close: {}", e.message()))?;
+    let gone = inspect::link(client_ns.url(), "nsm-1").await?;
+    let home = match &vf_netdev {
+        Some(n) => inspect::link_with(&fwd.netlink()?, n).await?,
+        None => None,
+    };
+    r.check(
+        "close-returns-vf",
+        match (gone, home) {
+            (None, Some(h)) if !h.up => Ok(format!(
+                "{} back in the forwarder's namespace, down",
+                h.name
+            )),
+            (Some(g), _) => Err(format!("still in the client: {g}")),
+            (None, h) => Err(format!("not back home as {:?}: {h:?}", vf_netdev)),
+        },
+    );
+
+    if o.vfio {
+        vfio(o, r, &sysfs, &mut plugin, &mut nsc, &healthy, &ctr).await?;
+    }
+
+    // Shutdown.
+    let status = fwd.terminate()?;
+    r.check(
+        "graceful-shutdown",
+        if status.success() {
+            Ok("exit 0 on SIGTERM".into())
+        } else {
+            Err(format!("{status}"))
+        },
+    );
+    let unregistered = nsmgr
+        .unregisters()
+        .iter()
+        .any(|n| n.name == "sriov-forwarder");
+    r.check(
+        "nse-unregistered",
+        if unregistered {
+            Ok(String::new())
+        } else {
+            Err("no Unregister seen".into())
+        },
+    );
+    Ok(())
+}
+
+/// Whether `netdev` belongs to the VF at `vf` (sysfs names it under the VF
+/// while it is in our namespace; the fixture's names never move).
+fn sysfs_owner(sysfs: &Sysfs, vf: &str, netdev: &str) -> bool {
+    let Ok(addr) = vf.parse::<PciAddress>() else {
+        return false;
+    };
+    sysfs
+        .netdevs(addr)
+        .map(|n| n.iter().any(|x| x == netdev))
+        .unwrap_or(false)
+        || sysfs.device_dir(addr).join("net").join(netdev).exists()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn vfio(
+    o: &Options,
+    r: &mut Report,
+    sysfs: &Sysfs,
+    plugin: &mut sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient<tonic::transport::Channel>,
+    nsc: &mut sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient<
+        tonic::transport::Channel,
+    >,
+    healthy: &[String],
+    ctr: &std::path::Path,
+) -> Result<(), String> {
+    let id = healthy.get(1).cloned().ok_or("a second device for VFIO")?;
+    let alloc = plugin
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![id],
+            }],
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let env_name = format!("NSM_SRIOV_TOKENS_{}", o.resource);
+    let token = alloc
+        .container_responses
+        .first()
+        .and_then(|c| c.envs.get(&env_name))
+        .cloned()
+        .unwrap_or_default();
+    let cgroup_dir = ctr
+        .strip_prefix(ctr.ancestors().nth(3).unwrap_or(ctr))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let params = vec![("tokenID", token), ("cgroupDir", cgroup_dir)];
+    let conn = match nsc
+        .request(client::request("conn-vfio", "VFIO", &params, false))
+        .await
+    {
+        Ok(c) => c.into_inner(),
+        Err(e) => {
+            r.check(
+                "vfio-request",
+                Err(format!("{}: {}", e.code(), e.message())),
+            );
+            return Ok(());
+        }
+    };
+    let m = conn.mechanism.clone().unwrap_or_default();
+    let get = |k: &str| m.parameters.get(k).cloned().unwrap_or_default();
+    let vf: PciAddress = get("pciAddress")
+        .parse()
+        .map_err(|e| format!("pciAddress: {e}"))?;
+    let driver = sysfs.driver(vf).map_err(|e| e.to_string())?;
+    r.check(
+        "vfio-request",
+        if driver.as_deref() == Some("vfio-pci") {
+            Ok(format!(
+                "VF {vf} on vfio-pci, iommuGroup {} /dev/vfio/vfio {}:{} group {}:{}",
+                get("iommuGroup"),
+                get("vfioMajor"),
+                get("vfioMinor"),
+                get("deviceMajor"),
+                get("deviceMinor")
+            ))
+        } else {
+            Err(format!("VF {vf} driver is {driver:?}"))
+        },
+    );
+    let vfio_dir = Paths::under(&o.work, o.vfio_path.as_deref()).vfio;
+    let node = vfio_dir.join(get("iommuGroup"));
+    let numbers = std::fs::metadata(&node).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (
+            m.file_type().is_char_device(),
+            nix::sys::stat::major(m.rdev()),
+            nix::sys::stat::minor(m.rdev()),
+        )
+    });
+    r.check(
+        "vfio-device-node",
+        match numbers {
+            Ok((true, maj, min))
+                if maj.to_string() == get("deviceMajor")
+                    && min.to_string() == get("deviceMinor") =>
+            {
+                Ok(format!("{} is {maj}:{min}", node.display()))
+            }
+            Ok(n) => Err(format!("{} is {n:?}", node.display())),
+            Err(e) => Err(format!("{}: {e}", node.display())),
+        },
+    );
+    nsc.close(conn)
+        .await
+        .map_err(|e| format!("close: {}", e.message()))?;
+    let after = sysfs.driver(vf).map_err(|e| e.to_string())?;
+    r.check(
+        "vfio-close-restores-driver",
+        if after.as_deref() != Some("vfio-pci") && after.is_some() {
+            Ok(format!("VF {vf} back on {}", after.unwrap_or_default()))
+        } else {
+            Err(format!("driver {after:?}"))
+        },
+    );
+    Ok(())
+}

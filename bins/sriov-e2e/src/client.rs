@@ -1,0 +1,67 @@
+//! An NSM client of the forwarder: Request and Close over its unix socket.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSegment};
+use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
+use sriov_nsm::NsmUrl;
+use tonic::transport::Channel;
+
+pub(crate) async fn connect(socket: &Path) -> Result<NetworkServiceClient<Channel>, String> {
+    let url = NsmUrl::parse(&format!("unix://{}", socket.display())).map_err(|e| e.to_string())?;
+    let ch = sriov_nsm::dial(&url, Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(NetworkServiceClient::new(ch))
+}
+
+/// A client's request: a path with the client's own segment, the
+/// mechanism it wants with its parameters, and an IP context.
+pub(crate) fn request(
+    id: &str,
+    mechanism: &str,
+    params: &[(&str, String)],
+    ip: bool,
+) -> NetworkServiceRequest {
+    let context = ip.then(|| ConnectionContext {
+        ip_context: Some(IpContext {
+            src_ip_addrs: vec!["172.16.1.2/30".into()],
+            dst_ip_addrs: vec!["172.16.1.1/30".into()],
+            src_routes: vec![Route {
+                prefix: "10.60.0.0/16".into(),
+                next_hop: "172.16.1.1".into(),
+            }],
+            ..Default::default()
+        }),
+        mtu: 1400,
+        ..Default::default()
+    });
+    NetworkServiceRequest {
+        connection: Some(Connection {
+            id: id.into(),
+            network_service: "sriov-ns".into(),
+            context,
+            path: Some(NsmPath {
+                index: 0,
+                path_segments: vec![PathSegment {
+                    name: "sriov-e2e-client".into(),
+                    id: id.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        mechanism_preferences: vec![Mechanism {
+            cls: "LOCAL".into(),
+            r#type: mechanism.into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        }],
+    }
+}

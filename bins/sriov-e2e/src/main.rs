@@ -1,0 +1,105 @@
+//! `sriov-e2e`: drives the real `forwarder-sriov` binary end to end with
+//! stand-ins for kubelet and the NSM manager, and prints a transcript with
+//! a PASS or FAIL line per check.
+//!
+//! The demo (`cargo xtask demo`), the forwarder's end-to-end test and the
+//! QEMU VM test all run it: on a fixture tree with veth stand-ins for the
+//! VF netdevs (`--veth`, inside a private network namespace), or on a real
+//! node's sysfs with real VFs. The flow is the one a pod sees: kubelet
+//! registration and ListAndWatch, Allocate handing out a token, the
+//! forwarder registering with NSM, a KERNEL Request moving a VF netdev
+//! into the client's namespace with its addresses and routes, Close
+//! bringing it back, optionally a VFIO Request, and a clean shutdown.
+
+mod checks;
+mod client;
+mod forwarder;
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) forwarder: PathBuf,
+    pub(crate) sysfs_root: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) work: PathBuf,
+    pub(crate) resource: String,
+    pub(crate) veth: bool,
+    pub(crate) vfio: bool,
+    pub(crate) vfio_path: Option<PathBuf>,
+    pub(crate) ping: Option<String>,
+}
+
+const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
+[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP]";
+
+fn parse() -> Result<Options, String> {
+    let mut o = Options {
+        forwarder: PathBuf::new(),
+        sysfs_root: PathBuf::from("/sys"),
+        config: PathBuf::new(),
+        work: PathBuf::new(),
+        resource: "worker.domain/10G".into(),
+        veth: false,
+        vfio: false,
+        vfio_path: None,
+        ping: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--forwarder" => o.forwarder = value()?.into(),
+            "--sysfs-root" => o.sysfs_root = value()?.into(),
+            "--config" => o.config = value()?.into(),
+            "--work" => o.work = value()?.into(),
+            "--resource" => o.resource = value()?,
+            "--vfio-path" => o.vfio_path = Some(value()?.into()),
+            "--ping" => o.ping = Some(value()?),
+            "--veth" => o.veth = true,
+            "--vfio" => o.vfio = true,
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if o.forwarder.as_os_str().is_empty()
+        || o.config.as_os_str().is_empty()
+        || o.work.as_os_str().is_empty()
+    {
+        return Err(USAGE.to_string());
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sriov-e2e: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(checks::run(opts));
+    println!("{}", report.summary());
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,90 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The real `forwarder-sriov` binary end to end on a private copy of the
+//! node fixture, with veth stand-ins for VF netdevs in a private network
+//! namespace: kubelet registration, Allocate, NSE registration, KERNEL and
+//! VFIO Requests and Closes, graceful shutdown. Needs root (namespaces,
+//! mknod); prints SKIP otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `forwarder-sriov` next to this test's own build output.
+fn forwarder_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("forwarder-sriov");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace's binaries first (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), dst).unwrap();
+        } else if ft.is_dir() {
+            copy(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture: needs root for network namespaces and mknod"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sysfs = tmp.path().join("sysfs");
+    copy(&workspace().join("testdata/sysfs/node"), &sysfs);
+    let out = Command::new(env!("CARGO_BIN_EXE_sriov-e2e"))
+        .arg("--forwarder")
+        .arg(forwarder_bin())
+        .arg("--sysfs-root")
+        .arg(&sysfs)
+        .arg("--config")
+        .arg(workspace().join("testdata/config/demo.yaml"))
+        .arg("--work")
+        .arg(tmp.path().join("work"))
+        .args(["--veth", "--vfio"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(tmp.path().join("work/forwarder.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{stdout}\n--- forwarder log ---\n{log}"
+    );
+    for check in [
+        "PASS device-plugin-registered",
+        "PASS list-and-watch: 4 healthy VFs advertised",
+        "PASS allocate",
+        "PASS nse-registered",
+        "PASS kernel-request",
+        "PASS vf-in-client-namespace: nsm-1 UP mtu 1400 172.16.1.2/30",
+        "PASS close-returns-vf",
+        "PASS vfio-request",
+        "PASS vfio-device-node",
+        "PASS vfio-close-restores-driver",
+        "PASS graceful-shutdown",
+        "PASS nse-unregistered",
+    ] {
+        assert!(stdout.contains(check), "missing {check:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
