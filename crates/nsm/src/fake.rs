@@ -11,7 +11,8 @@
 //! - **Next hop.** Request answers with the connection it was sent, path
 //!   and all, with a NOOP mechanism (the one already on the connection, or
 //!   the first NOOP preference, or NOOP/LOCAL) and state UP. It can be told
-//!   to fail the next N requests.
+//!   to fail the next N requests, and to answer with a given connection
+//!   context (addresses, routes, MTU) as an endpoint with IPAM would.
 //! - **Calls.** Every call is recorded as a [`Call`] (whose `Display` is
 //!   the one-line form `fake-nsmgr` prints) and published to subscribers.
 //! - **Going away.** [`FakeNsmgr::stop`] ends every stream, stops serving
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use sriov_api::nsm::connection::{Connection, Mechanism, State};
+use sriov_api::nsm::connectioncontext::ConnectionContext;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_server::{
     NetworkService, NetworkServiceServer,
@@ -175,6 +177,7 @@ struct Shared {
     changes: broadcast::Sender<NetworkServiceEndpointResponse>,
     fail_next: Mutex<(u32, Code)>,
     hold_watches: std::sync::atomic::AtomicBool,
+    answer_context: Mutex<Option<ConnectionContext>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -393,6 +396,9 @@ impl NetworkService for NextHop {
             });
         conn.mechanism = Some(mechanism);
         conn.state = State::Up.into();
+        if let Some(context) = lock(&self.shared.answer_context).clone() {
+            conn.context = Some(context);
+        }
         Ok(Response::new(conn))
     }
 
@@ -432,6 +438,7 @@ impl FakeNsmgr {
                 changes: broadcast::channel(1024).0,
                 fail_next: Mutex::new((0, Code::Unavailable)),
                 hold_watches: true.into(),
+                answer_context: Mutex::default(),
             }),
             running: None,
         };
@@ -613,6 +620,13 @@ impl FakeNsmgr {
         self.shared
             .hold_watches
             .store(hold, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes every Request's answer carry `context` (addresses, routes,
+    /// MTU) in place of the one sent, as an endpoint with IPAM would;
+    /// `None` (the default) answers with the context as sent.
+    pub fn answer_with_context(&self, context: Option<ConnectionContext>) {
+        *lock(&self.shared.answer_context) = context;
     }
 
     /// Fails the next `n` Requests with `code` (answers resume after).

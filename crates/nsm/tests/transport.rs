@@ -12,7 +12,10 @@ use std::time::Duration;
 use common::{PATIENCE, registration};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
-use sriov_nsm::{DEFAULT_DIAL_TIMEOUT, Error, NsmUrl, RegistryClient, dial, listen_unix};
+use sriov_chain::NextHop;
+use sriov_nsm::{
+    DEFAULT_DIAL_TIMEOUT, Error, GrpcNextHop, NsmUrl, RegistryClient, dial, listen_unix,
+};
 use tokio::time::timeout;
 use tonic::Code;
 
@@ -138,6 +141,14 @@ async fn fake_nsmgr_binary_prints_each_call_on_one_line() {
     let socket = dir.path().join("nsm.io.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_fake-nsmgr"))
         .arg(format!("unix://{}", socket.display()))
+        .args([
+            "--src-ip",
+            "172.16.1.2/31",
+            "--dst-ip",
+            "172.16.1.3/31",
+            "--mtu",
+            "1450",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -158,14 +169,44 @@ async fn fake_nsmgr_binary_prints_each_call_on_one_line() {
         .unwrap();
 
     // Reading blocks, so do it off the runtime.
-    let line = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
-        .await
-        .unwrap();
+    let (line, mut lines) = tokio::task::spawn_blocking(move || {
+        let line = lines.next().unwrap().unwrap();
+        (line, lines)
+    })
+    .await
+    .unwrap();
     assert!(
         line.starts_with(
             "register name=fwd services=forwarder labels=forwarder:node=node1,forwarder:p2p=true url=unix:///run/fwd.sock expires_in="
         ),
         "{line}"
+    );
+
+    // The next hop answers with the context it was given on the command
+    // line.
+    let hop = GrpcNextHop::new(NsmUrl::Unix(socket.clone()), Duration::from_secs(1)).unwrap();
+    let conn = hop
+        .request(NetworkServiceRequest {
+            connection: Some(sriov_api::nsm::connection::Connection {
+                id: "c1".into(),
+                network_service: "forwarder".into(),
+                ..Default::default()
+            }),
+            mechanism_preferences: vec![],
+        })
+        .await
+        .unwrap();
+    let context = conn.context.unwrap();
+    let ip = context.ip_context.unwrap();
+    assert_eq!(ip.src_ip_addrs, ["172.16.1.2/31"]);
+    assert_eq!(ip.dst_ip_addrs, ["172.16.1.3/31"]);
+    assert_eq!(context.mtu, 1450);
+    let line = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        line,
+        "request id=c1 service=forwarder mechanism=none preferences=NOOP/LOCAL,NOOP/REMOTE path=[]@0"
     );
 
     nix_kill_term(child.id());
