@@ -708,6 +708,22 @@ fn parse_selectors(
             "isRdma and vdpaType are mutually exclusive",
         ));
     }
+    let aux_types = strings("auxTypes")?;
+    if device_type == DeviceType::AuxNetDevice {
+        let field = join(path, "auxTypes");
+        if aux_types.is_empty() {
+            return Err(invalid(
+                field,
+                "auxNetDevice needs auxTypes (only \"sf\" is supported)",
+            ));
+        }
+        if let Some(bad) = aux_types.iter().find(|t| *t != "sf") {
+            return Err(invalid(
+                field,
+                format!("unsupported {bad:?} (only \"sf\" is supported)"),
+            ));
+        }
+    }
     let link_types = strings("linkTypes")?;
     if link_types.len() > 1 {
         warnings.push(ConfigWarning {
@@ -729,7 +745,7 @@ fn parse_selectors(
         is_rdma,
         need_vhost_net: opt_bool(&obj, "needVhostNet", path)?,
         vdpa_type,
-        aux_types: strings("auxTypes")?,
+        aux_types,
     })
 }
 

@@ -111,9 +111,29 @@ pub struct HostDevice {
     pub vdpa: Option<VdpaDevice>,
     /// `uio` device nodes (`/dev/uio0`), for uio and igb_uio.
     pub uio: Vec<String>,
+    /// For auxiliary devices (sub-functions): the auxiliary device itself; the PCI facts
+    /// above are its parent function's.
+    pub aux: Option<AuxDevice>,
+}
+
+/// An auxiliary network device on a PCI function (an mlx5 sub-function, `mlx5_core.sf.4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuxDevice {
+    /// Its name on the auxiliary bus, which is also its device ID.
+    pub name: String,
+    /// The type part of the name (`sf`).
+    pub kind: String,
 }
 
 impl HostDevice {
+    /// Kubelet's device ID: the PCI address, or the auxiliary device name.
+    pub fn id(&self) -> String {
+        match &self.aux {
+            Some(aux) => aux.name.clone(),
+            None => self.address.to_string(),
+        }
+    }
+
     /// `vendor:device` as `8086:154c`.
     pub fn ids(&self) -> String {
         format!("{:04x}:{:04x}", self.vendor, self.device)
@@ -127,6 +147,9 @@ impl HostDevice {
 
 impl fmt::Display for HostDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(aux) = &self.aux {
+            write!(f, "{} on ", aux.name)?;
+        }
         write!(
             f,
             "{} {} driver={}",
@@ -137,7 +160,9 @@ impl fmt::Display for HostDevice {
         if !self.netdevs.is_empty() {
             write!(f, " netdev={}", self.netdevs.join(","))?;
         }
-        if let (Some(pf), Some(i)) = (self.pf, self.vf_index) {
+        if let (Some(aux), Some(i)) = (&self.aux, self.vf_index) {
+            write!(f, " {} {i}", aux.kind)?;
+        } else if let (Some(pf), Some(i)) = (self.pf, self.vf_index) {
             write!(
                 f,
                 " VF {i} of {pf} ({})",
@@ -197,6 +222,9 @@ pub struct Discovery {
     pub skipped: Vec<(HostDevice, SkipReason)>,
     /// Devices that could not even be described.
     pub unreadable: Vec<(PciAddress, SkipReason)>,
+    /// Auxiliary network devices (sub-functions) of network functions with a driver, for
+    /// auxNetDevice pools. SRDP applies no default-route or PF rule to these.
+    pub aux_devices: Vec<HostDevice>,
 }
 
 /// Per discovery pass: each PF's VFs and first interface name.
@@ -289,6 +317,7 @@ impl Host {
                 continue;
             }
             if class == 0x02 {
+                out.aux_devices.extend(self.aux_devices_of(&dev));
                 if let Some(netdev) = dev.netdevs.iter().find(|n| routed.contains(*n)) {
                     let netdev = netdev.clone();
                     out.skipped.push((dev, SkipReason::DefaultRoute { netdev }));
@@ -389,9 +418,57 @@ impl Host {
                 .into_iter()
                 .map(|n| format!("/dev/{n}"))
                 .collect(),
+            aux: None,
         };
         dev.ddp_profile = self.extra.ddp_profile(&dev);
         Ok(dev)
+    }
+}
+
+impl Host {
+    /// The auxiliary network devices under a network function with a netdev (sriovnet's
+    /// `GetAuxNetDevicesFromPci`: entries named `<driver>.<type>.<N>`), each described with
+    /// its parent's PCI facts, its own netdevs, its index (`sfnum`) and RDMA devices.
+    fn aux_devices_of(&self, parent: &HostDevice) -> Vec<HostDevice> {
+        if parent.driver.is_none() || parent.netdevs.is_empty() {
+            return Vec::new();
+        }
+        let dir = self.paths.sysfs.device_dir(parent.address);
+        let mut out = Vec::new();
+        for name in list_sorted(&dir) {
+            let parts: Vec<&str> = name.split('.').collect();
+            let well_formed = parts.len() == 3
+                && parts.iter().all(|p| !p.is_empty())
+                && parts[2].bytes().all(|b| b.is_ascii_digit());
+            if !well_formed {
+                continue;
+            }
+            let adir = dir.join(&name);
+            let netdevs = list_sorted(&adir.join("net"));
+            let pf_name = parent.netdevs.first().cloned();
+            let link_type = match (netdevs.first(), &pf_name) {
+                (Some(n), _) => link_type(&adir.join("net").join(n)),
+                (None, Some(n)) => link_type(&dir.join("net").join(n)),
+                _ => None,
+            };
+            let mut dev = parent.clone();
+            dev.netdevs = netdevs;
+            dev.pf = Some(parent.address);
+            dev.pf_name = pf_name;
+            dev.vf_index = read_trimmed(&adir.join("sfnum")).and_then(|n| n.parse().ok());
+            dev.link_type = link_type;
+            dev.rdma = rdma_of(&adir);
+            dev.iommu_group = None;
+            dev.uio = Vec::new();
+            dev.vdpa = None;
+            dev.pkey = None;
+            dev.aux = Some(AuxDevice {
+                kind: parts[1].to_string(),
+                name,
+            });
+            out.push(dev);
+        }
+        out
     }
 }
 

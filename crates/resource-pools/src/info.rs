@@ -50,7 +50,8 @@ pub fn device_info(
     dev: &HostDevice,
 ) -> DeviceInfo {
     let mut info = DeviceInfo::default();
-    let id = dev.address.to_string();
+    let id = dev.id();
+    let address = dev.address.to_string();
     info.env.insert("generic".into(), kv(&[("deviceID", &id)]));
     match dev.driver.as_deref() {
         Some("vfio-pci") => {
@@ -119,7 +120,8 @@ pub fn device_info(
     }
     if let Some(extra) = &rc.additional_info {
         let mut env = BTreeMap::new();
-        for key in ["*".to_string(), id.clone()] {
+        // Keyed by PCI address, also for auxiliary devices (their parent's), as in SRDP.
+        for key in ["*".to_string(), address] {
             if let Some(pairs) = extra.get(&key) {
                 env.extend(pairs.clone());
             }

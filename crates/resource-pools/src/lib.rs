@@ -11,7 +11,9 @@
 //! A [`Host`] discovers PCI functions of class 0x02 (network) and 0x12 (accelerator) through
 //! `sriov-pci`'s [`Sysfs`](sriov_pci::Sysfs), leaving out, as SRDP does, network functions whose
 //! interface carries the default route and PFs with VFs enabled. Each device is described
-//! with what selectors and info providers need ([`HostDevice`]).
+//! with what selectors and info providers need ([`HostDevice`]); auxiliary devices
+//! (sub-functions such as `mlx5_core.sf.2`) under network functions are described too, for
+//! `auxNetDevice` pools, with their name as device ID.
 //!
 //! A [`PoolManager`] holds one [`ResourcePool`] per resource. On every
 //! [`refresh`](PoolManager::refresh) it rediscovers the host and hands each device to the first
@@ -70,8 +72,8 @@ pub use files::{
 };
 pub use health::{LinkHealth, LinkState, LinkTable, NoLinkHealth};
 pub use host::{
-    Discovery, ExtraFacts, Host, HostDevice, HostPaths, NoExtraFacts, RdmaDevice, SkipReason,
-    VdpaDevice, default_route_interfaces,
+    AuxDevice, Discovery, ExtraFacts, Host, HostDevice, HostPaths, NoExtraFacts, RdmaDevice,
+    SkipReason, VdpaDevice, default_route_interfaces,
 };
 pub use info::{
     DEVICE_INFO_VERSION, DeviceInfo, DeviceInfoFile, PciInfo, VFIO_CONTAINER, VdpaInfo,

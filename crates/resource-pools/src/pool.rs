@@ -68,11 +68,11 @@ pub struct PoolMember {
 
 #[derive(Debug, Default)]
 struct State {
-    members: BTreeMap<PciAddress, Member>,
+    members: BTreeMap<String, Member>,
     allocated: BTreeSet<String>,
     /// Interfaces each device had when last seen, with its driver then: a netdev that
     /// disappears under the same driver means the VF is broken (or was moved by someone else).
-    seen_netdevs: HashMap<PciAddress, (Option<String>, Vec<String>)>,
+    seen_netdevs: HashMap<String, (Option<String>, Vec<String>)>,
 }
 
 /// One resource: its devices, kept current, and Allocate.
@@ -141,11 +141,11 @@ impl ResourcePool {
     }
 
     /// Replaces the members (health included) and publishes the device list if it changed.
-    fn set_members(&self, members: BTreeMap<PciAddress, Member>) -> bool {
+    fn set_members(&self, members: BTreeMap<String, Member>) -> bool {
         let list: Vec<Device> = members
             .values()
             .map(|m| Device {
-                id: m.dev.address.to_string(),
+                id: m.dev.id(),
                 healthy: m.unhealthy.is_none(),
                 numa_node: if self.config.exclude_topology {
                     None
@@ -168,15 +168,16 @@ impl ResourcePool {
 
     fn health(&self, dev: &HostDevice, links: &dyn LinkHealth) -> Option<String> {
         let mut state = self.lock();
-        let allocated = state.allocated.contains(&dev.address.to_string());
-        let previous = state.seen_netdevs.get(&dev.address).cloned();
+        let id = dev.id();
+        let allocated = state.allocated.contains(&id);
+        let previous = state.seen_netdevs.get(&id).cloned();
         // Remember the last non-empty set, so a vanished netdev stays reported until the
         // device is rebound or its netdev returns.
         let rebound = previous.as_ref().is_some_and(|(d, _)| *d != dev.driver);
         if previous.is_none() || rebound || !dev.netdevs.is_empty() {
             state
                 .seen_netdevs
-                .insert(dev.address, (dev.driver.clone(), dev.netdevs.clone()));
+                .insert(id, (dev.driver.clone(), dev.netdevs.clone()));
         }
         drop(state);
         // The PF's link is what the VF's traffic leaves by; a PF (without VFs) is its own.
@@ -216,7 +217,7 @@ impl ResourcePool {
                 let sel = &self.config.selectors[m.selector];
                 let info = device_info(&self.host, &self.config, sel, &m.dev);
                 CdiDeviceEntry {
-                    name: m.dev.address.to_string(),
+                    name: m.dev.id(),
                     container_edits: CdiEdits {
                         device_nodes: info
                             .specs
@@ -254,10 +255,9 @@ impl ResourcePool {
         let state = self.lock();
         let mut members = Vec::new();
         for id in ids {
-            let member = id
-                .parse::<PciAddress>()
-                .ok()
-                .and_then(|a| state.members.get(&a))
+            let member = state
+                .members
+                .get(id)
                 .ok_or_else(|| AllocateError::UnknownDevice { id: id.clone() })?;
             members.push(member.clone());
         }
@@ -273,13 +273,17 @@ impl ResourcePool {
                     specs.push(spec);
                 }
             }
-            infos.insert(m.dev.address.to_string(), info.env);
+            infos.insert(m.dev.id(), info.env);
+            if m.dev.aux.is_some() {
+                // As SRDP: auxiliary devices get no device-info file.
+                continue;
+            }
             let file = device_info_file(&m.dev, sel);
             self.settings
                 .devinfo
                 .write(&self.resource, m.dev.address, &file)
                 .map_err(|e| AllocateError::Internal {
-                    id: m.dev.address.to_string(),
+                    id: m.dev.id(),
                     message: e.to_string(),
                 })?;
         }
@@ -395,8 +399,8 @@ pub enum Verdict {
 pub struct Explanation {
     /// By address.
     pub devices: Vec<(HostDevice, Verdict)>,
-    /// Every resource with its members' addresses, in config order.
-    pub pools: Vec<(String, Vec<PciAddress>)>,
+    /// Every resource with its members' device IDs, in config order.
+    pub pools: Vec<(String, Vec<String>)>,
     /// Devices whose facts could not be read, with why.
     pub unreadable: Vec<(PciAddress, SkipReason)>,
 }
@@ -506,11 +510,19 @@ impl PoolManager {
     /// every refusal.
     fn judge(&self, pool: &ResourcePool, dev: &HostDevice) -> Result<usize, Vec<Refusal>> {
         let dt = pool.config.device_type;
-        if dt == DeviceType::AuxNetDevice {
-            return Err(vec![Refusal::DeviceType(
-                "auxNetDevice pools take auxiliary devices (sub-functions), not PCI functions"
-                    .into(),
-            )]);
+        match (dt, &dev.aux) {
+            (DeviceType::AuxNetDevice, None) => {
+                return Err(vec![Refusal::DeviceType(
+                    "auxNetDevice pools take auxiliary devices (sub-functions), not PCI functions"
+                        .into(),
+                )]);
+            }
+            (DeviceType::NetDevice | DeviceType::Accelerator, Some(_)) => {
+                return Err(vec![Refusal::DeviceType(format!(
+                    "deviceType {dt} takes PCI functions, not auxiliary devices"
+                ))]);
+            }
+            _ => {}
         }
         let class = (dev.class >> 16) as u8;
         if class != dt.pci_class() {
@@ -533,18 +545,18 @@ impl PoolManager {
     pub fn explain(&self) -> Result<Explanation, PoolError> {
         let discovery = self.host.discover()?;
         let mut devices = Vec::new();
-        let mut pools: Vec<(String, Vec<PciAddress>)> = self
+        let mut pools: Vec<(String, Vec<String>)> = self
             .pools
             .iter()
             .map(|p| (p.resource_name().to_string(), Vec::new()))
             .collect();
-        for dev in discovery.devices {
+        for dev in discovery.devices.into_iter().chain(discovery.aux_devices) {
             let mut refusals = Vec::new();
             let mut verdict = None;
             for (i, pool) in self.pools.iter().enumerate() {
                 match self.judge(pool, &dev) {
                     Ok(selector) => {
-                        pools[i].1.push(dev.address);
+                        pools[i].1.push(dev.id());
                         verdict = Some(Verdict::Taken {
                             resource: pool.resource_name().to_string(),
                             selector,
@@ -561,7 +573,7 @@ impl PoolManager {
         for (dev, reason) in discovery.skipped {
             devices.push((dev, Verdict::Skipped(reason)));
         }
-        devices.sort_by_key(|(d, _)| d.address);
+        devices.sort_by_key(|(d, _)| (d.address, d.aux.as_ref().map(|a| a.name.clone())));
         Ok(Explanation {
             devices,
             pools,
@@ -575,14 +587,14 @@ impl PoolManager {
     /// Returns whether any pool changed; with `--use-cdi`, changed pools' specs are rewritten.
     pub fn refresh(&self) -> Result<bool, PoolError> {
         let discovery = self.host.discover()?;
-        let mut assigned: Vec<BTreeMap<PciAddress, Member>> =
+        let mut assigned: Vec<BTreeMap<String, Member>> =
             self.pools.iter().map(|_| BTreeMap::new()).collect();
-        for dev in discovery.devices {
+        for dev in discovery.devices.into_iter().chain(discovery.aux_devices) {
             for (i, pool) in self.pools.iter().enumerate() {
                 if let Ok(selector) = self.judge(pool, &dev) {
                     let unhealthy = pool.health(&dev, self.links.as_ref());
                     assigned[i].insert(
-                        dev.address,
+                        dev.id(),
                         Member {
                             dev,
                             selector,
@@ -595,8 +607,8 @@ impl PoolManager {
         }
         let mut changed = false;
         for (pool, members) in self.pools.iter().zip(assigned) {
-            let before: Vec<PciAddress> = pool.lock().members.keys().copied().collect();
-            let after: Vec<PciAddress> = members.keys().copied().collect();
+            let before: Vec<String> = pool.lock().members.keys().cloned().collect();
+            let after: Vec<String> = members.keys().cloned().collect();
             if before != after {
                 tracing::info!(
                     resource = pool.resource_name(),

@@ -91,7 +91,8 @@ fn pf_match(
 
 /// Whether `sel` takes `dev`, checking in SRDP's order: vendors, devices, drivers,
 /// pciAddresses, acpiIndexes, pfNames, rootDevices, linkTypes, ddpProfiles, pKeys, isRdma,
-/// vdpaType (auxTypes for auxNetDevice). `needVhostNet` selects nothing; it adds devices.
+/// vdpaType; for auxNetDevice vendors, devices, drivers, auxTypes, pfNames, rootDevices,
+/// linkTypes, isRdma. `needVhostNet` selects nothing; it adds devices.
 pub fn matches(
     sel: &Selectors,
     dev: &HostDevice,
@@ -122,8 +123,10 @@ pub fn matches(
             ),
         );
     }
-    if device_type == DeviceType::Accelerator {
-        return Ok(());
+    match device_type {
+        DeviceType::Accelerator => return Ok(()),
+        DeviceType::AuxNetDevice => return matches_aux(sel, dev),
+        DeviceType::NetDevice => {}
     }
     one_of(
         "acpiIndexes",
@@ -174,6 +177,38 @@ pub fn matches(
             }
             None => return reject("vdpaType", "it has no vDPA device"),
         }
+    }
+    Ok(())
+}
+
+/// The auxNetDevice part after vendors, devices and drivers (pciAddresses is not an aux key).
+fn matches_aux(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
+    let kind = dev.aux.as_ref().map(|a| a.kind.as_str());
+    one_of("auxTypes", &sel.aux_types, kind, "auxiliary type")?;
+    pf_match(
+        "pfNames",
+        &sel.pf_names,
+        dev.pf_name.as_deref(),
+        dev.vf_index,
+    )?;
+    let pf_addr = dev.pf.map(|a| a.to_string());
+    pf_match(
+        "rootDevices",
+        &sel.root_devices,
+        pf_addr.as_deref(),
+        dev.vf_index,
+    )?;
+    one_of(
+        "linkTypes",
+        &sel.link_types,
+        dev.link_type.as_deref(),
+        "link type",
+    )?;
+    if sel.is_rdma && dev.rdma.names.is_empty() {
+        return reject(
+            "isRdma",
+            "it has no RDMA device (are the RDMA modules loaded?)",
+        );
     }
     Ok(())
 }

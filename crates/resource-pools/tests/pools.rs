@@ -362,3 +362,59 @@ fn no_link_table_means_everything_stays_healthy() {
     );
     assert!(m.pools()[0].devices().borrow().iter().all(|d| d.healthy));
 }
+
+#[test]
+fn auxnetdevice_pools_take_sub_functions_by_type_pf_and_index() {
+    let lab = Lab::new();
+    lab.make_sf("0000:5e:00.0", "mlx5_core.sf.2", 2, "enp94s0f0s2");
+    lab.make_sf("0000:5e:00.0", "mlx5_core.sf.3", 3, "enp94s0f0s3");
+    lab.make_rdma_under("0000:5e:00.0", "mlx5_core.sf.3", "mlx5_5", 5);
+    let m = lab.manager(
+        r#"{"resourceList":[
+            {"resourceName":"sf","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"pfNames":["ens1f0np0#2"]}},
+            {"resourceName":"sf_rdma","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"isRdma":true}},
+            {"resourceName":"cx","selectors":{"vendors":["15b3"]}}
+        ]}"#,
+    );
+    let ids = |i: usize| -> Vec<String> {
+        m.pools()[i]
+            .devices()
+            .borrow()
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(0), strings(&["mlx5_core.sf.2"]));
+    assert_eq!(ids(1), strings(&["mlx5_core.sf.3"]));
+    assert_eq!(
+        ids(2),
+        strings(&CX5_VFS),
+        "netDevice pools never take sub-functions"
+    );
+    let sf = m.pools()[0].devices().borrow()[0].clone();
+    assert_eq!(sf.group.as_deref(), Some("0000:5e:00.0"));
+    assert_eq!(sf.numa_node, Some(1));
+
+    let r = m.pools()[1]
+        .allocate(&[strings(&["mlx5_core.sf.3"])])
+        .unwrap()
+        .remove(0);
+    assert_eq!(r.envs["PCIDEVICE_INTEL_COM_SF_RDMA"], "mlx5_core.sf.3");
+    let info: serde_json::Value =
+        serde_json::from_str(&r.envs["PCIDEVICE_INTEL_COM_SF_RDMA_INFO"]).unwrap();
+    assert_eq!(
+        info["mlx5_core.sf.3"]["generic"]["deviceID"],
+        "mlx5_core.sf.3"
+    );
+    assert_eq!(info["mlx5_core.sf.3"]["rdma"]["rdma_dev"], "mlx5_5");
+    assert!(
+        !lab.devinfo_dir().exists(),
+        "SRDP writes no device-info file for sub-functions"
+    );
+
+    let text = m.explain().unwrap().to_string();
+    assert!(
+        text.contains("not intel.com/sf: selectors[0]: pfNames: VF index 3 of ens1f0np0 is outside [ens1f0np0#2]"),
+        "{text}"
+    );
+}

@@ -160,6 +160,12 @@ impl Lab {
         self.mkdir(a, &format!("infiniband_mad/issm{n}"));
     }
 
+    /// RDMA resources under a sub-directory of a function (an auxiliary device).
+    pub fn make_rdma_under(&self, a: &str, sub: &str, name: &str, n: u32) {
+        self.mkdir(a, &format!("{sub}/infiniband/{name}"));
+        self.mkdir(a, &format!("{sub}/infiniband_verbs/uverbs{n}"));
+    }
+
     /// Makes every netdev of a function an InfiniBand link (ARPHRD 32).
     pub fn make_infiniband(&self, a: &str) {
         let sysfs = self.fake.sysfs();
@@ -179,6 +185,12 @@ impl Lab {
         if driver == "vhost_vdpa" {
             std::fs::create_dir_all(vdir.join(format!("vhost-vdpa/vhost-vdpa-{index}"))).unwrap();
         }
+    }
+
+    /// Adds an mlx5-style sub-function `name` (sfnum `n`, netdev `ifname`) under PCI function `a`.
+    pub fn make_sf(&self, a: &str, name: &str, n: u32, ifname: &str) {
+        self.write(a, &format!("{name}/sfnum"), &format!("{n}\n"));
+        self.write(a, &format!("{name}/net/{ifname}/type"), "1\n");
     }
 
     pub fn bind(&self, a: &str, driver: &str) {
