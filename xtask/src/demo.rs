@@ -1,9 +1,12 @@
 //! `cargo xtask demo`: the README's main-job command.
 //!
 //! Runs the real `forwarder-sriov` binary on a private copy of the shipped
-//! `testdata/sysfs/node` fixture (the host's sysfs is never touched) and
-//! prints a short transcript: what discovery sees, VFs created on the
-//! 82576 PF, one VF moved to vfio-pci and back.
+//! `testdata/sysfs/node` fixture (the host's sysfs is never touched):
+//! first what discovery sees and VFs created on the 82576 PF, then, as
+//! root, the whole flow through `sriov-e2e` with stand-ins for kubelet and
+//! the NSM manager, the forwarder in a private network namespace whose
+//! veth pairs stand in for the VF netdevs, and a client namespace that
+//! receives the VF with its address.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,9 +24,16 @@ pub(crate) fn workspace_root() -> PathBuf {
 
 pub(crate) fn run(_args: &[String]) -> Result<()> {
     let root = workspace_root();
-    if !cargo(&["build", "--quiet", "--bin", "forwarder-sriov"])
-        .status()?
-        .success()
+    if !cargo(&[
+        "build",
+        "--quiet",
+        "--bin",
+        "forwarder-sriov",
+        "--bin",
+        "sriov-e2e",
+    ])
+    .status()?
+    .success()
     {
         bail!("building forwarder-sriov failed");
     }
@@ -36,10 +46,64 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
     let s = sys.to_string_lossy().into_owned();
     println!("== a private copy of testdata/sysfs/node at {s}\n");
     step(&bin, &["inventory", "--sysfs-root", &s])?;
-    step(&bin, &["pci", "--sysfs-root", &s, "set-numvfs", "0000:01:00.0", "3"])?;
-    step(&bin, &["pci", "--sysfs-root", &s, "bind", "0000:01:10.2", "vfio-pci"])?;
+    step(
+        &bin,
+        &["pci", "--sysfs-root", &s, "set-numvfs", "0000:01:00.0", "3"],
+    )?;
+    step(
+        &bin,
+        &[
+            "pci",
+            "--sysfs-root",
+            &s,
+            "bind",
+            "0000:01:10.2",
+            "vfio-pci",
+        ],
+    )?;
     step(&bin, &["inventory", "--sysfs-root", &s])?;
-    step(&bin, &["pci", "--sysfs-root", &s, "restore", "0000:01:10.2", "igbvf"])?;
+    step(
+        &bin,
+        &[
+            "pci",
+            "--sysfs-root",
+            &s,
+            "restore",
+            "0000:01:10.2",
+            "igbvf",
+        ],
+    )?;
+
+    if !crate::suites::is_root() {
+        println!(
+            "demo: SKIPPED the NSM flow: it needs root to create network namespaces and /dev/vfio stand-ins"
+        );
+        return Ok(());
+    }
+    let work = root.join("target/demo/work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    let config = root.join("testdata/config/demo.yaml");
+    println!(
+        "== the NSM flow: sriov-e2e drives forwarder-sriov with {}",
+        config.display()
+    );
+    let status = Command::new(root.join("target/debug/sriov-e2e"))
+        .arg("--forwarder")
+        .arg(&bin)
+        .arg("--sysfs-root")
+        .arg(&sys)
+        .arg("--config")
+        .arg(&config)
+        .arg("--work")
+        .arg(&work)
+        .args(["--veth", "--vfio"])
+        .status()?;
+    println!("(forwarder log: {})", work.join("forwarder.log").display());
+    if !status.success() {
+        bail!("the NSM flow failed");
+    }
     println!("demo: done");
     Ok(())
 }
