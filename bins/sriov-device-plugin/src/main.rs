@@ -127,6 +127,12 @@ async fn serve(
         }));
         watcher = watcher.watch(pool.resource_name(), pool.clone() as Arc<dyn Backend>);
     }
+    // SRDP's DaemonSet does not mount kubelet's pod-resources dir; without it the pools never
+    // learn that a pod let go of a device, which only matters for netdev health.
+    if args
+        .pod_resources_socket
+        .parent()
+        .is_some_and(|dir| dir.is_dir())
     {
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -136,6 +142,11 @@ async fn serve(
                 })
                 .await;
         }));
+    } else {
+        tracing::info!(
+            socket = %args.pod_resources_socket.display(),
+            "no pod-resources dir: devices once allocated are never flagged for a vanished netdev"
+        );
     }
     {
         let manager = manager.clone();

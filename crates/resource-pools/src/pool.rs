@@ -180,12 +180,13 @@ impl ResourcePool {
                 .insert(id, (dev.driver.clone(), dev.netdevs.clone()));
         }
         drop(state);
-        // The PF's link is what the VF's traffic leaves by; a PF (without VFs) is its own.
-        let uplink = dev.pf_name.as_deref().or(if dev.is_vf() {
-            None
-        } else {
-            dev.netdevs.first().map(String::as_str)
-        });
+        // The PF's link is what the VF's traffic leaves by; a PF (without VFs) is its own, and
+        // once a pod holds it, its netdev is the pod's business.
+        let uplink = match (&dev.pf_name, dev.is_vf() || dev.aux.is_some()) {
+            (Some(pf), _) => Some(pf.as_str()),
+            (None, false) if !allocated => dev.netdevs.first().map(String::as_str),
+            _ => None,
+        };
         if let Some(name) = uplink {
             match links.state(name) {
                 LinkState::Unhealthy => return Some(format!("link {name} is down")),

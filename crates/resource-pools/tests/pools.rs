@@ -418,3 +418,24 @@ fn auxnetdevice_pools_take_sub_functions_by_type_pf_and_index() {
         "{text}"
     );
 }
+
+#[test]
+fn a_pf_without_vfs_is_judged_by_its_own_link_until_a_pod_holds_it() {
+    let lab = Lab::new();
+    let links = Arc::new(LinkTable::new());
+    links.replace_all([("eno1".to_string(), false)]);
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"nic","selectors":{"drivers":["e1000e"]}}]}"#,
+        false,
+        links.clone(),
+    );
+    let pool = m.pools()[0].clone();
+    assert!(!pool.devices().borrow()[0].healthy);
+    assert_eq!(
+        pool.members()[0].unhealthy.as_deref(),
+        Some("link eno1 is down")
+    );
+    pool.allocate(&[strings(&["0000:00:1f.6"])]).unwrap();
+    m.refresh().unwrap();
+    assert!(pool.devices().borrow()[0].healthy);
+}
