@@ -273,8 +273,11 @@ impl NetworkServiceEndpointRegistry for Registry {
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
         let mut nse = request.into_inner();
-        self.shared.record(Call::Register(nse.clone()));
+        // Calls are recorded once handled, so a test that saw the call
+        // also sees its effect.
+        let received = Call::Register(nse.clone());
         if nse.name.is_empty() {
+            self.shared.record(received);
             return Err(Status::invalid_argument("endpoint name is empty"));
         }
         {
@@ -290,6 +293,7 @@ impl NetworkServiceEndpointRegistry for Registry {
             network_service_endpoint: Some(nse.clone()),
             deleted: false,
         });
+        self.shared.record(received);
         Ok(Response::new(nse))
     }
 
@@ -348,8 +352,8 @@ impl NetworkServiceEndpointRegistry for Registry {
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<()>, Status> {
         let nse = request.into_inner();
-        self.shared.record(Call::Unregister(nse.clone()));
         let removed = lock(&self.shared.endpoints).remove(&nse.name);
+        self.shared.record(Call::Unregister(nse));
         if let Some(old) = removed {
             let _ = self.shared.changes.send(NetworkServiceEndpointResponse {
                 network_service_endpoint: Some(old),

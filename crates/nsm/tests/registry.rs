@@ -61,7 +61,7 @@ async fn registration_carries_name_service_labels_url_and_expiry() {
 #[tokio::test]
 async fn registration_is_refreshed_before_it_expires() {
     let fx = Fixture::new().await;
-    let lifetime = Duration::from_millis(600);
+    let lifetime = Duration::from_millis(1200);
     let handle = fx.registry().keep_registered(fx.registration(lifetime));
     timeout(PATIENCE, handle.registered())
         .await
