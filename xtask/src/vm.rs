@@ -49,6 +49,7 @@ const GUEST_MODULES: &[&str] = &["igb", "igbvf", "vfio-pci", "vfio_iommu_type1"]
 const GUEST_BINARIES: &[(&str, &str)] = &[
     ("forwarder-sriov", "forwarder-sriov"),
     ("sriov-pci-fake", "sysfs-capture"),
+    ("sriov-e2e", "sriov-e2e"),
 ];
 
 /// The whole VM run has to fit in this, boot to poweroff; QEMU is killed at it.

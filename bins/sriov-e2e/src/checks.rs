@@ -63,15 +63,15 @@ async fn within<T>(what: &str, secs: u64, f: impl Future<Output = T>) -> Result<
         .map_err(|_| format!("no {what} within {secs} s"))
 }
 
-/// The VF netdevs of the configured PFs, from sysfs.
-fn vf_netdevs(o: &Options) -> Result<(Sysfs, Vec<String>), String> {
+/// The VF netdevs of the configured PFs, from sysfs, with their VFs.
+fn vf_netdevs(o: &Options) -> Result<(Sysfs, Vec<(PciAddress, String)>), String> {
     let sysfs = Sysfs::under_root(&o.sysfs_root);
     let cfg = sriov_config::SriovConfig::load(&o.config).map_err(|e| e.to_string())?;
     let pfs: Vec<PciAddress> = cfg.config.physical_functions.keys().copied().collect();
     let mut names = Vec::new();
     for pf in sysfs.discover_pfs(&pfs).map_err(|e| e.to_string())? {
         for vf in pf.vfs {
-            names.extend(vf.netdevs);
+            names.extend(vf.netdevs.into_iter().map(|n| (vf.address, n)));
         }
     }
     Ok((sysfs, names))
@@ -132,7 +132,8 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     for f in ["devices.allow", "devices.deny"] {
         std::fs::write(ctr.join(f), "").map_err(|e| e.to_string())?;
     }
-    let (sysfs, netdevs) = vf_netdevs(o)?;
+    let (sysfs, vf_names) = vf_netdevs(o)?;
+    let netdevs: Vec<String> = vf_names.iter().map(|(_, n)| n.clone()).collect();
     if o.vfio && o.vfio_path.is_none() {
         fake_dev_vfio(&sysfs, o, &p.vfio)?;
         say(format!(
@@ -324,16 +325,14 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             },
         );
     }
-    let vf_netdev = vf
-        .parse::<PciAddress>()
-        .ok()
-        .map(|a| format!("{a}"))
-        .and_then(|_| {
-            netdevs
-                .iter()
-                .find(|n| sysfs_owner(&sysfs, &vf, n))
-                .cloned()
-        });
+    // The VF's netdev name from before the request: while the client has
+    // it, sysfs no longer lists it under the VF.
+    let vf_netdev = vf.parse::<PciAddress>().ok().and_then(|a| {
+        vf_names
+            .iter()
+            .find(|(v, _)| *v == a)
+            .map(|(_, n)| n.clone())
+    });
     nsc.close(conn)
         .await
         .map_err(|e| format!("close: {}", e.message()))?;
@@ -381,19 +380,6 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         },
     );
     Ok(())
-}
-
-/// Whether `netdev` belongs to the VF at `vf` (sysfs names it under the VF
-/// while it is in our namespace; the fixture's names never move).
-fn sysfs_owner(sysfs: &Sysfs, vf: &str, netdev: &str) -> bool {
-    let Ok(addr) = vf.parse::<PciAddress>() else {
-        return false;
-    };
-    sysfs
-        .netdevs(addr)
-        .map(|n| n.iter().any(|x| x == netdev))
-        .unwrap_or(false)
-        || sysfs.device_dir(addr).join("net").join(netdev).exists()
 }
 
 #[allow(clippy::too_many_arguments)]
