@@ -16,7 +16,13 @@
 //!   `registry.NetworkServiceEndpointRegistry.Find` and keeps the
 //!   forwarder registered.
 //! - [`fake`] is a fake NSM manager (registry plus next hop) for tests,
-//!   also served by the `fake-nsmgr` binary.
+//!   also served by the `fake-nsmgr` binary, which prints each call it
+//!   receives on one line (`fake-nsmgr /tmp/nsm.io.sock --src-ip
+//!   172.16.1.2/31` answers Requests with that client address).
+//!
+//! `cargo bench -p sriov-nsm` prints the transport's own figures against
+//! the fake: next-hop Request+Close p50/p99, 256 concurrent Requests, time
+//! to the first registration.
 //!
 //! # Lifecycle of the registration
 //!
