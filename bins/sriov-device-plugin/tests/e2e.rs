@@ -321,3 +321,47 @@ fn a_bad_config_stops_the_plugin_naming_the_field() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_use_cdi_specs_are_written_named_in_allocate_and_removed_at_stop() {
+    let node = Node::new();
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let cdi = node.root.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(cdi.join("sriov-dp-left-over.yaml"), "").unwrap();
+
+    let mut child = node
+        .command(&["-use-cdi"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("three registrations", || {
+        registrar.requests.lock().unwrap().len() >= 3
+    })
+    .await;
+    let spec = cdi.join("sriov-dp-intel.com-net-pci-x710.json");
+    eventually("the x710 CDI spec", || spec.exists()).await;
+    assert!(!cdi.join("sriov-dp-left-over.yaml").exists());
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec).unwrap()).unwrap();
+    assert_eq!(v["kind"], "intel.com/net-pci");
+    assert_eq!(v["devices"].as_array().unwrap().len(), 8);
+
+    let mut x710 = client(&node.dp_dir().join("intel.com_x710.sock")).await;
+    let resp = x710
+        .allocate(dp::AllocateRequest {
+            container_requests: vec![dp::ContainerAllocateRequest {
+                devices_ids: vec!["0000:3b:0a.3".into()],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &resp.container_responses[0];
+    assert!(c.devices.is_empty());
+    assert_eq!(c.cdi_devices[0].name, "intel.com/net-pci=0000:3b:0a.3");
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+    assert!(!spec.exists(), "CDI specs are removed at stop");
+}
