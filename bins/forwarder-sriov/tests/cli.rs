@@ -1,30 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The binary's subcommands against a private copy of a shipped fixture.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sysfs/node");
-    copy(&src, dir.path());
+    sriov_pci_fake::copy_tree(&sriov_pci_fake::testdata_sysfs().join("node"), dir.path()).unwrap();
     dir
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst: PathBuf = to.join(e.file_name());
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), dst).unwrap();
-        } else if ft.is_dir() {
-            copy(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {

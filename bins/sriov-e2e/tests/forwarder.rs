@@ -25,22 +25,6 @@ fn forwarder_bin() -> PathBuf {
     bin
 }
 
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), dst).unwrap();
-        } else if ft.is_dir() {
-            copy(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 #[test]
 fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
     if !nix::unistd::geteuid().is_root() {
@@ -51,7 +35,7 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let sysfs = tmp.path().join("sysfs");
-    copy(&workspace().join("testdata/sysfs/node"), &sysfs);
+    sriov_pci_fake::copy_tree(&workspace().join("testdata/sysfs/node"), &sysfs).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sriov-e2e"))
         .arg("--forwarder")
         .arg(forwarder_bin())
