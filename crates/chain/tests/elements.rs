@@ -54,7 +54,18 @@ async fn kernel_request_moves_the_vf_with_its_context_and_close_returns_it() {
 
     // The next hop was offered NOOP.
     let onward = h.next_hop.requests.lock().unwrap()[0].clone();
-    assert_eq!(onward.mechanism_preferences[0].r#type, MECH_NOOP);
+    let offered: Vec<(String, String)> = onward
+        .mechanism_preferences
+        .iter()
+        .map(|m| (m.cls.clone(), m.r#type.clone()))
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            ("LOCAL".to_string(), MECH_NOOP.to_string()),
+            ("REMOTE".to_string(), MECH_NOOP.to_string())
+        ]
+    );
     assert_eq!(
         onward.connection.unwrap().network_service_endpoint_name,
         "nse-1"

@@ -2,7 +2,7 @@
 //!
 //! The forwarder's own mechanism (KERNEL, VFIO) is between it and the
 //! client; towards the next hop (the NSM manager at `NSM_CONNECT_TO`) it
-//! offers a NOOP mechanism, as the Go forwarder does. The next hop's answer
+//! offers NOOP, LOCAL first and then REMOTE, as sdk-sriov's NOOP client does. The next hop's answer
 //! (path, context filled in by the endpoint) becomes the client's
 //! connection, with the forwarder's mechanism put back. Close closes the
 //! next hop's connection.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sriov_api::nsm::connection::{Connection, Mechanism};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 
-use crate::params::{CLS_REMOTE, MECH_NOOP};
+use crate::params::{CLS_LOCAL, CLS_REMOTE, MECH_NOOP};
 use crate::{Ctx, Element, ElementFuture, Next, NextHop};
 
 /// The next hop's connection, kept for Close.
@@ -54,11 +54,14 @@ impl Element for Connect {
             out.mechanism = None;
             let onward = NetworkServiceRequest {
                 connection: Some(out),
-                mechanism_preferences: vec![Mechanism {
-                    cls: CLS_REMOTE.to_string(),
-                    r#type: MECH_NOOP.to_string(),
-                    parameters: Default::default(),
-                }],
+                mechanism_preferences: [CLS_LOCAL, CLS_REMOTE]
+                    .into_iter()
+                    .map(|cls| Mechanism {
+                        cls: cls.to_string(),
+                        r#type: MECH_NOOP.to_string(),
+                        parameters: Default::default(),
+                    })
+                    .collect(),
             };
             let mut reply = self.next_hop.request(onward).await?;
             ctx.insert(NextHopConnection(reply.clone()));
