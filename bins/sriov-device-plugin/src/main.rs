@@ -17,7 +17,7 @@ use clap::Parser;
 use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatcher};
 use sriov_pci::Sysfs;
 use sriov_resource_pools::{
-    CdiDir, Config, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
+    CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
     PoolManager, PoolSettings,
 };
 use tokio::sync::{Notify, watch};
@@ -55,7 +55,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         sysfs: Sysfs::under_root(&args.sysfs_root),
         proc_net_route: args.proc_net_route.clone(),
         dev_dir: args.dev_dir.clone(),
-    });
+    })
+    // Runs devlink/ddptool only when a selector uses ddpProfiles, as SRDP does.
+    .with_extra_facts(Arc::new(DdpTools::new()));
     let settings = PoolSettings {
         default_prefix: args.resource_prefix.clone(),
         use_cdi: args.use_cdi,

@@ -235,6 +235,7 @@ type PfCache = HashMap<PciAddress, (Vec<VirtFn>, Option<String>)>;
 pub struct Host {
     paths: HostPaths,
     extra: Arc<dyn ExtraFacts>,
+    want_ddp: bool,
 }
 
 impl fmt::Debug for Host {
@@ -251,12 +252,20 @@ impl Host {
         Self {
             paths,
             extra: Arc::new(NoExtraFacts),
+            want_ddp: true,
         }
     }
 
     /// Uses `extra` for facts sysfs does not have.
     pub fn with_extra_facts(mut self, extra: Arc<dyn ExtraFacts>) -> Self {
         self.extra = extra;
+        self
+    }
+
+    /// Whether to ask [`ExtraFacts`] for DDP profiles (which may run a tool per device); the
+    /// [`PoolManager`](crate::PoolManager) turns it off unless a selector uses `ddpProfiles`.
+    pub fn with_ddp(mut self, want: bool) -> Self {
+        self.want_ddp = want;
         self
     }
 
@@ -420,7 +429,9 @@ impl Host {
                 .collect(),
             aux: None,
         };
-        dev.ddp_profile = self.extra.ddp_profile(&dev);
+        if self.want_ddp {
+            dev.ddp_profile = self.extra.ddp_profile(&dev);
+        }
         Ok(dev)
     }
 }

@@ -52,6 +52,7 @@
 //! ```
 
 mod config;
+mod ddp;
 mod error;
 mod files;
 mod health;
@@ -65,6 +66,7 @@ pub use config::{
     AdditionalInfo, Config, ConfigWarning, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCE_PREFIX,
     DeviceType, HexId, PfSelector, ResourceConfig, Selectors, VDPA_TYPES,
 };
+pub use ddp::DdpTools;
 pub use error::{ConfigError, PoolError};
 pub use files::{
     CDI_SPEC_PREFIX, CDI_VERSION, CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec,

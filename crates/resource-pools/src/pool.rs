@@ -478,6 +478,12 @@ impl PoolManager {
         links: Arc<dyn LinkHealth>,
     ) -> Self {
         let settings = Arc::new(settings);
+        let want_ddp = config
+            .resources
+            .iter()
+            .flat_map(|r| &r.selectors)
+            .any(|s| !s.ddp_profiles.is_empty());
+        let host = host.with_ddp(want_ddp);
         let pools = config
             .resources
             .iter()

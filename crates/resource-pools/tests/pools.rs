@@ -439,3 +439,67 @@ fn a_pf_without_vfs_is_judged_by_its_own_link_until_a_pod_holds_it() {
     m.refresh().unwrap();
     assert!(pool.devices().borrow()[0].healthy);
 }
+
+#[test]
+fn ddp_profiles_come_from_devlink_or_ddptool_and_only_when_selected() {
+    use sriov_resource_pools::{Config, DdpTools, PoolManager};
+    use std::os::unix::fs::PermissionsExt;
+
+    let lab = Lab::new();
+    let bin = lab.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = lab.path().join("calls");
+    let script = |name: &str, body: &str| {
+        let p = bin.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n{body}", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let devlink = script(
+        "devlink",
+        r#"[ "$4" = "pci/0000:3b:00.1" ] || exit 1
+echo '{"info":{"pci/0000:3b:00.1":{"driver":"i40e","versions":{"running":{"fw.app.name":"ICE COMMS Package"}}}}}'"#,
+    );
+    let ddptool = script(
+        "ddptool",
+        r#"[ "$5" = "0000:3b:02.0" ] || exit 8
+echo '{"DDPInventory":{"DDPpackage":{"name":"GTPv1-C/U IPv4/IPv6 payload"}}}'"#,
+    );
+    let tools = Arc::new(DdpTools::with_commands(devlink, ddptool));
+    let run = |selectors: &str| -> Vec<String> {
+        let json =
+            format!(r#"{{"resourceList":[{{"resourceName":"p","selectors":{selectors}}}]}}"#);
+        let config = Config::parse(&json, "intel.com").unwrap();
+        let host = lab.host().with_extra_facts(tools.clone());
+        let m = PoolManager::new(&config, host, lab.settings(false), Arc::new(NoLinkHealth));
+        m.refresh().unwrap();
+        m.pools()[0]
+            .members()
+            .iter()
+            .map(|m| m.device.address.to_string())
+            .collect()
+    };
+
+    assert_eq!(run(r#"{"drivers":["iavf"]}"#).len(), 8);
+    assert!(
+        !calls.exists(),
+        "no tool runs without a ddpProfiles selector"
+    );
+
+    assert_eq!(
+        run(r#"{"ddpProfiles":["ICE COMMS Package"]}"#),
+        strings(&X710_PORT1_VFS)
+    );
+    assert_eq!(
+        run(r#"{"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}"#),
+        strings(&["0000:3b:02.0"])
+    );
+    let n = std::fs::read_to_string(&calls).unwrap().lines().count();
+    run(r#"{"ddpProfiles":["ICE COMMS Package"]}"#);
+    let again = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert_eq!(n, again, "answers are kept per device and driver");
+}
