@@ -370,7 +370,7 @@ impl Host {
                 let (vfs, name) = match pfs.get(&pf) {
                     Some(known) => known,
                     None => {
-                        let name = sysfs.netdevs(pf)?.into_iter().next();
+                        let name = uplink_name(&sysfs.device_dir(pf), sysfs.netdevs(pf)?);
                         pfs.entry(pf).or_insert((sysfs.vfs(pf)?, name))
                     }
                 };
@@ -456,7 +456,7 @@ impl Host {
             }
             let adir = dir.join(&name);
             let netdevs = list_sorted(&adir.join("net"));
-            let pf_name = parent.netdevs.first().cloned();
+            let pf_name = uplink_name(&dir, parent.netdevs.clone());
             let link_type = match (netdevs.first(), &pf_name) {
                 (Some(n), _) => link_type(&adir.join("net").join(n)),
                 (None, Some(n)) => link_type(&dir.join("net").join(n)),
@@ -481,6 +481,18 @@ impl Host {
         }
         out
     }
+}
+
+/// The PF's name as SRDP reports it: in switchdev mode the PF's `net/` also lists VF
+/// representors, and the uplink representor (`phys_port_name` `p<N>`) is the PF; otherwise
+/// the first (only) interface.
+fn uplink_name(pf_dir: &Path, netdevs: Vec<String>) -> Option<String> {
+    let uplink = netdevs.iter().find(|n| {
+        read_trimmed(&pf_dir.join("net").join(n.as_str()).join("phys_port_name")).is_some_and(|p| {
+            p.len() > 1 && p.starts_with('p') && p[1..].bytes().all(|b| b.is_ascii_digit())
+        })
+    });
+    uplink.cloned().or_else(|| netdevs.into_iter().next())
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {

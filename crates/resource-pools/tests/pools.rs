@@ -503,3 +503,17 @@ echo '{"DDPInventory":{"DDPpackage":{"name":"GTPv1-C/U IPv4/IPv6 payload"}}}'"#,
     let again = std::fs::read_to_string(&calls).unwrap().lines().count();
     assert_eq!(n, again, "answers are kept per device and driver");
 }
+
+#[test]
+fn in_switchdev_mode_the_uplink_representor_names_the_pf() {
+    let lab = Lab::new();
+    // VF representors sort before the uplink; phys_port_name tells them apart.
+    lab.write("0000:5e:00.0", "net/ens1f0_0/type", "1\n");
+    lab.write("0000:5e:00.0", "net/ens1f0_0/phys_port_name", "pf0vf0\n");
+    lab.write("0000:5e:00.0", "net/ens1f0np0/phys_port_name", "p0\n");
+    assert_eq!(
+        lab.select(r#"{"pfNames":["ens1f0np0"]}"#),
+        strings(&CX5_VFS)
+    );
+    assert!(lab.select(r#"{"pfNames":["ens1f0_0"]}"#).is_empty());
+}
