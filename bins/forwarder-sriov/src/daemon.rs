@@ -32,6 +32,36 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// Releases pool uses no live connection holds once their VF is back or
+/// their lease expired: after a restart, uses recorded before it have no
+/// timer of their own.
+async fn sweep_stale_uses(
+    pool: Arc<Pool>,
+    sysfs: Sysfs,
+    monitor: Monitor,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let live: std::collections::HashSet<String> =
+            monitor.connections().into_iter().map(|c| c.id).collect();
+        let (pool, sysfs) = (pool.clone(), sysfs.clone());
+        let swept =
+            tokio::task::spawn_blocking(move || pool.sweep(&sysfs, &|c| live.contains(c))).await;
+        match swept {
+            Ok(Ok(released)) => released.iter().for_each(|r| tracing::info!("{r}")),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping stale VF uses"),
+            Err(e) => tracing::warn!(error = %e, "sweep task failed"),
+        }
+    }
+}
+
 /// Refuses to run with neither plaintext nor SPIFFE configured.
 pub(crate) fn check_transport(env: &EnvConfig) -> Result<()> {
     if env.insecure {
@@ -146,6 +176,13 @@ pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Re
         next_hop: Arc::new(next_hop),
         monitor: monitor.clone(),
     });
+    tasks.spawn(sweep_stale_uses(
+        pool.clone(),
+        sysfs.clone(),
+        monitor.clone(),
+        env.resource_poll_timeout,
+        stopped(stop_rx.clone()),
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()

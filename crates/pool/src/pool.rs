@@ -75,6 +75,7 @@ pub struct VfLease {
 /// `ListAndWatch` streams, and a change counter.
 pub struct Pool {
     pfs: BTreeMap<PciAddress, PfInfo>,
+    kernel_drivers: BTreeMap<PciAddress, String>,
     state: Mutex<State>,
     store: FileStore,
     clock: Clock,
@@ -141,7 +142,15 @@ impl Pool {
         }
         shape_tokens(&mut state, &pfs, &mut warnings);
         let now = clock();
-        reconcile_uses(&mut state, &pfs, &kernel_drivers, sysfs, now, &mut warnings);
+        reconcile_uses(
+            &mut state,
+            &pfs,
+            &kernel_drivers,
+            sysfs,
+            now,
+            &|_| false,
+            &mut warnings,
+        );
         store.save(&state).map_err(persist_err)?;
 
         let mut names = BTreeSet::new();
@@ -157,6 +166,7 @@ impl Pool {
             .collect();
         let pool = Self {
             pfs,
+            kernel_drivers,
             state: Mutex::new(state),
             store,
             clock,
@@ -432,6 +442,35 @@ impl Pool {
         Ok(Some(lease))
     }
 
+    /// Releases recorded uses that no live connection holds and whose VF is
+    /// gone, expired, or visibly back with the forwarder (the client's
+    /// namespace died and the kernel returned the netdev), with the same
+    /// rules as at start. The forwarder runs this periodically, so a use
+    /// recovered after a restart that nobody refreshes is not leaked.
+    /// Returns a line per released use.
+    pub fn sweep(
+        &self,
+        sysfs: &Sysfs,
+        is_live: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, PoolError> {
+        let mut guard = self.lock()?;
+        let mut next = guard.clone();
+        let mut released = Vec::new();
+        reconcile_uses(
+            &mut next,
+            &self.pfs,
+            &self.kernel_drivers,
+            sysfs,
+            (self.clock)(),
+            is_live,
+            &mut released,
+        );
+        if !released.is_empty() {
+            self.commit(&mut guard, next)?;
+        }
+        Ok(released)
+    }
+
     /// Uses whose expiry has passed (for the forwarder to close).
     pub fn expired(&self) -> Result<Vec<(String, VfLease)>, PoolError> {
         let now = (self.clock)();
@@ -530,12 +569,16 @@ fn reconcile_uses(
     kernel_drivers: &BTreeMap<PciAddress, String>,
     sysfs: &Sysfs,
     now: u64,
+    is_live: &dyn Fn(&str) -> bool,
     warnings: &mut Vec<String>,
 ) {
     for t in state.tokens.values_mut() {
         let TokenState::InUse(u) = &t.state else {
             continue;
         };
+        if is_live(&u.connection) {
+            continue;
+        }
         let exists = pfs
             .get(&t.pf)
             .is_some_and(|p| p.vfs.iter().any(|v| v.address == u.vf));
@@ -559,7 +602,7 @@ fn reconcile_uses(
         };
         if let Some(reason) = reason {
             warnings.push(format!(
-                "VF {} of token {} (connection {}) released at start: {reason}",
+                "VF {} of token {} (connection {}) released: {reason}",
                 u.vf, t.id, u.connection
             ));
             t.state = TokenState::Allocated;

@@ -513,3 +513,62 @@ fn concurrent_uses_get_distinct_vfs() {
     let vfs: HashSet<PciAddress> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(vfs.len(), 4);
 }
+
+#[test]
+fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
+    let f = Fixture::x710(&[A]);
+    let (a, vf) = {
+        let pool = f.open();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..2]).unwrap();
+        let l = pool
+            .use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+            .unwrap();
+        pool.use_token(&a[1], DriverKind::Kernel, "c2", u64::MAX)
+            .unwrap();
+        (a, l.vf)
+    };
+    // Both netdevs are with clients while the forwarder restarts.
+    let sysfs = f.sysfs();
+    let dirs: Vec<_> = sysfs
+        .vfs("0000:3b:00.0".parse().unwrap())
+        .unwrap()
+        .into_iter()
+        .take(2)
+        .map(|v| sysfs.device_dir(v.address).join("net"))
+        .collect();
+    let backup = tempfile::tempdir().unwrap();
+    for (i, d) in dirs.iter().enumerate() {
+        sriov_pci_fake::copy_tree(d, &backup.path().join(i.to_string())).unwrap();
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    let pool = f.open();
+    assert_eq!(
+        pool.sweep(&sysfs, &|_| false).unwrap().len(),
+        0,
+        "both still with clients"
+    );
+    // The first client's namespace dies: the kernel hands its netdev back.
+    sriov_pci_fake::copy_tree(&backup.path().join("0"), &dirs[0]).unwrap();
+    assert!(
+        pool.sweep(&sysfs, &|c| c == "c1").unwrap().is_empty(),
+        "a live connection is never swept"
+    );
+    let released = pool.sweep(&sysfs, &|_| false).unwrap();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert!(released[0].contains(&vf.to_string()));
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == a[0])
+        .unwrap();
+    assert_eq!(t.state, TokenState::Allocated);
+    let t = pool
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == a[1])
+        .unwrap();
+    assert!(matches!(t.state, TokenState::InUse(_)));
+}
