@@ -455,6 +455,11 @@ impl Host {
                 continue;
             }
             let adir = dir.join(&name);
+            // As SRDP (sriovnet's GetSfIndexByAuxDev): only sub-functions have an index; other
+            // auxiliary devices (mlx5_core.eth.0, mlx5_core.vnet.2, ...) are not offered.
+            let Some(index) = read_trimmed(&adir.join("sfnum")).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
             let netdevs = list_sorted(&adir.join("net"));
             let pf_name = uplink_name(&dir, parent.netdevs.clone());
             let link_type = match (netdevs.first(), &pf_name) {
@@ -466,7 +471,7 @@ impl Host {
             dev.netdevs = netdevs;
             dev.pf = Some(parent.address);
             dev.pf_name = pf_name;
-            dev.vf_index = read_trimmed(&adir.join("sfnum")).and_then(|n| n.parse().ok());
+            dev.vf_index = Some(index);
             dev.link_type = link_type;
             dev.rdma = rdma_of(&adir);
             dev.iommu_group = None;
@@ -567,10 +572,28 @@ fn rdma_of(dir: &Path) -> RdmaDevice {
 /// The vDPA device a function's driver created (`vdpaN/` under the PCI function), typed by
 /// the vDPA bus driver bound to it.
 fn vdpa_of(dir: &Path) -> Option<VdpaDevice> {
-    let name = list_sorted(dir).into_iter().find(|n| {
+    let is_vdpa = |n: &str| {
         n.len() > 4 && n.starts_with("vdpa") && n[4..].bytes().all(|b| b.is_ascii_digit())
-    })?;
-    let vdir = dir.join(&name);
+    };
+    let entries = list_sorted(dir);
+    // mlx5 puts the vDPA device under an auxiliary device of the VF (`mlx5_core.vnet.2/vdpa0`).
+    let vdir = entries
+        .iter()
+        .find(|n| is_vdpa(n))
+        .map(|n| dir.join(n))
+        .or_else(|| {
+            entries
+                .iter()
+                .filter(|n| n.matches('.').count() == 2)
+                .find_map(|aux| {
+                    let sub = dir.join(aux);
+                    list_sorted(&sub)
+                        .into_iter()
+                        .find(|n| is_vdpa(n))
+                        .map(|n| sub.join(n))
+                })
+        })?;
+    let name = vdir.file_name()?.to_string_lossy().into_owned();
     let driver = std::fs::read_link(vdir.join("driver"))
         .ok()
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));

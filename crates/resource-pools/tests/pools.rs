@@ -96,6 +96,7 @@ fn each_selector_filters_as_srdp_does() {
     lab.make_rdma("0000:5e:00.3", "mlx5_3", 3);
     lab.make_infiniband("0000:5e:00.3");
     lab.make_vdpa("0000:5e:00.2", "vhost_vdpa", 0);
+    lab.make_vdpa_under("0000:3b:0a.3", "mlx5_core.vnet.7", "virtio_vdpa", 3);
     let mut lab = lab;
     lab.ddp
         .insert(addr("0000:3b:0a.1"), "GTPv1-C/U IPv4/IPv6 payload".into());
@@ -137,7 +138,7 @@ fn each_selector_filters_as_srdp_does() {
         (r#"{"pKeys":["0xffff"]}"#, &["0000:5e:00.3"]),
         (r#"{"isRdma":true}"#, &["0000:5e:00.3"]),
         (r#"{"vdpaType":"vhost"}"#, &["0000:5e:00.2"]),
-        (r#"{"vdpaType":"virtio"}"#, &[]),
+        (r#"{"vdpaType":"virtio"}"#, &["0000:3b:0a.3"]),
         // PFs have no PF: pfNames and rootDevices never take them.
         (r#"{"pfNames":["enp1s0"]}"#, &[]),
     ];
@@ -369,6 +370,8 @@ fn auxnetdevice_pools_take_sub_functions_by_type_pf_and_index() {
     lab.make_sf("0000:5e:00.0", "mlx5_core.sf.2", 2, "enp94s0f0s2");
     lab.make_sf("0000:5e:00.0", "mlx5_core.sf.3", 3, "enp94s0f0s3");
     lab.make_rdma_under("0000:5e:00.0", "mlx5_core.sf.3", "mlx5_5", 5);
+    // Not a sub-function (no sfnum): never offered, as in SRDP.
+    lab.mkdir("0000:5e:00.0", "mlx5_core.eth.0/net/eth9");
     let m = lab.manager(
         r#"{"resourceList":[
             {"resourceName":"sf","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"pfNames":["ens1f0np0#2"]}},
@@ -413,6 +416,7 @@ fn auxnetdevice_pools_take_sub_functions_by_type_pf_and_index() {
     );
 
     let text = m.explain().unwrap().to_string();
+    assert!(!text.contains("mlx5_core.eth.0"), "{text}");
     assert!(
         text.contains("not intel.com/sf: selectors[0]: pfNames: VF index 3 of ens1f0np0 is outside [ens1f0np0#2]"),
         "{text}"

@@ -175,7 +175,12 @@ impl Lab {
     }
 
     pub fn make_vdpa(&self, a: &str, driver: &str, index: u32) {
-        let vdir = self.dev_dir(a).join(format!("vdpa{index}"));
+        self.make_vdpa_under(a, "", driver, index);
+    }
+
+    /// A vDPA device under `sub` (an auxiliary device like `mlx5_core.vnet.2`, or "" for none).
+    pub fn make_vdpa_under(&self, a: &str, sub: &str, driver: &str, index: u32) {
+        let vdir = self.dev_dir(a).join(sub).join(format!("vdpa{index}"));
         std::fs::create_dir_all(&vdir).unwrap();
         std::os::unix::fs::symlink(
             format!("../../../bus/vdpa/drivers/{driver}"),
