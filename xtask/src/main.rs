@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod deploy;
 mod interop;
 mod report;
 mod suites;
@@ -22,6 +23,9 @@ commands:
   lint      fmt check, clippy (-D warnings) and cargo-deny
   bench     benchmarks; prints figures (never asserts on time)
   demo      the main job on the shipped fixtures
+  deploy-check
+            the image and manifest checks: Dockerfile shape and hadolint,
+            kustomize renderings, Kubernetes schema validation, checkov
   vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
             [--update-fixture] [--timeout SECS]
 ";
@@ -35,6 +39,7 @@ fn main() -> Result<()> {
         "lint" => suites::lint(),
         "bench" => bench::run(&rest),
         "demo" => demo::run(&rest),
+        "deploy-check" => deploy::run(&rest),
         "vm-test" => vm::run(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");

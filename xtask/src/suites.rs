@@ -20,6 +20,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     report.record("doc-tests", doc_outcome);
     report.record("grpc-interop", crate::interop::outcome());
     report.record("kernel", kernel_suite_outcome());
+    report.record("deploy", crate::deploy::suite_outcome());
     if no_vm {
         report.record("vm-test", Outcome::Skipped("--no-vm given".into()));
     } else {

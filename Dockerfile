@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+#
+# One image with both binaries, in two flavours that differ only in their
+# entrypoint:
+#   docker build --target forwarder-sriov     -t nsm-sriov-rs/forwarder-sriov:0.1.0 .
+#   docker build --target sriov-device-plugin -t nsm-sriov-rs/sriov-device-plugin:0.1.0 .
+# (the device plugin's entrypoint is the plugin itself, so an
+# sriov-network-device-plugin DaemonSet, which passes only args, can switch
+# by changing its image). VERSION and COMMIT become OCI labels and the
+# SRIOV_BUILD_* variables the build sees:
+#   --build-arg VERSION=0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD)
+
+ARG RUST_VERSION=1.95
+ARG GO_VERSION=1.25
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+ARG VERSION=0.1.0
+ARG COMMIT=unknown
+WORKDIR /src
+COPY . .
+# protoc comes from the protoc-bin-vendored crate: no apt step is needed.
+# The cache mounts keep crates and objects between builds; the binaries are
+# copied out in the same step because the target cache is not in the image.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    SRIOV_BUILD_VERSION="${VERSION}" SRIOV_BUILD_COMMIT="${COMMIT}" \
+    cargo build --release --locked -p forwarder-sriov -p sriov-device-plugin \
+ && install -D -m 0755 -t /out \
+    target/release/forwarder-sriov target/release/sriov-device-plugin
+
+# grpc_health_probe for the forwarder's probes: Kubernetes' own grpc probe
+# dials TCP only, and the forwarder serves grpc.health.v1 on a unix socket.
+FROM golang:${GO_VERSION}-bookworm AS probe
+ARG GRPC_HEALTH_PROBE_VERSION=v0.4.40
+RUN CGO_ENABLED=0 go install \
+    "github.com/grpc-ecosystem/grpc-health-probe@${GRPC_HEALTH_PROBE_VERSION}"
+
+# distroless/cc: glibc and libgcc (what Rust binaries link), no shell, no
+# package manager; bookworm's glibc, as in the build stage.
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+ARG VERSION=0.1.0
+ARG COMMIT=unknown
+LABEL org.opencontainers.image.title="nsm-sriov-rs" \
+      org.opencontainers.image.description="NSM SR-IOV forwarder and SR-IOV network device plugin" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/forwarder-sriov /out/sriov-device-plugin /usr/local/bin/
+COPY --from=probe /go/bin/grpc-health-probe /usr/local/bin/grpc_health_probe
+# Non-root by default, so `--version`, `inventory` and `--dry-run` run
+# unprivileged. The DaemonSets ask for uid 0 explicitly: the forwarder writes
+# sysfs and moves links between namespaces (privileged); the device plugin
+# creates sockets in kubelet's root-owned dirs (root, no capabilities).
+USER 65532:65532
+
+FROM runtime AS sriov-device-plugin
+ENTRYPOINT ["/usr/local/bin/sriov-device-plugin"]
+
+# Last, so a plain `docker build .` gives the forwarder.
+FROM runtime AS forwarder-sriov
+ENTRYPOINT ["/usr/local/bin/forwarder-sriov"]
