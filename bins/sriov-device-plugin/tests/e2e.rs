@@ -66,8 +66,12 @@ impl Node {
     }
 
     fn command(&self, extra: &[&str]) -> Command {
+        self.command_via(Command::new(BIN), "none", extra)
+    }
+
+    /// The plugin's command line on `c` (the binary itself, or a wrapper such as `unshare`).
+    fn command_via(&self, mut c: Command, link_health: &str, extra: &[&str]) -> Command {
         let p = |rel: &str| self.root.join(rel).display().to_string();
-        let mut c = Command::new(BIN);
         c.arg(format!("--config-file={}", p("config.json")))
             .arg(format!("--sysfs-root={}", self.fake.root().display()))
             .arg(format!("--proc-net-route={}", p("route")))
@@ -80,7 +84,7 @@ impl Node {
             ))
             .arg(format!("--devinfo-dir={}", p("devinfo")))
             .arg(format!("--cdi-dir={}", p("cdi")))
-            .arg("--link-health=none")
+            .arg(format!("--link-health={link_health}"))
             .arg("--rescan-interval=1")
             // SRDP DaemonSets pass these; they must not stop us.
             .arg("--log-dir=sriovdp")
@@ -364,4 +368,106 @@ async fn with_use_cdi_specs_are_written_named_in_allocate_and_removed_at_stop() 
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     assert!(!spec.exists(), "CDI specs are removed at stop");
+}
+
+/// Waits for a ListAndWatch update whose healthy devices are exactly `want`.
+async fn healthy_becomes(stream: &mut tonic::Streaming<dp::ListAndWatchResponse>, want: &[&str]) {
+    let deadline = Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        loop {
+            let msg = stream.message().await.unwrap().unwrap();
+            let healthy: Vec<&str> = msg
+                .devices
+                .iter()
+                .filter(|d| d.health == "Healthy")
+                .map(|d| d.id.as_str())
+                .collect();
+            if healthy == want {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("healthy devices never became {want:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pf_links_seen_over_netlink_drive_health_in_list_and_watch() {
+    use sriov_netlink::rtnetlink::LinkUnspec;
+    use sriov_netlink::{Netns, RtNetlink};
+
+    let test = "pf_links_seen_over_netlink_drive_health_in_list_and_watch";
+    // The plugin runs in a network namespace of its own, where the test then plays the PF.
+    if Command::new("unshare")
+        .args(["--net", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIP {test}: cannot create a network namespace with unshare --net");
+        return;
+    }
+    let node = Node::new();
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let mut wrapper = Command::new("unshare");
+    wrapper.args(["--net", "--", BIN]);
+    let mut child = node.command_via(wrapper, "netlink", &[]).spawn().unwrap();
+    eventually("three registrations", || {
+        registrar.requests.lock().unwrap().len() >= 3
+    })
+    .await;
+
+    let mut x710 = client(&node.dp_dir().join("intel.com_x710.sock")).await;
+    let mut stream = x710
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    // Its namespace has no ens785f0/ens785f1: every VF's PF link is gone.
+    healthy_becomes(&mut stream, &[]).await;
+
+    // The plugin has exec'ed by now (it registered), so this is its namespace, not ours.
+    let ns = Netns::open_path(Path::new(&format!("/proc/{}/ns/net", child.id()))).unwrap();
+    assert_ne!(
+        ns.id(),
+        Netns::current().unwrap().id(),
+        "never touch the test's own namespace"
+    );
+    let nl = RtNetlink::in_netns(ns).unwrap();
+    sriov_netlink::testing::add_veth(nl.handle(), "ens785f0", "peer0")
+        .await
+        .unwrap();
+    let pf = nl.link(&"ens785f0".into()).await.unwrap().unwrap();
+    let peer = nl.link(&"peer0".into()).await.unwrap().unwrap();
+    for index in [pf.index, peer.index] {
+        nl.handle()
+            .link()
+            .change(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .unwrap();
+    }
+    healthy_becomes(
+        &mut stream,
+        &[
+            "0000:3b:02.0",
+            "0000:3b:02.1",
+            "0000:3b:02.2",
+            "0000:3b:02.3",
+        ],
+    )
+    .await;
+
+    // Carrier loss on port 0 makes its VFs unhealthy again.
+    nl.handle()
+        .link()
+        .change(LinkUnspec::new_with_index(peer.index).down().build())
+        .execute()
+        .await
+        .unwrap();
+    healthy_becomes(&mut stream, &[]).await;
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
 }
