@@ -19,8 +19,9 @@
 //! [`refresh`](PoolManager::refresh) it rediscovers the host and hands each device to the first
 //! pool, and within it the first selector object, that takes it ([`selector::matches`], in
 //! SRDP's selector order); so devices that appear later join their pool without a restart.
-//! Health comes from a [`LinkHealth`] ([`follow_links`] feeds a [`LinkTable`] from netlink): a PF link down or
-//! gone, or a VF netdev vanishing while no pod holds the VF, makes the device unhealthy.
+//! Health comes from a [`LinkHealth`] ([`follow_links`] feeds a [`LinkTable`] from netlink):
+//! a PF link down or gone, or a VF netdev vanishing while no pod holds the VF, makes the
+//! device unhealthy.
 //!
 //! A [`ResourcePool`] is a `sriov-deviceplugin` [`Backend`](sriov_deviceplugin::Backend):
 //! devices with NUMA node and PF as group (so `GetPreferredAllocation` packs a pod on one PF
