@@ -569,3 +569,52 @@ async fn noop_requests_pass_through_without_touching_a_vf() {
     assert_eq!(h.in_use(), 0);
     assert!(ops.calls().is_empty());
 }
+
+#[tokio::test]
+async fn after_a_restart_the_first_refresh_adopts_the_moved_vf_and_close_brings_it_back() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    let first = h
+        .request(req("heal", MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+    let vf: sriov_pci::PciAddress = first.mechanism.as_ref().unwrap().parameters
+        [params::PCI_ADDRESS]
+        .parse()
+        .unwrap();
+    // The netdev is in the client's namespace: our sysfs no longer lists it.
+    std::fs::remove_dir_all(h.sysfs().device_dir(vf).join("net")).unwrap();
+
+    // kill -9 and start again; NSM heals by refreshing the connection.
+    let ops2 = RecordingOps::new();
+    let h = h.restart(Arc::new(ops2.clone()));
+    assert_eq!(h.in_use(), 1, "the pool kept the use across the restart");
+    let mut again = req("heal", MECH_KERNEL, &kernel_params(&token));
+    again.connection = Some(first.clone());
+    let healed = h.request(again).await.unwrap();
+    assert_eq!(
+        healed.mechanism.as_ref().unwrap().parameters[params::PCI_ADDRESS],
+        vf.to_string()
+    );
+    assert!(
+        !ops2.calls().iter().any(|c| matches!(c, Call::MoveInto(_))),
+        "adopted, not moved again: {:?}",
+        ops2.calls()
+    );
+    h.close(healed).await.unwrap();
+    let backs: Vec<_> = ops2
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::BackOut(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(backs.len(), 1);
+    assert_eq!(
+        backs[0].client_name, "nsm-1",
+        "the record from before the restart"
+    );
+    assert_eq!(h.in_use(), 0);
+}

@@ -66,6 +66,10 @@ pub struct VfLease {
     pub iommu_group: Option<u32>,
     /// The driver kind it is to be used with.
     pub kind: DriverKind,
+    /// The undo record stored with [`Pool::record_undo`], when this lease
+    /// continues a use recorded earlier (a refresh, or the first request
+    /// after a restart).
+    pub undo: Option<serde_json::Value>,
 }
 
 /// Tokens, their states, and the VFs in use; shared (`Arc`) and thread-safe.
@@ -392,6 +396,7 @@ impl Pool {
                 kind,
                 connection: connection.to_string(),
                 expires_at,
+                undo: None,
             });
         }
         self.commit(&mut guard, next)?;
@@ -496,6 +501,10 @@ impl Pool {
     }
 
     fn lease(&self, tok: &Token, vf: PciAddress, kind: DriverKind) -> VfLease {
+        let undo = match &tok.state {
+            TokenState::InUse(u) if u.vf == vf => u.undo.clone(),
+            _ => None,
+        };
         VfLease {
             token: tok.id.clone(),
             name: tok.name.clone(),
@@ -503,7 +512,32 @@ impl Pool {
             vf,
             iommu_group: self.group_of(vf),
             kind,
+            undo,
         }
+    }
+
+    /// Stores (or clears) the undo record of `connection`'s use; persisted
+    /// before it returns, like every change.
+    pub fn record_undo(
+        &self,
+        connection: &str,
+        undo: Option<serde_json::Value>,
+    ) -> Result<bool, PoolError> {
+        let mut guard = self.lock()?;
+        let mut next = guard.clone();
+        let mut found = false;
+        for t in next.tokens.values_mut() {
+            if let TokenState::InUse(u) = &mut t.state
+                && u.connection == connection
+            {
+                u.undo = undo.clone();
+                found = true;
+            }
+        }
+        if found {
+            self.commit(&mut guard, next)?;
+        }
+        Ok(found)
     }
 }
 

@@ -42,6 +42,12 @@ pub struct VfUse {
     pub connection: String,
     /// Unix time (seconds) after which the use is stale unless refreshed.
     pub expires_at: u64,
+    /// What the forwarder needs to undo its host changes for this use (for
+    /// example the record of a netdev moved into a client's namespace),
+    /// kept with the lease so a restarted forwarder can adopt the
+    /// connection instead of redoing or leaking it. Opaque to the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<serde_json::Value>,
 }
 
 /// One token as persisted.

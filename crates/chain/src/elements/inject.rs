@@ -17,7 +17,7 @@ use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps};
 use tonic::Status;
 
 use super::ipcontext::IpPlan;
-use super::resourcepool::VfBinding;
+use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
 use crate::{Ctx, Element, ElementFuture, Next};
 
@@ -89,6 +89,17 @@ impl Element for Inject {
             if ctx.get::<MovedLink>().is_some() {
                 return Ok(conn); // a refresh: the interface is already there
             }
+            // The first request after a restart for a connection whose
+            // netdev we had moved: the pool kept the record; adopt it.
+            let recorded = ctx
+                .get::<VfBinding>()
+                .and_then(|b| b.lease.undo.clone())
+                .and_then(|v| serde_json::from_value::<MovedLink>(v).ok());
+            if let Some(m) = recorded {
+                tracing::info!(link = %m.client_name, "adopting a VF netdev moved before a restart");
+                ctx.insert(m);
+                return Ok(conn);
+            }
             let moved = match Self::plan(ctx) {
                 Ok(link) => self.netlink.move_into(link).await.map_err(|e| match e {
                     sriov_netlink::Error::InvalidNetnsUrl { .. }
@@ -100,6 +111,20 @@ impl Element for Inject {
                     other => Status::internal(crate::params::with_causes(&other)),
                 }),
                 Err(e) => Err(e),
+            };
+            let moved = match (moved, ctx.get::<UndoLog>().cloned()) {
+                (Ok(m), Some(log)) => match log.record(&m).await {
+                    Ok(()) => Ok(m),
+                    Err(e) => {
+                        // Without the record a restart could not undo the
+                        // move: take the link back rather than keep it.
+                        if let Err(be) = self.netlink.back_out(m).await {
+                            tracing::warn!(error = %be, "moving back after a failed record");
+                        }
+                        Err(e)
+                    }
+                },
+                (other, _) => other,
             };
             match moved {
                 Ok(m) => {

@@ -37,6 +37,25 @@ pub struct VfBinding {
     pub previous_driver: Option<String>,
 }
 
+/// Keeps a record of how to undo a connection's host changes with its
+/// pool lease, so a restarted forwarder can adopt the connection.
+#[derive(Debug, Clone)]
+pub struct UndoLog {
+    pool: Arc<Pool>,
+    connection: String,
+}
+
+impl UndoLog {
+    /// Persists `record` with the connection's lease.
+    pub async fn record<T: serde::Serialize>(&self, record: &T) -> Result<(), Status> {
+        let value = serde_json::to_value(record)
+            .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?;
+        let (pool, conn) = (self.pool.clone(), self.connection.clone());
+        blocking(move || pool.record_undo(&conn, Some(value)).map_err(pool_status)).await?;
+        Ok(())
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct ResourcePool {
@@ -119,6 +138,9 @@ impl ResourcePool {
             .next();
         let vf_netdev = match self.kind {
             DriverKind::Vfio => None,
+            // A use recorded before a restart whose netdev was moved: it is
+            // in the client's namespace, not ours; `inject` adopts it.
+            DriverKind::Kernel if lease.undo.is_some() => None,
             DriverKind::Kernel => Some(self.wait_netdev(lease.vf).map_err(undo)?),
         };
         Ok(VfBinding {
@@ -243,6 +265,10 @@ impl Element for Arc<ResourcePool> {
                     })
                     .await?;
                     ctx.insert(binding);
+                    ctx.insert(UndoLog {
+                        pool: self.pool.clone(),
+                        connection: conn_id.clone(),
+                    });
                     true
                 }
             };

@@ -164,9 +164,24 @@ impl Harness {
     }
 
     pub fn on(fake: FakeSysfs, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        Self::build(fake, tempfile::tempdir().unwrap(), netlink, o)
+    }
+
+    /// The forwarder restarted: the same node and state directory, a new
+    /// pool and chain (nothing in memory survives).
+    pub fn restart(self, netlink: Arc<dyn NetlinkOps>) -> Self {
+        let Harness { fake, _state, .. } = self;
+        Self::build(fake, _state, netlink, Options::default())
+    }
+
+    fn build(
+        fake: FakeSysfs,
+        state: tempfile::TempDir,
+        netlink: Arc<dyn NetlinkOps>,
+        o: Options,
+    ) -> Self {
         let sysfs = fake.sysfs();
         let pf: PciAddress = PF.parse().unwrap();
-        let state = tempfile::tempdir().unwrap();
         let (pool, _) = Pool::open(
             vec![PfEntry {
                 pf: sysfs.physical_function(pf).unwrap(),
