@@ -43,6 +43,9 @@ const KUSTOMIZATIONS: &[&str] = &[
 
 const ACCEPTED_FINDINGS: &str = "deploy/checks/checkov-accepted.txt";
 
+/// The fallback renderer, relative to the workspace root.
+const RENDER_PY: &str = "deploy/checks/render.py";
+
 /// Where the setup script puts the Python tools unless told otherwise.
 const DEFAULT_TOOLS_VENV: &str = "/opt/nsm-sriov/deploy-venv";
 
@@ -101,12 +104,11 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
     }
 
     let tmp = TempDir::new("nsm-sriov-deploy")?;
-    let Some(rendered) = render_all(ws, &tmp.0)? else {
-        log.missing.push("kubectl (or kustomize)".into());
+    let Some(rendered) = render_all(ws, &tmp.0, log)? else {
+        log.missing
+            .push("kubectl, kustomize or the venv's python (for render.py)".into());
         return Ok(());
     };
-    log.ran
-        .push(format!("kustomize ({} renderings)", rendered.len()));
 
     match tool("kubernetes-validate") {
         Some(kv) => {
@@ -284,22 +286,45 @@ fn last_user(ins: &[String]) -> Option<String> {
     stages.last().and_then(|(_, _, u)| u.clone())
 }
 
-/// Renders each kustomization into `dir`; `None` when no renderer is installed.
-fn render_all(ws: &Path, dir: &Path) -> Result<Option<Vec<PathBuf>>> {
-    let renderer: Vec<PathBuf> = if let Some(k) = tool("kubectl") {
-        vec![k, "kustomize".into()]
+/// How the kustomizations are rendered.
+enum Renderer {
+    /// `kubectl kustomize` or `kustomize build`: the real thing.
+    Kustomize(Vec<PathBuf>),
+    /// `deploy/checks/render.py` on the venv's Python: the subset deploy/
+    /// uses, for machines without kubectl (no registry we reach ships it).
+    Fallback(PathBuf),
+}
+
+/// Renders each kustomization into `dir`; `None` when no renderer is
+/// available. With kubectl and the venv both present, render.py's output is
+/// also compared with kustomize's so the fallback cannot rot unnoticed.
+fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<PathBuf>>> {
+    let python = venv_tool("python3");
+    let renderer = if let Some(k) = tool("kubectl") {
+        Renderer::Kustomize(vec![k, "kustomize".into()])
     } else if let Some(k) = tool("kustomize") {
-        vec![k, "build".into()]
+        Renderer::Kustomize(vec![k, "build".into()])
+    } else if let Some(py) = &python {
+        Renderer::Fallback(py.clone())
     } else {
         return Ok(None);
     };
+    let render_py = ws.join(RENDER_PY);
     let mut files = Vec::new();
     for k in KUSTOMIZATIONS {
-        let out = run_tool(
-            Command::new(&renderer[0])
-                .args(&renderer[1..])
-                .arg(ws.join(k)),
-        )?;
+        let mut cmd = match &renderer {
+            Renderer::Kustomize(argv) => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            Renderer::Fallback(py) => {
+                let mut c = Command::new(py);
+                c.arg(&render_py);
+                c
+            }
+        };
+        let out = run_tool(cmd.arg(ws.join(k)))?;
         if !out.status.success() {
             bail!("rendering {k}:\n{}", text(&out));
         }
@@ -309,9 +334,46 @@ fn render_all(ws: &Path, dir: &Path) -> Result<Option<Vec<PathBuf>>> {
         let file = dir.join(format!("{}.yaml", k.replace('/', "_")));
         std::fs::write(&file, &out.stdout)
             .with_context(|| format!("writing {}", file.display()))?;
+        if let (Renderer::Kustomize(_), Some(py)) = (&renderer, &python) {
+            let cmp = run_tool(
+                Command::new(py)
+                    .arg(&render_py)
+                    .arg("--compare")
+                    .arg(ws.join(k))
+                    .arg(&file),
+            )?;
+            if !cmp.status.success() {
+                bail!(
+                    "{RENDER_PY} (the fallback renderer) no longer agrees with kustomize on {k}:\n{}",
+                    text(&cmp)
+                );
+            }
+        }
         files.push(file);
     }
+    log.ran.push(match (&renderer, &python) {
+        (Renderer::Kustomize(argv), Some(_)) => format!(
+            "{} ({} renderings, {RENDER_PY} agrees)",
+            kustomize_name(argv),
+            files.len()
+        ),
+        (Renderer::Kustomize(argv), None) => {
+            format!("{} ({} renderings)", kustomize_name(argv), files.len())
+        }
+        (Renderer::Fallback(_), _) => format!(
+            "{RENDER_PY} ({} renderings; no kubectl or kustomize installed)",
+            files.len()
+        ),
+    });
     Ok(Some(files))
+}
+
+fn kustomize_name(argv: &[PathBuf]) -> String {
+    let bin = argv[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{bin} {}", argv[1].display())
 }
 
 /// One accepted checkov finding.
@@ -441,14 +503,18 @@ fn parse_checkov(report: &str) -> BTreeSet<(String, String)> {
     findings
 }
 
-/// A tool from the deploy venv, else from PATH.
-fn tool(name: &str) -> Option<PathBuf> {
+/// A tool from the deploy venv only.
+fn venv_tool(name: &str) -> Option<PathBuf> {
     let venv = std::env::var_os("NSM_DEPLOY_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_TOOLS_VENV));
-    let in_venv = venv.join("bin").join(name);
-    if in_venv.is_file() {
-        return Some(in_venv);
+    Some(venv.join("bin").join(name)).filter(|p| p.is_file())
+}
+
+/// A tool from the deploy venv, else from PATH.
+fn tool(name: &str) -> Option<PathBuf> {
+    if let Some(t) = venv_tool(name) {
+        return Some(t);
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
