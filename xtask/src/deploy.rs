@@ -4,9 +4,11 @@
 //!
 //! 1. The Dockerfile's shape (multi-stage, both binaries, version and commit
 //!    build args, a non-root default user) and `.dockerignore`, always; then
-//!    hadolint when installed.
+//!    hadolint when installed; each shipped device plugin config through
+//!    `sriov-device-plugin --dry-run` on the fixture node.
 //! 2. Every kustomization under `deploy/` rendered with `kubectl kustomize`
-//!    (or `kustomize build`).
+//!    (or `kustomize build`); without either, with `deploy/checks/render.py`
+//!    (the subset deploy/ uses), which is otherwise compared with kustomize.
 //! 3. Each rendering validated against the Kubernetes OpenAPI schemas that
 //!    ship inside the PyPI package kubernetes-validate (offline), strictly,
 //!    for each of [`K8S_VERSIONS`].
@@ -42,6 +44,16 @@ const KUSTOMIZATIONS: &[&str] = &[
 ];
 
 const ACCEPTED_FINDINGS: &str = "deploy/checks/checkov-accepted.txt";
+
+/// The device plugin configs we ship, each loaded by the binary itself.
+const DEVICE_PLUGIN_CONFIGS: &[&str] = &[
+    "deploy/base/sriov-device-plugin/config.json",
+    "deploy/overlays/example/worker-1.json",
+    "deploy/overlays/example/worker-2.json",
+];
+
+/// The fixture node the device plugin configs are tried on (read only).
+const FIXTURE_NODE: &str = "testdata/sysfs/node";
 
 /// The fallback renderer, relative to the workspace root.
 const RENDER_PY: &str = "deploy/checks/render.py";
@@ -103,6 +115,12 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
         None => log.missing.push("hadolint".into()),
     }
 
+    device_plugin_configs(ws)?;
+    log.ran.push(format!(
+        "sriov-device-plugin --dry-run on {} shipped configs",
+        DEVICE_PLUGIN_CONFIGS.len()
+    ));
+
     let tmp = TempDir::new("nsm-sriov-deploy")?;
     let Some(rendered) = render_all(ws, &tmp.0, log)? else {
         log.missing
@@ -144,6 +162,44 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
             ));
         }
         None => log.missing.push("checkov".into()),
+    }
+    Ok(())
+}
+
+/// Each shipped device plugin config through the binary's own loader and
+/// discovery (`--dry-run`) on the fixture node: a config the binary refuses
+/// would crash-loop the DaemonSet.
+fn device_plugin_configs(ws: &Path) -> Result<()> {
+    let status = crate::suites::cargo(&["build", "--quiet", "-p", "sriov-device-plugin"])
+        .current_dir(ws)
+        .status()
+        .context("building sriov-device-plugin")?;
+    if !status.success() {
+        bail!("building sriov-device-plugin failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"));
+    let bin = target.join("debug/sriov-device-plugin");
+    let node = ws.join(FIXTURE_NODE);
+    for config in DEVICE_PLUGIN_CONFIGS {
+        let out = run_tool(
+            Command::new(&bin)
+                .arg("--dry-run")
+                .arg("--config-file")
+                .arg(ws.join(config))
+                .arg("--sysfs-root")
+                .arg(&node)
+                // The host's routes and devices are none of this check's business.
+                .args(["--proc-net-route", "/dev/null", "--dev-dir"])
+                .arg(&node),
+        )?;
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("Pools:") {
+            bail!(
+                "sriov-device-plugin --dry-run refuses {config}:\n{}",
+                text(&out)
+            );
+        }
     }
     Ok(())
 }
