@@ -50,6 +50,7 @@ const GUEST_BINARIES: &[(&str, &str)] = &[
     ("forwarder-sriov", "forwarder-sriov"),
     ("sriov-pci-fake", "sysfs-capture"),
     ("sriov-e2e", "sriov-e2e"),
+    ("sriov-device-plugin", "sriov-device-plugin"),
 ];
 
 /// The whole VM run has to fit in this, boot to poweroff; QEMU is killed at it.

@@ -22,7 +22,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    fn check(&mut self, name: &str, result: Result<String, String>) -> bool {
+    pub(crate) fn check(&mut self, name: &str, result: Result<String, String>) -> bool {
         match result {
             Ok(detail) => {
                 self.passed += 1;

@@ -15,6 +15,7 @@ mod checks;
 mod client;
 mod forwarder;
 mod inspect;
+mod srdp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,11 @@ pub(crate) struct Options {
     pub(crate) vfio: bool,
     pub(crate) vfio_path: Option<PathBuf>,
     pub(crate) ping: Option<String>,
+}
+
+enum Mode {
+    Forwarder(Options),
+    Srdp(srdp::SrdpOptions),
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
@@ -77,8 +83,15 @@ fn parse() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse() {
-        Ok(o) => o,
+    // `sriov-e2e srdp ...` checks the standalone device plugin instead.
+    let srdp = std::env::args().nth(1).is_some_and(|a| a == "srdp");
+    let parsed = if srdp {
+        srdp::parse(std::env::args().skip(2)).map(Mode::Srdp)
+    } else {
+        parse().map(Mode::Forwarder)
+    };
+    let mode = match parsed {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -95,7 +108,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = rt.block_on(checks::run(opts));
+    let report = rt.block_on(async {
+        match mode {
+            Mode::Forwarder(o) => checks::run(o).await,
+            Mode::Srdp(o) => srdp::run(o).await,
+        }
+    });
     println!("{}", report.summary());
     if report.failed() == 0 {
         ExitCode::SUCCESS
