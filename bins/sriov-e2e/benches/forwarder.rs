@@ -1,0 +1,738 @@
+//! Figures for the real `forwarder-sriov` daemon (issue 6, "Benchmarks"),
+//! run as a child process against generated E810-like fixture trees, with
+//! the in-process stand-ins for kubelet and the NSM manager, inside private
+//! network namespaces where veths stand in for the VF netdevs:
+//!
+//! 1. KERNEL Request then Close over the forwarder's unix socket, repeated:
+//!    p50 and p99 (target: p50 under 5 ms);
+//! 2. 256 concurrent KERNEL Requests on 256 stand-in VFs, then 256 Closes:
+//!    errors (must be 0) and wall time;
+//! 3. idle RSS of the daemon holding a 4096-VF fixture (target: under 15 MiB);
+//! 4. time from process start to every kubelet Register and the NSE
+//!    Register done (target: under 100 ms).
+//!
+//! It prints figures and never asserts on time. Needs root (namespaces);
+//! prints SKIP otherwise. The daemon is the release binary next to this
+//! bench's own build output (`cargo bench --workspace` builds it; alone:
+//! `cargo build --release -p forwarder-sriov`), or `$FORWARDER_SRIOV_BIN`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
+use sriov_api::kubelet::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
+use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSegment};
+use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
+use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_deviceplugin::fake::FakeKubelet;
+use sriov_netlink::testing::{PrivateNetns, add_veth};
+use sriov_netlink::{LinkRef, Netns, NetnsUrl, RtNetlink};
+use sriov_nsm::NsmUrl;
+use sriov_nsm::fake::{Call, FakeNsmgr};
+use sriov_pci::{PciAddress, Sysfs};
+use tonic::transport::Channel;
+
+/// The one resource every fixture's PFs are advertised as.
+const RESOURCE: &str = "worker.domain/10G";
+/// Rounds of measurement 1, after a few unmeasured warm-up rounds.
+const ROUNDS: usize = 200;
+const WARM_UP: usize = 10;
+/// Concurrent connections of measurement 2 (= VFs of the small fixture).
+const CONCURRENT: usize = 256;
+/// How long the big daemon is left alone before its RSS is read.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Start-up is measured this many times on the small fixture.
+const STARTS: usize = 5;
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP forwarder bench: needs root for network namespaces and veths");
+        return;
+    }
+    let bin = match forwarder_bin() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("forwarder bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let began = Instant::now();
+    match rt.block_on(run(&bin)) {
+        Ok(rows) => {
+            println!();
+            println!("{}", machine());
+            println!("| measurement | figure | target |");
+            println!("|---|---|---|");
+            for r in rows {
+                println!("| {} | {} | {} |", r.what, r.figure, r.target);
+            }
+            println!("(whole bench: {:.1} s)", began.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            eprintln!("forwarder bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `$FORWARDER_SRIOV_BIN`, or `forwarder-sriov` in the profile directory
+/// this bench was built into (`target/release/deps/<bench>` -> `target/release`).
+fn forwarder_bin() -> Res<PathBuf> {
+    if let Some(p) = std::env::var_os("FORWARDER_SRIOV_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("forwarder-sriov"))
+        .ok_or("no directory above the bench executable")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it first (`cargo build --release -p forwarder-sriov`; \
+             `cargo bench --workspace` does) or point FORWARDER_SRIOV_BIN at it",
+            bin.display()
+        ))
+    }
+}
+
+struct Row {
+    what: String,
+    figure: String,
+    target: &'static str,
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("machine: nproc {cpus}, {model}, Linux {kernel}")
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn run(bin: &Path) -> Res<Vec<Row>> {
+    let mut rows = Vec::new();
+    println!("forwarder-sriov: {}", bin.display());
+
+    // The small node: 1 PF x 256 VFs with a veth per VF netdev.
+    let small = Fixture::generate(1, CONCURRENT as u32)?;
+    let fwd_ns = veth_netns(&small.netdevs).await?;
+    println!(
+        "fixture: 1 PF x {} VFs, {} veths in the forwarder's namespace",
+        CONCURRENT,
+        small.netdevs.len()
+    );
+
+    // 4. Start-up, several times (fresh stand-ins each time, same state).
+    let mut starts = Vec::new();
+    let mut logged = Vec::new();
+    for i in 0..STARTS {
+        let mut d = Daemon::start(bin, &small, &fwd_ns, &format!("start-{i}")).await?;
+        let t = d.wait_registered().await?;
+        logged.extend(d.logged_ready_ms().await);
+        d.stop()?;
+        starts.push(t);
+    }
+    starts.sort();
+    println!(
+        "start to registrations, {CONCURRENT} VFs, {STARTS} starts: {}; daemon's own figure (ms): {logged:?}",
+        starts.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
+    rows.push(Row {
+        what: format!(
+            "start to kubelet + NSE registrations, {CONCURRENT} VFs (median of {STARTS})"
+        ),
+        figure: format!(
+            "{} (min {}, max {})",
+            ms(starts[starts.len() / 2]),
+            ms(starts[0]),
+            ms(starts[starts.len() - 1])
+        ),
+        target: "< 100 ms",
+    });
+
+    // 1 and 2 on one daemon.
+    let mut d = Daemon::start(bin, &small, &fwd_ns, "kernel").await?;
+    d.wait_registered().await?;
+    let tokens = d.allocate_all().await?;
+    if tokens.len() < CONCURRENT {
+        return Err(format!(
+            "only {} tokens allocated, {CONCURRENT} needed",
+            tokens.len()
+        ));
+    }
+    let mut nsc = d.client().await?;
+
+    // 1. Request then Close, one at a time, one client namespace.
+    let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
+    let url = file_url(&client_ns)?;
+    let mut round = Vec::with_capacity(ROUNDS);
+    let mut req_only = Vec::with_capacity(ROUNDS);
+    for i in 0..WARM_UP + ROUNDS {
+        let r = kernel_request(&format!("seq-{i}"), &tokens[0], &url);
+        let t = Instant::now();
+        let conn = nsc
+            .request(r)
+            .await
+            .map_err(|s| format!("Request seq-{i}: {}: {}", s.code(), s.message()))?
+            .into_inner();
+        let requested = t.elapsed();
+        nsc.close(conn)
+            .await
+            .map_err(|s| format!("Close seq-{i}: {}: {}", s.code(), s.message()))?;
+        if i >= WARM_UP {
+            round.push(t.elapsed());
+            req_only.push(requested);
+        }
+    }
+    drop(client_ns);
+    round.sort();
+    req_only.sort();
+    let (p50, p99) = (percentile(&round, 0.50), percentile(&round, 0.99));
+    println!(
+        "KERNEL Request+Close x{ROUNDS}: p50 {}, p99 {}, max {} (Request alone p50 {}, p99 {})",
+        ms(p50),
+        ms(p99),
+        ms(round[round.len() - 1]),
+        ms(percentile(&req_only, 0.50)),
+        ms(percentile(&req_only, 0.99)),
+    );
+    rows.push(Row {
+        what: format!("KERNEL Request then Close over the unix socket, {ROUNDS} rounds"),
+        figure: format!("p50 {}, p99 {}", ms(p50), ms(p99)),
+        target: "p50 < 5 ms",
+    });
+
+    // 2. 256 concurrent Requests, each into its own client namespace, then 256 Closes.
+    let clients: Vec<PrivateNetns> = (0..CONCURRENT)
+        .map(|_| PrivateNetns::new())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("client namespaces: {e}"))?;
+    let urls: Vec<String> = clients.iter().map(file_url).collect::<Res<_>>()?;
+    let t = Instant::now();
+    let answers = futures::future::join_all((0..CONCURRENT).map(|i| {
+        let mut nsc = nsc.clone();
+        let r = kernel_request(&format!("par-{i}"), &tokens[i], &urls[i]);
+        async move { nsc.request(r).await.map(|c| c.into_inner()) }
+    }))
+    .await;
+    let requests_took = t.elapsed();
+    let mut errors = Vec::new();
+    let mut conns = Vec::new();
+    for (i, a) in answers.into_iter().enumerate() {
+        match a {
+            Ok(c) => conns.push(c),
+            Err(s) => errors.push(format!("Request par-{i}: {}: {}", s.code(), s.message())),
+        }
+    }
+    let t = Instant::now();
+    let closes = futures::future::join_all(conns.into_iter().map(|c| {
+        let mut nsc = nsc.clone();
+        let id = c.id.clone();
+        async move { nsc.close(c).await.map_err(|s| (id, s)) }
+    }))
+    .await;
+    let closes_took = t.elapsed();
+    for (id, s) in closes.into_iter().filter_map(Result::err) {
+        errors.push(format!("Close {id}: {}: {}", s.code(), s.message()));
+    }
+    let home = d.netdevs_home(&small.netdevs).await?;
+    drop(clients);
+    drop(nsc);
+    println!(
+        "{CONCURRENT} concurrent KERNEL Requests: {}; then {CONCURRENT} Closes: {}; errors: {}; VF netdevs back in the forwarder's namespace: {home}/{}",
+        ms(requests_took),
+        ms(closes_took),
+        errors.len(),
+        small.netdevs.len()
+    );
+    for e in errors.iter().take(5) {
+        println!("  error: {e}");
+    }
+    rows.push(Row {
+        what: format!("{CONCURRENT} concurrent KERNEL Requests, then {CONCURRENT} Closes"),
+        figure: format!(
+            "{} errors; Requests {}, Closes {}",
+            errors.len(),
+            ms(requests_took),
+            ms(closes_took)
+        ),
+        target: "0 errors",
+    });
+    d.stop()?;
+    drop(fwd_ns);
+
+    // 3 (and 4 again): the big node, 16 PFs x 256 VFs, every PF configured.
+    let big = Fixture::generate(16, 256)?;
+    let big_ns = PrivateNetns::new().map_err(|e| format!("forwarder namespace: {e}"))?;
+    println!(
+        "fixture: 16 PFs x 256 VFs = {} VFs (no veths: the daemon idles)",
+        big.vfs
+    );
+    let mut d = Daemon::start(bin, &big, &big_ns, "idle").await?;
+    let up = d.wait_registered().await?;
+    let logged = d.logged_ready_ms().await;
+    // As kubelet would: read the device list once, then leave it be.
+    let advertised = d.list_devices().await?;
+    tokio::time::sleep(SETTLE).await;
+    let (rss, hwm) = d.rss_kib()?;
+    d.stop()?;
+    println!(
+        "idle daemon with {} VFs ({advertised} advertised): VmRSS {:.1} MiB, VmHWM {:.1} MiB; start to registrations {} (daemon's own: {logged:?} ms)",
+        big.vfs,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        ms(up)
+    );
+    rows.push(Row {
+        what: format!("idle RSS, {} VFs (16 x 256) configured", big.vfs),
+        figure: format!(
+            "{:.1} MiB (peak {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
+        target: "< 15 MiB",
+    });
+    rows.push(Row {
+        what: format!("start to kubelet + NSE registrations, {} VFs", big.vfs),
+        figure: ms(up),
+        target: "< 100 ms",
+    });
+    Ok(rows)
+}
+
+/// A generated fixture tree with its config file and VF netdev names.
+struct Fixture {
+    dir: tempfile::TempDir,
+    sysfs: PathBuf,
+    config: PathBuf,
+    netdevs: Vec<String>,
+    vfs: usize,
+}
+
+impl Fixture {
+    fn generate(pfs: u32, vfs: u32) -> Res<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("fwd-bench-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let sysfs = dir.path().join("sysfs");
+        sriov_pci_fake::fixtures::generated(pfs, vfs)
+            .build_at(&sysfs)
+            .map_err(err("building the fixture tree"))?;
+        let tree = Sysfs::under_root(&sysfs);
+        // The generator puts PF `i` at bus 0x10 + 2i, function 0.
+        let addrs: Vec<PciAddress> = (0..pfs)
+            .map(|i| format!("0000:{:02x}:00.0", 0x10 + 2 * i).parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("PF address: {e}"))?;
+        let mut yaml = String::from("physicalFunctions:\n");
+        for a in &addrs {
+            let _ = write!(
+                yaml,
+                "  {a}:\n    pfKernelDriver: ice\n    vfKernelDriver: iavf\n    \
+                 capabilities: [10G]\n    serviceDomains: [worker.domain]\n"
+            );
+        }
+        let config = dir.path().join("sriov.yaml");
+        std::fs::write(&config, yaml).map_err(err("writing the config"))?;
+        let mut netdevs = Vec::new();
+        let mut count = 0;
+        for pf in tree
+            .discover_pfs(&addrs)
+            .map_err(|e| format!("discovering PFs: {e}"))?
+        {
+            for vf in pf.vfs {
+                count += 1;
+                netdevs.extend(vf.netdevs);
+            }
+        }
+        Ok(Self {
+            dir,
+            sysfs,
+            config,
+            netdevs,
+            vfs: count,
+        })
+    }
+}
+
+/// A private namespace with a veth pair per VF netdev name (`<name>` with
+/// peer `<name>p`), as the forwarder's home.
+async fn veth_netns(netdevs: &[String]) -> Res<PrivateNetns> {
+    let ns = PrivateNetns::new().map_err(|e| format!("forwarder namespace: {e}"))?;
+    let names = netdevs.to_vec();
+    ns.block_on(|| async move {
+        let nl = RtNetlink::new().map_err(|e| e.to_string())?;
+        for n in &names {
+            let peer: String = format!("{n}p").chars().take(15).collect();
+            add_veth(nl.handle(), n, &peer)
+                .await
+                .map_err(|e| format!("veth {n}: {e}"))?;
+        }
+        Ok::<(), String>(())
+    })
+    .map_err(|e| e.to_string())??;
+    Ok(ns)
+}
+
+fn file_url(ns: &PrivateNetns) -> Res<String> {
+    match ns.url() {
+        NetnsUrl::File(p) => Ok(format!("file://{}", p.display())),
+        other => Err(format!("unexpected namespace URL {other:?}")),
+    }
+}
+
+/// What a client pod asks for: a KERNEL interface `nsm-1` in its namespace
+/// with an address, a route and an MTU, on the VF behind `token`.
+fn kernel_request(id: &str, token: &str, inode_url: &str) -> NetworkServiceRequest {
+    let parameters: HashMap<String, String> = [
+        ("tokenID", token),
+        ("inodeURL", inode_url),
+        ("name", "nsm-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    NetworkServiceRequest {
+        connection: Some(Connection {
+            id: id.into(),
+            network_service: "sriov-ns".into(),
+            context: Some(ConnectionContext {
+                ip_context: Some(IpContext {
+                    src_ip_addrs: vec!["172.16.1.2/30".into()],
+                    dst_ip_addrs: vec!["172.16.1.1/30".into()],
+                    src_routes: vec![Route {
+                        prefix: "10.60.0.0/16".into(),
+                        next_hop: "172.16.1.1".into(),
+                    }],
+                    ..Default::default()
+                }),
+                mtu: 1400,
+                ..Default::default()
+            }),
+            path: Some(NsmPath {
+                index: 0,
+                path_segments: vec![PathSegment {
+                    name: "bench-client".into(),
+                    id: id.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        mechanism_preferences: vec![Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters,
+        }],
+    }
+}
+
+/// A running daemon with its own stand-ins (fresh ones per start, so each
+/// start's registrations are its own).
+struct Daemon {
+    child: Option<Child>,
+    started: Instant,
+    work: PathBuf,
+    netns_url: NetnsUrl,
+    listen: PathBuf,
+    kubelet: FakeKubelet,
+    nsmgr: FakeNsmgr,
+}
+
+impl Daemon {
+    async fn start(bin: &Path, f: &Fixture, ns: &PrivateNetns, run: &str) -> Res<Self> {
+        let work = f.dir.path().join(run);
+        let state = f.dir.path().join("state");
+        let dp = work.join("device-plugins");
+        let pr = work.join("pod-resources");
+        let cgroup = work.join("cgroup/devices");
+        let vfio = work.join("dev-vfio");
+        for d in [&dp, &pr, &state, &cgroup, &vfio] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let nsm_socket = work.join("nsm/nsm.io.sock");
+        let listen = work.join("forwarder/listen.on.sock");
+        let kubelet = FakeKubelet::start(&dp, &pr).map_err(err("fake kubelet"))?;
+        let nsmgr = FakeNsmgr::start(&nsm_socket)
+            .await
+            .map_err(err("fake NSM manager"))?;
+        nsmgr.insert_endpoint(NetworkServiceEndpoint {
+            name: "endpoint-1".into(),
+            network_service_names: vec!["sriov-ns".into()],
+            url: "unix:///endpoint-1.sock".into(),
+            ..Default::default()
+        });
+        let NetnsUrl::File(ns_path) = ns.url().clone() else {
+            return Err("private namespace without a file URL".into());
+        };
+        let unix = |p: &Path| format!("unix://{}", p.display());
+        let log = std::fs::File::create(work.join("forwarder.log")).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("nsenter");
+        // nsenter execs the daemon without forking when entering only a
+        // network namespace, so the child's pid is the daemon's.
+        cmd.arg(format!("--net={}", ns_path.display()))
+            .arg(bin)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NSM_INSECURE", "true")
+            .env("NSM_NAME", "sriov-forwarder")
+            .env("NSM_NSNAME", "sriovns")
+            .env("NSM_CONNECT_TO", unix(&nsm_socket))
+            .env("NSM_LISTEN_ON", unix(&listen))
+            .env("NSM_DEVICE_PLUGIN_PATH", &dp)
+            .env("NSM_POD_RESOURCES_PATH", &pr)
+            .env("NSM_SRIOV_CONFIG_FILE", &f.config)
+            .env("NSM_PCI_DEVICES_PATH", f.sysfs.join("bus/pci/devices"))
+            .env("NSM_PCI_DRIVERS_PATH", f.sysfs.join("bus/pci/drivers"))
+            .env("NSM_STATE_DIR", &state)
+            .env("NSM_CGROUP_PATH", &cgroup)
+            .env("NSM_VFIO_PATH", &vfio)
+            .env("NSM_RESOURCE_POLL_TIMEOUT", "1s")
+            .env("NSM_LOG_LEVEL", "INFO")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        Ok(Self {
+            child: Some(child),
+            started,
+            work,
+            netns_url: ns.url().clone(),
+            listen,
+            kubelet,
+            nsmgr,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.work.join("forwarder.log")).unwrap_or_default()
+    }
+
+    /// Time from spawn to the later of: kubelet Register of the resource,
+    /// and the NSE's Register at the NSM manager.
+    async fn wait_registered(&mut self) -> Res<Duration> {
+        let started = self.started;
+        let kubelet = async {
+            self.kubelet.wait_registered(RESOURCE).await;
+            started.elapsed()
+        };
+        let nse = async {
+            let ok = self
+                .nsmgr
+                .wait_for_calls(Duration::from_secs(30), |calls| {
+                    calls.iter().any(|c| matches!(c, Call::Register(_)))
+                })
+                .await;
+            ok.then(|| started.elapsed())
+        };
+        let both = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(kubelet, nse)
+        })
+        .await;
+        match both {
+            Ok((k, Some(n))) => Ok(k.max(n)),
+            _ => Err(format!(
+                "no registrations within 30 s; forwarder log:\n{}",
+                self.log()
+            )),
+        }
+    }
+
+    /// The daemon's own start-up figure from its "ready" log line, which
+    /// may come a moment after the stand-ins saw both registrations.
+    async fn logged_ready_ms(&self) -> Option<u64> {
+        for _ in 0..50 {
+            let log = self.log();
+            if let Some(v) = log
+                .lines()
+                .find(|l| l.contains("ready: NSE and device plugins registered"))
+                .and_then(|l| l.split("elapsed_ms=").nth(1))
+                .and_then(|v| {
+                    v.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                })
+            {
+                return Some(v);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    async fn plugin(&self) -> Res<DevicePluginClient<Channel>> {
+        self.kubelet
+            .plugin(RESOURCE)
+            .await
+            .map_err(err("device plugin client"))
+    }
+
+    /// The device list of the first ListAndWatch answer, as kubelet reads it.
+    async fn device_ids(&self) -> Res<Vec<String>> {
+        let mut law = self
+            .plugin()
+            .await?
+            .list_and_watch(Empty {})
+            .await
+            .map_err(|s| format!("ListAndWatch: {s}"))?
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), law.message())
+            .await
+            .map_err(|_| "no ListAndWatch answer within 10 s".to_string())?
+            .map_err(|s| format!("ListAndWatch: {s}"))?
+            .unwrap_or_default();
+        Ok(first.devices.into_iter().map(|d| d.id).collect())
+    }
+
+    async fn list_devices(&self) -> Res<usize> {
+        self.device_ids().await.map(|d| d.len())
+    }
+
+    /// Allocates every advertised device, one container each, and tells
+    /// pod-resources one pod holds them all; returns the tokens.
+    async fn allocate_all(&self) -> Res<Vec<String>> {
+        let ids = self.device_ids().await?;
+        let answer = self
+            .plugin()
+            .await?
+            .allocate(AllocateRequest {
+                container_requests: ids
+                    .iter()
+                    .map(|id| ContainerAllocateRequest {
+                        devices_ids: vec![id.clone()],
+                    })
+                    .collect(),
+            })
+            .await
+            .map_err(|s| format!("Allocate: {s}"))?
+            .into_inner();
+        let env = format!("NSM_SRIOV_TOKENS_{RESOURCE}");
+        let tokens: Vec<String> = answer
+            .container_responses
+            .iter()
+            .filter_map(|c| c.envs.get(&env))
+            .flat_map(|v| v.split(',').map(str::to_string))
+            .collect();
+        // Pod-resources must report every allocated device as held, or the
+        // daemon's watcher frees the tokens at its next poll.
+        self.kubelet.set_pod("pod-bench", RESOURCE, &ids);
+        Ok(tokens)
+    }
+
+    async fn client(&self) -> Res<NetworkServiceClient<Channel>> {
+        let url = NsmUrl::parse(&format!("unix://{}", self.listen.display()))
+            .map_err(|e| e.to_string())?;
+        let ch = sriov_nsm::dial(&url, Duration::from_secs(5))
+            .await
+            .map_err(err("dialing the forwarder"))?;
+        Ok(NetworkServiceClient::new(ch))
+    }
+
+    /// How many of `netdevs` are in the forwarder's namespace under their own name.
+    async fn netdevs_home(&self, netdevs: &[String]) -> Res<usize> {
+        let nl = Netns::open(&self.netns_url)
+            .and_then(RtNetlink::in_netns)
+            .map_err(|e| e.to_string())?;
+        let mut home = 0;
+        for n in netdevs {
+            if nl
+                .link(&LinkRef::Name(n.clone()))
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                home += 1;
+            }
+        }
+        Ok(home)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    fn rss_kib(&self) -> Res<(u64, u64)> {
+        let pid = self.child.as_ref().map(Child::id).ok_or("daemon gone")?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "forwarder-sriov" {
+            return Err(format!("pid {pid} is {comm:?}, not the daemon"));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM and wait, as the kubelet would stop the pod.
+    fn stop(&mut self) -> Res<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| e.to_string())?;
+        // Its graceful shutdown talks to the stand-ins on this runtime.
+        let status = tokio::task::block_in_place(|| child.wait()).map_err(|e| e.to_string())?;
+        if !status.success() {
+            println!("  note: daemon exited with {status} on SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
