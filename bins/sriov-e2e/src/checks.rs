@@ -107,6 +107,18 @@ fn fake_dev_vfio(sysfs: &Sysfs, o: &Options, dir: &std::path::Path) -> Result<()
     Ok(())
 }
 
+/// The MAC and VLAN `--vf-config` asks for.
+const VF_MAC: &str = "02:00:5e:00:00:42";
+const VF_VLAN: i32 = 100;
+
+/// The PF's VF list through our netlink crate (as the forwarder sees it).
+async fn pf_vfs(pf: &str) -> Result<Vec<sriov_netlink::VfState>, String> {
+    let nl = sriov_netlink::RtNetlink::new().map_err(|e| e.to_string())?;
+    nl.vfs(&sriov_netlink::LinkRef::Name(pf.to_string()))
+        .await
+        .map_err(|e| format!("VF list of {pf}: {e}"))
+}
+
 fn file_url(ns: &PrivateNetns) -> Result<String, String> {
     match ns.url() {
         NetnsUrl::File(p) => Ok(format!("file://{}", p.display())),
@@ -416,8 +428,32 @@ async fn vfio(
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let params = vec![("tokenID", token), ("cgroupDir", cgroup_dir)];
+    // With --vf-config the VF also gets a MAC and VLAN through its PF.
+    let ethernet = o.vf_config.then_some((VF_MAC, VF_VLAN));
+    let pf_view = |sysfs: &Sysfs| -> Option<(String, Vec<(PciAddress, u32)>)> {
+        let cfg = sriov_config::SriovConfig::load(&o.config).ok()?;
+        let pf = *cfg.config.physical_functions.keys().next()?;
+        let netdev = sysfs.netdevs(pf).ok()?.into_iter().next()?;
+        let vfs = sysfs
+            .vfs(pf)
+            .ok()?
+            .into_iter()
+            .map(|v| (v.address, v.index))
+            .collect();
+        Some((netdev, vfs))
+    };
+    let before = match (o.vf_config, pf_view(sysfs)) {
+        (true, Some((pf, _))) => Some(pf_vfs(&pf).await?),
+        _ => None,
+    };
     let conn = match nsc
-        .request(client::request("conn-vfio", "VFIO", &params, false))
+        .request(client::request_with(
+            "conn-vfio",
+            "VFIO",
+            &params,
+            false,
+            ethernet,
+        ))
         .await
     {
         Ok(c) => c.into_inner(),
@@ -473,9 +509,41 @@ async fn vfio(
             Err(e) => Err(format!("{}: {e}", node.display())),
         },
     );
+    let index = pf_view(sysfs)
+        .and_then(|(pf, vfs)| vfs.iter().find(|(a, _)| *a == vf).map(|(_, i)| (pf, *i)));
+    if let (Some(_), Some((pf, i))) = (&before, &index) {
+        let now = pf_vfs(pf).await?;
+        let state = now.iter().find(|s| s.vf == *i);
+        r.check(
+            "vf-config-through-pf",
+            match state {
+                Some(s) if s.mac.to_string() == VF_MAC && i32::from(s.vlan.id) == VF_VLAN => {
+                    Ok(format!("{pf} vf {i}: mac {} vlan {}", s.mac, s.vlan.id))
+                }
+                other => Err(format!("{pf} vf {i} is {other:?}")),
+            },
+        );
+    }
     nsc.close(conn)
         .await
         .map_err(|e| format!("close: {}", e.message()))?;
+    if let (Some(before), Some((pf, i))) = (&before, &index) {
+        let now = pf_vfs(pf).await?;
+        let (was, is) = (
+            before.iter().find(|s| s.vf == *i),
+            now.iter().find(|s| s.vf == *i),
+        );
+        r.check(
+            "vf-config-restored",
+            match (was, is) {
+                (Some(w), Some(n)) if w.mac == n.mac && w.vlan == n.vlan => Ok(format!(
+                    "{pf} vf {i}: mac {} vlan {} again",
+                    n.mac, n.vlan.id
+                )),
+                other => Err(format!("before/after {other:?}")),
+            },
+        );
+    }
     let after = sysfs.driver(vf).map_err(|e| e.to_string())?;
     r.check(
         "vfio-close-restores-driver",

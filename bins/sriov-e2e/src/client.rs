@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSegment};
-use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
+use sriov_api::nsm::connectioncontext::{ConnectionContext, EthernetContext, IpContext, Route};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_nsm::NsmUrl;
@@ -27,7 +27,18 @@ pub(crate) fn request(
     params: &[(&str, String)],
     ip: bool,
 ) -> NetworkServiceRequest {
-    let context = ip.then(|| ConnectionContext {
+    request_with(id, mechanism, params, ip, None)
+}
+
+/// Like [`request`], with an ethernet context (MAC and VLAN for the VF).
+pub(crate) fn request_with(
+    id: &str,
+    mechanism: &str,
+    params: &[(&str, String)],
+    ip: bool,
+    ethernet: Option<(&str, i32)>,
+) -> NetworkServiceRequest {
+    let mut context = ip.then(|| ConnectionContext {
         ip_context: Some(IpContext {
             src_ip_addrs: vec!["172.16.1.2/30".into()],
             dst_ip_addrs: vec!["172.16.1.1/30".into()],
@@ -40,6 +51,15 @@ pub(crate) fn request(
         mtu: 1400,
         ..Default::default()
     });
+    if let Some((mac, vlan)) = ethernet {
+        context
+            .get_or_insert_with(Default::default)
+            .ethernet_context = Some(EthernetContext {
+            src_mac: mac.into(),
+            vlan_tag: vlan,
+            ..Default::default()
+        });
+    }
     NetworkServiceRequest {
         connection: Some(Connection {
             id: id.into(),

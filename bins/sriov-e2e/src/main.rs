@@ -32,6 +32,7 @@ pub(crate) struct Options {
     pub(crate) vfio: bool,
     pub(crate) vfio_path: Option<PathBuf>,
     pub(crate) ping: Option<String>,
+    pub(crate) vf_config: bool,
 }
 
 enum Mode {
@@ -40,7 +41,7 @@ enum Mode {
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
-[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP]";
+[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -53,6 +54,7 @@ fn parse() -> Result<Options, String> {
         vfio: false,
         vfio_path: None,
         ping: None,
+        vf_config: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,6 +72,7 @@ fn parse() -> Result<Options, String> {
             "--ping" => o.ping = Some(value()?),
             "--veth" => o.veth = true,
             "--vfio" => o.vfio = true,
+            "--vf-config" => o.vf_config = true,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
