@@ -345,10 +345,14 @@ fn probes_ask_the_socket_the_forwarder_listens_on() {
     }
 }
 
+/// VFs leave and re-enter the host's network namespace; clients' namespaces
+/// are found by inode under /proc (sriov-netlink's `inode://` lookup), so the
+/// node's processes must be visible.
 #[test]
-fn the_pod_runs_on_the_hosts_network_privileged() {
+fn the_pod_shares_the_hosts_network_and_pids_privileged() {
     let m = Manifest::load();
     assert_eq!(m.pod["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(m.pod["hostPID"].as_bool(), Some(true));
     assert_eq!(
         m.container["securityContext"]["privileged"].as_bool(),
         Some(true)
