@@ -274,6 +274,16 @@ fn dockerfile_problems(text: &str) -> Result<(), Vec<String>> {
             problems.push(format!("no ARG {arg}: the build cannot bake it in"));
         }
     }
+    // xtask shares the workspace version with the binaries.
+    let version_arg = format!("VERSION={}", env!("CARGO_PKG_VERSION"));
+    if !ins
+        .iter()
+        .any(|i| keyword(i) == "ARG" && i.split_whitespace().nth(1) == Some(version_arg.as_str()))
+    {
+        problems.push(format!(
+            "no ARG {version_arg}: the default version label would not be the crate version"
+        ));
+    }
     for bin in ["forwarder-sriov", "sriov-device-plugin"] {
         if !ins.iter().any(|i| keyword(i) == "COPY" && i.contains(bin)) {
             problems.push(format!("{bin} is never copied into a runtime stage"));
@@ -624,7 +634,7 @@ mod tests {
         let all = problems.join("\n");
         for want in [
             "not multi-stage",
-            "ARG VERSION",
+            "ARG VERSION=",
             "ARG COMMIT",
             "forwarder-sriov is never copied",
             "--locked",

@@ -359,6 +359,19 @@ fn the_pod_shares_the_hosts_network_and_pids_privileged() {
     );
 }
 
+/// The base names the image of this very version; overlays pin registries.
+#[test]
+fn the_image_tag_is_the_crate_version() {
+    let image = Manifest::load().container["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        image,
+        format!("nsm-sriov-rs/forwarder-sriov:{}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn shipped_sriov_configs_parse() {
     for file in [
