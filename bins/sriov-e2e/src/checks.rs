@@ -369,6 +369,34 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         vfio(o, r, &sysfs, &mut plugin, &mut nsc, &healthy, &ctr).await?;
     }
 
+    // SIGUSR1 switches logging to trace, SIGUSR2 back.
+    let log = p.state.with_file_name("forwarder.log");
+    for sig in [
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+    ] {
+        let pid = nix::unistd::Pid::from_raw(fwd.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).map_err(|e| e.to_string())?;
+        let want = if sig == nix::sys::signal::Signal::SIGUSR1 {
+            "log level: trace"
+        } else {
+            "log level restored"
+        };
+        let seen = within("log level change", 5, async {
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(want)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        r.check(
+            &format!("log-level-{sig}"),
+            seen.map(|()| format!("logged {want:?}")),
+        );
+    }
+
     // Shutdown.
     let status = fwd.terminate()?;
     r.check(

@@ -65,6 +65,8 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         "PASS vfio-request",
         "PASS vfio-device-node",
         "PASS vfio-close-restores-driver",
+        "PASS log-level-SIGUSR1",
+        "PASS log-level-SIGUSR2",
         "PASS graceful-shutdown",
         "PASS nse-unregistered",
     ] {
