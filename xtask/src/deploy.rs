@@ -52,6 +52,12 @@ const DEVICE_PLUGIN_CONFIGS: &[&str] = &[
     "deploy/overlays/example/worker-2.json",
 ];
 
+/// The manifests whose device plugin args are parsed by the binary.
+const DEVICE_PLUGIN_MANIFESTS: &[&str] = &[
+    "deploy/base/sriov-device-plugin/daemonset.yaml",
+    "deploy/overlays/example/device-plugin-per-node.yaml",
+];
+
 /// The fixture node the device plugin configs are tried on (read only).
 const FIXTURE_NODE: &str = "testdata/sysfs/node";
 
@@ -117,8 +123,9 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
 
     device_plugin_configs(ws)?;
     log.ran.push(format!(
-        "sriov-device-plugin --dry-run on {} shipped configs",
-        DEVICE_PLUGIN_CONFIGS.len()
+        "sriov-device-plugin --dry-run on {} shipped configs and {} manifests' args",
+        DEVICE_PLUGIN_CONFIGS.len(),
+        DEVICE_PLUGIN_MANIFESTS.len()
     ));
 
     let tmp = TempDir::new("nsm-sriov-deploy")?;
@@ -201,7 +208,52 @@ fn device_plugin_configs(ws: &Path) -> Result<()> {
             );
         }
     }
+    // The flags the manifests pass, with the binary's own parser: a renamed
+    // or dropped flag would crash-loop the DaemonSet.
+    for manifest in DEVICE_PLUGIN_MANIFESTS {
+        let path = ws.join(manifest);
+        let yaml = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let flags = manifest_flags(&yaml);
+        if flags.is_empty() {
+            bail!("{manifest}: no container args found");
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--dry-run");
+        for flag in &flags {
+            // Paths inside the pod mean nothing here; the fixture stands in.
+            let name = flag.split('=').next().unwrap_or_default();
+            if !matches!(name, "--config-file" | "--dev-dir" | "--sysfs-root") {
+                cmd.arg(flag);
+            }
+        }
+        cmd.arg("--config-file")
+            .arg(ws.join(DEVICE_PLUGIN_CONFIGS[0]))
+            .arg("--sysfs-root")
+            .arg(&node)
+            .args(["--proc-net-route", "/dev/null", "--dev-dir"])
+            .arg(&node);
+        let out = run_tool(&mut cmd)?;
+        if !out.status.success() {
+            bail!(
+                "sriov-device-plugin refuses the args of {manifest} ({}):\n{}",
+                flags.join(" "),
+                text(&out)
+            );
+        }
+    }
     Ok(())
+}
+
+/// The `--flag` items of a manifest's container args (one `- --flag=value`
+/// per line, as deploy/ writes them).
+fn manifest_flags(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| item.starts_with("--"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Dockerfile lines with `\`-continuations joined and comments dropped.
@@ -660,6 +712,15 @@ mod tests {
         let ins = instructions("RUN a \\\n    b \\\n    c\nFROM x\n");
         assert_eq!(ins.len(), 2);
         assert!(ins[0].contains('a') && ins[0].contains('c'));
+    }
+
+    #[test]
+    fn manifest_flags_are_the_double_dash_list_items() {
+        let yaml = "          args:\n            - --resource-prefix=intel.com\n            # note\n            - \"--use-cdi\"\n          env:\n            - name: X\n";
+        assert_eq!(
+            manifest_flags(yaml),
+            ["--resource-prefix=intel.com", "--use-cdi"]
+        );
     }
 
     #[test]
