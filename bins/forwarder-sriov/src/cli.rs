@@ -7,12 +7,25 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sriov_pci::{PciAddress, Sysfs};
 
+/// `--version`: the package version and the commit baked in at build time
+/// (`SRIOV_BUILD_VERSION` / `SRIOV_BUILD_COMMIT`, set by the Dockerfile).
+pub(crate) fn version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let v = option_env!("SRIOV_BUILD_VERSION").unwrap_or(env!("CARGO_PKG_VERSION"));
+        format!(
+            "{v} (commit {})",
+            option_env!("SRIOV_BUILD_COMMIT").unwrap_or("unknown")
+        )
+    })
+}
+
 /// NSM SR-IOV forwarder: serves NSM's KERNEL and VFIO mechanisms from
 /// SR-IOV VFs and advertises them to kubelet. Without a subcommand it runs
 /// the daemon, configured by the environment below and the SR-IOV config
 /// file (NSM_SRIOV_CONFIG_FILE).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, after_help = sriov_config::EnvConfig::help())]
+#[command(version = version(), about, long_about = None, after_help = sriov_config::EnvConfig::help())]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

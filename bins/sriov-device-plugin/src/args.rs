@@ -6,8 +6,21 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// SR-IOV network device plugin, a drop-in for sriov-network-device-plugin.
+/// `--version`: the package version and the commit baked in at build time
+/// (`SRIOV_BUILD_VERSION` / `SRIOV_BUILD_COMMIT`, set by the Dockerfile).
+pub(crate) fn version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let v = option_env!("SRIOV_BUILD_VERSION").unwrap_or(env!("CARGO_PKG_VERSION"));
+        format!(
+            "{v} (commit {})",
+            option_env!("SRIOV_BUILD_COMMIT").unwrap_or("unknown")
+        )
+    })
+}
+
 #[derive(Debug, Parser)]
-#[command(name = "sriov-device-plugin", version)]
+#[command(name = "sriov-device-plugin", version = version())]
 pub(crate) struct Args {
     /// JSON device pool config file.
     #[arg(long, default_value = sriov_resource_pools::DEFAULT_CONFIG_FILE)]
