@@ -4,8 +4,9 @@
 //!
 //! 1. The Dockerfile's shape (multi-stage, both binaries, version and commit
 //!    build args, a non-root default user) and `.dockerignore`, always; then
-//!    hadolint when installed; each shipped device plugin config through
-//!    `sriov-device-plugin --dry-run` on the fixture node.
+//!    hadolint when installed; each shipped device plugin config, and the
+//!    flags its manifests pass, through `sriov-device-plugin --dry-run` on
+//!    the fixture node.
 //! 2. Every kustomization under `deploy/` rendered with `kubectl kustomize`
 //!    (or `kustomize build`); without either, with `deploy/checks/render.py`
 //!    (the subset deploy/ uses), which is otherwise compared with kustomize.
