@@ -6,8 +6,9 @@
 #   docker build --target sriov-device-plugin -t nsm-sriov-rs/sriov-device-plugin:0.1.0 .
 # (the device plugin's entrypoint is the plugin itself, so an
 # sriov-network-device-plugin DaemonSet, which passes only args, can switch
-# by changing its image). VERSION and COMMIT become OCI labels and the
-# SRIOV_BUILD_* variables the build sees:
+# by changing its image). VERSION and COMMIT become OCI labels, and the
+# SRIOV_BUILD_VERSION / SRIOV_BUILD_COMMIT the binaries read at compile time,
+# so `--version` prints "0.1.0 (commit 1a2b3c4)":
 #   --build-arg VERSION=0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD)
 
 ARG RUST_VERSION=1.95

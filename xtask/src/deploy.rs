@@ -342,6 +342,16 @@ fn dockerfile_problems(text: &str) -> Result<(), Vec<String>> {
             problems.push(format!("{bin} is never copied into a runtime stage"));
         }
     }
+    // The names the binaries' `--version` reads at compile time (option_env!).
+    for var in ["SRIOV_BUILD_VERSION", "SRIOV_BUILD_COMMIT"] {
+        if !ins.iter().any(|i| {
+            keyword(i) == "RUN" && i.contains("cargo build") && i.contains(&format!("{var}="))
+        }) {
+            problems.push(format!(
+                "cargo build runs without {var}: --version would not show it"
+            ));
+        }
+    }
     if !ins
         .iter()
         .any(|i| keyword(i) == "RUN" && i.contains("--locked"))
@@ -691,6 +701,7 @@ mod tests {
             "ARG COMMIT",
             "forwarder-sriov is never copied",
             "--locked",
+            "without SRIOV_BUILD_COMMIT",
             "USER 0 is root",
             "no ENTRYPOINT",
         ] {
