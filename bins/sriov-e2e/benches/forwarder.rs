@@ -11,8 +11,11 @@
 //! 4. time from process start to every kubelet Register and the NSE
 //!    Register done (target: under 100 ms).
 //!
-//! It prints figures and never asserts on time. Needs root (namespaces);
-//! prints SKIP otherwise. The daemon is the release binary next to this
+//! It prints figures and never asserts on time; wrong answers (a failed
+//! Request or Close, a VF netdev not back home, VFs not advertised) make it
+//! exit non-zero. Needs root (namespaces); prints SKIP otherwise. Run by
+//! `cargo test --all-targets` (no `--bench` argument) it makes a small,
+//! quick pass that only checks it works. The daemon is the release binary next to this
 //! bench's own build output (`cargo bench --workspace` builds it; alone:
 //! `cargo build --release -p forwarder-sriov`), or `$FORWARDER_SRIOV_BIN`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -43,15 +46,48 @@ use tonic::transport::Channel;
 
 /// The one resource every fixture's PFs are advertised as.
 const RESOURCE: &str = "worker.domain/10G";
-/// Rounds of measurement 1, after a few unmeasured warm-up rounds.
-const ROUNDS: usize = 200;
-const WARM_UP: usize = 10;
-/// Concurrent connections of measurement 2 (= VFs of the small fixture).
-const CONCURRENT: usize = 256;
-/// How long the big daemon is left alone before its RSS is read.
-const SETTLE: Duration = Duration::from_secs(2);
-/// Start-up is measured this many times on the small fixture.
-const STARTS: usize = 5;
+
+/// How much to measure.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Rounds of measurement 1, after `warm_up` unmeasured ones.
+    rounds: usize,
+    warm_up: usize,
+    /// Concurrent connections of measurement 2 (= VFs of the small fixture).
+    concurrent: usize,
+    /// Start-up is measured this many times on the small fixture.
+    starts: usize,
+    /// The big fixture of measurement 3: PFs x VFs.
+    big: (u32, u32),
+    /// How long the big daemon is left alone before its RSS is read.
+    settle: Duration,
+}
+
+impl Sizes {
+    /// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    /// too, without it, and then a small pass only checks that it works.
+    fn from_args() -> Self {
+        if std::env::args().any(|a| a == "--bench") {
+            Self {
+                rounds: 200,
+                warm_up: 10,
+                concurrent: 256,
+                starts: 5,
+                big: (16, 256),
+                settle: Duration::from_secs(2),
+            }
+        } else {
+            Self {
+                rounds: 5,
+                warm_up: 1,
+                concurrent: 8,
+                starts: 1,
+                big: (2, 4),
+                settle: Duration::from_millis(100),
+            }
+        }
+    }
+}
 
 type Res<T> = Result<T, String>;
 
@@ -77,8 +113,12 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let began = Instant::now();
-    match rt.block_on(run(&bin)) {
-        Ok(rows) => {
+    let sizes = Sizes::from_args();
+    if sizes.concurrent < 256 {
+        println!("smoke pass (no --bench argument): small sizes, figures are not representative");
+    }
+    match rt.block_on(run(&bin, sizes)) {
+        Ok((rows, problems)) => {
             println!();
             println!("{}", machine());
             println!("| measurement | figure | target |");
@@ -87,6 +127,13 @@ fn main() {
                 println!("| {} | {} | {} |", r.what, r.figure, r.target);
             }
             println!("(whole bench: {:.1} s)", began.elapsed().as_secs_f64());
+            // Wrong answers fail the run; times never do.
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("forwarder bench: {p}");
+                }
+                std::process::exit(1);
+            }
         }
         Err(e) => {
             eprintln!("forwarder bench failed: {e}");
@@ -151,25 +198,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-async fn run(bin: &Path) -> Res<Vec<Row>> {
+/// The table's rows, and what went wrong that is not about time.
+async fn run(bin: &Path, sizes: Sizes) -> Res<(Vec<Row>, Vec<String>)> {
+    let Sizes {
+        rounds,
+        warm_up,
+        concurrent,
+        starts: starts_n,
+        big: (big_pfs, big_vfs),
+        settle,
+    } = sizes;
     let mut rows = Vec::new();
+    let mut problems = Vec::new();
     println!("forwarder-sriov: {}", bin.display());
 
     // The small node: 1 PF x 256 VFs with a veth per VF netdev.
-    let small = Fixture::generate(1, CONCURRENT as u32)?;
+    let small = Fixture::generate(1, concurrent as u32)?;
     let mut links = small.netdevs.clone();
     links.push(FLOOR_LINK.to_string());
     let fwd_ns = veth_netns(&links).await?;
     println!(
         "fixture: 1 PF x {} VFs, {} veths in the forwarder's namespace",
-        CONCURRENT,
+        concurrent,
         small.netdevs.len()
     );
 
     // 4. Start-up, several times (fresh stand-ins each time, same state).
     let mut starts = Vec::new();
     let mut logged = Vec::new();
-    for i in 0..STARTS {
+    for i in 0..starts_n {
         let mut d = Daemon::start(bin, &small, &fwd_ns, &format!("start-{i}")).await?;
         let t = d.wait_registered().await?;
         logged.extend(d.logged_ready_ms().await);
@@ -178,12 +235,12 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     }
     starts.sort();
     println!(
-        "start to registrations, {CONCURRENT} VFs, {STARTS} starts: {}; daemon's own figure (ms): {logged:?}",
+        "start to registrations, {concurrent} VFs, {starts_n} starts: {}; daemon's own figure (ms): {logged:?}",
         starts.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
     );
     rows.push(Row {
         what: format!(
-            "start to kubelet + NSE registrations, {CONCURRENT} VFs (median of {STARTS})"
+            "start to kubelet + NSE registrations, {concurrent} VFs (median of {starts_n})"
         ),
         figure: format!(
             "{} (min {}, max {})",
@@ -198,9 +255,9 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     let mut d = Daemon::start(bin, &small, &fwd_ns, "kernel").await?;
     d.wait_registered().await?;
     let tokens = d.allocate_all().await?;
-    if tokens.len() < CONCURRENT {
+    if tokens.len() < concurrent {
         return Err(format!(
-            "only {} tokens allocated, {CONCURRENT} needed",
+            "only {} tokens allocated, {concurrent} needed",
             tokens.len()
         ));
     }
@@ -212,11 +269,11 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
     let url = file_url(&client_ns)?;
     let floor = Floor::new(&fwd_ns, &client_ns).await?;
-    let mut round = Vec::with_capacity(ROUNDS);
-    let mut req_only = Vec::with_capacity(ROUNDS);
-    let mut floors = Vec::with_capacity(ROUNDS);
-    let mut above = Vec::with_capacity(ROUNDS);
-    for i in 0..WARM_UP + ROUNDS {
+    let mut round = Vec::with_capacity(rounds);
+    let mut req_only = Vec::with_capacity(rounds);
+    let mut floors = Vec::with_capacity(rounds);
+    let mut above = Vec::with_capacity(rounds);
+    for i in 0..warm_up + rounds {
         let r = kernel_request(&format!("seq-{i}"), &tokens[0], &url);
         let t = Instant::now();
         let conn = nsc
@@ -230,7 +287,7 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
             .map_err(|s| format!("Close seq-{i}: {}: {}", s.code(), s.message()))?;
         let took = t.elapsed();
         let floor_took = floor.round(&client_ns).await?;
-        if i >= WARM_UP {
+        if i >= warm_up {
             round.push(took);
             req_only.push(requested);
             floors.push(floor_took);
@@ -247,7 +304,7 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     let (p50, p99) = (percentile(&round, 0.50), percentile(&round, 0.99));
     let (f50, f99) = (percentile(&floors, 0.50), percentile(&floors, 0.99));
     println!(
-        "KERNEL Request+Close x{ROUNDS}: p50 {}, p99 {}, max {} (Request alone p50 {}, p99 {})",
+        "KERNEL Request+Close x{rounds}: p50 {}, p99 {}, max {} (Request alone p50 {}, p99 {})",
         ms(p50),
         ms(p99),
         ms(round[round.len() - 1]),
@@ -255,12 +312,12 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
         ms(percentile(&req_only, 0.99)),
     );
     println!(
-        "kernel floor, the same moves as bare netlink requests (move+rename, up, address, route; move back+rename) x{ROUNDS}: p50 {}, p99 {}; daemon above the floor, per round: median {above50:.2} ms",
+        "kernel floor, the same moves as bare netlink requests (move+rename, up, address, route; move back+rename) x{rounds}: p50 {}, p99 {}; daemon above the floor, per round: median {above50:.2} ms",
         ms(f50),
         ms(f99)
     );
     rows.push(Row {
-        what: format!("KERNEL Request then Close over the unix socket, {ROUNDS} rounds"),
+        what: format!("KERNEL Request then Close over the unix socket, {rounds} rounds"),
         figure: format!(
             "p50 {}, p99 {} (kernel floor of the same moves: p50 {}, p99 {}; daemon above it: {above50:.2} ms median)",
             ms(p50),
@@ -272,13 +329,13 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     });
 
     // 2. 256 concurrent Requests, each into its own client namespace, then 256 Closes.
-    let clients: Vec<PrivateNetns> = (0..CONCURRENT)
+    let clients: Vec<PrivateNetns> = (0..concurrent)
         .map(|_| PrivateNetns::new())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("client namespaces: {e}"))?;
     let urls: Vec<String> = clients.iter().map(file_url).collect::<Res<_>>()?;
     let t = Instant::now();
-    let answers = futures::future::join_all((0..CONCURRENT).map(|i| {
+    let answers = futures::future::join_all((0..concurrent).map(|i| {
         let mut nsc = nsc.clone();
         let r = kernel_request(&format!("par-{i}"), &tokens[i], &urls[i]);
         async move {
@@ -314,7 +371,7 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     drop(clients);
     drop(nsc);
     println!(
-        "{CONCURRENT} concurrent KERNEL Requests: {} (each: p50 {}, max {}); then {CONCURRENT} Closes: {}; errors: {}; VF netdevs back in the forwarder's namespace: {home}/{}",
+        "{concurrent} concurrent KERNEL Requests: {} (each: p50 {}, max {}); then {concurrent} Closes: {}; errors: {}; VF netdevs back in the forwarder's namespace: {home}/{}",
         ms(requests_took),
         ms(percentile(&each, 0.5)),
         ms(each[each.len() - 1]),
@@ -325,8 +382,20 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     for e in errors.iter().take(5) {
         println!("  error: {e}");
     }
+    if !errors.is_empty() {
+        problems.push(format!(
+            "{} of {concurrent} concurrent Requests/Closes failed",
+            errors.len()
+        ));
+    }
+    if home != small.netdevs.len() {
+        problems.push(format!(
+            "after the Closes only {home} of {} VF netdevs are back in the forwarder's namespace",
+            small.netdevs.len()
+        ));
+    }
     rows.push(Row {
-        what: format!("{CONCURRENT} concurrent KERNEL Requests, then {CONCURRENT} Closes"),
+        what: format!("{concurrent} concurrent KERNEL Requests, then {concurrent} Closes"),
         figure: format!(
             "{} errors; Requests {}, Closes {}",
             errors.len(),
@@ -339,10 +408,10 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     drop(fwd_ns);
 
     // 3 (and 4 again): the big node, 16 PFs x 256 VFs, every PF configured.
-    let big = Fixture::generate(16, 256)?;
+    let big = Fixture::generate(big_pfs, big_vfs)?;
     let big_ns = PrivateNetns::new().map_err(|e| format!("forwarder namespace: {e}"))?;
     println!(
-        "fixture: 16 PFs x 256 VFs = {} VFs (no veths: the daemon idles)",
+        "fixture: {big_pfs} PFs x {big_vfs} VFs = {} VFs (no veths: the daemon idles)",
         big.vfs
     );
     let mut d = Daemon::start(bin, &big, &big_ns, "idle").await?;
@@ -350,8 +419,14 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
     let logged = d.logged_ready_ms().await;
     // As kubelet would: read the device list once, then leave it be.
     let advertised = d.list_devices().await?;
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(settle).await;
     let (rss, hwm) = d.rss_kib()?;
+    if advertised != big.vfs {
+        problems.push(format!(
+            "the daemon advertised {advertised} of {} VFs",
+            big.vfs
+        ));
+    }
     d.stop()?;
     println!(
         "idle daemon with {} VFs ({advertised} advertised): VmRSS {:.1} MiB, VmHWM {:.1} MiB; start to registrations {} (daemon's own: {logged:?} ms)",
@@ -361,7 +436,10 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
         ms(up)
     );
     rows.push(Row {
-        what: format!("idle RSS, {} VFs (16 x 256) configured", big.vfs),
+        what: format!(
+            "idle RSS, {} VFs ({big_pfs} x {big_vfs}) configured",
+            big.vfs
+        ),
         figure: format!(
             "{:.1} MiB (peak {:.1} MiB)",
             rss as f64 / 1024.0,
@@ -374,7 +452,7 @@ async fn run(bin: &Path) -> Res<Vec<Row>> {
         figure: ms(up),
         target: "< 100 ms",
     });
-    Ok(rows)
+    Ok((rows, problems))
 }
 
 /// A generated fixture tree with its config file and VF netdev names.
