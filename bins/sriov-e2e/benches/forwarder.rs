@@ -15,9 +15,14 @@
 //! Request or Close, a VF netdev not back home, VFs not advertised) make it
 //! exit non-zero. Needs root (namespaces); prints SKIP otherwise. Run by
 //! `cargo test --all-targets` (no `--bench` argument) it makes a small,
-//! quick pass that only checks it works. The daemon is the release binary next to this
-//! bench's own build output (`cargo bench --workspace` builds it; alone:
-//! `cargo build --release -p forwarder-sriov`), or `$FORWARDER_SRIOV_BIN`.
+//! quick pass that only checks it works.
+//!
+//! The daemon is the `forwarder-sriov` binary next to this bench's own
+//! build output, or `$FORWARDER_SRIOV_BIN`. `cargo bench` does not build
+//! another package's plain binary (only its bench-harness build), so build
+//! it first: `cargo build --release -p forwarder-sriov`. Under `cargo test
+//! --workspace` the debug one is there, built for forwarder-sriov's own
+//! integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -159,7 +164,7 @@ fn forwarder_bin() -> Res<PathBuf> {
     } else {
         Err(format!(
             "{} is missing: build it first (`cargo build --release -p forwarder-sriov`; \
-             `cargo bench --workspace` does) or point FORWARDER_SRIOV_BIN at it",
+             `cargo bench` alone does not) or point FORWARDER_SRIOV_BIN at it",
             bin.display()
         ))
     }
@@ -212,7 +217,8 @@ async fn run(bin: &Path, sizes: Sizes) -> Res<(Vec<Row>, Vec<String>)> {
     let mut problems = Vec::new();
     println!("forwarder-sriov: {}", bin.display());
 
-    // The small node: 1 PF x 256 VFs with a veth per VF netdev.
+    // The small node: 1 PF with a VF per concurrent connection, a veth per
+    // VF netdev, and one veth more for the kernel floor.
     let small = Fixture::generate(1, concurrent as u32)?;
     let mut links = small.netdevs.clone();
     links.push(FLOOR_LINK.to_string());
