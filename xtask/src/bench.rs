@@ -8,6 +8,14 @@ use anyhow::{Result, bail};
 use crate::suites::cargo;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    // Benchmarks that drive the real binaries find them in target/release:
+    // `cargo bench` builds other packages' binaries only in test form.
+    if !cargo(&["build", "--release", "--workspace", "--bins"])
+        .status()?
+        .success()
+    {
+        bail!("building the release binaries failed");
+    }
     let mut cmd = cargo(&["bench", "--workspace"]);
     cmd.args(args);
     if !cmd.status()?.success() {
