@@ -14,9 +14,8 @@ pub(crate) fn run() -> Result<()> {
         println!("warning: {e}");
     }
     let sysfs = crate::cli::sysfs_at(&env.pci_devices_path, &env.pci_drivers_path)?;
-    let entries = crate::daemon::pool_entries(&env, &sysfs, false)?;
+    let entries = crate::daemon::pool_entries(&env.sriov_config_file, &sysfs, false)?;
     println!("config file {}: OK", env.sriov_config_file.display());
-    let mut resources = std::collections::BTreeMap::<String, usize>::new();
     for e in &entries {
         println!(
             "  PF {} ({}): {} VFs, VF driver {}, serves {}",
@@ -26,13 +25,7 @@ pub(crate) fn run() -> Result<()> {
             e.vf_kernel_driver,
             e.names.join(", ")
         );
-        for n in &e.names {
-            *resources.entry(n.clone()).or_default() += e.pf.vfs.len();
-        }
     }
-    println!("resources advertised to kubelet:");
-    for (name, count) in resources {
-        println!("  {name}: {count}");
-    }
+    print!("{}", crate::inventory::render_resources(&entries));
     Ok(())
 }

@@ -45,6 +45,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// An SR-IOV config file: also show the resources it would advertise
+        /// (read-only: no VFs are created).
+        #[arg(long, env = "NSM_SRIOV_CONFIG_FILE")]
+        config: Option<PathBuf>,
     },
     /// Operator actions on PCI functions (the same code paths the daemon uses).
     Pci {
@@ -149,12 +153,22 @@ impl Cli {
                 rt.block_on(crate::daemon::run(env, sysfs, levels))
             }
             Command::CheckConfig => crate::check::run(),
-            Command::Inventory { sysfs, json } => {
-                let inv = sysfs.sysfs()?.discover_all()?;
+            Command::Inventory {
+                sysfs,
+                json,
+                config,
+            } => {
+                let sysfs = sysfs.sysfs()?;
+                let inv = sysfs.discover_all()?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&inv)?);
-                } else {
-                    print!("{}", crate::inventory::render(&inv));
+                    return Ok(());
+                }
+                print!("{}", crate::inventory::render(&inv));
+                if let Some(file) = config.filter(|f| f.exists()) {
+                    let entries = crate::daemon::pool_entries(&file, &sysfs, false)?;
+                    println!("With {}:", file.display());
+                    print!("{}", crate::inventory::render_resources(&entries));
                 }
                 Ok(())
             }

@@ -82,11 +82,11 @@ pub(crate) fn check_transport(env: &EnvConfig) -> Result<()> {
 /// The pool's view of the configured PFs: each PF with exactly the VFs the
 /// config file allows (all of them, or its `virtualFunctions`).
 pub(crate) fn pool_entries(
-    env: &EnvConfig,
+    config_file: &std::path::Path,
     sysfs: &Sysfs,
     create_vfs: bool,
 ) -> Result<Vec<PfEntry>> {
-    let loaded = SriovConfig::load(&env.sriov_config_file)?;
+    let loaded = SriovConfig::load(config_file)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -111,7 +111,7 @@ pub(crate) fn pool_entries(
 pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Result<()> {
     check_transport(&env)?;
     let started = std::time::Instant::now();
-    let entries = pool_entries(&env, &sysfs, true)?;
+    let entries = pool_entries(&env.sriov_config_file, &sysfs, true)?;
     let kernel_drivers: HashMap<_, _> = entries
         .iter()
         .map(|e| (e.pf.device.address, e.vf_kernel_driver.clone()))

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use sriov_pci::{Inventory, PciDevice};
+use sriov_pool::PfEntry;
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref()
@@ -70,6 +71,22 @@ pub(crate) fn render(inv: &Inventory) -> String {
                 d.netdevs.join(",")
             },
         );
+    }
+    out
+}
+
+/// The kubelet resources the configured PFs would be advertised as, with
+/// their VF counts (a PF's VFs count under each of its names).
+pub(crate) fn render_resources(entries: &[PfEntry]) -> String {
+    let mut resources = std::collections::BTreeMap::<&str, usize>::new();
+    for e in entries {
+        for n in &e.names {
+            *resources.entry(n).or_default() += e.pf.vfs.len();
+        }
+    }
+    let mut out = String::from("Resources advertised to kubelet:\n");
+    for (name, count) in resources {
+        let _ = writeln!(out, "  {name}: {count}");
     }
     out
 }

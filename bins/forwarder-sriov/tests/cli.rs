@@ -106,3 +106,22 @@ fn bad_addresses_and_impossible_counts_fail_with_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn inventory_with_a_config_shows_the_resources_it_would_advertise() {
+    let dir = fixture_copy();
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/config/demo.yaml");
+    let (ok, out, err) = run(&[
+        "inventory",
+        "--sysfs-root",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Resources advertised to kubelet:\n  worker.domain/10G: 4\n"),
+        "{out}"
+    );
+}
