@@ -45,7 +45,9 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
     copy_tree(&root.join("testdata/sysfs/node"), &sys)?;
     let s = sys.to_string_lossy().into_owned();
     println!("== a private copy of testdata/sysfs/node at {s}\n");
-    step(&bin, &["inventory", "--sysfs-root", &s])?;
+    let config = root.join("testdata/config/demo.yaml");
+    let c = config.to_string_lossy().into_owned();
+    step(&bin, &["inventory", "--sysfs-root", &s, "--config", &c])?;
     step(
         &bin,
         &["pci", "--sysfs-root", &s, "set-numvfs", "0000:01:00.0", "3"],
@@ -84,7 +86,6 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
-    let config = root.join("testdata/config/demo.yaml");
     println!(
         "== the NSM flow: sriov-e2e drives forwarder-sriov with {}",
         config.display()
