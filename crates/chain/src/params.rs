@@ -17,6 +17,19 @@ pub const MECH_VFIO: &str = "VFIO";
 /// No-op mechanism type (what the forwarder offers the next hop).
 pub const MECH_NOOP: &str = "NOOP";
 
+/// The preferences the forwarder offers the next hop, in sdk-sriov's
+/// order (its `mechanisms/noop` client): NOOP as LOCAL, then as REMOTE.
+pub fn noop_preferences() -> Vec<sriov_api::nsm::connection::Mechanism> {
+    [CLS_LOCAL, CLS_REMOTE]
+        .into_iter()
+        .map(|cls| sriov_api::nsm::connection::Mechanism {
+            cls: cls.to_string(),
+            r#type: MECH_NOOP.to_string(),
+            parameters: Default::default(),
+        })
+        .collect()
+}
+
 /// Interface name in the client's namespace.
 pub const NAME: &str = "name";
 /// The client's network namespace, `inode://<dev>/<ino>` or `file://...`.

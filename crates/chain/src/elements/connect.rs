@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use sriov_api::nsm::connection::{Connection, Mechanism};
+use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 
-use crate::params::{CLS_LOCAL, CLS_REMOTE, MECH_NOOP};
+use crate::params::noop_preferences;
 use crate::{Ctx, Element, ElementFuture, Next, NextHop};
 
 /// The next hop's connection, kept for Close.
@@ -54,14 +54,7 @@ impl Element for Connect {
             out.mechanism = None;
             let onward = NetworkServiceRequest {
                 connection: Some(out),
-                mechanism_preferences: [CLS_LOCAL, CLS_REMOTE]
-                    .into_iter()
-                    .map(|cls| Mechanism {
-                        cls: cls.to_string(),
-                        r#type: MECH_NOOP.to_string(),
-                        parameters: Default::default(),
-                    })
-                    .collect(),
+                mechanism_preferences: noop_preferences(),
             };
             let mut reply = self.next_hop.request(onward).await?;
             ctx.insert(NextHopConnection(reply.clone()));
