@@ -57,6 +57,10 @@ fn lint_into(report: &mut Report) {
             "warnings",
         ])),
     );
+    // Broken intra-doc links and malformed docs fail like clippy warnings.
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--quiet"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    report.record("rustdoc", status(doc));
     let deny_present = Command::new("cargo")
         .args(["deny", "--version"])
         .stdout(Stdio::null())
