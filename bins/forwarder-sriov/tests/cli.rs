@@ -125,3 +125,69 @@ fn inventory_with_a_config_shows_the_resources_it_would_advertise() {
         "{out}"
     );
 }
+
+fn check_config(env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forwarder-sriov"));
+    cmd.arg("check-config").env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_reports_what_would_be_served_and_changes_nothing() {
+    let dir = fixture_copy();
+    let root = dir.path();
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/config/demo.yaml");
+    let devices = root.join("bus/pci/devices");
+    let drivers = root.join("bus/pci/drivers");
+    let (ok, out, err) = check_config(&[
+        ("NSM_SRIOV_CONFIG_FILE", config.to_str().unwrap()),
+        ("NSM_PCI_DEVICES_PATH", devices.to_str().unwrap()),
+        ("NSM_PCI_DRIVERS_PATH", drivers.to_str().unwrap()),
+        ("NSM_INSECURE", "true"),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("PF 0000:3b:00.0 (i40e): 4 VFs, VF driver iavf, serves worker.domain/10G"),
+        "{out}"
+    );
+    assert!(out.contains("worker.domain/10G: 4"), "{out}");
+}
+
+#[test]
+fn check_config_fails_naming_every_bad_variable_and_the_file_field() {
+    let (ok, _, err) = check_config(&[
+        ("NSM_DIAL_TIMEOUT", "10"),
+        ("NSM_MAX_TOKEN_LIFETIME", "forever"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("NSM_DIAL_TIMEOUT=\"10\""), "{err}");
+    assert!(err.contains("NSM_MAX_TOKEN_LIFETIME=\"forever\""), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("pci.config");
+    std::fs::write(
+        &bad,
+        "physicalFunctions:\n  0000:3b:00.0:\n    pfKernelDriver: i40e\n    vfKernelDriver: iavf\n    capabilities: []\n    serviceDomains: [sd]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check_config(&[
+        ("NSM_SRIOV_CONFIG_FILE", bad.to_str().unwrap()),
+        ("NSM_INSECURE", "true"),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "pci.config:5: physicalFunctions.0000:3b:00.0.capabilities: must not be empty"
+        ),
+        "{err}"
+    );
+}
