@@ -618,3 +618,57 @@ async fn after_a_restart_the_first_refresh_adopts_the_moved_vf_and_close_brings_
     );
     assert_eq!(h.in_use(), 0);
 }
+
+#[tokio::test]
+async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    *h.next_hop.context.lock().unwrap() = Some(ip_context());
+    let token = h.allocate(1).remove(0);
+    let first = h
+        .request(req("rp", MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+
+    // Same context again: nothing moves.
+    let mut same = req("rp", MECH_KERNEL, &kernel_params(&token));
+    same.connection = Some(first.clone());
+    let second = h.request(same).await.unwrap();
+    let moves = |ops: &RecordingOps| {
+        ops.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::MoveInto(_)))
+            .count()
+    };
+    assert_eq!(moves(&ops), 1);
+
+    // The endpoint hands out another address: the interface is re-plumbed.
+    let mut changed = second.clone();
+    if let Some(ip) = changed.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
+        ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
+    }
+    let mut refresh = req("rp", MECH_KERNEL, &kernel_params(&token));
+    refresh.connection = Some(changed);
+    h.request(refresh).await.unwrap();
+    let calls = ops.calls();
+    assert_eq!(moves(&ops), 2, "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::BackOut(_)))
+            .count(),
+        1
+    );
+    let Some(Call::MoveInto(last)) = calls.iter().rev().find(|c| matches!(c, Call::MoveInto(_)))
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        last.addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        ["172.16.9.2/30"]
+    );
+    assert_eq!(h.in_use(), 1, "same VF, same lease");
+}

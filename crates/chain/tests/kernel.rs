@@ -138,3 +138,47 @@ fn the_client_sees_name_addresses_routes_and_mtu() {
     assert!(routes.contains("172.16.1.0/30 dev nsm-1"), "{routes}");
     assert_eq!(h.in_use(), 1);
 }
+
+#[test]
+fn a_refresh_with_a_new_address_shows_only_the_new_one_in_the_client() {
+    let Some(client) = private_netns_or_skip("a_refresh_with_a_new_address_shows_only_the_new_one")
+    else {
+        return;
+    };
+    let sriov_netlink::NetnsUrl::File(client_path) = client.url().clone() else {
+        unreachable!()
+    };
+    let client_url = format!("file://{}", client_path.display());
+    let done = in_private_netns(
+        "a_refresh_with_a_new_address_shows_only_the_new_one",
+        |nl| async move {
+            add_veth(nl.handle(), "enp59s2", "enp59s2p").await.unwrap();
+            let h = Harness::new(Arc::new(nl.clone()));
+            *h.next_hop.context.lock().unwrap() = Some(ip_context());
+            let token = h.allocate(1).remove(0);
+            let params = [
+                (params::TOKEN_ID, token.as_str()),
+                (params::INODE_URL, client_url.as_str()),
+                (params::NAME, "nsm-1"),
+            ];
+            let first = h
+                .request(request("k3", MECH_KERNEL, &params))
+                .await
+                .unwrap();
+            let mut changed = first.clone();
+            if let Some(ip) = changed.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
+                ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
+                ip.src_routes.clear();
+            }
+            let mut refresh = request("k3", MECH_KERNEL, &params);
+            refresh.connection = Some(changed);
+            let conn = h.request(refresh).await.unwrap();
+            (h, conn)
+        },
+    );
+    let Some((h, _conn)) = done else { return };
+    let addrs = ip_in(&client, &["-o", "addr", "show", "dev", "nsm-1"]);
+    assert!(addrs.contains("inet 172.16.9.2/30"), "{addrs}");
+    assert!(!addrs.contains("172.16.1.2"), "{addrs}");
+    assert_eq!(h.in_use(), 1);
+}

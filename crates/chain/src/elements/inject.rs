@@ -8,6 +8,8 @@
 //! rest of the chain is closed). On Close the netdev comes back to our
 //! namespace under its original name, down; if the client's namespace is
 //! already gone, the kernel has returned it and it is found and restored.
+//! A refresh whose context changes the interface (addresses, routes, MTU,
+//! name) takes it back and moves it again with the new configuration.
 
 use std::sync::Arc;
 
@@ -38,18 +40,25 @@ impl Inject {
         Self { netlink }
     }
 
-    fn plan(ctx: &Ctx) -> Result<ClientLink, Status> {
-        let params = ctx
-            .get::<KernelParams>()
-            .ok_or_else(|| Status::internal("inject runs after validate"))?;
+    /// The VF netdev's name in our namespace, from `resourcepool`.
+    fn home_link(ctx: &Ctx) -> Result<LinkRef, Status> {
         let b = ctx
             .get::<VfBinding>()
             .ok_or_else(|| Status::internal("inject runs after resourcepool"))?;
-        let netdev = b
-            .vf_netdev
+        b.vf_netdev
             .clone()
-            .ok_or_else(|| Status::internal(format!("VF {} has no netdev", b.lease.vf)))?;
-        let mut link = ClientLink::new(LinkRef::Name(netdev), params.netns.clone());
+            .map(LinkRef::Name)
+            .ok_or_else(|| Status::internal(format!("VF {} has no netdev", b.lease.vf)))
+    }
+
+    /// What the client's interface should be: `link` moved into the
+    /// client's namespace with the name, MTU, addresses, routes and
+    /// neighbours the parameters and `ipcontext` ask for.
+    fn plan(ctx: &Ctx, home: LinkRef) -> Result<ClientLink, Status> {
+        let params = ctx
+            .get::<KernelParams>()
+            .ok_or_else(|| Status::internal("inject runs after validate"))?;
+        let mut link = ClientLink::new(home, params.netns.clone());
         if let Some(n) = &params.name {
             link = link.name(n.clone());
         }
@@ -73,6 +82,65 @@ impl Inject {
     }
 }
 
+/// The client-side configuration last applied, to notice a refresh that changes it.
+#[derive(Debug, Clone, PartialEq)]
+struct Applied(ClientLink);
+
+fn move_status(e: sriov_netlink::Error) -> Status {
+    match e {
+        sriov_netlink::Error::InvalidNetnsUrl { .. }
+        | sriov_netlink::Error::NetnsOpen { .. }
+        | sriov_netlink::Error::NotANetns { .. }
+        | sriov_netlink::Error::NetnsInodeNotFound { .. } => {
+            Status::invalid_argument(crate::params::with_causes(&e))
+        }
+        other => Status::internal(crate::params::with_causes(&other)),
+    }
+}
+
+impl Inject {
+    /// Moves and configures `link`, recording the move with the pool lease.
+    async fn move_and_record(&self, ctx: &Ctx, link: ClientLink) -> Result<MovedLink, Status> {
+        let m = self.netlink.move_into(link).await.map_err(move_status)?;
+        if let Some(log) = ctx.get::<UndoLog>().cloned()
+            && let Err(e) = log.record(&m).await
+        {
+            // Without the record a restart could not undo the move: take
+            // the link back rather than keep it.
+            if let Err(be) = self.netlink.back_out(m).await {
+                tracing::warn!(error = %be, "moving back after a failed record");
+            }
+            return Err(e);
+        }
+        Ok(m)
+    }
+
+    /// A refresh whose context changed (addresses, routes, MTU, name): the
+    /// interface is taken back and moved again with the new configuration.
+    async fn replumb(&self, ctx: &mut Ctx, moved: MovedLink) -> Result<(), Status> {
+        let wanted = Self::plan(ctx, LinkRef::Name(moved.original.name.clone()))?;
+        match ctx.get::<Applied>() {
+            Some(Applied(a)) if *a == wanted => return Ok(()),
+            // Adopted after a restart: what was applied is not known; keep it.
+            None => {
+                ctx.insert(Applied(wanted));
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        tracing::info!(link = %moved.client_name, "connection context changed on refresh; re-plumbing");
+        ctx.remove::<MovedLink>();
+        self.netlink
+            .back_out(moved)
+            .await
+            .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+        let m = self.move_and_record(ctx, wanted.clone()).await?;
+        ctx.insert(m);
+        ctx.insert(Applied(wanted));
+        Ok(())
+    }
+}
+
 impl Element for Inject {
     fn name(&self) -> &'static str {
         "inject"
@@ -86,8 +154,10 @@ impl Element for Inject {
     ) -> ElementFuture<'a, Connection> {
         Box::pin(async move {
             let conn = next.request(ctx, request).await?;
-            if ctx.get::<MovedLink>().is_some() {
-                return Ok(conn); // a refresh: the interface is already there
+            if let Some(moved) = ctx.get::<MovedLink>().cloned() {
+                // A refresh: the interface is there; re-plumb only if asked for.
+                self.replumb(ctx, moved).await?;
+                return Ok(conn);
             }
             // The first request after a restart for a connection whose
             // netdev we had moved: the pool kept the record; adopt it.
@@ -100,35 +170,18 @@ impl Element for Inject {
                 ctx.insert(m);
                 return Ok(conn);
             }
-            let moved = match Self::plan(ctx) {
-                Ok(link) => self.netlink.move_into(link).await.map_err(|e| match e {
-                    sriov_netlink::Error::InvalidNetnsUrl { .. }
-                    | sriov_netlink::Error::NetnsOpen { .. }
-                    | sriov_netlink::Error::NotANetns { .. }
-                    | sriov_netlink::Error::NetnsInodeNotFound { .. } => {
-                        Status::invalid_argument(crate::params::with_causes(&e))
-                    }
-                    other => Status::internal(crate::params::with_causes(&other)),
-                }),
+            let wanted = Self::home_link(ctx).and_then(|home| Self::plan(ctx, home));
+            let moved = match wanted {
+                Ok(link) => self
+                    .move_and_record(ctx, link.clone())
+                    .await
+                    .map(|m| (m, link)),
                 Err(e) => Err(e),
             };
-            let moved = match (moved, ctx.get::<UndoLog>().cloned()) {
-                (Ok(m), Some(log)) => match log.record(&m).await {
-                    Ok(()) => Ok(m),
-                    Err(e) => {
-                        // Without the record a restart could not undo the
-                        // move: take the link back rather than keep it.
-                        if let Err(be) = self.netlink.back_out(m).await {
-                            tracing::warn!(error = %be, "moving back after a failed record");
-                        }
-                        Err(e)
-                    }
-                },
-                (other, _) => other,
-            };
             match moved {
-                Ok(m) => {
+                Ok((m, link)) => {
                     ctx.insert(m);
+                    ctx.insert(Applied(link));
                     Ok(conn)
                 }
                 Err(e) => {
@@ -148,6 +201,7 @@ impl Element for Inject {
         next: Next<'a>,
     ) -> ElementFuture<'a, ()> {
         Box::pin(async move {
+            ctx.remove::<Applied>();
             let back = match ctx.remove::<MovedLink>() {
                 Some(m) => self
                     .netlink
