@@ -1,6 +1,6 @@
 //! `begin`: one operation at a time per connection, and the connection's
 //! context between calls (it is also the Go SDK's `metadata` element: the
-//! per-connection [`Ctx`](crate::Ctx) is that metadata).
+//! per-connection [`crate::Ctx`] is that metadata).
 //!
 //! Requests and Closes of the same connection ID are serialized; different
 //! connections run in parallel. A Request for a known connection is a
