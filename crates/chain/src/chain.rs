@@ -63,6 +63,16 @@ impl<'a> Next<'a> {
         }
     }
 
+    /// Undoes the rest of the chain after this element failed on the way
+    /// back (the rest had succeeded), and hands back the element's error:
+    /// `Err(next.fail_after(ctx, conn, error).await)`.
+    pub async fn fail_after(self, ctx: &mut Ctx, connection: Connection, error: Status) -> Status {
+        if let Err(ce) = self.close(ctx, connection).await {
+            tracing::warn!(error = %ce, cause = %error.message(), "closing the rest of the chain after a failure");
+        }
+        error
+    }
+
     /// Passes the close to the next element.
     pub fn close<'b>(self, ctx: &'b mut Ctx, connection: Connection) -> ElementFuture<'b, ()>
     where

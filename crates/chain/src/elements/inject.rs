@@ -184,12 +184,7 @@ impl Element for Inject {
                     ctx.insert(Applied(link));
                     Ok(conn)
                 }
-                Err(e) => {
-                    if let Err(ce) = next.close(ctx, conn).await {
-                        tracing::warn!(error = %ce, "closing after a failed inject");
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(next.fail_after(ctx, conn, e).await),
             }
         })
     }

@@ -134,12 +134,7 @@ impl Element for IpContext {
                     ctx.insert(p);
                     Ok(conn)
                 }
-                Err(e) => {
-                    if let Err(ce) = next.close(ctx, conn).await {
-                        tracing::warn!(error = %ce, "closing after a bad connection context");
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(next.fail_after(ctx, conn, e).await),
             }
         })
     }

@@ -107,12 +107,7 @@ impl Element for VfConfigElement {
                     Ok(conn)
                 }
                 Ok(None) => Ok(conn),
-                Err(e) => {
-                    if let Err(ce) = next.close(ctx, conn).await {
-                        tracing::warn!(error = %ce, "closing after a failed VF config");
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(next.fail_after(ctx, conn, e).await),
             }
         })
     }
