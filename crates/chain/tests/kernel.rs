@@ -9,9 +9,10 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 
+use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_chain::params::{self, MECH_KERNEL};
-use sriov_netlink::NetlinkOps;
 use sriov_netlink::testing::{PrivateNetns, add_veth, in_private_netns, private_netns_or_skip};
+use sriov_netlink::{NetlinkOps, RtNetlink};
 use support::*;
 
 /// `ip` run inside a namespace, for checking what the kernel shows (the
@@ -29,54 +30,66 @@ fn ip_in(ns: &PrivateNetns, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The client's namespace and its `inodeURL`, or `None` after a SKIP line.
+fn client_ns(test: &str) -> Option<(PrivateNetns, String)> {
+    let ns = private_netns_or_skip(test)?;
+    let sriov_netlink::NetnsUrl::File(path) = ns.url().clone() else {
+        panic!("private namespaces have a file URL");
+    };
+    let url = format!("file://{}", path.display());
+    Some((ns, url))
+}
+
+/// A forwarder chain at home in `nl`'s namespace, with veth stand-ins for
+/// `vfs` (VF netdev names of the fixture's PF 3b:00.0), an endpoint that
+/// answers with `ip_context()`, and one allocated token.
+async fn forwarder(nl: &RtNetlink, vfs: &[&str]) -> (Harness, String) {
+    for vf in vfs {
+        add_veth(nl.handle(), vf, &format!("{vf}p")).await.unwrap();
+    }
+    let netlink: Arc<dyn NetlinkOps> = Arc::new(nl.clone());
+    let h = Harness::new(netlink);
+    *h.next_hop.context.lock().unwrap() = Some(ip_context());
+    let token = h.allocate(1).remove(0);
+    (h, token)
+}
+
+/// A KERNEL request for `token` into the namespace at `url`, named `nsm-1`.
+fn kernel_request(id: &str, token: &str, url: &str) -> NetworkServiceRequest {
+    request(
+        id,
+        MECH_KERNEL,
+        &[
+            (params::TOKEN_ID, token),
+            (params::INODE_URL, url),
+            (params::NAME, "nsm-1"),
+        ],
+    )
+}
+
 #[test]
 fn kernel_request_puts_the_vf_in_the_client_namespace_and_close_brings_it_back() {
-    let Some(client) = private_netns_or_skip("kernel_request_puts_the_vf_in_the_client_namespace")
-    else {
+    let test = "kernel_request_puts_the_vf_in_the_client_namespace";
+    let Some((client, url)) = client_ns(test) else {
         return;
     };
-    let sriov_netlink::NetnsUrl::File(client_path) = client.url().clone() else {
-        unreachable!()
-    };
-    let client_url = format!("file://{}", client_path.display());
-    let checked = in_private_netns(
-        "kernel_request_puts_the_vf_in_the_client_namespace",
-        |nl| async move {
-            // veth stand-ins for the fixture's VF netdevs of PF 3b:00.0.
-            for vf in ["enp59s2", "enp59s2f1", "enp59s2f2", "enp59s2f3"] {
-                add_veth(nl.handle(), vf, &format!("{vf}p")).await.unwrap();
-            }
-            let netlink: Arc<dyn NetlinkOps> = Arc::new(nl.clone());
-            let h = Harness::new(netlink);
-            *h.next_hop.context.lock().unwrap() = Some(ip_context());
-            let token = h.allocate(1).remove(0);
-            let conn = h
-                .request(request(
-                    "k1",
-                    MECH_KERNEL,
-                    &[
-                        (params::TOKEN_ID, &token),
-                        (params::INODE_URL, &client_url),
-                        (params::NAME, "nsm-1"),
-                    ],
-                ))
-                .await
-                .unwrap();
-            let home_after_request = nl
-                .links()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|l| l.name)
-                .collect::<Vec<_>>();
-            h.close(conn).await.unwrap();
-            let home_after_close = nl
-                .link(&sriov_netlink::LinkRef::Name("enp59s2".into()))
-                .await
-                .unwrap();
-            (home_after_request, home_after_close, h.in_use())
-        },
-    );
+    let checked = in_private_netns(test, |nl| async move {
+        let (h, token) = forwarder(&nl, &["enp59s2", "enp59s2f1", "enp59s2f2", "enp59s2f3"]).await;
+        let conn = h.request(kernel_request("k1", &token, &url)).await.unwrap();
+        let home_after_request = nl
+            .links()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect::<Vec<_>>();
+        h.close(conn).await.unwrap();
+        let home_after_close = nl
+            .link(&sriov_netlink::LinkRef::Name("enp59s2".into()))
+            .await
+            .unwrap();
+        (home_after_request, home_after_close, h.in_use())
+    });
     let Some((home_after_request, home_after_close, in_use)) = checked else {
         return;
     };
@@ -93,37 +106,16 @@ fn kernel_request_puts_the_vf_in_the_client_namespace_and_close_brings_it_back()
 
 #[test]
 fn the_client_sees_name_addresses_routes_and_mtu() {
-    let Some(client) = private_netns_or_skip("the_client_sees_name_addresses_routes_and_mtu")
-    else {
+    let test = "the_client_sees_name_addresses_routes_and_mtu";
+    let Some((client, url)) = client_ns(test) else {
         return;
     };
-    let sriov_netlink::NetnsUrl::File(client_path) = client.url().clone() else {
-        unreachable!()
-    };
-    let client_url = format!("file://{}", client_path.display());
-    let done = in_private_netns(
-        "the_client_sees_name_addresses_routes_and_mtu",
-        |nl| async move {
-            add_veth(nl.handle(), "enp59s2", "enp59s2p").await.unwrap();
-            let h = Harness::new(Arc::new(nl.clone()));
-            *h.next_hop.context.lock().unwrap() = Some(ip_context());
-            let token = h.allocate(1).remove(0);
-            let conn = h
-                .request(request(
-                    "k2",
-                    MECH_KERNEL,
-                    &[
-                        (params::TOKEN_ID, &token),
-                        (params::INODE_URL, &client_url),
-                        (params::NAME, "nsm-1"),
-                    ],
-                ))
-                .await
-                .unwrap();
-            // Keep the connection open while the client namespace is inspected.
-            (h, conn)
-        },
-    );
+    let done = in_private_netns(test, |nl| async move {
+        let (h, token) = forwarder(&nl, &["enp59s2"]).await;
+        let conn = h.request(kernel_request("k2", &token, &url)).await.unwrap();
+        // Keep the connection open while the client namespace is inspected.
+        (h, conn)
+    });
     let Some((h, _conn)) = done else { return };
     let link = ip_in(&client, &["-o", "link", "show", "nsm-1"]);
     assert!(link.contains("mtu 1450"), "{link}");
@@ -141,41 +133,23 @@ fn the_client_sees_name_addresses_routes_and_mtu() {
 
 #[test]
 fn a_refresh_with_a_new_address_shows_only_the_new_one_in_the_client() {
-    let Some(client) = private_netns_or_skip("a_refresh_with_a_new_address_shows_only_the_new_one")
-    else {
+    let test = "a_refresh_with_a_new_address_shows_only_the_new_one";
+    let Some((client, url)) = client_ns(test) else {
         return;
     };
-    let sriov_netlink::NetnsUrl::File(client_path) = client.url().clone() else {
-        unreachable!()
-    };
-    let client_url = format!("file://{}", client_path.display());
-    let done = in_private_netns(
-        "a_refresh_with_a_new_address_shows_only_the_new_one",
-        |nl| async move {
-            add_veth(nl.handle(), "enp59s2", "enp59s2p").await.unwrap();
-            let h = Harness::new(Arc::new(nl.clone()));
-            *h.next_hop.context.lock().unwrap() = Some(ip_context());
-            let token = h.allocate(1).remove(0);
-            let params = [
-                (params::TOKEN_ID, token.as_str()),
-                (params::INODE_URL, client_url.as_str()),
-                (params::NAME, "nsm-1"),
-            ];
-            let first = h
-                .request(request("k3", MECH_KERNEL, &params))
-                .await
-                .unwrap();
-            let mut changed = first.clone();
-            if let Some(ip) = changed.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
-                ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
-                ip.src_routes.clear();
-            }
-            let mut refresh = request("k3", MECH_KERNEL, &params);
-            refresh.connection = Some(changed);
-            let conn = h.request(refresh).await.unwrap();
-            (h, conn)
-        },
-    );
+    let done = in_private_netns(test, |nl| async move {
+        let (h, token) = forwarder(&nl, &["enp59s2"]).await;
+        let first = h.request(kernel_request("k3", &token, &url)).await.unwrap();
+        let mut changed = first.clone();
+        if let Some(ip) = changed.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
+            ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
+            ip.src_routes.clear();
+        }
+        let mut refresh = kernel_request("k3", &token, &url);
+        refresh.connection = Some(changed);
+        let conn = h.request(refresh).await.unwrap();
+        (h, conn)
+    });
     let Some((h, _conn)) = done else { return };
     let addrs = ip_in(&client, &["-o", "addr", "show", "dev", "nsm-1"]);
     assert!(addrs.contains("inet 172.16.9.2/30"), "{addrs}");
