@@ -134,25 +134,7 @@ pub fn matches(
         dev.acpi_index.as_deref(),
         "ACPI index",
     )?;
-    pf_match(
-        "pfNames",
-        &sel.pf_names,
-        dev.pf_name.as_deref(),
-        dev.vf_index,
-    )?;
-    let pf_addr = dev.pf.map(|a| a.to_string());
-    pf_match(
-        "rootDevices",
-        &sel.root_devices,
-        pf_addr.as_deref(),
-        dev.vf_index,
-    )?;
-    one_of(
-        "linkTypes",
-        &sel.link_types,
-        dev.link_type.as_deref(),
-        "link type",
-    )?;
+    pf_and_link(sel, dev)?;
     one_of(
         "ddpProfiles",
         &sel.ddp_profiles,
@@ -160,12 +142,7 @@ pub fn matches(
         "DDP profile",
     )?;
     one_of("pKeys", &sel.pkeys, dev.pkey.as_deref(), "partition key")?;
-    if sel.is_rdma && dev.rdma.names.is_empty() {
-        return reject(
-            "isRdma",
-            "it has no RDMA device (are the RDMA modules loaded?)",
-        );
-    }
+    rdma(sel, dev)?;
     if let Some(want) = &sel.vdpa_type {
         match &dev.vdpa {
             Some(v) if &v.kind == want => {}
@@ -181,10 +158,9 @@ pub fn matches(
     Ok(())
 }
 
-/// The auxNetDevice part after vendors, devices and drivers (pciAddresses is not an aux key).
-fn matches_aux(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
-    let kind = dev.aux.as_ref().map(|a| a.kind.as_str());
-    one_of("auxTypes", &sel.aux_types, kind, "auxiliary type")?;
+/// pfNames, rootDevices and linkTypes, in SRDP's order (shared by
+/// netDevice and auxNetDevice pools).
+fn pf_and_link(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
     pf_match(
         "pfNames",
         &sel.pf_names,
@@ -204,11 +180,25 @@ fn matches_aux(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
         dev.link_type.as_deref(),
         "link type",
     )?;
+    Ok(())
+}
+
+/// isRdma: the device must have an RDMA device.
+fn rdma(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
     if sel.is_rdma && dev.rdma.names.is_empty() {
         return reject(
             "isRdma",
             "it has no RDMA device (are the RDMA modules loaded?)",
         );
     }
+    Ok(())
+}
+
+/// The auxNetDevice part after vendors, devices and drivers (pciAddresses is not an aux key).
+fn matches_aux(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
+    let kind = dev.aux.as_ref().map(|a| a.kind.as_str());
+    one_of("auxTypes", &sel.aux_types, kind, "auxiliary type")?;
+    pf_and_link(sel, dev)?;
+    rdma(sel, dev)?;
     Ok(())
 }
