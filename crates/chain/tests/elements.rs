@@ -32,6 +32,16 @@ fn req(
     request(id, mech, &p)
 }
 
+/// A KERNEL refresh of `conn`: the client sends back the connection it got.
+fn kernel_refresh(
+    token: &str,
+    conn: sriov_api::nsm::connection::Connection,
+) -> sriov_api::nsm::networkservice::NetworkServiceRequest {
+    let mut r = req(&conn.id, MECH_KERNEL, &kernel_params(token));
+    r.connection = Some(conn);
+    r
+}
+
 #[tokio::test]
 async fn kernel_request_moves_the_vf_with_its_context_and_close_returns_it() {
     let ops = RecordingOps::new();
@@ -411,8 +421,7 @@ async fn refresh_keeps_the_same_vf_and_moves_nothing_again() {
         .request(req("r", MECH_KERNEL, &kernel_params(&token)))
         .await
         .unwrap();
-    let mut again = req("r", MECH_KERNEL, &kernel_params(&token));
-    again.connection = Some(first.clone());
+    let again = kernel_refresh(&token, first.clone());
     let second = h.request(again).await.unwrap();
     assert_eq!(
         first.mechanism.unwrap().parameters[params::PCI_ADDRESS],
@@ -590,8 +599,7 @@ async fn after_a_restart_the_first_refresh_adopts_the_moved_vf_and_close_brings_
     let ops2 = RecordingOps::new();
     let h = h.restart(Arc::new(ops2.clone()));
     assert_eq!(h.in_use(), 1, "the pool kept the use across the restart");
-    let mut again = req("heal", MECH_KERNEL, &kernel_params(&token));
-    again.connection = Some(first.clone());
+    let again = kernel_refresh(&token, first.clone());
     let healed = h.request(again).await.unwrap();
     assert_eq!(
         healed.mechanism.as_ref().unwrap().parameters[params::PCI_ADDRESS],
@@ -631,8 +639,7 @@ async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
         .unwrap();
 
     // Same context again: nothing moves.
-    let mut same = req("rp", MECH_KERNEL, &kernel_params(&token));
-    same.connection = Some(first.clone());
+    let same = kernel_refresh(&token, first.clone());
     let second = h.request(same).await.unwrap();
     let moves = |ops: &RecordingOps| {
         ops.calls()
@@ -647,8 +654,7 @@ async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
     if let Some(ip) = changed.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
         ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
     }
-    let mut refresh = req("rp", MECH_KERNEL, &kernel_params(&token));
-    refresh.connection = Some(changed);
+    let refresh = kernel_refresh(&token, changed);
     h.request(refresh).await.unwrap();
     let calls = ops.calls();
     assert_eq!(moves(&ops), 2, "{calls:?}");
