@@ -70,6 +70,14 @@ fn ids_of(pool: &Pool, name: &str) -> Vec<String> {
         .collect()
 }
 
+fn token(pool: &Pool, id: &str) -> sriov_pool::Token {
+    pool.tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == id)
+        .unwrap()
+}
+
 fn healthy(pool: &Pool, name: &str) -> usize {
     pool.devices(name)
         .unwrap()
@@ -174,12 +182,7 @@ fn request_uses_a_vf_and_close_returns_it() {
     ));
     assert_eq!(pool.unuse("c1").unwrap().unwrap().vf, l1.vf);
     assert_eq!(pool.unuse("c1").unwrap(), None, "close is idempotent");
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == a[0])
-        .unwrap();
+    let t = token(&pool, &a[0]);
     assert_eq!(t.state, TokenState::Allocated);
 }
 
@@ -284,12 +287,7 @@ fn restart_keeps_token_ids_and_states() {
     };
     let pool = f.open();
     assert_eq!(ids_of(&pool, A), ids);
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == ids[0])
-        .unwrap();
+    let t = token(&pool, &ids[0]);
     match t.state {
         TokenState::InUse(u) => assert_eq!((u.vf, u.connection.as_str()), (lease.vf, "c1")),
         other => panic!("lost the in-use VF: {other:?}"),
@@ -316,12 +314,7 @@ fn crash_before_the_vf_was_moved_releases_it_at_start() {
             .any(|w| w.contains("back with the forwarder")),
         "{warnings:?}"
     );
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == a[0])
-        .unwrap();
+    let t = token(&pool, &a[0]);
     assert_eq!(
         t.state,
         TokenState::Allocated,
@@ -345,12 +338,7 @@ fn crash_after_the_vf_was_moved_keeps_it_in_use() {
     let dir = f.sysfs().device_dir(vf).join("net");
     std::fs::remove_dir_all(dir).unwrap();
     let pool = f.open();
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == a[0])
-        .unwrap();
+    let t = token(&pool, &a[0]);
     assert!(matches!(t.state, TokenState::InUse(_)));
 }
 
@@ -557,18 +545,8 @@ fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
     let released = pool.sweep(&sysfs, &|_| false).unwrap();
     assert_eq!(released.len(), 1, "{released:?}");
     assert!(released[0].contains(&vf.to_string()));
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == a[0])
-        .unwrap();
+    let t = token(&pool, &a[0]);
     assert_eq!(t.state, TokenState::Allocated);
-    let t = pool
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == a[1])
-        .unwrap();
+    let t = token(&pool, &a[1]);
     assert!(matches!(t.state, TokenState::InUse(_)));
 }
