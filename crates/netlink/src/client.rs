@@ -10,7 +10,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::{Handle, LinkUnspec};
 
 use crate::error::{Error, Result, netlink_errno};
-use crate::netns::Netns;
+use crate::netns::{Netns, NetnsGuard};
 use crate::socket;
 use crate::types::{LinkRef, MacAddr};
 
@@ -117,6 +117,7 @@ impl LinkStatus {
 #[derive(Clone, Debug)]
 pub struct RtNetlink {
     pub(crate) home: Arc<Netns>,
+    pub(crate) guard: Arc<NetnsGuard>,
     pub(crate) handle: Handle,
     pub(crate) recovery_wait: Duration,
 }
@@ -131,10 +132,23 @@ impl RtNetlink {
     pub fn in_netns(home: Netns) -> Result<Self> {
         let handle = socket::request_handle(&home)?;
         Ok(RtNetlink {
+            guard: Arc::new(NetnsGuard::for_home(&home)),
             home: Arc::new(home),
             handle,
             recovery_wait: Duration::from_secs(3),
         })
+    }
+
+    /// Replaces the namespaces clients may not name (see [`NetnsGuard`]); by default the
+    /// home namespace, the caller's and PID 1's.
+    pub fn with_guard(mut self, guard: NetnsGuard) -> Self {
+        self.guard = Arc::new(guard);
+        self
+    }
+
+    /// The namespaces clients may not name.
+    pub fn guard(&self) -> &NetnsGuard {
+        &self.guard
     }
 
     /// How long [`RtNetlink::back_out`] waits for the kernel to return a link from a namespace

@@ -37,6 +37,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The namespace is one no client may name (the forwarder's own, the host's).
+    #[error("network namespace {netns} refused: {rule}")]
+    ForbiddenNetns {
+        /// The namespace as the request named it.
+        netns: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+
     /// No task we can see has a network namespace with this device/inode pair.
     #[error("no process has network namespace inode://{dev}/{ino}")]
     NetnsInodeNotFound {

@@ -79,7 +79,9 @@ mod vf;
 pub use client::{LinkStatus, OperState, RtNetlink};
 pub use error::{Error, Result};
 pub use health::{LinkEvent, LinkEvents};
-pub use netns::{Netns, NetnsId, NetnsUrl};
+pub use netns::{
+    Netns, NetnsGuard, NetnsId, NetnsUrl, RULE_HOST_NETNS, RULE_OWN_NETNS, open_client,
+};
 #[cfg(any(test, feature = "mock"))]
 pub use ops::MockNetlinkOps;
 pub use ops::NetlinkOps;

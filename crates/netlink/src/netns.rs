@@ -8,13 +8,14 @@
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::sched::{CloneFlags, setns};
-use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs};
 use rtnetlink::sys::{Socket, protocols::NETLINK_ROUTE};
 
 use crate::error::{Error, Result};
@@ -172,6 +173,82 @@ impl fmt::Display for NetnsId {
     }
 }
 
+/// The namespaces no client may name as its own, recorded once at start.
+///
+/// The rule: a client's interface goes into the client's namespace, never into the forwarder's
+/// own (where the VFs live and the forwarder's own links are) nor the host's (PID 1's, which
+/// is also the forwarder's when it runs with `hostNetwork`). A request naming one of them is
+/// refused before anything changes; both are identified by nsfs inode, so no other URL form
+/// (`inode://`, a bind mount, another PID in the same namespace) gets around it.
+#[derive(Clone, Debug, Default)]
+pub struct NetnsGuard {
+    forbidden: Vec<(NetnsId, &'static str)>,
+}
+
+/// The rule for the forwarder's own namespace.
+pub const RULE_OWN_NETNS: &str = "it is the forwarder's own network namespace";
+/// The rule for the host's namespace.
+pub const RULE_HOST_NETNS: &str = "it is the host's network namespace (PID 1's)";
+
+impl NetnsGuard {
+    /// A guard that refuses nothing (tests that move links between their own namespaces).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Refuses `id` with `rule`.
+    pub fn forbid(mut self, id: NetnsId, rule: &'static str) -> Self {
+        if !self.forbidden.iter().any(|(f, _)| *f == id) {
+            self.forbidden.push((id, rule));
+        }
+        self
+    }
+
+    /// The guard for a forwarder whose VFs live in `home`: refuses `home`, the calling
+    /// thread's namespace and PID 1's (when it can be opened: without privilege it cannot,
+    /// and then no link can be moved anywhere either).
+    pub fn for_home(home: &Netns) -> Self {
+        let mut guard = Self::none().forbid(home.id(), RULE_OWN_NETNS);
+        if let Ok(own) = Netns::current() {
+            guard = guard.forbid(own.id(), RULE_OWN_NETNS);
+        }
+        if let Ok(host) = Netns::open_path(Path::new("/proc/1/ns/net")) {
+            guard = guard.forbid(host.id(), RULE_HOST_NETNS);
+        }
+        guard
+    }
+
+    /// The namespaces refused, with their rules.
+    pub fn forbidden(&self) -> &[(NetnsId, &'static str)] {
+        &self.forbidden
+    }
+
+    /// Refuses `ns` (opened from `named`) when it is a forbidden namespace.
+    pub fn check(&self, ns: &Netns, named: &NetnsUrl) -> Result<()> {
+        match self.forbidden.iter().find(|(id, _)| *id == ns.id()) {
+            Some((_, rule)) => Err(Error::ForbiddenNetns {
+                netns: named.to_string(),
+                rule,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens a client's namespace on a blocking thread (the open walks the filesystem, and an
+/// `inode://` URL scans `/proc`) and checks it against `guard`.
+pub async fn open_client(url: &NetnsUrl, guard: &NetnsGuard) -> Result<Netns> {
+    let owned = url.clone();
+    let ns = tokio::task::spawn_blocking(move || Netns::open(&owned))
+        .await
+        .map_err(|e| Error::Thread {
+            netns: url.to_string(),
+            reason: e.to_string(),
+        })??;
+    guard.check(&ns, url)?;
+    Ok(ns)
+}
+
 /// An open network namespace. Holding it keeps the namespace alive (the kernel destroys a
 /// namespace when its last task, bind mount and open file are gone).
 #[derive(Debug)]
@@ -195,17 +272,62 @@ impl Netns {
 
     /// The namespace of the calling thread (`/proc/thread-self/ns/net`).
     pub fn current() -> Result<Self> {
-        Self::open_path(Path::new("/proc/thread-self/ns/net"))
+        // Our own path, not a client's: `thread-self` is a symlink, so it
+        // cannot go through the no-symlink walk of `open_path`.
+        let path = Path::new("/proc/thread-self/ns/net");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| Error::NetnsOpen {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::from_fd(OwnedFd::from(file), path)
     }
 
-    /// Opens a path that must be an nsfs file of a network namespace.
+    /// Opens a path that must be an nsfs file of a network namespace, without following a
+    /// symlink anywhere on it.
     ///
-    /// The path is `stat`ed first and must be a regular file (nsfs inodes are), so a FIFO or a
-    /// device node behind a hostile path is never opened; the open file is then checked with
-    /// `fstatfs` (NSFS_MAGIC) and its `/proc/self/fd` link (`net:[<ino>]`), so a mount or PID
-    /// namespace is refused too.
+    /// The path is walked one component at a time with `openat(O_PATH|O_NOFOLLOW)`, so a
+    /// symlink planted anywhere (including inside a container's root reached through
+    /// `/proc/<pid>/root`) is refused rather than followed; the one exception is the kernel's
+    /// own `net` link inside a procfs `ns` directory (`/proc/<pid>/ns/net`), which is what
+    /// NSM clients name. `/var/run` is read as `/run` when it is the usual symlink to it. The
+    /// file found is checked with `fstatfs` (NSFS_MAGIC) before it is opened for reading, so a
+    /// FIFO or a device node behind a hostile path is never opened, and its `/proc/self/fd`
+    /// link (`net:[<ino>]`) must name a network namespace. From then on the fd is used, never
+    /// the path again.
+    ///
+    /// Blocking (it walks the filesystem): call it from a blocking thread in async code.
     pub fn open_path(path: &Path) -> Result<Self> {
-        let open_err = |source| Error::NetnsOpen {
+        let open_err = |source: io::Error| Error::NetnsOpen {
+            path: path.to_owned(),
+            source,
+        };
+        let walk = match walk_nofollow(path) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => match var_run_as_run(path) {
+                Some(alias) => walk_nofollow(&alias),
+                None => Err(e),
+            },
+            other => other,
+        };
+        let fd = walk.map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                Error::NotANetns {
+                    path: path.to_owned(),
+                    reason: "a component of the path is a symlink, which is not followed".into(),
+                }
+            } else {
+                open_err(e)
+            }
+        })?;
+        Self::from_fd(fd, path)
+    }
+
+    /// Checks an fd (an `O_PATH` one or an open one) and makes it a [`Netns`].
+    fn from_fd(fd: OwnedFd, path: &Path) -> Result<Self> {
+        let open_err = |source: io::Error| Error::NetnsOpen {
             path: path.to_owned(),
             source,
         };
@@ -213,16 +335,6 @@ impl Netns {
             path: path.to_owned(),
             reason,
         };
-        let meta = fs::metadata(path).map_err(open_err)?;
-        if !meta.file_type().is_file() {
-            return Err(not_netns("not a regular nsfs file".to_owned()));
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
-            .open(path)
-            .map_err(open_err)?;
-        let fd = OwnedFd::from(file);
         let fs = fstatfs(&fd).map_err(|e| open_err(e.into()))?;
         if fs.filesystem_type() != NSFS_MAGIC {
             return Err(not_netns(format!(
@@ -230,6 +342,9 @@ impl Netns {
                 fs.filesystem_type().0
             )));
         }
+        // setns(2) refuses O_PATH fds: reopen the very inode we checked through our own fd's
+        // link, which cannot be redirected by anyone else.
+        let fd = reopen_readable(&fd).map_err(open_err)?;
         // Through /proc/<pid>/ns the fd link reads `<type>:[<ino>]`; through a bind mount
         // (/var/run/netns) it reads the mount path, and only entering it tells the type.
         let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(open_err)?;
@@ -244,14 +359,12 @@ impl Netns {
                 ));
             }
         }
-        let meta = fs::File::from(fd.try_clone().map_err(open_err)?)
-            .metadata()
-            .map_err(open_err)?;
+        let meta = nix::sys::stat::fstat(&fd).map_err(|e| open_err(e.into()))?;
         Ok(Netns {
             fd,
             id: NetnsId {
-                dev: meta.dev(),
-                ino: meta.ino(),
+                dev: meta.st_dev,
+                ino: meta.st_ino,
             },
             path: path.to_owned(),
         })
@@ -352,6 +465,76 @@ impl Netns {
                 source,
             })
     }
+}
+
+/// Walks an absolute path from `/` one component at a time without following symlinks
+/// (`O_PATH|O_NOFOLLOW`), except the kernel's namespace links in a procfs `ns` directory.
+fn walk_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    use std::path::Component;
+
+    let nofollow = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut fd: OwnedFd = openat(
+        nix::fcntl::AT_FDCWD,
+        "/",
+        nofollow | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut parent_is_proc_ns = false;
+    let mut parts = path.components().peekable();
+    while let Some(c) = parts.next() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(n) => n,
+            // NetnsUrl refuses these already; refuse them here too for direct callers.
+            _ => return Err(io::Error::from_raw_os_error(nix::libc::EINVAL)),
+        };
+        let last = parts.peek().is_none();
+        let flags = if last && parent_is_proc_ns {
+            // The kernel's own magic link to a namespace: following it is the point.
+            OFlag::O_PATH | OFlag::O_CLOEXEC
+        } else {
+            nofollow
+        };
+        let next = openat(&fd, name, flags, Mode::empty()).map_err(io::Error::from)?;
+        // O_PATH|O_NOFOLLOW on a symlink opens the link itself: refuse it.
+        let kind = SFlag::from_bits_truncate(
+            fstat(&next).map_err(io::Error::from)?.st_mode & nix::libc::S_IFMT,
+        );
+        if kind == SFlag::S_IFLNK {
+            return Err(io::Error::from_raw_os_error(nix::libc::ELOOP));
+        }
+        if !last && kind != SFlag::S_IFDIR {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOTDIR));
+        }
+        parent_is_proc_ns =
+            name == "ns" && fstatfs(&next).is_ok_and(|f| f.filesystem_type() == PROC_SUPER_MAGIC);
+        fd = next;
+        if last {
+            return Ok(fd);
+        }
+    }
+    Err(io::Error::from_raw_os_error(nix::libc::EISDIR))
+}
+
+/// `/var/run/...` as `/run/...` when `/var/run` is the usual symlink to `/run` (systemd
+/// distributions), so `file:///var/run/netns/<name>` works without following any link.
+fn var_run_as_run(path: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix("/var/run").ok()?;
+    let target = fs::read_link("/var/run").ok()?;
+    (target == Path::new("/run") || target == Path::new("../run"))
+        .then(|| Path::new("/run").join(rest))
+}
+
+/// Opens the inode an fd refers to for reading, through `/proc/self/fd/<fd>`.
+fn reopen_readable(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(OwnedFd::from(file))
 }
 
 /// Enters `fd` as a network namespace on a throwaway thread. Only EINVAL (wrong namespace type)
@@ -467,7 +650,8 @@ mod tests {
 
     #[test]
     fn opening_a_regular_file_is_refused_as_not_nsfs() {
-        let err = Netns::open_path(Path::new("/proc/self/status")).unwrap_err();
+        let status = PathBuf::from(format!("/proc/{}/status", std::process::id()));
+        let err = Netns::open_path(&status).unwrap_err();
         assert!(matches!(err, Error::NotANetns { .. }), "{err}");
     }
 
@@ -481,7 +665,8 @@ mod tests {
 
     #[test]
     fn opening_another_kind_of_namespace_is_refused() {
-        let err = Netns::open_path(Path::new("/proc/self/ns/uts")).unwrap_err();
+        let uts = PathBuf::from(format!("/proc/{}/ns/uts", std::process::id()));
+        let err = Netns::open_path(&uts).unwrap_err();
         assert!(matches!(err, Error::NotANetns { .. }), "{err}");
     }
 
@@ -496,6 +681,56 @@ mod tests {
         let here = Netns::current().unwrap();
         let found = Netns::open(&here.id().url()).unwrap();
         assert_eq!(found.id(), here.id());
+    }
+
+    #[test]
+    fn a_proc_pid_namespace_link_opens_as_the_same_namespace() {
+        let here = Netns::current().unwrap();
+        let path = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+        assert_eq!(Netns::open_path(&path).unwrap().id(), here.id());
+    }
+
+    #[test]
+    fn a_symlink_anywhere_on_the_path_is_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = format!("/proc/{}/ns/net", std::process::id());
+        let link = tmp.path().join("ns-link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let dir_link = tmp.path().join("proc-link");
+        std::os::unix::fs::symlink(format!("/proc/{}", std::process::id()), &dir_link).unwrap();
+        for path in [
+            link,
+            dir_link.join("ns/net"),
+            PathBuf::from("/proc/self/ns/net"),
+        ] {
+            let err = Netns::open_path(&path).unwrap_err();
+            assert!(
+                matches!(&err, Error::NotANetns { reason, .. } if reason.contains("symlink")),
+                "{}: {err}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_guard_refuses_home_and_host_by_inode_whatever_the_url() {
+        let here = Netns::current().unwrap();
+        let guard = NetnsGuard::for_home(&here);
+        for url in [
+            here.id().url(),
+            NetnsUrl::File(PathBuf::from(format!(
+                "/proc/{}/ns/net",
+                std::process::id()
+            ))),
+        ] {
+            let ns = Netns::open(&url).unwrap();
+            let err = guard.check(&ns, &url).unwrap_err();
+            assert!(
+                matches!(&err, Error::ForbiddenNetns { rule, .. } if *rule == RULE_OWN_NETNS || *rule == RULE_HOST_NETNS),
+                "{url}: {err}"
+            );
+        }
+        assert!(NetnsGuard::none().check(&here, &here.id().url()).is_ok());
     }
 
     #[test]

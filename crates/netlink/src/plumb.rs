@@ -22,7 +22,7 @@ use crate::client::{
     LinkStatus, RtNetlink, change_link, dump_links, get_link, require_link, set_up,
 };
 use crate::error::{Error, Result};
-use crate::netns::{Netns, NetnsId, NetnsUrl};
+use crate::netns::{Netns, NetnsId, NetnsUrl, open_client};
 use crate::socket;
 use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
 
@@ -164,7 +164,7 @@ impl RtNetlink {
     /// [`Error::RolledBack`]; if even that fails, [`Error::RollbackFailed`] carries the
     /// [`MovedLink`] record so the caller can retry [`RtNetlink::back_out`].
     pub async fn move_into(&self, request: &ClientLink) -> Result<MovedLink> {
-        let target = Netns::open(&request.netns)?;
+        let target = open_client(&request.netns, &self.guard).await?;
         let home = self.home_label();
         let link = require_link(&self.handle, &request.link, &home).await?;
         let client = socket::request_handle(&target)?;
@@ -236,8 +236,11 @@ impl RtNetlink {
     /// recovery wait for the kernel to hand the link back to the home namespace and restores it
     /// there; see [`BackOut`].
     pub async fn back_out(&self, record: &MovedLink) -> Result<BackOut> {
-        let live = match Netns::open(&record.netns) {
-            Ok(ns) if ns.id() == record.netns_id => Some(ns),
+        // No guard here: a record only names a namespace a move was made into.
+        let url = record.netns.clone();
+        let opened = tokio::task::spawn_blocking(move || Netns::open(&url)).await;
+        let live = match opened {
+            Ok(Ok(ns)) if ns.id() == record.netns_id => Some(ns),
             _ => None,
         };
         if let Some(ns) = live {

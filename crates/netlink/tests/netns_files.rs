@@ -20,12 +20,7 @@ fn file_url(path: &Path) -> NetnsUrl {
 fn proc_pid_ns_net_url_opens_the_process_namespace() {
     let url = NetnsUrl::parse(&format!("file:///proc/{}/ns/net", std::process::id())).unwrap();
     let opened = Netns::open(&url).unwrap();
-    assert_eq!(
-        opened.id(),
-        Netns::open_path(Path::new("/proc/self/ns/net"))
-            .unwrap()
-            .id()
-    );
+    assert_eq!(opened.id(), Netns::current().unwrap().id());
 }
 
 #[test]
@@ -119,16 +114,17 @@ fn a_symlink_to_an_ordinary_file_is_refused() {
     assert!(matches!(err, Error::NotANetns { .. }), "{err}");
 }
 
+/// A client that can plant a symlink (in its own container root, reached through
+/// `/proc/<pid>/root`) must not redirect us to a namespace it does not own, such as the
+/// host's.
 #[test]
-fn a_symlink_to_a_namespace_file_is_followed() {
+fn a_symlink_to_a_namespace_file_is_refused_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ns");
-    symlink("/proc/self/ns/net", &link).unwrap();
-    let opened = Netns::open(&file_url(&link)).unwrap();
-    assert_eq!(
-        opened.id(),
-        Netns::open_path(Path::new("/proc/self/ns/net"))
-            .unwrap()
-            .id()
+    symlink(format!("/proc/{}/ns/net", std::process::id()), &link).unwrap();
+    let err = Netns::open(&file_url(&link)).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotANetns { reason, .. } if reason.contains("symlink")),
+        "{err}"
     );
 }

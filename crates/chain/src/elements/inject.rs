@@ -88,6 +88,11 @@ struct Applied(ClientLink);
 
 fn move_status(e: sriov_netlink::Error) -> Status {
     match e {
+        sriov_netlink::Error::ForbiddenNetns { .. } => Status::permission_denied(format!(
+            "mechanism parameter {}: {}",
+            crate::params::INODE_URL,
+            crate::params::with_causes(&e)
+        )),
         sriov_netlink::Error::InvalidNetnsUrl { .. }
         | sriov_netlink::Error::NetnsOpen { .. }
         | sriov_netlink::Error::NotANetns { .. }
@@ -96,6 +101,21 @@ fn move_status(e: sriov_netlink::Error) -> Status {
         }
         other => Status::internal(crate::params::with_causes(&other)),
     }
+}
+
+/// A connection keeps the namespace it was established in: a refresh (or the first
+/// request after a restart) naming another one is refused, so a live interface can never be
+/// re-plumbed into a namespace the original request did not name.
+fn same_netns(moved: &MovedLink, named: &sriov_netlink::NetnsUrl) -> Result<(), Status> {
+    if moved.netns == *named {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "mechanism parameter {}={named}: the connection was established in {}, and a \
+         connection keeps its network namespace",
+        crate::params::INODE_URL,
+        moved.netns
+    )))
 }
 
 impl Inject {
@@ -119,6 +139,7 @@ impl Inject {
     /// interface is taken back and moved again with the new configuration.
     async fn replumb(&self, ctx: &mut Ctx, moved: MovedLink) -> Result<(), Status> {
         let wanted = Self::plan(ctx, LinkRef::Name(moved.original.name.clone()))?;
+        same_netns(&moved, &wanted.netns)?;
         match ctx.get::<Applied>() {
             Some(Applied(a)) if *a == wanted => return Ok(()),
             // Adopted after a restart: what was applied is not known; keep it.
@@ -166,6 +187,10 @@ impl Element for Inject {
                 .and_then(|b| b.lease.undo.clone())
                 .and_then(|v| serde_json::from_value::<MovedLink>(v).ok());
             if let Some(m) = recorded {
+                let named = ctx.get::<KernelParams>().map(|p| p.netns.clone());
+                if let Some(Err(e)) = named.map(|n| same_netns(&m, &n)) {
+                    return Err(next.fail_after(ctx, conn, e).await);
+                }
                 tracing::info!(link = %m.client_name, "adopting a VF netdev moved before a restart");
                 ctx.insert(m);
                 return Ok(conn);
