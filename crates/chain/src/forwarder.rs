@@ -11,10 +11,23 @@ use sriov_pool::{DriverKind, Pool};
 use sriov_vfio::{CgroupDevices, VfioDir};
 
 use crate::elements::{
-    begin::Begin, connect::Connect, discover::Discover, inject::Inject, ipcontext::IpContext,
-    mechanisms::Mechanisms, monitor::Monitor, resetmechanism::ResetMechanism,
-    resourcepool::ResourcePool, roundrobin::RoundRobin, timeout::Timeout, updatepath::UpdatePath,
-    validate::Validate, vfconfig::VfConfigElement, vfio::Vfio,
+    authorize::Authorize,
+    begin::Begin,
+    connect::Connect,
+    discover::Discover,
+    inject::Inject,
+    ipcontext::IpContext,
+    limits::Limits,
+    mechanisms::Mechanisms,
+    monitor::Monitor,
+    resetmechanism::ResetMechanism,
+    resourcepool::ResourcePool,
+    roundrobin::RoundRobin,
+    timeout::Timeout,
+    updatepath::{KnownConnections, UpdatePath},
+    validate::Validate,
+    vfconfig::VfConfigElement,
+    vfio::Vfio,
 };
 use crate::params::{MECH_KERNEL, MECH_NOOP, MECH_VFIO};
 use crate::{Chain, EndpointFinder, NextHop};
@@ -47,10 +60,24 @@ pub struct Deps {
     pub monitor: Monitor,
 }
 
+/// The connection ids a client may send back: those `begin` serves, and
+/// those the pool still records a VF for (connections made before a
+/// restart, which a refresh adopts).
+struct Known {
+    begin: Arc<Begin>,
+    pool: Arc<Pool>,
+}
+
+impl KnownConnections for Known {
+    fn is_known(&self, id: &str) -> bool {
+        self.begin.is_known(id) || (!id.is_empty() && self.pool.holds(id))
+    }
+}
+
 /// Builds the forwarder chain:
 ///
 /// ```text
-/// updatepath → begin → timeout → monitor → discover → roundrobin → resetmechanism
+/// limits → updatepath → begin → authorize → timeout → monitor → discover → roundrobin → resetmechanism
 ///   → mechanisms { KERNEL: validate → resourcepool(kernel driver) → vfconfig → inject → ipcontext
 ///                  VFIO:   validate → resourcepool(vfio-pci) → vfconfig → vfio
 ///                  NOOP:   (nothing) }
@@ -87,10 +114,20 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             d.vfio_dir.clone(),
             d.cgroups.clone(),
         ));
+    let begin = Arc::new(Begin::new());
     let chain = Arc::new(
         Chain::new()
-            .with(UpdatePath::new(d.name.clone(), d.max_token_lifetime))
-            .with(Begin::new())
+            .with(Limits)
+            .with(UpdatePath::new(
+                d.name.clone(),
+                d.max_token_lifetime,
+                Arc::new(Known {
+                    begin: begin.clone(),
+                    pool: d.pool.clone(),
+                }),
+            ))
+            .with_arc(begin)
+            .with(Authorize)
             .with(Timeout::new(d.max_token_lifetime, handle.clone()))
             .with(d.monitor.clone())
             .with(Discover::new(d.finder.clone()))

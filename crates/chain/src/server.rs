@@ -11,7 +11,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
 
-use crate::elements::monitor::{Monitor, matches};
+use crate::elements::monitor::{Monitor, matches, refuse};
 use crate::{Chain, Ctx};
 
 /// Serves NetworkService Request/Close through a chain.
@@ -84,6 +84,10 @@ impl MonitorConnection for MonitorServer {
         request: Request<MonitorScopeSelector>,
     ) -> Result<Response<Self::MonitorConnectionsStream>, Status> {
         let selector = request.into_inner();
+        crate::elements::limits::check_selector(&selector)?;
+        if let Some(refused) = refuse(&selector) {
+            return Err(refused);
+        }
         let (initial, rx) = self.monitor.subscribe(&selector);
         let updates = futures::stream::unfold((rx, selector), |(mut rx, selector)| async move {
             loop {

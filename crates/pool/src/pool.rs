@@ -403,6 +403,16 @@ impl Pool {
         Ok(self.lease(&tok, pick, kind))
     }
 
+    /// Whether `connection` holds a VF (a use recorded, perhaps by the
+    /// process before a restart).
+    pub fn holds(&self, connection: &str) -> bool {
+        self.lock().is_ok_and(|g| {
+            g.tokens.values().any(
+                |t| matches!(&t.state, TokenState::InUse(u) if u.connection == connection),
+            )
+        })
+    }
+
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
         let mut guard = self.lock()?;

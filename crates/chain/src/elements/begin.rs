@@ -8,7 +8,9 @@
 //! (`ctx.is_refresh()`). A failed first Request leaves nothing behind; a
 //! failed refresh keeps the established connection's context (its
 //! elements undid only their own new work). Close runs the rest with the
-//! stored context and then forgets it; a Close for an unknown connection
+//! stored context and then forgets it, unless the rest refused it with
+//! PERMISSION_DENIED (a Close from someone other than the owner, refused
+//! before anything was undone); a Close for an unknown connection
 //! succeeds without doing anything, so Close is idempotent.
 
 use std::collections::HashMap;
@@ -56,6 +58,12 @@ impl Begin {
             .lock()
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+impl super::updatepath::KnownConnections for Begin {
+    fn is_known(&self, id: &str) -> bool {
+        !id.is_empty() && self.slots.lock().is_ok_and(|s| s.contains_key(id))
     }
 }
 
@@ -113,6 +121,12 @@ impl Element for Begin {
                 return Ok(());
             };
             let result = next.close(&mut ctx, connection).await;
+            if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
+                // Refused before anything was undone (`authorize`): the
+                // connection stays its owner's.
+                *guard = Some(ctx);
+                return result;
+            }
             drop(guard);
             self.forget(&id, &slot);
             result

@@ -1,11 +1,13 @@
 //! One element per file. Each file's doc says what the element adds to the
 //! connection and what it undoes.
 
+pub mod authorize;
 pub mod begin;
 pub mod connect;
 pub mod discover;
 pub mod inject;
 pub mod ipcontext;
+pub mod limits;
 pub mod mechanisms;
 pub mod monitor;
 pub mod resetmechanism;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use sriov_api::nsm::connection::{
-    Connection, ConnectionEvent, ConnectionEventType, MonitorScopeSelector,
+    Connection, ConnectionEvent, ConnectionEventType, MonitorScopeSelector, PathSegment,
 };
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tokio::sync::broadcast;
@@ -39,23 +39,51 @@ impl Default for Monitor {
     }
 }
 
-/// Whether a connection falls in a selector's scope: no path segments and
-/// no services select everything; otherwise a segment must match by ID or
-/// name, or the service by name.
+/// Whether a selector segment matches a path segment: each field the
+/// selector sets must be equal, an empty one matches anything.
+fn segment_matches(want: &PathSegment, have: &PathSegment) -> bool {
+    (want.name.is_empty() || want.name == have.name)
+        && (want.id.is_empty() || want.id == have.id)
+        && (want.token.is_empty() || want.token == have.token)
+}
+
+/// Whether a connection falls in a selector's scope, as NSM's SDK decides
+/// it: every listed network service must be the connection's, and the
+/// selector's segments must match consecutive segments of its path.
+/// `MonitorServer` refuses selectors naming no segment id, so the scope is
+/// always connections the caller is part of.
 pub fn matches(selector: &MonitorScopeSelector, conn: &Connection) -> bool {
-    if selector.path_segments.is_empty() && selector.network_services.is_empty() {
+    if !selector
+        .network_services
+        .iter()
+        .all(|s| *s == conn.network_service)
+    {
+        return false;
+    }
+    let want = &selector.path_segments;
+    if want.is_empty() {
         return true;
     }
-    let by_service = selector.network_services.contains(&conn.network_service);
-    let by_segment = conn.path.as_ref().is_some_and(|p| {
-        p.path_segments.iter().any(|s| {
-            selector.path_segments.iter().any(|want| {
-                (!want.id.is_empty() && want.id == s.id)
-                    || (!want.name.is_empty() && want.name == s.name)
-            })
-        })
-    });
-    by_service || by_segment
+    let have = conn
+        .path
+        .as_ref()
+        .map(|p| p.path_segments.as_slice())
+        .unwrap_or_default();
+    have.windows(want.len())
+        .any(|w| w.iter().zip(want).all(|(h, w)| segment_matches(w, h)))
+}
+
+/// Why a selector may not be served, if it may not: it must name at
+/// least one segment id (ids are unguessable UUIDs, so naming one proves
+/// the caller is on that connection's path).
+pub fn refuse(selector: &MonitorScopeSelector) -> Option<tonic::Status> {
+    if selector.path_segments.iter().any(|s| !s.id.is_empty()) {
+        return None;
+    }
+    Some(tonic::Status::permission_denied(
+        "MonitorConnections selector names no path segment id: connections are shown only \
+         to a caller naming a segment id of their path",
+    ))
 }
 
 impl Monitor {
@@ -145,5 +173,77 @@ impl Element for Monitor {
             self.publish(ConnectionEventType::Delete, &connection);
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sriov_api::nsm::connection::Path;
+
+    fn seg(name: &str, id: &str) -> PathSegment {
+        PathSegment {
+            name: name.into(),
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn conn() -> Connection {
+        Connection {
+            id: "f1".into(),
+            network_service: "ns".into(),
+            path: Some(Path {
+                index: 1,
+                path_segments: vec![seg("nsc", "c1"), seg("forwarder", "f1"), seg("nse", "e1")],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn selector(segments: Vec<PathSegment>, services: &[&str]) -> MonitorScopeSelector {
+        MonitorScopeSelector {
+            path_segments: segments,
+            network_services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn segments_match_consecutively_with_empty_fields_as_wildcards() {
+        let c = conn();
+        assert!(matches(&selector(vec![seg("", "c1")], &[]), &c));
+        assert!(matches(
+            &selector(vec![seg("", "c1"), seg("forwarder", "")], &[]),
+            &c
+        ));
+        assert!(!matches(
+            &selector(vec![seg("", "c1"), seg("nse", "")], &[]),
+            &c
+        ));
+        assert!(!matches(&selector(vec![seg("nse", "c1")], &[]), &c));
+        assert!(!matches(&selector(vec![seg("", "other")], &[]), &c));
+    }
+
+    #[test]
+    fn every_listed_service_must_be_the_connections() {
+        let c = conn();
+        assert!(matches(&selector(vec![seg("", "f1")], &["ns"]), &c));
+        assert!(!matches(
+            &selector(vec![seg("", "f1")], &["ns", "other"]),
+            &c
+        ));
+    }
+
+    #[test]
+    fn a_selector_without_a_segment_id_is_refused() {
+        for s in [
+            selector(vec![], &[]),
+            selector(vec![], &["ns"]),
+            selector(vec![seg("forwarder", "")], &[]),
+        ] {
+            let e = refuse(&s).map(|e| e.code());
+            assert_eq!(e, Some(tonic::Code::PermissionDenied), "{s:?}");
+        }
+        assert!(refuse(&selector(vec![seg("", "c1")], &[])).is_none());
     }
 }

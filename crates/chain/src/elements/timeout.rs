@@ -13,6 +13,7 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tokio::task::JoinHandle;
 
+use super::updatepath::system_time;
 use crate::{Chain, Ctx, Element, ElementFuture, Next};
 
 /// A handle to the composed chain, filled in after composition (the
@@ -51,11 +52,11 @@ impl Timeout {
                 .and_then(|prev| p.path_segments.get(prev))
                 .and_then(|s| s.expires.as_ref())
         });
-        let token = previous.and_then(|t| {
-            let at = SystemTime::UNIX_EPOCH
-                + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
-            at.duration_since(now).ok()
-        });
+        // A client-chosen timestamp past what SystemTime holds saturates
+        // to "no earlier than our own lifetime" instead of overflowing.
+        let token = previous
+            .and_then(system_time)
+            .and_then(|at| at.duration_since(now).ok());
         match token {
             Some(d) => d.min(self.max_lifetime),
             None => self.max_lifetime,

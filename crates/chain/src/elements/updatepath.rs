@@ -1,12 +1,14 @@
 //! `updatepath`: puts the forwarder's own segment on the connection's path.
 //!
 //! On Request it finds or appends the segment named after this forwarder
-//! right after the previous hop's, gives it an ID (kept across refreshes),
+//! right after the previous hop's, gives it an ID (a fresh UUID unless the
+//! client sent back the id of a live connection: a refresh),
 //! a token expiry of now + `NSM_MAX_TOKEN_LIFETIME`, and makes the
 //! connection ID ours while the rest of the chain runs. On the way back it
 //! restores the previous hop's path index and connection ID, so the caller
 //! sees its own view. Nothing to undo.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sriov_api::nsm::connection::{Connection, Path, PathSegment};
@@ -16,19 +18,41 @@ use tonic::Status;
 
 use crate::{Ctx, Element, ElementFuture, Next};
 
+/// The connection ids this forwarder has handed out and still serves.
+pub trait KnownConnections: Send + Sync + 'static {
+    /// Whether `id` names an established connection.
+    fn is_known(&self, id: &str) -> bool;
+}
+
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpdatePath {
     name: String,
     lifetime: Duration,
+    known: Arc<dyn KnownConnections>,
+}
+
+impl std::fmt::Debug for UpdatePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdatePath")
+            .field("name", &self.name)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UpdatePath {
-    /// The segment name is the forwarder's `NSM_NAME`.
-    pub fn new(name: impl Into<String>, lifetime: Duration) -> Self {
+    /// The segment name is the forwarder's `NSM_NAME`; `known` tells which
+    /// segment ids a client may send back (those of live connections).
+    pub fn new(
+        name: impl Into<String>,
+        lifetime: Duration,
+        known: Arc<dyn KnownConnections>,
+    ) -> Self {
         Self {
             name: name.into(),
             lifetime,
+            known,
         }
     }
 }
@@ -41,26 +65,38 @@ pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// The instant a protobuf timestamp names, or `None` when it lies before
+/// the epoch's range or beyond what `SystemTime` can hold (client input:
+/// never an overflow).
+pub(crate) fn system_time(t: &Timestamp) -> Option<SystemTime> {
+    let secs = u64::try_from(t.seconds).ok()?;
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
 /// Our index in the path, adding our segment if the path lacks it.
 fn enter(path: &mut Path, name: &str) -> Result<usize, Status> {
-    let prev = path.index as usize;
+    let prev = usize::try_from(path.index).unwrap_or(usize::MAX);
     if path.path_segments.is_empty() {
-        path.path_segments.push(PathSegment::default());
         // A request with no path at all: we are the first hop.
-        path.path_segments[0].name = name.to_string();
+        path.path_segments.push(PathSegment {
+            name: name.to_string(),
+            ..Default::default()
+        });
         return Ok(0);
     }
-    if prev >= path.path_segments.len() {
+    let Some(previous) = path.path_segments.get(prev) else {
         return Err(Status::invalid_argument(format!(
-            "path index {prev} is outside a path of {} segments",
+            "path index {} is outside a path of {} segments",
+            path.index,
             path.path_segments.len()
         )));
-    }
-    if path.path_segments[prev].name == name {
+    };
+    if previous.name == name {
         return Ok(prev);
     }
     let ours = prev + 1;
-    if ours < path.path_segments.len() && path.path_segments[ours].name != name {
+    if path.path_segments.get(ours).is_some_and(|s| s.name != name) {
         // The rest of the path belongs to an old route through another hop.
         path.path_segments.truncate(ours);
     }
@@ -71,6 +107,13 @@ fn enter(path: &mut Path, name: &str) -> Result<usize, Status> {
         });
     }
     Ok(ours)
+}
+
+/// Our segment, once [`enter`] found or made it.
+fn ours(path: &mut Path, index: usize) -> Result<&mut PathSegment, Status> {
+    path.path_segments
+        .get_mut(index)
+        .ok_or_else(|| Status::internal("updatepath: our segment vanished"))
 }
 
 impl Element for UpdatePath {
@@ -89,14 +132,17 @@ impl Element for UpdatePath {
             let path = conn.path.get_or_insert_with(Default::default);
             let prev_index = path.index;
             let prev_id = conn.id.clone();
-            let ours = enter(path, &self.name)?;
-            let seg = &mut path.path_segments[ours];
-            if seg.id.is_empty() {
+            let index = enter(path, &self.name)?;
+            let seg = ours(path, index)?;
+            // Our segment's id is the connection's id in this forwarder: a
+            // client may only repeat one we handed out (a refresh), never
+            // choose a new one, so it cannot pick another tenant's.
+            if !self.known.is_known(&seg.id) {
                 seg.id = uuid::Uuid::new_v4().to_string();
             }
             seg.expires = Some(timestamp(SystemTime::now() + self.lifetime));
             let id = seg.id.clone();
-            path.index = ours as u32;
+            path.index = u32::try_from(index).unwrap_or(u32::MAX);
             conn.id = id;
             let mut out = next.request(ctx, request).await?;
             if let Some(p) = out.path.as_mut() {
@@ -121,9 +167,9 @@ impl Element for UpdatePath {
     ) -> ElementFuture<'a, ()> {
         Box::pin(async move {
             let path = connection.path.get_or_insert_with(Default::default);
-            let ours = enter(path, &self.name)?;
-            path.index = ours as u32;
-            connection.id = path.path_segments[ours].id.clone();
+            let index = enter(path, &self.name)?;
+            connection.id = ours(path, index)?.id.clone();
+            path.index = u32::try_from(index).unwrap_or(u32::MAX);
             next.close(ctx, connection).await
         })
     }
