@@ -188,14 +188,20 @@ pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Re
         .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
         .await;
     let incoming = listen_unix(&listen_on)?;
+    let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(sriov_api::MAX_CONCURRENT_STREAMS)
         .add_service(health_service)
-        .add_service(NetworkServiceServer::new(
-            server::NetworkServiceServer::new(chain),
-        ))
-        .add_service(MonitorConnectionServer::new(server::MonitorServer::new(
-            monitor,
-        )))
+        .add_service(
+            NetworkServiceServer::new(server::NetworkServiceServer::new(chain))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            MonitorConnectionServer::new(server::MonitorServer::new(monitor))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let server = tokio::spawn(server);
     tracing::info!(listen_on = %listen_on, "NetworkService serving");

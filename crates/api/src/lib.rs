@@ -45,6 +45,18 @@
 //! ```
 
 pub use prost;
+/// Largest NSM message (Request, Close, Connection, registry entries) our
+/// servers decode and our clients send or accept; real ones are a few KiB,
+/// so a peer cannot make us buffer more than this per call.
+pub const NSM_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest kubelet device-plugin message we decode or send (a
+/// ListAndWatch of every VF on a large node stays far below it).
+pub const DEVICE_PLUGIN_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest pod-resources `List` answer we accept: kubelet's own server
+/// limit, since the answer covers every pod on the node.
+pub const POD_RESOURCES_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// HTTP/2 streams one client may have open on our servers at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 pub use prost_types;
 pub use tonic;
 

@@ -360,7 +360,12 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             })
         });
         let router = Server::builder()
-            .add_service(DevicePluginServer::new(svc))
+            .max_concurrent_streams(sriov_api::MAX_CONCURRENT_STREAMS)
+            .add_service(
+                DevicePluginServer::new(svc)
+                    .max_decoding_message_size(sriov_api::DEVICE_PLUGIN_MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(sriov_api::DEVICE_PLUGIN_MAX_MESSAGE_BYTES),
+            )
             .add_optional_service(registration);
 
         let (conn_tx, conn_rx) = mpsc::channel(16);

@@ -37,7 +37,8 @@ impl PodResourcesClient {
     pub async fn connect(path: &Path) -> Result<Self, Error> {
         Ok(Self {
             path: path.to_owned(),
-            inner: PodResourcesListerClient::new(connect_unix(path).await?),
+            inner: PodResourcesListerClient::new(connect_unix(path).await?)
+                .max_decoding_message_size(sriov_api::POD_RESOURCES_MAX_MESSAGE_BYTES),
             call_timeout: Duration::from_secs(10),
         })
     }
@@ -206,11 +207,14 @@ impl PodResourcesWatcher {
                 .tracker
                 .observe(resource, &allocated, held.get(resource));
             if !ids.is_empty() {
+                // Device ids may be capabilities (the forwarder's tokens):
+                // only their count at INFO.
                 info!(
                     resource,
-                    ?ids,
+                    count = ids.len(),
                     "no pod holds these devices any more; releasing"
                 );
+                tracing::trace!(resource, ?ids, "released device ids");
                 let b = Arc::clone(backend);
                 let to_release = ids.clone();
                 let _ = tokio::task::spawn_blocking(move || b.release(&to_release)).await;

@@ -83,7 +83,9 @@ impl GrpcNextHop {
         let channel = transport::dial_lazy(&url, dial_timeout)?;
         Ok(Self {
             url,
-            client: NetworkServiceClient::new(channel),
+            client: NetworkServiceClient::new(channel)
+                .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: None,
             chosen: Arc::default(),
         })

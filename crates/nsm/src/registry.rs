@@ -118,7 +118,9 @@ impl RegistryClient {
         let channel = transport::dial_lazy(&url, dial_timeout)?;
         Ok(Self {
             url,
-            client: NetworkServiceEndpointRegistryClient::new(channel),
+            client: NetworkServiceEndpointRegistryClient::new(channel)
+                .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
         })

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 
 use sriov_pci::PciAddress;
 
+use crate::redact::Redacted;
+
 /// Failures of pool operations.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// No token with this ID exists.
-    #[error("unknown token {0:?}")]
+    #[error("unknown token {:?}", Redacted(.0))]
     UnknownToken(String),
     /// The token belongs to another resource name than the one asked for.
-    #[error("token {token} belongs to {actual:?}, not {requested:?}")]
+    #[error("token {} belongs to {actual:?}, not {requested:?}", Redacted(token))]
     WrongName {
         /// The token.
         token: String,
@@ -22,7 +24,7 @@ pub enum PoolError {
     },
     /// The token's PF has no VF left for it (every VF is reserved by
     /// another allocated token).
-    #[error("token {token}: PF {pf} has no free VF ({reason})")]
+    #[error("token {}: PF {pf} has no free VF ({reason})", Redacted(token))]
     Exhausted {
         /// The token.
         token: String,
@@ -32,10 +34,11 @@ pub enum PoolError {
         reason: String,
     },
     /// The token was never handed out by kubelet's Allocate.
-    #[error("token {0} is not allocated to any pod")]
+    #[error("token {} is not allocated to any pod", Redacted(.0))]
     NotAllocated(String),
     /// The token is already in use by another connection.
-    #[error("token {token} is in use by connection {connection:?}")]
+    // The holder is not named: it is another tenant's connection.
+    #[error("token {} is in use by another connection", Redacted(token))]
     InUse {
         /// The token.
         token: String,

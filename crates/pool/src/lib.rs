@@ -53,6 +53,7 @@
 
 mod error;
 mod pool;
+pub mod redact;
 mod resource;
 mod state;
 mod store;

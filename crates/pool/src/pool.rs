@@ -407,9 +407,9 @@ impl Pool {
     /// process before a restart).
     pub fn holds(&self, connection: &str) -> bool {
         self.lock().is_ok_and(|g| {
-            g.tokens.values().any(
-                |t| matches!(&t.state, TokenState::InUse(u) if u.connection == connection),
-            )
+            g.tokens
+                .values()
+                .any(|t| matches!(&t.state, TokenState::InUse(u) if u.connection == connection))
         })
     }
 
@@ -647,7 +647,9 @@ fn reconcile_uses(
         if let Some(reason) = reason {
             warnings.push(format!(
                 "VF {} of token {} (connection {}) released: {reason}",
-                u.vf, t.id, u.connection
+                u.vf,
+                crate::redact::Redacted(&t.id),
+                u.connection
             ));
             t.state = TokenState::Allocated;
         }

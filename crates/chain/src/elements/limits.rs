@@ -18,8 +18,8 @@ use tonic::Status;
 
 use crate::{Ctx, Element, ElementFuture, Next};
 
-/// Largest gRPC message any of our servers decodes, and any client sends.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest gRPC message any of our NSM servers decodes, and any client sends.
+pub const MAX_MESSAGE_BYTES: usize = sriov_api::NSM_MAX_MESSAGE_BYTES;
 /// Ids, names, network services, endpoint names, payloads, mechanism
 /// classes and types, label and parameter keys.
 pub const MAX_NAME_BYTES: usize = 256;
