@@ -3,6 +3,7 @@
 use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
+use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use sriov_api::kubelet::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use sriov_deviceplugin::fake::FakeKubelet;
@@ -139,10 +140,21 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     for d in [&p.device_plugins, &p.pod_resources, &p.state, &p.cgroup] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    // A cgroup v1 devices hierarchy has the control files in every
+    // directory, the root and the pod's included.
     let ctr = p.cgroup.join("kubepods/pod-e2e/ctr");
     std::fs::create_dir_all(&ctr).map_err(|e| e.to_string())?;
-    for f in ["devices.allow", "devices.deny"] {
-        std::fs::write(ctr.join(f), "").map_err(|e| e.to_string())?;
+    // Containers see only their own devices; the levels above see all.
+    for (depth, dir) in ctr.ancestors().take(4).enumerate() {
+        for f in ["devices.allow", "devices.deny"] {
+            std::fs::write(dir.join(f), "").map_err(|e| e.to_string())?;
+        }
+        let list = if depth == 0 {
+            "c 1:3 rwm\nc 1:5 rwm\n"
+        } else {
+            "a *:* rwm\n"
+        };
+        std::fs::write(dir.join("devices.list"), list).map_err(|e| e.to_string())?;
     }
     let (sysfs, vf_names) = vf_netdevs(o)?;
     let netdevs: Vec<String> = vf_names.iter().map(|(_, n)| n.clone()).collect();
@@ -337,6 +349,22 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             },
         );
     }
+    if o.hostile {
+        let id = healthy.get(2).cloned().ok_or("a third device for the attacker")?;
+        let attacker = allocate(&mut plugin, o, id).await?;
+        kubelet.set_pod("pod-attacker", &o.resource, std::slice::from_ref(&attacker));
+        let scene = crate::hostile::Scene {
+            paths: &p,
+            forwarder: &fwd,
+            sysfs: &sysfs,
+            vfs: vf_names.iter().map(|(a, _)| *a).collect(),
+            victim: &conn,
+            victim_ns: &client_ns,
+            secrets: vec![token.clone(), attacker.clone()],
+            token: attacker,
+        };
+        crate::hostile::run(scene, r, &mut nsc).await?;
+    }
     // The VF's netdev name from before the request: while the client has
     // it, sysfs no longer lists it under the VF.
     let vf_netdev = vf.parse::<PciAddress>().ok().and_then(|a| {
@@ -419,7 +447,34 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             Err("no Unregister seen".into())
         },
     );
+    if o.hostile {
+        crate::hostile::corrupt_state(o, &p, r).await?;
+    }
     Ok(())
+}
+
+/// Kubelet's Allocate of one device: the token env the container gets.
+async fn allocate(
+    plugin: &mut DevicePluginClient<tonic::transport::Channel>,
+    o: &Options,
+    id: String,
+) -> Result<String, String> {
+    let alloc = plugin
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![id],
+            }],
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let env_name = format!("NSM_SRIOV_TOKENS_{}", o.resource);
+    alloc
+        .container_responses
+        .first()
+        .and_then(|c| c.envs.get(&env_name))
+        .cloned()
+        .ok_or_else(|| format!("no {env_name} in the Allocate answer"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -427,7 +482,7 @@ async fn vfio(
     o: &Options,
     r: &mut Report,
     sysfs: &Sysfs,
-    plugin: &mut sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient<tonic::transport::Channel>,
+    plugin: &mut DevicePluginClient<tonic::transport::Channel>,
     nsc: &mut sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient<
         tonic::transport::Channel,
     >,

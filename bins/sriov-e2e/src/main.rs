@@ -14,6 +14,7 @@
 mod checks;
 mod client;
 mod forwarder;
+mod hostile;
 mod inspect;
 mod srdp;
 
@@ -33,6 +34,7 @@ pub(crate) struct Options {
     pub(crate) vfio_path: Option<PathBuf>,
     pub(crate) ping: Option<String>,
     pub(crate) vf_config: bool,
+    pub(crate) hostile: bool,
 }
 
 enum Mode {
@@ -41,7 +43,7 @@ enum Mode {
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
-[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config]";
+[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -55,6 +57,7 @@ fn parse() -> Result<Options, String> {
         vfio_path: None,
         ping: None,
         vf_config: false,
+        hostile: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -73,6 +76,7 @@ fn parse() -> Result<Options, String> {
             "--veth" => o.veth = true,
             "--vfio" => o.vfio = true,
             "--vf-config" => o.vf_config = true,
+            "--hostile" => o.hostile = true,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }

@@ -74,3 +74,66 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+/// Issue 13's hostile tenant, through the real daemon: inside `unshare
+/// --pid --net --mount --fork --mount-proc`, so "PID 1" and "the host"
+/// are this test's own and nothing of the machine's is at stake.
+#[test]
+fn hostile_requests_are_refused_and_change_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP hostile_requests_are_refused_and_change_nothing: needs root for pid, net and mount namespaces"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sysfs = tmp.path().join("sysfs");
+    sriov_pci_fake::copy_tree(&workspace().join("testdata/sysfs/node"), &sysfs).unwrap();
+    let out = Command::new("unshare")
+        .args(["--pid", "--net", "--mount", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_sriov-e2e"))
+        .arg("--forwarder")
+        .arg(forwarder_bin())
+        .arg("--sysfs-root")
+        .arg(&sysfs)
+        .arg("--config")
+        .arg(workspace().join("testdata/config/demo.yaml"))
+        .arg("--work")
+        .arg(tmp.path().join("work"))
+        .args(["--veth", "--vfio", "--hostile"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(tmp.path().join("work/forwarder.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n--- forwarder log ---\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "PASS hostile-host-netns-file: PermissionDenied",
+        "PASS hostile-host-netns-inode: PermissionDenied",
+        "PASS hostile-forwarder-netns: PermissionDenied",
+        "PASS hostile-symlinked-netns: InvalidArgument",
+        "PASS hostile-refresh-changes-netns: PermissionDenied",
+        "PASS hostile-foreign-refresh: PermissionDenied",
+        "PASS hostile-foreign-close: PermissionDenied",
+        "PASS hostile-victim-untouched",
+        "PASS hostile-chosen-segment-id",
+        "PASS hostile-monitor-everything: PermissionDenied",
+        "PASS hostile-monitor-scoped",
+        "PASS hostile-cgroup-ancestor: \"kubepods\"",
+        "PASS hostile-cgroup-ancestor: \"kubepods/pod-e2e\"",
+        "PASS hostile-oversized-message",
+        "PASS hostile-too-many-labels: InvalidArgument",
+        "PASS hostile-huge-expires",
+        "PASS hostile-nothing-changed",
+        "PASS hostile-file-modes",
+        "PASS hostile-tokens-not-logged",
+        "PASS vfio-request",
+        "PASS hostile-corrupt-state-refused",
+    ] {
+        assert!(stdout.contains(check), "missing {check:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
