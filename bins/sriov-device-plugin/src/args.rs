@@ -66,9 +66,16 @@ pub(crate) struct Args {
     #[arg(long, default_value = "netlink", value_parser = ["netlink", "none"])]
     pub(crate) link_health: String,
 
-    /// SRDP (glog) logging flag; ignored, use RUST_LOG.
-    #[arg(long, hide = true)]
+    /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
+    /// (`log_dir`) is accepted too.
+    #[arg(long, hide = true, alias = "log_dir")]
     pub(crate) log_dir: Option<String>,
+    /// glog per-module verbosity; ignored, use RUST_LOG.
+    #[arg(long, hide = true)]
+    pub(crate) vmodule: Option<String>,
+    /// glog flag; ignored.
+    #[arg(long = "log_backtrace_at", hide = true, alias = "log-backtrace-at")]
+    pub(crate) log_backtrace_at: Option<String>,
     /// SRDP (glog) logging flag; ignored, use RUST_LOG.
     #[arg(long, hide = true)]
     pub(crate) log_level: Option<String>,
@@ -135,11 +142,17 @@ mod tests {
             "--log-level=10",
             "-v=4",
             "-logtostderr",
+            "-vmodule=pool=2",
+            "-log_backtrace_at=pool.go:10",
         ]);
         assert_eq!(a.config_file, PathBuf::from("/etc/x.json"));
         assert_eq!(a.resource_prefix, "openshift.io");
         assert!(a.use_cdi);
         assert_eq!(a.verbosity.as_deref(), Some("4"));
         assert!(!parse(&["x", "-use-cdi=false"]).use_cdi);
+        assert_eq!(
+            parse(&["x", "-log_dir=/var/log"]).log_dir.as_deref(),
+            Some("/var/log")
+        );
     }
 }
