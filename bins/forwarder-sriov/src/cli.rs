@@ -29,6 +29,12 @@ pub(crate) fn version() -> &'static str {
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Start with an empty pool when the state file (in NSM_STATE_DIR) is
+    /// unreadable or corrupt, keeping the bad file aside as
+    /// `sriov-pool.json.corrupt-<time>`. Without it the daemon refuses to
+    /// start, since an empty pool would hand out tokens pods already hold.
+    #[arg(long, global = true)]
+    reset_state: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,7 +156,7 @@ impl Cli {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(crate::daemon::run(env, sysfs, levels))
+                rt.block_on(crate::daemon::run(env, sysfs, levels, self.reset_state))
             }
             Command::CheckConfig => crate::check::run(),
             Command::Inventory {

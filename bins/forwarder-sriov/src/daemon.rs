@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sriov_api::nsm::connection::monitor_connection_server::MonitorConnectionServer;
 use sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer;
 use sriov_chain::elements::monitor::Monitor;
@@ -14,7 +14,7 @@ use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::server;
 use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
 use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
-use sriov_nsm::{GrpcNextHop, NsmUrl, Registration, RegistryClient, listen_unix};
+use sriov_nsm::{GrpcNextHop, NsmUrl, Registration, RegistryClient, listen_unix_for_group};
 use sriov_pci::Sysfs;
 use sriov_pool::{FileStore, PfEntry, Pool, PoolResource, system_clock};
 use sriov_vfio::{CgroupDevices, VfioDir};
@@ -108,7 +108,12 @@ pub(crate) fn pool_entries(
     Ok(entries)
 }
 
-pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Result<()> {
+pub(crate) async fn run(
+    env: EnvConfig,
+    sysfs: Sysfs,
+    levels: LevelSwitch,
+    reset_state: bool,
+) -> Result<()> {
     check_transport(&env)?;
     let started = std::time::Instant::now();
     let entries = pool_entries(&env.sriov_config_file, &sysfs, true)?;
@@ -116,8 +121,10 @@ pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Re
         .iter()
         .map(|e| (e.pf.device.address, e.vf_kernel_driver.clone()))
         .collect();
-    let store = FileStore::in_dir(&env.state_dir)
-        .with_context(|| format!("state directory {}", env.state_dir.display()))?;
+    let mut store = FileStore::in_dir(&env.state_dir)?;
+    if reset_state {
+        store = store.with_reset();
+    }
     let (pool, warnings) = Pool::open(entries, store, &sysfs, system_clock())?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -187,7 +194,7 @@ pub(crate) async fn run(env: EnvConfig, sysfs: Sysfs, levels: LevelSwitch) -> Re
     health
         .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
         .await;
-    let incoming = listen_unix(&listen_on)?;
+    let incoming = listen_unix_for_group(&listen_on, env.socket_group)?;
     let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(sriov_api::MAX_CONCURRENT_STREAMS)

@@ -350,7 +350,10 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         );
     }
     if o.hostile {
-        let id = healthy.get(2).cloned().ok_or("a third device for the attacker")?;
+        let id = healthy
+            .get(2)
+            .cloned()
+            .ok_or("a third device for the attacker")?;
         let attacker = allocate(&mut plugin, o, id).await?;
         kubelet.set_pod("pod-attacker", &o.resource, std::slice::from_ref(&attacker));
         let scene = crate::hostile::Scene {

@@ -216,7 +216,10 @@ pub(crate) async fn run(
     // 1. Namespaces that are not the client's.
     let pid1 = std::fs::metadata("/proc/1/ns/net").map_err(|e| e.to_string())?;
     let targets = [
-        ("hostile-host-netns-file", "file:///proc/1/ns/net".to_string()),
+        (
+            "hostile-host-netns-file",
+            "file:///proc/1/ns/net".to_string(),
+        ),
         (
             "hostile-host-netns-inode",
             format!("inode://{}/{}", pid1.dev(), pid1.ino()),
@@ -224,14 +227,24 @@ pub(crate) async fn run(
     ];
     for (name, url) in targets {
         let got = nsc
-            .request(client::request("evil-host", "KERNEL", &kernel(&s.token, url), true))
+            .request(client::request(
+                "evil-host",
+                "KERNEL",
+                &kernel(&s.token, url),
+                true,
+            ))
             .await;
         r.check(name, refused(got, Code::PermissionDenied, "host"));
     }
     if let Some(ns) = &s.forwarder.netns {
         let url = format!("file://{}", file_path(ns.url())?.display());
         let got = nsc
-            .request(client::request("evil-own", "KERNEL", &kernel(&s.token, url), true))
+            .request(client::request(
+                "evil-own",
+                "KERNEL",
+                &kernel(&s.token, url),
+                true,
+            ))
             .await;
         r.check(
             "hostile-forwarder-netns",
@@ -371,7 +384,9 @@ pub(crate) async fn run(
         if seen == [0, 1] {
             Ok("an unknown id sees nothing; the victim's own id sees its one connection".into())
         } else {
-            Err(format!("connections seen (unknown id, victim's id): {seen:?}"))
+            Err(format!(
+                "connections seen (unknown id, victim's id): {seen:?}"
+            ))
         },
     );
 
@@ -386,9 +401,9 @@ pub(crate) async fn run(
             ))
             .await;
         let ok = match &got {
-            Err(e) if matches!(e.code(), Code::PermissionDenied | Code::InvalidArgument) => Ok(
-                format!("{dir:?}: {:?}: {}", e.code(), e.message()),
-            ),
+            Err(e) if matches!(e.code(), Code::PermissionDenied | Code::InvalidArgument) => {
+                Ok(format!("{dir:?}: {:?}: {}", e.code(), e.message()))
+            }
             Err(e) => Err(format!("{dir:?}: {:?}: {}", e.code(), e.message())),
             Ok(_) => Err(format!("{dir:?} accepted")),
         };
@@ -492,11 +507,18 @@ pub(crate) async fn run(
     // 8. Secrets in the log.
     let log = std::fs::read_to_string(s.paths.state.with_file_name("forwarder.log"))
         .map_err(|e| e.to_string())?;
-    let leaked: Vec<&String> = s.secrets.iter().filter(|t| log.contains(t.as_str())).collect();
+    let leaked: Vec<&String> = s
+        .secrets
+        .iter()
+        .filter(|t| log.contains(t.as_str()))
+        .collect();
     r.check(
         "hostile-tokens-not-logged",
         if leaked.is_empty() {
-            Ok(format!("none of {} tokens appears in full", s.secrets.len()))
+            Ok(format!(
+                "none of {} tokens appears in full",
+                s.secrets.len()
+            ))
         } else {
             Err(format!("{} tokens logged in full", leaked.len()))
         },

@@ -142,6 +142,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "serve and dial without TLS (tests and demos only)",
     },
     EnvVar {
+        name: "NSM_SOCKET_GROUP",
+        default: "",
+        help: "group (name or gid) given access to the NSM socket, then mode 0660 (empty: 0600, root only)",
+    },
+    EnvVar {
         name: "NSM_STATE_DIR",
         default: "/var/lib/networkservicemesh/forwarder-sriov",
         help: "where the VF pool keeps its crash-safe state",
@@ -296,6 +301,8 @@ pub struct EnvConfig {
     pub insecure: bool,
     /// `NSM_STATE_DIR`.
     pub state_dir: PathBuf,
+    /// `NSM_SOCKET_GROUP`, resolved to a gid; `None`: the socket is 0600.
+    pub socket_group: Option<u32>,
 }
 
 /// An [`EnvConfig`] and what was odd about the environment it came from.
@@ -373,6 +380,7 @@ impl EnvConfig {
             pprof_listen_on: p.non_empty("NSM_PPROF_LISTEN_ON"),
             insecure: p.bool("NSM_INSECURE"),
             state_dir: p.path("NSM_STATE_DIR"),
+            socket_group: p.group("NSM_SOCKET_GROUP"),
         };
         if p.problems.is_empty() {
             Ok(LoadedEnv { config, warnings })
@@ -500,6 +508,28 @@ impl Parser<'_> {
             self.bad(name, &v, "a path without NUL bytes");
         }
         PathBuf::from(v)
+    }
+
+    fn group(&mut self, name: &str) -> Option<u32> {
+        let v = self.raw(name);
+        let v = v.trim();
+        if v.is_empty() {
+            return None;
+        }
+        if let Ok(gid) = v.parse::<u32>() {
+            return Some(gid);
+        }
+        match nix::unistd::Group::from_name(v) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => {
+                self.bad(name, v, "a group name known to this node or a numeric gid");
+                None
+            }
+            Err(e) => {
+                self.bad(name, v, format!("a group name or gid (lookup failed: {e})"));
+                None
+            }
+        }
     }
 
     fn duration(&mut self, name: &str) -> Duration {

@@ -316,3 +316,18 @@ fn from_env_reads_the_process_environment_through_figment() {
         Ok(())
     });
 }
+
+#[test]
+fn the_socket_group_is_a_gid_or_a_known_group_name() {
+    assert_eq!(load(&[]).config.socket_group, None);
+    assert_eq!(
+        load(&[("NSM_SOCKET_GROUP", "1234")]).config.socket_group,
+        Some(1234)
+    );
+    assert_eq!(
+        load(&[("NSM_SOCKET_GROUP", "root")]).config.socket_group,
+        Some(0)
+    );
+    let msg = message("NSM_SOCKET_GROUP", "no-such-group-here");
+    assert!(msg.contains("group name"), "{msg}");
+}

@@ -344,6 +344,11 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             Err(e) => return Err(err(e)),
         }
         let listener = UnixListener::bind(path).map_err(err)?;
+        // Only kubelet (root) dials us; nobody else may ask for devices.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
         let meta = std::fs::metadata(path).map_err(err)?;
         let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -82,5 +82,5 @@ mod url;
 pub use error::Error;
 pub use next_hop::GrpcNextHop;
 pub use registry::{Backoff, Registration, RegistrationHandle, RegistrationState, RegistryClient};
-pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix};
+pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix, listen_unix_for_group};
 pub use url::NsmUrl;

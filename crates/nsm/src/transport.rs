@@ -83,14 +83,25 @@ pub fn dial_lazy(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
 /// Binds the unix socket of `url` for a tonic server
 /// (`Server::builder()...serve_with_incoming(stream)`): creates the parent
 /// directory, removes a stale socket left by an earlier run, and makes the
-/// socket connectable by any local user as the Go SDK's `ListenAndServe`
-/// does (access is controlled by the directory and, later, by mTLS).
+/// socket 0600: only root (the NSM manager runs as root) may connect.
+/// The Go SDK makes it 0777; on a node shared by tenants that lets any
+/// local process drive a privileged forwarder. [`listen_unix_for_group`]
+/// opens it to one group instead.
 ///
 /// A regular file or directory in the way is not removed: that is someone
 /// else's data, not our stale socket.
 ///
 /// Must be called inside a tokio runtime.
 pub fn listen_unix(url: &NsmUrl) -> Result<UnixListenerStream, Error> {
+    listen_unix_for_group(url, None)
+}
+
+/// [`listen_unix`], with the socket 0660 and owned by `group` when given
+/// (`NSM_SOCKET_GROUP`).
+pub fn listen_unix_for_group(
+    url: &NsmUrl,
+    group: Option<u32>,
+) -> Result<UnixListenerStream, Error> {
     let path = url.unix_path().ok_or_else(|| Error::NotUnix {
         url: url.to_string(),
     })?;
@@ -128,7 +139,19 @@ pub fn listen_unix(url: &NsmUrl) -> Result<UnixListenerStream, Error> {
         path: path.to_owned(),
         source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(|source| {
+    let mode = match group {
+        Some(gid) => {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+                Error::Bind {
+                    path: path.to_owned(),
+                    source: io::Error::from(e),
+                }
+            })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         Error::Bind {
             path: path.to_owned(),
             source,

@@ -15,6 +15,7 @@ use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient
 use sriov_chain::NextHop;
 use sriov_nsm::{
     DEFAULT_DIAL_TIMEOUT, Error, GrpcNextHop, NsmUrl, RegistryClient, dial, listen_unix,
+    listen_unix_for_group,
 };
 use tokio::time::timeout;
 use tonic::Code;
@@ -50,6 +51,22 @@ async fn calls_to_a_closed_tcp_port_are_unavailable() {
     let err = registry.unregister(Default::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.to_string().contains("tcp://127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn the_socket_is_root_only_unless_a_group_is_given() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nsm.sock");
+    let url = NsmUrl::Unix(path.clone());
+    let _root_only = listen_unix(&url).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let gid = nix::unistd::getegid().as_raw();
+    let _grouped = listen_unix_for_group(&url, Some(gid)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
 }
 
 #[tokio::test]

@@ -54,6 +54,26 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    /// The state file cannot be read or parsed: the pool refuses to start
+    /// rather than forget what kubelet has handed to pods.
+    #[error(
+        "pool state {path} is unreadable: {reason}; refusing to start, since an empty pool would \
+         hand out tokens pods already hold (repair or remove the file, or start with --reset-state)"
+    )]
+    CorruptState {
+        /// The state file.
+        path: PathBuf,
+        /// The read or parse error.
+        reason: String,
+    },
+    /// The state directory is not safe to keep the state in.
+    #[error("state directory {dir} refused: {rule}")]
+    UnsafeStateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// A PF named in the pool's configuration has no VFs to pool.
     #[error("PF {0} has no VFs")]
     NoVfs(PciAddress),

@@ -97,8 +97,8 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Opens the pool: loads the state file (recovering from a missing or
-    /// corrupt one), makes the tokens match the configuration (as many per
+    /// Opens the pool: loads the state file (a missing one is a first
+    /// start; a corrupt one is an error unless the store resets), makes the tokens match the configuration (as many per
     /// PF and name as the PF has VFs; existing IDs are kept, since pods hold
     /// them), and reconciles VFs recorded in use against sysfs. Returns the
     /// pool and warnings for the caller to log.
@@ -113,10 +113,11 @@ impl Pool {
             path: store.path().to_path_buf(),
             source,
         };
-        let (mut state, note) = store.load().map_err(persist_err)?;
+        let (mut state, note) = store.load()?;
         match note {
-            LoadNote::Corrupt { moved_to, reason } => warnings.push(format!(
-                "pool state {} was unreadable ({reason}); moved to {} and starting empty",
+            LoadNote::Reset { moved_to, reason } => warnings.push(format!(
+                "pool state {} was unreadable ({reason}); reset as asked: moved to {} and \
+                 starting empty",
                 store.path().display(),
                 moved_to.display()
             )),

@@ -1,11 +1,24 @@
 //! Crash-safe persistence: write a temp file, fsync it, rename it over the
 //! state file, fsync the directory. A `kill -9` at any instant leaves
 //! either the old or the new state, never a torn one.
+//!
+//! The state decides which VFs pods hold, so it is guarded like a secret:
+//! the directory is 0700 and must belong to us and be writable by nobody
+//! else (otherwise another user could plant a state naming their own
+//! tokens), the file is 0600, the temp file gets a random name made with
+//! `O_EXCL` (a symlink planted at a predictable name is never followed),
+//! and the state file is read without following a symlink. A state file
+//! that cannot be read or parsed stops the start: starting empty would
+//! hand out tokens kubelet has already given to pods, twice. The operator
+//! can choose to start over ([`FileStore::with_reset`], the daemons'
+//! `--reset-state`), which keeps the bad file aside.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::PoolError;
 use crate::state::{STATE_VERSION, State};
 
 /// File name of the state inside the state directory.
@@ -15,6 +28,7 @@ pub const STATE_FILE: &str = "sriov-pool.json";
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
+    reset: bool,
 }
 
 /// What loading found, for the caller to log.
@@ -22,9 +36,9 @@ pub struct FileStore {
 pub enum LoadNote {
     /// No state file: a first start.
     Fresh,
-    /// The file was unreadable or corrupt; it was moved aside and the
-    /// pool starts from nothing (kubelet's view then re-establishes allocations).
-    Corrupt {
+    /// The file was unreadable or corrupt and the operator asked for a
+    /// reset: it was moved aside and the pool starts from nothing.
+    Reset {
         /// Where the bad file was moved.
         moved_to: PathBuf,
         /// What was wrong.
@@ -34,13 +48,79 @@ pub enum LoadNote {
     Loaded,
 }
 
+fn unsafe_dir(dir: &Path, rule: &'static str) -> PoolError {
+    PoolError::UnsafeStateDir {
+        dir: dir.to_path_buf(),
+        rule,
+    }
+}
+
+/// Refuses a state directory others could write to or swap.
+fn check_dir(dir: &Path) -> Result<(), PoolError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| PoolError::Persist {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir(dir, "it is a symlink"));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir(dir, "it is not a directory"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(unsafe_dir(dir, "it is owned by another user"));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(dir, "it is writable by group or others"));
+    }
+    if mode & 0o077 != 0 {
+        // Ours and safe, but readable by others: the state names every
+        // tenant's tokens, so close it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| PoolError::Persist {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
 impl FileStore {
-    /// A store at `<dir>/sriov-pool.json`; the directory is created if missing.
-    pub fn in_dir(dir: impl AsRef<Path>) -> io::Result<Self> {
-        std::fs::create_dir_all(dir.as_ref())?;
+    /// A store at `<dir>/sriov-pool.json`. The directory is created 0700 if
+    /// missing; an existing one is refused when it is a symlink, not ours,
+    /// or writable by group or others.
+    pub fn in_dir(dir: impl AsRef<Path>) -> Result<Self, PoolError> {
+        let dir = dir.as_ref();
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| PoolError::Persist {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(PoolError::Persist {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        check_dir(dir)?;
         Ok(Self {
-            path: dir.as_ref().join(STATE_FILE),
+            path: dir.join(STATE_FILE),
+            reset: false,
         })
+    }
+
+    /// On an unreadable or corrupt state file, move it aside and start
+    /// empty instead of refusing to start (the operator's explicit choice).
+    pub fn with_reset(mut self) -> Self {
+        self.reset = true;
+        self
     }
 
     /// The state file's path.
@@ -48,45 +128,81 @@ impl FileStore {
         &self.path
     }
 
-    pub(crate) fn load(&self) -> io::Result<(State, LoadNote)> {
-        let raw = match std::fs::read(&self.path) {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok((State::default(), LoadNote::Fresh));
+    fn read(&self) -> Result<Option<Vec<u8>>, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&self.path);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err("it is a symlink, which is not followed".into());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         };
-        let parsed: Result<State, String> = serde_json::from_slice::<State>(&raw)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                if s.version == STATE_VERSION {
-                    Ok(s)
-                } else {
-                    Err(format!("unsupported state version {}", s.version))
-                }
-            });
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+        Ok(Some(raw))
+    }
+
+    pub(crate) fn load(&self) -> Result<(State, LoadNote), PoolError> {
+        let parsed = self.read().and_then(|raw| match raw {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice::<State>(&raw)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    if s.version == STATE_VERSION {
+                        Ok(Some(s))
+                    } else {
+                        Err(format!(
+                            "unsupported state version {} (this build reads {STATE_VERSION})",
+                            s.version
+                        ))
+                    }
+                }),
+        });
         match parsed {
-            Ok(s) => Ok((s, LoadNote::Loaded)),
-            Err(reason) => {
-                let moved_to = self.path.with_extension("json.corrupt");
-                std::fs::rename(&self.path, &moved_to)?;
-                Ok((State::default(), LoadNote::Corrupt { moved_to, reason }))
+            Ok(Some(s)) => Ok((s, LoadNote::Loaded)),
+            Ok(None) => Ok((State::default(), LoadNote::Fresh)),
+            Err(reason) if self.reset => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let mut name = self.path.as_os_str().to_owned();
+                name.push(format!(".corrupt-{secs}"));
+                let moved_to = PathBuf::from(name);
+                std::fs::rename(&self.path, &moved_to).map_err(|source| PoolError::Persist {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                Ok((State::default(), LoadNote::Reset { moved_to, reason }))
             }
+            Err(reason) => Err(PoolError::CorruptState {
+                path: self.path.clone(),
+                reason,
+            }),
         }
     }
 
     pub(crate) fn save(&self, state: &State) -> io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
+        let dir = self.path.parent().unwrap_or(Path::new("."));
         let raw = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&raw)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        // Random name, O_EXCL, 0600: nothing planted is followed or reused.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".sriov-pool.")
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
+        tmp.write_all(&raw)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        File::open(dir)?.sync_all()?;
         Ok(())
     }
 }

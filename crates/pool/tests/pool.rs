@@ -37,6 +37,15 @@ impl Fixture {
     }
 
     fn open_with(&self, clock: Clock) -> (Pool, Vec<String>) {
+        self.try_open(FileStore::in_dir(self.state.path()).unwrap(), clock)
+            .unwrap()
+    }
+
+    fn try_open(
+        &self,
+        store: FileStore,
+        clock: Clock,
+    ) -> Result<(Pool, Vec<String>), sriov_pool::PoolError> {
         let sysfs = self.sysfs();
         let entries = self
             .pfs
@@ -47,13 +56,7 @@ impl Fixture {
                 vf_kernel_driver: "iavf".into(),
             })
             .collect();
-        Pool::open(
-            entries,
-            FileStore::in_dir(self.state.path()).unwrap(),
-            &sysfs,
-            clock,
-        )
-        .unwrap()
+        Pool::open(entries, store, &sysfs, clock)
     }
 
     fn open(&self) -> Pool {
@@ -373,13 +376,98 @@ fn expired_uses_are_released_at_start_and_listed_while_running() {
 }
 
 #[test]
-fn a_corrupt_state_file_is_moved_aside_with_a_warning() {
+fn a_corrupt_state_file_refuses_to_start_naming_the_file_and_the_error() {
     let f = Fixture::x710(&[A]);
-    std::fs::write(f.state.path().join(STATE_FILE), b"{\"version\": 1, \"tok").unwrap();
-    let (pool, warnings) = f.open_with(system_clock());
+    let file = f.state.path().join(STATE_FILE);
+    std::fs::write(&file, b"{\"version\": 1, \"tok").unwrap();
+    let store = FileStore::in_dir(f.state.path()).unwrap();
+    let e = f.try_open(store, system_clock()).err().unwrap().to_string();
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("EOF while parsing"), "{e}");
+    assert!(e.contains("--reset-state"), "{e}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"{\"version\": 1, \"tok",
+        "the file is left for the operator"
+    );
+}
+
+#[test]
+fn a_reset_moves_the_corrupt_state_aside_and_starts_empty() {
+    let f = Fixture::x710(&[A]);
+    std::fs::write(f.state.path().join(STATE_FILE), b"[]").unwrap();
+    let store = FileStore::in_dir(f.state.path()).unwrap().with_reset();
+    let (pool, warnings) = f.try_open(store, system_clock()).unwrap();
     assert_eq!(pool.tokens().unwrap().len(), 4);
-    assert!(warnings[0].contains("unreadable"), "{warnings:?}");
-    assert!(f.state.path().join("sriov-pool.json.corrupt").exists());
+    assert!(warnings[0].contains("reset as asked"), "{warnings:?}");
+    let aside = std::fs::read_dir(f.state.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sriov-pool.json.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+}
+
+#[test]
+fn a_symlinked_state_file_is_not_followed() {
+    let f = Fixture::x710(&[A]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("victim");
+    std::fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, f.state.path().join(STATE_FILE)).unwrap();
+    let store = FileStore::in_dir(f.state.path()).unwrap();
+    let e = f.try_open(store, system_clock()).err().unwrap().to_string();
+    assert!(e.contains("symlink"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}
+
+#[test]
+fn a_symlink_planted_at_the_old_temp_name_is_never_written_through() {
+    let f = Fixture::x710(&[A]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("victim");
+    std::fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, f.state.path().join("sriov-pool.json.tmp")).unwrap();
+    let pool = f.open();
+    pool.allocate(A, &ids_of(&pool, A)[..1]).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}
+
+#[test]
+fn state_is_private_to_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("state");
+    let f = Fixture::x710(&[A]);
+    let store = FileStore::in_dir(&dir).unwrap();
+    let (pool, _) = f.try_open(store, system_clock()).unwrap();
+    pool.allocate(A, &ids_of(&pool, A)[..1]).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(STATE_FILE)), 0o600);
+
+    for (bad, rule) in [
+        (0o777, "writable by group or others"),
+        (0o770, "writable by group or others"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bad)).unwrap();
+        let e = FileStore::in_dir(&dir).err().unwrap().to_string();
+        assert!(
+            e.contains(rule) && e.contains(&dir.display().to_string()),
+            "{e}"
+        );
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    FileStore::in_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700, "a readable directory of ours is closed");
+    let link = parent.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let e = FileStore::in_dir(&link).err().unwrap().to_string();
+    assert!(e.contains("symlink"), "{e}");
 }
 
 #[test]

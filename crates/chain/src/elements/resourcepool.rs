@@ -200,7 +200,10 @@ pub fn pool_status(e: PoolError) -> Status {
         PoolError::NotAllocated(_) | PoolError::InUse { .. } | PoolError::NoVfs(_) => {
             Status::failed_precondition(e.to_string())
         }
-        PoolError::Persist { .. } | PoolError::Poisoned => Status::internal(e.to_string()),
+        PoolError::Persist { .. }
+        | PoolError::Poisoned
+        | PoolError::CorruptState { .. }
+        | PoolError::UnsafeStateDir { .. } => Status::internal(e.to_string()),
     }
 }
 
