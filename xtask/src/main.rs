@@ -8,6 +8,7 @@
 mod bench;
 mod demo;
 mod deploy;
+mod fuzz;
 mod interop;
 mod report;
 mod suites;
@@ -26,6 +27,7 @@ commands:
   deploy-check
             the image and manifest checks: Dockerfile shape and hadolint,
             kustomize renderings, Kubernetes schema validation, checkov
+  fuzz      the cargo-fuzz targets [--time SECS] [--list] [TARGET...]
   vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
             [--update-fixture] [--timeout SECS]
 ";
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(&rest),
         "deploy-check" => deploy::run(&rest),
         "vm-test" => vm::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -19,6 +19,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     let doc_outcome = cargo_test(&mut report, &["test", "--workspace", "--doc"]);
     report.record("doc-tests", doc_outcome);
     report.record("grpc-interop", crate::interop::outcome());
+    report.record("fuzz", crate::fuzz::suite_outcome());
     report.record("kernel", kernel_suite_outcome());
     report.record("deploy", crate::deploy::suite_outcome());
     if no_vm {

@@ -90,6 +90,8 @@ mod backend;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+#[doc(hidden)]
+pub mod fuzzing;
 mod plugin;
 mod podresources;
 mod preferred;

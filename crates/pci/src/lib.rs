@@ -45,6 +45,8 @@ mod device;
 mod discover;
 mod driver;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod sriov;
 mod sysfs;
 

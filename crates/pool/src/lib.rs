@@ -52,6 +52,8 @@
 //! ```
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pool;
 pub mod redact;
 mod resource;

@@ -1,0 +1,14 @@
+//! Entry points for `cargo xtask fuzz` (the `fuzz/` crate). Not a stable API.
+
+use crate::state::State;
+
+/// Decodes a state file as start-up does; what decodes must encode and
+/// decode again to the same state.
+pub fn state_file(raw: &[u8]) {
+    if let Ok(state) = serde_json::from_slice::<State>(raw)
+        && let Ok(again) = serde_json::to_vec(&state)
+    {
+        let back = serde_json::from_slice::<State>(&again).ok();
+        assert_eq!(back.as_ref(), Some(&state));
+    }
+}
