@@ -166,8 +166,8 @@ async fn vfio_request_reports_device_numbers_and_grants_then_revokes_the_cgroup(
     assert_eq!(
         granted,
         [
-            "devices.allow: c 10:196 rwm".to_string(),
-            format!("devices.allow: c 243:{group} rwm")
+            "devices.allow: c 10:196 rw".to_string(),
+            format!("devices.allow: c 243:{group} rw")
         ]
     );
 
@@ -181,8 +181,8 @@ async fn vfio_request_reports_device_numbers_and_grants_then_revokes_the_cgroup(
     assert_eq!(
         denied,
         [
-            "devices.deny: c 10:196 rwm".to_string(),
-            format!("devices.deny: c 243:{group} rwm")
+            "devices.deny: c 10:196 rw".to_string(),
+            format!("devices.deny: c 243:{group} rw")
         ]
     );
     assert_eq!(

@@ -67,6 +67,70 @@ pub enum Revoked {
     CgroupGone,
 }
 
+/// Most cgroups a trailing `*` may expand to (a pod's containers).
+pub const MAX_GLOB_MATCHES: usize = 16;
+
+/// What [`CgroupDevices::grant_all`] wrote: each container cgroup and device it allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    rules: Vec<(PathBuf, DeviceNumber)>,
+}
+
+impl Grant {
+    /// The (cgroup directory, device) pairs allowed.
+    pub fn rules(&self) -> &[(PathBuf, DeviceNumber)] {
+        &self.rules
+    }
+}
+
+/// A pod's cgroup: `pod<uid>` (cgroupfs driver) or `kubepods[-<qos>]-pod<uid>.slice` (systemd).
+fn is_pod_cgroup(name: &str) -> bool {
+    (name.starts_with("pod") && name.len() > 3)
+        || (name.starts_with("kubepods") && name.contains("-pod") && name.ends_with(".slice"))
+}
+
+/// `kubepods` itself or a QoS level of it, in either driver's spelling.
+fn is_kubepods_level(name: &str) -> bool {
+    matches!(
+        name,
+        "kubepods" | "burstable" | "besteffort" | "guaranteed" | "kubepods.slice"
+    ) || (name.starts_with("kubepods-") && name.ends_with(".slice") && !name.contains("-pod"))
+}
+
+/// The names of the child cgroups (directories, symlinks excluded) of `dir`.
+fn child_cgroups(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `devices.list` already allows `device` read and write (`a *:* rwm`, `c MAJ:* rw`, …).
+fn already_allowed(dir: &Path, device: DeviceNumber) -> bool {
+    let Ok(list) = std::fs::read_to_string(dir.join("devices.list")) else {
+        return false;
+    };
+    list.lines().any(|line| {
+        let mut f = line.split_whitespace();
+        let (Some(kind), Some(numbers), Some(access)) = (f.next(), f.next(), f.next()) else {
+            return false;
+        };
+        let rw = access.contains('r') && access.contains('w');
+        if kind == "a" {
+            return rw;
+        }
+        let Some((major, minor)) = numbers.split_once(':') else {
+            return false;
+        };
+        let matches = |want: u32, got: &str| got == "*" || got.parse::<u32>().ok() == Some(want);
+        kind == "c" && rw && matches(device.major, major) && matches(device.minor, minor)
+    })
+}
+
 /// Checks the shape of a client-supplied cgroup directory without touching the filesystem, and
 /// returns it normalised (no empty or `.` components).
 pub fn validate_cgroup_dir(requested: &str) -> Result<PathBuf> {
@@ -193,84 +257,219 @@ impl CgroupDevices {
         self.version
     }
 
-    /// Resolves a client-supplied cgroup directory to an existing v1 devices cgroup under the root.
+    /// Resolves a client-supplied cgroup directory to the existing v1 devices cgroups it names under
+    /// the root (one, or every match of a trailing `*` component).
     ///
-    /// Refuses bad shapes ([`validate_cgroup_dir`]), directories that do not exist, symlinks that
-    /// lead outside the root, the root itself, and directories without `devices.allow`.
-    pub fn resolve(&self, requested: &str) -> Result<PathBuf> {
+    /// The path is walked component by component without following any symlink. Each result must
+    /// be a container's cgroup: a leaf (no child cgroups) whose parent is a pod cgroup (`pod<uid>`
+    /// with the cgroupfs driver, `kubepods-…pod<uid>.slice` with the systemd driver), so the root,
+    /// `kubepods`, a QoS level or a pod are never granted to, nor revoked from, for every pod below.
+    pub fn resolve_all(&self, requested: &str) -> Result<Vec<PathBuf>> {
         if self.version == CgroupVersion::V2 {
             return Err(Error::CgroupV2 {
                 root: self.root.clone(),
             });
         }
         let relative = validate_cgroup_dir(requested)?;
-        let joined = self.canonical_root.join(&relative);
-        let resolved =
-            std::fs::canonicalize(&joined).map_err(|source| Error::CgroupDirUnresolvable {
-                requested: shown(requested),
-                path: joined.clone(),
-                source,
-            })?;
-        if !resolved.starts_with(&self.canonical_root) || resolved == self.canonical_root {
-            return Err(Error::CgroupDirEscapes {
-                requested: shown(requested),
-                resolved,
-                root: self.root.clone(),
-            });
+        let parts: Vec<&str> = relative
+            .iter()
+            .map(|c| c.to_str().unwrap_or_default())
+            .collect();
+        let refuse = |rule: &'static str| Error::CgroupDirRefused {
+            requested: shown(requested),
+            rule,
+        };
+        let (glob, fixed) = match parts.split_last() {
+            Some((&"*", rest)) => (true, rest),
+            _ => (false, parts.as_slice()),
+        };
+        if fixed.iter().any(|c| c.contains('*')) {
+            return Err(refuse("only one trailing `*` component is expanded"));
         }
-        if !resolved.is_dir() {
-            return Err(Error::CgroupDirUnresolvable {
-                requested: shown(requested),
-                path: resolved,
-                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
-            });
-        }
-        let allow = resolved.join("devices.allow");
-        match std::fs::symlink_metadata(&allow) {
-            Ok(m) if m.is_file() => Ok(resolved),
-            _ => Err(Error::NotDevicesCgroup { path: resolved }),
-        }
-    }
-
-    /// Allows `device` (read, write, mknod) to the cgroup; writes `devices.allow` only for the first
-    /// holder. Returns the number of holders after this grant.
-    pub fn grant(&self, requested: &str, device: DeviceNumber) -> Result<usize> {
-        let dir = self.resolve(requested)?;
-        let mut holders = self.lock();
-        let count = holders.entry((dir.clone(), device)).or_insert(0);
-        if *count == 0 {
-            let file = dir.join("devices.allow");
-            let rule = device.cgroup_rule();
-            if let Err(source) = self.writer.write_rule(&file, &rule) {
-                holders.remove(&(dir, device));
-                return Err(Error::WriteRule {
-                    path: file,
-                    rule,
+        let mut dir = self.canonical_root.clone();
+        for c in fixed {
+            dir.push(c);
+            let meta =
+                std::fs::symlink_metadata(&dir).map_err(|source| Error::CgroupDirUnresolvable {
+                    requested: shown(requested),
+                    path: dir.clone(),
                     source,
+                })?;
+            if meta.file_type().is_symlink() {
+                return Err(refuse("a component is a symlink, which is not followed"));
+            }
+            if !meta.is_dir() {
+                return Err(Error::CgroupDirUnresolvable {
+                    requested: shown(requested),
+                    path: dir.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
                 });
             }
-            tracing::debug!(cgroup = %dir.display(), %device, "device allowed");
         }
-        *count += 1;
-        Ok(*count)
+        let dirs = if glob {
+            let mut found: Vec<PathBuf> = child_cgroups(&dir)
+                .map_err(|source| Error::CgroupDirUnresolvable {
+                    requested: shown(requested),
+                    path: dir.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|name| dir.join(name))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(refuse("its trailing `*` matches no cgroup"));
+            }
+            if found.len() > MAX_GLOB_MATCHES {
+                return Err(refuse(
+                    "its trailing `*` matches more cgroups than a pod has containers",
+                ));
+            }
+            found
+        } else {
+            vec![dir]
+        };
+        for d in &dirs {
+            self.check_container(requested, d)?;
+        }
+        Ok(dirs)
     }
 
-    /// Grants every device or none: when one grant fails, the ones before it are revoked again.
-    pub fn grant_all(&self, requested: &str, devices: &[DeviceNumber]) -> Result<()> {
-        for (i, device) in devices.iter().enumerate() {
-            if let Err(e) = self.grant(requested, *device) {
-                for done in devices[..i].iter().rev() {
-                    if let Err(undo) = self.revoke(requested, *done) {
-                        tracing::warn!(error = %undo, "undoing a partial device grant failed");
+    /// The container-leaf rule of [`CgroupDevices::resolve_all`] for one directory.
+    fn check_container(&self, requested: &str, dir: &Path) -> Result<()> {
+        let refuse = |rule: &'static str| Error::CgroupDirRefused {
+            requested: shown(requested),
+            rule,
+        };
+        let relative = dir.strip_prefix(&self.canonical_root).unwrap_or(dir);
+        let parts: Vec<&str> = relative
+            .iter()
+            .map(|c| c.to_str().unwrap_or_default())
+            .collect();
+        let Some((leaf, above)) = parts.split_last() else {
+            return Err(refuse("it names the cgroup root"));
+        };
+        if is_pod_cgroup(leaf) || is_kubepods_level(leaf) {
+            return Err(refuse(
+                "it names a pod, QoS or kubepods cgroup: access goes to one container's cgroup, \
+                 below its pod",
+            ));
+        }
+        if !above.last().is_some_and(|p| is_pod_cgroup(p)) {
+            return Err(refuse(
+                "it must be a container cgroup directly below a pod cgroup",
+            ));
+        }
+        let meta =
+            std::fs::symlink_metadata(dir).map_err(|source| Error::CgroupDirUnresolvable {
+                requested: shown(requested),
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(refuse("a component is a symlink, which is not followed"));
+        }
+        let children = child_cgroups(dir).map_err(|source| Error::CgroupDirUnresolvable {
+            requested: shown(requested),
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !children.is_empty() {
+            return Err(refuse(
+                "it has child cgroups: a container's cgroup is a leaf",
+            ));
+        }
+        match std::fs::symlink_metadata(dir.join("devices.allow")) {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => Err(Error::NotDevicesCgroup {
+                path: dir.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Resolves a client-supplied cgroup directory naming exactly one container cgroup.
+    pub fn resolve(&self, requested: &str) -> Result<PathBuf> {
+        let mut dirs = self.resolve_all(requested)?;
+        match (dirs.pop(), dirs.is_empty()) {
+            (Some(d), true) => Ok(d),
+            _ => Err(Error::CgroupDirRefused {
+                requested: shown(requested),
+                rule: "it matches more than one cgroup",
+            }),
+        }
+    }
+
+    /// Allows `device` (read and write: never mknod, the node exists) to every cgroup `requested`
+    /// names, or to none: a failure revokes what this call granted. A cgroup whose
+    /// `devices.list` already allows the device (a privileged pod's `a *:* rwm`) is left alone and
+    /// not recorded, so the revoke never takes away access we did not give. The returned
+    /// [`Grant`] says exactly what was written where, for [`CgroupDevices::revoke_grant`].
+    pub fn grant_all(&self, requested: &str, devices: &[DeviceNumber]) -> Result<Grant> {
+        let dirs = self.resolve_all(requested)?;
+        let mut grant = Grant::default();
+        for dir in &dirs {
+            for device in devices {
+                match self.grant_in(dir, *device) {
+                    Ok(true) => grant.rules.push((dir.clone(), *device)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        if let Err(undo) = self.revoke_grant(&grant) {
+                            tracing::warn!(error = %undo, "undoing a partial device grant failed");
+                        }
+                        return Err(e);
                     }
                 }
-                return Err(e);
             }
         }
-        Ok(())
+        Ok(grant)
     }
 
-    /// Drops one grant of `device` to the cgroup; writes `devices.deny` when the last one goes.
+    /// Revokes exactly what `grant` recorded, where it was granted, in reverse order. Every rule is
+    /// attempted; the first failure is returned.
+    pub fn revoke_grant(&self, grant: &Grant) -> Result<()> {
+        let mut first = None;
+        for (dir, device) in grant.rules.iter().rev() {
+            if let Err(e) = self.revoke_in(dir, *device) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Allows one device to one container cgroup: `Ok(false)` when nothing was needed.
+    pub fn grant(&self, requested: &str, device: DeviceNumber) -> Result<usize> {
+        let dir = self.resolve(requested)?;
+        self.grant_in(&dir, device)?;
+        Ok(self.lock().get(&(dir, device)).copied().unwrap_or(0))
+    }
+
+    fn grant_in(&self, dir: &Path, device: DeviceNumber) -> Result<bool> {
+        let mut holders = self.lock();
+        let key = (dir.to_path_buf(), device);
+        if let Some(count) = holders.get_mut(&key) {
+            *count += 1;
+            return Ok(true);
+        }
+        if already_allowed(dir, device) {
+            tracing::debug!(cgroup = %dir.display(), %device, "already allowed by a wider rule; left alone");
+            return Ok(false);
+        }
+        let file = dir.join("devices.allow");
+        let rule = device.cgroup_rule();
+        self.writer
+            .write_rule(&file, &rule)
+            .map_err(|source| Error::WriteRule {
+                path: file,
+                rule,
+                source,
+            })?;
+        tracing::debug!(cgroup = %dir.display(), %device, "device allowed");
+        holders.insert(key, 1);
+        Ok(true)
+    }
+
+    /// Drops one grant of `device` to the single cgroup `requested` names; writes `devices.deny`
+    /// when the last one goes.
     pub fn revoke(&self, requested: &str, device: DeviceNumber) -> Result<Revoked> {
         let dir = match self.resolve(requested) {
             Ok(dir) => dir,
@@ -278,23 +477,26 @@ impl CgroupDevices {
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 // The pod is gone and its cgroup with it: the kernel has dropped the rules already.
-                let relative = validate_cgroup_dir(requested)?;
-                let key = (self.canonical_root.join(relative), device);
-                return Ok(match self.lock().remove(&key) {
-                    Some(_) => Revoked::CgroupGone,
-                    None => Revoked::NotHeld,
-                });
+                self.canonical_root.join(validate_cgroup_dir(requested)?)
             }
             Err(e) => return Err(e),
         };
+        self.revoke_in(&dir, device)
+    }
+
+    fn revoke_in(&self, dir: &Path, device: DeviceNumber) -> Result<Revoked> {
         let mut holders = self.lock();
-        let key = (dir.clone(), device);
+        let key = (dir.to_path_buf(), device);
         let Some(count) = holders.get_mut(&key) else {
             return Ok(Revoked::NotHeld);
         };
         if *count > 1 {
             *count -= 1;
             return Ok(Revoked::StillHeld { holders: *count });
+        }
+        if !dir.is_dir() {
+            holders.remove(&key);
+            return Ok(Revoked::CgroupGone);
         }
         let file = dir.join("devices.deny");
         let rule = device.cgroup_rule();

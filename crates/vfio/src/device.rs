@@ -28,7 +28,7 @@ impl DeviceNumber {
 
     /// The cgroup v1 rule giving read, write and mknod on this character device: `c MAJ:MIN rwm`.
     pub fn cgroup_rule(&self) -> String {
-        format!("c {}:{} rwm", self.major, self.minor)
+        format!("c {}:{} rw", self.major, self.minor)
     }
 }
 

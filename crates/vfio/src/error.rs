@@ -123,6 +123,15 @@ pub enum Error {
         /// What is wrong with it.
         problem: CgroupDirProblem,
     },
+    /// The cgroup directory exists but is not one we may grant to: it is
+    /// not a container's leaf cgroup below a pod, or the path has a symlink.
+    #[error("cgroup directory {requested} refused: {rule}")]
+    CgroupDirRefused {
+        /// The client's value, quoted and bounded.
+        requested: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// A client-supplied cgroup directory does not exist (or is not a directory) under the root.
     #[error("cgroup directory {requested} cannot be resolved at {path}: {source}")]
     CgroupDirUnresolvable {

@@ -58,8 +58,9 @@ mod group;
 mod vfio_dir;
 
 pub use cgroup::{
-    CgroupDevices, CgroupVersion, DEFAULT_CGROUP_ROOT, FileRuleWriter, MAX_CGROUP_COMPONENT_LEN,
-    MAX_CGROUP_DIR_LEN, Revoked, RuleWriter, detect_version, validate_cgroup_dir,
+    CgroupDevices, CgroupVersion, DEFAULT_CGROUP_ROOT, FileRuleWriter, Grant,
+    MAX_CGROUP_COMPONENT_LEN, MAX_CGROUP_DIR_LEN, MAX_GLOB_MATCHES, Revoked, RuleWriter,
+    detect_version, validate_cgroup_dir,
 };
 pub use device::{DeviceNodes, DeviceNumber, StatDeviceNodes};
 pub use error::{CgroupDirProblem, Error, Result};

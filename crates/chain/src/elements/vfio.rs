@@ -4,7 +4,7 @@
 //! parameters NSM clients read (`iommuGroup`; `vfioMajor`/`vfioMinor` of
 //! `/dev/vfio/vfio`; `deviceMajor`/`deviceMinor` of `/dev/vfio/<group>`;
 //! `pciAddress` is already set) and, on cgroup v1, allows both devices in
-//! the client's `cgroupDir` (`c MAJ:MIN rwm` to `devices.allow`). Undone
+//! the client's `cgroupDir` (`c MAJ:MIN rw` to `devices.allow`, unless `devices.list` already allows them). Undone
 //! on Close and when a later element fails: the grants are revoked through
 //! `devices.deny` (reference-counted, so another connection of the same
 //! container keeps its access). On cgroup v2 the request fails with
@@ -15,19 +15,16 @@ use std::sync::Arc;
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_pci::Sysfs;
-use sriov_vfio::{CgroupDevices, DeviceNumber, IommuGroup, VfioDir};
+use sriov_vfio::{CgroupDevices, Grant, IommuGroup, VfioDir};
 use tonic::Status;
 
 use super::resourcepool::VfBinding;
 use crate::params::{self, VfioParams};
 use crate::{Ctx, Element, ElementFuture, Next};
 
-/// Devices granted to a cgroup, for revocation.
+/// What was granted where, for a revocation of exactly that.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Granted {
-    cgroup_dir: String,
-    devices: Vec<DeviceNumber>,
-}
+struct Granted(Grant);
 
 /// See the module docs.
 #[derive(Debug)]
@@ -56,7 +53,16 @@ impl Vfio {
 
 fn vfio_status(e: sriov_vfio::Error) -> Status {
     match e {
-        sriov_vfio::Error::CgroupDirRejected { .. } => Status::invalid_argument(e.to_string()),
+        sriov_vfio::Error::CgroupDirRejected { .. } => {
+            Status::invalid_argument(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
+        }
+        sriov_vfio::Error::CgroupDirRefused { .. } | sriov_vfio::Error::CgroupDirEscapes { .. } => {
+            Status::permission_denied(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
+        }
+        sriov_vfio::Error::CgroupDirUnresolvable { .. }
+        | sriov_vfio::Error::NotDevicesCgroup { .. } => {
+            Status::invalid_argument(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
+        }
         sriov_vfio::Error::CgroupV2 { .. } => Status::failed_precondition(e.to_string()),
         other => Status::internal(other.to_string()),
     }
@@ -104,13 +110,10 @@ impl Element for Vfio {
                 let cgroups = self.cgroups.as_ref().map_err(|why| {
                     Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
                 })?;
-                cgroups
+                let grant = cgroups
                     .grant_all(&p.cgroup_dir, &[container, device])
                     .map_err(vfio_status)?;
-                ctx.insert(Granted {
-                    cgroup_dir: p.cgroup_dir.clone(),
-                    devices: vec![container, device],
-                });
+                ctx.insert(Granted(grant));
             }
             match next.request(ctx, request).await {
                 Ok(c) => Ok(c),
@@ -145,11 +148,8 @@ impl Vfio {
         let Ok(cgroups) = self.cgroups.as_ref() else {
             return;
         };
-        for d in g.devices.iter().rev() {
-            if let Err(e) = cgroups.revoke(&g.cgroup_dir, *d) {
-                // The container may be gone already; nothing is left to revoke then.
-                tracing::warn!(cgroup = %g.cgroup_dir, device = ?d, error = %e, "revoking VFIO access");
-            }
+        if let Err(e) = cgroups.revoke_grant(&g.0) {
+            tracing::warn!(grant = ?g.0.rules(), error = %e, "revoking VFIO access");
         }
     }
 }
