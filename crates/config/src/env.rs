@@ -446,13 +446,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        let mut left = i + 1;
+        // `prev` has one more entry than `b`: each window is (diagonal, above).
+        for (cb, w) in b.iter().zip(prev.windows(2)) {
+            let (diagonal, above) = match *w {
+                [d, a] => (d, a),
+                _ => break,
+            };
+            left = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(left + 1);
+            cur.push(left);
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().unwrap_or_default()
 }
 
 struct Parser<'a> {

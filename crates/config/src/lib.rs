@@ -48,6 +48,18 @@
 //! # Ok::<(), sriov_config::Error>(())
 //! ```
 
+// This crate reads client, kubelet or file input: a panic here is a denial
+// of service of a node agent, so the panicking shortcuts are refused.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod duration;
 mod env;
 mod error;

@@ -55,7 +55,9 @@ fn key_of(content: &str) -> Option<&str> {
 
 /// Lines after `at` that belong to the node started at `at` (whose keys sit at column `col`).
 fn body<'a>(lines: &[Line<'a>], at: usize, col: usize) -> Vec<Line<'a>> {
-    lines[at + 1..]
+    lines
+        .get(at + 1..)
+        .unwrap_or_default()
         .iter()
         .take_while(|l| l.indent > col || (l.indent == col && l.content.starts_with("- ")))
         .copied()
@@ -101,7 +103,9 @@ pub(crate) fn locate(text: &str, path: &[Step<'_>]) -> Option<usize> {
                     content: line.content[2..].trim_start(),
                 }];
                 item.extend(
-                    window[i + 1..]
+                    window
+                        .get(i + 1..)
+                        .unwrap_or_default()
                         .iter()
                         .take_while(|l| l.indent > line.indent)
                         .copied(),

@@ -97,7 +97,7 @@ impl Rewriter {
         self.buf.extend_from_slice(input);
         if matches!(self.state, State::Preface) {
             let n = self.buf.len().min(PREFACE.len());
-            if self.buf[..n] != PREFACE[..n] {
+            if self.buf.get(..n) != PREFACE.get(..n) {
                 self.state = State::Passthrough;
                 out.append(&mut self.buf);
                 return Ok(());
@@ -110,16 +110,18 @@ impl Rewriter {
             self.state = State::Frames;
         }
         let mut at = 0;
-        while self.buf.len() - at >= FRAME_HEADER_LEN {
-            let h = &self.buf[at..at + FRAME_HEADER_LEN];
-            let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-            let (ty, flags) = (h[3], h[4]);
-            let stream_id = [h[5], h[6], h[7], h[8]];
+        // A frame header: 24-bit length, type, flags, 31-bit stream id.
+        while let Some(&[l0, l1, l2, ty, flags, s0, s1, s2, s3]) = self
+            .buf
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<FRAME_HEADER_LEN>())
+        {
+            let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+            let stream_id = [s0, s1, s2, s3];
             let end = at + FRAME_HEADER_LEN + len;
-            if self.buf.len() < end {
+            let Some(payload) = self.buf.get(at + FRAME_HEADER_LEN..end) else {
                 break;
-            }
-            let payload = &self.buf[at + FRAME_HEADER_LEN..end];
+            };
             match ty {
                 TYPE_HEADERS => {
                     if self.pending.is_some() {
@@ -134,17 +136,15 @@ impl Rewriter {
                             .len()
                             .checked_sub(usize::from(pad))
                             .ok_or(RelayError::Protocol("HEADERS padding exceeds frame"))?;
-                        p = &rest[..keep];
+                        p = rest.get(..keep).unwrap_or_default();
                     }
                     let mut priority = None;
                     if flags & FLAG_PRIORITY != 0 {
-                        if p.len() < 5 {
+                        let Some((pr, rest)) = p.split_first_chunk::<5>() else {
                             return Err(RelayError::Protocol("short HEADERS priority"));
-                        }
-                        let mut pr = [0u8; 5];
-                        pr.copy_from_slice(&p[..5]);
-                        priority = Some(pr);
-                        p = &p[5..];
+                        };
+                        priority = Some(*pr);
+                        p = rest;
                     }
                     let pending = Pending {
                         stream_id,
@@ -174,7 +174,7 @@ impl Rewriter {
                     if self.pending.is_some() {
                         return Err(RelayError::Protocol("frame interleaved in a header block"));
                     }
-                    out.extend_from_slice(&self.buf[at..end]);
+                    out.extend_from_slice(self.buf.get(at..end).unwrap_or_default());
                 }
             }
             at = end;
@@ -282,7 +282,7 @@ where
                 return Ok::<u64, RelayError>(rw.rewritten());
             }
             out.clear();
-            rw.feed(&input[..n], &mut out)?;
+            rw.feed(input.get(..n).unwrap_or_default(), &mut out)?;
             if !out.is_empty() {
                 server_wr.write_all(&out).await?;
             }

@@ -560,4 +560,43 @@ mod tests {
         std::fs::create_dir(&cfg.plugins_registry_dir).expect("mkdir");
         assert_eq!(cfg.resolved_mode(), RegistrationMode::PluginWatcher);
     }
+
+    struct NoDevices(watch::Sender<Vec<crate::Device>>);
+
+    impl Backend for NoDevices {
+        fn devices(&self) -> watch::Receiver<Vec<crate::Device>> {
+            self.0.subscribe()
+        }
+        fn allocate(
+            &self,
+            _containers: &[Vec<String>],
+        ) -> Result<
+            Vec<sriov_api::kubelet::deviceplugin::v1beta1::ContainerAllocateResponse>,
+            crate::AllocateError,
+        > {
+            Ok(Vec::new())
+        }
+        fn allocated(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn release(&self, _ids: &[String]) {}
+    }
+
+    #[tokio::test]
+    async fn the_plugin_socket_is_for_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("x_y.sock");
+        let plugin = DevicePlugin::new(
+            PluginConfig::new("x/y"),
+            Arc::new(NoDevices(watch::channel(Vec::new()).0)),
+        );
+        let (status, _rx) = mpsc::unbounded_channel();
+        let serving = plugin
+            .listen(&path, RegistrationMode::Kubelet, status)
+            .expect("listen");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        serving.stop().await;
+    }
 }

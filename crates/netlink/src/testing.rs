@@ -145,6 +145,10 @@ pub fn private_netns_or_skip(test: &str) -> Option<PrivateNetns> {
             eprintln!("SKIP {test}: cannot create a network namespace: {source}");
             None
         }
+        #[allow(
+            clippy::panic,
+            reason = "test support: a failed setup must fail the test"
+        )]
         Err(e) => panic!("{test}: creating a private network namespace failed: {e}"),
     }
 }
@@ -356,6 +360,10 @@ where
     });
     match result {
         Ok(Ok(value)) => Some(value),
+        #[allow(
+            clippy::panic,
+            reason = "test support: a failed setup must fail the test"
+        )]
         Ok(Err(e)) | Err(e) => panic!("{test}: netlink setup in the private namespace failed: {e}"),
     }
 }

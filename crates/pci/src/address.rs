@@ -119,13 +119,10 @@ impl FromStr for PciAddress {
         let (head, function) = input
             .rsplit_once('.')
             .ok_or_else(|| AddressError::new(input, "missing '.' before the function number"))?;
-        let mut parts = head.split(':').collect::<Vec<_>>();
-        let (domain, bus, device) = match parts.len() {
-            3 => {
-                let d = parts.remove(0);
-                (hex_field(input, d, "domain", 8)?, parts[0], parts[1])
-            }
-            2 => (0, parts[0], parts[1]),
+        let parts = head.split(':').collect::<Vec<_>>();
+        let (domain, bus, device) = match parts.as_slice() {
+            [d, bus, device] => (hex_field(input, d, "domain", 8)?, *bus, *device),
+            [bus, device] => (0, *bus, *device),
             _ => {
                 return Err(AddressError::new(input, "expected DDDD:BB:DD.F or BB:DD.F"));
             }

@@ -155,27 +155,10 @@ impl Sysfs {
             Err(e) => return Err(PciError::read(path, e)),
         };
         // sysfs attributes are at most a page; most of ours are a few bytes.
-        let mut buf = [0u8; 128];
-        let mut len = 0;
-        loop {
-            match f.read(&mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    len += n;
-                    if len == buf.len() {
-                        let mut rest = Vec::from(&buf[..]);
-                        f.read_to_end(&mut rest)
-                            .map_err(|e| PciError::read(path, e))?;
-                        return Ok(Some(String::from_utf8_lossy(&rest).trim_end().to_string()));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(PciError::read(path, e)),
-            }
-        }
-        Ok(Some(
-            String::from_utf8_lossy(&buf[..len]).trim_end().to_string(),
-        ))
+        let mut raw = Vec::with_capacity(128);
+        f.read_to_end(&mut raw)
+            .map_err(|e| PciError::read(path, e))?;
+        Ok(Some(String::from_utf8_lossy(&raw).trim_end().to_string()))
     }
 
     /// The last component of a symlink's target (`driver`, `iommu_group`,

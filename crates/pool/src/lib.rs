@@ -51,6 +51,18 @@
 //! pool.unuse("conn-1").unwrap();                                     // Close
 //! ```
 
+// This crate reads client, kubelet or file input: a panic here is a denial
+// of service of a node agent, so the panicking shortcuts are refused.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

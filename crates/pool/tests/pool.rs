@@ -638,3 +638,120 @@ fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
     let t = token(&pool, &a[1]);
     assert!(matches!(t.state, TokenState::InUse(_)));
 }
+
+/// The error text of opening `f`'s pool over `store`.
+fn open_error(f: &Fixture, store: FileStore) -> String {
+    f.try_open(store, system_clock()).err().unwrap().to_string()
+}
+
+#[test]
+fn a_state_of_another_version_refuses_to_start() {
+    let f = Fixture::x710(&[A]);
+    drop(f.open());
+    let file = f.state.path().join(STATE_FILE);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    v["version"] = 99.into();
+    std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = open_error(&f, FileStore::in_dir(f.state.path()).unwrap());
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("unsupported state version 99"), "{e}");
+}
+
+#[test]
+fn a_state_file_that_is_not_a_regular_file_refuses_to_start() {
+    let f = Fixture::x710(&[A]);
+    let file = f.state.path().join(STATE_FILE);
+    std::fs::create_dir(&file).unwrap();
+    let e = open_error(&f, FileStore::in_dir(f.state.path()).unwrap());
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("not a regular file"),
+        "{e}"
+    );
+    std::fs::remove_dir(&file).unwrap();
+
+    // A FIFO with no writer would block a plain open forever.
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = open_error(&f, FileStore::in_dir(f.state.path()).unwrap());
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_or_belongs_to_another_user_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("state");
+    std::fs::write(&file, b"").unwrap();
+    let e = FileStore::in_dir(&file).err().unwrap();
+    assert!(matches!(e, PoolError::UnsafeStateDir { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("not a directory"),
+        "{e}"
+    );
+
+    // Only root can hand a directory to someone else.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = parent.path().join("foreign");
+    std::fs::create_dir(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let e = FileStore::in_dir(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains(&dir.display().to_string()) && e.contains("owned by another user"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_reset_keeps_the_bad_file_byte_for_byte_under_a_dated_name() {
+    let f = Fixture::x710(&[A]);
+    let file = f.state.path().join(STATE_FILE);
+    std::fs::write(&file, b"not json").unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let store = FileStore::in_dir(f.state.path()).unwrap().with_reset();
+    let (_pool, warnings) = f.try_open(store, system_clock()).unwrap();
+    let aside: Vec<_> = std::fs::read_dir(f.state.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &file)
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let name = aside[0].file_name().unwrap().to_string_lossy().into_owned();
+    let secs: u64 = name
+        .strip_prefix("sriov-pool.json.corrupt-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= before && secs <= before + 60, "{name}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"not json");
+    // The warning names both files and what was wrong, for the operator.
+    let w = &warnings[0];
+    assert!(
+        w.contains(&file.display().to_string())
+            && w.contains(&aside[0].display().to_string())
+            && w.contains("expected ident"),
+        "{w}"
+    );
+}
+
+#[test]
+fn a_reset_moves_a_symlinked_state_aside_without_touching_its_target() {
+    let f = Fixture::x710(&[A]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("victim");
+    std::fs::write(&target, b"precious").unwrap();
+    let file = f.state.path().join(STATE_FILE);
+    std::os::unix::fs::symlink(&target, &file).unwrap();
+    let store = FileStore::in_dir(f.state.path()).unwrap().with_reset();
+    let (pool, _) = f.try_open(store, system_clock()).unwrap();
+    pool.allocate(A, &ids_of(&pool, A)[..1]).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    let meta = std::fs::symlink_metadata(&file).unwrap();
+    assert!(meta.is_file(), "the state is a file of ours again");
+}

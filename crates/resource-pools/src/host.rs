@@ -448,12 +448,18 @@ impl Host {
         let mut out = Vec::new();
         for name in list_sorted(&dir) {
             let parts: Vec<&str> = name.split('.').collect();
-            let well_formed = parts.len() == 3
-                && parts.iter().all(|p| !p.is_empty())
-                && parts[2].bytes().all(|b| b.is_ascii_digit());
-            if !well_formed {
-                continue;
-            }
+            // `<driver>.<kind>.<number>`, every part non-empty.
+            let kind = match parts.as_slice() {
+                [driver, kind, number]
+                    if !driver.is_empty()
+                        && !kind.is_empty()
+                        && !number.is_empty()
+                        && number.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    kind.to_string()
+                }
+                _ => continue,
+            };
             let adir = dir.join(&name);
             // As SRDP (sriovnet's GetSfIndexByAuxDev): only sub-functions have an index; other
             // auxiliary devices (mlx5_core.eth.0, mlx5_core.vnet.2, ...) are not offered.
@@ -478,10 +484,7 @@ impl Host {
             dev.uio = Vec::new();
             dev.vdpa = None;
             dev.pkey = None;
-            dev.aux = Some(AuxDevice {
-                kind: parts[1].to_string(),
-                name,
-            });
+            dev.aux = Some(AuxDevice { kind, name });
             out.push(dev);
         }
         out
@@ -632,8 +635,8 @@ pub fn default_route_interfaces(path: &Path) -> Result<HashSet<String>, PoolErro
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // Iface Destination Gateway Flags RefCnt Use Metric Mask MTU Window IRTT
-        if cols.len() >= 8 && cols[1] == "00000000" && cols[7] == "00000000" {
-            out.insert(cols[0].to_string());
+        if let [iface, "00000000", _, _, _, _, _, "00000000", ..] = cols.as_slice() {
+            out.insert(iface.to_string());
         }
     }
     Ok(out)

@@ -52,6 +52,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// This crate reads client, kubelet or file input: a panic here is a denial
+// of service of a node agent, so the panicking shortcuts are refused.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod config;
 mod ddp;
 mod error;

@@ -214,10 +214,11 @@ impl ResourcePool {
         let devices = state
             .members
             .values()
-            .map(|m| {
-                let sel = &self.config.selectors[m.selector];
+            .filter_map(|m| {
+                // Members only ever carry an index of one of our selectors.
+                let sel = self.config.selectors.get(m.selector)?;
                 let info = device_info(&self.host, &self.config, sel, &m.dev);
-                CdiDeviceEntry {
+                Some(CdiDeviceEntry {
                     name: m.dev.id(),
                     container_edits: CdiEdits {
                         device_nodes: info
@@ -230,7 +231,7 @@ impl ResourcePool {
                             })
                             .collect(),
                     },
-                }
+                })
             })
             .collect();
         CdiSpec {
@@ -266,7 +267,9 @@ impl ResourcePool {
         let mut specs: Vec<DeviceSpec> = Vec::new();
         let mut infos = BTreeMap::new();
         for m in &members {
-            let sel = &self.config.selectors[m.selector];
+            let Some(sel) = self.config.selectors.get(m.selector) else {
+                continue;
+            };
             let info = device_info(&self.host, &self.config, sel, &m.dev);
             for spec in info.specs {
                 // Several VFs share /dev/vfio/vfio (and vhost-net, rdma_cm): list each once.
@@ -563,7 +566,9 @@ impl PoolManager {
             for (i, pool) in self.pools.iter().enumerate() {
                 match self.judge(pool, &dev) {
                     Ok(selector) => {
-                        pools[i].1.push(dev.id());
+                        if let Some((_, ids)) = pools.get_mut(i) {
+                            ids.push(dev.id());
+                        }
                         verdict = Some(Verdict::Taken {
                             resource: pool.resource_name().to_string(),
                             selector,
@@ -597,10 +602,10 @@ impl PoolManager {
         let mut assigned: Vec<BTreeMap<String, Member>> =
             self.pools.iter().map(|_| BTreeMap::new()).collect();
         for dev in discovery.devices.into_iter().chain(discovery.aux_devices) {
-            for (i, pool) in self.pools.iter().enumerate() {
+            for (pool, members) in self.pools.iter().zip(assigned.iter_mut()) {
                 if let Ok(selector) = self.judge(pool, &dev) {
                     let unhealthy = pool.health(&dev, self.links.as_ref());
-                    assigned[i].insert(
+                    members.insert(
                         dev.id(),
                         Member {
                             dev,

@@ -70,9 +70,10 @@ impl Element for RoundRobin {
                 }
                 None => {
                     let start = self.start(&service, candidates.len());
-                    (0..candidates.len())
-                        .map(|k| candidates[(start + k) % candidates.len()].clone())
-                        .collect()
+                    // Rotated to start at `start`: every candidate once, in order.
+                    let start = start % candidates.len();
+                    let (head, tail) = candidates.split_at(start);
+                    tail.iter().chain(head).cloned().collect()
                 }
             };
             let mut last = Status::not_found("no endpoint tried");
