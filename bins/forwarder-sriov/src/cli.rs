@@ -25,22 +25,39 @@ pub(crate) fn version() -> &'static str {
 /// the daemon, configured by the environment below and the SR-IOV config
 /// file (NSM_SRIOV_CONFIG_FILE).
 #[derive(Debug, Parser)]
-#[command(version = version(), about, long_about = None, after_help = sriov_config::EnvConfig::help())]
+// The daemon's flags are accepted both bare (the DaemonSet runs the binary
+// without a subcommand) and after `run`; `args_conflicts_with_subcommands`
+// keeps them from being silently ignored before another subcommand.
+#[command(
+    version = version(),
+    about,
+    long_about = None,
+    after_help = sriov_config::EnvConfig::help(),
+    args_conflicts_with_subcommands = true
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Options of the daemon (`run`, or no subcommand).
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
     /// Start with an empty pool when the state file (in NSM_STATE_DIR) is
     /// unreadable or corrupt, keeping the bad file aside as
-    /// `sriov-pool.json.corrupt-<time>`. Without it the daemon refuses to
-    /// start, since an empty pool would hand out tokens pods already hold.
-    #[arg(long, global = true)]
+    /// `sriov-pool.json.corrupt-<unix-seconds>`. Without it the daemon
+    /// refuses to start, since an empty pool would hand out tokens pods
+    /// already hold. Remove it again once the daemon has started.
+    #[arg(long)]
     reset_state: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the forwarder daemon (the default).
-    Run,
+    Run(RunArgs),
     /// Validate the environment and the SR-IOV config file against sysfs;
     /// exit non-zero with every problem found. Changes nothing.
     CheckConfig,
@@ -143,8 +160,8 @@ pub(crate) fn sysfs_at(devices: &Path, drivers: &Path) -> Result<Sysfs> {
 
 impl Cli {
     pub(crate) fn run(self) -> Result<()> {
-        match self.command.unwrap_or(Command::Run) {
-            Command::Run => {
+        match self.command.unwrap_or(Command::Run(self.run)) {
+            Command::Run(args) => {
                 let loaded = sriov_config::EnvConfig::from_env()?;
                 let env = loaded.config;
                 let levels = crate::logging::init(env.log_level.as_filter())?;
@@ -156,7 +173,7 @@ impl Cli {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(crate::daemon::run(env, sysfs, levels, self.reset_state))
+                rt.block_on(crate::daemon::run(env, sysfs, levels, args.reset_state))
             }
             Command::CheckConfig => crate::check::run(),
             Command::Inventory {
@@ -212,6 +229,41 @@ impl Cli {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("forwarder-sriov").chain(args.iter().copied()))
+    }
+
+    fn reset_asked(cli: Cli) -> Option<bool> {
+        match cli.command {
+            None => Some(cli.run.reset_state),
+            Some(Command::Run(args)) => Some(args.reset_state),
+            Some(_) => None,
+        }
+    }
+
+    #[test]
+    fn reset_state_is_a_flag_of_the_daemon_only() {
+        assert_eq!(reset_asked(parse(&[]).unwrap()), Some(false));
+        assert_eq!(reset_asked(parse(&["--reset-state"]).unwrap()), Some(true));
+        assert_eq!(reset_asked(parse(&["run"]).unwrap()), Some(false));
+        assert_eq!(
+            reset_asked(parse(&["run", "--reset-state"]).unwrap()),
+            Some(true)
+        );
+        // Elsewhere it would be ignored, so it is refused.
+        for args in [
+            &["inventory", "--reset-state"][..],
+            &["--reset-state", "check-config"][..],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
         }
     }
 }
