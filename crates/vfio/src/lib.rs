@@ -11,19 +11,21 @@
 //! [`DeviceNodes`] seam.
 //!
 //! On cgroup v1, a container may open a device only if its devices cgroup allows it.
-//! [`CgroupDevices`] writes `c MAJ:MIN rwm` to `devices.allow` on the first grant and to
-//! `devices.deny` when the last grant of that (cgroup, device) pair is revoked. (The Go forwarder
-//! writes its revocations to `devices.allow` too, so it never revokes anything.) The cgroup
-//! directory comes from the client, so it is treated as hostile: it must be relative, without
-//! `..` or NUL, of bounded length, exist, and stay under the root (`NSM_CGROUP_PATH`, default
-//! [`DEFAULT_CGROUP_ROOT`]) after symlinks are resolved. On cgroup v2 there is no `devices.allow`;
-//! every grant fails with [`Error::CgroupV2`], which names the alternative: returning the nodes as
-//! device specs from the kubelet device plugin's Allocate.
+//! [`CgroupDevices`] writes `c MAJ:MIN rw` to `devices.allow` on the first grant (never `m`: the
+//! node exists) and to `devices.deny` when the last grant of that (cgroup, device) pair is revoked,
+//! only where it granted: a cgroup whose `devices.list` already allows the device is left alone.
+//! (The Go forwarder writes its revocations to `devices.allow` too, so it never revokes anything.)
+//! The cgroup directory comes from the client, so it is treated as hostile: it must be relative,
+//! without `..` or NUL, of bounded length, walked without following symlinks, and name a
+//! container's leaf cgroup directly below a pod cgroup, never `kubepods`, a QoS level, a pod or
+//! the root (`NSM_CGROUP_PATH`, default [`DEFAULT_CGROUP_ROOT`]). On cgroup v2 there is no
+//! `devices.allow`; every grant fails with [`Error::CgroupV2`], which names the alternative:
+//! returning the nodes as device specs from the kubelet device plugin's Allocate.
 //!
 //! # Example
 //!
 //! ```
-//! use sriov_vfio::{CgroupDevices, DeviceNumber, Error, Revoked};
+//! use sriov_vfio::{CgroupDevices, DeviceNumber, Error};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;
 //! # let root = tmp.path();
@@ -36,16 +38,21 @@
 //! let group = DeviceNumber::new(243, 3);
 //!
 //! let cgroups = CgroupDevices::open(root)?;
-//! cgroups.grant_all("kubepods/pod1/ctr", &[container, group])?;
-//! assert_eq!(std::fs::read_to_string(ctr.join("devices.allow"))?, "c 243:3 rwm");
+//! let grant = cgroups.grant_all("kubepods/pod1/ctr", &[container, group])?;
+//! assert_eq!(grant.rules().len(), 2);
+//! assert_eq!(std::fs::read_to_string(ctr.join("devices.allow"))?, "c 243:3 rw");
 //!
-//! assert_eq!(cgroups.revoke("kubepods/pod1/ctr", group)?, Revoked::Denied);
-//! assert_eq!(std::fs::read_to_string(ctr.join("devices.deny"))?, "c 243:3 rwm");
+//! cgroups.revoke_grant(&grant)?;
+//! assert_eq!(std::fs::read_to_string(ctr.join("devices.deny"))?, "c 10:196 rw");
 //!
-//! // A client cannot point us outside the cgroup root.
+//! // A client cannot point us outside the cgroup root, nor at a whole pod.
 //! assert!(matches!(
 //!     cgroups.grant("../../../etc", container),
 //!     Err(Error::CgroupDirRejected { .. })
+//! ));
+//! assert!(matches!(
+//!     cgroups.grant("kubepods/pod1", container),
+//!     Err(Error::CgroupDirRefused { .. })
 //! ));
 //! # Ok(())
 //! # }
