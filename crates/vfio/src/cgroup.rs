@@ -30,7 +30,7 @@ pub enum CgroupVersion {
 ///
 /// A seam so tests can observe the rules, or simulate the kernel's allow list.
 pub trait RuleWriter: Send + Sync + std::fmt::Debug {
-    /// Writes `rule` (like `c 10:196 rwm`) to `file`.
+    /// Writes `rule` (like `c 10:196 rw`) to `file`.
     fn write_rule(&self, file: &Path, rule: &str) -> std::io::Result<()>;
 }
 

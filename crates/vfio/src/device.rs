@@ -26,7 +26,8 @@ impl DeviceNumber {
         Self { major, minor }
     }
 
-    /// The cgroup v1 rule giving read, write and mknod on this character device: `c MAJ:MIN rwm`.
+    /// The cgroup v1 rule giving read and write (never mknod: the node exists) on this character
+    /// device: `c MAJ:MIN rw`.
     pub fn cgroup_rule(&self) -> String {
         format!("c {}:{} rw", self.major, self.minor)
     }

@@ -164,7 +164,7 @@ pub enum Error {
     WriteRule {
         /// `devices.allow` or `devices.deny`.
         path: PathBuf,
-        /// The rule, e.g. `c 10:196 rwm`.
+        /// The rule, e.g. `c 10:196 rw`.
         rule: String,
         /// The underlying I/O error.
         #[source]

@@ -48,15 +48,17 @@ fn segment_matches(want: &PathSegment, have: &PathSegment) -> bool {
 }
 
 /// Whether a connection falls in a selector's scope, as NSM's SDK decides
-/// it: every listed network service must be the connection's, and the
-/// selector's segments must match consecutive segments of its path.
+/// it (api `connection_helpers.go`): the connection's network service must
+/// be one of those listed (none listed: any), and the selector's segments
+/// must match consecutive segments of its path.
 /// `MonitorServer` refuses selectors naming no segment id, so the scope is
 /// always connections the caller is part of.
 pub fn matches(selector: &MonitorScopeSelector, conn: &Connection) -> bool {
-    if !selector
-        .network_services
-        .iter()
-        .all(|s| *s == conn.network_service)
+    if !selector.network_services.is_empty()
+        && !selector
+            .network_services
+            .iter()
+            .any(|s| *s == conn.network_service)
     {
         return false;
     }
@@ -225,13 +227,14 @@ mod tests {
     }
 
     #[test]
-    fn every_listed_service_must_be_the_connections() {
+    fn the_connections_service_must_be_one_of_those_listed() {
         let c = conn();
         assert!(matches(&selector(vec![seg("", "f1")], &["ns"]), &c));
-        assert!(!matches(
-            &selector(vec![seg("", "f1")], &["ns", "other"]),
+        assert!(matches(
+            &selector(vec![seg("", "f1")], &["other", "ns"]),
             &c
         ));
+        assert!(!matches(&selector(vec![seg("", "f1")], &["other"]), &c));
     }
 
     #[test]

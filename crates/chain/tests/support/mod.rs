@@ -286,7 +286,7 @@ impl Harness {
         self.chain.close(&mut Ctx::new(), c).await
     }
 
-    /// Rules written, as `devices.allow: c 10:196 rwm`.
+    /// Rules written, as `devices.allow: c 10:196 rw`.
     pub fn rules(&self) -> Vec<String> {
         self.rules
             .0
@@ -299,11 +299,12 @@ impl Harness {
 }
 
 /// A client's request as NSM sends it: a path with the client and the
-/// NSM manager before us, and one mechanism preference.
+/// NSM manager before us, and one mechanism preference. The connection id
+/// is the manager's segment id, as a manager's updatepath leaves it.
 pub fn request(id: &str, mechanism: &str, params: &[(&str, &str)]) -> NetworkServiceRequest {
     NetworkServiceRequest {
         connection: Some(Connection {
-            id: id.into(),
+            id: format!("{id}-mgr"),
             network_service: "sriov-ns".into(),
             path: Some(NsmPath {
                 index: 1,
