@@ -721,7 +721,6 @@ impl Daemon {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NSM_INSECURE", "true")
             .env("NSM_NAME", "sriov-forwarder")
-            .env("NSM_NSNAME", "sriovns")
             .env("NSM_CONNECT_TO", unix(&nsm_socket))
             .env("NSM_LISTEN_ON", unix(&listen))
             .env("NSM_DEVICE_PLUGIN_PATH", &dp)

@@ -288,9 +288,52 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         registered.map(|n| format!("{} for {:?} at {}", n.name, n.network_service_names, n.url)),
     );
 
+    // nsmgr's registry sees the `path` header the Go forwarder sends.
+    let paths = nsmgr.registry_paths();
+    r.check(
+        "registry-path-header",
+        match paths.first() {
+            Some(Some(p)) => Ok(format!(
+                "Register carried a path of {} segments",
+                p.segments.len()
+            )),
+            _ => Err(format!("no path header on Register: {paths:?}")),
+        },
+    );
+    // Select the forwarder as nsmgr does (sdk discoverforwarder: the
+    // network service `forwarder`, labels `p2p: true` under it) and talk to
+    // it at the URL it registered.
+    let p2p = [("p2p".to_string(), "true".to_string())].into();
+    let selected = nsmgr.discover_forwarders(&p2p);
+    let listen = match selected.first() {
+        Some(nse) => match sriov_nsm::NsmUrl::parse(&nse.url) {
+            Ok(sriov_nsm::NsmUrl::Unix(path)) => {
+                r.check(
+                    "nsmgr-selects-forwarder",
+                    Ok(format!("{} at {}", nse.name, nse.url)),
+                );
+                path
+            }
+            other => {
+                r.check(
+                    "nsmgr-selects-forwarder",
+                    Err(format!("registered URL {}: {other:?}", nse.url)),
+                );
+                return Ok(());
+            }
+        },
+        None => {
+            r.check(
+                "nsmgr-selects-forwarder",
+                Err("no endpoint of network service `forwarder` with p2p=true".into()),
+            );
+            return Ok(());
+        }
+    };
+
     // KERNEL.
     let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
-    let mut nsc = client::connect(&p.listen_socket).await?;
+    let mut nsc = client::connect(&listen).await?;
     let params = vec![
         ("tokenID", token.clone()),
         ("inodeURL", file_url(&client_ns)?),
@@ -509,9 +552,12 @@ async fn vfio(
         .and_then(|c| c.envs.get(&env_name))
         .cloned()
         .unwrap_or_default();
+    // The pod's cgroup with a trailing glob, as Go NSM clients send it
+    // (sdk-sriov `cgroup/dir_path.go`); it expands to the one container.
     let cgroup_dir = ctr
-        .strip_prefix(ctr.ancestors().nth(3).unwrap_or(ctr))
-        .map(|p| p.display().to_string())
+        .parent()
+        .and_then(|pod| pod.strip_prefix(ctr.ancestors().nth(3).unwrap_or(ctr)).ok())
+        .map(|p| format!("{}/*", p.display()))
         .unwrap_or_default();
     let params = vec![("tokenID", token), ("cgroupDir", cgroup_dir)];
     // With --vf-config the VF also gets a MAC and VLAN through its PF.

@@ -109,7 +109,6 @@ pub(crate) fn start(
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NSM_INSECURE", "true")
         .env("NSM_NAME", "sriov-forwarder")
-        .env("NSM_NSNAME", "sriovns")
         .env("NSM_CONNECT_TO", unix(&p.nsm_socket))
         .env("NSM_LISTEN_ON", unix(&p.listen_socket))
         .env("NSM_DEVICE_PLUGIN_PATH", &p.device_plugins)

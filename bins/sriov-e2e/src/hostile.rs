@@ -189,11 +189,15 @@ fn kernel(token: &str, inode_url: String) -> Vec<(&'static str, String)> {
 
 /// The victim's connection as an attacker would present it: its own first
 /// segment in place of the victim's.
+/// The victim's connection as another client would send it: its own first
+/// segment and connection id (a well-formed path, so only ownership can
+/// refuse it), our segment and the rest as the victim's.
 fn as_attacker(victim: &Connection) -> Connection {
     let mut c = victim.clone();
     if let Some(first) = c.path.as_mut().and_then(|p| p.path_segments.first_mut()) {
         first.id = "attacker".into();
     }
+    c.id = "attacker".into();
     c
 }
 

@@ -22,9 +22,9 @@ pub struct EnvVar {
     pub help: &'static str,
 }
 
-/// Every variable read, in `--help` order. Defaults follow the cmd-forwarder-sriov README; where it
-/// is silent, the Go forwarder's code. (The Go code drifted to `forwarder` and `10m` for
-/// `NSM_NSNAME` and `NSM_MAX_TOKEN_LIFETIME`; the README's `sriovns` and `24h` win.)
+/// Every variable read, in `--help` order. Defaults are the Go forwarder's (cmd-forwarder-sriov
+/// `main.go`), not its stale README: nsmgr discovers forwarders under the network service
+/// `forwarder`, and tokens live `10m`.
 pub const VARIABLES: &[EnvVar] = &[
     EnvVar {
         name: "NSM_NAME",
@@ -38,7 +38,7 @@ pub const VARIABLES: &[EnvVar] = &[
     },
     EnvVar {
         name: "NSM_NSNAME",
-        default: "sriovns",
+        default: "forwarder",
         help: "network service name to register (NSM_NS_NAME is accepted too)",
     },
     EnvVar {
@@ -63,7 +63,7 @@ pub const VARIABLES: &[EnvVar] = &[
     },
     EnvVar {
         name: "NSM_MAX_TOKEN_LIFETIME",
-        default: "24h",
+        default: "10m",
         help: "maximum lifetime of the tokens we issue (Go duration)",
     },
     EnvVar {
@@ -135,6 +135,11 @@ pub const VARIABLES: &[EnvVar] = &[
         name: "NSM_PPROF_LISTEN_ON",
         default: "localhost:6060",
         help: "address the profiling server listens on",
+    },
+    EnvVar {
+        name: "TELEMETRY",
+        default: "false",
+        help: "Go NSM's OpenTelemetry switch; true is refused until OpenTelemetry export exists",
     },
     EnvVar {
         name: "NSM_INSECURE",
@@ -338,7 +343,8 @@ impl EnvConfig {
         let mut warnings = Vec::new();
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
-            if !k.to_ascii_uppercase().starts_with(PREFIX) {
+            // TELEMETRY is the one unprefixed variable Go NSM reads.
+            if !k.to_ascii_uppercase().starts_with(PREFIX) && k != "TELEMETRY" {
                 continue;
             }
             if VARIABLES.iter().any(|var| var.name == k) {
@@ -382,6 +388,7 @@ impl EnvConfig {
             state_dir: p.path("NSM_STATE_DIR"),
             socket_group: p.group("NSM_SOCKET_GROUP"),
         };
+        p.unsupported(&config);
         if p.problems.is_empty() {
             Ok(LoadedEnv { config, warnings })
         } else {
@@ -552,6 +559,30 @@ impl Parser<'_> {
                 );
                 Duration::ZERO
             }
+        }
+    }
+
+    /// Settings the Go forwarder acts on that we cannot: refused at start,
+    /// never parsed and ignored.
+    fn unsupported(&mut self, config: &EnvConfig) {
+        if self.bool("TELEMETRY") {
+            self.problems.push(EnvProblem::Unsupported {
+                variable: "TELEMETRY".into(),
+                value: self.raw("TELEMETRY"),
+                reason: "OpenTelemetry export is not built into this forwarder yet; unset \
+                         TELEMETRY (NSM_OPEN_TELEMETRY_ENDPOINT and NSM_METRICS_EXPORT_INTERVAL \
+                         are read for it)"
+                    .into(),
+            });
+        }
+        if config.pprof_enabled {
+            self.problems.push(EnvProblem::Unsupported {
+                variable: "NSM_PPROF_ENABLED".into(),
+                value: self.raw("NSM_PPROF_ENABLED"),
+                reason: "Go's pprof server has no counterpart in a Rust binary; profile with \
+                         `perf record -p <pid>` and leave NSM_PPROF_ENABLED unset"
+                    .into(),
+            });
         }
     }
 

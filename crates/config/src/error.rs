@@ -25,6 +25,16 @@ pub enum EnvProblem {
         /// Its value.
         second_value: String,
     },
+    /// A setting the Go forwarder honours that this build cannot act on:
+    /// refused rather than silently ignored.
+    Unsupported {
+        /// The variable, e.g. `TELEMETRY`.
+        variable: String,
+        /// What it was set to.
+        value: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for EnvProblem {
@@ -45,6 +55,11 @@ impl std::fmt::Display for EnvProblem {
                 "{first}={first_value:?} and {second}={second_value:?} are two spellings of one \
                  setting and disagree: set only one"
             ),
+            Self::Unsupported {
+                variable,
+                value,
+                reason,
+            } => write!(f, "{variable}={value:?} is not supported: {reason}"),
         }
     }
 }

@@ -28,7 +28,7 @@
 //!     ("NSM_DAIL_TIMEOUT", "5s"),
 //! ])?;
 //! assert_eq!(loaded.config.dial_timeout, Duration::from_secs(5400));
-//! assert_eq!(loaded.config.ns_name, "sriovns");
+//! assert_eq!(loaded.config.ns_name, "forwarder");
 //! assert_eq!(loaded.config.labels["zone"], "a");
 //! assert_eq!(
 //!     loaded.warnings,

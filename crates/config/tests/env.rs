@@ -32,14 +32,14 @@ fn empty_environment_gives_the_readme_defaults() {
     assert!(loaded.warnings.is_empty());
     let c = loaded.config;
     assert_eq!(c.name, "sriov-forwarder");
-    assert_eq!(c.ns_name, "sriovns");
+    assert_eq!(c.ns_name, "forwarder");
     assert_eq!(c.labels.get("p2p").map(String::as_str), Some("true"));
     assert_eq!(
         c.connect_to,
         SocketUrl::Unix(PathBuf::from("/var/lib/networkservicemesh/nsm.io.sock"))
     );
     assert_eq!(c.dial_timeout, Duration::from_millis(50));
-    assert_eq!(c.max_token_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(c.max_token_lifetime, Duration::from_secs(600));
     assert_eq!(c.resource_poll_timeout, Duration::from_secs(30));
     assert_eq!(c.metrics_export_interval, Duration::from_secs(10));
     assert_eq!(
@@ -75,7 +75,7 @@ fn every_variable_is_read() {
         ("NSM_CONNECT_TO", "tcp://10.0.0.1:5001"),
         ("NSM_LISTEN_ON", "unix:///run/fwd.sock"),
         ("NSM_DIAL_TIMEOUT", "1.5s"),
-        ("NSM_MAX_TOKEN_LIFETIME", "10m"),
+        ("NSM_MAX_TOKEN_LIFETIME", "2h"),
         ("NSM_REGISTRY_CLIENT_POLICIES", "a.rego, ,b.rego"),
         ("NSM_RESOURCE_POLL_TIMEOUT", "300ms"),
         ("NSM_DEVICE_PLUGIN_PATH", "/dp"),
@@ -88,7 +88,7 @@ fn every_variable_is_read() {
         ("NSM_LOG_LEVEL", "debug"),
         ("NSM_OPEN_TELEMETRY_ENDPOINT", ""),
         ("NSM_METRICS_EXPORT_INTERVAL", "1m"),
-        ("NSM_PPROF_ENABLED", "True"),
+        ("NSM_PPROF_ENABLED", "False"),
         ("NSM_PPROF_LISTEN_ON", ":6061"),
         ("NSM_INSECURE", "1"),
         ("NSM_STATE_DIR", "/state"),
@@ -107,7 +107,7 @@ fn every_variable_is_read() {
     );
     assert_eq!(c.listen_on.to_string(), "unix:///run/fwd.sock");
     assert_eq!(c.dial_timeout, Duration::from_millis(1500));
-    assert_eq!(c.max_token_lifetime, Duration::from_secs(600));
+    assert_eq!(c.max_token_lifetime, Duration::from_secs(7200));
     assert_eq!(c.registry_client_policies, ["a.rego", "b.rego"]);
     assert_eq!(c.resource_poll_timeout, Duration::from_millis(300));
     assert_eq!(c.sriov_config_file, PathBuf::from("/etc/sriov.yaml"));
@@ -116,7 +116,7 @@ fn every_variable_is_read() {
     assert_eq!(c.log_level.as_filter(), "debug");
     assert_eq!(c.open_telemetry_endpoint, None);
     assert_eq!(c.metrics_export_interval, Duration::from_secs(60));
-    assert!(c.pprof_enabled);
+    assert!(!c.pprof_enabled);
     assert!(c.insecure);
     assert_eq!(c.state_dir, PathBuf::from("/state"));
     let sysfs = c.sysfs();
@@ -265,13 +265,14 @@ fn every_bad_variable_is_reported_at_once() {
         ("NSM_PPROF_ENABLED", "x"),
         ("NSM_LOG_LEVEL", "x"),
     ]);
-    let vars: Vec<_> = p
-        .iter()
-        .map(|p| match p {
-            EnvProblem::BadValue { variable, .. } => variable.as_str(),
-            EnvProblem::Conflict { .. } => "conflict",
-        })
-        .collect();
+    let vars: Vec<_> =
+        p.iter()
+            .map(|p| match p {
+                EnvProblem::BadValue { variable, .. }
+                | EnvProblem::Unsupported { variable, .. } => variable.as_str(),
+                EnvProblem::Conflict { .. } => "conflict",
+            })
+            .collect();
     assert_eq!(
         vars,
         ["NSM_DIAL_TIMEOUT", "NSM_LOG_LEVEL", "NSM_PPROF_ENABLED"]
@@ -330,4 +331,18 @@ fn the_socket_group_is_a_gid_or_a_known_group_name() {
     );
     let msg = message("NSM_SOCKET_GROUP", "no-such-group-here");
     assert!(msg.contains("group name"), "{msg}");
+}
+
+#[test]
+fn go_switches_we_cannot_act_on_are_refused_not_ignored() {
+    let msg = message("TELEMETRY", "true");
+    assert!(msg.contains("OpenTelemetry export is not built"), "{msg}");
+    let msg = message("NSM_PPROF_ENABLED", "1");
+    assert!(msg.contains("pprof"), "{msg}");
+    // Off, in any of Go's spellings, is fine; a bad spelling is a bad value.
+    for off in ["false", "0", "F"] {
+        assert!(EnvConfig::from_vars([("TELEMETRY", off)]).is_ok(), "{off}");
+    }
+    let msg = message("TELEMETRY", "yes");
+    assert!(msg.contains("true or false"), "{msg}");
 }

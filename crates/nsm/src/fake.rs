@@ -6,8 +6,13 @@
 //!   `initial_registration_time` on first sight), Unregister removes it,
 //!   Find matches like the Go SDK's `matchutils` (exact name, subset of
 //!   service names, labels per service, URL substring) and, with
-//!   `watch: true`, keeps streaming updates and deletions. Entries whose
-//!   `expiration_time` passes are dropped (and watchers told).
+//!   `watch: true`, keeps streaming updates and deletions. The expiry is
+//!   the registry's: `now + expiration` (one minute unless
+//!   [`FakeNsmgr::set_expiration`] says otherwise), or the client's if
+//!   sooner, as the SDK's `expire` server does; entries whose
+//!   `expiration_time` passes are dropped (and watchers told). Register
+//!   and Unregister read the `path` header and answer with the updated
+//!   one, as nsmgr's registry `grpcmetadata` and `updatepath` do.
 //! - **Next hop.** Request answers with the connection it was sent, path
 //!   and all, with a NOOP mechanism (the one already on the connection, or
 //!   the first NOOP preference, or NOOP/LOCAL) and state UP. It can be told
@@ -57,6 +62,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use crate::grpcmetadata::{RegistryPath, RegistryPathSegment};
 use crate::mechanism::{CLS_LOCAL, NOOP, is_noop};
 use crate::{Error, NsmUrl, transport};
 
@@ -178,6 +184,10 @@ struct Shared {
     fail_next: Mutex<(u32, Code)>,
     hold_watches: std::sync::atomic::AtomicBool,
     answer_context: Mutex<Option<ConnectionContext>>,
+    expiration: Mutex<Duration>,
+    /// The `path` header of each Register and Unregister, in order (`None`
+    /// when a call carried none).
+    paths: Mutex<Vec<Option<RegistryPath>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,6 +226,37 @@ impl Shared {
         };
         let _ = self.events.send(call);
         self.call_count.send_replace(n);
+    }
+
+    /// Records the caller's `path` header and advances it as nsmgr's
+    /// registry `updatepath` does: an empty path gets the caller's segment
+    /// and ours, a known one has both tokens refreshed, and the answer's
+    /// index is the caller's.
+    fn enter_path(&self, md: &tonic::metadata::MetadataMap) -> RegistryPath {
+        let sent = RegistryPath::from_metadata(md);
+        lock(&self.paths).push(sent.clone());
+        let mut path = sent.unwrap_or_default();
+        let n = lock(&self.paths).len();
+        let peer = RegistryPathSegment {
+            token: format!("peer-token-{n}"),
+        };
+        let ours = RegistryPathSegment {
+            token: format!("fake-nsmgr-token-{n}"),
+        };
+        let caller = path.index as usize;
+        if path.segments.is_empty() {
+            path.segments = vec![peer, ours];
+            path.index = 0;
+            return path;
+        }
+        if let Some(s) = path.segments.get_mut(caller) {
+            *s = peer;
+        }
+        match path.segments.get_mut(caller + 1) {
+            Some(s) => *s = ours,
+            None => path.segments.push(ours),
+        }
+        path
     }
 
     /// Drops expired entries, telling watchers.
@@ -272,6 +313,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         &self,
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
+        let path = self.shared.enter_path(request.metadata());
         let mut nse = request.into_inner();
         // Calls are recorded once handled, so a test that saw the call
         // also sees its effect.
@@ -287,6 +329,12 @@ impl NetworkServiceEndpointRegistry for Registry {
                 .and_then(|old| old.initial_registration_time)
                 .or(nse.initial_registration_time)
                 .or_else(|| Some(SystemTime::now().into()));
+            let now = SystemTime::now();
+            let ours = now + *lock(&self.shared.expiration);
+            let sent = nse
+                .expiration_time
+                .and_then(|t| SystemTime::try_from(t).ok());
+            nse.expiration_time = Some(sent.filter(|t| *t < ours).unwrap_or(ours).into());
             eps.insert(nse.name.clone(), nse.clone());
         }
         let _ = self.shared.changes.send(NetworkServiceEndpointResponse {
@@ -294,7 +342,7 @@ impl NetworkServiceEndpointRegistry for Registry {
             deleted: false,
         });
         self.shared.record(received);
-        Ok(Response::new(nse))
+        Ok(with_path(Response::new(nse), &path))
     }
 
     type FindStream = ReceiverStream<Result<NetworkServiceEndpointResponse, Status>>;
@@ -351,6 +399,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         &self,
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<()>, Status> {
+        let path = self.shared.enter_path(request.metadata());
         let nse = request.into_inner();
         let removed = lock(&self.shared.endpoints).remove(&nse.name);
         self.shared.record(Call::Unregister(nse));
@@ -360,8 +409,13 @@ impl NetworkServiceEndpointRegistry for Registry {
                 deleted: true,
             });
         }
-        Ok(Response::new(()))
+        Ok(with_path(Response::new(()), &path))
     }
+}
+
+fn with_path<T>(mut resp: Response<T>, path: &RegistryPath) -> Response<T> {
+    path.insert_into(resp.metadata_mut());
+    resp
 }
 
 #[derive(Clone)]
@@ -443,6 +497,8 @@ impl FakeNsmgr {
                 fail_next: Mutex::new((0, Code::Unavailable)),
                 hold_watches: true.into(),
                 answer_context: Mutex::default(),
+                expiration: Mutex::new(Duration::from_secs(60)),
+                paths: Mutex::default(),
             }),
             running: None,
         };
@@ -547,6 +603,47 @@ impl FakeNsmgr {
     /// The endpoint named `name`, if registered and not expired.
     pub fn endpoint(&self, name: &str) -> Option<NetworkServiceEndpoint> {
         self.endpoints().into_iter().find(|n| n.name == name)
+    }
+
+    /// The forwarders nsmgr would try, in order, as the SDK's
+    /// `discoverforwarder` picks them: endpoints registered for the network
+    /// service `forwarder`, then, of those, the ones whose labels under
+    /// that service include `match_labels` (what a NetworkService match
+    /// without metadata means: `p2p: true`).
+    pub fn discover_forwarders(
+        &self,
+        match_labels: &BTreeMap<String, String>,
+    ) -> Vec<NetworkServiceEndpoint> {
+        const FORWARDER: &str = "forwarder";
+        let query = NetworkServiceEndpoint {
+            network_service_names: vec![FORWARDER.into()],
+            ..Default::default()
+        };
+        self.shared
+            .current(&query)
+            .into_iter()
+            .filter(|nse| {
+                nse.network_service_labels
+                    .get(FORWARDER)
+                    .is_some_and(|have| {
+                        match_labels
+                            .iter()
+                            .all(|(k, v)| have.labels.get(k) == Some(v))
+                    })
+            })
+            .collect()
+    }
+
+    /// How long a registration lasts here when the client asks for longer
+    /// or for nothing (default one minute).
+    pub fn set_expiration(&self, expiration: Duration) {
+        *lock(&self.shared.expiration) = expiration;
+    }
+
+    /// The `path` header of every Register and Unregister received, in
+    /// order; `None` for a call that carried none.
+    pub fn registry_paths(&self) -> Vec<Option<RegistryPath>> {
+        lock(&self.shared.paths).clone()
     }
 
     /// Stores `nse` as if it had been registered, without recording a call

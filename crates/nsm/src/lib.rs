@@ -31,11 +31,14 @@
 //! 1. **Registers** the endpoint: name `NSM_NAME`, `network_service_names
 //!    = [NSM_NSNAME]`, `network_service_labels = {NSM_NSNAME: NSM_LABELS}`,
 //!    `url = NSM_LISTEN_ON` (`unix:///path`, the Go SDK's target form) and
-//!    `expiration_time = now + lifetime` (`NSM_MAX_TOKEN_LIFETIME`).
+//!    no `expiration_time`: the registry chooses it, as for the Go
+//!    forwarder. The registry path travels as the `path` header
+//!    ([`grpcmetadata`]).
 //!    Failures (registry absent, refusing) are retried with exponential
 //!    [`Backoff`]; [`RegistrationState::Retrying`] says why.
 //! 2. **Refreshes** when a third of the lifetime is left (the Go SDK's
-//!    refresh client's point), using the expiry the registry answered.
+//!    refresh client's point), using the expiry the registry answered
+//!    (`NSM_MAX_TOKEN_LIFETIME` from now if it answered none).
 //! 3. **Watches** its own entry with a `Find(watch: true)` stream. The
 //!    stream breaking (the registry went away) or reporting the entry
 //!    deleted starts re-registration at once, with backoff until the
@@ -85,6 +88,7 @@
 
 mod error;
 pub mod fake;
+pub mod grpcmetadata;
 pub mod mechanism;
 mod next_hop;
 mod registry;

@@ -3,6 +3,7 @@
 //! `NSM_CONNECT_TO`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::grpcmetadata::RegistryPath;
 use crate::{Error, NsmUrl, transport};
 
 /// What the forwarder registers, from its environment.
@@ -29,16 +31,18 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
     /// `NSM_LISTEN_ON`: where the forwarder serves `NetworkService`.
     pub url: NsmUrl,
-    /// How long one registration lasts (`NSM_MAX_TOKEN_LIFETIME`).
+    /// When to refresh if the registry answers without an
+    /// `expiration_time` (`NSM_MAX_TOKEN_LIFETIME`). The expiry itself is
+    /// the registry's to choose, as for the Go forwarder.
     pub lifetime: Duration,
 }
 
 impl Registration {
-    /// The `NetworkServiceEndpoint` sent at `now`, with the fields the Go
-    /// forwarder fills (cmd-forwarder-sriov `main.go`): name,
-    /// `network_service_names`, `network_service_labels` keyed by the
-    /// service, `url` in gRPC target form, plus `expiration_time`.
-    pub fn endpoint(&self, now: SystemTime) -> NetworkServiceEndpoint {
+    /// The `NetworkServiceEndpoint` sent, with the fields the Go forwarder
+    /// fills (cmd-forwarder-sriov `main.go`): name, `network_service_names`,
+    /// `network_service_labels` keyed by the service, `url` in gRPC target
+    /// form, and no `expiration_time` (the registry sets its own).
+    pub fn endpoint(&self) -> NetworkServiceEndpoint {
         NetworkServiceEndpoint {
             name: self.name.clone(),
             network_service_names: vec![self.network_service.clone()],
@@ -51,7 +55,6 @@ impl Registration {
             .into_iter()
             .collect(),
             url: self.url.to_target(),
-            expiration_time: Some((now + self.lifetime).into()),
             ..Default::default()
         }
     }
@@ -108,6 +111,10 @@ pub struct RegistryClient {
     client: NetworkServiceEndpointRegistryClient<Channel>,
     call_timeout: Duration,
     backoff: Backoff,
+    /// The registry path sent as the `path` header and updated from the
+    /// answer's (see [`crate::grpcmetadata`]); shared by clones, so the
+    /// background task's refreshes and the final Unregister carry it.
+    path: Arc<Mutex<RegistryPath>>,
 }
 
 impl RegistryClient {
@@ -123,6 +130,7 @@ impl RegistryClient {
                 .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
+            path: Arc::default(),
         })
     }
 
@@ -149,6 +157,28 @@ impl RegistryClient {
         req
     }
 
+    /// A Register or Unregister request: [`Self::request`] plus the path.
+    fn with_path<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = self.request(msg);
+        self.current_path().insert_into(req.metadata_mut());
+        req
+    }
+
+    /// Keeps the path the registry answered with, if it sent one.
+    fn keep_path(&self, answer: &tonic::metadata::MetadataMap) {
+        if let Some(path) = RegistryPath::from_metadata(answer) {
+            *self.path.lock().unwrap_or_else(PoisonError::into_inner) = path;
+        }
+    }
+
+    /// The registry path as last answered (empty before the first call).
+    pub fn current_path(&self) -> RegistryPath {
+        self.path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn error(&self, op: &'static str, name: &str, status: Status) -> Error {
         Error::Registry {
             url: self.url.to_string(),
@@ -158,30 +188,35 @@ impl RegistryClient {
         }
     }
 
-    /// One Register call; returns what the registry stored (it may shorten
-    /// `expiration_time`).
+    /// One Register call, with the registry path as the `path` header;
+    /// returns what the registry stored, with the `expiration_time` it
+    /// chose.
     pub async fn register(
         &self,
         nse: NetworkServiceEndpoint,
     ) -> Result<NetworkServiceEndpoint, Error> {
         let name = nse.name.clone();
-        self.client
+        let answer = self
+            .client
             .clone()
-            .register(self.request(nse))
+            .register(self.with_path(nse))
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.error("Register", &name, s))
+            .map_err(|s| self.error("Register", &name, s))?;
+        self.keep_path(answer.metadata());
+        Ok(answer.into_inner())
     }
 
     /// One Unregister call.
     pub async fn unregister(&self, nse: NetworkServiceEndpoint) -> Result<(), Error> {
         let name = nse.name.clone();
-        self.client
+        let answer = self
+            .client
             .clone()
-            .unregister(self.request(nse))
+            .unregister(self.with_path(nse))
             .await
-            .map(|_| ())
-            .map_err(|s| self.error("Unregister", &name, s))
+            .map_err(|s| self.error("Unregister", &name, s))?;
+        self.keep_path(answer.metadata());
+        Ok(())
     }
 
     /// Endpoints matching `query` that are neither deleted nor expired: by
@@ -336,7 +371,7 @@ async fn keep(
     let mut delay = client.backoff.initial;
     let mut quick_losses = 0u32;
     loop {
-        let mut nse = registration.endpoint(SystemTime::now());
+        let mut nse = registration.endpoint();
         // The registry's first-registration stamp survives refreshes.
         nse.initial_registration_time = last.as_ref().and_then(|l| l.initial_registration_time);
         let result = tokio::select! {

@@ -39,10 +39,19 @@ async fn registration_carries_name_service_labels_url_and_expiry() {
         nse.url,
         format!("unix://{}", fx.path("forwarder.sock").display())
     );
-    let expires = SystemTime::try_from(nse.expiration_time.unwrap()).unwrap();
+    // The expiry is the registry's to choose, as for the Go forwarder.
+    assert_eq!(nse.expiration_time, None);
+    let expires = SystemTime::try_from(
+        fx.nsmgr
+            .endpoint(&nse.name)
+            .unwrap()
+            .expiration_time
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         expires >= before + LONG,
-        "expiry {expires:?} is not now + lifetime"
+        "expiry {expires:?} is not the registry's now + expiration"
     );
 
     let RegistrationState::Registered {
@@ -63,11 +72,16 @@ async fn registration_is_refreshed_before_it_expires() {
     let fx = Fixture::new().await;
     let lifetime = Duration::from_millis(1200);
     let handle = fx.registry().keep_registered(fx.registration(lifetime));
-    timeout(PATIENCE, handle.registered())
-        .await
-        .unwrap()
-        .unwrap();
-    let first = fx.nsmgr.registers()[0].clone();
+    let expiry = |s: RegistrationState| match s {
+        RegistrationState::Registered { expires, .. } => expires,
+        other => panic!("not registered: {other:?}"),
+    };
+    let first = expiry(
+        timeout(PATIENCE, handle.registered())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
 
     // Three refreshes span more than two lifetimes: without them the fake
     // would have dropped the entry.
@@ -83,9 +97,8 @@ async fn registration_is_refreshed_before_it_expires() {
             .await
     );
     let registers = fx.nsmgr.registers();
-    let last = registers.last().unwrap();
-    let t = |n: &NetworkServiceEndpoint| SystemTime::try_from(n.expiration_time.unwrap()).unwrap();
-    assert!(t(last) > t(&first));
+    // Each refresh is given a later expiry by the registry.
+    assert!(expiry(handle.state()) > first);
     // The first-registration stamp the registry gave is sent back.
     let stamp = fx
         .nsmgr
@@ -381,4 +394,51 @@ async fn find_against_an_absent_registry_is_unavailable() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("nobody.sock"), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_registry_path_goes_out_as_the_path_header_and_comes_back() {
+    let fx = Fixture::new().await;
+    let registry = fx.registry();
+    let handle = registry.keep_registered(fx.registration(Duration::from_millis(600)));
+    timeout(PATIENCE, handle.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    // A refresh carries the path the first answer gave.
+    eventually("a refresh", || fx.nsmgr.registers().len() >= 2).await;
+    handle.shutdown().await.unwrap();
+
+    let paths = fx.nsmgr.registry_paths();
+    assert!(paths.len() >= 3, "{paths:?}");
+    let first = paths[0]
+        .clone()
+        .expect("the first Register has a path header");
+    assert!(
+        first.segments.is_empty(),
+        "a first call sends an empty path"
+    );
+    let second = paths[1].clone().expect("the refresh has a path header");
+    assert_eq!(second.index, 0);
+    assert_eq!(
+        second
+            .segments
+            .iter()
+            .map(|s| s.token.as_str())
+            .collect::<Vec<_>>(),
+        ["peer-token-1", "fake-nsmgr-token-1"],
+        "the refresh sends what the registry answered"
+    );
+    let last = paths
+        .last()
+        .unwrap()
+        .clone()
+        .expect("Unregister has a path header");
+    assert_eq!(last.segments.len(), 2);
+    assert_eq!(registry.current_path(), {
+        let mut p = last;
+        p.segments[0].token = format!("peer-token-{}", paths.len());
+        p.segments[1].token = format!("fake-nsmgr-token-{}", paths.len());
+        p
+    });
 }

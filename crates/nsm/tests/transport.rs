@@ -180,10 +180,7 @@ async fn fake_nsmgr_binary_prints_each_call_on_one_line() {
         NsmUrl::parse("unix:///run/fwd.sock").unwrap(),
         Duration::from_secs(60),
     );
-    registry
-        .register(reg.endpoint(std::time::SystemTime::now()))
-        .await
-        .unwrap();
+    registry.register(reg.endpoint()).await.unwrap();
 
     // Reading blocks, so do it off the runtime.
     let (line, mut lines) = tokio::task::spawn_blocking(move || {

@@ -55,10 +55,7 @@ fn segment_matches(want: &PathSegment, have: &PathSegment) -> bool {
 /// always connections the caller is part of.
 pub fn matches(selector: &MonitorScopeSelector, conn: &Connection) -> bool {
     if !selector.network_services.is_empty()
-        && !selector
-            .network_services
-            .iter()
-            .any(|s| *s == conn.network_service)
+        && !selector.network_services.contains(&conn.network_service)
     {
         return false;
     }

@@ -48,7 +48,10 @@ impl Fixture {
             })
     }
 
+    /// Our registration, with the fake registry set to let it live
+    /// `lifetime`.
     pub fn registration(&self, lifetime: Duration) -> Registration {
+        self.nsmgr.set_expiration(lifetime);
         registration(
             "forwarder-sriov-node1",
             NsmUrl::Unix(self.path("forwarder.sock")),
