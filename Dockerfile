@@ -55,6 +55,8 @@ COPY --from=probe /go/bin/grpc-health-probe /usr/local/bin/grpc_health_probe
 USER 65532:65532
 
 FROM runtime AS sriov-device-plugin
+# Also where SRDP's image keeps its binary, for DaemonSets that name it.
+COPY --from=build /out/sriov-device-plugin /usr/bin/sriovdp
 ENTRYPOINT ["/usr/local/bin/sriov-device-plugin"]
 
 # Last, so a plain `docker build .` gives the forwarder.

@@ -57,6 +57,7 @@ const DEVICE_PLUGIN_CONFIGS: &[&str] = &[
 const DEVICE_PLUGIN_MANIFESTS: &[&str] = &[
     "deploy/base/sriov-device-plugin/daemonset.yaml",
     "deploy/overlays/example/device-plugin-per-node.yaml",
+    "deploy/examples/srdp-operator-swap.yaml",
 ];
 
 /// The fixture node the device plugin configs are tried on (read only).

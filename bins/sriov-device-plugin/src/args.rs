@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// Hand devices to containers as CDI devices and keep CDI specs in --cdi-dir.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) use_cdi: bool,
+    /// Refuse the whole config when a resource's selectors do not parse (SRDP, and the default,
+    /// skip that resource with an error log and serve the others).
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) strict: bool,
     /// Print each pool's members and why each device matched or not, then exit.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) dry_run: bool,
@@ -62,8 +66,9 @@ pub(crate) struct Args {
     /// Seconds between rescans of sysfs (VF count changes, driver rebinds).
     #[arg(long, default_value_t = 10)]
     pub(crate) rescan_interval: u64,
-    /// Where device health comes from: `netlink` (link state) or `none` (always healthy, as SRDP).
-    #[arg(long, default_value = "netlink", value_parser = ["netlink", "none"])]
+    /// Where device health comes from: `none` (SRDP's: healthy while the device exists) or
+    /// `netlink` (also unhealthy while the PF's link is down or the VF's netdev is gone).
+    #[arg(long, default_value = "none", value_parser = ["netlink", "none"])]
     pub(crate) link_health: String,
 
     /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
@@ -129,6 +134,7 @@ mod tests {
         assert_eq!(a.config_file, PathBuf::from("/etc/pcidp/config.json"));
         assert_eq!(a.resource_prefix, "intel.com");
         assert!(!a.use_cdi);
+        assert_eq!(a.link_health, "none", "SRDP's health unless asked");
     }
 
     #[test]
@@ -154,5 +160,35 @@ mod tests {
             parse(&["x", "-log_dir=/var/log"]).log_dir.as_deref(),
             Some("/var/log")
         );
+    }
+
+    /// What SRDP's image runs: its DaemonSet's args go to `/entrypoint.sh`,
+    /// which execs `sriovdp` with glog's spellings, values as separate words.
+    /// Both vectors must parse, so either our binary as the entrypoint or
+    /// our binary behind SRDP's script works unchanged.
+    #[test]
+    fn srdps_daemonset_args_and_its_entrypoints_exec_line_parse() {
+        let daemonset = parse(&["x", "--log-dir=sriovdp", "--log-level=10"]);
+        assert_eq!(daemonset.log_dir.as_deref(), Some("sriovdp"));
+        let exec = parse(&[
+            "sriovdp",
+            "-v",
+            "10",
+            "--log_dir",
+            "/var/log/sriovdp",
+            "--alsologtostderr",
+            "--resource-prefix",
+            "openshift.io",
+            "--config-file",
+            "/etc/pcidp/worker-1",
+            "--use-cdi",
+        ]);
+        assert_eq!(exec.verbosity.as_deref(), Some("10"));
+        assert_eq!(exec.log_dir.as_deref(), Some("/var/log/sriovdp"));
+        assert_eq!(exec.resource_prefix, "openshift.io");
+        assert_eq!(exec.config_file, PathBuf::from("/etc/pcidp/worker-1"));
+        assert!(exec.use_cdi);
+        let plain = parse(&["sriovdp", "-v", "10", "--logtostderr"]);
+        assert_eq!(plain.logtostderr.as_deref(), Some("true"));
     }
 }

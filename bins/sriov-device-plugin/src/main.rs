@@ -18,7 +18,7 @@ use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatche
 use sriov_pci::Sysfs;
 use sriov_resource_pools::{
     CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
-    PoolManager, PoolSettings,
+    PoolManager, PoolSettings, Strictness,
 };
 use tokio::sync::{Notify, watch};
 
@@ -47,10 +47,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.log_dir.is_some() || args.log_level.is_some() || args.verbosity.is_some() {
         tracing::info!("glog flags (--log-dir, --log-level, -v) are ignored; set RUST_LOG instead");
     }
-    let config = Config::load(&args.config_file, &args.resource_prefix)
+    let strictness = if args.strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    };
+    let config = Config::load_with(&args.config_file, &args.resource_prefix, strictness)
         .with_context(|| format!("invalid config {}", args.config_file.display()))?;
     for w in &config.warnings {
         tracing::warn!(field = %w.field, "{}", w.message);
+    }
+    for s in &config.skipped {
+        tracing::error!(field = %s.field, "{} (--strict refuses the config instead)", s.message);
     }
     let host = Host::new(HostPaths {
         sysfs: Sysfs::under_root(&args.sysfs_root),
@@ -121,7 +129,19 @@ async fn serve(
         cfg.plugins_registry_dir = args.plugins_registry_dir.clone();
         let plugin = DevicePlugin::new(cfg, pool.clone());
         let mut stop = stop_rx.clone();
+        let mut devices = pool.devices();
+        let name = pool.resource_name().to_string();
         tasks.push(tokio::spawn(async move {
+            // As SRDP, a pool with no devices is not offered to kubelet; unlike SRDP, it is
+            // once a rescan finds some.
+            if devices.borrow().is_empty() {
+                tracing::info!(resource = %name, "no devices yet: not registered with kubelet until some appear");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    r = devices.wait_for(|d| !d.is_empty()) => if r.is_err() { return },
+                }
+                tracing::info!(resource = %name, "devices appeared: registering with kubelet");
+            }
             plugin
                 .run(async move {
                     let _ = stop.wait_for(|s| *s).await;

@@ -220,7 +220,9 @@ impl reg::registration_server::Registration for WatcherRegistration {
             r#type: reg::DEVICE_PLUGIN_TYPE.to_string(),
             name: self.resource.clone(),
             endpoint: self.endpoint.to_string_lossy().into_owned(),
-            supported_versions: vec![VERSION.to_string()],
+            // As SRDP answers (its resources/server.go): kubelet's plugin
+            // watcher takes the highest version it knows from the list.
+            supported_versions: vec!["v1alpha1".to_string(), VERSION.to_string()],
         }))
     }
 

@@ -357,7 +357,7 @@ async fn plugin_watcher_mode_serves_getinfo_and_device_plugin_on_one_socket() {
     assert_eq!(info.r#type, "DevicePlugin");
     assert_eq!(info.name, RESOURCE);
     assert_eq!(info.endpoint, sock.to_string_lossy());
-    assert_eq!(info.supported_versions, vec!["v1beta1"]);
+    assert_eq!(info.supported_versions, vec!["v1alpha1", "v1beta1"]);
 
     // Kubelet then dials the endpoint for the device plugin API.
     let mut dp_client = dp::device_plugin_client::DevicePluginClient::new(channel);

@@ -225,21 +225,56 @@ pub struct Config {
     pub resources: Vec<ResourceConfig>,
     /// Things worth a log line.
     pub warnings: Vec<ConfigWarning>,
+    /// Resources left out because their selectors do not parse (SRDP logs
+    /// and skips them); always empty from a [`Strictness::Strict`] load,
+    /// which fails instead.
+    pub skipped: Vec<ConfigWarning>,
+}
+
+/// How a resource with bad selectors is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// As SRDP: the resource is skipped (see [`Config::skipped`]) and the
+    /// others are served. Every other mistake (JSON, a resource name, a
+    /// duplicate, a device type) still fails the load, as in SRDP.
+    #[default]
+    Lenient,
+    /// `--strict`: any mistake fails the load.
+    Strict,
 }
 
 impl Config {
     /// Reads and validates a config file. `default_prefix` is `--resource-prefix`, used for the
     /// uniqueness check.
     pub fn load(path: &Path, default_prefix: &str) -> Result<Self, ConfigError> {
+        Self::load_with(path, default_prefix, Strictness::Strict)
+    }
+
+    /// [`Config::load`] with a choice of [`Strictness`].
+    pub fn load_with(
+        path: &Path,
+        default_prefix: &str,
+        strictness: Strictness,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, default_prefix)
+        Self::parse_with(&text, default_prefix, strictness)
     }
 
-    /// Validates config text.
+    /// Validates config text; any mistake is an error.
     pub fn parse(text: &str, default_prefix: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, default_prefix, Strictness::Strict)
+    }
+
+    /// Validates config text, skipping resources whose selectors do not
+    /// parse when `strictness` is [`Strictness::Lenient`].
+    pub fn parse_with(
+        text: &str,
+        default_prefix: &str,
+        strictness: Strictness,
+    ) -> Result<Self, ConfigError> {
         let value: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         let mut warnings = Vec::new();
         let top = as_object(&value, "config")?;
@@ -258,10 +293,27 @@ impl Config {
             });
         }
         let mut resources = Vec::new();
+        let mut skipped = Vec::new();
+        let mut first_skipped: Option<ConfigError> = None;
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (i, entry) in list.iter().enumerate() {
             let field = format!("resourceList[{i}]");
-            let rc = parse_resource(entry, i, &field, &mut warnings)?;
+            let rc = match parse_resource(entry, i, &field, &mut warnings) {
+                Ok(rc) => rc,
+                Err(e)
+                    if strictness == Strictness::Lenient
+                        && e.field()
+                            .is_some_and(|f| f.starts_with(&format!("{field}.selectors"))) =>
+                {
+                    skipped.push(ConfigWarning {
+                        field: field.clone(),
+                        message: format!("skipped: {e}"),
+                    });
+                    first_skipped.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let full = rc.full_name(default_prefix);
             if let Some(first) = names.get(&full) {
                 return Err(ConfigError::Duplicate {
@@ -273,9 +325,14 @@ impl Config {
             names.insert(full, i);
             resources.push(rc);
         }
+        // Nothing left to serve is a config mistake, not a quiet plugin.
+        if let (true, Some(e)) = (resources.is_empty(), first_skipped) {
+            return Err(e);
+        }
         Ok(Config {
             resources,
             warnings,
+            skipped,
         })
     }
 }

@@ -77,7 +77,7 @@ pub mod selector;
 
 pub use config::{
     AdditionalInfo, Config, ConfigWarning, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCE_PREFIX,
-    DeviceType, HexId, PfSelector, ResourceConfig, Selectors, VDPA_TYPES,
+    DeviceType, HexId, PfSelector, ResourceConfig, Selectors, Strictness, VDPA_TYPES,
 };
 pub use ddp::DdpTools;
 pub use error::{ConfigError, PoolError};
