@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// Hand devices to containers as CDI devices and keep CDI specs in --cdi-dir.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) use_cdi: bool,
+    /// With --use-cdi: name devices in kubelet's `cdi_devices` field (kubelet 1.28+, GA in 1.31)
+    /// instead of SRDP's `cdi.k8s.io/<prefix>_<class>` annotation.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) cdi_devices_field: bool,
     /// Refuse the whole config when a resource's selectors do not parse (SRDP, and the default,
     /// skip that resource with an error log and serve the others).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]

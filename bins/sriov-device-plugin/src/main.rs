@@ -70,6 +70,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let settings = PoolSettings {
         default_prefix: args.resource_prefix.clone(),
         use_cdi: args.use_cdi,
+        cdi_field: args.cdi_devices_field,
         devinfo: DeviceInfoDir::new(&args.devinfo_dir),
         cdi: CdiDir::new(&args.cdi_dir),
     };

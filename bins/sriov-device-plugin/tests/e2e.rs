@@ -327,7 +327,10 @@ async fn a_resource_with_bad_selectors_is_skipped_unless_strict() {
     let strict = node.command(&["--strict"]).output().unwrap();
     assert!(!strict.status.success());
     let err = String::from_utf8_lossy(&strict.stderr);
-    assert!(err.contains("resourceList[0].selectors.pfNames[0]"), "{err}");
+    assert!(
+        err.contains("resourceList[0].selectors.pfNames[0]"),
+        "{err}"
+    );
 
     let registrar = Registrar::default();
     let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
@@ -412,7 +415,13 @@ async fn with_use_cdi_specs_are_written_named_in_allocate_and_removed_at_stop() 
         .into_inner();
     let c = &resp.container_responses[0];
     assert!(c.devices.is_empty());
-    assert_eq!(c.cdi_devices[0].name, "intel.com/net-pci=0000:3b:0a.3");
+    // SRDP's annotation only, unless --cdi-devices-field.
+    assert!(c.cdi_devices.is_empty());
+    assert_eq!(
+        c.annotations["cdi.k8s.io/intel.com_net-pci"],
+        "intel.com/net-pci=0000:3b:0a.3"
+    );
+    assert_eq!(v["cdiVersion"], "0.5.0");
 
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");

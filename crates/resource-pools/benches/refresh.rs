@@ -34,6 +34,7 @@ fn main() {
         let settings = PoolSettings {
             default_prefix: "intel.com".into(),
             use_cdi: false,
+            cdi_field: false,
             devinfo: DeviceInfoDir::new(tmp.path().join("devinfo")),
             cdi: CdiDir::new(tmp.path().join("cdi")),
         };

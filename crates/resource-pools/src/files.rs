@@ -18,7 +18,7 @@ pub const DEFAULT_DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
 pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
 /// File-name prefix of SRDP's CDI specs (SRDP removes every file with it at start and stop).
 pub const CDI_SPEC_PREFIX: &str = "sriov-dp-";
-/// The CDI spec version written.
+/// The newest CDI spec version we may write; each spec says the lowest it needs.
 pub const CDI_VERSION: &str = "0.6.0";
 
 /// `<resource with '/' as '->-<device ID>-device.json`, the name CNIs look up.
@@ -116,6 +116,7 @@ impl DeviceInfoDir {
 /// A CDI spec (the subset SRDP writes: device nodes per device).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CdiSpec {
+    /// The lowest version its fields need ([`CdiSpec::minimum_version`]), at most
     /// [`CDI_VERSION`].
     #[serde(rename = "cdiVersion")]
     pub cdi_version: String,
@@ -123,6 +124,48 @@ pub struct CdiSpec {
     pub kind: String,
     /// One entry per device.
     pub devices: Vec<CdiDeviceEntry>,
+}
+
+impl CdiSpec {
+    /// A spec of `kind` with `devices`, stamped with the lowest version that can express it.
+    pub fn new(kind: String, devices: Vec<CdiDeviceEntry>) -> Self {
+        let mut spec = Self {
+            cdi_version: String::new(),
+            kind,
+            devices,
+        };
+        spec.cdi_version = spec.minimum_version().into();
+        spec
+    }
+
+    /// The lowest CDI version whose schema holds this spec, by the CDI library's own rule
+    /// (`specs-go` `MinimumRequiredVersion`), so runtimes with older CDI libraries accept it:
+    /// 0.6.0 for a `.` in the kind's class, 0.5.0 for a device name starting with a digit (a PCI
+    /// address) or a device node with `hostPath`, else 0.3.0. (Mount types, annotations, Intel
+    /// RDT and extra GIDs, which raise it further, are fields we never write.)
+    pub fn minimum_version(&self) -> &'static str {
+        let class_has_dot = self
+            .kind
+            .split_once('/')
+            .is_some_and(|(_, class)| class.contains('.'));
+        if class_has_dot {
+            return "0.6.0";
+        }
+        let digit_name = self
+            .devices
+            .iter()
+            .any(|d| d.name.starts_with(|c: char| c.is_ascii_digit()));
+        let host_path = self.devices.iter().any(|d| {
+            d.container_edits
+                .device_nodes
+                .iter()
+                .any(|n| !n.host_path.is_empty())
+        });
+        if digit_name || host_path {
+            return "0.5.0";
+        }
+        "0.3.0"
+    }
 }
 
 /// One device of a CDI spec.

@@ -77,10 +77,12 @@ pub fn device_info(
         }
         _ => {}
     }
-    if sel.vdpa_type.is_some() {
+    if let Some(wanted) = &sel.vdpa_type {
         if let Some(vdpa) = &dev.vdpa {
             let mut env = BTreeMap::new();
-            if vdpa.kind == "vhost"
+            // As SRDP's vdpa info provider: the configured vdpaType decides, not what the
+            // device happens to be bound to.
+            if wanted == "vhost"
                 && let Some(path) = &vdpa.path
             {
                 info.specs.push(spec(path, path));
@@ -104,19 +106,25 @@ pub fn device_info(
         info.env.insert("rdma".into(), env);
     }
     if sel.need_vhost_net {
-        if host.dev_exists("vhost-net") && host.dev_exists("net/tun") {
-            info.specs.push(spec("/dev/vhost-net", "/dev/vhost-net"));
-            info.specs.push(spec("/dev/net/tun", "/dev/net/tun"));
+        // As SRDP: the vhost entry exists only when /dev/vhost-net does (a pod is not told of
+        // a mount it does not get), and its device specs need /dev/net/tun too.
+        if host.dev_exists("vhost-net") {
+            if host.dev_exists("net/tun") {
+                info.specs.push(spec("/dev/vhost-net", "/dev/vhost-net"));
+                info.specs.push(spec("/dev/net/tun", "/dev/net/tun"));
+            } else {
+                tracing::warn!(device = %dev.address, "needVhostNet is set but /dev/net/tun is missing");
+            }
+            info.env.insert(
+                "vhost".into(),
+                kv(&[
+                    ("net-mount", "/dev/vhost-net"),
+                    ("tun-mount", "/dev/net/tun"),
+                ]),
+            );
         } else {
-            tracing::warn!(device = %dev.address, "needVhostNet is set but /dev/vhost-net or /dev/net/tun is missing");
+            tracing::warn!(device = %dev.address, "needVhostNet is set but /dev/vhost-net is missing");
         }
-        info.env.insert(
-            "vhost".into(),
-            kv(&[
-                ("net-mount", "/dev/vhost-net"),
-                ("tun-mount", "/dev/net/tun"),
-            ]),
-        );
     }
     if let Some(extra) = &rc.additional_info {
         let mut env = BTreeMap::new();
@@ -165,7 +173,7 @@ pub struct PciInfo {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct VdpaInfo {
     /// The vDPA device (`vdpa0`).
-    #[serde(rename = "parent-device")]
+    #[serde(rename = "parent-device", skip_serializing_if = "String::is_empty")]
     pub parent_device: String,
     /// `vhost` or `virtio`.
     pub driver: String,

@@ -15,9 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, DeviceType, ResourceConfig};
 use crate::error::PoolError;
-use crate::files::{
-    CDI_VERSION, CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec, DeviceInfoDir,
-};
+use crate::files::{CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec, DeviceInfoDir};
 use crate::health::{LinkHealth, LinkState};
 use crate::host::{Host, HostDevice, SkipReason};
 use crate::info::{device_info, device_info_file, env_name};
@@ -30,6 +28,10 @@ pub struct PoolSettings {
     pub default_prefix: String,
     /// `--use-cdi`: hand devices out as CDI names instead of device specs, and keep CDI specs.
     pub use_cdi: bool,
+    /// `--cdi-devices-field`, with `use_cdi`: name the devices in kubelet's `cdi_devices` field
+    /// (kubelet 1.28+, GA in 1.31) instead of SRDP's `cdi.k8s.io/…` annotation. One or the
+    /// other, never both, so a runtime does not inject the same devices twice.
+    pub cdi_field: bool,
     /// Device-info files.
     pub devinfo: DeviceInfoDir,
     /// CDI specs.
@@ -42,6 +44,7 @@ impl PoolSettings {
         Self {
             default_prefix: default_prefix.into(),
             use_cdi: false,
+            cdi_field: false,
             devinfo: DeviceInfoDir::new(crate::files::DEFAULT_DEVINFO_DIR),
             cdi: CdiDir::new(crate::files::DEFAULT_CDI_DIR),
         }
@@ -234,11 +237,7 @@ impl ResourcePool {
                 })
             })
             .collect();
-        CdiSpec {
-            cdi_version: CDI_VERSION.into(),
-            kind: self.cdi_kind(),
-            devices,
-        }
+        CdiSpec::new(self.cdi_kind(), devices)
     }
 
     /// Writes this pool's CDI spec (with `--use-cdi`).
@@ -278,8 +277,9 @@ impl ResourcePool {
                 }
             }
             infos.insert(m.dev.id(), info.env);
-            if m.dev.aux.is_some() {
-                // As SRDP: auxiliary devices get no device-info file.
+            if m.dev.aux.is_some() || self.config.device_type == DeviceType::Accelerator {
+                // As SRDP: only PCI network devices get a device-info file (auxiliary
+                // devices and accelerators have none in the device-info spec).
                 continue;
             }
             let file = device_info_file(&m.dev, sel);
@@ -306,16 +306,19 @@ impl ResourcePool {
         if self.settings.use_cdi {
             let kind = self.cdi_kind();
             let names: Vec<String> = ids.iter().map(|id| format!("{kind}={id}")).collect();
-            // Runtimes before kubelet's CDIDevices field read SRDP's annotation instead.
-            resp.annotations.insert(
-                format!(
-                    "cdi.k8s.io/{}_{}",
-                    self.prefix,
-                    self.config.device_type.cdi_class()
-                ),
-                names.join(","),
-            );
-            resp.cdi_devices = names.into_iter().map(|name| CdiDevice { name }).collect();
+            if self.settings.cdi_field {
+                resp.cdi_devices = names.into_iter().map(|name| CdiDevice { name }).collect();
+            } else {
+                // SRDP's way, which every CDI-enabled runtime reads.
+                resp.annotations.insert(
+                    format!(
+                        "cdi.k8s.io/{}_{}",
+                        self.prefix,
+                        self.config.device_type.cdi_class()
+                    ),
+                    names.join(","),
+                );
+            }
         } else {
             resp.devices = specs;
         }

@@ -331,8 +331,8 @@ fn with_cdi_devices_are_named_not_listed_and_the_spec_follows_the_pool() {
         .unwrap()
         .remove(0);
     assert!(r.devices.is_empty());
-    let names: Vec<&str> = r.cdi_devices.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, vec!["intel.com/net-pci=0000:3b:02.0"]);
+    // SRDP's annotation, and not also kubelet's field: a runtime would inject twice.
+    assert!(r.cdi_devices.is_empty());
     assert_eq!(
         r.annotations["cdi.k8s.io/intel.com_net-pci"],
         "intel.com/net-pci=0000:3b:02.0"
@@ -342,6 +342,8 @@ fn with_cdi_devices_are_named_not_listed_and_the_spec_follows_the_pool() {
     let spec_path = lab.cdi_dir().join("sriov-dp-intel.com-net-pci-dpdk.json");
     let spec: Value = serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
     assert_eq!(spec["kind"], "intel.com/net-pci");
+    // PCI-address names and hostPath need 0.5.0, nothing here needs more.
+    assert_eq!(spec["cdiVersion"], "0.5.0");
     assert_eq!(spec["devices"][0]["name"], "0000:3b:02.0");
     assert_eq!(
         spec["devices"][0]["containerEdits"]["deviceNodes"][1],
@@ -359,4 +361,112 @@ fn with_cdi_devices_are_named_not_listed_and_the_spec_follows_the_pool() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, vec!["other-vendor.json"]);
+}
+
+#[test]
+fn with_the_cdi_field_devices_are_named_there_and_not_annotated() {
+    let lab = Lab::new();
+    let config = sriov_resource_pools::Config::parse(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"drivers":["iavf"]}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let mut settings = lab.settings(true);
+    settings.cdi_field = true;
+    let m = sriov_resource_pools::PoolManager::new(
+        &config,
+        lab.host(),
+        settings,
+        Arc::new(NoLinkHealth),
+    );
+    m.refresh().unwrap();
+    let r = m.pools()[0]
+        .allocate(&[strings(&["0000:3b:02.0"])])
+        .unwrap()
+        .remove(0);
+    let names: Vec<&str> = r.cdi_devices.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["intel.com/net-pci=0000:3b:02.0"]);
+    assert!(r.annotations.is_empty(), "{:?}", r.annotations);
+}
+
+#[test]
+fn cdi_versions_are_the_lowest_the_fields_need() {
+    use sriov_resource_pools::{CdiDeviceEntry, CdiDeviceNode, CdiEdits, CdiSpec};
+    let dev = |name: &str, host: &str| CdiDeviceEntry {
+        name: name.into(),
+        container_edits: CdiEdits {
+            device_nodes: vec![CdiDeviceNode {
+                path: "/dev/x".into(),
+                host_path: host.into(),
+                permissions: "rw".into(),
+            }],
+        },
+    };
+    assert_eq!(
+        CdiSpec::new("a.com/net".into(), vec![]).cdi_version,
+        "0.3.0"
+    );
+    assert_eq!(
+        CdiSpec::new("a.com/net".into(), vec![dev("vf", "")]).cdi_version,
+        "0.3.0"
+    );
+    assert_eq!(
+        CdiSpec::new("a.com/net".into(), vec![dev("vf", "/dev/x")]).cdi_version,
+        "0.5.0"
+    );
+    assert_eq!(
+        CdiSpec::new("a.com/net".into(), vec![dev("0000:3b:02.0", "")]).cdi_version,
+        "0.5.0"
+    );
+    assert_eq!(
+        CdiSpec::new("a.com/net.pci".into(), vec![]).cdi_version,
+        "0.6.0"
+    );
+}
+
+#[test]
+fn accelerators_get_no_device_info_file() {
+    let lab = Lab::new();
+    one(
+        &lab,
+        r#"{"resourceList":[{"resourceName":"qat","deviceType":"accelerator","selectors":{"devices":["4940"]}}]}"#,
+        &["0000:6b:00.0"],
+    );
+    let file = lab
+        .devinfo_dir()
+        .join(device_info_file_name("intel.com/qat", addr("0000:6b:00.0")));
+    assert!(!file.exists());
+}
+
+#[test]
+fn no_vhost_entry_or_specs_without_dev_vhost_net() {
+    let lab = Lab::new();
+    std::fs::remove_file(lab.path().join("dev/vhost-net")).unwrap();
+    lab.make_vdpa("0000:5e:00.3", "vhost_vdpa", 1);
+    let r = one(
+        &lab,
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"vdpaType":"vhost","needVhostNet":true}}]}"#,
+        &["0000:5e:00.3"],
+    );
+    assert_eq!(
+        specs(&r),
+        vec![("/dev/vhost-vdpa-1".into(), "/dev/vhost-vdpa-1".into())]
+    );
+    let v = info(&r, "PCIDEVICE_INTEL_COM_V");
+    assert!(v["0000:5e:00.3"].get("vhost").is_none(), "{v}");
+}
+
+#[test]
+fn an_empty_parent_device_is_left_out_of_the_vdpa_info() {
+    let v = serde_json::to_value(sriov_resource_pools::VdpaInfo {
+        parent_device: String::new(),
+        driver: "virtio".into(),
+        path: None,
+        pci_address: "0000:5e:00.3".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"driver": "virtio", "pci-address": "0000:5e:00.3"})
+    );
 }

@@ -88,6 +88,7 @@ impl Lab {
         PoolSettings {
             default_prefix: "intel.com".into(),
             use_cdi,
+            cdi_field: false,
             devinfo: DeviceInfoDir::new(self.devinfo_dir()),
             cdi: CdiDir::new(self.cdi_dir()),
         }
