@@ -11,6 +11,7 @@ use sriov_api::nsm::connection::monitor_connection_server::MonitorConnectionServ
 use sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer;
 use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::forwarder::{Deps, chain};
+use sriov_chain::reclaim::Reclaim;
 use sriov_chain::server;
 use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
 use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
@@ -32,12 +33,15 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Releases pool uses no live connection holds once their VF is back or
-/// their lease expired: after a restart, uses recorded before it have no
-/// timer of their own.
+/// Ends pool uses no live connection holds once their lease expired (after
+/// a restart, uses recorded before it have no timer of their own): their
+/// host changes are undone from the pool's record first ([`Reclaim`]), so
+/// the VF goes back clean; then releases uses whose VF is gone or visibly
+/// back with the forwarder.
 async fn sweep_stale_uses(
     pool: Arc<Pool>,
     sysfs: Sysfs,
+    reclaim: Reclaim,
     monitor: Monitor,
     every: Duration,
     stop: impl Future<Output = ()>,
@@ -49,8 +53,29 @@ async fn sweep_stale_uses(
             () = &mut stop => return,
             _ = tick.tick() => {}
         }
-        let live: std::collections::HashSet<String> =
+        let mut live: std::collections::HashSet<String> =
             monitor.connections().into_iter().map(|c| c.id).collect();
+        let expired = match pool.expired() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing expired VF uses");
+                Vec::new()
+            }
+        };
+        let mut stuck = Vec::new();
+        for (connection, _) in expired.iter().filter(|(c, _)| !live.contains(c)) {
+            match reclaim.connection(connection).await {
+                Ok(Some(what)) => tracing::info!(%connection, "{what} (expired unrefreshed)"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%connection, error = %e, "undoing an expired connection; retried next sweep");
+                    stuck.push(connection.clone());
+                }
+            }
+        }
+        // A use whose undo failed stays recorded: released now, its VF would
+        // go to the next tenant still configured for this one.
+        live.extend(stuck);
         let (pool, sysfs) = (pool.clone(), sysfs.clone());
         let swept =
             tokio::task::spawn_blocking(move || pool.sweep(&sysfs, &|c| live.contains(c))).await;
@@ -170,6 +195,12 @@ pub(crate) async fn run(
     let registry = RegistryClient::new(connect_to.clone(), env.dial_timeout)?;
     let next_hop = GrpcNextHop::new(connect_to, env.dial_timeout)?;
     let monitor = Monitor::new();
+    let reclaim = Reclaim::new(
+        pool.clone(),
+        sysfs.clone(),
+        netlink.clone(),
+        kernel_drivers.clone(),
+    );
     let chain = chain(Deps {
         name: env.name.clone(),
         max_token_lifetime: env.max_token_lifetime,
@@ -186,6 +217,7 @@ pub(crate) async fn run(
     tasks.spawn(sweep_stale_uses(
         pool.clone(),
         sysfs.clone(),
+        reclaim,
         monitor.clone(),
         env.resource_poll_timeout,
         stopped(stop_rx.clone()),

@@ -443,6 +443,19 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         vfio(o, r, &sysfs, &mut plugin, &mut nsc, &healthy, &ctr).await?;
     }
 
+    if o.restart {
+        let scene = crate::restart::Scene {
+            o,
+            paths: &p,
+            listen: &listen,
+            token: &token,
+            client_ns: &client_ns,
+            inode_url: file_url(&client_ns)?,
+            vf_names: &vf_names,
+        };
+        crate::restart::run(scene, r, &mut fwd).await?;
+    }
+
     // SIGUSR1 switches logging to trace, SIGUSR2 back.
     let log = p.state.with_file_name("forwarder.log");
     for sig in [

@@ -93,6 +93,16 @@ pub(crate) fn start(
     p: &Paths,
     netns: Option<PrivateNetns>,
 ) -> Result<Forwarder, String> {
+    start_with(o, p, netns, &[])
+}
+
+/// [`start`] with more variables (`extra` wins over the defaults here).
+pub(crate) fn start_with(
+    o: &Options,
+    p: &Paths,
+    netns: Option<PrivateNetns>,
+    extra: &[(&str, &str)],
+) -> Result<Forwarder, String> {
     let mut cmd = match &netns {
         Some(ns) => {
             let NetnsUrl::File(path) = ns.url().clone() else {
@@ -121,8 +131,13 @@ pub(crate) fn start(
         .env("NSM_VFIO_PATH", &p.vfio)
         .env("NSM_RESOURCE_POLL_TIMEOUT", "1s")
         .env("NSM_LOG_LEVEL", "INFO")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null());
-    let log = std::fs::File::create(p.state.with_file_name("forwarder.log"))
+    // A restart appends to the log, so the whole story is in one file.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p.state.with_file_name("forwarder.log"))
         .map_err(|e| e.to_string())?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     cmd.stdout(log).stderr(log2);

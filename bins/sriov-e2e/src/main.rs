@@ -16,6 +16,7 @@ mod client;
 mod forwarder;
 mod hostile;
 mod inspect;
+mod restart;
 mod srdp;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub(crate) struct Options {
     pub(crate) ping: Option<String>,
     pub(crate) vf_config: bool,
     pub(crate) hostile: bool,
+    /// Kill -9 and restart the forwarder mid-connection (`restart.rs`).
+    pub(crate) restart: bool,
 }
 
 enum Mode {
@@ -43,7 +46,7 @@ enum Mode {
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
-[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile]";
+[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -58,6 +61,7 @@ fn parse() -> Result<Options, String> {
         ping: None,
         vf_config: false,
         hostile: false,
+        restart: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -77,6 +81,7 @@ fn parse() -> Result<Options, String> {
             "--vfio" => o.vfio = true,
             "--vf-config" => o.vf_config = true,
             "--hostile" => o.hostile = true,
+            "--restart" => o.restart = true,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }

@@ -45,7 +45,7 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         .arg(workspace().join("testdata/config/demo.yaml"))
         .arg("--work")
         .arg(tmp.path().join("work"))
-        .args(["--veth", "--vfio"])
+        .args(["--veth", "--vfio", "--restart"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -67,6 +67,9 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         "PASS vfio-request",
         "PASS vfio-device-node",
         "PASS vfio-close-restores-driver",
+        "PASS restart-close-undoes",
+        "PASS restart-vf-reusable",
+        "PASS restart-expiry-undoes",
         "PASS log-level-SIGUSR1",
         "PASS log-level-SIGUSR2",
         "PASS graceful-shutdown",

@@ -30,6 +30,7 @@ use crate::elements::{
     vfio::Vfio,
 };
 use crate::params::{MECH_KERNEL, MECH_NOOP, MECH_VFIO};
+use crate::reclaim::Reclaim;
 use crate::{Chain, EndpointFinder, NextHop};
 
 /// Everything the chain's elements use.
@@ -114,7 +115,12 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             d.vfio_dir.clone(),
             d.cgroups.clone(),
         ));
-    let begin = Arc::new(Begin::new());
+    let begin = Arc::new(Begin::new().with_orphans(Arc::new(Reclaim::new(
+        d.pool.clone(),
+        d.sysfs.clone(),
+        d.netlink.clone(),
+        d.kernel_drivers.clone(),
+    ))));
     let chain = Arc::new(
         Chain::new()
             .with(Limits)

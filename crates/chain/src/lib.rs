@@ -43,6 +43,7 @@ pub mod elements;
 pub mod forwarder;
 pub mod params;
 pub mod peers;
+pub mod reclaim;
 pub mod server;
 
 pub use chain::{Chain, Element, ElementFuture, Next};

@@ -414,6 +414,15 @@ impl Pool {
         })
     }
 
+    /// The VF `connection` holds, with its undo record, if it holds one.
+    pub fn lease_of(&self, connection: &str) -> Result<Option<VfLease>, PoolError> {
+        let guard = self.lock()?;
+        Ok(guard.tokens.values().find_map(|t| match &t.state {
+            TokenState::InUse(u) if u.connection == connection => Some(self.lease(t, u.vf, u.kind)),
+            _ => None,
+        }))
+    }
+
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
         let mut guard = self.lock()?;
@@ -636,12 +645,23 @@ fn reconcile_uses(
             }
             DriverKind::Vfio => driver.as_deref() != Some("vfio-pci"),
         };
+        // A use whose netdev we recorded moving, or an expired one still
+        // on a client's side, is the forwarder's to undo first (its
+        // `Reclaim`): released here, the VF would go to the next tenant in
+        // someone's namespace or on vfio-pci. (sysfs is no proof for a
+        // moved netdev: what it lists depends on the namespace it was
+        // mounted in.)
+        let moved = u.undo.is_some();
         let reason = if !exists {
             Some("the VF no longer exists")
-        } else if u.expires_at <= now {
-            Some("its use expired")
+        } else if moved {
+            None
         } else if home {
-            Some("the VF is back with the forwarder, not with a client")
+            Some(if u.expires_at <= now {
+                "its use expired"
+            } else {
+                "the VF is back with the forwarder, not with a client"
+            })
         } else {
             None
         };

@@ -346,7 +346,7 @@ fn crash_after_the_vf_was_moved_keeps_it_in_use() {
 }
 
 #[test]
-fn expired_uses_are_released_at_start_and_listed_while_running() {
+fn expired_uses_are_listed_and_released_only_once_their_vf_is_back() {
     let f = Fixture::x710(&[A]);
     let now = Arc::new(AtomicU64::new(1_000));
     let n = now.clone();
@@ -367,12 +367,42 @@ fn expired_uses_are_released_at_start_and_listed_while_running() {
         a
     };
     now.store(1_300, Ordering::SeqCst);
+    // Still on vfio-pci: released now, the VF would reach the next tenant
+    // unrestored. It stays in use, listed for the forwarder to undo.
     let (pool, warnings) = f.open_with(clock);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(pool.holds("c1"));
+    let expired = pool.expired().unwrap();
+    assert_eq!(expired[0].0, "c1");
+    // Once the VF is back on its kernel driver, the sweep releases it.
+    f.sysfs().bind(expired[0].1.vf, "iavf").unwrap();
+    let released = pool.sweep(&f.sysfs(), &|_| false).unwrap();
     assert!(
-        warnings.iter().any(|w| w.contains("expired")),
-        "{warnings:?}"
+        released.iter().any(|w| w.contains("expired")),
+        "{released:?}"
     );
+    assert!(!pool.holds("c1"));
     assert_eq!(pool.allocated(A).unwrap(), vec![a[0].clone()]);
+}
+
+#[test]
+fn a_use_whose_netdev_was_recorded_moving_is_left_to_the_forwarder() {
+    let f = Fixture::x710(&[A]);
+    let (pool, _) = f.open_with(system_clock());
+    let a = ids_of(&pool, A);
+    pool.allocate(A, &a[..1]).unwrap();
+    pool.use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+        .unwrap();
+    pool.record_undo("c1", Some(serde_json::json!({"moved": true})))
+        .unwrap();
+    drop(pool);
+    // The fake kernel still lists the netdev under the VF, as sysfs mounted
+    // in another namespace would: no proof it came back.
+    let (pool, warnings) = f.open_with(system_clock());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(pool.holds("c1"));
+    assert!(pool.sweep(&f.sysfs(), &|_| false).unwrap().is_empty());
+    assert!(pool.lease_of("c1").unwrap().unwrap().undo.is_some());
 }
 
 #[test]

@@ -10,8 +10,10 @@
 //! elements undid only their own new work). Close runs the rest with the
 //! stored context and then forgets it, unless the rest refused it with
 //! PERMISSION_DENIED (a Close from someone other than the owner, refused
-//! before anything was undone); a Close for an unknown connection
-//! succeeds without doing anything, so Close is idempotent.
+//! before anything was undone). A Close for a connection with no context
+//! is handed to [`Orphans`] (a connection made before a restart: its host
+//! changes are undone from the pool's record) and otherwise succeeds
+//! without doing anything, so Close is idempotent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,20 +22,34 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
+use crate::reclaim::Orphans;
 use crate::{Ctx, Element, ElementFuture, Next};
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Begin {
     slots: Mutex<HashMap<String, Slot>>,
+    orphans: Option<Arc<dyn Orphans>>,
+}
+
+impl std::fmt::Debug for Begin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Begin").finish_non_exhaustive()
+    }
 }
 
 impl Begin {
     /// An empty table of connections.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Closes of connections without context go to `orphans`.
+    pub fn with_orphans(mut self, orphans: Arc<dyn Orphans>) -> Self {
+        self.orphans = Some(orphans);
+        self
     }
 
     fn slot(&self, id: &str) -> Result<Slot, Status> {
@@ -116,9 +132,19 @@ impl Element for Begin {
             let slot = self.slot(&id)?;
             let mut guard = slot.lock().await;
             let Some(mut ctx) = guard.take() else {
+                // Made before a restart, if the pool says so: the id is an
+                // unguessable UUID of ours, which only the connection's
+                // path knows, so naming it is the caller's proof.
+                let reclaimed = match &self.orphans {
+                    Some(o) => o.reclaim(&id).await,
+                    None => Ok(None),
+                };
                 drop(guard);
                 self.forget(&id, &slot);
-                return Ok(());
+                if let Ok(Some(what)) = &reclaimed {
+                    tracing::info!(connection = %id, "{what} (closed after a restart)");
+                }
+                return reclaimed.map(|_| ());
             };
             let result = next.close(&mut ctx, connection).await;
             if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {

@@ -211,7 +211,7 @@ pub(crate) fn pci_status(e: sriov_pci::PciError) -> Status {
     Status::internal(e.to_string())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)

@@ -1,0 +1,152 @@
+//! `--restart`: the forwarder killed with SIGKILL while it serves a KERNEL
+//! connection, then started again on the same state. A Close sent to the
+//! new process, and a lease that expires unrefreshed in it, must each bring
+//! the VF netdev back from the client's namespace and free the VF: the new
+//! process has no chain context for those connections, only the pool's
+//! record.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
+use sriov_netlink::testing::PrivateNetns;
+use sriov_pci::PciAddress;
+use tonic::transport::Channel;
+
+use crate::checks::Report;
+use crate::forwarder::{self, Forwarder, Paths};
+use crate::{Options, client, inspect};
+
+/// What the scenario works with, from the main flow.
+pub(crate) struct Scene<'a> {
+    pub(crate) o: &'a Options,
+    pub(crate) paths: &'a Paths,
+    pub(crate) listen: &'a Path,
+    pub(crate) token: &'a str,
+    pub(crate) client_ns: &'a PrivateNetns,
+    pub(crate) inode_url: String,
+    /// Each VF and its netdev name at home.
+    pub(crate) vf_names: &'a [(PciAddress, String)],
+}
+
+/// Lifetime given to the restarted forwarders, so an unrefreshed lease
+/// expires within the scenario.
+const SHORT_LIFETIME: &str = "3s";
+
+async fn kill_and_restart(s: &Scene<'_>, fwd: &mut Forwarder) -> Result<(), String> {
+    let _ = fwd.child.kill();
+    let _ = fwd.child.wait();
+    let netns = fwd.netns.take();
+    *fwd = forwarder::start_with(
+        s.o,
+        s.paths,
+        netns,
+        &[("NSM_MAX_TOKEN_LIFETIME", SHORT_LIFETIME)],
+    )?;
+    Ok(())
+}
+
+/// A client of the restarted forwarder, once it listens again.
+async fn reconnect(listen: &Path) -> Result<NetworkServiceClient<Channel>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client::connect(listen).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("the restarted forwarder never listened: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn request(
+    s: &Scene<'_>,
+    nsc: &mut NetworkServiceClient<Channel>,
+    id: &str,
+    name: &str,
+) -> Result<(Connection, String), String> {
+    let params = vec![
+        ("tokenID", s.token.to_string()),
+        ("inodeURL", s.inode_url.clone()),
+        ("name", name.to_string()),
+    ];
+    let conn = nsc
+        .request(client::request(id, "KERNEL", &params, true))
+        .await
+        .map_err(|e| format!("{id}: {}: {}", e.code(), e.message()))?
+        .into_inner();
+    let vf: Option<PciAddress> = conn
+        .mechanism
+        .as_ref()
+        .and_then(|m| m.parameters.get("pciAddress"))
+        .and_then(|a| a.parse().ok());
+    let home = s
+        .vf_names
+        .iter()
+        .find(|(a, _)| Some(*a) == vf)
+        .map(|(_, n)| n.clone())
+        .ok_or_else(|| format!("{id}: no known VF in the answer ({vf:?})"))?;
+    if inspect::link(s.client_ns.url(), name).await?.is_none() {
+        return Err(format!("{id}: {name} is not in the client's namespace"));
+    }
+    Ok((conn, home))
+}
+
+/// Whether `name` has left the client and `home` is back, down, in the
+/// forwarder's namespace.
+async fn undone(
+    s: &Scene<'_>,
+    fwd: &Forwarder,
+    name: &str,
+    home: &str,
+) -> Result<Result<String, String>, String> {
+    let in_client = inspect::link(s.client_ns.url(), name).await?;
+    let at_home = inspect::link_with(&fwd.netlink()?, home).await?;
+    Ok(match (in_client, at_home) {
+        (None, Some(h)) if !h.up => Ok(format!("{home} back in the forwarder's namespace, down")),
+        (Some(c), _) => Err(format!("still in the client: {c}")),
+        (None, h) => Err(format!("{home} not back home: {h:?}")),
+    })
+}
+
+pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Result<(), String> {
+    // 1. Close after a restart.
+    let mut nsc = reconnect(s.listen).await?;
+    let (conn, home) = request(&s, &mut nsc, "conn-restart-close", "nsm-r1").await?;
+    kill_and_restart(&s, fwd).await?;
+    let mut nsc = reconnect(s.listen).await?;
+    let closed = nsc.close(conn).await;
+    let verdict = match closed {
+        Ok(_) => undone(&s, fwd, "nsm-r1", &home).await?,
+        Err(e) => Err(format!("Close: {}: {}", e.code(), e.message())),
+    };
+    r.check("restart-close-undoes", verdict);
+
+    // 2. Expiry after a restart: the VF is free again (this Request gets
+    // it), then nobody refreshes and the process that knew is killed.
+    let got = request(&s, &mut nsc, "conn-restart-expiry", "nsm-r2").await;
+    let (_, home) = match got {
+        Ok(g) => g,
+        Err(e) => {
+            r.check("restart-vf-reusable", Err(e));
+            return Ok(());
+        }
+    };
+    r.check(
+        "restart-vf-reusable",
+        Ok("the closed connection's token and VF serve a new Request".into()),
+    );
+    kill_and_restart(&s, fwd).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let verdict = loop {
+        let v = undone(&s, fwd, "nsm-r2", &home).await?;
+        if v.is_ok() || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    r.check("restart-expiry-undoes", verdict);
+    Ok(())
+}

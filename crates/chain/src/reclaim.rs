@@ -1,0 +1,113 @@
+//! Undoing, from the pool's record alone, what a connection made before a
+//! restart did to the host.
+//!
+//! A restarted forwarder has no chain context for the connections its
+//! predecessor made; the pool's state file still says which VF each one
+//! holds and, for KERNEL, where its netdev went ([`MovedLink`], recorded by
+//! `inject` before the move). [`Reclaim::connection`] puts the netdev back
+//! (found again if the client's namespace is gone), gives a VFIO VF its
+//! kernel driver back, and only then frees the VF, so the next tenant never
+//! gets a VF still in someone's namespace or on vfio-pci. `begin` uses it
+//! for a Close of such a connection; the forwarder's sweep uses it for one
+//! that expired unrefreshed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sriov_netlink::{MovedLink, NetlinkOps};
+use sriov_pci::{PciAddress, Sysfs};
+use sriov_pool::{DriverKind, Pool, VfLease};
+use tonic::Status;
+
+use crate::elements::resourcepool::{blocking, pci_status, pool_status};
+
+/// What `begin` calls for a Close of a connection it has no context for.
+pub trait Orphans: Send + Sync + 'static {
+    /// Undoes what the pool records for `connection`; `Ok(None)` when it
+    /// records nothing (Close stays idempotent), else a line saying what
+    /// was done.
+    fn reclaim(&self, connection: &str) -> BoxFuture<'static, Result<Option<String>, Status>>;
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Reclaim {
+    pool: Arc<Pool>,
+    sysfs: Sysfs,
+    netlink: Arc<dyn NetlinkOps>,
+    kernel_drivers: Arc<HashMap<PciAddress, String>>,
+}
+
+impl std::fmt::Debug for Reclaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reclaim").finish_non_exhaustive()
+    }
+}
+
+impl Reclaim {
+    /// Reclaims through the same pool, sysfs and netlink the chain uses;
+    /// `kernel_drivers` is each PF's `vfKernelDriver`.
+    pub fn new(
+        pool: Arc<Pool>,
+        sysfs: Sysfs,
+        netlink: Arc<dyn NetlinkOps>,
+        kernel_drivers: HashMap<PciAddress, String>,
+    ) -> Self {
+        Self {
+            pool,
+            sysfs,
+            netlink,
+            kernel_drivers: Arc::new(kernel_drivers),
+        }
+    }
+
+    /// See the module docs. On an error the VF stays recorded as in use, so
+    /// a later Close or sweep tries again rather than hand it out dirty.
+    pub async fn connection(&self, connection: &str) -> Result<Option<String>, Status> {
+        let pool = self.pool.clone();
+        let id = connection.to_string();
+        let Some(lease) = blocking(move || pool.lease_of(&id).map_err(pool_status)).await? else {
+            return Ok(None);
+        };
+        let mut done = Vec::new();
+        if let Some(moved) = lease
+            .undo
+            .clone()
+            .and_then(|v| serde_json::from_value::<MovedLink>(v).ok())
+        {
+            let name = moved.client_name.clone();
+            let outcome = self
+                .netlink
+                .back_out(moved)
+                .await
+                .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+            done.push(format!("netdev {name} back ({outcome:?})"));
+        }
+        if lease.kind == DriverKind::Vfio {
+            done.push(self.rebind_kernel(&lease).await?);
+        }
+        let pool = self.pool.clone();
+        let id = connection.to_string();
+        blocking(move || pool.unuse(&id).map_err(pool_status)).await?;
+        done.push(format!("VF {} free", lease.vf));
+        Ok(Some(done.join(", ")))
+    }
+
+    async fn rebind_kernel(&self, lease: &VfLease) -> Result<String, Status> {
+        let driver = self.kernel_drivers.get(&lease.pf).cloned().ok_or_else(|| {
+            Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
+        })?;
+        let (sysfs, vf, d) = (self.sysfs.clone(), lease.vf, driver.clone());
+        blocking(move || sysfs.restore_driver(vf, Some(&d)).map_err(pci_status)).await?;
+        Ok(format!("VF {} back on {driver}", lease.vf))
+    }
+}
+
+impl Orphans for Reclaim {
+    fn reclaim(&self, connection: &str) -> BoxFuture<'static, Result<Option<String>, Status>> {
+        let this = self.clone();
+        let id = connection.to_string();
+        Box::pin(async move { this.connection(&id).await })
+    }
+}
