@@ -120,7 +120,7 @@ async fn pf_vfs(pf: &str) -> Result<Vec<sriov_netlink::VfState>, String> {
         .map_err(|e| format!("VF list of {pf}: {e}"))
 }
 
-fn file_url(ns: &PrivateNetns) -> Result<String, String> {
+pub(crate) fn file_url(ns: &PrivateNetns) -> Result<String, String> {
     match ns.url() {
         NetnsUrl::File(p) => Ok(format!("file://{}", p.display())),
         other => Err(format!("unexpected namespace URL {other:?}")),

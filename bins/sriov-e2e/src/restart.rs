@@ -34,13 +34,13 @@ pub(crate) struct Scene<'a> {
 /// expires within the scenario.
 const SHORT_LIFETIME: &str = "3s";
 
-async fn kill_and_restart(s: &Scene<'_>, fwd: &mut Forwarder) -> Result<(), String> {
+async fn kill_and_restart(o: &Options, paths: &Paths, fwd: &mut Forwarder) -> Result<(), String> {
     let _ = fwd.child.kill();
     let _ = fwd.child.wait();
     let netns = fwd.netns.take();
     *fwd = forwarder::start_with(
-        s.o,
-        s.paths,
+        o,
+        paths,
         netns,
         &[("NSM_MAX_TOKEN_LIFETIME", SHORT_LIFETIME)],
     )?;
@@ -115,7 +115,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // 1. Close after a restart.
     let mut nsc = reconnect(s.listen).await?;
     let (conn, home) = request(&s, &mut nsc, "conn-restart-close", "nsm-r1").await?;
-    kill_and_restart(&s, fwd).await?;
+    kill_and_restart(s.o, s.paths, fwd).await?;
     let mut nsc = reconnect(s.listen).await?;
     let closed = nsc.close(conn).await;
     let verdict = match closed {
@@ -138,7 +138,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         "restart-vf-reusable",
         Ok("the closed connection's token and VF serve a new Request".into()),
     );
-    kill_and_restart(&s, fwd).await?;
+    kill_and_restart(s.o, s.paths, fwd).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let verdict = loop {
         let v = undone(&s, fwd, "nsm-r2", &home).await?;
@@ -148,5 +148,38 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     r.check("restart-expiry-undoes", verdict);
+
+    // 3. On real VFs: the client's namespace vanishes, then the forwarder
+    // is killed; the kernel hands a real VF netdev back to the initial
+    // namespace (a veth stand-in would die with the namespace instead).
+    if s.o.veth {
+        return Ok(());
+    }
+    let mut nsc = reconnect(s.listen).await?;
+    let (o, paths) = (s.o, s.paths);
+    let home = {
+        let doomed = PrivateNetns::new().map_err(|e| format!("a namespace to lose: {e}"))?;
+        let gone_scene = Scene {
+            client_ns: &doomed,
+            inode_url: crate::checks::file_url(&doomed)?,
+            ..s
+        };
+        let (_, home) = request(&gone_scene, &mut nsc, "conn-restart-gone", "nsm-r3").await?;
+        home
+        // `doomed` is dropped here: the client's namespace vanishes.
+    };
+    kill_and_restart(o, paths, fwd).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let verdict = loop {
+        let at_home = inspect::link_with(&fwd.netlink()?, &home).await?;
+        match at_home {
+            Some(h) if !h.up => break Ok(format!("{home} recovered, down, after its namespace vanished")),
+            other if tokio::time::Instant::now() > deadline => {
+                break Err(format!("{home} not recovered: {other:?}"));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    r.check("restart-vanished-namespace-recovered", verdict);
     Ok(())
 }

@@ -5,7 +5,10 @@
 # client pings the PF across the 82576's switch, Close brings it back, a
 # VFIO Request rebinds a VF to vfio-pci and reports /dev/vfio/<group>'s
 # real major:minor and a MAC and VLAN set through the PF by our netlink
-# code, Close restores igbvf and the VF settings, SIGTERM unregisters.
+# code, Close restores igbvf and the VF settings; then the daemon is killed
+# with SIGKILL mid-connection and restarted on its state, and a Close, an
+# unrefreshed expiry and a vanished client namespace each bring the real
+# VF netdev back (--restart); SIGTERM unregisters.
 need_vfs
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 pf=$(pf_netdev)
@@ -23,7 +26,7 @@ CFG
 rm -rf /tmp/e2e
 sriov-e2e --forwarder "$(command -v forwarder-sriov)" --sysfs-root /sys \
   --config /tmp/pci.config --work /tmp/e2e --resource worker.domain/1G \
-  --vfio --vfio-path /dev/vfio --vf-config --ping 172.16.1.1 > /tmp/e2e.out 2>&1
+  --vfio --vfio-path /dev/vfio --vf-config --restart --ping 172.16.1.1 > /tmp/e2e.out 2>&1
 rc=$?
 cat /tmp/e2e.out
 grep -E '^(PASS|FAIL) ' /tmp/e2e.out | while read -r line; do console "    e2e: $line"; done
