@@ -106,6 +106,19 @@ async fn scenario(o: &SrdpOptions, r: &mut Report) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", o.plugin.display()))?;
     for (name, want) in &o.expect {
+        if *want == 0 {
+            // As SRDP: a pool with no devices is not offered to kubelet.
+            let reg =
+                tokio::time::timeout(Duration::from_secs(3), kubelet.wait_registered(name)).await;
+            r.check(
+                &format!("srdp-empty-not-registered {name}"),
+                match reg {
+                    Ok(g) => Err(format!("registered with no devices at {}", g.endpoint)),
+                    Err(_) => Ok("not offered to kubelet while it has no devices".into()),
+                },
+            );
+            continue;
+        }
         let reg =
             tokio::time::timeout(Duration::from_secs(30), kubelet.wait_registered(name)).await;
         if !r.check(

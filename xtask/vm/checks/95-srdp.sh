@@ -1,6 +1,7 @@
 # The standalone device plugin on real VFs: a sample SRDP config selecting
 # the 82576's VFs by vendor, device and driver advertises all of them to
-# the kubelet stand-in, and Allocate returns SRDP's PCIDEVICE_* env.
+# the kubelet stand-in, and Allocate returns SRDP's PCIDEVICE_* env; the
+# vfio-pci pool, empty, is not registered with kubelet (as SRDP).
 need_vfs
 have_bin sriov-device-plugin || skip "sriov-device-plugin is not in the guest"
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
