@@ -195,12 +195,15 @@ pub(crate) async fn run(
     let registry = RegistryClient::new(connect_to.clone(), env.dial_timeout)?;
     let next_hop = GrpcNextHop::new(connect_to, env.dial_timeout)?;
     let monitor = Monitor::new();
-    let reclaim = Reclaim::new(
+    let mut reclaim = Reclaim::new(
         pool.clone(),
         sysfs.clone(),
         netlink.clone(),
         kernel_drivers.clone(),
     );
+    if let Ok(c) = &cgroups {
+        reclaim = reclaim.with_cgroups(c.clone());
+    }
     let chain = chain(Deps {
         name: env.name.clone(),
         max_token_lifetime: env.max_token_lifetime,

@@ -173,7 +173,11 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     let verdict = loop {
         let at_home = inspect::link_with(&fwd.netlink()?, &home).await?;
         match at_home {
-            Some(h) if !h.up => break Ok(format!("{home} recovered, down, after its namespace vanished")),
+            Some(h) if !h.up => {
+                break Ok(format!(
+                    "{home} recovered, down, after its namespace vanished"
+                ));
+            }
             other if tokio::time::Instant::now() > deadline => {
                 break Err(format!("{home} not recovered: {other:?}"));
             }

@@ -115,12 +115,16 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             d.vfio_dir.clone(),
             d.cgroups.clone(),
         ));
-    let begin = Arc::new(Begin::new().with_orphans(Arc::new(Reclaim::new(
+    let mut reclaim = Reclaim::new(
         d.pool.clone(),
         d.sysfs.clone(),
         d.netlink.clone(),
         d.kernel_drivers.clone(),
-    ))));
+    );
+    if let Ok(c) = &d.cgroups {
+        reclaim = reclaim.with_cgroups(c.clone());
+    }
+    let begin = Arc::new(Begin::new().with_orphans(Arc::new(reclaim)));
     let chain = Arc::new(
         Chain::new()
             .with(Limits)

@@ -45,6 +45,7 @@ pub mod params;
 pub mod peers;
 pub mod reclaim;
 pub mod server;
+pub mod undo;
 
 pub use chain::{Chain, Element, ElementFuture, Next};
 pub use context::Ctx;

@@ -3,11 +3,14 @@
 //!
 //! A restarted forwarder has no chain context for the connections its
 //! predecessor made; the pool's state file still says which VF each one
-//! holds and, for KERNEL, where its netdev went ([`MovedLink`], recorded by
-//! `inject` before the move). [`Reclaim::connection`] puts the netdev back
-//! (found again if the client's namespace is gone), gives a VFIO VF its
-//! kernel driver back, and only then frees the VF, so the next tenant never
-//! gets a VF still in someone's namespace or on vfio-pci. `begin` uses it
+//! holds and what was changed for it ([`UndoRecord`]: where its netdev
+//! went, the VF's MAC/VLAN before we set them, the device rules given to
+//! the client's cgroups). [`Reclaim::connection`] puts the netdev back
+//! (found again if the client's namespace is gone), restores the VF's
+//! settings, revokes the device rules, gives a VFIO VF its kernel driver
+//! back, and only then frees the VF, so the next tenant never gets a VF
+//! still in someone's namespace, configured for someone else or on
+//! vfio-pci. `begin` uses it
 //! for a Close of such a connection; the forwarder's sweep uses it for one
 //! that expired unrefreshed.
 
@@ -15,12 +18,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sriov_netlink::{MovedLink, NetlinkOps};
+use sriov_netlink::NetlinkOps;
 use sriov_pci::{PciAddress, Sysfs};
 use sriov_pool::{DriverKind, Pool, VfLease};
+use sriov_vfio::CgroupDevices;
 use tonic::Status;
 
 use crate::elements::resourcepool::{blocking, pci_status, pool_status};
+use crate::undo::UndoRecord;
 
 /// What `begin` calls for a Close of a connection it has no context for.
 pub trait Orphans: Send + Sync + 'static {
@@ -37,6 +42,7 @@ pub struct Reclaim {
     sysfs: Sysfs,
     netlink: Arc<dyn NetlinkOps>,
     kernel_drivers: Arc<HashMap<PciAddress, String>>,
+    cgroups: Option<Arc<CgroupDevices>>,
 }
 
 impl std::fmt::Debug for Reclaim {
@@ -59,7 +65,14 @@ impl Reclaim {
             sysfs,
             netlink,
             kernel_drivers: Arc::new(kernel_drivers),
+            cgroups: None,
         }
+    }
+
+    /// Revokes recorded device rules through `cgroups`.
+    pub fn with_cgroups(mut self, cgroups: Arc<CgroupDevices>) -> Self {
+        self.cgroups = Some(cgroups);
+        self
     }
 
     /// See the module docs. On an error the VF stays recorded as in use, so
@@ -71,11 +84,8 @@ impl Reclaim {
             return Ok(None);
         };
         let mut done = Vec::new();
-        if let Some(moved) = lease
-            .undo
-            .clone()
-            .and_then(|v| serde_json::from_value::<MovedLink>(v).ok())
-        {
+        let record = UndoRecord::of(&lease).unwrap_or_default();
+        if let Some(moved) = record.moved {
             let name = moved.client_name.clone();
             let outcome = self
                 .netlink
@@ -83,6 +93,27 @@ impl Reclaim {
                 .await
                 .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
             done.push(format!("netdev {name} back ({outcome:?})"));
+        }
+        if let Some(vf) = record.vf {
+            let (pf, n) = (vf.pf_name.clone(), vf.vf);
+            self.netlink
+                .restore_vf(vf)
+                .await
+                .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+            done.push(format!("VF {n} of {pf} settings restored"));
+        }
+        if let Some(grant) = record.grant {
+            let cgroups = self.cgroups.clone().ok_or_else(|| {
+                Status::internal("device rules are recorded but the cgroup root is unusable")
+            })?;
+            let rules = grant.rules().len();
+            blocking(move || {
+                cgroups
+                    .revoke_recorded(&grant)
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+            .await?;
+            done.push(format!("{rules} device rule(s) revoked"));
         }
         if lease.kind == DriverKind::Vfio {
             done.push(self.rebind_kernel(&lease).await?);

@@ -678,3 +678,59 @@ async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
     );
     assert_eq!(h.in_use(), 1, "same VF, same lease");
 }
+
+#[tokio::test]
+async fn after_a_restart_a_close_restores_vf_settings_revokes_device_rules_and_rebinds() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    let p = [
+        (params::TOKEN_ID, token.clone()),
+        (params::CGROUP_DIR, CGROUP.to_string()),
+    ];
+    let mut r = req("v-restart", MECH_VFIO, &p);
+    r.connection.as_mut().unwrap().context = Some(ConnectionContext {
+        ethernet_context: Some(EthernetContext {
+            src_mac: "02:00:00:00:00:07".into(),
+            vlan_tag: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let conn = h.request(r).await.unwrap();
+    let vf: sriov_pci::PciAddress = conn.mechanism.as_ref().unwrap().parameters
+        [params::PCI_ADDRESS]
+        .parse()
+        .unwrap();
+    assert!(ops.calls().iter().any(|c| matches!(c, Call::SetVf { .. })));
+    assert_eq!(h.rules().len(), 2, "{:?}", h.rules());
+
+    // kill -9 and start again; the client closes.
+    let ops2 = RecordingOps::new();
+    let h = h.restart(Arc::new(ops2.clone()));
+    h.close(conn).await.unwrap();
+    let restored: Vec<_> = ops2
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::RestoreVf(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restored.len(), 1, "{:?}", ops2.calls());
+    let mut denied = h.rules();
+    denied.sort();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(
+        denied
+            .iter()
+            .all(|r| r.starts_with("devices.deny: c ") && r.ends_with(" rw"))
+    );
+    assert!(denied.iter().any(|r| r == "devices.deny: c 10:196 rw"));
+    assert_eq!(
+        h.sysfs().driver(vf).unwrap().as_deref(),
+        Some("iavf"),
+        "back on its kernel driver"
+    );
+    assert_eq!(h.in_use(), 0);
+}

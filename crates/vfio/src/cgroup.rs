@@ -71,7 +71,9 @@ pub enum Revoked {
 pub const MAX_GLOB_MATCHES: usize = 16;
 
 /// What [`CgroupDevices::grant_all`] wrote: each container cgroup and device it allowed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serializable, so a forwarder can persist it and revoke it after a restart
+/// ([`CgroupDevices::revoke_recorded`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     rules: Vec<(PathBuf, DeviceNumber)>,
 }
@@ -430,6 +432,38 @@ impl CgroupDevices {
         let mut first = None;
         for (dir, device) in grant.rules.iter().rev() {
             if let Err(e) = self.revoke_in(dir, *device) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Revokes a grant made by an earlier process (read back from its state): a rule this
+    /// process also holds is revoked like [`CgroupDevices::revoke_grant`], one it does not know is
+    /// denied outright, since its holder died with that process. Cgroups gone with their pod are
+    /// skipped. Every rule is attempted; the first failure is returned.
+    pub fn revoke_recorded(&self, grant: &Grant) -> Result<()> {
+        let mut first = None;
+        for (dir, device) in grant.rules.iter().rev() {
+            let held = self.lock().contains_key(&(dir.clone(), *device));
+            let result = if held {
+                self.revoke_in(dir, *device).map(|_| ())
+            } else if !dir.is_dir() {
+                Ok(())
+            } else {
+                let file = dir.join("devices.deny");
+                let rule = device.cgroup_rule();
+                match self.writer.write_rule(&file, &rule) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(Error::WriteRule {
+                        path: file,
+                        rule,
+                        source,
+                    }),
+                }
+            };
+            if let Err(e) = result {
                 first.get_or_insert(e);
             }
         }

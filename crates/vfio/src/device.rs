@@ -4,7 +4,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// A character device's major:minor number, as `devices.allow` and a container's device spec want it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct DeviceNumber {
     /// Major number (the driver).
     pub major: u32,

@@ -429,3 +429,31 @@ fn concurrent_grants_and_revokes_balance_out() {
     assert!(!writer.is_allowed(&tree.cgroup_root().join(POD), VFIO));
     assert!(writer.is_allowed(&tree.cgroup_root().join(POD), GROUP));
 }
+
+/// A grant of a process killed before it could revoke: the next process reads it back from its
+/// state and denies exactly those rules, though it never counted them itself.
+#[test]
+fn a_recorded_grant_is_revoked_by_a_later_process() {
+    let (tree, writer, cg) = v1_tree();
+    let grant = cg.grant_all(POD, &[VFIO, GROUP]).unwrap();
+    let saved = serde_json::to_string(&grant).unwrap();
+    drop(cg);
+
+    let later = CgroupDevices::with_writer(tree.cgroup_root(), writer.clone()).unwrap();
+    let read_back: sriov_vfio::Grant = serde_json::from_str(&saved).unwrap();
+    assert_eq!(read_back, grant);
+    later.revoke_recorded(&read_back).unwrap();
+    let dir = tree.cgroup_root().join(POD);
+    assert!(!writer.is_allowed(&dir, VFIO));
+    assert!(!writer.is_allowed(&dir, GROUP));
+    let denies = writer
+        .writes()
+        .into_iter()
+        .filter(|(f, _)| f == "devices.deny")
+        .count();
+    assert_eq!(denies, 2);
+
+    // The pod is gone with its cgroup: nothing to do, no error.
+    std::fs::remove_dir_all(&dir).unwrap();
+    later.revoke_recorded(&read_back).unwrap();
+}

@@ -21,6 +21,7 @@ use tonic::Status;
 use super::ipcontext::IpPlan;
 use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
+use crate::undo::UndoRecord;
 use crate::{Ctx, Element, ElementFuture, Next};
 
 /// See the module docs.
@@ -123,7 +124,7 @@ impl Inject {
     async fn move_and_record(&self, ctx: &Ctx, link: ClientLink) -> Result<MovedLink, Status> {
         let m = self.netlink.move_into(link).await.map_err(move_status)?;
         if let Some(log) = ctx.get::<UndoLog>().cloned()
-            && let Err(e) = log.record(&m).await
+            && let Err(e) = log.update(|r| r.moved = Some(m.clone())).await
         {
             // Without the record a restart could not undo the move: take
             // the link back rather than keep it.
@@ -184,8 +185,8 @@ impl Element for Inject {
             // netdev we had moved: the pool kept the record; adopt it.
             let recorded = ctx
                 .get::<VfBinding>()
-                .and_then(|b| b.lease.undo.clone())
-                .and_then(|v| serde_json::from_value::<MovedLink>(v).ok());
+                .and_then(|b| UndoRecord::of(&b.lease))
+                .and_then(|r| r.moved);
             if let Some(m) = recorded {
                 let named = ctx.get::<KernelParams>().map(|p| p.netns.clone());
                 if let Some(Err(e)) = named.map(|n| same_netns(&m, &n)) {

@@ -20,6 +20,7 @@ use sriov_pool::{DriverKind, Pool, PoolError, VfLease};
 use tonic::Status;
 
 use crate::params::{self, KernelParams, VfioParams};
+use crate::undo::UndoRecord;
 use crate::{Ctx, Element, ElementFuture, Next};
 
 /// The VF a connection uses, for the elements after this one.
@@ -37,19 +38,28 @@ pub struct VfBinding {
     pub previous_driver: Option<String>,
 }
 
-/// Keeps a record of how to undo a connection's host changes with its
-/// pool lease, so a restarted forwarder can adopt the connection.
+/// Keeps the connection's [`UndoRecord`] with its pool lease, so a
+/// restarted forwarder can adopt or undo the connection.
 #[derive(Debug, Clone)]
 pub struct UndoLog {
     pool: Arc<Pool>,
     connection: String,
+    record: Arc<std::sync::Mutex<UndoRecord>>,
 }
 
 impl UndoLog {
-    /// Persists `record` with the connection's lease.
-    pub async fn record<T: serde::Serialize>(&self, record: &T) -> Result<(), Status> {
-        let value = serde_json::to_value(record)
-            .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?;
+    /// Changes the record with `change` and persists the whole record with
+    /// the connection's lease before returning.
+    pub async fn update(&self, change: impl FnOnce(&mut UndoRecord)) -> Result<(), Status> {
+        let value = {
+            let mut r = self
+                .record
+                .lock()
+                .map_err(|_| Status::internal("undo record lock poisoned"))?;
+            change(&mut r);
+            serde_json::to_value(&*r)
+                .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?
+        };
         let (pool, conn) = (self.pool.clone(), self.connection.clone());
         blocking(move || pool.record_undo(&conn, Some(value)).map_err(pool_status)).await?;
         Ok(())
@@ -140,7 +150,7 @@ impl ResourcePool {
             DriverKind::Vfio => None,
             // A use recorded before a restart whose netdev was moved: it is
             // in the client's namespace, not ours; `inject` adopts it.
-            DriverKind::Kernel if lease.undo.is_some() => None,
+            DriverKind::Kernel if UndoRecord::of(&lease).is_some_and(|r| r.moved.is_some()) => None,
             DriverKind::Kernel => Some(self.wait_netdev(lease.vf).map_err(undo)?),
         };
         Ok(VfBinding {
@@ -267,10 +277,14 @@ impl Element for Arc<ResourcePool> {
                         })
                     })
                     .await?;
+                    // Adopted after a restart: later parts add to what the
+                    // pool already records.
+                    let record = UndoRecord::of(&binding.lease).unwrap_or_default();
                     ctx.insert(binding);
                     ctx.insert(UndoLog {
                         pool: self.pool.clone(),
                         connection: conn_id.clone(),
+                        record: Arc::new(std::sync::Mutex::new(record)),
                     });
                     true
                 }

@@ -13,8 +13,9 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{LinkRef, MacAddr, NetlinkOps, VfConfig, VfRecord, VfVlan};
 use tonic::Status;
 
-use super::resourcepool::VfBinding;
+use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
+use crate::undo::UndoRecord;
 use crate::{Ctx, Element, ElementFuture, Next};
 
 /// See the module docs.
@@ -80,6 +81,15 @@ impl Element for VfConfigElement {
             if ctx.get::<VfRecord>().is_some() {
                 return Ok(conn); // a refresh: already configured
             }
+            // The first refresh after a restart: what we set is recorded.
+            if let Some(r) = ctx
+                .get::<VfBinding>()
+                .and_then(|b| UndoRecord::of(&b.lease))
+                .and_then(|r| r.vf)
+            {
+                ctx.insert(r);
+                return Ok(conn);
+            }
             let result = async {
                 let cfg = wanted(&conn, ctx)?;
                 if cfg.is_empty() {
@@ -101,6 +111,21 @@ impl Element for VfConfigElement {
                     .map_err(|e| Status::internal(crate::params::with_causes(&e)))
             }
             .await;
+            // Persisted before the answer, so a restart can restore it.
+            let result = match (result, ctx.get::<UndoLog>().cloned()) {
+                (Ok(Some(record)), Some(log)) => {
+                    match log.update(|r| r.vf = Some(record.clone())).await {
+                        Ok(()) => Ok(Some(record)),
+                        Err(e) => {
+                            if let Err(re) = self.netlink.restore_vf(record).await {
+                                tracing::warn!(error = %re, "restoring the VF after a failed record");
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                (other, _) => other,
+            };
             match result {
                 Ok(Some(record)) => {
                     ctx.insert(record);

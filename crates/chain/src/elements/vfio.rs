@@ -18,13 +18,19 @@ use sriov_pci::Sysfs;
 use sriov_vfio::{CgroupDevices, Grant, IommuGroup, VfioDir};
 use tonic::Status;
 
-use super::resourcepool::VfBinding;
+use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::{self, VfioParams};
+use crate::undo::UndoRecord;
 use crate::{Ctx, Element, ElementFuture, Next};
 
-/// What was granted where, for a revocation of exactly that.
+/// What was granted where, for a revocation of exactly that; `adopted`
+/// when it was granted by the process before a restart (read from the
+/// pool's record), whose grant counts died with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Granted(Grant);
+struct Granted {
+    grant: Grant,
+    adopted: bool,
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -105,6 +111,17 @@ impl Element for Vfio {
                 set(m, params::DEVICE_MAJOR, device.major.to_string());
                 set(m, params::DEVICE_MINOR, device.minor.to_string());
             }
+            if ctx.get::<Granted>().is_none()
+                && let Some(grant) = ctx
+                    .get::<VfBinding>()
+                    .and_then(|b| UndoRecord::of(&b.lease))
+                    .and_then(|r| r.grant)
+            {
+                ctx.insert(Granted {
+                    grant,
+                    adopted: true,
+                });
+            }
             let fresh = ctx.get::<Granted>().is_none();
             if fresh {
                 let cgroups = self.cgroups.as_ref().map_err(|why| {
@@ -113,7 +130,18 @@ impl Element for Vfio {
                 let grant = cgroups
                     .grant_all(&p.cgroup_dir, &[container, device])
                     .map_err(vfio_status)?;
-                ctx.insert(Granted(grant));
+                let granted = Granted {
+                    grant: grant.clone(),
+                    adopted: false,
+                };
+                // Persisted before the answer, so a restart can revoke it.
+                if let Some(log) = ctx.get::<UndoLog>().cloned()
+                    && let Err(e) = log.update(|r| r.grant = Some(grant)).await
+                {
+                    self.revoke(&granted);
+                    return Err(e);
+                }
+                ctx.insert(granted);
             }
             match next.request(ctx, request).await {
                 Ok(c) => Ok(c),
@@ -148,8 +176,13 @@ impl Vfio {
         let Ok(cgroups) = self.cgroups.as_ref() else {
             return;
         };
-        if let Err(e) = cgroups.revoke_grant(&g.0) {
-            tracing::warn!(grant = ?g.0.rules(), error = %e, "revoking VFIO access");
+        let revoked = if g.adopted {
+            cgroups.revoke_recorded(&g.grant)
+        } else {
+            cgroups.revoke_grant(&g.grant)
+        };
+        if let Err(e) = revoked {
+            tracing::warn!(grant = ?g.grant.rules(), error = %e, "revoking VFIO access");
         }
     }
 }

@@ -164,19 +164,27 @@ impl Harness {
     }
 
     pub fn on(fake: FakeSysfs, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
-        Self::build(fake, tempfile::tempdir().unwrap(), netlink, o)
+        Self::build(fake, tempfile::tempdir().unwrap(), None, netlink, o)
     }
 
     /// The forwarder restarted: the same node and state directory, a new
     /// pool and chain (nothing in memory survives).
+    /// kill -9 and start again: a new chain and pool on the same sysfs,
+    /// state directory and cgroup tree.
     pub fn restart(self, netlink: Arc<dyn NetlinkOps>) -> Self {
-        let Harness { fake, _state, .. } = self;
-        Self::build(fake, _state, netlink, Options::default())
+        let Harness {
+            fake,
+            _state,
+            cgroup_root,
+            ..
+        } = self;
+        Self::build(fake, _state, Some(cgroup_root), netlink, Options::default())
     }
 
     fn build(
         fake: FakeSysfs,
         state: tempfile::TempDir,
+        cgroups: Option<tempfile::TempDir>,
         netlink: Arc<dyn NetlinkOps>,
         o: Options,
     ) -> Self {
@@ -194,11 +202,14 @@ impl Harness {
         )
         .unwrap();
         let pool = Arc::new(pool);
-        let cgroup_root = tempfile::tempdir().unwrap();
+        let fresh = cgroups.is_none();
+        let cgroup_root = cgroups.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let ctr = cgroup_root.path().join(CGROUP);
-        std::fs::create_dir_all(&ctr).unwrap();
-        std::fs::write(ctr.join("devices.allow"), "").unwrap();
-        std::fs::write(ctr.join("devices.deny"), "").unwrap();
+        if fresh {
+            std::fs::create_dir_all(&ctr).unwrap();
+            std::fs::write(ctr.join("devices.allow"), "").unwrap();
+            std::fs::write(ctr.join("devices.deny"), "").unwrap();
+        }
         if o.cgroup_v2 {
             std::fs::write(
                 cgroup_root.path().join("cgroup.controllers"),
