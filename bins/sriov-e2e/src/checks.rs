@@ -452,6 +452,8 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             client_ns: &client_ns,
             inode_url: file_url(&client_ns)?,
             vf_names: &vf_names,
+            sysfs: &sysfs,
+            ctr: &ctr,
         };
         crate::restart::run(scene, r, &mut fwd).await?;
     }

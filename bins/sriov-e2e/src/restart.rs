@@ -28,6 +28,10 @@ pub(crate) struct Scene<'a> {
     pub(crate) inode_url: String,
     /// Each VF and its netdev name at home.
     pub(crate) vf_names: &'a [(PciAddress, String)],
+    /// Sysfs, for VF drivers.
+    pub(crate) sysfs: &'a sriov_pci::Sysfs,
+    /// The client container's cgroup, for a VFIO connection.
+    pub(crate) ctr: &'a Path,
 }
 
 /// Lifetime given to the restarted forwarders, so an unrefreshed lease
@@ -149,7 +153,50 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     };
     r.check("restart-expiry-undoes", verdict);
 
-    // 3. On real VFs: the client's namespace vanishes, then the forwarder
+    // 3. VFIO: a Close after a restart revokes the recorded device rules
+    // and gives the VF its kernel driver back.
+    if s.o.vfio {
+        let mut nsc = reconnect(s.listen).await?;
+        let cgroup_dir = s
+            .ctr
+            .parent()
+            .and_then(|pod| pod.strip_prefix(s.paths.cgroup.as_path()).ok())
+            .map(|p| format!("{}/*", p.display()))
+            .unwrap_or_default();
+        let params = vec![("tokenID", s.token.to_string()), ("cgroupDir", cgroup_dir)];
+        let conn = nsc
+            .request(client::request("conn-restart-vfio", "VFIO", &params, false))
+            .await
+            .map_err(|e| format!("VFIO request: {}: {}", e.code(), e.message()))?
+            .into_inner();
+        let vf: Option<PciAddress> = conn
+            .mechanism
+            .as_ref()
+            .and_then(|m| m.parameters.get("pciAddress"))
+            .and_then(|a| a.parse().ok());
+        let vf = vf.ok_or("VFIO answer without pciAddress")?;
+        // Earlier Closes denied into this file too: start it empty, so what
+        // is read after the Close is what the restarted process wrote.
+        std::fs::write(s.ctr.join("devices.deny"), "").map_err(|e| e.to_string())?;
+        kill_and_restart(s.o, s.paths, fwd).await?;
+        let mut nsc = reconnect(s.listen).await?;
+        let closed = nsc.close(conn).await;
+        let driver = s.sysfs.driver(vf).map_err(|e| e.to_string())?;
+        let denied = std::fs::read_to_string(s.ctr.join("devices.deny")).unwrap_or_default();
+        r.check(
+            "restart-vfio-close-undoes",
+            match (closed, driver) {
+                (Err(e), _) => Err(format!("Close: {}: {}", e.code(), e.message())),
+                (Ok(_), Some(d)) if d != "vfio-pci" && denied.contains(" rw") => Ok(format!(
+                    "VF {vf} back on {d}, {} denied again",
+                    denied.trim()
+                )),
+                (Ok(_), d) => Err(format!("VF {vf} on {d:?}, devices.deny {denied:?}")),
+            },
+        );
+    }
+
+    // 4. On real VFs: the client's namespace vanishes, then the forwarder
     // is killed; the kernel hands a real VF netdev back to the initial
     // namespace (a veth stand-in would die with the namespace instead).
     if s.o.veth {

@@ -8,7 +8,8 @@
 # code, Close restores igbvf and the VF settings; then the daemon is killed
 # with SIGKILL mid-connection and restarted on its state, and a Close, an
 # unrefreshed expiry and a vanished client namespace each bring the real
-# VF netdev back (--restart); SIGTERM unregisters.
+# VF netdev back, and a VFIO Close after a restart rebinds igbvf and
+# revokes the device rules (--restart); SIGTERM unregisters.
 need_vfs
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 pf=$(pf_netdev)
