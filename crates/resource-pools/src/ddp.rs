@@ -1,7 +1,8 @@
 //! DDP profiles the way SRDP finds them: devlink's `fw.app.name` (for the device, then its
 //! PF), else Intel's `ddptool`. Both are external commands, run only when a selector uses
 //! `ddpProfiles`, and their answers are kept per device and driver (a profile changes only
-//! with a driver reload).
+//! with a driver reload). The same devlink answers whether RDMA is enabled on a device whose
+//! RDMA files are gone (exclusive RDMA mode), only when a selector uses `isRdma`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ pub struct DdpTools {
     devlink: PathBuf,
     ddptool: PathBuf,
     cache: Mutex<Cache>,
+    rdma: Mutex<HashMap<(PciAddress, Option<String>), bool>>,
 }
 
 impl Default for DdpTools {
@@ -42,6 +44,7 @@ impl DdpTools {
             devlink: devlink.into(),
             ddptool: ddptool.into(),
             cache: Mutex::new(HashMap::new()),
+            rdma: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,7 +81,45 @@ impl DdpTools {
     }
 }
 
+impl DdpTools {
+    /// `devlink -j dev param show pci/<addr> name enable_rdma`: the first value.
+    fn enable_rdma(&self, address: PciAddress) -> Option<bool> {
+        let handle = format!("pci/{address}");
+        let v = self.run(
+            &self.devlink,
+            &["-j", "dev", "param", "show", &handle, "name", "enable_rdma"],
+        )?;
+        enable_rdma_of(&v)
+    }
+}
+
+/// The first `value` of the `enable_rdma` parameter in devlink's JSON:
+/// `{"param":{"pci/…":[{"name":"enable_rdma","values":[{"cmode":…,"value":true}]}]}}`.
+pub(crate) fn enable_rdma_of(v: &serde_json::Value) -> Option<bool> {
+    let params = v.get("param")?.as_object()?.values().next()?.as_array()?;
+    params
+        .iter()
+        .find(|p| p.get("name").and_then(|n| n.as_str()) == Some("enable_rdma"))?
+        .get("values")?
+        .as_array()?
+        .first()?
+        .get("value")?
+        .as_bool()
+}
+
 impl ExtraFacts for DdpTools {
+    fn rdma_enabled(&self, device: &HostDevice) -> bool {
+        let key = (device.address, device.driver.clone());
+        if let Some(known) = self.rdma.lock().ok().and_then(|c| c.get(&key).copied()) {
+            return known;
+        }
+        let found = self.enable_rdma(device.address).unwrap_or(false);
+        if let Ok(mut c) = self.rdma.lock() {
+            c.insert(key, found);
+        }
+        found
+    }
+
     fn ddp_profile(&self, device: &HostDevice) -> Option<String> {
         let key = (device.address, device.driver.clone());
         if let Ok(cache) = self.cache.lock()
@@ -94,5 +135,25 @@ impl ExtraFacts for DdpTools {
             cache.insert(key, found.clone());
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::enable_rdma_of;
+
+    #[test]
+    fn devlinks_enable_rdma_json_is_read() {
+        let v = |value: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"param":{{"pci/0000:5e:00.3":[{{"name":"enable_rdma","type":"generic",
+                    "values":[{{"cmode":"driverinit","value":{value}}}]}}]}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(enable_rdma_of(&v("true")), Some(true));
+        assert_eq!(enable_rdma_of(&v("false")), Some(false));
+        assert_eq!(enable_rdma_of(&serde_json::json!({"param": {}})), None);
     }
 }

@@ -40,6 +40,14 @@ impl Default for HostPaths {
 pub trait ExtraFacts: Send + Sync {
     /// The DDP profile loaded on the device's NIC (Intel `ddptool` / devlink `fw.app.name`).
     fn ddp_profile(&self, device: &HostDevice) -> Option<String>;
+
+    /// Whether devlink says RDMA is enabled on the device (`enable_rdma`). Asked only for an
+    /// `isRdma` selector's device whose `infiniband/` is empty: with the RDMA subsystem in
+    /// exclusive namespace mode, a device handed to a pod takes its RDMA files with it, and SRDP
+    /// still counts it as an RDMA device by this parameter.
+    fn rdma_enabled(&self, _device: &HostDevice) -> bool {
+        false
+    }
 }
 
 /// Knows no DDP profiles, so `ddpProfiles` selectors match nothing (as SRDP on a NIC without DDP).
@@ -70,6 +78,9 @@ pub struct RdmaDevice {
     pub names: Vec<String>,
     /// Character devices a container needs, `/dev/infiniband/...`.
     pub char_devices: Vec<String>,
+    /// No RDMA device is visible but devlink's `enable_rdma` is on (exclusive RDMA mode, the
+    /// device in a pod's namespace): an RDMA device for the selectors, with nothing to mount.
+    pub exclusive: bool,
 }
 
 /// One PCI function as SRDP's providers describe it.
@@ -236,6 +247,7 @@ pub struct Host {
     paths: HostPaths,
     extra: Arc<dyn ExtraFacts>,
     want_ddp: bool,
+    want_rdma_param: bool,
 }
 
 impl fmt::Debug for Host {
@@ -253,6 +265,7 @@ impl Host {
             paths,
             extra: Arc::new(NoExtraFacts),
             want_ddp: true,
+            want_rdma_param: true,
         }
     }
 
@@ -266,6 +279,14 @@ impl Host {
     /// [`PoolManager`](crate::PoolManager) turns it off unless a selector uses `ddpProfiles`.
     pub fn with_ddp(mut self, want: bool) -> Self {
         self.want_ddp = want;
+        self
+    }
+
+    /// Whether to ask [`ExtraFacts`] for devlink's `enable_rdma` (a tool run per device without
+    /// RDMA files); the [`PoolManager`](crate::PoolManager) turns it off unless a selector uses
+    /// `isRdma`.
+    pub fn with_rdma_param(mut self, want: bool) -> Self {
+        self.want_rdma_param = want;
         self
     }
 
@@ -432,6 +453,10 @@ impl Host {
         if self.want_ddp {
             dev.ddp_profile = self.extra.ddp_profile(&dev);
         }
+        // Network functions only: SRDP asks no RDMA questions of accelerators.
+        if self.want_rdma_param && dev.rdma.names.is_empty() && dev.class >> 16 == 0x02 {
+            dev.rdma.exclusive = self.extra.rdma_enabled(&dev);
+        }
         Ok(dev)
     }
 }
@@ -569,6 +594,7 @@ fn rdma_of(dir: &Path) -> RdmaDevice {
     RdmaDevice {
         names,
         char_devices,
+        exclusive: false,
     }
 }
 

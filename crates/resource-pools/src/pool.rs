@@ -489,7 +489,12 @@ impl PoolManager {
             .iter()
             .flat_map(|r| &r.selectors)
             .any(|s| !s.ddp_profiles.is_empty());
-        let host = host.with_ddp(want_ddp);
+        let want_rdma_param = config
+            .resources
+            .iter()
+            .flat_map(|r| &r.selectors)
+            .any(|s| s.is_rdma);
+        let host = host.with_ddp(want_ddp).with_rdma_param(want_rdma_param);
         let pools = config
             .resources
             .iter()

@@ -183,9 +183,10 @@ fn pf_and_link(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// isRdma: the device must have an RDMA device.
+/// isRdma: the device must have an RDMA device, or devlink's `enable_rdma` on (exclusive
+/// RDMA mode), as SRDP's `IsRdma`.
 fn rdma(sel: &Selectors, dev: &HostDevice) -> Result<(), Rejection> {
-    if sel.is_rdma && dev.rdma.names.is_empty() {
+    if sel.is_rdma && dev.rdma.names.is_empty() && !dev.rdma.exclusive {
         return reject(
             "isRdma",
             "it has no RDMA device (are the RDMA modules loaded?)",

@@ -521,3 +521,58 @@ fn in_switchdev_mode_the_uplink_representor_names_the_pf() {
     );
     assert!(lab.select(r#"{"pfNames":["ens1f0_0"]}"#).is_empty());
 }
+
+/// Exclusive RDMA mode: a VF handed to a pod takes its `infiniband/` files along, and after a
+/// restart SRDP still counts it an RDMA device by devlink's `enable_rdma`; so do we, asking
+/// devlink only for an `isRdma` selector's devices that have no RDMA files.
+#[test]
+fn is_rdma_takes_a_device_devlink_says_has_rdma_enabled() {
+    use sriov_resource_pools::{Config, DdpTools, PoolManager};
+    use std::os::unix::fs::PermissionsExt;
+
+    let lab = Lab::new();
+    lab.make_rdma("0000:5e:00.2", "mlx5_2", 2);
+    let bin = lab.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = lab.path().join("calls");
+    let devlink = bin.join("devlink");
+    std::fs::write(
+        &devlink,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\n{}",
+            calls.display(),
+            r#"[ "$5" = "pci/0000:5e:00.3" ] || exit 1
+echo '{"param":{"pci/0000:5e:00.3":[{"name":"enable_rdma","type":"generic","values":[{"cmode":"driverinit","value":true}]}]}}'"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&devlink, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = Arc::new(DdpTools::with_commands(devlink, bin.join("no-ddptool")));
+    let run = |selectors: &str| -> Vec<String> {
+        let json =
+            format!(r#"{{"resourceList":[{{"resourceName":"r","selectors":{selectors}}}]}}"#);
+        let config = Config::parse(&json, "nvidia.com").unwrap();
+        let host = lab.host().with_extra_facts(tools.clone());
+        let m = PoolManager::new(&config, host, lab.settings(false), Arc::new(NoLinkHealth));
+        m.refresh().unwrap();
+        m.pools()[0]
+            .members()
+            .iter()
+            .map(|m| m.device.address.to_string())
+            .collect()
+    };
+    assert_eq!(
+        run(r#"{"vendors":["15b3"],"drivers":["mlx5_core"]}"#).len(),
+        2
+    );
+    assert!(!calls.exists(), "devlink is not asked without isRdma");
+    assert_eq!(
+        run(r#"{"vendors":["15b3"],"drivers":["mlx5_core"],"isRdma":true}"#),
+        strings(&CX5_VFS)
+    );
+    let asked = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        !asked.contains("0000:5e:00.2"),
+        "a device with RDMA files needs no devlink: {asked}"
+    );
+}
