@@ -15,6 +15,13 @@ use crate::elements::monitor::{Monitor, matches, refuse};
 use crate::{Chain, Ctx};
 
 /// Serves NetworkService Request/Close through a chain.
+///
+/// Each call runs in a task of its own, to completion, whatever the caller
+/// does: a client that cancels (a deadline, a dropped connection) would
+/// otherwise drop the chain at whichever await it had reached, between two
+/// host changes, with neither the rest done nor the first undone. A Request
+/// finished for a caller that has gone stays established like any other:
+/// the client's retry is a refresh of it, and without one it expires.
 #[derive(Debug, Clone)]
 pub struct NetworkServiceServer {
     chain: Arc<Chain>,
@@ -39,7 +46,12 @@ impl NetworkService for NetworkServiceServer {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
-        match self.chain.request(&mut Ctx::new(), req).await {
+        let chain = self.chain.clone();
+        let task = tokio::spawn(async move { chain.request(&mut Ctx::new(), req).await });
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("request task failed: {e}"))));
+        match result {
             Ok(c) => {
                 tracing::info!(connection = %id, "request served");
                 Ok(Response::new(c))
@@ -54,7 +66,10 @@ impl NetworkService for NetworkServiceServer {
     async fn close(&self, request: Request<Connection>) -> Result<Response<()>, Status> {
         let conn = request.into_inner();
         let id = conn.id.clone();
-        self.chain.close(&mut Ctx::new(), conn).await?;
+        let chain = self.chain.clone();
+        tokio::spawn(async move { chain.close(&mut Ctx::new(), conn).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("close task failed: {e}"))))?;
         tracing::info!(connection = %id, "closed");
         Ok(Response::new(()))
     }

@@ -734,3 +734,54 @@ async fn after_a_restart_a_close_restores_vf_settings_revokes_device_rules_and_r
     );
     assert_eq!(h.in_use(), 0);
 }
+
+/// A client that gives up mid-Request (a deadline, a dropped connection) must not leave the
+/// chain cut at an await between two host changes: the server finishes the call, so the
+/// connection is fully established (monitored, timed, closable) or fully undone.
+#[tokio::test]
+async fn a_request_or_close_the_client_cancels_still_runs_to_completion() {
+    use sriov_api::nsm::networkservice::network_service_server::NetworkService;
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    *h.next_hop.delay.lock().unwrap() = Duration::from_millis(300);
+    let server = sriov_chain::server::NetworkServiceServer::new(h.chain.clone());
+
+    let call = server.request(tonic::Request::new(req(
+        "cancelled",
+        MECH_KERNEL,
+        &kernel_params(&token),
+    )));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err(),
+        "the client gave up before the next hop answered"
+    );
+    // The VF was leased and bound before the next hop; the rest still happens.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let established = h.monitor.connections();
+    assert_eq!(established.len(), 1, "established after all");
+    assert!(ops.calls().iter().any(|c| matches!(c, Call::MoveInto(_))));
+    assert_eq!(h.in_use(), 1);
+
+    // The client's retry finds it; then a Close it cancels still undoes everything.
+    let conn = server
+        .request(tonic::Request::new(kernel_refresh(
+            &token,
+            established[0].clone(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let call = server.close(tonic::Request::new(conn));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(ops.calls().iter().any(|c| matches!(c, Call::BackOut(_))));
+    assert_eq!(h.in_use(), 0);
+    assert!(h.monitor.connections().is_empty());
+}

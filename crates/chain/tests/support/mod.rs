@@ -65,6 +65,8 @@ pub struct FakeNextHop {
     pub closes: Mutex<Vec<Connection>>,
     pub failing: Mutex<Vec<String>>,
     pub context: Mutex<Option<ConnectionContext>>,
+    /// How long each Request and Close takes.
+    pub delay: Mutex<std::time::Duration>,
 }
 
 impl NextHop for FakeNextHop {
@@ -80,7 +82,9 @@ impl NextHop for FakeNextHop {
             conn.context = self.context.lock().unwrap().clone();
         }
         conn.mechanism = r.mechanism_preferences.first().cloned();
+        let delay = *self.delay.lock().unwrap();
         async move {
+            tokio::time::sleep(delay).await;
             if fail {
                 Err(Status::unavailable("next hop down"))
             } else {
@@ -92,7 +96,12 @@ impl NextHop for FakeNextHop {
 
     fn close(&self, c: Connection) -> BoxFuture<'static, Result<(), Status>> {
         self.closes.lock().unwrap().push(c);
-        async { Ok(()) }.boxed()
+        let delay = *self.delay.lock().unwrap();
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+        .boxed()
     }
 }
 
