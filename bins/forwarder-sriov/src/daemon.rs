@@ -37,11 +37,14 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// a restart, uses recorded before it have no timer of their own): their
 /// host changes are undone from the pool's record first ([`Reclaim`]), so
 /// the VF goes back clean; then releases uses whose VF is gone or visibly
-/// back with the forwarder.
+/// back with the forwarder. Connections whose token no pod holds any more
+/// (kubelet's pod-resources said so) are closed: through the chain when
+/// this process serves them, from the record otherwise.
 async fn sweep_stale_uses(
     pool: Arc<Pool>,
     sysfs: Sysfs,
     reclaim: Reclaim,
+    chain: Arc<sriov_chain::Chain>,
     monitor: Monitor,
     every: Duration,
     stop: impl Future<Output = ()>,
@@ -52,6 +55,23 @@ async fn sweep_stale_uses(
         tokio::select! {
             () = &mut stop => return,
             _ = tick.tick() => {}
+        }
+        let served = monitor.connections();
+        for connection in pool.abandoned() {
+            let closed = match served.iter().find(|c| c.id == connection) {
+                Some(conn) => chain
+                    .close(&mut sriov_chain::Ctx::new(), conn.clone())
+                    .await
+                    .map(|()| Some("closed".to_string())),
+                None => reclaim.connection(&connection).await,
+            };
+            match closed {
+                Ok(Some(what)) => tracing::info!(%connection, "{what} (its pod is gone)"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%connection, error = %e, "closing the connection of a gone pod; retried next sweep")
+                }
+            }
         }
         let mut live: std::collections::HashSet<String> =
             monitor.connections().into_iter().map(|c| c.id).collect();
@@ -221,6 +241,7 @@ pub(crate) async fn run(
         pool.clone(),
         sysfs.clone(),
         reclaim,
+        chain.clone(),
         monitor.clone(),
         env.resource_poll_timeout,
         stopped(stop_rx.clone()),

@@ -454,6 +454,8 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             vf_names: &vf_names,
             sysfs: &sysfs,
             ctr: &ctr,
+            kubelet: &kubelet,
+            pod: "pod-e2e",
         };
         crate::restart::run(scene, r, &mut fwd).await?;
     }

@@ -32,6 +32,10 @@ pub(crate) struct Scene<'a> {
     pub(crate) sysfs: &'a sriov_pci::Sysfs,
     /// The client container's cgroup, for a VFIO connection.
     pub(crate) ctr: &'a Path,
+    /// Kubelet, whose pod-resources answer can lose the pod.
+    pub(crate) kubelet: &'a sriov_deviceplugin::fake::FakeKubelet,
+    /// The pod holding `token`.
+    pub(crate) pod: &'a str,
 }
 
 /// Lifetime given to the restarted forwarders, so an unrefreshed lease
@@ -39,15 +43,20 @@ pub(crate) struct Scene<'a> {
 const SHORT_LIFETIME: &str = "3s";
 
 async fn kill_and_restart(o: &Options, paths: &Paths, fwd: &mut Forwarder) -> Result<(), String> {
+    kill_and_restart_for(o, paths, fwd, SHORT_LIFETIME).await
+}
+
+/// Kill -9, then start again with tokens lasting `lifetime`.
+async fn kill_and_restart_for(
+    o: &Options,
+    paths: &Paths,
+    fwd: &mut Forwarder,
+    lifetime: &str,
+) -> Result<(), String> {
     let _ = fwd.child.kill();
     let _ = fwd.child.wait();
     let netns = fwd.netns.take();
-    *fwd = forwarder::start_with(
-        o,
-        paths,
-        netns,
-        &[("NSM_MAX_TOKEN_LIFETIME", SHORT_LIFETIME)],
-    )?;
+    *fwd = forwarder::start_with(o, paths, netns, &[("NSM_MAX_TOKEN_LIFETIME", lifetime)])?;
     Ok(())
 }
 
@@ -199,9 +208,37 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // 4. On real VFs: the client's namespace vanishes, then the forwarder
     // is killed; the kernel hands a real VF netdev back to the initial
     // namespace (a veth stand-in would die with the namespace instead).
-    if s.o.veth {
-        return Ok(());
+    if !s.o.veth {
+        vanished_namespace(&s, r, fwd).await?;
     }
+
+    // 5. The pod goes away while a connection made before a restart uses
+    // its token: kubelet's pod-resources stop listing it, and the sweep
+    // closes the connection from the record. Tokens live long here, so no
+    // expiry can do it instead.
+    kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
+    let mut nsc = reconnect(s.listen).await?;
+    let (_, home) = request(&s, &mut nsc, "conn-restart-pod-gone", "nsm-r5").await?;
+    kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
+    s.kubelet.remove_pod(s.pod);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let verdict = loop {
+        let v = undone(&s, fwd, "nsm-r5", &home).await?;
+        if v.is_ok() || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    r.check("restart-pod-gone-undoes", verdict);
+    Ok(())
+}
+
+/// 4. (real VFs only; see `run`).
+async fn vanished_namespace(
+    s: &Scene<'_>,
+    r: &mut Report,
+    fwd: &mut Forwarder,
+) -> Result<(), String> {
     let mut nsc = reconnect(s.listen).await?;
     let (o, paths) = (s.o, s.paths);
     let home = {
@@ -209,7 +246,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         let gone_scene = Scene {
             client_ns: &doomed,
             inode_url: crate::checks::file_url(&doomed)?,
-            ..s
+            ..*s
         };
         let (_, home) = request(&gone_scene, &mut nsc, "conn-restart-gone", "nsm-r3").await?;
         home

@@ -85,6 +85,10 @@ pub struct Pool {
     clock: Clock,
     lists: BTreeMap<String, watch::Sender<Vec<Device>>>,
     changes: watch::Sender<u64>,
+    /// Connections whose token no pod holds any more (kubelet's
+    /// pod-resources said so): theirs to close by the forwarder. In memory
+    /// only: after a restart kubelet says it again.
+    abandoned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -177,6 +181,7 @@ impl Pool {
             clock,
             lists,
             changes: watch::Sender::new(0),
+            abandoned: Mutex::default(),
         };
         Ok((pool, warnings))
     }
@@ -287,19 +292,31 @@ impl Pool {
 
     /// No pod holds these tokens any more: allocated ones become free.
     /// In-use ones stay until their connection closes (the pod's namespace
-    /// is gone, but the forwarder still has to take the VF back). Unknown
-    /// and free IDs are ignored, so release is idempotent.
+    /// is gone, but the forwarder still has to take the VF back); their
+    /// connections are listed by [`Pool::abandoned`] for the forwarder to
+    /// close. Unknown and free IDs are ignored, so release is idempotent.
     pub fn release(&self, ids: &[String]) -> Result<(), PoolError> {
         let mut guard = self.lock()?;
         let mut next = guard.clone();
         let mut changed = false;
+        let mut abandoned = Vec::new();
         for id in ids {
-            if let Some(t) = next.tokens.get_mut(id)
-                && t.state == TokenState::Allocated
-            {
-                t.state = TokenState::Free;
-                changed = true;
+            match next.tokens.get_mut(id) {
+                Some(t) if t.state == TokenState::Allocated => {
+                    t.state = TokenState::Free;
+                    changed = true;
+                }
+                Some(Token {
+                    state: TokenState::InUse(u),
+                    ..
+                }) => abandoned.push(u.connection.clone()),
+                _ => {}
             }
+        }
+        if !abandoned.is_empty()
+            && let Ok(mut a) = self.abandoned.lock()
+        {
+            a.extend(abandoned);
         }
         if changed {
             self.commit(&mut guard, next)?;
@@ -402,6 +419,25 @@ impl Pool {
         }
         self.commit(&mut guard, next)?;
         Ok(self.lease(&tok, pick, kind))
+    }
+
+    /// Connections still using a VF whose token no pod holds any more (see
+    /// [`Pool::release`]); ones that ended since are forgotten.
+    pub fn abandoned(&self) -> Vec<String> {
+        // Never the abandoned lock while taking the state lock: `release`
+        // takes them the other way round.
+        let listed: Vec<String> = match self.abandoned.lock() {
+            Ok(a) => a.iter().cloned().collect(),
+            Err(_) => return Vec::new(),
+        };
+        let (live, ended): (Vec<String>, Vec<String>) =
+            listed.into_iter().partition(|c| self.holds(c));
+        if let Ok(mut a) = self.abandoned.lock() {
+            for c in &ended {
+                a.remove(c);
+            }
+        }
+        live
     }
 
     /// Whether `connection` holds a VF (a use recorded, perhaps by the

@@ -201,6 +201,10 @@ fn release_frees_allocated_tokens_idempotently_but_not_in_use_ones() {
     pool.release(&a[..2]).unwrap();
     pool.release(&["sriov-unknown".to_string()]).unwrap();
     assert_eq!(pool.allocated(A).unwrap(), vec![a[1].clone()]);
+    // The in-use one's connection is the forwarder's to close, until it ends.
+    assert_eq!(pool.abandoned(), vec!["c".to_string()]);
+    pool.unuse("c").unwrap();
+    assert!(pool.abandoned().is_empty());
 }
 
 #[test]

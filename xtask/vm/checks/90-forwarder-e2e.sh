@@ -9,7 +9,8 @@
 # with SIGKILL mid-connection and restarted on its state, and a Close, an
 # unrefreshed expiry and a vanished client namespace each bring the real
 # VF netdev back, and a VFIO Close after a restart rebinds igbvf and
-# revokes the device rules (--restart); SIGTERM unregisters.
+# revokes the device rules, and a pod that goes away has its connection
+# closed by the sweep (--restart); SIGTERM unregisters.
 need_vfs
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 pf=$(pf_netdev)
