@@ -85,11 +85,20 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PciAction {
     /// Set the number of VFs of a PF (through 0 when changing a non-zero count).
+    /// Refused while the forwarder's pool (NSM_STATE_DIR) has a VF of the PF
+    /// in use by a connection, or more of its VFs held by pods than the new
+    /// count, since changing the count removes every VF first.
     SetNumvfs {
         /// The PF's PCI address.
         pf: PciAddress,
         /// The VF count.
         count: u32,
+        /// The forwarder's state directory, to see what pods hold.
+        #[arg(long, env = "NSM_STATE_DIR", default_value = sriov_config::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Change the count even though pods hold VFs of the PF.
+        #[arg(long)]
+        force: bool,
     },
     /// Bind a function to a driver (driver_override + drivers_probe).
     Bind {
@@ -198,7 +207,15 @@ impl Cli {
             Command::Pci { sysfs, action } => {
                 let sysfs = sysfs.sysfs()?;
                 match action {
-                    PciAction::SetNumvfs { pf, count } => {
+                    PciAction::SetNumvfs {
+                        pf,
+                        count,
+                        state_dir,
+                        force,
+                    } => {
+                        if !force {
+                            refuse_held_vfs(&state_dir, pf, count)?;
+                        }
                         let vfs = sysfs.set_num_vfs(pf, count)?;
                         println!("{pf}: {} VFs", vfs.len());
                         for vf in vfs {
@@ -231,6 +248,36 @@ impl Cli {
             }
         }
     }
+}
+
+/// Refuses a VF count change that would pull VFs from under pods (see
+/// `pci set-numvfs --help`).
+fn refuse_held_vfs(state_dir: &Path, pf: PciAddress, count: u32) -> Result<()> {
+    let tokens = sriov_pool::FileStore::read_tokens(state_dir)
+        .with_context(|| format!("reading the pool state in {}", state_dir.display()))?;
+    let of_pf: Vec<_> = tokens.iter().filter(|t| t.pf == pf).collect();
+    let in_use: Vec<String> = of_pf
+        .iter()
+        .filter_map(|t| match &t.state {
+            sriov_pool::TokenState::InUse(u) => Some(format!("{} ({})", u.vf, u.connection)),
+            _ => None,
+        })
+        .collect();
+    if !in_use.is_empty() {
+        anyhow::bail!(
+            "PF {pf}: VFs in use by connections: {}; changing the VF count removes every VF \
+             first (close the connections, or pass --force)",
+            in_use.join(", ")
+        );
+    }
+    let held = of_pf.iter().filter(|t| t.reserves()).count();
+    if held > count as usize {
+        anyhow::bail!(
+            "PF {pf}: pods hold {held} of its VFs, more than {count}; pass --force to change \
+             the count anyway"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -153,10 +153,13 @@ pub const VARIABLES: &[EnvVar] = &[
     },
     EnvVar {
         name: "NSM_STATE_DIR",
-        default: "/var/lib/networkservicemesh/forwarder-sriov",
+        default: DEFAULT_STATE_DIR,
         help: "where the VF pool keeps its crash-safe state",
     },
 ];
+
+/// `NSM_STATE_DIR`'s default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/networkservicemesh/forwarder-sriov";
 
 /// A gRPC endpoint URL as NSM writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]

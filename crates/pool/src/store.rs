@@ -116,6 +116,18 @@ impl FileStore {
         })
     }
 
+    /// The tokens recorded in `dir`, read without creating or changing
+    /// anything (for operator commands beside a running daemon); an empty
+    /// list when there is no state yet.
+    pub fn read_tokens(dir: impl AsRef<Path>) -> Result<Vec<crate::Token>, PoolError> {
+        let store = Self {
+            path: dir.as_ref().join(STATE_FILE),
+            reset: false,
+        };
+        let (state, _) = store.load()?;
+        Ok(state.tokens.into_values().collect())
+    }
+
     /// On an unreadable or corrupt state file, move it aside and start
     /// empty instead of refusing to start (the operator's explicit choice).
     pub fn with_reset(mut self) -> Self {
@@ -201,6 +213,7 @@ impl FileStore {
             .tempfile_in(dir)?;
         tmp.write_all(&raw)?;
         tmp.as_file().sync_all()?;
+        sriov_failpoint::hit("store.before-rename");
         tmp.persist(&self.path).map_err(|e| e.error)?;
         File::open(dir)?.sync_all()?;
         Ok(())
