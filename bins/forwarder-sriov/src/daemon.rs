@@ -224,6 +224,16 @@ pub(crate) async fn run(
     if let Ok(c) = &cgroups {
         reclaim = reclaim.with_cgroups(c.clone());
     }
+    // Requests the previous process was killed in the middle of: their
+    // clients never got an answer, so what they did is rolled back before
+    // anything is served (a failure stays recorded for the sweep).
+    for (connection, result) in reclaim.unfinished().await {
+        match result {
+            Ok(Some(what)) => tracing::info!(%connection, "{what} (its Request never finished)"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%connection, error = %e, "rolling back an unfinished Request"),
+        }
+    }
     let chain = chain(Deps {
         name: env.name.clone(),
         max_token_lifetime: env.max_token_lifetime,

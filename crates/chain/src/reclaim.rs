@@ -10,7 +10,8 @@
 //! settings, revokes the device rules, gives a VFIO VF its kernel driver
 //! back, and only then frees the VF, so the next tenant never gets a VF
 //! still in someone's namespace, configured for someone else or on
-//! vfio-pci. `begin` uses it
+//! vfio-pci. The daemon runs [`Reclaim::unfinished`] at start for Requests
+//! its predecessor was killed in the middle of. `begin` uses it
 //! for a Close of such a connection; the forwarder's sweep uses it for one
 //! that expired unrefreshed.
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use sriov_netlink::NetlinkOps;
 use sriov_pci::{PciAddress, Sysfs};
-use sriov_pool::{DriverKind, Pool, VfLease};
+use sriov_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
 use tonic::Status;
 
@@ -85,7 +86,7 @@ impl Reclaim {
         };
         let mut done = Vec::new();
         let record = UndoRecord::of(&lease).unwrap_or_default();
-        if let Some(moved) = record.moved {
+        if let Some(moved) = record.move_to_undo().cloned() {
             let name = moved.client_name.clone();
             let outcome = self
                 .netlink
@@ -115,14 +116,38 @@ impl Reclaim {
             .await?;
             done.push(format!("{rules} device rule(s) revoked"));
         }
-        if lease.kind == DriverKind::Vfio {
-            done.push(self.rebind_kernel(&lease).await?);
-        }
+        // Either kind: a bind killed half-way leaves the VF without a driver
+        // or with `driver_override` set; this puts it on its kernel driver
+        // with the override cleared, as the next tenant expects.
+        done.push(self.rebind_kernel(&lease).await?);
+        sriov_failpoint::hit("reclaim.before-free");
         let pool = self.pool.clone();
         let id = connection.to_string();
         blocking(move || pool.unuse(&id).map_err(pool_status)).await?;
         done.push(format!("VF {} free", lease.vf));
         Ok(Some(done.join(", ")))
+    }
+
+    /// Rolls back every use whose Request never finished (see
+    /// [`UndoRecord::unfinished`]): the process before this one was killed
+    /// in the middle of it, so its client never got an answer and retries
+    /// with a fresh Request. Run at start, before serving. Returns a line
+    /// per connection rolled back, or the error that keeps it recorded for
+    /// the sweep to retry.
+    pub async fn unfinished(&self) -> Vec<(String, Result<Option<String>, Status>)> {
+        let pool = self.pool.clone();
+        let uses = match blocking(move || pool.uses().map_err(pool_status)).await {
+            Ok(u) => u,
+            Err(e) => return vec![(String::new(), Err(e))],
+        };
+        let mut out = Vec::new();
+        for (connection, lease) in uses {
+            if UndoRecord::unfinished(&lease) {
+                let result = self.connection(&connection).await;
+                out.push((connection, result));
+            }
+        }
+        out
     }
 
     async fn rebind_kernel(&self, lease: &VfLease) -> Result<String, Status> {

@@ -21,12 +21,27 @@ pub trait NetlinkOps: Send + Sync {
     /// See [`RtNetlink::move_into`].
     fn move_into(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>>;
 
+    /// What [`NetlinkOps::move_into`] would record for `request`, read before the move so the
+    /// intent can be persisted first. Refuses what `move_into` refuses. See
+    /// [`RtNetlink::plan_move`].
+    fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>>;
+
     /// Returns a moved link home (or recovers it after its namespace died).
     /// See [`RtNetlink::back_out`].
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>>;
 
     /// Applies PF-side settings to a VF, returning what to restore. See [`RtNetlink::set_vf`].
     fn set_vf(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>>;
+
+    /// The record [`NetlinkOps::set_vf`] would return (the current values of what `config`
+    /// changes), read before the change so it can be persisted first. See
+    /// [`RtNetlink::vf_record`].
+    fn vf_record(
         &self,
         pf: LinkRef,
         vf: u32,
@@ -52,9 +67,24 @@ impl NetlinkOps for RtNetlink {
         async move { this.move_into(&request).await }.boxed()
     }
 
+    fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
+        let this = self.clone();
+        async move { this.plan_move(&request).await }.boxed()
+    }
+
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {
         let this = self.clone();
         async move { this.back_out(&record).await }.boxed()
+    }
+
+    fn vf_record(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>> {
+        let this = self.clone();
+        async move { this.vf_record(&pf, vf, &config).await }.boxed()
     }
 
     fn set_vf(

@@ -157,6 +157,36 @@ pub enum BackOut {
 }
 
 impl RtNetlink {
+    /// The record [`RtNetlink::move_into`] would return for `request` if the move, rename and
+    /// configuration all succeed, read without changing anything: the client namespace is opened
+    /// and checked (the same refusals as `move_into`) and the link read at home. Callers persist
+    /// it as the intent before moving, so a process killed mid-move leaves a record that
+    /// [`RtNetlink::back_out`] can act on whether the move happened or not.
+    pub async fn plan_move(&self, request: &ClientLink) -> Result<MovedLink> {
+        let target = open_client(&request.netns, &self.guard).await?;
+        let link = require_link(&self.handle, &request.link, &self.home_label()).await?;
+        Ok(MovedLink {
+            netns: request.netns.clone(),
+            netns_id: target.id(),
+            original: OriginalLink {
+                index: link.index,
+                name: link.name.clone(),
+                address: link.address.clone(),
+                perm_address: link.perm_address.clone(),
+                mtu: link.mtu,
+            },
+            // The kernel keeps the ifindex across a move unless the target has it taken.
+            client_index: link.index,
+            client_name: request
+                .name
+                .as_ref()
+                .map_or_else(|| link.name.clone(), |n| n.as_str().to_owned()),
+            client_address: request
+                .mac
+                .map_or_else(|| link.address.clone(), |m| m.octets().to_vec()),
+        })
+    }
+
     /// Moves a link into a client namespace and configures it: rename, MTU, MAC, up, addresses,
     /// routes, neighbours, in that order.
     ///

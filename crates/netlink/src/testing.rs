@@ -280,6 +280,42 @@ impl NetlinkOps for RecordingOps {
         async move { result }.boxed()
     }
 
+    fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
+        // A read: not recorded as a call, and it fails only where the move would.
+        let name = request.link.to_string();
+        let planned = MovedLink {
+            netns_id: crate::netns::NetnsId { dev: 0, ino: 0 },
+            netns: request.netns,
+            original: OriginalLink {
+                index: 1,
+                name: name.clone(),
+                address: Vec::new(),
+                perm_address: None,
+                mtu: 1500,
+            },
+            client_index: 1,
+            client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
+            client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
+        };
+        async move { Ok(planned) }.boxed()
+    }
+
+    fn vf_record(
+        &self,
+        pf: LinkRef,
+        vf: u32,
+        config: VfConfig,
+    ) -> BoxFuture<'static, Result<VfRecord>> {
+        // A read: not recorded as a call.
+        let record = VfRecord {
+            pf_index: 1,
+            pf_name: pf.to_string(),
+            vf,
+            previous: VfState::default().previous_of(&config),
+        };
+        async move { Ok(record) }.boxed()
+    }
+
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {
         let result = self
             .record(Call::BackOut(record))

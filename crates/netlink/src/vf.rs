@@ -204,11 +204,10 @@ impl RtNetlink {
         Ok(msg.as_ref().map(vf_states).unwrap_or_default())
     }
 
-    /// Applies `config` to VF `vf` of `pf` and returns the previous values of what it changed.
-    ///
-    /// The kernel applies the settings one by one and stops at the first error; on failure the
-    /// previous values are written back before the error is returned.
-    pub async fn set_vf(&self, pf: &LinkRef, vf: u32, config: &VfConfig) -> Result<VfRecord> {
+    /// The current values of what `config` would change on VF `vf` of `pf`: the record
+    /// [`RtNetlink::set_vf`] returns, read without changing anything, so a caller can persist it
+    /// before the change.
+    pub async fn vf_record(&self, pf: &LinkRef, vf: u32, config: &VfConfig) -> Result<VfRecord> {
         let link = require_link(&self.handle, pf, &self.home_label()).await?;
         let states = self.vfs(&LinkRef::Index(link.index)).await?;
         if states.is_empty() {
@@ -230,6 +229,15 @@ impl RtNetlink {
             vf,
             previous: state.previous_of(config),
         };
+        Ok(record)
+    }
+
+    /// Applies `config` to VF `vf` of `pf` and returns the previous values of what it changed.
+    ///
+    /// The kernel applies the settings one by one and stops at the first error; on failure the
+    /// previous values are written back before the error is returned.
+    pub async fn set_vf(&self, pf: &LinkRef, vf: u32, config: &VfConfig) -> Result<VfRecord> {
+        let record = self.vf_record(pf, vf, config).await?;
         if let Err(e) = self
             .apply_vf_config(record.pf_index, &record.pf_name, vf, config)
             .await

@@ -27,9 +27,11 @@ impl Sysfs {
         }
         if previous.is_some() {
             self.unbind(address)?;
+            sriov_failpoint::hit("pci.bind.after-unbind");
         }
         let dir = self.device_dir(address);
         self.write_attr(&dir.join("driver_override"), driver)?;
+        sriov_failpoint::hit("pci.bind.after-override");
         self.write_attr(&self.drivers_probe_path(), &address.to_string())?;
         self.wait_driver(address, Some(driver))?;
         Ok(previous)

@@ -23,9 +23,11 @@
 //! Every change is persisted atomically (temp file, fsync, rename) in the
 //! state directory before it is acknowledged. On start the pool keeps
 //! existing token IDs (pods hold them), reshapes the token set to the
-//! configuration, and releases recorded uses whose VF is gone, expired, or
-//! visibly back with the forwarder, so a `kill -9` at any point neither
-//! loses nor leaks a VF.
+//! configuration, and releases recorded uses whose VF is gone. Every other
+//! recorded use stays until the forwarder has undone what it did to the
+//! host (its undo record, kept with the use, says what), so a `kill -9` at
+//! any point neither loses nor leaks a VF, nor hands it out still on
+//! someone's side.
 //!
 //! # Example
 //!

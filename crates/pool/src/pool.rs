@@ -157,7 +157,7 @@ impl Pool {
             &kernel_drivers,
             sysfs,
             now,
-            &|_| false,
+            None,
             &mut warnings,
         );
         store.save(&state).map_err(persist_err)?;
@@ -459,6 +459,19 @@ impl Pool {
         }))
     }
 
+    /// Every recorded use: its connection and lease (with its undo record).
+    pub fn uses(&self) -> Result<Vec<(String, VfLease)>, PoolError> {
+        let guard = self.lock()?;
+        Ok(guard
+            .tokens
+            .values()
+            .filter_map(|t| match &t.state {
+                TokenState::InUse(u) => Some((u.connection.clone(), self.lease(t, u.vf, u.kind))),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
         let mut guard = self.lock()?;
@@ -504,10 +517,11 @@ impl Pool {
     }
 
     /// Releases recorded uses that no live connection holds and whose VF is
-    /// gone, expired, or visibly back with the forwarder (the client's
-    /// namespace died and the kernel returned the netdev), with the same
-    /// rules as at start. The forwarder runs this periodically, so a use
-    /// recovered after a restart that nobody refreshes is not leaked.
+    /// gone, or expired and visibly back with the forwarder. Unlike at
+    /// start, a use that is not expired stays even when its VF looks idle:
+    /// it may be a Request in flight that has taken its token and not yet
+    /// bound or moved its VF. The forwarder runs this periodically, so a
+    /// use recovered after a restart that nobody refreshes is not leaked.
     /// Returns a line per released use.
     pub fn sweep(
         &self,
@@ -523,7 +537,7 @@ impl Pool {
             &self.kernel_drivers,
             sysfs,
             (self.clock)(),
-            is_live,
+            Some(is_live),
             &mut released,
         );
         if !released.is_empty() {
@@ -659,14 +673,14 @@ fn reconcile_uses(
     kernel_drivers: &BTreeMap<PciAddress, String>,
     sysfs: &Sysfs,
     now: u64,
-    is_live: &dyn Fn(&str) -> bool,
+    running: Option<&dyn Fn(&str) -> bool>,
     warnings: &mut Vec<String>,
 ) {
     for t in state.tokens.values_mut() {
         let TokenState::InUse(u) = &t.state else {
             continue;
         };
-        if is_live(&u.connection) {
+        if running.is_some_and(|is_live| is_live(&u.connection)) {
             continue;
         }
         let exists = pfs
@@ -692,13 +706,16 @@ fn reconcile_uses(
             Some("the VF no longer exists")
         } else if moved {
             None
-        } else if home {
-            Some(if u.expires_at <= now {
-                "its use expired"
-            } else {
-                "the VF is back with the forwarder, not with a client"
-            })
+        } else if home && u.expires_at <= now && running.is_some() {
+            Some("its use expired")
         } else {
+            // At start, a use with no record belongs to a Request the last
+            // process was killed in (perhaps half-way through a bind): the
+            // forwarder rolls it back (`Reclaim::unfinished`) before it
+            // serves, so the VF returns on its driver. While serving, such
+            // a use may be a Request in flight between taking its token and
+            // binding or moving its VF: releasing it would hand the VF out
+            // twice.
             None
         };
         if let Some(reason) = reason {

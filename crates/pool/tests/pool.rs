@@ -302,9 +302,11 @@ fn restart_keeps_token_ids_and_states() {
 }
 
 #[test]
-fn crash_before_the_vf_was_moved_releases_it_at_start() {
-    // The pool recorded the use, then the forwarder died before moving the
-    // VF netdev: sysfs still shows it in our namespace, so no client holds it.
+fn crash_before_anything_was_recorded_keeps_the_use_for_the_forwarder_to_roll_back() {
+    // The pool recorded the use, then the forwarder died before it recorded
+    // any host change (perhaps half-way through a bind): the VF looks idle,
+    // but only the forwarder's roll-back may free it, after putting it back
+    // on its driver. So the pool keeps it, and says so through `uses`.
     let f = Fixture::x710(&[A]);
     let a = {
         let pool = f.open();
@@ -315,15 +317,14 @@ fn crash_before_the_vf_was_moved_releases_it_at_start() {
         a
     };
     let (pool, warnings) = f.open_with(system_clock());
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("back with the forwarder")),
-        "{warnings:?}"
-    );
-    let t = token(&pool, &a[0]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(matches!(token(&pool, &a[0]).state, TokenState::InUse(_)));
+    let uses = pool.uses().unwrap();
+    assert_eq!(uses.len(), 1);
+    assert_eq!((uses[0].0.as_str(), &uses[0].1.undo), ("c1", &None));
+    pool.unuse("c1").unwrap();
     assert_eq!(
-        t.state,
+        token(&pool, &a[0]).state,
         TokenState::Allocated,
         "the pod still holds the token"
     );
@@ -625,15 +626,14 @@ fn concurrent_uses_get_distinct_vfs() {
 }
 
 #[test]
-fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
+fn sweep_releases_an_expired_use_once_its_vf_is_home_but_never_a_live_or_unexpired_one() {
     let f = Fixture::x710(&[A]);
     let (a, vf) = {
         let pool = f.open();
         let a = ids_of(&pool, A);
         pool.allocate(A, &a[..2]).unwrap();
-        let l = pool
-            .use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
-            .unwrap();
+        // c1's lease ran out long ago; c2's runs for ever.
+        let l = pool.use_token(&a[0], DriverKind::Kernel, "c1", 1).unwrap();
         pool.use_token(&a[1], DriverKind::Kernel, "c2", u64::MAX)
             .unwrap();
         (a, l.vf)
@@ -658,8 +658,11 @@ fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
         0,
         "both still with clients"
     );
-    // The first client's namespace dies: the kernel hands its netdev back.
-    sriov_pci_fake::copy_tree(&backup.path().join("0"), &dirs[0]).unwrap();
+    // Both netdevs come home: c1's namespace died; c2 may be a Request in
+    // flight that has taken its token and not moved its VF yet.
+    for (i, d) in dirs.iter().enumerate() {
+        sriov_pci_fake::copy_tree(&backup.path().join(i.to_string()), d).unwrap();
+    }
     assert!(
         pool.sweep(&sysfs, &|c| c == "c1").unwrap().is_empty(),
         "a live connection is never swept"
@@ -667,10 +670,14 @@ fn sweep_releases_a_recovered_use_once_its_vf_is_home_but_never_a_live_one() {
     let released = pool.sweep(&sysfs, &|_| false).unwrap();
     assert_eq!(released.len(), 1, "{released:?}");
     assert!(released[0].contains(&vf.to_string()));
+    assert!(released[0].contains("expired"), "{released:?}");
     let t = token(&pool, &a[0]);
     assert_eq!(t.state, TokenState::Allocated);
     let t = token(&pool, &a[1]);
-    assert!(matches!(t.state, TokenState::InUse(_)));
+    assert!(
+        matches!(t.state, TokenState::InUse(_)),
+        "an unexpired use is never released while serving"
+    );
 }
 
 /// The error text of opening `f`'s pool over `store`.

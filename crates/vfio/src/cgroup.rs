@@ -381,8 +381,13 @@ impl CgroupDevices {
                 "it has child cgroups: a container's cgroup is a leaf",
             ));
         }
+        // cgroupfs shows regular files; a FIFO is how the end-to-end chaos
+        // campaign stands in for one (it keeps every rule written, as the
+        // kernel does, where a plain file keeps only the last).
         match std::fs::symlink_metadata(dir.join("devices.allow")) {
-            Ok(m) if m.is_file() => Ok(()),
+            Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()) => {
+                Ok(())
+            }
             _ => Err(Error::NotDevicesCgroup {
                 path: dir.to_path_buf(),
             }),
@@ -399,6 +404,25 @@ impl CgroupDevices {
                 rule: "it matches more than one cgroup",
             }),
         }
+    }
+
+    /// The rules [`CgroupDevices::grant_all`] would write for `requested` and `devices`, worked
+    /// out without writing anything: the same checks on `requested`, minus cgroups whose
+    /// `devices.list` already allows a device. Callers persist it before granting, so a process
+    /// killed mid-grant leaves a record that [`CgroupDevices::revoke_recorded`] can act on
+    /// (denying a rule that was never allowed takes nothing away).
+    pub fn plan_all(&self, requested: &str, devices: &[DeviceNumber]) -> Result<Grant> {
+        let dirs = self.resolve_all(requested)?;
+        let mut grant = Grant::default();
+        for dir in &dirs {
+            for device in devices {
+                let held = self.lock().contains_key(&(dir.clone(), *device));
+                if held || !already_allowed(dir, *device) {
+                    grant.rules.push((dir.clone(), *device));
+                }
+            }
+        }
+        Ok(grant)
     }
 
     /// Allows `device` (read and write: never mknod, the node exists) to every cgroup `requested`

@@ -120,14 +120,44 @@ fn same_netns(moved: &MovedLink, named: &sriov_netlink::NetnsUrl) -> Result<(), 
 }
 
 impl Inject {
-    /// Moves and configures `link`, recording the move with the pool lease.
+    /// Moves and configures `link`, recording the move with the pool lease: as intended before
+    /// it is made, as done after, so a kill at any instant leaves a record to back out from.
     async fn move_and_record(&self, ctx: &Ctx, link: ClientLink) -> Result<MovedLink, Status> {
-        let m = self.netlink.move_into(link).await.map_err(move_status)?;
-        if let Some(log) = ctx.get::<UndoLog>().cloned()
-            && let Err(e) = log.update(|r| r.moved = Some(m.clone())).await
+        let log = ctx.get::<UndoLog>().cloned();
+        if let Some(log) = &log {
+            let intent = self
+                .netlink
+                .plan_move(link.clone())
+                .await
+                .map_err(move_status)?;
+            log.update(|r| r.moving = Some(intent)).await?;
+        }
+        sriov_failpoint::hit("inject.before-move");
+        let moved = self.netlink.move_into(link).await.map_err(move_status);
+        sriov_failpoint::hit("inject.after-move");
+        let (m, log) = match (moved, log) {
+            (Ok(m), Some(log)) => (m, log),
+            (Ok(m), None) => return Ok(m),
+            (Err(e), log) => {
+                // `move_into` rolled itself back: nothing is left to undo.
+                if let Some(log) = log
+                    && let Err(le) = log.update(|r| r.moving = None).await
+                {
+                    tracing::warn!(error = %le, "clearing the intent of a move that failed");
+                }
+                return Err(e);
+            }
+        };
+        let done = m.clone();
+        if let Err(e) = log
+            .update(|r| {
+                r.moving = None;
+                r.moved = Some(done);
+            })
+            .await
         {
-            // Without the record a restart could not undo the move: take
-            // the link back rather than keep it.
+            // The intent stays recorded, so a restart could still undo it; but
+            // this process can undo it now.
             if let Err(be) = self.netlink.back_out(m).await {
                 tracing::warn!(error = %be, "moving back after a failed record");
             }
@@ -151,6 +181,11 @@ impl Inject {
             Some(_) => {}
         }
         tracing::info!(link = %moved.client_name, "connection context changed on refresh; re-plumbing");
+        // Until the new move is recorded the connection is half re-plumbed:
+        // a restart in between rolls it back instead of adopting it.
+        if let Some(log) = ctx.get::<UndoLog>().cloned() {
+            log.update(|r| r.established = false).await?;
+        }
         ctx.remove::<MovedLink>();
         self.netlink
             .back_out(moved)
@@ -224,12 +259,12 @@ impl Element for Inject {
         Box::pin(async move {
             ctx.remove::<Applied>();
             let back = match ctx.remove::<MovedLink>() {
-                Some(m) => self
-                    .netlink
-                    .back_out(m)
-                    .await
-                    .map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
-                    .map_err(|e| Status::internal(crate::params::with_causes(&e))),
+                Some(m) => {
+                    let back = self.netlink.back_out(m).await;
+                    sriov_failpoint::hit("inject.close.after-back-out");
+                    back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
+                        .map_err(|e| Status::internal(crate::params::with_causes(&e)))
+                }
                 None => Ok(()),
             };
             let rest = next.close(ctx, connection).await;

@@ -64,6 +64,11 @@ impl UndoLog {
         blocking(move || pool.record_undo(&conn, Some(value)).map_err(pool_status)).await?;
         Ok(())
     }
+
+    /// Whether the record says the connection is established.
+    fn established(&self) -> bool {
+        self.record.lock().is_ok_and(|r| r.established)
+    }
 }
 
 /// See the module docs.
@@ -150,7 +155,11 @@ impl ResourcePool {
             DriverKind::Vfio => None,
             // A use recorded before a restart whose netdev was moved: it is
             // in the client's namespace, not ours; `inject` adopts it.
-            DriverKind::Kernel if UndoRecord::of(&lease).is_some_and(|r| r.moved.is_some()) => None,
+            DriverKind::Kernel
+                if UndoRecord::of(&lease).is_some_and(|r| r.established && r.moved.is_some()) =>
+            {
+                None
+            }
             DriverKind::Kernel => Some(self.wait_netdev(lease.vf).map_err(undo)?),
         };
         Ok(VfBinding {
@@ -198,6 +207,22 @@ impl ResourcePool {
         // restored: a stuck driver must not leak the VF forever.
         self.pool.unuse(connection).map_err(pool_status)?;
         restore
+    }
+}
+
+impl ResourcePool {
+    /// Every later element made and recorded its host changes: the record
+    /// says so, and from now on a restart adopts the connection instead of
+    /// rolling it back. (A refresh that re-plumbed cleared the mark.)
+    async fn establish(ctx: &Ctx) -> Result<(), Status> {
+        let Some(log) = ctx.get::<UndoLog>().cloned() else {
+            return Ok(());
+        };
+        if log.established() {
+            return Ok(());
+        }
+        sriov_failpoint::hit("resourcepool.before-established");
+        log.update(|r| r.established = true).await
     }
 }
 
@@ -270,7 +295,10 @@ impl Element for Arc<ResourcePool> {
                             .pool
                             .use_token(&token, this.kind, &id, at)
                             .map_err(pool_status)?;
-                        this.bind(lease.clone()).inspect_err(|_| {
+                        sriov_failpoint::hit("pool.after-use-token");
+                        let bound = this.bind(lease.clone());
+                        sriov_failpoint::hit("resourcepool.after-bind");
+                        bound.inspect_err(|_| {
                             if let Err(e) = this.pool.unuse(&id) {
                                 tracing::warn!(error = %e, "returning a VF after a failed bind");
                             }
@@ -299,7 +327,14 @@ impl Element for Arc<ResourcePool> {
                 m.parameters
                     .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());
             }
-            match next.request(ctx, request).await {
+            let answered = match next.request(ctx, request).await {
+                Ok(c) => match ResourcePool::establish(ctx).await {
+                    Ok(()) => Ok(c),
+                    Err(e) => Err(next.fail_after(ctx, c, e).await),
+                },
+                Err(e) => Err(e),
+            };
+            match answered {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     if fresh && let Some(b) = ctx.remove::<VfBinding>() {

@@ -3,8 +3,9 @@
 //! After the rest of the chain answered (the endpoint may fill the
 //! ethernet context), the VF gets `ethernet_context.src_mac` and the VLAN
 //! tag (`ethernet_context.vlan_tag`, else the `vlan` parameter) through the
-//! PF's netlink VF settings; the previous values are recorded. Undone on
-//! Close, and when setting them fails the rest of the chain is closed.
+//! PF's netlink VF settings; the previous values are read and recorded
+//! with the pool lease before they are changed. Undone on Close, and when
+//! setting them fails the rest of the chain is closed.
 
 use std::sync::Arc;
 
@@ -104,28 +105,27 @@ impl Element for VfConfigElement {
                         b.lease.pf
                     ))
                 })?;
-                self.netlink
-                    .set_vf(LinkRef::Name(pf), b.vf_index, cfg)
+                let (vf, pf) = (b.vf_index, LinkRef::Name(pf));
+                let internal =
+                    |e: sriov_netlink::Error| Status::internal(crate::params::with_causes(&e));
+                // The values before ours are persisted before ours are set,
+                // so a restart can restore them whenever it is killed.
+                let record = self
+                    .netlink
+                    .vf_record(pf.clone(), vf, cfg.clone())
                     .await
-                    .map(Some)
-                    .map_err(|e| Status::internal(crate::params::with_causes(&e)))
+                    .map_err(internal)?;
+                if let Some(log) = ctx.get::<UndoLog>().cloned() {
+                    let r = record.clone();
+                    log.update(|u| u.vf = Some(r)).await?;
+                }
+                self.netlink
+                    .set_vf(pf, vf, cfg)
+                    .await
+                    .map(|_| Some(record))
+                    .map_err(internal)
             }
             .await;
-            // Persisted before the answer, so a restart can restore it.
-            let result = match (result, ctx.get::<UndoLog>().cloned()) {
-                (Ok(Some(record)), Some(log)) => {
-                    match log.update(|r| r.vf = Some(record.clone())).await {
-                        Ok(()) => Ok(Some(record)),
-                        Err(e) => {
-                            if let Err(re) = self.netlink.restore_vf(record).await {
-                                tracing::warn!(error = %re, "restoring the VF after a failed record");
-                            }
-                            Err(e)
-                        }
-                    }
-                }
-                (other, _) => other,
-            };
             match result {
                 Ok(Some(record)) => {
                     ctx.insert(record);

@@ -127,15 +127,27 @@ impl Element for Vfio {
                 let cgroups = self.cgroups.as_ref().map_err(|why| {
                     Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
                 })?;
+                // Planned and persisted before anything is written, so a
+                // restart can revoke it whenever the process is killed.
+                let log = ctx.get::<UndoLog>().cloned();
+                let mut planned = None;
+                if let Some(log) = &log {
+                    let plan = cgroups
+                        .plan_all(&p.cgroup_dir, &[container, device])
+                        .map_err(vfio_status)?;
+                    planned = Some(plan.clone());
+                    log.update(|r| r.grant = Some(plan)).await?;
+                }
                 let grant = cgroups
                     .grant_all(&p.cgroup_dir, &[container, device])
                     .map_err(vfio_status)?;
+                sriov_failpoint::hit("vfio.after-grant");
                 let granted = Granted {
                     grant: grant.clone(),
                     adopted: false,
                 };
-                // Persisted before the answer, so a restart can revoke it.
-                if let Some(log) = ctx.get::<UndoLog>().cloned()
+                // What was written, if the plan and the cgroups disagree now.
+                if let Some(log) = log.filter(|_| planned.as_ref() != Some(&grant))
                     && let Err(e) = log.update(|r| r.grant = Some(grant)).await
                 {
                     self.revoke(&granted);
