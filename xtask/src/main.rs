@@ -6,6 +6,7 @@
 //! reports whether it ran, passed, failed or was skipped, and why.
 
 mod bench;
+mod chaos;
 mod demo;
 mod deploy;
 mod fuzz;
@@ -28,6 +29,8 @@ commands:
             the image and manifest checks: Dockerfile shape and hadolint,
             kustomize renderings, Kubernetes schema validation, checkov
   fuzz      the cargo-fuzz targets [--time SECS] [--list] [TARGET...]
+  chaos     the crash campaign: SIGKILL at every failpoint and at random
+            instants, host audited after each fault [--rounds N]
   vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
             [--update-fixture] [--timeout SECS]
 ";
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
         "deploy-check" => deploy::run(&rest),
         "vm-test" => vm::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "chaos" => chaos::run(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

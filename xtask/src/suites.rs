@@ -21,6 +21,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     report.record("grpc-interop", crate::interop::outcome());
     report.record("fuzz", crate::fuzz::suite_outcome());
     report.record("kernel", kernel_suite_outcome());
+    report.record("chaos", crate::chaos::suite_outcome());
     report.record("deploy", crate::deploy::suite_outcome());
     if no_vm {
         report.record("vm-test", Outcome::Skipped("--no-vm given".into()));

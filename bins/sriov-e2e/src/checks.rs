@@ -460,6 +460,61 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         crate::restart::run(scene, r, &mut fwd).await?;
     }
 
+    if o.chaos > 0 {
+        // The pod holds a second token, for the VFIO faults and the race.
+        let second = healthy
+            .get(1)
+            .cloned()
+            .ok_or("a second device for the chaos")?;
+        let second = allocate(&mut plugin, o, second).await?;
+        let tokens = vec![token.clone(), second];
+        kubelet.set_pod("pod-e2e", &o.resource, &tokens);
+        let mut kernel_drivers = std::collections::BTreeMap::new();
+        for (vf, _) in &vf_names {
+            if let Some(d) = sysfs.driver(*vf).map_err(|e| e.to_string())? {
+                kernel_drivers.insert(*vf, d);
+            }
+        }
+        let scene = crate::chaos::Scene {
+            o,
+            paths: &p,
+            listen: &listen,
+            tokens,
+            client_ns: &client_ns,
+            vf_names: &vf_names,
+            sysfs: &sysfs,
+            ctr: &ctr,
+            kernel_drivers,
+        };
+        crate::chaos::run(scene, r, &mut fwd, o.chaos).await?;
+    }
+
+    if o.soak > 0 {
+        // The pod holds a second token for the VFIO cycles.
+        let vfio = match healthy.get(1).filter(|_| o.vfio) {
+            Some(id) => {
+                let second = allocate(&mut plugin, o, id.clone()).await?;
+                kubelet.set_pod("pod-e2e", &o.resource, &[token.clone(), second.clone()]);
+                let cgroup_dir = ctr
+                    .parent()
+                    .and_then(|pod| pod.strip_prefix(&p.cgroup).ok())
+                    .map(|d| format!("{}/*", d.display()))
+                    .unwrap_or_default();
+                Some((second, cgroup_dir))
+            }
+            None => None,
+        };
+        let scene = crate::soak::Scene {
+            listen: &listen,
+            kernel_token: token.clone(),
+            vfio,
+            client_ns: &client_ns,
+            vf_names: &vf_names,
+            sysfs: &sysfs,
+        };
+        crate::soak::run(scene, r, &fwd, o.soak).await?;
+    }
+
     // SIGUSR1 switches logging to trace, SIGUSR2 back.
     let log = p.state.with_file_name("forwarder.log");
     for sig in [
@@ -517,7 +572,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
 }
 
 /// Kubelet's Allocate of one device: the token env the container gets.
-async fn allocate(
+pub(crate) async fn allocate(
     plugin: &mut DevicePluginClient<tonic::transport::Channel>,
     o: &Options,
     id: String,

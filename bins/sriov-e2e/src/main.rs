@@ -11,12 +11,14 @@
 //! into the client's namespace with its addresses and routes, Close
 //! bringing it back, optionally a VFIO Request, and a clean shutdown.
 
+mod chaos;
 mod checks;
 mod client;
 mod forwarder;
 mod hostile;
 mod inspect;
 mod restart;
+mod soak;
 mod srdp;
 
 use std::path::PathBuf;
@@ -38,6 +40,10 @@ pub(crate) struct Options {
     pub(crate) hostile: bool,
     /// Kill -9 and restart the forwarder mid-connection (`restart.rs`).
     pub(crate) restart: bool,
+    /// Rounds of the crash campaign (`chaos.rs`); 0: none.
+    pub(crate) chaos: usize,
+    /// KERNEL cycles of the soak (`soak.rs`); 0: none.
+    pub(crate) soak: usize,
 }
 
 enum Mode {
@@ -46,7 +52,8 @@ enum Mode {
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
-[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart]";
+[--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
+[--chaos ROUNDS] [--soak CYCLES]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -62,6 +69,8 @@ fn parse() -> Result<Options, String> {
         vf_config: false,
         hostile: false,
         restart: false,
+        chaos: 0,
+        soak: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -82,6 +91,16 @@ fn parse() -> Result<Options, String> {
             "--vf-config" => o.vf_config = true,
             "--hostile" => o.hostile = true,
             "--restart" => o.restart = true,
+            "--soak" => {
+                o.soak = value()?
+                    .parse()
+                    .map_err(|e| format!("--soak takes a number of cycles: {e}"))?;
+            }
+            "--chaos" => {
+                o.chaos = value()?
+                    .parse()
+                    .map_err(|e| format!("--chaos takes a number of rounds: {e}"))?;
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }

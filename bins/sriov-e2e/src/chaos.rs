@@ -1,0 +1,665 @@
+//! `--chaos N`: the crash campaign. The forwarder (built with the
+//! `failpoints` feature) is killed with SIGKILL at every named point
+//! between two host changes (`sriov_failpoint::POINTS`) and at random
+//! instants of a Request, `N` rounds each; it is restarted on the same state,
+//! the client retries or gives up as a real one would, and the host is
+//! audited after every fault: VF netdevs home under their names, down and
+//! without addresses, nothing left in the client's namespace, every VF on
+//! its kernel driver with no `driver_override`, no device rule left allowed
+//! in the container's cgroup, and the pool's state agreeing (no use left,
+//! the pods' tokens still allocated, no VF in two uses). Then racing
+//! Requests with random cancellations on every token at once. A table
+//! closes the run; any leak or double allocation fails it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sriov_api::nsm::connection::Connection;
+use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
+use sriov_netlink::testing::PrivateNetns;
+use sriov_pci::{PciAddress, Sysfs};
+use tonic::transport::Channel;
+
+use crate::checks::Report;
+use crate::forwarder::{self, Forwarder, Paths};
+use crate::{Options, client, inspect};
+
+/// What the campaign works with, from the main flow.
+pub(crate) struct Scene<'a> {
+    pub(crate) o: &'a Options,
+    pub(crate) paths: &'a Paths,
+    pub(crate) listen: &'a Path,
+    /// Tokens kubelet allocated to the e2e pod: the first for KERNEL, the
+    /// second for VFIO; all of them race at the end.
+    pub(crate) tokens: Vec<String>,
+    pub(crate) client_ns: &'a PrivateNetns,
+    pub(crate) vf_names: &'a [(PciAddress, String)],
+    pub(crate) sysfs: &'a Sysfs,
+    /// The client container's cgroup.
+    pub(crate) ctr: &'a Path,
+    /// Each VF's kernel driver, as the fixture had it before the campaign.
+    pub(crate) kernel_drivers: BTreeMap<PciAddress, String>,
+}
+
+/// One row of the closing table.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    injected: usize,
+    survived: usize,
+    leaked: usize,
+    double: usize,
+}
+
+/// A devices cgroup file that behaves like the kernel's: every write is one
+/// rule, and the effective set of allowed rules is kept (a plain file keeps
+/// only the last write). Both files are FIFOs read by a thread each.
+#[derive(Clone, Default)]
+struct DevicesCgroup {
+    allowed: Arc<Mutex<BTreeSet<String>>>,
+    writes: Arc<Mutex<usize>>,
+}
+
+impl DevicesCgroup {
+    fn attach(ctr: &Path) -> Result<Self, String> {
+        let cg = Self::default();
+        for (file, allow) in [("devices.allow", true), ("devices.deny", false)] {
+            let path = ctr.join(file);
+            let _ = std::fs::remove_file(&path);
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| format!("mkfifo {}: {e}", path.display()))?;
+            let cg = cg.clone();
+            std::thread::spawn(move || cg.serve(&path, allow));
+        }
+        Ok(cg)
+    }
+
+    fn serve(&self, path: &PathBuf, allow: bool) {
+        // Each writer opens, writes one rule and closes: read to EOF, reopen.
+        while let Ok(f) = std::fs::File::open(path) {
+            let mut text = String::new();
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            for rule in split_rules(&text) {
+                if let Ok(mut w) = self.writes.lock() {
+                    *w += 1;
+                }
+                if let Ok(mut a) = self.allowed.lock() {
+                    if allow {
+                        a.insert(rule);
+                    } else {
+                        a.remove(&rule);
+                    }
+                }
+            }
+        }
+    }
+
+    fn allowed(&self) -> BTreeSet<String> {
+        self.allowed.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+/// The rules in what writers wrote: each `write` is one rule and carries no
+/// newline, so two writes read in one go run together (`c 10:196 rwc 9:1 rw`);
+/// a rule's type letter (`a`, `b`, `c`) right after an access letter starts
+/// the next one.
+fn split_rules(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev = ' ';
+    for ch in text.chars() {
+        if ch == '\n' || ("rwm".contains(prev) && "abc".contains(ch)) {
+            if !cur.trim().is_empty() {
+                out.push(cur.trim().to_string());
+            }
+            cur.clear();
+        }
+        if ch != '\n' {
+            cur.push(ch);
+        }
+        prev = ch;
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// A fault: which point to arm (or a random instant) and what reaches it.
+#[derive(Debug, Clone)]
+struct Fault {
+    name: String,
+    arm: Option<String>,
+    reached_by: &'static str,
+}
+
+fn faults() -> Vec<Fault> {
+    let mut out: Vec<Fault> = sriov_failpoint::POINTS
+        .iter()
+        .map(|p| Fault {
+            name: p.name.to_string(),
+            // The pool's first save after start is its reconciliation; the
+            // Request's token use is the second.
+            arm: Some(if p.name == "store.before-rename" {
+                format!("{}@2", p.name)
+            } else {
+                p.name.to_string()
+            }),
+            reached_by: p.reached_by,
+        })
+        .collect();
+    for kind in ["kernel", "vfio"] {
+        out.push(Fault {
+            name: format!("random-instant-{kind}"),
+            arm: None,
+            reached_by: kind,
+        });
+    }
+    out
+}
+
+/// A small xorshift, seeded from the clock: random instants need no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9);
+        Self(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Token and lease lifetime of the campaign's forwarders.
+const LIFETIME: &str = "3s";
+
+/// How long the host may take to come clean after a fault: an orphaned
+/// connection's lease expiring, plus a sweep.
+const SETTLE: Duration = Duration::from_secs(15);
+
+async fn reconnect(listen: &Path) -> Result<NetworkServiceClient<Channel>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client::connect(listen).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("the forwarder never listened: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Restarts the forwarder (killing whatever is left of it) with `env`.
+fn restart(s: &Scene<'_>, fwd: &mut Forwarder, env: &[(&str, &str)]) -> Result<(), String> {
+    let _ = fwd.child.kill();
+    let _ = fwd.child.wait();
+    let netns = fwd.netns.take();
+    // Short, so a connection whose answer was lost with the process (a
+    // random-instant kill) expires and is undone within the audit's wait.
+    let mut vars = vec![("NSM_MAX_TOKEN_LIFETIME", LIFETIME)];
+    vars.extend_from_slice(env);
+    *fwd = forwarder::start_with(s.o, s.paths, netns, &vars)?;
+    Ok(())
+}
+
+/// Waits for the forwarder to die; `Some(true)` when SIGKILL ended it.
+async fn died(fwd: &mut Forwarder, secs: u64) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(status)) = fwd.child.try_wait() {
+            return Some(status.signal() == Some(9));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Request's mechanism parameters.
+type Params = Vec<(&'static str, String)>;
+
+fn kernel_request(s: &Scene<'_>, id: &str, token: &str) -> Result<Params, String> {
+    Ok(vec![
+        ("tokenID", token.to_string()),
+        ("inodeURL", crate::checks::file_url(s.client_ns)?),
+        // Unique per id and at most 15 bytes: `chaos-12` -> `c12`, `race-1-3` -> `r1-3`.
+        (
+            "name",
+            format!("{}{}", &id[..1], id.split_once('-').map_or("", |(_, n)| n)),
+        ),
+    ])
+}
+
+fn vfio_request(s: &Scene<'_>, token: &str) -> Params {
+    let cgroup_dir = s
+        .ctr
+        .parent()
+        .and_then(|pod| pod.strip_prefix(s.paths.cgroup.as_path()).ok())
+        .map(|p| format!("{}/*", p.display()))
+        .unwrap_or_default();
+    vec![("tokenID", token.to_string()), ("cgroupDir", cgroup_dir)]
+}
+
+/// What a Request for this fault looks like: (mechanism, parameters, id).
+fn request_for(
+    s: &Scene<'_>,
+    reached_by: &str,
+    round: usize,
+) -> Result<(&'static str, Params, String), String> {
+    let id = format!("chaos-{round}");
+    match reached_by {
+        "vfio" => Ok((
+            "VFIO",
+            vfio_request(s, s.tokens.get(1).ok_or("a second token for VFIO")?),
+            id,
+        )),
+        _ => {
+            let token = s.tokens.first().ok_or("a token")?;
+            Ok(("KERNEL", kernel_request(s, &id, token)?, id))
+        }
+    }
+}
+
+/// One fault: arm, reach, restart, let the client react, audit.
+async fn one(
+    s: &Scene<'_>,
+    fwd: &mut Forwarder,
+    fault: &Fault,
+    round: usize,
+    rng: &mut Rng,
+) -> Result<bool, String> {
+    let (mechanism, params, id) = request_for(s, fault.reached_by, round)?;
+    let kernel = mechanism == "KERNEL";
+    let arm = fault.arm.clone().unwrap_or_default();
+    let armed = [(sriov_failpoint::ENV, arm.as_str())];
+    let mut established: Option<Connection> = None;
+    if matches!(fault.reached_by, "close" | "reclaim") {
+        // Established first; the Close is what dies: in the process that
+        // made the connection ("close"), or in a restarted one ("reclaim").
+        let env: &[(&str, &str)] = if fault.reached_by == "close" {
+            &armed
+        } else {
+            &[]
+        };
+        restart(s, fwd, env)?;
+        let mut nsc = reconnect(s.listen).await?;
+        let conn = nsc
+            .request(client::request(&id, mechanism, &params, kernel))
+            .await
+            .map_err(|e| format!("{id}: {}: {}", e.code(), e.message()))?
+            .into_inner();
+        established = Some(conn);
+    }
+    if fault.reached_by != "close" {
+        restart(s, fwd, &armed)?;
+    }
+    let mut nsc = reconnect(s.listen).await?;
+    let injected = match (&established, &fault.arm) {
+        (Some(conn), _) => {
+            let _ = nsc.close(conn.clone()).await;
+            died(fwd, 20).await == Some(true)
+        }
+        (None, Some(_)) => {
+            let _ = nsc
+                .request(client::request(&id, mechanism, &params, kernel))
+                .await;
+            died(fwd, 20).await == Some(true)
+        }
+        (None, None) => {
+            // A random instant: kill while the Request is on its way.
+            let req = client::request(&id, mechanism, &params, kernel);
+            let call = tokio::spawn(async move { nsc.request(req).await });
+            tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
+            let _ = fwd.child.kill();
+            let _ = call.await;
+            died(fwd, 20).await == Some(true)
+        }
+    };
+    // The restarted forwarder, and a client that either retries (then
+    // closes) or gives up and closes what it asked for.
+    restart(s, fwd, &[])?;
+    let mut nsc = reconnect(s.listen).await?;
+    let retry = established.is_none() && rng.below(2) == 0;
+    let asked = || {
+        client::request(&id, mechanism, &params, kernel)
+            .connection
+            .unwrap_or_default()
+    };
+    let to_close = match (&established, retry) {
+        (Some(conn), _) => conn.clone(),
+        (None, true) => match nsc
+            .request(client::request(&id, mechanism, &params, kernel))
+            .await
+        {
+            Ok(c) => c.into_inner(),
+            // Killed at a random instant after the Request was done but
+            // before its answer left: the connection stands under our
+            // segment id, which this client never learnt, and holds the
+            // token until it expires. The client gives up.
+            Err(e) if fault.arm.is_none() && e.code() == tonic::Code::FailedPrecondition => asked(),
+            Err(e) => {
+                return Err(format!(
+                    "{id} retried after the fault: {}: {}",
+                    e.code(),
+                    e.message()
+                ));
+            }
+        },
+        (None, false) => asked(),
+    };
+    nsc.close(to_close)
+        .await
+        .map_err(|e| format!("{id} Close after the fault: {}: {}", e.code(), e.message()))?;
+    Ok(injected)
+}
+
+/// [`audit`] until the host is clean or [`SETTLE`] has passed.
+async fn settled(
+    s: &Scene<'_>,
+    fwd: &Forwarder,
+    cg: &DevicesCgroup,
+    allocated: &BTreeSet<String>,
+) -> Result<(Vec<String>, usize), String> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let found = audit(s, fwd, cg, allocated).await?;
+        if (found.0.is_empty() && found.1 == 0) || tokio::time::Instant::now() > deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What is wrong on the host, one line each; empty when clean.
+async fn audit(
+    s: &Scene<'_>,
+    fwd: &Forwarder,
+    cg: &DevicesCgroup,
+    allocated: &BTreeSet<String>,
+) -> Result<(Vec<String>, usize), String> {
+    let mut leaks = Vec::new();
+    let mut double = 0;
+    let nl = fwd.netlink()?;
+    for (vf, home) in s.vf_names {
+        match inspect::link_with(&nl, home).await? {
+            Some(l) if !l.up && l.addresses.is_empty() => {}
+            Some(l) => leaks.push(format!("{home} ({vf}) at home but {l}")),
+            None => leaks.push(format!("{home} ({vf}) is not home")),
+        }
+        let want = s.kernel_drivers.get(vf).cloned();
+        let driver = s.sysfs.driver(*vf).map_err(|e| e.to_string())?;
+        if driver != want {
+            leaks.push(format!("{vf} on {driver:?}, expected {want:?}"));
+        }
+        let over = std::fs::read_to_string(
+            s.sysfs
+                .devices_dir()
+                .join(vf.to_string())
+                .join("driver_override"),
+        )
+        .unwrap_or_default();
+        if !over.trim().is_empty() && over.trim() != "(null)" {
+            leaks.push(format!("{vf} driver_override left as {:?}", over.trim()));
+        }
+    }
+    let netns = sriov_netlink::Netns::open(s.client_ns.url()).map_err(|e| e.to_string())?;
+    let cl = sriov_netlink::RtNetlink::in_netns(netns).map_err(|e| e.to_string())?;
+    for l in cl.links().await.map_err(|e| e.to_string())? {
+        if l.name != "lo" {
+            leaks.push(format!("{} left in the client's namespace", l.name));
+        }
+    }
+    let rules = cg.allowed();
+    if !rules.is_empty() {
+        leaks.push(format!("device rules still allowed: {rules:?}"));
+    }
+    let tokens = sriov_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
+    let mut vfs = BTreeSet::new();
+    for t in &tokens {
+        match &t.state {
+            sriov_pool::TokenState::InUse(u) => {
+                if !vfs.insert(u.vf) {
+                    double += 1;
+                }
+                leaks.push(format!(
+                    "token {} still in use by {} on {}",
+                    &t.id[..12.min(t.id.len())],
+                    u.connection,
+                    u.vf
+                ));
+            }
+            sriov_pool::TokenState::Allocated if !allocated.contains(&t.id) => {
+                leaks.push(format!("token {} allocated, no pod holds it", t.id));
+            }
+            sriov_pool::TokenState::Free if allocated.contains(&t.id) => {
+                double += 1;
+                leaks.push(format!(
+                    "token {} a pod holds is free again: it could go to a second pod",
+                    t.id
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((leaks, double))
+}
+
+pub(crate) async fn run(
+    s: Scene<'_>,
+    r: &mut Report,
+    fwd: &mut Forwarder,
+    rounds: usize,
+) -> Result<(), String> {
+    let cg = DevicesCgroup::attach(s.ctr)?;
+    let allocated: BTreeSet<String> = sriov_pool::FileStore::read_tokens(&s.paths.state)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|t| t.reserves())
+        .map(|t| t.id)
+        .collect();
+    let mut rng = Rng::new();
+    let mut table: BTreeMap<String, Row> = BTreeMap::new();
+    let mut round = 0;
+    for _ in 0..rounds {
+        for fault in faults() {
+            round += 1;
+            let row = table.entry(fault.name.clone()).or_default();
+            let outcome = one(&s, fwd, &fault, round, &mut rng).await;
+            let (leaks, double) = settled(&s, fwd, &cg, &allocated).await?;
+            match outcome {
+                Ok(injected) => {
+                    if injected {
+                        row.injected += 1;
+                    } else if fault.arm.is_some() {
+                        r.check(
+                            &format!("chaos-{}", fault.name),
+                            Err(format!("round {round}: the armed point was never reached")),
+                        );
+                    }
+                    if leaks.is_empty() {
+                        row.survived += 1;
+                    }
+                }
+                Err(e) => {
+                    r.check(
+                        &format!("chaos-{}", fault.name),
+                        Err(format!("round {round}: {e}")),
+                    );
+                }
+            }
+            if !leaks.is_empty() {
+                row.leaked += 1;
+                r.check(
+                    &format!("chaos-{}", fault.name),
+                    Err(format!("round {round}: {}", leaks.join("; "))),
+                );
+            }
+            row.double += double;
+            if !leaks.is_empty() {
+                // Later rounds would only report the same leftovers.
+                print_table(&table);
+                return Ok(());
+            }
+        }
+    }
+    restart(&s, fwd, &[])?;
+    racing(&s, r, &cg, &allocated, fwd, rounds, &mut rng, &mut table).await?;
+    print_table(&table);
+    let total: Row = table.values().fold(Row::default(), |a, b| Row {
+        injected: a.injected + b.injected,
+        survived: a.survived + b.survived,
+        leaked: a.leaked + b.leaked,
+        double: a.double + b.double,
+    });
+    r.check(
+        "chaos",
+        if total.leaked == 0 && total.double == 0 && total.injected > 0 {
+            Ok(format!(
+                "{} faults injected at {} points, 0 leaked, 0 double-allocated",
+                total.injected,
+                table.len()
+            ))
+        } else {
+            Err(format!(
+                "{} injected, {} leaked, {} double-allocated",
+                total.injected, total.leaked, total.double
+            ))
+        },
+    );
+    Ok(())
+}
+
+/// Requests for every token at once, each with several connection ids,
+/// some cancelled by the client mid-way; then everything closed. No VF may
+/// be held twice at any instant the state shows, and nothing may leak.
+#[allow(clippy::too_many_arguments)]
+async fn racing(
+    s: &Scene<'_>,
+    r: &mut Report,
+    cg: &DevicesCgroup,
+    allocated: &BTreeSet<String>,
+    fwd: &Forwarder,
+    rounds: usize,
+    rng: &mut Rng,
+    table: &mut BTreeMap<String, Row>,
+) -> Result<(), String> {
+    let nsc = reconnect(s.listen).await?;
+    let mut calls = Vec::new();
+    let per_token = 4 * rounds;
+    for (t, token) in s.tokens.iter().enumerate() {
+        for k in 0..per_token {
+            let id = format!("race-{t}-{k}");
+            let params = kernel_request(s, &id, token)?;
+            let req = client::request(&id, "KERNEL", &params, true);
+            let cancel_after = (rng.below(3) == 0).then(|| rng.below(40));
+            let mut nsc = nsc.clone();
+            calls.push(tokio::spawn(async move {
+                let call = nsc.request(req);
+                let answer = match cancel_after {
+                    Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
+                        .await
+                        .ok(),
+                    None => Some(call.await),
+                };
+                (
+                    id,
+                    answer.and_then(Result::ok).map(tonic::Response::into_inner),
+                )
+            }));
+        }
+    }
+    let mut answered = Vec::new();
+    for c in calls {
+        if let Ok((id, conn)) = c.await {
+            answered.push((id, conn));
+        }
+    }
+    // While they all stand: never two uses of one VF.
+    let tokens = sriov_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
+    let mut seen = BTreeSet::new();
+    let mut double = 0;
+    for t in &tokens {
+        if let sriov_pool::TokenState::InUse(u) = &t.state
+            && !seen.insert(u.vf)
+        {
+            double += 1;
+        }
+    }
+    // Close every id, answered or not (a cancelled Request still finishes
+    // in the forwarder and is closed like any other).
+    let mut nsc = nsc;
+    for (id, conn) in answered.iter() {
+        let conn = match conn {
+            Some(c) => c.clone(),
+            None => {
+                let token = s.tokens.first().cloned().unwrap_or_default();
+                client::request(id, "KERNEL", &kernel_request(s, id, &token)?, true)
+                    .connection
+                    .unwrap_or_default()
+            }
+        };
+        let _ = nsc.close(conn).await;
+    }
+    let (leaks, d2) = settled(s, fwd, cg, allocated).await?;
+    let row = table
+        .entry("racing-requests-with-cancels".into())
+        .or_default();
+    row.injected += answered.iter().filter(|(_, c)| c.is_none()).count();
+    row.survived += usize::from(leaks.is_empty());
+    row.leaked += usize::from(!leaks.is_empty());
+    row.double += double + d2;
+    r.check(
+        "chaos-racing",
+        if leaks.is_empty() && double + d2 == 0 {
+            Ok(format!(
+                "{} Requests on {} tokens, {} not answered (cancelled or refused), none held twice",
+                answered.len(),
+                s.tokens.len(),
+                answered.iter().filter(|(_, c)| c.is_none()).count()
+            ))
+        } else {
+            Err(format!("{double} double; {}", leaks.join("; ")))
+        },
+    );
+    Ok(())
+}
+
+fn print_table(table: &BTreeMap<String, Row>) {
+    println!(
+        "  | {:<34} {:>8} {:>8} {:>6} {:>16}",
+        "fault", "injected", "survived", "leaked", "double-allocated"
+    );
+    for (name, row) in table {
+        println!(
+            "  | {:<34} {:>8} {:>8} {:>6} {:>16}",
+            name, row.injected, row.survived, row.leaked, row.double
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rules_written_back_to_back_are_told_apart() {
+        assert_eq!(
+            super::split_rules("c 10:196 rwc 511:9 rw\na *:* rwm"),
+            ["c 10:196 rw", "c 511:9 rw", "a *:* rwm"]
+        );
+    }
+}

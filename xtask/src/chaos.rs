@@ -1,0 +1,143 @@
+//! `cargo xtask chaos [--rounds N]`: the crash campaign. Builds
+//! `forwarder-sriov` with its `failpoints` feature (a separate copy under
+//! `target/chaos/`, never the binary the other suites or a release use) and
+//! runs `sriov-e2e --chaos N` on a private copy of the node fixture, inside
+//! `unshare --pid --net --mount`, with veth stand-ins for the VF netdevs:
+//! every named crash point and random instants, N rounds each, an audit of
+//! the host after every fault, racing Requests with cancellations, and a
+//! closing table. CI runs a short campaign (`suite_outcome`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::report::Outcome;
+use crate::suites::{cargo, is_root};
+
+/// Rounds of the full campaign: 14 faults a round, so 40 rounds inject 560.
+const FULL_ROUNDS: usize = 40;
+
+/// Rounds in CI.
+const CI_ROUNDS: usize = 2;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn build(args: &[&str]) -> Result<()> {
+    let status = cargo(args).status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs the campaign; `Ok` carries the closing `PASS chaos:` line.
+fn campaign(rounds: usize) -> Result<String> {
+    let root = root();
+    let target = target_dir(&root);
+    build(&["build", "-p", "forwarder-sriov", "--features", "failpoints"])?;
+    let chaos_dir = target.join("chaos");
+    std::fs::create_dir_all(&chaos_dir)?;
+    let armed = chaos_dir.join("forwarder-sriov-failpoints");
+    std::fs::copy(target.join("debug/forwarder-sriov"), &armed)
+        .context("keeping the failpoints build aside")?;
+    // Put the plain debug binary back, so no other suite runs the armed one.
+    build(&["build", "-p", "forwarder-sriov", "-p", "sriov-e2e"])?;
+
+    let work = chaos_dir.join(format!("run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("testdata/sysfs/node"))
+        .arg(work.join("sysfs"))
+        .status()?;
+    if !status.success() {
+        bail!("copying the node fixture failed: {status}");
+    }
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--net", "--mount", "--fork", "--mount-proc"])
+        .arg(target.join("debug/sriov-e2e"))
+        .arg("--forwarder")
+        .arg(&armed)
+        .arg("--sysfs-root")
+        .arg(work.join("sysfs"))
+        .arg("--config")
+        .arg(root.join("testdata/config/demo.yaml"))
+        .arg("--work")
+        .arg(work.join("work"))
+        .args(["--veth", "--vfio", "--chaos", &rounds.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting sriov-e2e --chaos under unshare")?;
+    let stdout = child.stdout.take().context("sriov-e2e stdout")?;
+    let mut closing = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("chaos| {line}");
+        if let Some(rest) = line.strip_prefix("PASS chaos: ") {
+            closing = Some(rest.to_string());
+        }
+    }
+    let status = child.wait()?;
+    match (status.success(), closing) {
+        (true, Some(line)) => {
+            let _ = std::fs::remove_dir_all(&work);
+            Ok(line)
+        }
+        (ok, _) => bail!(
+            "the campaign failed (exit {status}, closing line {}); forwarder log: {}",
+            if ok { "missing" } else { "absent or FAIL" },
+            work.join("work/forwarder.log").display()
+        ),
+    }
+}
+
+/// `cargo xtask chaos [--rounds N]`.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut rounds = FULL_ROUNDS;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .context("--rounds needs a number")?
+                    .parse()
+                    .context("--rounds takes a whole number")?;
+            }
+            other => bail!("unknown argument {other:?}; usage: cargo xtask chaos [--rounds N]"),
+        }
+    }
+    if !is_root() {
+        bail!("the campaign needs root: pid, network and mount namespaces, mknod");
+    }
+    let line = campaign(rounds)?;
+    println!("chaos: {line}");
+    Ok(())
+}
+
+/// The short campaign of `cargo xtask test`.
+pub(crate) fn suite_outcome() -> Outcome {
+    if !is_root() {
+        return Outcome::Skipped(
+            "not root: the campaign needs pid, network and mount namespaces".into(),
+        );
+    }
+    match campaign(CI_ROUNDS) {
+        Ok(line) => Outcome::Passed(format!("{CI_ROUNDS} rounds: {line}")),
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    }
+}
