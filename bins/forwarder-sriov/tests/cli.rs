@@ -191,3 +191,71 @@ fn check_config_fails_naming_every_bad_variable_and_the_file_field() {
         "{err}"
     );
 }
+
+#[test]
+fn set_numvfs_refuses_while_a_connection_uses_a_vf_of_the_pf_unless_forced() {
+    let dir = fixture_copy();
+    let root = dir.path().to_str().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let in_use = serde_json::json!({
+        "version": 1,
+        "tokens": {
+            "sriov-1": {
+                "id": "sriov-1", "name": "worker.domain/1G", "pf": "0000:01:00.0",
+                "state": "inuse", "vf": "0000:01:10.0", "kind": "kernel",
+                "connection": "conn-1", "expires_at": 1
+            },
+            "sriov-2": {
+                "id": "sriov-2", "name": "worker.domain/1G", "pf": "0000:01:00.0",
+                "state": "allocated"
+            }
+        }
+    });
+    std::fs::write(
+        state.path().join("sriov-pool.json"),
+        serde_json::to_vec(&in_use).unwrap(),
+    )
+    .unwrap();
+    let set = |count: &str, force: bool| {
+        let mut args = vec![
+            "pci",
+            "--sysfs-root",
+            root,
+            "set-numvfs",
+            "0000:01:00.0",
+            count,
+        ];
+        args.extend(["--state-dir", state_dir]);
+        if force {
+            args.push("--force");
+        }
+        run(&args)
+    };
+    let (ok, _, err) = set("3", false);
+    assert!(!ok);
+    assert!(err.contains("0000:01:10.0 (conn-1)"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (ok, out, err) = set("3", true);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 VFs"), "{out}");
+
+    // Held by pods but not in use: refused only below what they hold.
+    let held = serde_json::json!({
+        "version": 1,
+        "tokens": {
+            "sriov-1": {"id": "sriov-1", "name": "a/b", "pf": "0000:01:00.0", "state": "allocated"},
+            "sriov-2": {"id": "sriov-2", "name": "a/b", "pf": "0000:01:00.0", "state": "allocated"}
+        }
+    });
+    std::fs::write(
+        state.path().join("sriov-pool.json"),
+        serde_json::to_vec(&held).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, err) = set("1", false);
+    assert!(!ok);
+    assert!(err.contains("pods hold 2 of its VFs, more than 1"), "{err}");
+    let (ok, _, err) = set("2", false);
+    assert!(ok, "{err}");
+}
