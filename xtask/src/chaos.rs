@@ -43,18 +43,27 @@ fn build(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the campaign; `Ok` carries the closing `PASS chaos:` line.
-fn campaign(rounds: usize) -> Result<String> {
-    let root = root();
-    let target = target_dir(&root);
+/// Builds `forwarder-sriov` with its failpoints into
+/// `target/chaos/forwarder-sriov-failpoints` and puts the plain debug
+/// binary back, so no other suite runs the armed one. Returns its path.
+pub(crate) fn build_armed() -> Result<PathBuf> {
+    let target = target_dir(&root());
     build(&["build", "-p", "forwarder-sriov", "--features", "failpoints"])?;
     let chaos_dir = target.join("chaos");
     std::fs::create_dir_all(&chaos_dir)?;
     let armed = chaos_dir.join("forwarder-sriov-failpoints");
     std::fs::copy(target.join("debug/forwarder-sriov"), &armed)
         .context("keeping the failpoints build aside")?;
-    // Put the plain debug binary back, so no other suite runs the armed one.
     build(&["build", "-p", "forwarder-sriov", "-p", "sriov-e2e"])?;
+    Ok(armed)
+}
+
+/// Runs the campaign; `Ok` carries the closing `PASS chaos:` line.
+fn campaign(rounds: usize) -> Result<String> {
+    let root = root();
+    let target = target_dir(&root);
+    let armed = build_armed()?;
+    let chaos_dir = target.join("chaos");
 
     let work = chaos_dir.join(format!("run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);

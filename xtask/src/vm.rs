@@ -54,7 +54,7 @@ const GUEST_BINARIES: &[(&str, &str)] = &[
 ];
 
 /// The whole VM run has to fit in this, boot to poweroff; QEMU is killed at it.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(170);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Options {
     update_fixture: bool,
@@ -332,18 +332,30 @@ fn build_binaries(ws: &Path, cache: &Path) -> Result<Vec<(String, PathBuf)>> {
             println!("vm-test: {bin} not built by its package yet; the guest goes without it");
             continue;
         }
-        let stripped = out_dir.join(bin);
-        let ok = Command::new("strip")
-            .arg("--strip-debug")
-            .arg("-o")
-            .arg(&stripped)
-            .arg(&built)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        bins.push((bin.to_string(), if ok { stripped } else { built }));
+        bins.push((bin.to_string(), stripped(&built, &out_dir.join(bin))));
     }
+    // The crash checks on real VFs run the failpoints build (`xtask chaos`).
+    let armed = crate::chaos::build_armed()?;
+    let name = "forwarder-sriov-failpoints";
+    bins.push((name.into(), stripped(&armed, &out_dir.join(name))));
     Ok(bins)
+}
+
+/// A copy of `built` without debug info at `to`, or `built` itself when
+/// `strip` fails.
+fn stripped(built: &Path, to: &Path) -> PathBuf {
+    let ok = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(built)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        to.to_path_buf()
+    } else {
+        built.to_path_buf()
+    }
 }
 
 fn package_exists(ws: &Path, package: &str) -> bool {

@@ -27,9 +27,11 @@ for f in /vmtest/checks/*.sh; do
   export VMTEST_REASON=/tmp/check-$name.reason
   rm -f "$VMTEST_REASON"
   start=$(cut -d' ' -f1 /proc/uptime)
-  # Each check runs in its own shell with a time limit; fd 3 stays on the
-  # console for checks that print captures.
-  timeout -s KILL 60 sh -c '. /vmtest/env; . /vmtest/lib.sh; . "$1"' check "$f" 3>&1 >"$log" 2>&1
+  # Each check runs in its own shell with a time limit (60 s, or what its
+  # `# vmtest-timeout: SECS` line asks); fd 3 stays on the console for
+  # checks that print captures.
+  limit=$(sed -n 's/^# vmtest-timeout: *\([0-9][0-9]*\).*/\1/p' "$f" | head -n 1)
+  timeout -s KILL "${limit:-60}" sh -c '. /vmtest/env; . /vmtest/lib.sh; . "$1"' check "$f" 3>&1 >"$log" 2>&1
   rc=$?
   end=$(cut -d' ' -f1 /proc/uptime)
   took=$(awk "BEGIN { printf \"%.1fs\", $end - $start }")

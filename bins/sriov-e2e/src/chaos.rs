@@ -12,7 +12,6 @@
 //! closes the run; any leak or double allocation fails it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,13 +53,18 @@ struct Row {
     double: usize,
 }
 
-/// A devices cgroup file that behaves like the kernel's: every write is one
-/// rule, and the effective set of allowed rules is kept (a plain file keeps
-/// only the last write). Both files are FIFOs read by a thread each.
+/// The container's devices cgroup files, keeping every rule written as the
+/// kernel does (a plain file keeps only the last write): both are FIFOs,
+/// read by a thread each. Two pipes keep no order between them, and a busy
+/// machine may run one reader late, so rules are counted, not replayed: a
+/// rule allowed more often than denied is still allowed. At each quiescent
+/// audit the counts are settled ([`DevicesCgroup::settle`]): a deny of a
+/// rule that was never allowed (undoing a grant planned but not yet made)
+/// takes nothing away in the kernel, so it must not hide a later allow.
 #[derive(Clone, Default)]
 struct DevicesCgroup {
-    allowed: Arc<Mutex<BTreeSet<String>>>,
-    writes: Arc<Mutex<usize>>,
+    /// Per rule: times allowed, times denied.
+    counts: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
 }
 
 impl DevicesCgroup {
@@ -78,22 +82,28 @@ impl DevicesCgroup {
     }
 
     fn serve(&self, path: &PathBuf, allow: bool) {
-        // Each writer opens, writes one rule and closes: read to EOF, reopen.
-        while let Ok(f) = std::fs::File::open(path) {
-            let mut text = String::new();
-            for line in BufReader::new(f).lines().map_while(Result::ok) {
-                text.push_str(&line);
-                text.push('\n');
-            }
+        // Opened read-write, the FIFO always has a reader and a writer: a
+        // rule writer neither blocks in open nor meets a reader that has
+        // just gone (EPIPE), and reads block instead of seeing EOF. A write
+        // of one rule is atomic (far below PIPE_BUF); several may arrive in
+        // one read.
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut f, &mut buf) {
+            let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
             for rule in split_rules(&text) {
-                if let Ok(mut w) = self.writes.lock() {
-                    *w += 1;
-                }
-                if let Ok(mut a) = self.allowed.lock() {
+                if let Ok(mut c) = self.counts.lock() {
+                    let (a, d) = c.entry(rule).or_default();
                     if allow {
-                        a.insert(rule);
+                        *a += 1;
                     } else {
-                        a.remove(&rule);
+                        *d += 1;
                     }
                 }
             }
@@ -101,7 +111,24 @@ impl DevicesCgroup {
     }
 
     fn allowed(&self) -> BTreeSet<String> {
-        self.allowed.lock().map(|a| a.clone()).unwrap_or_default()
+        self.counts
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, (a, d))| a > d)
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets denies beyond the allows, once nothing is in flight.
+    fn settle(&self) {
+        if let Ok(mut c) = self.counts.lock() {
+            for (a, d) in c.values_mut() {
+                *d = (*d).min(*a);
+            }
+        }
     }
 }
 
@@ -369,17 +396,29 @@ async fn one(
     Ok(injected)
 }
 
+/// What the host should look like after every fault, taken before the first.
+struct Truth {
+    cg: DevicesCgroup,
+    /// Tokens the pod holds.
+    allocated: BTreeSet<String>,
+    /// Each VF netdev at home, as it was (a real node's may be up).
+    homes: BTreeMap<String, String>,
+}
+
 /// [`audit`] until the host is clean or [`SETTLE`] has passed.
 async fn settled(
     s: &Scene<'_>,
     fwd: &Forwarder,
-    cg: &DevicesCgroup,
-    allocated: &BTreeSet<String>,
+    truth: &Truth,
 ) -> Result<(Vec<String>, usize), String> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let found = audit(s, fwd, cg, allocated).await?;
-        if (found.0.is_empty() && found.1 == 0) || tokio::time::Instant::now() > deadline {
+        let found = audit(s, fwd, truth).await?;
+        if found.0.is_empty() && found.1 == 0 {
+            truth.cg.settle();
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() > deadline {
             return Ok(found);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -390,15 +429,18 @@ async fn settled(
 async fn audit(
     s: &Scene<'_>,
     fwd: &Forwarder,
-    cg: &DevicesCgroup,
-    allocated: &BTreeSet<String>,
+    truth: &Truth,
 ) -> Result<(Vec<String>, usize), String> {
+    let (cg, allocated) = (&truth.cg, &truth.allocated);
     let mut leaks = Vec::new();
     let mut double = 0;
     let nl = fwd.netlink()?;
     for (vf, home) in s.vf_names {
         match inspect::link_with(&nl, home).await? {
-            Some(l) if !l.up && l.addresses.is_empty() => {}
+            // Down and bare, as a Close leaves it, or as it was before.
+            Some(l)
+                if (!l.up && l.addresses.is_empty())
+                    || truth.homes.get(home) == Some(&l.to_string()) => {}
             Some(l) => leaks.push(format!("{home} ({vf}) at home but {l}")),
             None => leaks.push(format!("{home} ({vf}) is not home")),
         }
@@ -473,6 +515,18 @@ pub(crate) async fn run(
         .filter(|t| t.reserves())
         .map(|t| t.id)
         .collect();
+    let nl = fwd.netlink()?;
+    let mut homes = BTreeMap::new();
+    for (_, home) in s.vf_names {
+        if let Some(l) = inspect::link_with(&nl, home).await? {
+            homes.insert(home.clone(), l.to_string());
+        }
+    }
+    let truth = Truth {
+        cg,
+        allocated,
+        homes,
+    };
     let mut rng = Rng::new();
     let mut table: BTreeMap<String, Row> = BTreeMap::new();
     let mut round = 0;
@@ -481,7 +535,7 @@ pub(crate) async fn run(
             round += 1;
             let row = table.entry(fault.name.clone()).or_default();
             let outcome = one(&s, fwd, &fault, round, &mut rng).await;
-            let (leaks, double) = settled(&s, fwd, &cg, &allocated).await?;
+            let (leaks, double) = settled(&s, fwd, &truth).await?;
             match outcome {
                 Ok(injected) => {
                     if injected {
@@ -519,7 +573,7 @@ pub(crate) async fn run(
         }
     }
     restart(&s, fwd, &[])?;
-    racing(&s, r, &cg, &allocated, fwd, rounds, &mut rng, &mut table).await?;
+    racing(&s, r, &truth, fwd, rounds, &mut rng, &mut table).await?;
     print_table(&table);
     let total: Row = table.values().fold(Row::default(), |a, b| Row {
         injected: a.injected + b.injected,
@@ -531,7 +585,7 @@ pub(crate) async fn run(
         "chaos",
         if total.leaked == 0 && total.double == 0 && total.injected > 0 {
             Ok(format!(
-                "{} faults injected at {} points, 0 leaked, 0 double-allocated",
+                "{} faults injected across {} kinds of fault, 0 leaked, 0 double-allocated",
                 total.injected,
                 table.len()
             ))
@@ -552,8 +606,7 @@ pub(crate) async fn run(
 async fn racing(
     s: &Scene<'_>,
     r: &mut Report,
-    cg: &DevicesCgroup,
-    allocated: &BTreeSet<String>,
+    truth: &Truth,
     fwd: &Forwarder,
     rounds: usize,
     rng: &mut Rng,
@@ -566,7 +619,9 @@ async fn racing(
         for k in 0..per_token {
             let id = format!("race-{t}-{k}");
             let params = kernel_request(s, &id, token)?;
-            let req = client::request(&id, "KERNEL", &params, true);
+            // No IP context: two winners share the client namespace, and the same
+            // route twice would refuse the second.
+            let req = client::request(&id, "KERNEL", &params, false);
             let cancel_after = (rng.below(3) == 0).then(|| rng.below(40));
             let mut nsc = nsc.clone();
             calls.push(tokio::spawn(async move {
@@ -616,7 +671,7 @@ async fn racing(
         };
         let _ = nsc.close(conn).await;
     }
-    let (leaks, d2) = settled(s, fwd, cg, allocated).await?;
+    let (leaks, d2) = settled(s, fwd, truth).await?;
     let row = table
         .entry("racing-requests-with-cancels".into())
         .or_default();

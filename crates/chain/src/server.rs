@@ -11,8 +11,41 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
 
+use crate::elements::connect::Deadline;
 use crate::elements::monitor::{Monitor, matches, refuse};
 use crate::{Chain, Ctx};
+
+/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
+/// at most 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`); `None`
+/// when absent or malformed.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = raw.len().checked_sub(1)?;
+    let (digits, unit) = (raw.get(..split)?, raw.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A context carrying the caller's deadline, if it sent one.
+fn ctx_for(metadata: &tonic::metadata::MetadataMap) -> Ctx {
+    let mut ctx = Ctx::new();
+    if let Some(left) = grpc_timeout(metadata) {
+        ctx.insert(Deadline(tokio::time::Instant::now() + left));
+    }
+    ctx
+}
 
 /// Serves NetworkService Request/Close through a chain.
 ///
@@ -40,6 +73,7 @@ impl NetworkService for NetworkServiceServer {
         &self,
         request: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
+        let mut ctx = ctx_for(request.metadata());
         let req = request.into_inner();
         let id = req
             .connection
@@ -47,7 +81,7 @@ impl NetworkService for NetworkServiceServer {
             .map(|c| c.id.clone())
             .unwrap_or_default();
         let chain = self.chain.clone();
-        let task = tokio::spawn(async move { chain.request(&mut Ctx::new(), req).await });
+        let task = tokio::spawn(async move { chain.request(&mut ctx, req).await });
         let result = task
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("request task failed: {e}"))));
@@ -64,10 +98,11 @@ impl NetworkService for NetworkServiceServer {
     }
 
     async fn close(&self, request: Request<Connection>) -> Result<Response<()>, Status> {
+        let mut ctx = ctx_for(request.metadata());
         let conn = request.into_inner();
         let id = conn.id.clone();
         let chain = self.chain.clone();
-        tokio::spawn(async move { chain.close(&mut Ctx::new(), conn).await })
+        tokio::spawn(async move { chain.close(&mut ctx, conn).await })
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("close task failed: {e}"))))?;
         tracing::info!(connection = %id, "closed");
@@ -122,5 +157,31 @@ impl MonitorConnection for MonitorServer {
         let stream: EventStream =
             Box::pin(futures::stream::once(async move { Ok(initial) }).chain(updates));
         Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    fn parse(value: &str) -> Option<Duration> {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&m)
+    }
+
+    #[test]
+    fn grpc_timeout_is_read_as_the_grpc_http2_spec_writes_it() {
+        assert_eq!(parse("15S"), Some(Duration::from_secs(15)));
+        assert_eq!(parse("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "10s", "-1S", "1.5S", "10"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
 }

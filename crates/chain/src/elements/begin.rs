@@ -22,8 +22,19 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
+use super::connect::Deadline;
 use crate::reclaim::Orphans;
 use crate::{Ctx, Element, ElementFuture, Next};
+
+/// Puts this call's deadline (or none) in the connection's context; the
+/// caller takes it out after the call, so a later call (a refresh, an
+/// expiry's Close) never inherits a stale one.
+fn enter(call: &Ctx, ctx: &mut Ctx) {
+    ctx.remove::<Deadline>();
+    if let Some(d) = call.get::<Deadline>() {
+        ctx.insert(*d);
+    }
+}
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
 
@@ -90,7 +101,7 @@ impl Element for Begin {
 
     fn request<'a>(
         &'a self,
-        _ctx: &'a mut Ctx,
+        call: &'a mut Ctx,
         request: NetworkServiceRequest,
         next: Next<'a>,
     ) -> ElementFuture<'a, Connection> {
@@ -109,7 +120,9 @@ impl Element for Begin {
             let refresh = existing.is_some();
             let mut ctx = existing.unwrap_or_default();
             ctx.set_refresh(refresh);
+            enter(call, &mut ctx);
             let result = next.request(&mut ctx, request).await;
+            ctx.remove::<Deadline>();
             match (&result, refresh) {
                 (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
                 (Err(_), false) => {
@@ -123,7 +136,7 @@ impl Element for Begin {
 
     fn close<'a>(
         &'a self,
-        _ctx: &'a mut Ctx,
+        call: &'a mut Ctx,
         connection: Connection,
         next: Next<'a>,
     ) -> ElementFuture<'a, ()> {
@@ -146,7 +159,9 @@ impl Element for Begin {
                 }
                 return reclaimed.map(|_| ());
             };
+            enter(call, &mut ctx);
             let result = next.close(&mut ctx, connection).await;
+            ctx.remove::<Deadline>();
             if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
                 // Refused before anything was undone (`authorize`): the
                 // connection stays its owner's.

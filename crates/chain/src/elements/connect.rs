@@ -6,14 +6,50 @@
 //! (path, context filled in by the endpoint) becomes the client's
 //! connection, with the forwarder's mechanism put back. Close closes the
 //! next hop's connection.
+//!
+//! Every call to the next hop has a deadline: what is left of the caller's
+//! own (`grpc-timeout`, kept in the context as a [`Deadline`] by the
+//! server), never more than [`NEXT_HOP_MAX`], so a next hop that hangs
+//! cannot hold a Request, and the host changes made for it, for ever.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 
+use tonic::Status;
+
 use crate::params::noop_preferences;
 use crate::{Ctx, Element, ElementFuture, Next, NextHop};
+
+/// The longest the next hop is given for one call.
+pub const NEXT_HOP_MAX: Duration = Duration::from_secs(15);
+
+/// When the caller stops waiting (its `grpc-timeout`), if it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub tokio::time::Instant);
+
+/// How long the next hop may take now: the caller's time left, capped.
+fn budget(ctx: &Ctx) -> Duration {
+    ctx.get::<Deadline>()
+        .map(|d| d.0.saturating_duration_since(tokio::time::Instant::now()))
+        .map_or(NEXT_HOP_MAX, |left| left.min(NEXT_HOP_MAX))
+}
+
+/// `call` within `limit`, or DEADLINE_EXCEEDED naming the call.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(format!(
+            "the next hop did not answer the {what} within {} ms",
+            limit.as_millis()
+        )))
+    })
+}
 
 /// The next hop's connection, kept for Close.
 #[derive(Debug, Clone)]
@@ -56,7 +92,7 @@ impl Element for Connect {
                 connection: Some(out),
                 mechanism_preferences: noop_preferences(),
             };
-            let mut reply = self.next_hop.request(onward).await?;
+            let mut reply = within(budget(ctx), "Request", self.next_hop.request(onward)).await?;
             ctx.insert(NextHopConnection(reply.clone()));
             reply.mechanism = ours.mechanism.clone();
             reply.id = ours.id.clone();
@@ -68,7 +104,7 @@ impl Element for Connect {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     if let Some(NextHopConnection(c)) = ctx.remove::<NextHopConnection>()
-                        && let Err(ce) = self.next_hop.close(c).await
+                        && let Err(ce) = within(NEXT_HOP_MAX, "Close", self.next_hop.close(c)).await
                     {
                         tracing::warn!(error = %ce, "closing the next hop after a failure");
                     }
@@ -93,8 +129,84 @@ impl Element for Connect {
                     mechanism: None,
                     ..connection
                 });
-            self.next_hop.close(hop).await?;
+            within(budget(ctx), "Close", self.next_hop.close(hop)).await?;
             rest
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use futures::future::BoxFuture;
+
+    /// A next hop that never answers.
+    struct Hangs;
+
+    impl NextHop for Hangs {
+        fn request(
+            &self,
+            _: NetworkServiceRequest,
+        ) -> BoxFuture<'static, Result<Connection, Status>> {
+            Box::pin(futures::future::pending())
+        }
+
+        fn close(&self, _: Connection) -> BoxFuture<'static, Result<(), Status>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    fn chain() -> crate::Chain {
+        crate::Chain::new().with(Connect::new(Arc::new(Hangs)))
+    }
+
+    fn request() -> NetworkServiceRequest {
+        NetworkServiceRequest {
+            connection: Some(Connection {
+                id: "c1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_next_hop_gets_what_is_left_of_the_callers_deadline() {
+        let mut ctx = Ctx::new();
+        ctx.insert(Deadline(
+            tokio::time::Instant::now() + Duration::from_secs(2),
+        ));
+        let e = chain().request(&mut ctx, request()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            e.message().contains("Request within 2000 ms"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_caller_deadline_the_next_hop_gets_the_cap() {
+        let e = chain()
+            .request(&mut Ctx::new(), request())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        let cap = format!("Request within {} ms", NEXT_HOP_MAX.as_millis());
+        assert!(e.message().contains(&cap), "{}", e.message());
+        // A caller willing to wait longer still gets the cap.
+        let mut ctx = Ctx::new();
+        ctx.insert(Deadline(
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+        ));
+        let e = chain()
+            .close(&mut ctx, Connection::default())
+            .await
+            .unwrap_err();
+        assert!(
+            e.message()
+                .contains(&format!("Close within {} ms", NEXT_HOP_MAX.as_millis()))
+        );
     }
 }
