@@ -32,7 +32,7 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "srdp_config",
         "the device plugin's JSON resourceList, selectors, pfNames # ranges",
     ),
-    ("state_file", "the pool's state file"),
+    ("state_file", "the pool's state file and journal"),
     (
         "authority",
         "the HTTP/2 :authority rewriter, input cut into arbitrary reads",

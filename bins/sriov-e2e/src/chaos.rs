@@ -171,13 +171,7 @@ fn faults() -> Vec<Fault> {
         .iter()
         .map(|p| Fault {
             name: p.name.to_string(),
-            // The pool's first save after start is its reconciliation; the
-            // Request's token use is the second.
-            arm: Some(if p.name == "store.before-rename" {
-                format!("{}@2", p.name)
-            } else {
-                p.name.to_string()
-            }),
+            arm: Some(p.name.to_string()),
             reached_by: p.reached_by,
         })
         .collect();
@@ -335,6 +329,21 @@ async fn one(
     }
     if fault.reached_by != "close" {
         restart(s, fwd, &armed)?;
+    }
+    if fault.reached_by == "start" {
+        // The armed start is the fault; then a client that just goes on.
+        let injected = died(fwd, 20).await == Some(true);
+        restart(s, fwd, &[])?;
+        let mut nsc = reconnect(s.listen).await?;
+        let conn = nsc
+            .request(client::request(&id, mechanism, &params, kernel))
+            .await
+            .map_err(|e| format!("{id} after the fault: {}: {}", e.code(), e.message()))?
+            .into_inner();
+        nsc.close(conn)
+            .await
+            .map_err(|e| format!("{id} Close after the fault: {}: {}", e.code(), e.message()))?;
+        return Ok(injected);
     }
     let mut nsc = reconnect(s.listen).await?;
     let injected = match (&established, &fault.arm) {

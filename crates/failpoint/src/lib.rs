@@ -33,8 +33,9 @@ pub struct Point {
     /// The name [`hit`] is called with.
     pub name: &'static str,
     /// What reaches it: `"kernel"` or `"vfio"` (a Request of that
-    /// mechanism), `"close"` (the Close of a KERNEL connection), or
-    /// `"reclaim"` (that Close sent to a restarted forwarder).
+    /// mechanism), `"close"` (the Close of a KERNEL connection),
+    /// `"reclaim"` (that Close sent to a restarted forwarder), or
+    /// `"start"` (the daemon's start).
     pub reached_by: &'static str,
     /// The two host changes (or change and record) it falls between.
     pub between: &'static str,
@@ -44,8 +45,13 @@ pub struct Point {
 pub const POINTS: &[Point] = &[
     Point {
         name: "store.before-rename",
+        reached_by: "start",
+        between: "the pool's snapshot written to its temp file at start / renamed over the old one",
+    },
+    Point {
+        name: "store.after-append",
         reached_by: "kernel",
-        between: "the new pool state written to its temp file / renamed over the old one",
+        between: "a change appended to the pool's journal / the journal synced",
     },
     Point {
         name: "pool.after-use-token",

@@ -3,7 +3,8 @@
 use crate::state::State;
 
 /// Decodes a state file as start-up does; what decodes must encode and
-/// decode again to the same state.
+/// decode again to the same state. The same bytes are also replayed as a
+/// journal, which must refuse or apply them without panicking.
 pub fn state_file(raw: &[u8]) {
     if let Ok(state) = serde_json::from_slice::<State>(raw)
         && let Ok(again) = serde_json::to_vec(&state)
@@ -11,4 +12,6 @@ pub fn state_file(raw: &[u8]) {
         let back = serde_json::from_slice::<State>(&again).ok();
         assert_eq!(back.as_ref(), Some(&state));
     }
+    let mut replayed = State::default();
+    let _ = crate::journal::replay(&mut replayed, raw);
 }

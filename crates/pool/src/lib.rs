@@ -20,8 +20,10 @@
 //! them: kubelet is never told more VFs are available than exist (the Go
 //! original advertises every token and fails later, at Request time).
 //!
-//! Every change is persisted atomically (temp file, fsync, rename) in the
-//! state directory before it is acknowledged. On start the pool keeps
+//! Every change is durable in the state directory before it is
+//! acknowledged: one line appended to a journal, synced with group commit
+//! outside the pool's lock, folded into an atomically replaced snapshot at
+//! start and every few thousand changes. On start the pool keeps
 //! existing token IDs (pods hold them), reshapes the token set to the
 //! configuration, and releases recorded uses whose VF is gone. Every other
 //! recorded use stays until the forwarder has undone what it did to the
@@ -68,6 +70,7 @@
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod journal;
 mod pool;
 pub mod redact;
 mod resource;
@@ -75,6 +78,7 @@ mod state;
 mod store;
 
 pub use error::PoolError;
+pub use journal::JOURNAL_FILE;
 pub use pool::{Clock, PfEntry, Pool, TOKEN_PREFIX, VfLease, system_clock};
 pub use resource::{PoolResource, TOKENS_ENV_PREFIX, tokens_env};
 pub use state::{DriverKind, Token, TokenState, VfUse};

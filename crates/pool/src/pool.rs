@@ -8,6 +8,7 @@ use sriov_pci::{PciAddress, PhysicalFunction, Sysfs};
 use tokio::sync::watch;
 
 use crate::error::PoolError;
+use crate::journal::Journal;
 use crate::state::{DriverKind, State, Token, TokenState, VfUse};
 use crate::store::{FileStore, LoadNote};
 
@@ -82,6 +83,7 @@ pub struct Pool {
     kernel_drivers: BTreeMap<PciAddress, String>,
     state: Mutex<State>,
     store: FileStore,
+    journal: Journal,
     clock: Clock,
     lists: BTreeMap<String, watch::Sender<Vec<Device>>>,
     changes: watch::Sender<u64>,
@@ -160,7 +162,13 @@ impl Pool {
             None,
             &mut warnings,
         );
+        // A fresh snapshot holds everything; the journal starts empty.
         store.save(&state).map_err(persist_err)?;
+        let journal =
+            Journal::open_empty(&store.journal_path()).map_err(|source| PoolError::Persist {
+                path: store.journal_path(),
+                source,
+            })?;
 
         let mut names = BTreeSet::new();
         for p in pfs.values() {
@@ -178,6 +186,7 @@ impl Pool {
             kernel_drivers,
             state: Mutex::new(state),
             store,
+            journal,
             clock,
             lists,
             changes: watch::Sender::new(0),
@@ -210,17 +219,33 @@ impl Pool {
         self.state.lock().map_err(|_| PoolError::Poisoned)
     }
 
-    /// Persists `next` and makes it current, or leaves everything as it was.
-    fn commit(&self, guard: &mut MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
-        self.store
-            .save(&next)
-            .map_err(|source| PoolError::Persist {
-                path: self.store.path().to_path_buf(),
-                source,
-            })?;
-        **guard = next;
+    /// Makes `next` current once its change is in the journal, then waits,
+    /// without the lock, until that line is on disk (group commit: one sync
+    /// serves every change written before it). A change that cannot be
+    /// written leaves everything as it was; one that cannot be synced
+    /// poisons the journal (see [`crate::journal`]).
+    fn commit(&self, mut guard: MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
+        let persist_err =
+            |path: std::path::PathBuf| move |source| PoolError::Persist { path, source };
+        let changed = crate::journal::delta(&guard, &next);
+        let mut wait_for = None;
+        if !changed.is_empty() {
+            let (seq, compact) = self
+                .journal
+                .append(changed)
+                .map_err(persist_err(self.store.journal_path()))?;
+            sriov_failpoint::hit("store.after-append");
+            wait_for = Some(seq);
+            if compact {
+                self.store
+                    .save(&next)
+                    .and_then(|()| self.journal.truncate())
+                    .map_err(persist_err(self.store.path().to_path_buf()))?;
+            }
+        }
+        *guard = next;
         for (name, tx) in &self.lists {
-            let list = device_list(guard, &self.pfs, name);
+            let list = device_list(&guard, &self.pfs, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
                     false
@@ -231,7 +256,14 @@ impl Pool {
             });
         }
         self.changes.send_modify(|c| *c += 1);
-        Ok(())
+        drop(guard);
+        match wait_for {
+            Some(seq) => self
+                .journal
+                .durable(seq)
+                .map_err(persist_err(self.store.journal_path())),
+            None => Ok(()),
+        }
     }
 
     /// Kubelet's Allocate: marks the tokens allocated, all or none.
@@ -241,7 +273,7 @@ impl Pool {
     /// pod gone). A free token needs room on its PF: a VF that no other
     /// allocated token of any name reserves.
     pub fn allocate(&self, name: &str, ids: &[String]) -> Result<(), PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let mut next = guard.clone();
         for id in ids {
             let tok = next
@@ -276,7 +308,7 @@ impl Pool {
                 t.state = TokenState::Allocated;
             }
         }
-        self.commit(&mut guard, next)
+        self.commit(guard, next)
     }
 
     /// IDs counted as held by pods (allocated or in use).
@@ -296,7 +328,7 @@ impl Pool {
     /// connections are listed by [`Pool::abandoned`] for the forwarder to
     /// close. Unknown and free IDs are ignored, so release is idempotent.
     pub fn release(&self, ids: &[String]) -> Result<(), PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let mut next = guard.clone();
         let mut changed = false;
         let mut abandoned = Vec::new();
@@ -319,7 +351,7 @@ impl Pool {
             a.extend(abandoned);
         }
         if changed {
-            self.commit(&mut guard, next)?;
+            self.commit(guard, next)?;
         }
         Ok(())
     }
@@ -340,7 +372,7 @@ impl Pool {
         connection: &str,
         expires_at: u64,
     ) -> Result<VfLease, PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let tok = guard
             .tokens
             .get(token)
@@ -361,7 +393,7 @@ impl Pool {
                     u.expires_at = expires_at;
                 }
                 let lease = self.lease(&tok, u.vf, kind);
-                self.commit(&mut guard, next)?;
+                self.commit(guard, next)?;
                 return Ok(lease);
             }
             _ => {}
@@ -417,7 +449,7 @@ impl Pool {
                 undo: None,
             });
         }
-        self.commit(&mut guard, next)?;
+        self.commit(guard, next)?;
         Ok(self.lease(&tok, pick, kind))
     }
 
@@ -474,7 +506,7 @@ impl Pool {
 
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let mut next = guard.clone();
         let mut found = false;
         for t in next.tokens.values_mut() {
@@ -486,7 +518,7 @@ impl Pool {
             }
         }
         if found {
-            self.commit(&mut guard, next)?;
+            self.commit(guard, next)?;
         }
         Ok(found)
     }
@@ -495,7 +527,7 @@ impl Pool {
     /// allocated (the pod still holds it). Returns what was released;
     /// `None` when the connection held nothing (Close is idempotent).
     pub fn unuse(&self, connection: &str) -> Result<Option<VfLease>, PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let Some(tok) = guard
             .tokens
             .values()
@@ -512,7 +544,7 @@ impl Pool {
         if let Some(t) = next.tokens.get_mut(&tok.id) {
             t.state = TokenState::Allocated;
         }
-        self.commit(&mut guard, next)?;
+        self.commit(guard, next)?;
         Ok(Some(lease))
     }
 
@@ -528,7 +560,7 @@ impl Pool {
         sysfs: &Sysfs,
         is_live: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<String>, PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let mut next = guard.clone();
         let mut released = Vec::new();
         reconcile_uses(
@@ -541,7 +573,7 @@ impl Pool {
             &mut released,
         );
         if !released.is_empty() {
-            self.commit(&mut guard, next)?;
+            self.commit(guard, next)?;
         }
         Ok(released)
     }
@@ -593,7 +625,7 @@ impl Pool {
         connection: &str,
         undo: Option<serde_json::Value>,
     ) -> Result<bool, PoolError> {
-        let mut guard = self.lock()?;
+        let guard = self.lock()?;
         let mut next = guard.clone();
         let mut found = false;
         for t in next.tokens.values_mut() {
@@ -605,7 +637,7 @@ impl Pool {
             }
         }
         if found {
-            self.commit(&mut guard, next)?;
+            self.commit(guard, next)?;
         }
         Ok(found)
     }

@@ -1,6 +1,8 @@
-//! Crash-safe persistence: write a temp file, fsync it, rename it over the
-//! state file, fsync the directory. A `kill -9` at any instant leaves
-//! either the old or the new state, never a torn one.
+//! Crash-safe persistence: the snapshot (`sriov-pool.json`) is written to a
+//! temp file, fsynced, renamed over the old one and the directory fsynced,
+//! so a `kill -9` at any instant leaves the old or the new snapshot, never a
+//! torn one; changes between snapshots go to the journal beside it
+//! ([`crate::journal`]), replayed over the snapshot on load.
 //!
 //! The state decides which VFs pods hold, so it is guarded like a secret:
 //! the directory is 0700 and must belong to us and be writable by nobody
@@ -162,8 +164,14 @@ impl FileStore {
         Ok(Some(raw))
     }
 
-    pub(crate) fn load(&self) -> Result<(State, LoadNote), PoolError> {
-        let parsed = self.read().and_then(|raw| match raw {
+    /// The journal beside the state file.
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.path.with_file_name(crate::journal::JOURNAL_FILE)
+    }
+
+    /// The snapshot with the journal replayed over it.
+    fn read_state(&self) -> Result<Option<State>, String> {
+        let snapshot = self.read().and_then(|raw| match raw {
             None => Ok(None),
             Some(raw) => serde_json::from_slice::<State>(&raw)
                 .map_err(|e| e.to_string())
@@ -177,8 +185,18 @@ impl FileStore {
                         ))
                     }
                 }),
-        });
-        match parsed {
+        })?;
+        let journal = crate::journal::read(&self.journal_path())?;
+        if journal.is_empty() {
+            return Ok(snapshot);
+        }
+        let mut state = snapshot.unwrap_or_default();
+        crate::journal::replay(&mut state, &journal)?;
+        Ok(Some(state))
+    }
+
+    pub(crate) fn load(&self) -> Result<(State, LoadNote), PoolError> {
+        match self.read_state() {
             Ok(Some(s)) => Ok((s, LoadNote::Loaded)),
             Ok(None) => Ok((State::default(), LoadNote::Fresh)),
             Err(reason) if self.reset => {
@@ -186,13 +204,22 @@ impl FileStore {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or_default();
-                let mut name = self.path.as_os_str().to_owned();
-                name.push(format!(".corrupt-{secs}"));
-                let moved_to = PathBuf::from(name);
-                std::fs::rename(&self.path, &moved_to).map_err(|source| PoolError::Persist {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                let aside = |path: &Path| {
+                    let mut name = path.as_os_str().to_owned();
+                    name.push(format!(".corrupt-{secs}"));
+                    PathBuf::from(name)
+                };
+                let moved_to = aside(&self.path);
+                for (from, to) in [
+                    (self.path.clone(), moved_to.clone()),
+                    (self.journal_path(), aside(&self.journal_path())),
+                ] {
+                    match std::fs::rename(&from, &to) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(PoolError::Persist { path: from, source }),
+                    }
+                }
                 Ok((State::default(), LoadNote::Reset { moved_to, reason }))
             }
             Err(reason) => Err(PoolError::CorruptState {
