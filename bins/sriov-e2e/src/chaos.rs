@@ -23,6 +23,9 @@ use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::{PciAddress, Sysfs};
 use tonic::transport::Channel;
 
+use sriov_deviceplugin::fake::FakeKubelet;
+use sriov_nsm::fake::FakeNsmgr;
+
 use crate::checks::Report;
 use crate::forwarder::{self, Forwarder, Paths};
 use crate::{Options, client, inspect};
@@ -42,6 +45,8 @@ pub(crate) struct Scene<'a> {
     pub(crate) ctr: &'a Path,
     /// Each VF's kernel driver, as the fixture had it before the campaign.
     pub(crate) kernel_drivers: BTreeMap<PciAddress, String>,
+    /// Kubelet, to restart.
+    pub(crate) kubelet: &'a FakeKubelet,
 }
 
 /// One row of the closing table.
@@ -515,6 +520,7 @@ pub(crate) async fn run(
     s: Scene<'_>,
     r: &mut Report,
     fwd: &mut Forwarder,
+    nsmgr: &mut FakeNsmgr,
     rounds: usize,
 ) -> Result<(), String> {
     let cg = DevicesCgroup::attach(s.ctr)?;
@@ -582,6 +588,9 @@ pub(crate) async fn run(
         }
     }
     restart(&s, fwd, &[])?;
+    if let Err(e) = environment(&s, &truth, fwd, nsmgr, rounds, &mut table).await {
+        r.check("chaos-environment", Err(e));
+    }
     racing(&s, r, &truth, fwd, rounds, &mut rng, &mut table).await?;
     print_table(&table);
     let total: Row = table.values().fold(Row::default(), |a, b| Row {
@@ -606,6 +615,173 @@ pub(crate) async fn run(
         },
     );
     Ok(())
+}
+
+/// Records one environment fault in the table, with the audit after it.
+async fn tally(
+    s: &Scene<'_>,
+    fwd: &Forwarder,
+    truth: &Truth,
+    table: &mut BTreeMap<String, Row>,
+    name: &str,
+    outcome: Result<(), String>,
+) -> Result<(), String> {
+    let (leaks, double) = settled(s, fwd, truth).await?;
+    let row = table.entry(name.into()).or_default();
+    row.injected += 1;
+    row.double += double;
+    match (outcome, leaks.is_empty()) {
+        (Ok(()), true) => {
+            row.survived += 1;
+            Ok(())
+        }
+        (outcome, _) => {
+            row.leaked += usize::from(!leaks.is_empty());
+            Err(format!(
+                "{name}: {}{}",
+                outcome.err().unwrap_or_default(),
+                leaks.join("; ")
+            ))
+        }
+    }
+}
+
+/// A KERNEL Request, then its Close: the client's view that service works.
+async fn serves(s: &Scene<'_>, id: &str) -> Result<(), String> {
+    let mut nsc = reconnect(s.listen).await?;
+    let token = s.tokens.first().ok_or("a token")?;
+    let req = client::request(id, "KERNEL", &kernel_request(s, id, token)?, true);
+    let conn = nsc
+        .request(req)
+        .await
+        .map_err(|e| format!("{id}: {}: {}", e.code(), e.message()))?
+        .into_inner();
+    nsc.close(conn)
+        .await
+        .map_err(|e| format!("{id} Close: {}: {}", e.code(), e.message()))?;
+    Ok(())
+}
+
+/// Faults of the forwarder's surroundings, each followed by the audit:
+/// the next hop failing and hanging mid-Request (the Request fails within
+/// the caller's deadline and leaves nothing), kubelet restarting 20 times
+/// (the plugin registers again each time), the registry and next hop gone
+/// for a while and back (the forwarder registers again and serves), and,
+/// on real VFs, a client namespace destroyed under a live connection.
+async fn environment(
+    s: &Scene<'_>,
+    truth: &Truth,
+    fwd: &Forwarder,
+    nsmgr: &mut FakeNsmgr,
+    rounds: usize,
+    table: &mut BTreeMap<String, Row>,
+) -> Result<(), String> {
+    for n in 0..rounds {
+        // The next hop refuses.
+        nsmgr.fail_next_requests(1, tonic::Code::Unavailable);
+        let failed = match serves(s, &format!("envfail-{n}")).await {
+            Err(e) if e.contains("told to fail this request") => Ok(()),
+            other => Err(format!("expected the next hop's refusal, got {other:?}; ")),
+        };
+        tally(s, fwd, truth, table, "next-hop-fails", failed).await?;
+
+        // The next hop hangs: the caller's 2 s deadline bounds the Request.
+        nsmgr.hang_next_requests(1);
+        let id = format!("envhang-{n}");
+        let token = s.tokens.first().ok_or("a token")?;
+        let mut req = tonic::Request::new(client::request(
+            &id,
+            "KERNEL",
+            &kernel_request(s, &id, token)?,
+            true,
+        ));
+        req.set_timeout(Duration::from_secs(2));
+        let mut nsc = reconnect(s.listen).await?;
+        let hung = match nsc.request(req).await {
+            // tonic's client reports its own timeout as CANCELLED.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("expected the deadline to end it, got {other:?}; ")),
+        };
+        // The forwarder gives up at the same deadline and undoes the Request.
+        tally(s, fwd, truth, table, "next-hop-hangs", hung).await?;
+
+        if !s.o.veth {
+            // A real VF netdev returns to the initial namespace when its
+            // client's dies; the Close then restores it (a veth stand-in
+            // would die with the namespace instead).
+            let id = format!("envgone-{n}");
+            let gone = async {
+                let doomed = PrivateNetns::new().map_err(|e| e.to_string())?;
+                let params = vec![
+                    ("tokenID", token.clone()),
+                    ("inodeURL", crate::checks::file_url(&doomed)?),
+                    ("name", format!("g{n}")),
+                ];
+                let conn = nsc
+                    .request(client::request(&id, "KERNEL", &params, true))
+                    .await
+                    .map_err(|e| format!("{id}: {}: {}", e.code(), e.message()))?
+                    .into_inner();
+                drop(doomed);
+                nsc.close(conn)
+                    .await
+                    .map_err(|e| format!("{id} Close: {}: {}", e.code(), e.message()))?;
+                Ok::<(), String>(())
+            }
+            .await;
+            tally(s, fwd, truth, table, "client-netns-destroyed", gone).await?;
+        }
+    }
+
+    // Kubelet restarts, 20 times: each time the plugin registers again.
+    for n in 0..20 {
+        let before = s.kubelet.registrations().len();
+        let again = async {
+            s.kubelet.restart().map_err(|e| e.to_string())?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while s.kubelet.registrations().len() <= before {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("restart {n}: the plugin did not register again; "));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        }
+        .await;
+        tally(s, fwd, truth, table, "kubelet-restart", again).await?;
+    }
+    serves(s, "after-kubelet").await?;
+
+    // The registry (and next hop) away, then back.
+    let away = if rounds >= 10 { 30 } else { 5 };
+    let registered = nsmgr.registers().len();
+    nsmgr.stop().await;
+    let during = match serves(s, "registry-away").await {
+        Err(_) => Ok(()),
+        Ok(()) => Err("a Request was served with no next hop; ".to_string()),
+    };
+    tokio::time::sleep(Duration::from_secs(away)).await;
+    nsmgr.restart().await.map_err(|e| e.to_string())?;
+    let back = async {
+        during?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while nsmgr.registers().len() <= registered {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the forwarder did not register again; ".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        serves(s, "registry-back").await
+    }
+    .await;
+    tally(s, fwd, truth, table, "registry-down-and-back", back).await
 }
 
 /// Requests for every token at once, each with several connection ids,

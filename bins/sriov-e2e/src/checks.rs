@@ -172,7 +172,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
 
     let kubelet =
         FakeKubelet::start(&p.device_plugins, &p.pod_resources).map_err(|e| e.to_string())?;
-    let nsmgr = FakeNsmgr::start(&p.nsm_socket)
+    let mut nsmgr = FakeNsmgr::start(&p.nsm_socket)
         .await
         .map_err(|e| e.to_string())?;
     nsmgr.insert_endpoint(NetworkServiceEndpoint {
@@ -485,8 +485,9 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             sysfs: &sysfs,
             ctr: &ctr,
             kernel_drivers,
+            kubelet: &kubelet,
         };
-        crate::chaos::run(scene, r, &mut fwd, o.chaos).await?;
+        crate::chaos::run(scene, r, &mut fwd, &mut nsmgr, o.chaos).await?;
     }
 
     if o.soak > 0 {

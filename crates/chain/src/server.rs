@@ -81,20 +81,20 @@ impl NetworkService for NetworkServiceServer {
             .map(|c| c.id.clone())
             .unwrap_or_default();
         let chain = self.chain.clone();
-        let task = tokio::spawn(async move { chain.request(&mut ctx, req).await });
-        let result = task
-            .await
-            .unwrap_or_else(|e| Err(Status::internal(format!("request task failed: {e}"))));
-        match result {
-            Ok(c) => {
-                tracing::info!(connection = %id, "request served");
-                Ok(Response::new(c))
+        // Logged in the task: a caller that went away still gets a line.
+        let task = tokio::spawn(async move {
+            let result = chain.request(&mut ctx, req).await;
+            match &result {
+                Ok(_) => tracing::info!(connection = %id, "request served"),
+                Err(e) => {
+                    tracing::warn!(connection = %id, code = ?e.code(), error = %e.message(), "request failed");
+                }
             }
-            Err(e) => {
-                tracing::warn!(connection = %id, code = ?e.code(), error = %e.message(), "request failed");
-                Err(e)
-            }
-        }
+            result
+        });
+        task.await
+            .unwrap_or_else(|e| Err(Status::internal(format!("request task failed: {e}"))))
+            .map(Response::new)
     }
 
     async fn close(&self, request: Request<Connection>) -> Result<Response<()>, Status> {

@@ -103,6 +103,8 @@ pub struct FakeKubelet {
     device_plugin_dir: PathBuf,
     registrar: Registrar,
     lister: Lister,
+    /// Stops the registration server (kubelet.sock).
+    registration: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -161,8 +163,36 @@ impl FakeKubelet {
             device_plugin_dir: device_plugin_dir.to_owned(),
             registrar,
             lister,
-            stops: vec![reg, pods],
+            registration: std::sync::Mutex::new(Some(reg)),
+            stops: vec![pods],
         })
+    }
+
+    /// Restarts as kubelet does: its registration server goes away, every
+    /// socket in the device-plugin directory (the plugins' too) is removed,
+    /// and a new `kubelet.sock` is served, so plugins must notice and
+    /// register again.
+    pub fn restart(&self) -> Result<(), Error> {
+        if let Some(stop) = self.registration.lock().ok().and_then(|mut r| r.take()) {
+            let _ = stop.send(());
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.device_plugin_dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "sock") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let reg = serve(
+            &self.device_plugin_dir.join("kubelet.sock"),
+            Server::builder().add_service(dp::registration_server::RegistrationServer::new(
+                self.registrar.clone(),
+            )),
+        )?;
+        if let Ok(mut r) = self.registration.lock() {
+            *r = Some(reg);
+        }
+        Ok(())
     }
 
     /// Registrations received so far.
@@ -214,6 +244,9 @@ impl FakeKubelet {
 
 impl Drop for FakeKubelet {
     fn drop(&mut self) {
+        if let Some(stop) = self.registration.lock().ok().and_then(|mut r| r.take()) {
+            let _ = stop.send(());
+        }
         for s in self.stops.drain(..) {
             let _ = s.send(());
         }

@@ -182,6 +182,8 @@ struct Shared {
     events: broadcast::Sender<Call>,
     changes: broadcast::Sender<NetworkServiceEndpointResponse>,
     fail_next: Mutex<(u32, Code)>,
+    /// Requests still to leave unanswered (the caller's deadline ends them).
+    hang_next: Mutex<u32>,
     hold_watches: std::sync::atomic::AtomicBool,
     answer_context: Mutex<Option<ConnectionContext>>,
     expiration: Mutex<Duration>,
@@ -431,6 +433,15 @@ impl NetworkService for NextHop {
     ) -> Result<Response<Connection>, Status> {
         let req = request.into_inner();
         self.shared.record(Call::Request(req.clone()));
+        let hang = {
+            let mut h = lock(&self.shared.hang_next);
+            let hang = *h > 0;
+            *h = h.saturating_sub(1);
+            hang
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
         {
             let mut fail = lock(&self.shared.fail_next);
             if fail.0 > 0 {
@@ -495,6 +506,7 @@ impl FakeNsmgr {
                 events: broadcast::channel(1024).0,
                 changes: broadcast::channel(1024).0,
                 fail_next: Mutex::new((0, Code::Unavailable)),
+                hang_next: Mutex::new(0),
                 hold_watches: true.into(),
                 answer_context: Mutex::default(),
                 expiration: Mutex::new(Duration::from_secs(60)),
@@ -733,6 +745,12 @@ impl FakeNsmgr {
     /// Fails the next `n` Requests with `code` (answers resume after).
     pub fn fail_next_requests(&self, n: u32, code: Code) {
         *lock(&self.shared.fail_next) = (n, code);
+    }
+
+    /// Never answers the next `n` Requests: a next hop that hangs, which
+    /// only the caller's deadline ends.
+    pub fn hang_next_requests(&self, n: u32) {
+        *lock(&self.shared.hang_next) = n;
     }
 }
 

@@ -6,8 +6,10 @@
 # and after the VF was bound to vfio-pci), restarted on its state, and the
 # real sysfs and netlink are audited after each fault: igbvf netdevs home
 # and down, every VF on igbvf without driver_override, no device rule left,
-# the pool's state agreeing. Then a soak: 200 KERNEL and 50 VFIO cycles on
-# one process, whose open fds, RSS and VFs must be as they were.
+# the pool's state agreeing; the next hop failing and hanging, kubelet
+# restarting, the registry away and back, and a client namespace destroyed
+# under a live igbvf VF. Then a soak: 200 KERNEL and 50 VFIO cycles on one
+# process, whose open fds, RSS and VFs must be as they were.
 need_vfs
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 have_bin forwarder-sriov-failpoints || skip "the failpoints build is not in the guest"
