@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sriov_api::nsm::connection::Connection;
-use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::{PciAddress, Sysfs};
-use tonic::transport::Channel;
 
 use sriov_deviceplugin::fake::FakeKubelet;
 use sriov_nsm::fake::FakeNsmgr;
@@ -217,19 +215,6 @@ const LIFETIME: &str = "3s";
 /// connection's lease expiring, plus a sweep.
 const SETTLE: Duration = Duration::from_secs(15);
 
-async fn reconnect(listen: &Path) -> Result<NetworkServiceClient<Channel>, String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client::connect(listen).await {
-            Ok(c) => return Ok(c),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("the forwarder never listened: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 /// Restarts the forwarder (killing whatever is left of it) with `env`.
 fn restart(s: &Scene<'_>, fwd: &mut Forwarder, env: &[(&str, &str)]) -> Result<(), String> {
     let _ = fwd.child.kill();
@@ -324,7 +309,7 @@ async fn one(
             &[]
         };
         restart(s, fwd, env)?;
-        let mut nsc = reconnect(s.listen).await?;
+        let mut nsc = client::reconnect(s.listen).await?;
         let conn = nsc
             .request(client::request(&id, mechanism, &params, kernel))
             .await
@@ -339,7 +324,7 @@ async fn one(
         // The armed start is the fault; then a client that just goes on.
         let injected = died(fwd, 20).await == Some(true);
         restart(s, fwd, &[])?;
-        let mut nsc = reconnect(s.listen).await?;
+        let mut nsc = client::reconnect(s.listen).await?;
         let conn = nsc
             .request(client::request(&id, mechanism, &params, kernel))
             .await
@@ -350,7 +335,7 @@ async fn one(
             .map_err(|e| format!("{id} Close after the fault: {}: {}", e.code(), e.message()))?;
         return Ok(injected);
     }
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let injected = match (&established, &fault.arm) {
         (Some(conn), _) => {
             let _ = nsc.close(conn.clone()).await;
@@ -375,7 +360,7 @@ async fn one(
     // The restarted forwarder, and a client that either retries (then
     // closes) or gives up and closes what it asked for.
     restart(s, fwd, &[])?;
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let retry = established.is_none() && rng.below(2) == 0;
     let asked = || {
         client::request(&id, mechanism, &params, kernel)
@@ -648,7 +633,7 @@ async fn tally(
 
 /// A KERNEL Request, then its Close: the client's view that service works.
 async fn serves(s: &Scene<'_>, id: &str) -> Result<(), String> {
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let token = s.tokens.first().ok_or("a token")?;
     let req = client::request(id, "KERNEL", &kernel_request(s, id, token)?, true);
     let conn = nsc
@@ -696,7 +681,7 @@ async fn environment(
             true,
         ));
         req.set_timeout(Duration::from_secs(2));
-        let mut nsc = reconnect(s.listen).await?;
+        let mut nsc = client::reconnect(s.listen).await?;
         let hung = match nsc.request(req).await {
             // tonic's client reports its own timeout as CANCELLED.
             Err(e)
@@ -797,7 +782,7 @@ async fn racing(
     rng: &mut Rng,
     table: &mut BTreeMap<String, Row>,
 ) -> Result<(), String> {
-    let nsc = reconnect(s.listen).await?;
+    let nsc = client::reconnect(s.listen).await?;
     let mut calls = Vec::new();
     let per_token = 4 * rounds;
     for (t, token) in s.tokens.iter().enumerate() {

@@ -19,6 +19,21 @@ pub(crate) async fn connect(socket: &Path) -> Result<NetworkServiceClient<Channe
     Ok(NetworkServiceClient::new(ch))
 }
 
+/// A client of a forwarder that is (re)starting: retries for up to 30 s
+/// until it listens.
+pub(crate) async fn reconnect(socket: &Path) -> Result<NetworkServiceClient<Channel>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(socket).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("the forwarder never listened: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// A client's request: a path with the client's own segment, the
 /// mechanism it wants with its parameters, and an IP context.
 pub(crate) fn request(

@@ -60,20 +60,6 @@ async fn kill_and_restart_for(
     Ok(())
 }
 
-/// A client of the restarted forwarder, once it listens again.
-async fn reconnect(listen: &Path) -> Result<NetworkServiceClient<Channel>, String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client::connect(listen).await {
-            Ok(c) => return Ok(c),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("the restarted forwarder never listened: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 async fn request(
     s: &Scene<'_>,
     nsc: &mut NetworkServiceClient<Channel>,
@@ -126,10 +112,10 @@ async fn undone(
 
 pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Result<(), String> {
     // 1. Close after a restart.
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let (conn, home) = request(&s, &mut nsc, "conn-restart-close", "nsm-r1").await?;
     kill_and_restart(s.o, s.paths, fwd).await?;
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let closed = nsc.close(conn).await;
     let verdict = match closed {
         Ok(_) => undone(&s, fwd, "nsm-r1", &home).await?,
@@ -165,7 +151,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // 3. VFIO: a Close after a restart revokes the recorded device rules
     // and gives the VF its kernel driver back.
     if s.o.vfio {
-        let mut nsc = reconnect(s.listen).await?;
+        let mut nsc = client::reconnect(s.listen).await?;
         let cgroup_dir = s
             .ctr
             .parent()
@@ -188,7 +174,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         // is read after the Close is what the restarted process wrote.
         std::fs::write(s.ctr.join("devices.deny"), "").map_err(|e| e.to_string())?;
         kill_and_restart(s.o, s.paths, fwd).await?;
-        let mut nsc = reconnect(s.listen).await?;
+        let mut nsc = client::reconnect(s.listen).await?;
         let closed = nsc.close(conn).await;
         let driver = s.sysfs.driver(vf).map_err(|e| e.to_string())?;
         let denied = std::fs::read_to_string(s.ctr.join("devices.deny")).unwrap_or_default();
@@ -217,7 +203,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // closes the connection from the record. Tokens live long here, so no
     // expiry can do it instead.
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let (_, home) = request(&s, &mut nsc, "conn-restart-pod-gone", "nsm-r5").await?;
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
     s.kubelet.remove_pod(s.pod);
@@ -239,7 +225,7 @@ async fn vanished_namespace(
     r: &mut Report,
     fwd: &mut Forwarder,
 ) -> Result<(), String> {
-    let mut nsc = reconnect(s.listen).await?;
+    let mut nsc = client::reconnect(s.listen).await?;
     let (o, paths) = (s.o, s.paths);
     let home = {
         let doomed = PrivateNetns::new().map_err(|e| format!("a namespace to lose: {e}"))?;

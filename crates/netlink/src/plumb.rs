@@ -137,6 +137,28 @@ pub struct MovedLink {
     pub client_address: Vec<u8>,
 }
 
+impl MovedLink {
+    /// The record of `link` as it is at home, before `request` moves it: the client side
+    /// starts out as the home side (the kernel keeps the ifindex across a move unless the
+    /// target has it taken).
+    fn at_home(request: &ClientLink, netns_id: NetnsId, link: &LinkStatus) -> Self {
+        Self {
+            netns: request.netns.clone(),
+            netns_id,
+            original: OriginalLink {
+                index: link.index,
+                name: link.name.clone(),
+                address: link.address.clone(),
+                perm_address: link.perm_address.clone(),
+                mtu: link.mtu,
+            },
+            client_index: link.index,
+            client_name: link.name.clone(),
+            client_address: link.address.clone(),
+        }
+    }
+}
+
 /// How a back-out ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackOut {
@@ -165,26 +187,14 @@ impl RtNetlink {
     pub async fn plan_move(&self, request: &ClientLink) -> Result<MovedLink> {
         let target = open_client(&request.netns, &self.guard).await?;
         let link = require_link(&self.handle, &request.link, &self.home_label()).await?;
-        Ok(MovedLink {
-            netns: request.netns.clone(),
-            netns_id: target.id(),
-            original: OriginalLink {
-                index: link.index,
-                name: link.name.clone(),
-                address: link.address.clone(),
-                perm_address: link.perm_address.clone(),
-                mtu: link.mtu,
-            },
-            // The kernel keeps the ifindex across a move unless the target has it taken.
-            client_index: link.index,
-            client_name: request
-                .name
-                .as_ref()
-                .map_or_else(|| link.name.clone(), |n| n.as_str().to_owned()),
-            client_address: request
-                .mac
-                .map_or_else(|| link.address.clone(), |m| m.octets().to_vec()),
-        })
+        let mut record = MovedLink::at_home(request, target.id(), &link);
+        if let Some(name) = &request.name {
+            record.client_name = name.as_str().to_owned();
+        }
+        if let Some(mac) = request.mac {
+            record.client_address = mac.octets().to_vec();
+        }
+        Ok(record)
     }
 
     /// Moves a link into a client namespace and configures it: rename, MTU, MAC, up, addresses,
@@ -211,20 +221,7 @@ impl RtNetlink {
         )
         .await;
 
-        let mut record = MovedLink {
-            netns: request.netns.clone(),
-            netns_id: target.id(),
-            original: OriginalLink {
-                index: link.index,
-                name: link.name.clone(),
-                address: link.address.clone(),
-                perm_address: link.perm_address.clone(),
-                mtu: link.mtu,
-            },
-            client_index: link.index,
-            client_name: link.name.clone(),
-            client_address: link.address.clone(),
-        };
+        let mut record = MovedLink::at_home(request, target.id(), &link);
         // The move and the rename are one request, but the kernel applies them one after the
         // other (a taken name fails the rename after the move succeeded): look where the link is
         // now instead of trusting the answer alone.

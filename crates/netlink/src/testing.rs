@@ -258,45 +258,39 @@ impl RecordingOps {
     }
 }
 
+/// What a move of `request` records, in this fake's numbers.
+fn planned(request: ClientLink) -> MovedLink {
+    let name = request.link.to_string();
+    MovedLink {
+        netns_id: crate::netns::NetnsId { dev: 0, ino: 0 },
+        netns: request.netns,
+        original: OriginalLink {
+            index: 1,
+            name: name.clone(),
+            address: Vec::new(),
+            perm_address: None,
+            mtu: 1500,
+        },
+        client_index: 1,
+        client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
+        client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
+    }
+}
+
 impl NetlinkOps for RecordingOps {
     fn move_into(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
-        let result = self.record(Call::MoveInto(request.clone())).map(|()| {
-            let name = request.link.to_string();
-            MovedLink {
-                netns_id: crate::netns::NetnsId { dev: 0, ino: 0 },
-                netns: request.netns,
-                original: OriginalLink {
-                    index: 1,
-                    name: name.clone(),
-                    address: Vec::new(),
-                    perm_address: None,
-                    mtu: 1500,
-                },
+        let result = self
+            .record(Call::MoveInto(request.clone()))
+            .map(|()| MovedLink {
                 client_index: 100,
-                client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
-                client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
-            }
-        });
+                ..planned(request)
+            });
         async move { result }.boxed()
     }
 
     fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
         // A read: not recorded as a call, and it fails only where the move would.
-        let name = request.link.to_string();
-        let planned = MovedLink {
-            netns_id: crate::netns::NetnsId { dev: 0, ino: 0 },
-            netns: request.netns,
-            original: OriginalLink {
-                index: 1,
-                name: name.clone(),
-                address: Vec::new(),
-                perm_address: None,
-                mtu: 1500,
-            },
-            client_index: 1,
-            client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
-            client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
-        };
+        let planned = planned(request);
         async move { Ok(planned) }.boxed()
     }
 

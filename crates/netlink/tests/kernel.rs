@@ -232,6 +232,40 @@ fn move_into_configures_the_link_in_the_client_and_back_out_restores_it() {
 }
 
 #[test]
+fn a_planned_move_backs_out_whether_or_not_the_move_happened() {
+    // The forwarder records `plan_move` before moving, so a kill at any
+    // instant leaves the plan: backing it out must work both ways.
+    in_private_netns(
+        "a_planned_move_backs_out_whether_or_not_the_move_happened",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let request = full_request(&client);
+            let plan = nl.plan_move(&request).await.unwrap();
+            assert_eq!(plan.original.name, "vf0");
+            assert_eq!(plan.client_name, "nsm-client-0");
+            assert!(
+                nl.link(&"vf0".into()).await.unwrap().is_some(),
+                "planning moves nothing"
+            );
+            // Killed before the move: the link is found at home and left as it was.
+            let outcome = nl.back_out(&plan).await.unwrap();
+            assert!(matches!(outcome, BackOut::Recovered { .. }), "{outcome:?}");
+            assert_restored_at_home(&nl).await;
+            // Killed after it: the plan finds the link in the client.
+            nl.move_into(&request).await.unwrap();
+            let outcome = nl.back_out(&plan).await.unwrap();
+            assert!(matches!(outcome, BackOut::Returned { .. }), "{outcome:?}");
+            assert_restored_at_home(&nl).await;
+            let c = nl.connect(client.netns()).unwrap();
+            assert!(client_link(&c, "nsm-client-0").await.is_none());
+            // The plan refuses what the move refuses.
+            let own = ClientLink::new("vf0", NetnsUrl::File("/proc/self/ns/net".into()));
+            assert!(nl.plan_move(&own).await.is_err());
+        },
+    );
+}
+
+#[test]
 fn move_into_finds_the_link_by_index_and_keeps_its_name_without_rename() {
     in_private_netns(
         "move_into_finds_the_link_by_index_and_keeps_its_name_without_rename",
