@@ -169,9 +169,12 @@ struct Fault {
     reached_by: &'static str,
 }
 
-fn faults() -> Vec<Fault> {
+/// Every fault of a round; the VF-settings point only where VFs have
+/// settings (`--vf-config`, real VFs).
+fn faults(vf_config: bool) -> Vec<Fault> {
     let mut out: Vec<Fault> = sriov_failpoint::POINTS
         .iter()
+        .filter(|p| vf_config || p.reached_by != "vf-config")
         .map(|p| Fault {
             name: p.name.to_string(),
             arm: Some(p.name.to_string()),
@@ -275,7 +278,7 @@ fn request_for(
 ) -> Result<(&'static str, Params, String), String> {
     let id = format!("chaos-{round}");
     match reached_by {
-        "vfio" => Ok((
+        "vfio" | "vf-config" => Ok((
             "VFIO",
             vfio_request(s, s.tokens.get(1).ok_or("a second token for VFIO")?),
             id,
@@ -297,6 +300,9 @@ async fn one(
 ) -> Result<bool, String> {
     let (mechanism, params, id) = request_for(s, fault.reached_by, round)?;
     let kernel = mechanism == "KERNEL";
+    let ethernet = (fault.reached_by == "vf-config")
+        .then_some((crate::checks::VF_MAC, crate::checks::VF_VLAN));
+    let ask = || client::request_with(&id, mechanism, &params, kernel, ethernet);
     let arm = fault.arm.clone().unwrap_or_default();
     let armed = [(sriov_failpoint::ENV, arm.as_str())];
     let mut established: Option<Connection> = None;
@@ -311,7 +317,7 @@ async fn one(
         restart(s, fwd, env)?;
         let mut nsc = client::reconnect(s.listen).await?;
         let conn = nsc
-            .request(client::request(&id, mechanism, &params, kernel))
+            .request(ask())
             .await
             .map_err(|e| format!("{id}: {}: {}", e.code(), e.message()))?
             .into_inner();
@@ -326,7 +332,7 @@ async fn one(
         restart(s, fwd, &[])?;
         let mut nsc = client::reconnect(s.listen).await?;
         let conn = nsc
-            .request(client::request(&id, mechanism, &params, kernel))
+            .request(ask())
             .await
             .map_err(|e| format!("{id} after the fault: {}: {}", e.code(), e.message()))?
             .into_inner();
@@ -342,14 +348,12 @@ async fn one(
             died(fwd, 20).await == Some(true)
         }
         (None, Some(_)) => {
-            let _ = nsc
-                .request(client::request(&id, mechanism, &params, kernel))
-                .await;
+            let _ = nsc.request(ask()).await;
             died(fwd, 20).await == Some(true)
         }
         (None, None) => {
             // A random instant: kill while the Request is on its way.
-            let req = client::request(&id, mechanism, &params, kernel);
+            let req = ask();
             let call = tokio::spawn(async move { nsc.request(req).await });
             tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
             let _ = fwd.child.kill();
@@ -362,17 +366,10 @@ async fn one(
     restart(s, fwd, &[])?;
     let mut nsc = client::reconnect(s.listen).await?;
     let retry = established.is_none() && rng.below(2) == 0;
-    let asked = || {
-        client::request(&id, mechanism, &params, kernel)
-            .connection
-            .unwrap_or_default()
-    };
+    let asked = || ask().connection.unwrap_or_default();
     let to_close = match (&established, retry) {
         (Some(conn), _) => conn.clone(),
-        (None, true) => match nsc
-            .request(client::request(&id, mechanism, &params, kernel))
-            .await
-        {
+        (None, true) => match nsc.request(ask()).await {
             Ok(c) => c.into_inner(),
             // Killed at a random instant after the Request was done but
             // before its answer left: the connection stands under our
@@ -402,6 +399,17 @@ struct Truth {
     allocated: BTreeSet<String>,
     /// Each VF netdev at home, as it was (a real node's may be up).
     homes: BTreeMap<String, String>,
+    /// With `--vf-config`: the PF's netdev and each VF's MAC and VLAN.
+    vf_settings: Option<(String, BTreeMap<u32, String>)>,
+}
+
+/// The MAC and VLAN of every VF of `pf`, as the PF reports them.
+async fn vf_settings(pf: &str) -> Result<BTreeMap<u32, String>, String> {
+    Ok(crate::checks::pf_vfs(pf)
+        .await?
+        .into_iter()
+        .map(|v| (v.vf, format!("mac {} vlan {}", v.mac, v.vlan.id)))
+        .collect())
 }
 
 /// [`audit`] until the host is clean or [`SETTLE`] has passed.
@@ -466,6 +474,14 @@ async fn audit(
             leaks.push(format!("{} left in the client's namespace", l.name));
         }
     }
+    if let Some((pf, before)) = &truth.vf_settings {
+        let now = vf_settings(pf).await?;
+        for (vf, was) in before {
+            if now.get(vf) != Some(was) {
+                leaks.push(format!("{pf} vf {vf}: {:?}, was {was}", now.get(vf)));
+            }
+        }
+    }
     let rules = cg.allowed();
     if !rules.is_empty() {
         leaks.push(format!("device rules still allowed: {rules:?}"));
@@ -522,16 +538,39 @@ pub(crate) async fn run(
             homes.insert(home.clone(), l.to_string());
         }
     }
+    let vf_settings = match s.o.vf_config {
+        true => {
+            let cfg = sriov_config::SriovConfig::load(&s.o.config).map_err(|e| e.to_string())?;
+            let pf = cfg
+                .config
+                .physical_functions
+                .keys()
+                .next()
+                .copied()
+                .ok_or("no PF configured")?;
+            let netdev = s
+                .sysfs
+                .netdevs(pf)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("PF {pf} has no netdev"))?;
+            let before = vf_settings(&netdev).await?;
+            Some((netdev, before))
+        }
+        false => None,
+    };
     let truth = Truth {
         cg,
         allocated,
         homes,
+        vf_settings,
     };
     let mut rng = Rng::new();
     let mut table: BTreeMap<String, Row> = BTreeMap::new();
     let mut round = 0;
     for _ in 0..rounds {
-        for fault in faults() {
+        for fault in faults(s.o.vf_config) {
             round += 1;
             let row = table.entry(fault.name.clone()).or_default();
             let outcome = one(&s, fwd, &fault, round, &mut rng).await;
@@ -784,7 +823,7 @@ async fn racing(
 ) -> Result<(), String> {
     let nsc = client::reconnect(s.listen).await?;
     let mut calls = Vec::new();
-    let per_token = 4 * rounds;
+    let per_token = 12 * rounds;
     for (t, token) in s.tokens.iter().enumerate() {
         for k in 0..per_token {
             let id = format!("race-{t}-{k}");

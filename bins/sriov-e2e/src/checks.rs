@@ -109,11 +109,11 @@ fn fake_dev_vfio(sysfs: &Sysfs, o: &Options, dir: &std::path::Path) -> Result<()
 }
 
 /// The MAC and VLAN `--vf-config` asks for.
-const VF_MAC: &str = "02:00:5e:00:00:42";
-const VF_VLAN: i32 = 100;
+pub(crate) const VF_MAC: &str = "02:00:5e:00:00:42";
+pub(crate) const VF_VLAN: i32 = 100;
 
 /// The PF's VF list through our netlink crate (as the forwarder sees it).
-async fn pf_vfs(pf: &str) -> Result<Vec<sriov_netlink::VfState>, String> {
+pub(crate) async fn pf_vfs(pf: &str) -> Result<Vec<sriov_netlink::VfState>, String> {
     let nl = sriov_netlink::RtNetlink::new().map_err(|e| e.to_string())?;
     nl.vfs(&sriov_netlink::LinkRef::Name(pf.to_string()))
         .await

@@ -34,8 +34,9 @@ pub struct Point {
     pub name: &'static str,
     /// What reaches it: `"kernel"` or `"vfio"` (a Request of that
     /// mechanism), `"close"` (the Close of a KERNEL connection),
-    /// `"reclaim"` (that Close sent to a restarted forwarder), or
-    /// `"start"` (the daemon's start).
+    /// `"reclaim"` (that Close sent to a restarted forwarder), `"start"`
+    /// (the daemon's start), or `"vf-config"` (a VFIO Request asking for a
+    /// MAC and VLAN: real VFs only, a veth has no VF settings).
     pub reached_by: &'static str,
     /// The two host changes (or change and record) it falls between.
     pub between: &'static str,
@@ -82,6 +83,11 @@ pub const POINTS: &[Point] = &[
         name: "inject.after-move",
         reached_by: "kernel",
         between: "the netdev moved and configured in the client / the move recorded as done",
+    },
+    Point {
+        name: "vfconfig.after-set",
+        reached_by: "vf-config",
+        between: "the VF's MAC/VLAN set through its PF / the rest of the Request",
     },
     Point {
         name: "vfio.after-grant",

@@ -27,7 +27,7 @@ CFG
 rm -rf /tmp/chaos
 sriov-e2e --forwarder "$(command -v forwarder-sriov-failpoints)" --sysfs-root /sys \
   --config /tmp/pci-chaos.config --work /tmp/chaos --resource worker.domain/1G \
-  --vfio --vfio-path /dev/vfio --chaos 1 --soak 200 > /tmp/chaos.out 2>&1
+  --vfio --vfio-path /dev/vfio --vf-config --chaos 1 --soak 200 > /tmp/chaos.out 2>&1
 rc=$?
 cat /tmp/chaos.out
 grep -E '^(PASS|FAIL) |^  \| ' /tmp/chaos.out | while read -r line; do console "    chaos: $line"; done

@@ -126,6 +126,7 @@ impl Element for VfConfigElement {
                     .map_err(internal)
             }
             .await;
+            sriov_failpoint::hit("vfconfig.after-set");
             match result {
                 Ok(Some(record)) => {
                     ctx.insert(record);
