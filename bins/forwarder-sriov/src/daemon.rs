@@ -245,6 +245,7 @@ pub(crate) async fn run(
         cgroups,
         finder: Arc::new(registry.clone()),
         next_hop: Arc::new(next_hop),
+        next_hop_timeout: env.next_hop_timeout,
         monitor: monitor.clone(),
     });
     tasks.spawn(sweep_stale_uses(

@@ -57,6 +57,8 @@ pub struct Deps {
     pub finder: Arc<dyn EndpointFinder>,
     /// The next hop, for `connect`.
     pub next_hop: Arc<dyn NextHop>,
+    /// `NSM_NEXT_HOP_TIMEOUT`: the longest one call to the next hop may take.
+    pub next_hop_timeout: Duration,
     /// Connection events, shared with the MonitorConnection server.
     pub monitor: Monitor,
 }
@@ -149,7 +151,7 @@ pub fn chain(d: Deps) -> Arc<Chain> {
                     .with(MECH_VFIO, vfio)
                     .with(MECH_NOOP, Chain::new()),
             )
-            .with(Connect::new(d.next_hop.clone())),
+            .with(Connect::new(d.next_hop.clone()).with_timeout(d.next_hop_timeout)),
     );
     let _ = handle.set(Arc::downgrade(&chain));
     chain

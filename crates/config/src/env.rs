@@ -62,6 +62,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "timeout for dialing the next endpoint (Go duration)",
     },
     EnvVar {
+        name: "NSM_NEXT_HOP_TIMEOUT",
+        default: "15s",
+        help: "longest one call to the next hop may take; a caller's shorter deadline wins (Go duration)",
+    },
+    EnvVar {
         name: "NSM_MAX_TOKEN_LIFETIME",
         default: "10m",
         help: "maximum lifetime of the tokens we issue (Go duration)",
@@ -275,6 +280,8 @@ pub struct EnvConfig {
     pub listen_on: SocketUrl,
     /// `NSM_DIAL_TIMEOUT`.
     pub dial_timeout: Duration,
+    /// `NSM_NEXT_HOP_TIMEOUT`.
+    pub next_hop_timeout: Duration,
     /// `NSM_MAX_TOKEN_LIFETIME`.
     pub max_token_lifetime: Duration,
     /// `NSM_REGISTRY_CLIENT_POLICIES`.
@@ -371,6 +378,7 @@ impl EnvConfig {
             connect_to: p.url("NSM_CONNECT_TO"),
             listen_on: p.url("NSM_LISTEN_ON"),
             dial_timeout: p.duration("NSM_DIAL_TIMEOUT"),
+            next_hop_timeout: p.duration("NSM_NEXT_HOP_TIMEOUT"),
             max_token_lifetime: p.duration("NSM_MAX_TOKEN_LIFETIME"),
             registry_client_policies: p.list("NSM_REGISTRY_CLIENT_POLICIES"),
             resource_poll_timeout: p.duration("NSM_RESOURCE_POLL_TIMEOUT"),
@@ -424,8 +432,10 @@ impl EnvConfig {
     /// The durations again in Go syntax, for a startup log line.
     pub fn durations_summary(&self) -> String {
         format!(
-            "dial_timeout={} max_token_lifetime={} resource_poll_timeout={} metrics_export_interval={}",
+            "dial_timeout={} next_hop_timeout={} max_token_lifetime={} resource_poll_timeout={} \
+             metrics_export_interval={}",
             format_go_duration(self.dial_timeout),
+            format_go_duration(self.next_hop_timeout),
             format_go_duration(self.max_token_lifetime),
             format_go_duration(self.resource_poll_timeout),
             format_go_duration(self.metrics_export_interval),

@@ -9,8 +9,9 @@
 //!
 //! Every call to the next hop has a deadline: what is left of the caller's
 //! own (`grpc-timeout`, kept in the context as a [`Deadline`] by the
-//! server), never more than [`NEXT_HOP_MAX`], so a next hop that hangs
-//! cannot hold a Request, and the host changes made for it, for ever.
+//! server), never more than the configured cap (`NSM_NEXT_HOP_TIMEOUT`,
+//! [`DEFAULT_NEXT_HOP_TIMEOUT`]), so a next hop that hangs cannot hold a
+//! Request, and the host changes made for it, for ever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,18 +24,18 @@ use tonic::Status;
 use crate::params::noop_preferences;
 use crate::{Ctx, Element, ElementFuture, Next, NextHop};
 
-/// The longest the next hop is given for one call.
-pub const NEXT_HOP_MAX: Duration = Duration::from_secs(15);
+/// The longest the next hop is given for one call unless configured.
+pub const DEFAULT_NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// When the caller stops waiting (its `grpc-timeout`), if it said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub tokio::time::Instant);
 
 /// How long the next hop may take now: the caller's time left, capped.
-fn budget(ctx: &Ctx) -> Duration {
+fn budget(ctx: &Ctx, cap: Duration) -> Duration {
     ctx.get::<Deadline>()
         .map(|d| d.0.saturating_duration_since(tokio::time::Instant::now()))
-        .map_or(NEXT_HOP_MAX, |left| left.min(NEXT_HOP_MAX))
+        .map_or(cap, |left| left.min(cap))
 }
 
 /// `call` within `limit`, or DEADLINE_EXCEEDED naming the call.
@@ -58,6 +59,7 @@ pub struct NextHopConnection(pub Connection);
 /// See the module docs.
 pub struct Connect {
     next_hop: Arc<dyn NextHop>,
+    cap: Duration,
 }
 
 impl std::fmt::Debug for Connect {
@@ -67,9 +69,19 @@ impl std::fmt::Debug for Connect {
 }
 
 impl Connect {
-    /// Sends requests to `next_hop`.
+    /// Sends requests to `next_hop`, each call capped at
+    /// [`DEFAULT_NEXT_HOP_TIMEOUT`].
     pub fn new(next_hop: Arc<dyn NextHop>) -> Self {
-        Self { next_hop }
+        Self {
+            next_hop,
+            cap: DEFAULT_NEXT_HOP_TIMEOUT,
+        }
+    }
+
+    /// Caps each call to the next hop at `cap` instead.
+    pub fn with_timeout(mut self, cap: Duration) -> Self {
+        self.cap = cap;
+        self
     }
 }
 
@@ -92,7 +104,12 @@ impl Element for Connect {
                 connection: Some(out),
                 mechanism_preferences: noop_preferences(),
             };
-            let mut reply = within(budget(ctx), "Request", self.next_hop.request(onward)).await?;
+            let mut reply = within(
+                budget(ctx, self.cap),
+                "Request",
+                self.next_hop.request(onward),
+            )
+            .await?;
             ctx.insert(NextHopConnection(reply.clone()));
             reply.mechanism = ours.mechanism.clone();
             reply.id = ours.id.clone();
@@ -104,7 +121,7 @@ impl Element for Connect {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     if let Some(NextHopConnection(c)) = ctx.remove::<NextHopConnection>()
-                        && let Err(ce) = within(NEXT_HOP_MAX, "Close", self.next_hop.close(c)).await
+                        && let Err(ce) = within(self.cap, "Close", self.next_hop.close(c)).await
                     {
                         tracing::warn!(error = %ce, "closing the next hop after a failure");
                     }
@@ -129,7 +146,7 @@ impl Element for Connect {
                     mechanism: None,
                     ..connection
                 });
-            within(budget(ctx), "Close", self.next_hop.close(hop)).await?;
+            within(budget(ctx, self.cap), "Close", self.next_hop.close(hop)).await?;
             rest
         })
     }
@@ -193,7 +210,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
-        let cap = format!("Request within {} ms", NEXT_HOP_MAX.as_millis());
+        let cap = format!("Request within {} ms", DEFAULT_NEXT_HOP_TIMEOUT.as_millis());
         assert!(e.message().contains(&cap), "{}", e.message());
         // A caller willing to wait longer still gets the cap.
         let mut ctx = Ctx::new();
@@ -204,9 +221,9 @@ mod tests {
             .close(&mut ctx, Connection::default())
             .await
             .unwrap_err();
-        assert!(
-            e.message()
-                .contains(&format!("Close within {} ms", NEXT_HOP_MAX.as_millis()))
-        );
+        assert!(e.message().contains(&format!(
+            "Close within {} ms",
+            DEFAULT_NEXT_HOP_TIMEOUT.as_millis()
+        )));
     }
 }

@@ -255,6 +255,7 @@ impl Harness {
             )),
             finder: Arc::new(registry),
             next_hop: next_hop.clone(),
+            next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
             monitor: monitor.clone(),
         });
         Self {
