@@ -49,15 +49,15 @@ impl UndoRecord {
     /// The record kept with `lease`, if any. A record of the first format
     /// (a bare [`MovedLink`]) is read as one with only `moved`.
     pub fn of(lease: &VfLease) -> Option<Self> {
-        let value = lease.undo.clone()?;
-        if let Ok(moved) = serde_json::from_value::<MovedLink>(value.clone()) {
+        let value = lease.undo.as_deref()?;
+        if let Ok(moved) = MovedLink::deserialize(value) {
             return Some(Self {
                 established: true,
                 moved: Some(moved),
                 ..Self::default()
             });
         }
-        serde_json::from_value(value).ok()
+        Self::deserialize(value).ok()
     }
 
     /// Whether the lease belongs to a Request that never finished: no

@@ -70,7 +70,7 @@ pub struct VfLease {
     /// The undo record stored with [`Pool::record_undo`], when this lease
     /// continues a use recorded earlier (a refresh, or the first request
     /// after a restart).
-    pub undo: Option<serde_json::Value>,
+    pub undo: Option<Arc<serde_json::Value>>,
 }
 
 /// Tokens, their states, and the VFs in use; shared (`Arc`) and thread-safe.
@@ -80,6 +80,8 @@ pub struct VfLease {
 /// `ListAndWatch` streams, and a change counter.
 pub struct Pool {
     pfs: BTreeMap<PciAddress, PfInfo>,
+    /// Each pooled VF's IOMMU group, looked up on every token use.
+    groups: BTreeMap<PciAddress, u32>,
     kernel_drivers: BTreeMap<PciAddress, String>,
     state: Mutex<State>,
     store: FileStore,
@@ -181,7 +183,13 @@ impl Pool {
                 (n, watch::Sender::new(devices))
             })
             .collect();
+        let groups = pfs
+            .values()
+            .flat_map(|p| p.vfs.iter())
+            .filter_map(|v| v.iommu_group.map(|g| (v.address, g)))
+            .collect();
         let pool = Self {
+            groups,
             pfs,
             kernel_drivers,
             state: Mutex::new(state),
@@ -224,27 +232,47 @@ impl Pool {
     /// serves every change written before it). A change that cannot be
     /// written leaves everything as it was; one that cannot be synced
     /// poisons the journal (see [`crate::journal`]).
-    fn commit(&self, mut guard: MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
+    fn commit(&self, guard: MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
+        let changed = crate::journal::delta(&guard, &next);
+        self.commit_changes(guard, changed)
+    }
+
+    /// [`Pool::commit`] for callers that know which tokens they change, so
+    /// the state is not copied for a change of one token (most of a
+    /// Request's: its use, its undo records, its refresh).
+    fn commit_changes(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        changed: BTreeMap<String, Option<Token>>,
+    ) -> Result<(), PoolError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
         let persist_err =
             |path: std::path::PathBuf| move |source| PoolError::Persist { path, source };
-        let changed = crate::journal::delta(&guard, &next);
-        let mut wait_for = None;
-        if !changed.is_empty() {
-            let (seq, compact) = self
-                .journal
-                .append(changed)
-                .map_err(persist_err(self.store.journal_path()))?;
-            sriov_failpoint::hit("store.after-append");
-            wait_for = Some(seq);
-            if compact {
-                self.store
-                    .save(&next)
-                    .and_then(|()| self.journal.truncate())
-                    .map_err(persist_err(self.store.path().to_path_buf()))?;
-            }
+        // Kubelet's lists change only when a token starts or stops reserving
+        // a VF (not for undo records or refreshes, most of a Request's changes).
+        let lists_move = changed.iter().any(|(id, t)| {
+            guard.tokens.get(id).map(Token::reserves) != t.as_ref().map(Token::reserves)
+        });
+        let (seq, compact) = self
+            .journal
+            .append(changed.clone())
+            .map_err(persist_err(self.store.journal_path()))?;
+        sriov_failpoint::hit("store.after-append");
+        for (id, t) in changed {
+            match t {
+                Some(t) => guard.tokens.insert(id, t),
+                None => guard.tokens.remove(&id),
+            };
         }
-        *guard = next;
-        for (name, tx) in &self.lists {
+        if compact {
+            self.store
+                .save(&guard)
+                .and_then(|()| self.journal.truncate())
+                .map_err(persist_err(self.store.path().to_path_buf()))?;
+        }
+        for (name, tx) in self.lists.iter().filter(|_| lists_move) {
             let list = device_list(&guard, &self.pfs, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
@@ -257,13 +285,29 @@ impl Pool {
         }
         self.changes.send_modify(|c| *c += 1);
         drop(guard);
-        match wait_for {
-            Some(seq) => self
-                .journal
-                .durable(seq)
-                .map_err(persist_err(self.store.journal_path())),
-            None => Ok(()),
+        self.journal
+            .durable(seq)
+            .map_err(persist_err(self.store.journal_path()))
+    }
+
+    /// Applies `change` to the use of `connection`; false when it has none.
+    fn change_use(&self, connection: &str, change: impl Fn(&mut VfUse)) -> Result<bool, PoolError> {
+        let guard = self.lock()?;
+        let mut changed = BTreeMap::new();
+        for t in guard.tokens.values() {
+            if let TokenState::InUse(u) = &t.state
+                && u.connection == connection
+            {
+                let mut t = t.clone();
+                if let TokenState::InUse(u) = &mut t.state {
+                    change(u);
+                }
+                changed.insert(t.id.clone(), Some(t));
+            }
         }
+        let found = !changed.is_empty();
+        self.commit_changes(guard, changed)?;
+        Ok(found)
     }
 
     /// Kubelet's Allocate: marks the tokens allocated, all or none.
@@ -387,13 +431,12 @@ impl Pool {
                 });
             }
             TokenState::InUse(u) if u.kind == kind => {
-                let mut next = guard.clone();
-                if let Some(TokenState::InUse(u)) = next.tokens.get_mut(token).map(|t| &mut t.state)
-                {
+                let lease = self.lease(&tok, u.vf, kind);
+                let mut again = tok.clone();
+                if let TokenState::InUse(u) = &mut again.state {
                     u.expires_at = expires_at;
                 }
-                let lease = self.lease(&tok, u.vf, kind);
-                self.commit(guard, next)?;
+                self.commit_changes(guard, BTreeMap::from([(again.id.clone(), Some(again))]))?;
                 return Ok(lease);
             }
             _ => {}
@@ -439,17 +482,17 @@ impl Pool {
                 ),
             })?
             .address;
-        let mut next = guard.clone();
-        if let Some(t) = next.tokens.get_mut(token) {
-            t.state = TokenState::InUse(VfUse {
+        let used = Token {
+            state: TokenState::InUse(VfUse {
                 vf: pick,
                 kind,
                 connection: connection.to_string(),
                 expires_at,
                 undo: None,
-            });
-        }
-        self.commit(guard, next)?;
+            }),
+            ..tok.clone()
+        };
+        self.commit_changes(guard, BTreeMap::from([(used.id.clone(), Some(used))]))?;
         Ok(self.lease(&tok, pick, kind))
     }
 
@@ -506,21 +549,7 @@ impl Pool {
 
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
-        let guard = self.lock()?;
-        let mut next = guard.clone();
-        let mut found = false;
-        for t in next.tokens.values_mut() {
-            if let TokenState::InUse(u) = &mut t.state
-                && u.connection == connection
-            {
-                u.expires_at = expires_at;
-                found = true;
-            }
-        }
-        if found {
-            self.commit(guard, next)?;
-        }
-        Ok(found)
+        self.change_use(connection, |u| u.expires_at = expires_at)
     }
 
     /// Close: the connection's VF is free again and its token goes back to
@@ -540,11 +569,11 @@ impl Pool {
             return Ok(None);
         };
         let lease = self.lease(&tok, u.vf, u.kind);
-        let mut next = guard.clone();
-        if let Some(t) = next.tokens.get_mut(&tok.id) {
-            t.state = TokenState::Allocated;
-        }
-        self.commit(guard, next)?;
+        let freed = Token {
+            state: TokenState::Allocated,
+            ..tok.clone()
+        };
+        self.commit_changes(guard, BTreeMap::from([(tok.id.clone(), Some(freed))]))?;
         Ok(Some(lease))
     }
 
@@ -595,11 +624,7 @@ impl Pool {
     }
 
     fn group_of(&self, vf: PciAddress) -> Option<u32> {
-        self.pfs
-            .values()
-            .flat_map(|p| p.vfs.iter())
-            .find(|v| v.address == vf)
-            .and_then(|v| v.iommu_group)
+        self.groups.get(&vf).copied()
     }
 
     fn lease(&self, tok: &Token, vf: PciAddress, kind: DriverKind) -> VfLease {
@@ -625,21 +650,8 @@ impl Pool {
         connection: &str,
         undo: Option<serde_json::Value>,
     ) -> Result<bool, PoolError> {
-        let guard = self.lock()?;
-        let mut next = guard.clone();
-        let mut found = false;
-        for t in next.tokens.values_mut() {
-            if let TokenState::InUse(u) = &mut t.state
-                && u.connection == connection
-            {
-                u.undo = undo.clone();
-                found = true;
-            }
-        }
-        if found {
-            self.commit(guard, next)?;
-        }
-        Ok(found)
+        let undo = undo.map(Arc::new);
+        self.change_use(connection, |u| u.undo = undo.clone())
     }
 }
 

@@ -45,9 +45,11 @@ pub struct VfUse {
     /// What the forwarder needs to undo its host changes for this use (for
     /// example the record of a netdev moved into a client's namespace),
     /// kept with the lease so a restarted forwarder can adopt the
-    /// connection instead of redoing or leaking it. Opaque to the pool.
+    /// connection instead of redoing or leaking it. Opaque to the pool;
+    /// shared (`Arc`), since the pool copies its state on every change and
+    /// records are the largest part of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undo: Option<serde_json::Value>,
+    pub undo: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// One token as persisted.

@@ -819,7 +819,10 @@ fn changes_survive_a_crash_through_the_journal_and_fold_into_the_snapshot_at_sta
     match token(&pool, &a[0]).state {
         TokenState::InUse(u) => {
             assert_eq!((u.vf, u.connection.as_str()), (vf, "c1"));
-            assert_eq!(u.undo, Some(serde_json::json!({"established": true})));
+            assert_eq!(
+                u.undo.as_deref(),
+                Some(&serde_json::json!({"established": true}))
+            );
         }
         other => panic!("lost the use: {other:?}"),
     }
