@@ -261,13 +261,10 @@ fn kernel_request(s: &Scene<'_>, id: &str, token: &str) -> Result<Params, String
 }
 
 fn vfio_request(s: &Scene<'_>, token: &str) -> Params {
-    let cgroup_dir = s
-        .ctr
-        .parent()
-        .and_then(|pod| pod.strip_prefix(s.paths.cgroup.as_path()).ok())
-        .map(|p| format!("{}/*", p.display()))
-        .unwrap_or_default();
-    vec![("tokenID", token.to_string()), ("cgroupDir", cgroup_dir)]
+    vec![
+        ("tokenID", token.to_string()),
+        ("cgroupDir", s.paths.pod_glob(s.ctr)),
+    ]
 }
 
 /// What a Request for this fault looks like: (mechanism, parameters, id).

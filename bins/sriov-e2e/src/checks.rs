@@ -496,12 +496,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             Some(id) => {
                 let second = allocate(&mut plugin, o, id.clone()).await?;
                 kubelet.set_pod("pod-e2e", &o.resource, &[token.clone(), second.clone()]);
-                let cgroup_dir = ctr
-                    .parent()
-                    .and_then(|pod| pod.strip_prefix(&p.cgroup).ok())
-                    .map(|d| format!("{}/*", d.display()))
-                    .unwrap_or_default();
-                Some((second, cgroup_dir))
+                Some((second, p.pod_glob(&ctr)))
             }
             None => None,
         };

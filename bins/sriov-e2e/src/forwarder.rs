@@ -34,6 +34,16 @@ impl Paths {
                 .unwrap_or_else(|| work.join("dev-vfio")),
         }
     }
+
+    /// The `cgroupDir` a Go NSM client sends for the pod of container
+    /// cgroup `ctr`: the pod's directory below the cgroup root, with a
+    /// trailing `*` (sdk-sriov `cgroup/dir_path.go`).
+    pub(crate) fn pod_glob(&self, ctr: &Path) -> String {
+        ctr.parent()
+            .and_then(|pod| pod.strip_prefix(&self.cgroup).ok())
+            .map(|p| format!("{}/*", p.display()))
+            .unwrap_or_default()
+    }
 }
 
 /// The running forwarder.

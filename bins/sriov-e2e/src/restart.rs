@@ -152,13 +152,10 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // and gives the VF its kernel driver back.
     if s.o.vfio {
         let mut nsc = client::reconnect(s.listen).await?;
-        let cgroup_dir = s
-            .ctr
-            .parent()
-            .and_then(|pod| pod.strip_prefix(s.paths.cgroup.as_path()).ok())
-            .map(|p| format!("{}/*", p.display()))
-            .unwrap_or_default();
-        let params = vec![("tokenID", s.token.to_string()), ("cgroupDir", cgroup_dir)];
+        let params = vec![
+            ("tokenID", s.token.to_string()),
+            ("cgroupDir", s.paths.pod_glob(s.ctr)),
+        ];
         let conn = nsc
             .request(client::request("conn-restart-vfio", "VFIO", &params, false))
             .await
