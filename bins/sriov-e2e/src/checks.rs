@@ -490,6 +490,31 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         crate::chaos::run(scene, r, &mut fwd, &mut nsmgr, o.chaos).await?;
     }
 
+    if o.race > 0 {
+        // Every device kubelet may hand out goes to the pod, one token each.
+        let mut tokens = vec![token.clone()];
+        for id in healthy.iter().skip(1) {
+            tokens.push(allocate(&mut plugin, o, id.clone()).await?);
+        }
+        kubelet.set_pod("pod-e2e", &o.resource, &tokens);
+        let scene = crate::chaos::Scene {
+            o,
+            paths: &p,
+            listen: &listen,
+            tokens,
+            client_ns: &client_ns,
+            vf_names: &vf_names,
+            sysfs: &sysfs,
+            ctr: &ctr,
+            kernel_drivers: vf_names
+                .iter()
+                .filter_map(|(vf, _)| sysfs.driver(*vf).ok().flatten().map(|d| (*vf, d)))
+                .collect(),
+            kubelet: &kubelet,
+        };
+        crate::chaos::race(scene, r, &mut fwd, o.race).await?;
+    }
+
     if o.soak > 0 {
         // The pod holds a second token for the VFIO cycles.
         let vfio = match healthy.get(1).filter(|_| o.vfio) {

@@ -44,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) chaos: usize,
     /// KERNEL cycles of the soak (`soak.rs`); 0: none.
     pub(crate) soak: usize,
+    /// Racing Requests over every token the pod can get (`chaos::race`); 0: none.
+    pub(crate) race: usize,
 }
 
 enum Mode {
@@ -53,7 +55,7 @@ enum Mode {
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
 [--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
-[--chaos ROUNDS] [--soak CYCLES]";
+[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -71,6 +73,7 @@ fn parse() -> Result<Options, String> {
         restart: false,
         chaos: 0,
         soak: 0,
+        race: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,6 +94,11 @@ fn parse() -> Result<Options, String> {
             "--vf-config" => o.vf_config = true,
             "--hostile" => o.hostile = true,
             "--restart" => o.restart = true,
+            "--race" => {
+                o.race = value()?
+                    .parse()
+                    .map_err(|e| format!("--race takes a number of Requests: {e}"))?;
+            }
             "--soak" => {
                 o.soak = value()?
                     .parse()
