@@ -41,8 +41,6 @@ pub(crate) struct Scene<'a> {
     pub(crate) sysfs: &'a Sysfs,
     /// The client container's cgroup.
     pub(crate) ctr: &'a Path,
-    /// Each VF's kernel driver, as the fixture had it before the campaign.
-    pub(crate) kernel_drivers: BTreeMap<PciAddress, String>,
     /// Kubelet, to restart.
     pub(crate) kubelet: &'a FakeKubelet,
 }
@@ -396,6 +394,8 @@ struct Truth {
     allocated: BTreeSet<String>,
     /// Each VF netdev at home, as it was (a real node's may be up).
     homes: BTreeMap<String, String>,
+    /// Each VF's kernel driver, as it was.
+    drivers: BTreeMap<PciAddress, String>,
     /// With `--vf-config`: the PF's netdev and each VF's MAC and VLAN.
     vf_settings: Option<(String, BTreeMap<u32, String>)>,
 }
@@ -448,7 +448,7 @@ async fn audit(
             Some(l) => leaks.push(format!("{home} ({vf}) at home but {l}")),
             None => leaks.push(format!("{home} ({vf}) is not home")),
         }
-        let want = s.kernel_drivers.get(vf).cloned();
+        let want = truth.drivers.get(vf).cloned();
         let driver = s.sysfs.driver(*vf).map_err(|e| e.to_string())?;
         if driver != want {
             leaks.push(format!("{vf} on {driver:?}, expected {want:?}"));
@@ -524,10 +524,13 @@ async fn truth(s: &Scene<'_>, fwd: &Forwarder) -> Result<Truth, String> {
         .map(|t| t.id)
         .collect();
     let nl = fwd.netlink()?;
-    let mut homes = BTreeMap::new();
-    for (_, home) in s.vf_names {
+    let (mut homes, mut drivers) = (BTreeMap::new(), BTreeMap::new());
+    for (vf, home) in s.vf_names {
         if let Some(l) = inspect::link_with(&nl, home).await? {
             homes.insert(home.clone(), l.to_string());
+        }
+        if let Some(d) = s.sysfs.driver(*vf).map_err(|e| e.to_string())? {
+            drivers.insert(*vf, d);
         }
     }
     let vf_settings = match s.o.vf_config {
@@ -556,6 +559,7 @@ async fn truth(s: &Scene<'_>, fwd: &Forwarder) -> Result<Truth, String> {
         cg,
         allocated,
         homes,
+        drivers,
         vf_settings,
     })
 }

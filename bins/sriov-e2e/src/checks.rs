@@ -460,6 +460,18 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         crate::restart::run(scene, r, &mut fwd).await?;
     }
 
+    // The crash campaign and the race work on the pod's tokens (`chaos.rs`).
+    let chaos_scene = |tokens: Vec<String>| crate::chaos::Scene {
+        o,
+        paths: &p,
+        listen: &listen,
+        tokens,
+        client_ns: &client_ns,
+        vf_names: &vf_names,
+        sysfs: &sysfs,
+        ctr: &ctr,
+        kubelet: &kubelet,
+    };
     if o.chaos > 0 {
         // The pod holds a second token, for the VFIO faults and the race.
         let second = healthy
@@ -469,25 +481,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         let second = allocate(&mut plugin, o, second).await?;
         let tokens = vec![token.clone(), second];
         kubelet.set_pod("pod-e2e", &o.resource, &tokens);
-        let mut kernel_drivers = std::collections::BTreeMap::new();
-        for (vf, _) in &vf_names {
-            if let Some(d) = sysfs.driver(*vf).map_err(|e| e.to_string())? {
-                kernel_drivers.insert(*vf, d);
-            }
-        }
-        let scene = crate::chaos::Scene {
-            o,
-            paths: &p,
-            listen: &listen,
-            tokens,
-            client_ns: &client_ns,
-            vf_names: &vf_names,
-            sysfs: &sysfs,
-            ctr: &ctr,
-            kernel_drivers,
-            kubelet: &kubelet,
-        };
-        crate::chaos::run(scene, r, &mut fwd, &mut nsmgr, o.chaos).await?;
+        crate::chaos::run(chaos_scene(tokens), r, &mut fwd, &mut nsmgr, o.chaos).await?;
     }
 
     if o.race > 0 {
@@ -497,22 +491,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             tokens.push(allocate(&mut plugin, o, id.clone()).await?);
         }
         kubelet.set_pod("pod-e2e", &o.resource, &tokens);
-        let scene = crate::chaos::Scene {
-            o,
-            paths: &p,
-            listen: &listen,
-            tokens,
-            client_ns: &client_ns,
-            vf_names: &vf_names,
-            sysfs: &sysfs,
-            ctr: &ctr,
-            kernel_drivers: vf_names
-                .iter()
-                .filter_map(|(vf, _)| sysfs.driver(*vf).ok().flatten().map(|d| (*vf, d)))
-                .collect(),
-            kubelet: &kubelet,
-        };
-        crate::chaos::race(scene, r, &mut fwd, o.race).await?;
+        crate::chaos::race(chaos_scene(tokens), r, &mut fwd, o.race).await?;
     }
 
     if o.soak > 0 {
