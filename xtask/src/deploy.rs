@@ -17,7 +17,7 @@
 //!    justification, in `deploy/checks/checkov-accepted.txt`, and every
 //!    accepted line must still match a finding.
 //!
-//! `.ci/setup.d/30-deploy-tools.sh` installs the Python tools into a venv
+//! `xtask/setup/deploy-tools.sh` installs the Python tools into a venv
 //! (`/opt/nsm-sriov/deploy-venv`, or `$NSM_DEPLOY_TOOLS`). A missing tool
 //! makes the suite SKIPPED with its name; a check that ran and failed makes
 //! it FAILED. The manifest-versus-binary check (every `NSM_*` variable with
@@ -91,7 +91,7 @@ pub(crate) fn suite_outcome() -> Outcome {
         Err(e) => Outcome::Failed(format!("{e:#}")),
         Ok(()) if log.missing.is_empty() => Outcome::Passed(log.ran.join(", ")),
         Ok(()) => Outcome::Skipped(format!(
-            "not installed: {} (.ci/setup.d/30-deploy-tools.sh); ran: {}",
+            "not installed: {} (xtask/setup/deploy-tools.sh); ran: {}",
             log.missing.join(", "),
             if log.ran.is_empty() {
                 "nothing".to_string()

@@ -66,29 +66,6 @@ fn fuzz_command(root: &Path) -> Command {
     cmd
 }
 
-/// Installs cargo-fuzz when it is missing (a fresh machine).
-fn ensure_cargo_fuzz() -> Result<()> {
-    let have = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if have {
-        return Ok(());
-    }
-    eprintln!("fuzz: installing cargo-fuzz");
-    let ok = Command::new("cargo")
-        .args(["install", "cargo-fuzz", "--locked"])
-        .status()
-        .context("running cargo install cargo-fuzz")?
-        .success();
-    if !ok {
-        bail!("cargo install cargo-fuzz failed");
-    }
-    Ok(())
-}
-
 fn build(root: &Path) -> Result<()> {
     let ok = fuzz_command(root)
         .args(["build", "--sanitizer", "none", "-O"])
@@ -164,7 +141,7 @@ fn run_target(root: &Path, target: &'static str, seconds: u64) -> Result<Figures
 
 fn run_all(targets: &[&'static str], seconds: u64) -> Result<Vec<Figures>> {
     let root = root();
-    ensure_cargo_fuzz()?;
+    crate::setup::ensure_cargo_tool("fuzz", "cargo-fuzz")?;
     build(&root)?;
     let mut all = Vec::new();
     for t in targets {

@@ -37,7 +37,7 @@ pub(crate) fn outcome() -> Outcome {
         Ok(s) if s.success() => {}
         Ok(_) => {
             return Outcome::Skipped(
-                "python grpcio/grpcio-tools missing; .ci/setup.d/20-python-grpc.sh installs them"
+                "python grpcio/grpcio-tools missing; xtask/setup/python-grpc.sh, run by cargo xtask test, installs them"
                     .into(),
             );
         }

@@ -12,6 +12,7 @@ mod deploy;
 mod fuzz;
 mod interop;
 mod report;
+mod setup;
 mod suites;
 mod vm;
 
@@ -30,7 +31,8 @@ commands:
             kustomize renderings, Kubernetes schema validation, checkov
   fuzz      the cargo-fuzz targets [--time SECS] [--list] [TARGET...]
   chaos     the crash campaign: SIGKILL at every failpoint and at random
-            instants, host audited after each fault [--rounds N]
+            instants, host audited after each fault; the full one ends on
+            real VFs in the VM [--rounds N] [--vm-rounds N]
   vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
             [--update-fixture] [--timeout SECS]
 ";

@@ -7,11 +7,19 @@ use anyhow::{Context, Result, bail};
 
 use crate::report::{Outcome, Report};
 
-/// Runs every suite, prints the summary, and fails if any suite failed.
+/// Installs what the suites need (`setup.rs`), runs every suite, prints the
+/// summary, and fails if any suite failed.
 ///
-/// `--no-vm` leaves out the QEMU suite (it is still reported, as skipped).
+/// `--no-vm` leaves out the QEMU suite (it is still reported, as skipped);
+/// `--no-install` only reports what setup would install.
 pub(crate) fn test(args: &[String]) -> Result<()> {
+    for a in args {
+        if a != "--no-vm" && a != "--no-install" {
+            bail!("unknown argument {a:?}; usage: cargo xtask test [--no-vm] [--no-install]");
+        }
+    }
     let no_vm = args.iter().any(|a| a == "--no-vm");
+    crate::setup::prepare(!args.iter().any(|a| a == "--no-install"));
     let mut report = Report::default();
     lint_into(&mut report);
     let test_outcome = cargo_test(&mut report, &["test", "--workspace", "--all-targets"]);
@@ -80,7 +88,10 @@ fn lint_into(report: &mut Report) {
     } else {
         report.record(
             "cargo-deny",
-            Outcome::Skipped("cargo-deny is not installed; .ci/run installs it".into()),
+            Outcome::Skipped(
+                "cargo-deny is not installed (cargo xtask test installs it unless --no-install)"
+                    .into(),
+            ),
         );
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! The run is reported as the `vm-test` suite of `cargo xtask test`; it is
 //! skipped (with the reason) where QEMU, its igb device, or a guest kernel is
-//! missing. `.ci/setup.d/10-qemu.sh` installs what is needed on Debian.
+//! missing. `xtask/setup/qemu.sh` (run by `cargo xtask test`) installs what is needed on Debian.
 
 mod cpio;
 mod initramfs;
@@ -59,6 +59,21 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 struct Options {
     update_fixture: bool,
     timeout: Duration,
+    /// Only the checks whose file names start with one of these (all when empty).
+    only: Vec<String>,
+    /// Extra `NAME=value` lines for the guest's /vmtest/env.
+    env: Vec<(String, String)>,
+}
+
+impl Options {
+    fn whole_run() -> Self {
+        Options {
+            update_fixture: false,
+            timeout: DEFAULT_TIMEOUT,
+            only: Vec::new(),
+            env: Vec::new(),
+        }
+    }
 }
 
 enum Verdict {
@@ -68,10 +83,7 @@ enum Verdict {
 
 /// `cargo xtask vm-test [--update-fixture] [--timeout SECS]`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    let mut opts = Options {
-        update_fixture: false,
-        timeout: DEFAULT_TIMEOUT,
-    };
+    let mut opts = Options::whole_run();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -101,11 +113,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 /// The `vm-test` row of `cargo xtask test`.
 pub(crate) fn suite_outcome() -> Outcome {
-    let opts = Options {
-        update_fixture: false,
-        timeout: DEFAULT_TIMEOUT,
-    };
-    match execute(&opts) {
+    match execute(&Options::whole_run()) {
         Ok(Verdict::Passed(s)) => Outcome::Passed(s),
         Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
         Err(e) => Outcome::Failed(format!("{e:#}")),
@@ -137,7 +145,7 @@ fn execute(opts: &Options) -> Result<Verdict> {
 
     let t = Instant::now();
     let initrd = cache.join("initramfs.cpio");
-    let size = write_initramfs(&ws, &kernel, &binaries, &initrd)?;
+    let size = write_initramfs(&ws, &kernel, &binaries, opts, &initrd)?;
     println!(
         "vm-test: initramfs {} ({} KiB) in {:.1?}",
         initrd.display(),
@@ -240,6 +248,45 @@ fn execute(opts: &Options) -> Result<Verdict> {
     )))
 }
 
+/// The crash campaign on real igb VFs for `cargo xtask chaos`: a boot with
+/// only the checks it stands on (modules, PF, VFs) and `92-forwarder-chaos`
+/// at `rounds` rounds and no soak. Returns the campaign's console lines
+/// (its `PASS`/`FAIL` lines and its table). A VM that cannot run here is an
+/// error: the full campaign is asked for by name.
+pub(crate) fn chaos_campaign(rounds: usize) -> Result<Vec<String>> {
+    // Measured under TCG on this workplace: under a minute a round (2 rounds
+    // in 110 s); the margin is for a loaded machine.
+    let per_check = 180 + 240 * rounds as u64;
+    let opts = Options {
+        update_fixture: false,
+        timeout: Duration::from_secs(per_check + 240),
+        only: ["10", "20", "30", "40", "92"].map(String::from).to_vec(),
+        env: vec![
+            ("CHAOS_ROUNDS".into(), rounds.to_string()),
+            ("CHAOS_SOAK".into(), "0".into()),
+            ("VMTEST_CHECK_TIMEOUT".into(), per_check.to_string()),
+        ],
+    };
+    match execute(&opts)? {
+        Verdict::Passed(s) => println!("vm-test: {s}"),
+        Verdict::Skipped(why) => bail!("the campaign on real VFs cannot run here: {why}"),
+    }
+    let log = cache_dir(&workspace_root()).join("console.log");
+    let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("chaos: "))
+        .map(str::to_string)
+        .collect();
+    if !text.lines().any(|l| l.starts_with("PASS forwarder-chaos")) {
+        bail!(
+            "the guest's forwarder-chaos check did not pass (see {})",
+            log.display()
+        );
+    }
+    Ok(lines)
+}
+
 /// A reason to skip when this host cannot run the VM at all.
 fn host_lacks() -> Option<String> {
     if !cfg!(target_arch = "x86_64") {
@@ -251,7 +298,7 @@ fn host_lacks() -> Option<String> {
         .output();
     let Ok(help) = help else {
         return Some(
-            "qemu-system-x86_64 is not installed (.ci/setup.d/10-qemu.sh installs it)".into(),
+            "qemu-system-x86_64 is not installed (xtask/setup/qemu.sh, run by cargo xtask test, installs it)".into(),
         );
     };
     if !String::from_utf8_lossy(&help.stdout).contains("\"igb\"") {
@@ -379,6 +426,7 @@ fn write_initramfs(
     ws: &Path,
     kernel: &kernel::GuestKernel,
     binaries: &[(String, PathBuf)],
+    opts: &Options,
     out: &Path,
 ) -> Result<usize> {
     let scripts = ws.join("xtask/vm");
@@ -403,13 +451,17 @@ fn write_initramfs(
         .with_context(|| format!("reading {}", checks_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            opts.only.is_empty() || opts.only.iter().any(|o| name.starts_with(o.as_str()))
+        })
         .collect();
     checks.sort();
     for c in &checks {
         let name = c.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         t.host_file(&format!("/vmtest/checks/{name}"), c, 0o644)?;
     }
-    let env = format!(
+    let mut env = format!(
         "PF={}\nKVER={}\nGUEST_MODULES=\"{}\"\nGUEST_BINARIES=\"{}\"\nMODULES_WITH_DEPS=\"{}\"\n",
         qemu::PF_BDF,
         kernel.version,
@@ -425,6 +477,9 @@ fn write_initramfs(
             .collect::<Vec<_>>()
             .join(" "),
     );
+    for (name, value) in &opts.env {
+        env.push_str(&format!("{name}=\"{value}\"\n"));
+    }
     t.file("/vmtest/env", 0o644, env.into_bytes());
     let bytes = t.cpio()?;
     fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;

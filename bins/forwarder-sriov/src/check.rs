@@ -10,11 +10,11 @@ pub(crate) fn run() -> Result<()> {
         println!("warning: {w}");
     }
     let env = loaded.config;
-    if let Err(e) = crate::daemon::check_transport(&env) {
+    if let Err(e) = sriov_forwarder::check_transport(&env) {
         println!("warning: {e}");
     }
     let sysfs = crate::cli::sysfs_at(&env.pci_devices_path, &env.pci_drivers_path)?;
-    let entries = crate::daemon::pool_entries(&env.sriov_config_file, &sysfs, false)?;
+    let entries = sriov_forwarder::pool_entries(&env.sriov_config_file, &sysfs, false)?;
     println!("config file {}: OK", env.sriov_config_file.display());
     for e in &entries {
         println!(

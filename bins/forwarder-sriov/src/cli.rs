@@ -198,7 +198,7 @@ impl Cli {
                 }
                 print!("{}", crate::inventory::render(&inv));
                 if let Some(file) = config.filter(|f| f.exists()) {
-                    let entries = crate::daemon::pool_entries(&file, &sysfs, false)?;
+                    let entries = sriov_forwarder::pool_entries(&file, &sysfs, false)?;
                     println!("With {}:", file.display());
                     print!("{}", crate::inventory::render_resources(&entries));
                 }

@@ -1,12 +1,11 @@
 //! The SR-IOV forwarder's chain, composed in one place and read top to
 //! bottom like the Go forwarder's `server.go`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sriov_netlink::NetlinkOps;
-use sriov_pci::{PciAddress, Sysfs};
+use sriov_pci::Sysfs;
 use sriov_pool::{DriverKind, Pool};
 use sriov_vfio::{CgroupDevices, VfioDir};
 
@@ -43,8 +42,6 @@ pub struct Deps {
     pub pool: Arc<Pool>,
     /// Sysfs (driver binding, IOMMU groups).
     pub sysfs: Sysfs,
-    /// Each PF's VF kernel driver (`vfKernelDriver`).
-    pub kernel_drivers: HashMap<PciAddress, String>,
     /// Netlink (namespaces, VF settings).
     pub netlink: Arc<dyn NetlinkOps>,
     /// `/dev/vfio` (`NSM_VFIO_PATH`).
@@ -98,7 +95,6 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             d.pool.clone(),
             d.sysfs.clone(),
             kind,
-            d.kernel_drivers.clone(),
             d.max_token_lifetime,
         ))
     };
@@ -117,12 +113,7 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             d.vfio_dir.clone(),
             d.cgroups.clone(),
         ));
-    let mut reclaim = Reclaim::new(
-        d.pool.clone(),
-        d.sysfs.clone(),
-        d.netlink.clone(),
-        d.kernel_drivers.clone(),
-    );
+    let mut reclaim = Reclaim::new(d.pool.clone(), d.sysfs.clone(), d.netlink.clone());
     if let Ok(c) = &d.cgroups {
         reclaim = reclaim.with_cgroups(c.clone());
     }

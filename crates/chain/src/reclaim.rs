@@ -15,12 +15,11 @@
 //! for a Close of such a connection; the forwarder's sweep uses it for one
 //! that expired unrefreshed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sriov_netlink::NetlinkOps;
-use sriov_pci::{PciAddress, Sysfs};
+use sriov_pci::Sysfs;
 use sriov_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
 use tonic::Status;
@@ -42,7 +41,6 @@ pub struct Reclaim {
     pool: Arc<Pool>,
     sysfs: Sysfs,
     netlink: Arc<dyn NetlinkOps>,
-    kernel_drivers: Arc<HashMap<PciAddress, String>>,
     cgroups: Option<Arc<CgroupDevices>>,
 }
 
@@ -54,18 +52,12 @@ impl std::fmt::Debug for Reclaim {
 
 impl Reclaim {
     /// Reclaims through the same pool, sysfs and netlink the chain uses;
-    /// `kernel_drivers` is each PF's `vfKernelDriver`.
-    pub fn new(
-        pool: Arc<Pool>,
-        sysfs: Sysfs,
-        netlink: Arc<dyn NetlinkOps>,
-        kernel_drivers: HashMap<PciAddress, String>,
-    ) -> Self {
+    /// VFs go back to their PF's `vfKernelDriver`, as the pool records it.
+    pub fn new(pool: Arc<Pool>, sysfs: Sysfs, netlink: Arc<dyn NetlinkOps>) -> Self {
         Self {
             pool,
             sysfs,
             netlink,
-            kernel_drivers: Arc::new(kernel_drivers),
             cgroups: None,
         }
     }
@@ -151,9 +143,13 @@ impl Reclaim {
     }
 
     async fn rebind_kernel(&self, lease: &VfLease) -> Result<String, Status> {
-        let driver = self.kernel_drivers.get(&lease.pf).cloned().ok_or_else(|| {
-            Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
-        })?;
+        let driver = self
+            .pool
+            .vf_kernel_driver(lease.pf)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
+            })?;
         let (sysfs, vf, d) = (self.sysfs.clone(), lease.vf, driver.clone());
         blocking(move || sysfs.restore_driver(vf, Some(&d)).map_err(pci_status)).await?;
         Ok(format!("VF {} back on {driver}", lease.vf))

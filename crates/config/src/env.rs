@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::duration::{format_go_duration, parse_go_duration};
 use crate::error::{EnvProblem, Error};
+use crate::url::NsmUrl;
 use crate::warning::Warning;
 
 /// Prefix of every variable this crate reads.
@@ -166,59 +167,6 @@ pub const VARIABLES: &[EnvVar] = &[
 /// `NSM_STATE_DIR`'s default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/networkservicemesh/forwarder-sriov";
 
-/// A gRPC endpoint URL as NSM writes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketUrl {
-    /// `unix:///absolute/path`.
-    Unix(PathBuf),
-    /// `tcp://host:port`.
-    Tcp {
-        /// Host name or address (IPv6 in brackets).
-        host: String,
-        /// Port.
-        port: u16,
-    },
-}
-
-impl SocketUrl {
-    /// Parses `unix:///absolute/path` or `tcp://host:port`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        const EXPECTED: &str = "expected unix:///absolute/path or tcp://host:port";
-        if let Some(path) = text.strip_prefix("unix://") {
-            if !path.starts_with('/') || path.len() < 2 {
-                return Err(format!("{EXPECTED} (the unix path must be absolute)"));
-            }
-            return Ok(Self::Unix(PathBuf::from(path)));
-        }
-        if let Some(rest) = text.strip_prefix("tcp://") {
-            let rest = rest.strip_suffix('/').unwrap_or(rest);
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{EXPECTED} (no port)"))?;
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("{EXPECTED} (port {port:?} is not a number 0-65535)"))?;
-            if host.is_empty() || host.contains('/') {
-                return Err(format!("{EXPECTED} (bad host {host:?})"));
-            }
-            return Ok(Self::Tcp {
-                host: host.to_string(),
-                port,
-            });
-        }
-        Err(EXPECTED.to_string())
-    }
-}
-
-impl std::fmt::Display for SocketUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "unix://{}", p.display()),
-            Self::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-        }
-    }
-}
-
 /// Log levels as NSM (logrus) names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -275,9 +223,9 @@ pub struct EnvConfig {
     /// `NSM_NSNAME` / `NSM_NS_NAME`.
     pub ns_name: String,
     /// `NSM_CONNECT_TO`.
-    pub connect_to: SocketUrl,
+    pub connect_to: NsmUrl,
     /// `NSM_LISTEN_ON`.
-    pub listen_on: SocketUrl,
+    pub listen_on: NsmUrl,
     /// `NSM_DIAL_TIMEOUT`.
     pub dial_timeout: Duration,
     /// `NSM_NEXT_HOP_TIMEOUT`.
@@ -612,13 +560,13 @@ impl Parser<'_> {
         }
     }
 
-    fn url(&mut self, name: &str) -> SocketUrl {
+    fn url(&mut self, name: &str) -> NsmUrl {
         let v = self.raw(name);
-        match SocketUrl::parse(v.trim()) {
+        match NsmUrl::parse(v.trim()) {
             Ok(u) => u,
-            Err(expected) => {
-                self.bad(name, &v, expected);
-                SocketUrl::Unix(PathBuf::from("/"))
+            Err(e) => {
+                self.bad(name, &v, e.reason);
+                NsmUrl::Unix(PathBuf::from("/"))
             }
         }
     }

@@ -66,13 +66,13 @@ mod error;
 mod file;
 mod locate;
 mod reconcile;
+mod url;
 mod warning;
 
 pub use duration::{DurationProblem, format_go_duration, parse_go_duration};
-pub use env::{
-    DEFAULT_STATE_DIR, EnvConfig, EnvVar, LoadedEnv, LogLevel, PREFIX, SocketUrl, VARIABLES,
-};
+pub use env::{DEFAULT_STATE_DIR, EnvConfig, EnvVar, LoadedEnv, LogLevel, PREFIX, VARIABLES};
 pub use error::{EnvProblem, Error, FileError};
 pub use file::{LoadedConfig, PfConfig, SriovConfig, VfConfig};
 pub use reconcile::{ReadyPf, ReadyVf, ReconcileOptions, Reconciled, reconcile};
+pub use url::{NsmUrl, UrlError};
 pub use warning::Warning;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sriov_config::{EnvConfig, EnvProblem, Error, LogLevel, SocketUrl, VARIABLES, Warning};
+use sriov_config::{EnvConfig, EnvProblem, Error, LogLevel, NsmUrl, VARIABLES, Warning};
 
 fn load(vars: &[(&str, &str)]) -> sriov_config::LoadedEnv {
     EnvConfig::from_vars(vars.iter().copied()).unwrap()
@@ -36,7 +36,7 @@ fn empty_environment_gives_the_readme_defaults() {
     assert_eq!(c.labels.get("p2p").map(String::as_str), Some("true"));
     assert_eq!(
         c.connect_to,
-        SocketUrl::Unix(PathBuf::from("/var/lib/networkservicemesh/nsm.io.sock"))
+        NsmUrl::Unix(PathBuf::from("/var/lib/networkservicemesh/nsm.io.sock"))
     );
     assert_eq!(c.dial_timeout, Duration::from_millis(50));
     assert_eq!(c.max_token_lifetime, Duration::from_secs(600));
@@ -100,7 +100,7 @@ fn every_variable_is_read() {
     assert_eq!(c.ns_name, "other");
     assert_eq!(
         c.connect_to,
-        SocketUrl::Tcp {
+        NsmUrl::Tcp {
             host: "10.0.0.1".into(),
             port: 5001
         }
@@ -206,7 +206,7 @@ fn bad_bool_names_the_variable() {
 fn bad_urls_say_what_form_is_expected() {
     let msg = message("NSM_CONNECT_TO", "http://nsmgr:5001");
     assert!(
-        msg.contains("expected unix:///absolute/path or tcp://host:port"),
+        msg.contains("expected unix:///absolute/path, tcp://host:port or host:port"),
         "{msg}"
     );
     let msg = message("NSM_LISTEN_ON", "unix://relative.sock");

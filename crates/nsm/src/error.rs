@@ -9,13 +9,8 @@ use tonic::{Code, Status};
 pub enum Error {
     /// A URL that is neither `unix:///absolute/path`, `tcp://host:port`
     /// nor `host:port`.
-    #[error("invalid NSM URL {url:?}: {reason}")]
-    InvalidUrl {
-        /// The text as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidUrl(#[from] sriov_config::UrlError),
 
     /// No connection could be established within the dial timeout.
     #[error("dialing {url} failed within {timeout:?}: {source}")]
@@ -95,7 +90,7 @@ impl Error {
     /// and a registry failure keeps the registry's own code.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidUrl { .. } | Error::NotUnix { .. } => Code::InvalidArgument,
+            Error::InvalidUrl(_) | Error::NotUnix { .. } => Code::InvalidArgument,
             Error::Dial { .. } => Code::Unavailable,
             Error::CreateDir { .. }
             | Error::RemoveStale { .. }

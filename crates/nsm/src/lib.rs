@@ -93,10 +93,9 @@ pub mod mechanism;
 mod next_hop;
 mod registry;
 mod transport;
-mod url;
 
 pub use error::Error;
 pub use next_hop::GrpcNextHop;
 pub use registry::{Backoff, Registration, RegistrationHandle, RegistrationState, RegistryClient};
+pub use sriov_config::{NsmUrl, UrlError};
 pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix, listen_unix_for_group};
-pub use url::NsmUrl;

@@ -82,6 +82,8 @@ pub struct Pool {
     pfs: BTreeMap<PciAddress, PfInfo>,
     /// Each pooled VF's IOMMU group, looked up on every token use.
     groups: BTreeMap<PciAddress, u32>,
+    /// Each PF's `vfKernelDriver`: the one record of it, read by the
+    /// chain's bind and by every undo that gives a VF back.
     kernel_drivers: BTreeMap<PciAddress, String>,
     state: Mutex<State>,
     store: FileStore,
@@ -201,6 +203,12 @@ impl Pool {
             abandoned: Mutex::default(),
         };
         Ok((pool, warnings))
+    }
+
+    /// The kernel driver PF `pf`'s VFs go back to (`vfKernelDriver`), if
+    /// the PF is pooled.
+    pub fn vf_kernel_driver(&self, pf: PciAddress) -> Option<&str> {
+        self.kernel_drivers.get(&pf).map(String::as_str)
     }
 
     /// Resource names (`serviceDomain/capability`) the pool serves.

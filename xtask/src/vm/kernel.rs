@@ -53,7 +53,7 @@ pub(crate) fn ensure(cache: &Path) -> Result<std::result::Result<GuestKernel, Un
     let pinned = std::env::var("NSM_VM_KERNEL_PACKAGE").ok();
     let Some(package) = pinned.map_or_else(newest_image_package, |p| Ok(Some(p)))? else {
         return Ok(Err(Unavailable(
-            "no guest kernel: apt knows no linux-image-amd64 (run .ci/setup.d/10-qemu.sh)".into(),
+            "no guest kernel: apt knows no linux-image-amd64 (xtask/setup/qemu.sh adds bookworm-backports)".into(),
         )));
     };
     let debs = cache.join("debs");

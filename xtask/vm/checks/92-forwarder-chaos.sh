@@ -10,6 +10,7 @@
 # restarting, the registry away and back, and a client namespace destroyed
 # under a live igbvf VF. Then a soak: 200 KERNEL and 50 VFIO cycles on one
 # process, whose open fds, RSS and VFs must be as they were.
+# `cargo xtask chaos` boots with CHAOS_ROUNDS=N CHAOS_SOAK=0 for its table.
 need_vfs
 have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 have_bin forwarder-sriov-failpoints || skip "the failpoints build is not in the guest"
@@ -27,7 +28,7 @@ CFG
 rm -rf /tmp/chaos
 sriov-e2e --forwarder "$(command -v forwarder-sriov-failpoints)" --sysfs-root /sys \
   --config /tmp/pci-chaos.config --work /tmp/chaos --resource worker.domain/1G \
-  --vfio --vfio-path /dev/vfio --vf-config --chaos 1 --soak 200 > /tmp/chaos.out 2>&1
+  --vfio --vfio-path /dev/vfio --vf-config --chaos "${CHAOS_ROUNDS:-1}" --soak "${CHAOS_SOAK:-200}" > /tmp/chaos.out 2>&1
 rc=$?
 cat /tmp/chaos.out
 grep -E '^(PASS|FAIL) |^  \| ' /tmp/chaos.out | while read -r line; do console "    chaos: $line"; done

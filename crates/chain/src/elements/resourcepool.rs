@@ -9,7 +9,6 @@
 //! refresh only extends the pool's lease. Undone on Close and when a later
 //! element fails: the previous driver is restored and the VF returned.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -77,26 +76,18 @@ pub struct ResourcePool {
     pool: Arc<Pool>,
     sysfs: Sysfs,
     kind: DriverKind,
-    kernel_drivers: HashMap<PciAddress, String>,
     lifetime: Duration,
     netdev_timeout: Duration,
 }
 
 impl ResourcePool {
-    /// Serves `kind` from `pool`; `kernel_drivers` maps each PF to its VFs'
-    /// kernel driver (`vfKernelDriver`); leases last `lifetime` unless refreshed.
-    pub fn new(
-        pool: Arc<Pool>,
-        sysfs: Sysfs,
-        kind: DriverKind,
-        kernel_drivers: HashMap<PciAddress, String>,
-        lifetime: Duration,
-    ) -> Self {
+    /// Serves `kind` from `pool` (whose PFs know their `vfKernelDriver`);
+    /// leases last `lifetime` unless refreshed.
+    pub fn new(pool: Arc<Pool>, sysfs: Sysfs, kind: DriverKind, lifetime: Duration) -> Self {
         Self {
             pool,
             sysfs,
             kind,
-            kernel_drivers,
             lifetime,
             netdev_timeout: Duration::from_secs(10),
         }
@@ -112,9 +103,13 @@ impl ResourcePool {
     fn driver_for(&self, pf: PciAddress) -> Result<String, Status> {
         match self.kind {
             DriverKind::Vfio => Ok("vfio-pci".to_string()),
-            DriverKind::Kernel => self.kernel_drivers.get(&pf).cloned().ok_or_else(|| {
-                Status::internal(format!("no vfKernelDriver configured for PF {pf}"))
-            }),
+            DriverKind::Kernel => self
+                .pool
+                .vf_kernel_driver(pf)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Status::internal(format!("no vfKernelDriver configured for PF {pf}"))
+                }),
         }
     }
 

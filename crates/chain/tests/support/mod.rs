@@ -9,7 +9,6 @@
     clippy::expect_used
 )]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -247,7 +246,6 @@ impl Harness {
             max_token_lifetime: o.lifetime,
             pool: pool.clone(),
             sysfs: sysfs.clone(),
-            kernel_drivers: HashMap::from([(pf, "iavf".to_string())]),
             netlink,
             vfio_dir: VfioDir::with_device_nodes(vfio.path(), Arc::new(FakeNodes)),
             cgroups: Ok(Arc::new(

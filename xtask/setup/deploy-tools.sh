@@ -24,14 +24,14 @@ if [ -r "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ] \
 fi
 
 if ! python3 -m venv "$venv"; then
-  echo "30-deploy-tools: cannot create a venv at $venv; the deploy suite will be skipped" >&2
+  echo "setup deploy-tools: cannot create a venv at $venv; the deploy suite will be skipped" >&2
   exit 0
 fi
 if "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"; then
   printf '%s' "${pins[*]}" > "$stamp"
 else
-  echo "30-deploy-tools: installing ${pins[*]} failed; the deploy suite will be skipped" >&2
+  echo "setup deploy-tools: installing ${pins[*]} failed; the deploy suite will be skipped" >&2
 fi
 command -v kubectl >/dev/null 2>&1 \
-  || echo "30-deploy-tools: kubectl not found; manifests will not be rendered" >&2
+  || echo "setup deploy-tools: kubectl not found; manifests will not be rendered" >&2
 exit 0

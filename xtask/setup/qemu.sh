@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Setup for `cargo xtask vm-test`: QEMU with the emulated igb (82576) NIC,
+# Setup for `cargo xtask vm-test` (run by `cargo xtask test`, xtask/src/setup.rs): QEMU with the emulated igb (82576) NIC,
 # which needs QEMU >= 8.0 (bookworm ships 7.2; bookworm-backports has 10.x),
 # and the host tools the harness copies into the guest initramfs.
 # Idempotent: safe to run on every CI run.
@@ -17,7 +17,7 @@ dst=/etc/apt/sources.list.d/${backports}.sources
 # configured for is the one used; no mirror is hard-coded.
 if [ ! -e "$dst" ] && ! grep -rqs "^Suites:.*\b${backports}\b" /etc/apt/sources.list.d/; then
   if [ ! -r "$src" ]; then
-    echo "10-qemu: $src not found; cannot derive a ${backports} entry" >&2
+    echo "setup qemu: $src not found; cannot derive a ${backports} entry" >&2
     exit 1
   fi
   awk -v want="$codename" -v bp="$backports" '
@@ -37,9 +37,9 @@ if [ ! -e "$dst" ] && ! grep -rqs "^Suites:.*\b${backports}\b" /etc/apt/sources.
     /^Signed-By:/  { sub(/^Signed-By:[[:space:]]*/, "");  signed = $0 }
     /^Suites:/     { n = split($0, s, /[[:space:]]+/); for (i = 2; i <= n; i++) if (s[i] == want) match_ = 1 }
     END { flush(); if (!done) exit 3 }
-  ' "$src" > "$dst.tmp" || { rm -f "$dst.tmp"; echo "10-qemu: no stanza for suite $codename in $src" >&2; exit 1; }
+  ' "$src" > "$dst.tmp" || { rm -f "$dst.tmp"; echo "setup qemu: no stanza for suite $codename in $src" >&2; exit 1; }
   mv "$dst.tmp" "$dst"
-  echo "10-qemu: wrote $dst:"
+  echo "setup qemu: wrote $dst:"
   cat "$dst"
 fi
 
@@ -63,6 +63,6 @@ fi
 
 qemu-system-x86_64 --version | head -n1
 if ! qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'; then
-  echo "10-qemu: installed QEMU has no igb device (needs >= 8.0)" >&2
+  echo "setup qemu: installed QEMU has no igb device (needs >= 8.0)" >&2
   exit 1
 fi

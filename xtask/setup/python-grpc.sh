@@ -11,6 +11,6 @@ if python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
 fi
 if ! python3 -m pip install --quiet --disable-pip-version-check \
   'grpcio==1.85.1' 'grpcio-tools==1.85.1'; then
-  echo "setup: installing grpcio/grpcio-tools failed; grpc-interop will be skipped" >&2
+  echo "setup python-grpc: installing grpcio/grpcio-tools failed; grpc-interop will be skipped" >&2
 fi
 exit 0

@@ -1,0 +1,75 @@
+//! From the config file to the pool's entries, and the transport check:
+//! shared by the daemon and the read-only commands (`check-config`,
+//! `pci set-numvfs`) so they judge a node the same way.
+
+use std::path::Path;
+
+use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
+use sriov_pci::Sysfs;
+use sriov_pool::PfEntry;
+
+use crate::StartError;
+
+/// Refuses to run with neither plaintext nor SPIFFE configured.
+pub fn check_transport(env: &EnvConfig) -> Result<(), StartError> {
+    if env.insecure {
+        return Ok(());
+    }
+    if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_some() {
+        return Err(StartError::Transport(
+            "SPIFFE_ENDPOINT_SOCKET is set, but SPIFFE mTLS is not implemented yet; \
+             set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
+                .into(),
+        ));
+    }
+    Err(StartError::Transport(
+        "neither NSM_INSECURE=true nor SPIFFE_ENDPOINT_SOCKET is set: \
+         set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
+            .into(),
+    ))
+}
+
+/// The pool's view of the configured PFs: each PF with exactly the VFs the
+/// config file allows (all of them, or its `virtualFunctions`). With
+/// `create_vfs`, PFs with fewer VFs than configured get them created.
+/// Warnings are logged.
+pub fn pool_entries(
+    config_file: &Path,
+    sysfs: &Sysfs,
+    create_vfs: bool,
+) -> Result<Vec<PfEntry>, StartError> {
+    let loaded = SriovConfig::load(config_file).map_err(|source| StartError::Config {
+        path: config_file.to_owned(),
+        source,
+    })?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let ready =
+        reconcile(&loaded.config, sysfs, ReconcileOptions { create_vfs }).map_err(|source| {
+            StartError::Reconcile {
+                path: config_file.to_owned(),
+                source,
+            }
+        })?;
+    for w in &ready.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut entries = Vec::new();
+    for pf in ready.physical_functions {
+        let mut phys = sysfs
+            .physical_function(pf.address)
+            .map_err(|source| StartError::Sysfs {
+                pf: pf.address.to_string(),
+                source,
+            })?;
+        phys.vfs
+            .retain(|v| pf.vfs.iter().any(|r| r.address == v.address));
+        entries.push(PfEntry {
+            names: pf.resource_names(),
+            vf_kernel_driver: pf.config.vf_kernel_driver.clone(),
+            pf: phys,
+        });
+    }
+    Ok(entries)
+}

@@ -1,0 +1,30 @@
+//! The NSM SR-IOV forwarder as a library: what `forwarder-sriov` runs, so
+//! that the binary, the end-to-end driver, the benches and other Rust NSM
+//! components start the same thing.
+//!
+//! [`Forwarder::builder`] takes the environment ([`sriov_config::EnvConfig`]);
+//! [`Builder::start`] prepares the configured PFs, opens the VF pool on its
+//! recorded state, rolls back Requests a killed predecessor left unfinished,
+//! and starts the kubelet device plugins, the pod-resources watcher, the
+//! sweep (`sweep.rs`), the NSM NetworkService and monitor servers and the
+//! registry registration. [`Running::shutdown`] stops them in order.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let env = sriov_config::EnvConfig::from_env()?.config;
+//! let running = sriov_forwarder::Forwarder::builder(env).start().await?;
+//! running.ready().await;
+//! tokio::signal::ctrl_c().await?;
+//! running.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod entries;
+mod error;
+mod start;
+mod sweep;
+
+pub use entries::{check_transport, pool_entries};
+pub use error::StartError;
+pub use start::{Builder, Forwarder, Running};

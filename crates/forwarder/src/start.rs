@@ -1,0 +1,305 @@
+//! Start-up and shutdown: the order in which the forwarder's parts are
+//! composed, read top to bottom like the Go forwarder's main.go.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sriov_api::nsm::connection::monitor_connection_server::MonitorConnectionServer;
+use sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer;
+use sriov_chain::elements::monitor::Monitor;
+use sriov_chain::forwarder::{Deps, chain};
+use sriov_chain::reclaim::Reclaim;
+use sriov_chain::server;
+use sriov_config::EnvConfig;
+use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
+use sriov_nsm::{
+    GrpcNextHop, Registration, RegistrationHandle, RegistrationState, RegistryClient,
+    listen_unix_for_group,
+};
+use sriov_pci::Sysfs;
+use sriov_pool::{FileStore, Pool, PoolResource, system_clock};
+use sriov_vfio::{CgroupDevices, VfioDir};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tonic_health::server::HealthReporter;
+
+use crate::sweep::sweep_stale_uses;
+use crate::{StartError, check_transport, pool_entries};
+
+/// How long [`Running::shutdown`] waits for the servers and tasks to end.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The forwarder, before it starts.
+pub struct Forwarder;
+
+impl Forwarder {
+    /// A builder for the forwarder the environment `env` describes.
+    pub fn builder(env: EnvConfig) -> Builder {
+        Builder {
+            sysfs: Sysfs::new(&env.pci_devices_path, &env.pci_drivers_path),
+            env,
+            reset_state: false,
+        }
+    }
+}
+
+/// What to start: the environment, and what the binary decides beside it.
+pub struct Builder {
+    env: EnvConfig,
+    sysfs: Sysfs,
+    reset_state: bool,
+}
+
+impl Builder {
+    /// Discovers and changes PCI devices through `sysfs` instead of the one
+    /// at `NSM_PCI_DEVICES_PATH` (a fixture tree whose writes react like the
+    /// kernel's, in the demo and the end-to-end tests).
+    pub fn sysfs(mut self, sysfs: Sysfs) -> Self {
+        self.sysfs = sysfs;
+        self
+    }
+
+    /// Starts on an empty pool state instead of the one recorded.
+    pub fn reset_state(mut self, reset: bool) -> Self {
+        self.reset_state = reset;
+        self
+    }
+
+    /// Prepares the PFs, opens the pool on its recorded state, rolls back
+    /// Requests a previous process was killed in the middle of, then starts
+    /// the kubelet device plugins, the pod-resources watcher, the sweep, the
+    /// NSM servers and the registration. Returns once the socket is
+    /// listening; registrations complete in the background
+    /// ([`Running::ready`]).
+    pub async fn start(self) -> Result<Running, StartError> {
+        let Builder {
+            env,
+            sysfs,
+            reset_state,
+        } = self;
+        check_transport(&env)?;
+        let started = Instant::now();
+        let entries = pool_entries(&env.sriov_config_file, &sysfs, true)?;
+        let pool_err = |source| StartError::Pool {
+            dir: env.state_dir.clone(),
+            source,
+        };
+        let mut store = FileStore::in_dir(&env.state_dir).map_err(pool_err)?;
+        if reset_state {
+            store = store.with_reset();
+        }
+        let (pool, warnings) =
+            Pool::open(entries, store, &sysfs, system_clock()).map_err(pool_err)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let pool = Arc::new(pool);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks = JoinSet::new();
+
+        // Kubelet: one device plugin per serviceDomain/capability, and the
+        // pod-resources watcher that frees tokens no pod holds any more.
+        let mut watcher = PodResourcesWatcher::new(
+            env.pod_resources_path.join("kubelet.sock"),
+            env.resource_poll_timeout,
+        );
+        let mut registered = Vec::new();
+        for name in pool.names() {
+            let Some(resource) = PoolResource::new(pool.clone(), &name) else {
+                continue;
+            };
+            let resource = Arc::new(resource);
+            let mut cfg = PluginConfig::new(name.clone());
+            cfg.device_plugin_dir = env.device_plugin_path.clone();
+            // The Go forwarder registers through kubelet.sock; so do we.
+            cfg.mode = RegistrationMode::Kubelet;
+            let plugin = DevicePlugin::new(cfg, resource.clone());
+            registered.push(plugin.registrations());
+            tasks.spawn(plugin.run(stopped()));
+            watcher = watcher.watch(name.clone(), resource);
+            tracing::info!(resource = %name, "device plugin started");
+        }
+        tasks.spawn(watcher.run(stopped()));
+
+        // NSM: the chain, its servers, and the registration.
+        let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
+        let cgroups = CgroupDevices::open(&env.cgroup_path)
+            .map(Arc::new)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "VFIO requests will fail: the cgroup root is unusable");
+                e.to_string()
+            });
+        let nsm = |what: &str| {
+            let what = what.to_string();
+            move |source| StartError::Nsm { what, source }
+        };
+        let (connect_to, listen_on) = (env.connect_to.clone(), env.listen_on.clone());
+        let registry = RegistryClient::new(connect_to.clone(), env.dial_timeout)
+            .map_err(nsm("the registry client"))?;
+        let next_hop =
+            GrpcNextHop::new(connect_to, env.dial_timeout).map_err(nsm("the next hop's client"))?;
+        let monitor = Monitor::new();
+        let mut reclaim = Reclaim::new(pool.clone(), sysfs.clone(), netlink.clone());
+        if let Ok(c) = &cgroups {
+            reclaim = reclaim.with_cgroups(c.clone());
+        }
+        // Requests the previous process was killed in the middle of: their
+        // clients never got an answer, so what they did is rolled back
+        // before anything is served (a failure stays recorded for the sweep).
+        for (connection, result) in reclaim.unfinished().await {
+            match result {
+                Ok(Some(what)) => {
+                    tracing::info!(%connection, "{what} (its Request never finished)")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%connection, error = %e, "rolling back an unfinished Request")
+                }
+            }
+        }
+        let chain = chain(Deps {
+            name: env.name.clone(),
+            max_token_lifetime: env.max_token_lifetime,
+            pool: pool.clone(),
+            sysfs: sysfs.clone(),
+            netlink,
+            vfio_dir: VfioDir::new(&env.vfio_path),
+            cgroups,
+            finder: Arc::new(registry.clone()),
+            next_hop: Arc::new(next_hop),
+            next_hop_timeout: env.next_hop_timeout,
+            monitor: monitor.clone(),
+        });
+        tasks.spawn(sweep_stale_uses(
+            pool.clone(),
+            sysfs.clone(),
+            reclaim,
+            chain.clone(),
+            monitor.clone(),
+            env.resource_poll_timeout,
+            stopped(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
+            .await;
+        let incoming = listen_unix_for_group(&listen_on, env.socket_group)
+            .map_err(nsm("listening on NSM_LISTEN_ON"))?;
+        let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(sriov_api::MAX_CONCURRENT_STREAMS)
+            .add_service(health_service)
+            .add_service(
+                NetworkServiceServer::new(server::NetworkServiceServer::new(chain))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                MonitorConnectionServer::new(server::MonitorServer::new(monitor))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(incoming, stopped());
+        let server = tokio::spawn(server);
+        tracing::info!(listen_on = %listen_on, "NetworkService serving");
+
+        let registration = registry.keep_registered(Registration {
+            name: env.name.clone(),
+            network_service: env.ns_name.clone(),
+            labels: env.labels.clone(),
+            url: listen_on,
+            lifetime: env.max_token_lifetime,
+        });
+        let (ready_tx, ready) = watch::channel(false);
+        {
+            // Start-up time is reported once the NSE and every resource are
+            // registered.
+            let mut reg = registration.subscribe();
+            let mut plugins = registered;
+            tokio::spawn(async move {
+                // The guards wait_for returns are not Send: dropped at once.
+                let nse = async {
+                    reg.wait_for(|s| matches!(s, RegistrationState::Registered { .. }))
+                        .await
+                        .map(drop)
+                };
+                let kubelet = async {
+                    for p in &mut plugins {
+                        p.wait_for(|n| *n > 0).await.map(drop)?;
+                    }
+                    Ok::<(), watch::error::RecvError>(())
+                };
+                if let (Ok(()), Ok(())) = tokio::join!(nse, kubelet) {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "ready: NSE and device plugins registered"
+                    );
+                    let _ = ready_tx.send(true);
+                }
+            });
+        }
+        Ok(Running {
+            stop_tx,
+            tasks,
+            server,
+            registration,
+            health,
+            ready,
+        })
+    }
+}
+
+/// A started forwarder. Dropping it without [`Running::shutdown`] leaves its
+/// tasks running on the runtime.
+pub struct Running {
+    stop_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    registration: RegistrationHandle,
+    health: HealthReporter,
+    ready: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Resolves once the NSE and every device plugin are registered.
+    pub async fn ready(&self) {
+        let _ = self.ready.clone().wait_for(|r| *r).await;
+    }
+
+    /// Stops in order: health NOT_SERVING, the NSE unregistered, then the
+    /// device plugins, the watcher, the sweep and the server, given
+    /// [`DRAIN`] to end. Pool state is persisted on every change, so nothing
+    /// is pending after it.
+    pub async fn shutdown(self) {
+        let Running {
+            stop_tx,
+            mut tasks,
+            server,
+            registration,
+            health,
+            ready: _,
+        } = self;
+        tracing::info!("shutting down: unregistering, stopping device plugins and the server");
+        health
+            .set_not_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
+            .await;
+        if let Err(e) = registration.shutdown().await {
+            tracing::warn!(error = %e, "unregistering the NSE");
+        }
+        let _ = stop_tx.send(true);
+        let drain = async {
+            while tasks.join_next().await.is_some() {}
+            let _ = server.await;
+        };
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            tracing::warn!("shutdown took longer than {DRAIN:?}; exiting anyway");
+        }
+        tracing::info!("stopped");
+    }
+}
