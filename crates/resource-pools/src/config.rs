@@ -1,14 +1,22 @@
 //! SRDP's config file: `{"resourceList": [...]}`, read the way Go's `encoding/json` reads it
 //! (keys matched case-insensitively, `null` as absent), then validated strictly, with every
 //! error naming its field.
+//!
+//! serde reads the types below through [`de`], which gives them Go's key matching and the
+//! field paths; what serde cannot see (rules across fields, the keys a device type takes) is
+//! checked once a value is read.
+
+mod de;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde_json::{Map, Value};
-use sriov_pci::PciAddress;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, de::Error as _};
+use serde_json::Value;
+use sriov_pci::{AddressError, PciAddress};
 
 use crate::error::ConfigError;
 
@@ -132,27 +140,37 @@ pub const VDPA_TYPES: &[&str] = &["virtio", "vhost"];
 
 /// One selector object. Within a list, values are ORed; the lists are ANDed; an empty list
 /// does not filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Deserialize` checks each value; [`Config::parse`] adds Go's key matching, the keys each
+/// device type takes and the rules across fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Selectors {
     /// PCI vendor IDs.
+    #[serde(deserialize_with = "hex_ids")]
     pub vendors: Vec<HexId>,
     /// PCI device IDs.
+    #[serde(deserialize_with = "hex_ids")]
     pub devices: Vec<HexId>,
     /// Bound driver names.
     pub drivers: Vec<String>,
     /// PCI addresses.
+    #[serde(deserialize_with = "pci_addresses")]
     pub pci_addresses: Vec<PciAddress>,
     /// ACPI indexes (`acpi_index` in sysfs).
     pub acpi_indexes: Vec<String>,
     /// PF interface names, with optional VF ranges.
+    #[serde(deserialize_with = "pf_names")]
     pub pf_names: Vec<PfSelector>,
     /// PF PCI addresses, with optional VF ranges.
+    #[serde(deserialize_with = "root_devices")]
     pub root_devices: Vec<PfSelector>,
     /// Link types (`ether`, `infiniband`).
     pub link_types: Vec<String>,
     /// DDP profile names.
     pub ddp_profiles: Vec<String>,
     /// InfiniBand partition keys.
+    #[serde(rename = "pKeys")]
     pub pkeys: Vec<String>,
     /// Only devices with RDMA resources; adds the RDMA character devices.
     pub is_rdma: bool,
@@ -277,17 +295,8 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let value: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         let mut warnings = Vec::new();
-        let top = as_object(&value, "config")?;
-        let top = fold_keys(top, &["resourceList"], &[], "", &mut warnings)?;
-        let list = match top.get("resourceList") {
-            None | Some(Value::Null) => {
-                return Err(ConfigError::Empty {
-                    field: "resourceList".into(),
-                });
-            }
-            Some(v) => as_array(v, "resourceList")?,
-        };
-        if list.is_empty() {
+        let top: RawConfig = de::read(&value, "", None, &[], &mut warnings)?;
+        if top.resource_list.is_empty() {
             return Err(ConfigError::Empty {
                 field: "resourceList".into(),
             });
@@ -296,9 +305,9 @@ impl Config {
         let mut skipped = Vec::new();
         let mut first_skipped: Option<ConfigError> = None;
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, entry) in list.iter().enumerate() {
+        for (i, entry) in top.resource_list.iter().enumerate() {
             let field = format!("resourceList[{i}]");
-            let rc = match parse_resource(entry, i, &field, &mut warnings) {
+            let rc = match resource(entry, i, &field, &mut warnings) {
                 Ok(rc) => rc,
                 Err(e)
                     if strictness == Strictness::Lenient
@@ -341,45 +350,179 @@ impl Config {
 /// ignores; accepted without a warning.
 const IGNORED_RESOURCE_KEYS: &[&str] = &["SelectorObjs", "SelectorObj"];
 
-/// Renames keys to their documented spelling the way Go's decoder matches them: an exact match
-/// first, else a case-insensitive one. Unknown keys are dropped with a warning. Two keys
-/// landing on the same field (`drivers` and `Drivers`) are refused: Go keeps the later one,
-/// but which one was later is lost once the object is parsed, and such a config is a mistake.
-fn fold_keys(
-    obj: &Map<String, Value>,
-    known: &[&str],
-    ignored: &[&str],
+/// The file's top level as serde reads it. Each resource is read on its own, so that one with
+/// bad selectors can be skipped ([`Strictness::Lenient`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    resource_list: Vec<Value>,
+}
+
+/// A `resourceList` entry as serde reads it, before [`resource`] checks it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawResource {
+    resource_name: String,
+    resource_prefix: Option<String>,
+    device_type: Option<String>,
+    #[serde(default)]
+    exclude_topology: bool,
+    /// Read once the device type, which decides the keys taken, is known; and after the
+    /// other fields' rules, since [`Strictness::Lenient`] skips a resource for a selectors
+    /// mistake only when nothing else is wrong with it.
+    selectors: Option<Value>,
+    /// Read after the selectors, for the same reason.
+    additional_info: Option<Value>,
+}
+
+fn resource(
+    value: &Value,
+    index: usize,
     path: &str,
     warnings: &mut Vec<ConfigWarning>,
-) -> Result<BTreeMap<String, Value>, ConfigError> {
-    let mut out = BTreeMap::new();
-    let mut origin: BTreeMap<&str, String> = BTreeMap::new();
-    for (key, value) in obj {
-        let at = join(path, key);
-        if ignored.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-            continue;
-        }
-        let canonical = known
-            .iter()
-            .find(|k| **k == key)
-            .or_else(|| known.iter().find(|k| k.eq_ignore_ascii_case(key)));
-        let Some(canonical) = canonical else {
-            warnings.push(ConfigWarning {
-                field: at,
-                message: format!("unknown key, ignored (known here: {})", known.join(", ")),
-            });
-            continue;
-        };
-        if let Some(previous) = origin.get(canonical) {
+) -> Result<ResourceConfig, ConfigError> {
+    let raw: RawResource = de::read(value, path, None, IGNORED_RESOURCE_KEYS, warnings)?;
+    let name = &raw.resource_name;
+    if !valid_resource_name(name) {
+        return Err(invalid(
+            join(path, "resourceName"),
+            format!("{name:?} must match ^[a-zA-Z0-9_-]+$"),
+        ));
+    }
+    // Kubernetes limits the name part of a qualified name to 63 characters.
+    if name.len() > 63 {
+        return Err(invalid(
+            join(path, "resourceName"),
+            format!("{name:?} is longer than 63 characters"),
+        ));
+    }
+    if let Some(prefix) = raw.resource_prefix.as_deref().filter(|p| !p.is_empty())
+        && !valid_prefix(prefix)
+    {
+        return Err(invalid(
+            join(path, "resourcePrefix"),
+            format!("{prefix:?} is not a DNS subdomain (lower-case letters, digits, '-' and '.')"),
+        ));
+    }
+    let device_type = match raw.device_type.as_deref() {
+        None | Some("") | Some("netDevice") => DeviceType::NetDevice,
+        Some("accelerator") => DeviceType::Accelerator,
+        Some("auxNetDevice") => DeviceType::AuxNetDevice,
+        Some(other) => {
             return Err(invalid(
-                at,
-                format!("{canonical:?} is given twice (also as {previous:?}); keep one"),
+                join(path, "deviceType"),
+                format!("unsupported {other:?} (netDevice, accelerator or auxNetDevice)"),
             ));
         }
-        origin.insert(canonical, key.clone());
-        out.insert((*canonical).to_string(), value.clone());
+    };
+    let selectors = selectors(
+        raw.selectors.as_ref(),
+        device_type,
+        &join(path, "selectors"),
+        warnings,
+    )?;
+    let info_path = join(path, "additionalInfo");
+    let additional_info: Option<AdditionalInfo> = raw
+        .additional_info
+        .map(|v| de::read(&v, &info_path, None, &[], warnings))
+        .transpose()?;
+    let mut info_keys = additional_info.iter().flat_map(BTreeMap::keys);
+    if let Some(bad) = info_keys.find(|k| *k != "*" && k.parse::<PciAddress>().is_err()) {
+        return Err(invalid(
+            format!("{info_path}.{bad}"),
+            "key must be a PCI address or \"*\"",
+        ));
     }
-    Ok(out)
+    Ok(ResourceConfig {
+        index,
+        resource_name: raw.resource_name,
+        resource_prefix: raw.resource_prefix,
+        device_type,
+        exclude_topology: raw.exclude_topology,
+        selectors,
+        additional_info,
+    })
+}
+
+/// `selectors`: one object, or an array of them tried in order.
+fn selectors(
+    value: Option<&Value>,
+    device_type: DeviceType,
+    path: &str,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Vec<Selectors>, ConfigError> {
+    let mut one = |value: &Value, path: &str| {
+        let keys = Some(device_type.selector_keys());
+        de::read::<Selectors>(value, path, keys, &[], warnings)?.check(device_type, path, warnings)
+    };
+    match value {
+        None => Err(ConfigError::Missing {
+            field: path.to_string(),
+        }),
+        Some(value @ Value::Object(_)) => Ok(vec![one(value, path)?]),
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(invalid(path, "needs at least one selector object"))
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| one(v, &format!("{path}[{i}]")))
+            .collect(),
+        Some(other) => Err(ConfigError::Type {
+            field: path.to_string(),
+            expected: "an object or an array of objects",
+            found: de::found(other),
+        }),
+    }
+}
+
+impl Selectors {
+    /// The rules `Deserialize` cannot see: across fields, and of the device type.
+    fn check(
+        mut self,
+        device_type: DeviceType,
+        path: &str,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<Self, ConfigError> {
+        self.vdpa_type = self.vdpa_type.filter(|t| !t.is_empty());
+        if let Some(t) = &self.vdpa_type {
+            if !VDPA_TYPES.contains(&t.as_str()) {
+                return Err(invalid(
+                    join(path, "vdpaType"),
+                    format!("unsupported {t:?} (virtio or vhost)"),
+                ));
+            }
+            if self.is_rdma {
+                return Err(invalid(
+                    join(path, "vdpaType"),
+                    "isRdma and vdpaType are mutually exclusive",
+                ));
+            }
+        }
+        if device_type == DeviceType::AuxNetDevice {
+            let field = join(path, "auxTypes");
+            if self.aux_types.is_empty() {
+                return Err(invalid(
+                    field,
+                    "auxNetDevice needs auxTypes (only \"sf\" is supported)",
+                ));
+            }
+            if let Some(bad) = self.aux_types.iter().find(|t| *t != "sf") {
+                return Err(invalid(
+                    field,
+                    format!("unsupported {bad:?} (only \"sf\" is supported)"),
+                ));
+            }
+        }
+        if self.link_types.len() > 1 {
+            warnings.push(ConfigWarning {
+                field: join(path, "linkTypes"),
+                message: "a device has one link type; more than one value is unusual".into(),
+            });
+        }
+        Ok(self)
+    }
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -388,88 +531,6 @@ fn join(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
-}
-
-fn type_name(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-fn as_object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, ConfigError> {
-    v.as_object().ok_or_else(|| ConfigError::Type {
-        field: field.to_string(),
-        expected: "an object",
-        found: type_name(v),
-    })
-}
-
-fn as_array<'a>(v: &'a Value, field: &str) -> Result<&'a Vec<Value>, ConfigError> {
-    v.as_array().ok_or_else(|| ConfigError::Type {
-        field: field.to_string(),
-        expected: "an array",
-        found: type_name(v),
-    })
-}
-
-fn opt_string(
-    obj: &BTreeMap<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<String>, ConfigError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(ConfigError::Type {
-            field: join(path, key),
-            expected: "a string",
-            found: type_name(v),
-        }),
-    }
-}
-
-fn opt_bool(obj: &BTreeMap<String, Value>, key: &str, path: &str) -> Result<bool, ConfigError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(ConfigError::Type {
-            field: join(path, key),
-            expected: "a boolean",
-            found: type_name(v),
-        }),
-    }
-}
-
-fn string_list(
-    obj: &BTreeMap<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    let field = join(path, key);
-    let items = match obj.get(key) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(v) => as_array(v, &field)?,
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let at = format!("{field}[{i}]");
-            match v {
-                Value::String(s) => Ok((at, s.clone())),
-                other => Err(ConfigError::Type {
-                    field: at,
-                    expected: "a string",
-                    found: type_name(other),
-                }),
-            }
-        })
-        .collect()
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -501,309 +562,112 @@ fn valid_prefix(prefix: &str) -> bool {
         })
 }
 
-fn parse_resource(
-    entry: &Value,
-    index: usize,
-    path: &str,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Result<ResourceConfig, ConfigError> {
-    let obj = as_object(entry, path)?;
-    let obj = fold_keys(
-        obj,
-        &[
-            "resourceName",
-            "resourcePrefix",
-            "deviceType",
-            "excludeTopology",
-            "selectors",
-            "additionalInfo",
-        ],
-        IGNORED_RESOURCE_KEYS,
-        path,
-        warnings,
-    )?;
-    let name_field = join(path, "resourceName");
-    let resource_name = opt_string(&obj, "resourceName", path)?.ok_or(ConfigError::Missing {
-        field: name_field.clone(),
-    })?;
-    if !valid_resource_name(&resource_name) {
-        return Err(invalid(
-            name_field,
-            format!("{resource_name:?} must match ^[a-zA-Z0-9_-]+$"),
-        ));
+/// Reads an array of strings, each parsed by `parse` as it is read: an error raised there is
+/// placed by [`de`] at the string's own index (`vendors[1]`), not at the array.
+fn each<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, D::Error> {
+    struct Item<T>(fn(&str) -> Result<T, String>);
+    impl<'de, T> DeserializeSeed<'de> for Item<T> {
+        type Value = T;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            (self.0)(&String::deserialize(d)?).map_err(D::Error::custom)
+        }
     }
-    // Kubernetes limits the name part of a qualified name to 63 characters.
-    if resource_name.len() > 63 {
-        return Err(invalid(
-            name_field,
-            format!("{resource_name:?} is longer than 63 characters"),
-        ));
+    struct List<T>(fn(&str) -> Result<T, String>);
+    impl<'de, T> Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of strings")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element_seed(Item(self.0))? {
+                out.push(item);
+            }
+            Ok(out)
+        }
     }
-    let resource_prefix = opt_string(&obj, "resourcePrefix", path)?;
-    if let Some(prefix) = resource_prefix.as_deref().filter(|p| !p.is_empty())
-        && !valid_prefix(prefix)
-    {
-        return Err(invalid(
-            join(path, "resourcePrefix"),
-            format!("{prefix:?} is not a DNS subdomain (lower-case letters, digits, '-' and '.')"),
-        ));
-    }
-    let device_type = match opt_string(&obj, "deviceType", path)?.as_deref() {
-        None | Some("") | Some("netDevice") => DeviceType::NetDevice,
-        Some("accelerator") => DeviceType::Accelerator,
-        Some("auxNetDevice") => DeviceType::AuxNetDevice,
-        Some(other) => {
-            return Err(invalid(
-                join(path, "deviceType"),
-                format!("unsupported {other:?} (netDevice, accelerator or auxNetDevice)"),
+    d.deserialize_seq(List(parse))
+}
+
+fn hex_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HexId>, D::Error> {
+    each(d, |raw| {
+        // SRDP compares these as strings against sysfs's 4 lower-case hex digits, so
+        // anything else never matches there; here it is an error at load instead.
+        if raw.is_empty() || raw.len() > 4 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{raw:?} is not a hex ID of 1 to 4 digits (like \"8086\", no 0x)"
             ));
         }
-    };
-    let exclude_topology = opt_bool(&obj, "excludeTopology", path)?;
-    let sel_field = join(path, "selectors");
-    let selectors = match obj.get("selectors") {
-        None | Some(Value::Null) => return Err(ConfigError::Missing { field: sel_field }),
-        Some(Value::Object(o)) => vec![parse_selectors(o, device_type, &sel_field, warnings)?],
-        Some(Value::Array(items)) => {
-            if items.is_empty() {
-                return Err(invalid(sel_field, "needs at least one selector object"));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let at = format!("{sel_field}[{i}]");
-                    parse_selectors(as_object(v, &at)?, device_type, &at, warnings)
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        Some(v) => {
-            return Err(ConfigError::Type {
-                field: sel_field,
-                expected: "an object or an array of objects",
-                found: type_name(v),
-            });
-        }
-    };
-    let additional_info = parse_additional_info(&obj, path)?;
-    Ok(ResourceConfig {
-        index,
-        resource_name,
-        resource_prefix,
-        device_type,
-        exclude_topology,
-        selectors,
-        additional_info,
+        let value = u16::from_str_radix(raw, 16).map_err(|e| e.to_string())?;
+        Ok(HexId {
+            value,
+            raw: raw.to_string(),
+        })
     })
 }
 
-fn parse_additional_info(
-    obj: &BTreeMap<String, Value>,
-    path: &str,
-) -> Result<Option<AdditionalInfo>, ConfigError> {
-    let field = join(path, "additionalInfo");
-    let map = match obj.get("additionalInfo") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => as_object(v, &field)?,
+fn pci_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PciAddress>, D::Error> {
+    each(d, |raw| {
+        raw.parse()
+            .map_err(|e: AddressError| format!("{raw:?} is not a PCI address: {}", e.reason))
+    })
+}
+
+fn pf_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PfSelector>, D::Error> {
+    each(d, |raw| parse_pf_selector(raw, false))
+}
+
+fn root_devices<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PfSelector>, D::Error> {
+    each(d, |raw| parse_pf_selector(raw, true))
+}
+
+/// Parses `<pf>` or `<pf>#<i>,<a>-<b>,...`; `address` asks for the PF to be a PCI address.
+fn parse_pf_selector(raw: &str, address: bool) -> Result<PfSelector, String> {
+    let (pf, spec) = match raw.split_once('#') {
+        Some((pf, spec)) => (pf, Some(spec)),
+        None => (raw, None),
     };
-    let mut out = BTreeMap::new();
-    for (device, infos) in map {
-        let at = format!("{field}.{device}");
-        if device != "*" && device.parse::<PciAddress>().is_err() {
-            return Err(invalid(at, "key must be a PCI address or \"*\""));
-        }
-        let mut kv = BTreeMap::new();
-        if !infos.is_null() {
-            for (k, v) in as_object(infos, &at)? {
-                match v {
-                    Value::String(s) => {
-                        kv.insert(k.clone(), s.clone());
-                    }
-                    other => {
-                        return Err(ConfigError::Type {
-                            field: format!("{at}.{k}"),
-                            expected: "a string",
-                            found: type_name(other),
-                        });
-                    }
-                }
-            }
-        }
-        out.insert(device.clone(), kv);
-    }
-    Ok(Some(out))
-}
-
-fn parse_hex_ids(
-    obj: &BTreeMap<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Vec<HexId>, ConfigError> {
-    string_list(obj, key, path)?
-        .into_iter()
-        .map(|(at, raw)| {
-            // SRDP compares these as strings against sysfs's 4 lower-case hex digits, so
-            // anything else never matches there; here it is an error at load instead.
-            if raw.is_empty() || raw.len() > 4 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    at,
-                    format!("{raw:?} is not a hex ID of 1 to 4 digits (like \"8086\", no 0x)"),
-                ));
-            }
-            let value = u16::from_str_radix(&raw, 16).map_err(|e| invalid(&at, e.to_string()))?;
-            Ok(HexId { value, raw })
-        })
-        .collect()
-}
-
-fn parse_pf_selectors(
-    obj: &BTreeMap<String, Value>,
-    key: &str,
-    path: &str,
-    addresses: bool,
-) -> Result<Vec<PfSelector>, ConfigError> {
-    string_list(obj, key, path)?
-        .into_iter()
-        .map(|(at, raw)| parse_pf_selector(&at, &raw, addresses))
-        .collect()
-}
-
-/// Parses `<pf>` or `<pf>#<i>,<a>-<b>,...`.
-pub(crate) fn parse_pf_selector(
-    at: &str,
-    raw: &str,
-    address: bool,
-) -> Result<PfSelector, ConfigError> {
-    let mut parts = raw.split('#');
-    let pf = parts.next().unwrap_or_default().to_string();
-    let ranges = parts.next();
-    if parts.next().is_some() {
-        return Err(invalid(at, format!("{raw:?} has more than one '#'")));
+    if spec.is_some_and(|s| s.contains('#')) {
+        return Err(format!("{raw:?} has more than one '#'"));
     }
     if pf.is_empty() {
-        return Err(invalid(at, format!("{raw:?} has no PF before '#'")));
+        return Err(format!("{raw:?} has no PF before '#'"));
     }
     if address && pf.parse::<PciAddress>().is_err() {
-        return Err(invalid(at, format!("{pf:?} is not a PCI address")));
+        return Err(format!("{pf:?} is not a PCI address"));
     }
-    let indexes = match ranges {
-        None => None,
-        Some(spec) => {
-            let mut out = Vec::new();
-            for item in spec.split(',') {
-                let num = |s: &str| -> Result<u32, ConfigError> {
-                    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(invalid(
-                            at,
-                            format!("{raw:?}: {item:?} is not an index or a range like 2-7"),
-                        ));
-                    }
-                    s.parse()
-                        .map_err(|_| invalid(at, format!("{raw:?}: index {s:?} is too large")))
-                };
-                let range = match item.split_once('-') {
-                    Some((a, b)) => {
-                        let (a, b) = (num(a)?, num(b)?);
-                        if a > b {
-                            return Err(invalid(
-                                at,
-                                format!("{raw:?}: range {item:?} ends before it starts"),
-                            ));
-                        }
-                        a..=b
-                    }
-                    None => {
-                        let n = num(item)?;
-                        n..=n
-                    }
-                };
-                out.push(range);
-            }
-            Some(out)
-        }
-    };
+    let indexes = spec
+        .map(|spec| spec.split(',').map(|item| index_range(raw, item)).collect())
+        .transpose()?;
     Ok(PfSelector {
-        pf,
+        pf: pf.to_string(),
         indexes,
         raw: raw.to_string(),
     })
 }
 
-fn parse_selectors(
-    obj: &Map<String, Value>,
-    device_type: DeviceType,
-    path: &str,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Result<Selectors, ConfigError> {
-    let obj = fold_keys(obj, device_type.selector_keys(), &[], path, warnings)?;
-    let strings = |key: &str| -> Result<Vec<String>, ConfigError> {
-        Ok(string_list(&obj, key, path)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect())
+/// One item of a `#` list: `3` or `2-7`.
+fn index_range(raw: &str, item: &str) -> Result<RangeInclusive<u32>, String> {
+    let num = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{raw:?}: {item:?} is not an index or a range like 2-7"
+            ));
+        }
+        s.parse::<u32>()
+            .map_err(|_| format!("{raw:?}: index {s:?} is too large"))
     };
-    let pci_addresses = string_list(&obj, "pciAddresses", path)?
-        .into_iter()
-        .map(|(at, raw)| {
-            raw.parse::<PciAddress>()
-                .map_err(|e| invalid(at, format!("{raw:?} is not a PCI address: {}", e.reason)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let vdpa_type = opt_string(&obj, "vdpaType", path)?.filter(|s| !s.is_empty());
-    if let Some(t) = &vdpa_type
-        && !VDPA_TYPES.contains(&t.as_str())
-    {
-        return Err(invalid(
-            join(path, "vdpaType"),
-            format!("unsupported {t:?} (virtio or vhost)"),
-        ));
+    let (a, b) = match item.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(item)?, num(item)?),
+    };
+    if a > b {
+        return Err(format!("{raw:?}: range {item:?} ends before it starts"));
     }
-    let is_rdma = opt_bool(&obj, "isRdma", path)?;
-    if is_rdma && vdpa_type.is_some() {
-        return Err(invalid(
-            join(path, "vdpaType"),
-            "isRdma and vdpaType are mutually exclusive",
-        ));
-    }
-    let aux_types = strings("auxTypes")?;
-    if device_type == DeviceType::AuxNetDevice {
-        let field = join(path, "auxTypes");
-        if aux_types.is_empty() {
-            return Err(invalid(
-                field,
-                "auxNetDevice needs auxTypes (only \"sf\" is supported)",
-            ));
-        }
-        if let Some(bad) = aux_types.iter().find(|t| *t != "sf") {
-            return Err(invalid(
-                field,
-                format!("unsupported {bad:?} (only \"sf\" is supported)"),
-            ));
-        }
-    }
-    let link_types = strings("linkTypes")?;
-    if link_types.len() > 1 {
-        warnings.push(ConfigWarning {
-            field: join(path, "linkTypes"),
-            message: "a device has one link type; more than one value is unusual".into(),
-        });
-    }
-    Ok(Selectors {
-        vendors: parse_hex_ids(&obj, "vendors", path)?,
-        devices: parse_hex_ids(&obj, "devices", path)?,
-        drivers: strings("drivers")?,
-        pci_addresses,
-        acpi_indexes: strings("acpiIndexes")?,
-        pf_names: parse_pf_selectors(&obj, "pfNames", path, false)?,
-        root_devices: parse_pf_selectors(&obj, "rootDevices", path, true)?,
-        link_types,
-        ddp_profiles: strings("ddpProfiles")?,
-        pkeys: strings("pKeys")?,
-        is_rdma,
-        need_vhost_net: opt_bool(&obj, "needVhostNet", path)?,
-        vdpa_type,
-        aux_types,
-    })
+    Ok(a..=b)
 }
 
 #[cfg(test)]
@@ -813,12 +677,31 @@ mod tests {
 
     #[test]
     fn pf_selector_ranges_take_listed_indexes_only() {
-        let s = parse_pf_selector("f", "ens1f0#0,2-4,9", false).unwrap();
+        let s = parse_pf_selector("ens1f0#0,2-4,9", false).unwrap();
         let taken: Vec<u32> = (0..12).filter(|i| s.takes(Some(*i))).collect();
         assert_eq!(taken, vec![0, 2, 3, 4, 9]);
         assert!(!s.takes(None), "a PF itself has no VF index");
-        let all = parse_pf_selector("f", "ens1f0", false).unwrap();
+        let all = parse_pf_selector("ens1f0", false).unwrap();
         assert!(all.takes(None) && all.takes(Some(63)));
+    }
+
+    #[test]
+    fn null_is_absent_and_a_null_map_is_empty_as_in_go() {
+        let cfg = Config::parse(
+            r#"{"resourceList":[{"resourceName":"a","resourcePrefix":null,"deviceType":"accelerator",
+                "selectors":{"vendors":null,"pfNames":["p"]},"additionalInfo":{"*":null}}]}"#,
+            "intel.com",
+        )
+        .unwrap();
+        let rc = &cfg.resources[0];
+        assert_eq!(rc.resource_prefix, None);
+        assert_eq!(
+            rc.additional_info,
+            Some(BTreeMap::from([("*".into(), BTreeMap::new())]))
+        );
+        // pfNames is not a key accelerator selectors take: warned about, not read.
+        assert!(rc.selectors[0].pf_names.is_empty());
+        assert_eq!(cfg.warnings[0].field, "resourceList[0].selectors.pfNames");
     }
 
     #[test]
