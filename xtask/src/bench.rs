@@ -10,13 +10,25 @@ use crate::suites::cargo;
 pub(crate) fn run(args: &[String]) -> Result<()> {
     // Benchmarks that drive the real binaries find them in target/release:
     // `cargo bench` builds other packages' binaries only in test form.
-    if !cargo(&["build", "--release", "--workspace", "--bins"])
-        .status()?
-        .success()
+    if !cargo(&[
+        "build",
+        "--release",
+        "--workspace",
+        "--bins",
+        "--features",
+        crate::suites::TEST_FEATURES,
+    ])
+    .status()?
+    .success()
     {
         bail!("building the release binaries failed");
     }
-    let mut cmd = cargo(&["bench", "--workspace"]);
+    let mut cmd = cargo(&[
+        "bench",
+        "--workspace",
+        "--features",
+        crate::suites::TEST_FEATURES,
+    ]);
     cmd.args(args);
     if !cmd.status()?.success() {
         bail!("a benchmark failed");

@@ -57,13 +57,27 @@ fn build(args: &[&str]) -> Result<()> {
 /// binary back, so no other suite runs the armed one. Returns its path.
 pub(crate) fn build_armed() -> Result<PathBuf> {
     let target = target_dir(&root());
-    build(&["build", "-p", "forwarder-sriov", "--features", "failpoints"])?;
+    build(&[
+        "build",
+        "-p",
+        "forwarder-sriov",
+        "--features",
+        "failpoints,testing",
+    ])?;
     let chaos_dir = target.join("chaos");
     std::fs::create_dir_all(&chaos_dir)?;
     let armed = chaos_dir.join("forwarder-sriov-failpoints");
     std::fs::copy(target.join("debug/forwarder-sriov"), &armed)
         .context("keeping the failpoints build aside")?;
-    build(&["build", "-p", "forwarder-sriov", "-p", "sriov-e2e"])?;
+    build(&[
+        "build",
+        "-p",
+        "forwarder-sriov",
+        "-p",
+        "sriov-e2e",
+        "--features",
+        crate::suites::TEST_FEATURES,
+    ])?;
     Ok(armed)
 }
 

@@ -31,6 +31,8 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
         "forwarder-sriov",
         "--bin",
         "sriov-e2e",
+        "--features",
+        crate::suites::TEST_FEATURES,
     ])
     .status()?
     .success()

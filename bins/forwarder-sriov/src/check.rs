@@ -13,7 +13,7 @@ pub(crate) fn run() -> Result<()> {
     if let Err(e) = sriov_forwarder::check_transport(&env) {
         println!("warning: {e}");
     }
-    let sysfs = crate::cli::sysfs_at(&env.pci_devices_path, &env.pci_drivers_path)?;
+    let sysfs = crate::cli::sysfs_at(&env.pci_devices_path, &env.pci_drivers_path, false)?;
     let entries = sriov_forwarder::pool_entries(&env.sriov_config_file, &sysfs, false)?;
     println!("config file {}: OK", env.sriov_config_file.display());
     for e in &entries {

@@ -1,7 +1,6 @@
 //! Command line: subcommands and the sysfs location options they share.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -137,34 +136,59 @@ pub(crate) struct SysfsArgs {
 }
 
 impl SysfsArgs {
-    /// The sysfs view.
-    pub(crate) fn sysfs(&self) -> Result<Sysfs> {
+    /// The sysfs view, for a command that `writes` or only reads.
+    pub(crate) fn sysfs(&self, writes: bool) -> Result<Sysfs> {
         match &self.sysfs_root {
-            Some(root) => sysfs_at(&root.join("bus/pci/devices"), &root.join("bus/pci/drivers")),
-            None => sysfs_at(&self.pci_devices_path, &self.pci_drivers_path),
+            Some(root) => sysfs_at(
+                &root.join("bus/pci/devices"),
+                &root.join("bus/pci/drivers"),
+                writes,
+            ),
+            None => sysfs_at(&self.pci_devices_path, &self.pci_drivers_path, writes),
         }
     }
 }
 
-/// A sysfs view of the given dirs. When their root (`<root>/bus/pci/devices`)
-/// is a fixture tree, marked by `fake-kernel.json`, writes go through the
-/// fake kernel so they react as on a real node (the demo and the
-/// end-to-end tests); a real sysfs never has that file.
-pub(crate) fn sysfs_at(devices: &Path, drivers: &Path) -> Result<Sysfs> {
+/// The file that marks a fixture tree's root (`sriov_pci_fake::META_FILE`,
+/// named here so that a build without the fake can still recognise one).
+const FIXTURE_MARK: &str = "fake-kernel.json";
+
+/// A sysfs view of the given dirs, for a command that `writes` or only
+/// reads. When their root (`<root>/bus/pci/devices`) is a fixture tree,
+/// marked by `fake-kernel.json`, a `testing` build sends writes through the
+/// fake kernel so they react as on a real node (the demo and the end-to-end
+/// tests). Any other build reads such a tree as it is and refuses to write
+/// to it, so the file changes nothing it does to a host. A real sysfs never
+/// has that file.
+pub(crate) fn sysfs_at(devices: &Path, drivers: &Path, writes: bool) -> Result<Sysfs> {
     let sysfs = Sysfs::new(devices, drivers);
     let Some(root) = devices.ancestors().nth(3) else {
         return Ok(sysfs);
     };
-    if root.join(sriov_pci_fake::META_FILE).exists() {
+    if !root.join(FIXTURE_MARK).exists() {
+        return Ok(sysfs);
+    }
+    let _ = writes;
+    #[cfg(feature = "testing")]
+    {
         let fake = sriov_pci_fake::FakeKernel::attach(root)
             .with_context(|| format!("attaching the fake kernel to {}", root.display()))?;
         eprintln!(
             "note: {} is a fixture tree; writes go through the fake kernel",
             root.display()
         );
-        return Ok(sysfs.with_writer(Arc::new(fake)));
+        Ok(sysfs.with_writer(std::sync::Arc::new(fake)))
     }
-    Ok(sysfs)
+    #[cfg(not(feature = "testing"))]
+    if !writes {
+        return Ok(sysfs);
+    }
+    #[cfg(not(feature = "testing"))]
+    anyhow::bail!(
+        "{} is a fixture tree ({FIXTURE_MARK}): this build has no fake kernel to drive it \
+         (build with --features testing for the demo and the tests)",
+        root.display()
+    )
 }
 
 impl Cli {
@@ -177,7 +201,7 @@ impl Cli {
                 for w in &loaded.warnings {
                     tracing::warn!("{w}");
                 }
-                let sysfs = sysfs_at(&env.pci_devices_path, &env.pci_drivers_path)?;
+                let sysfs = sysfs_at(&env.pci_devices_path, &env.pci_drivers_path, true)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -190,7 +214,7 @@ impl Cli {
                 json,
                 config,
             } => {
-                let sysfs = sysfs.sysfs()?;
+                let sysfs = sysfs.sysfs(false)?;
                 let inv = sysfs.discover_all()?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&inv)?);
@@ -205,7 +229,7 @@ impl Cli {
                 Ok(())
             }
             Command::Pci { sysfs, action } => {
-                let sysfs = sysfs.sysfs()?;
+                let sysfs = sysfs.sysfs(true)?;
                 match action {
                     PciAction::SetNumvfs {
                         pf,
@@ -294,6 +318,29 @@ mod tests {
             Some(Command::Run(args)) => Some(args.reset_state),
             Some(_) => None,
         }
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn the_fixture_mark_is_the_fake_kernels() {
+        assert_eq!(FIXTURE_MARK, sriov_pci_fake::META_FILE);
+    }
+
+    #[cfg(not(feature = "testing"))]
+    #[test]
+    fn without_the_fake_kernel_a_fixture_tree_is_read_but_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("bus/pci/devices");
+        std::fs::create_dir_all(&devices).unwrap();
+        let drivers = dir.path().join("bus/pci/drivers");
+        assert!(sysfs_at(&devices, &drivers, true).is_ok());
+        std::fs::write(dir.path().join(FIXTURE_MARK), "{}").unwrap();
+        assert!(
+            sysfs_at(&devices, &drivers, false).is_ok(),
+            "reading is harmless"
+        );
+        let err = sysfs_at(&devices, &drivers, true).unwrap_err();
+        assert!(err.to_string().contains("no fake kernel"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,10 @@ fn inventory_json_is_machine_readable() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "writes to a fixture tree: needs --features testing (cargo xtask test sets it)"
+)]
 fn pci_actions_change_the_fixture_through_the_fake_kernel() {
     let dir = fixture_copy();
     let root = dir.path().to_str().unwrap();
@@ -79,6 +83,10 @@ fn pci_actions_change_the_fixture_through_the_fake_kernel() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "writes to a fixture tree: needs --features testing (cargo xtask test sets it)"
+)]
 fn bad_addresses_and_impossible_counts_fail_with_the_reason() {
     let dir = fixture_copy();
     let root = dir.path().to_str().unwrap();
@@ -193,6 +201,10 @@ fn check_config_fails_naming_every_bad_variable_and_the_file_field() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "writes to a fixture tree: needs --features testing (cargo xtask test sets it)"
+)]
 fn set_numvfs_refuses_while_a_connection_uses_a_vf_of_the_pf_unless_forced() {
     let dir = fixture_copy();
     let root = dir.path().to_str().unwrap();

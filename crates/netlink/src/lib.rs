@@ -38,10 +38,11 @@
 //! plugin.
 //!
 //! **Seam.** [`NetlinkOps`] is the narrow, object-safe trait over these operations for the
-//! forwarder's chain elements; [`RtNetlink`] implements it, `MockNetlinkOps` (feature `mock`)
-//! mocks it and [`testing::RecordingOps`] records calls.
+//! forwarder's chain elements; [`RtNetlink`] implements it, `MockNetlinkOps` mocks it and
+//! `testing::RecordingOps` records calls (both behind the `testing` feature, never in a
+//! production build).
 //!
-//! **Tests.** [`testing`] creates private namespaces (`unshare(CLONE_NEWNET)` on a parked std
+//! **Tests.** `testing` creates private namespaces (`unshare(CLONE_NEWNET)` on a parked std
 //! thread) and veth pairs; the crate's kernel tests run there and print `SKIP` without
 //! CAP_SYS_ADMIN. `cargo bench -p sriov-netlink --bench plumbing` compares the plumbing sequence
 //! with the same steps as `ip` commands.
@@ -84,6 +85,7 @@ mod netns;
 mod ops;
 mod plumb;
 mod socket;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 mod vf;
@@ -94,7 +96,7 @@ pub use health::{LinkEvent, LinkEvents};
 pub use netns::{
     Netns, NetnsGuard, NetnsId, NetnsUrl, RULE_HOST_NETNS, RULE_OWN_NETNS, open_client,
 };
-#[cfg(any(test, feature = "mock"))]
+#[cfg(feature = "testing")]
 pub use ops::MockNetlinkOps;
 pub use ops::NetlinkOps;
 pub use plumb::{BackOut, ClientLink, MovedLink, OriginalLink};

@@ -1,6 +1,6 @@
 //! [`NetlinkOps`]: the narrow seam the forwarder's chain elements and the device plugin call,
 //! so their unit tests can use [`MockNetlinkOps`] (feature `mock`) or
-//! [`crate::testing::RecordingOps`] instead of the kernel.
+//! `testing::RecordingOps` instead of the kernel.
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -15,7 +15,7 @@ use crate::vf::{VfConfig, VfRecord, VfState};
 
 /// The netlink operations the forwarder and device plugin need. Arguments are owned and futures
 /// `'static`, so the trait is object-safe (`Arc<dyn NetlinkOps>`) and easy to mock.
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[cfg_attr(feature = "testing", mockall::automock)]
 pub trait NetlinkOps: Send + Sync {
     /// Moves a link into a client namespace and configures it; rolls back on failure.
     /// See [`RtNetlink::move_into`].

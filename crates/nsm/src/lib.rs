@@ -15,8 +15,9 @@
 //! - [`RegistryClient`] implements [`sriov_chain::EndpointFinder`] over
 //!   `registry.NetworkServiceEndpointRegistry.Find` and keeps the
 //!   forwarder registered.
-//! - [`fake`] is a fake NSM manager (registry plus next hop) for tests,
-//!   also served by the `fake-nsmgr` binary, which prints each call it
+//! - `fake` (feature `testing`, never in a production build) is a fake
+//!   NSM manager (registry plus next hop) for tests, also served by the
+//!   `fake-nsmgr` binary, which prints each call it
 //!   receives on one line (`fake-nsmgr /tmp/nsm.io.sock --src-ip
 //!   172.16.1.2/31` answers Requests with that client address).
 //!
@@ -87,6 +88,7 @@
 )]
 
 mod error;
+#[cfg(feature = "testing")]
 pub mod fake;
 pub mod grpcmetadata;
 pub mod mechanism;
