@@ -274,7 +274,7 @@ impl Running {
 
     /// Stops in order: health NOT_SERVING, the NSE unregistered, then the
     /// device plugins, the watcher, the sweep and the server, given
-    /// [`DRAIN`] to end. Pool state is persisted on every change, so nothing
+    /// 10 s to end. Pool state is persisted on every change, so nothing
     /// is pending after it.
     pub async fn shutdown(self) {
         let Running {
