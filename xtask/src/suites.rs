@@ -18,6 +18,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     report.record("cargo-test", test_outcome);
     let doc_outcome = cargo_test(&mut report, &["test", "--workspace", "--doc"]);
     report.record("doc-tests", doc_outcome);
+    report.record("publish", crate::publish::suite_outcome());
     report.record("grpc-interop", crate::interop::outcome());
     report.record("fuzz", crate::fuzz::suite_outcome());
     report.record("kernel", kernel_suite_outcome());
