@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod fuzz;
 mod interop;
+mod publish;
 mod report;
 mod setup;
 mod suites;
@@ -22,7 +23,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test      everything CI runs: fmt, clippy, deny, all test suites, vm-test
+  test      everything CI runs: fmt, clippy, deny, all test suites, the
+            publish dry run of the reusable crates, vm-test
   lint      fmt check, clippy (-D warnings) and cargo-deny
   bench     benchmarks; prints figures (never asserts on time)
   demo      the main job on the shipped fixtures

@@ -43,6 +43,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
         &["test", "--workspace", "--doc", "--features", TEST_FEATURES],
     );
     report.record("doc-tests", doc_outcome);
+    report.record("publish", crate::publish::suite_outcome());
     report.record("grpc-interop", crate::interop::outcome());
     report.record("fuzz", crate::fuzz::suite_outcome());
     report.record("kernel", kernel_suite_outcome());

@@ -105,6 +105,30 @@ impl FunctionSpec {
 }
 
 /// Builds a tree, in a temp dir or at a given path.
+///
+/// ```
+/// use sriov_pci_fake::{FakeSysfs, FunctionSpec, SriovSpec};
+///
+/// // An E810-like PF: ice claims the PF's id, iavf the VFs'.
+/// let fake = FakeSysfs::builder()
+///     .driver("ice", &["8086:1592"], true)
+///     .driver("iavf", &["8086:1889"], true)
+///     .function(
+///         FunctionSpec::ethernet("0000:17:00.0", 0x8086, 0x1592)
+///             .driver("ice")
+///             .ifname("ens1f0")
+///             .numa(1)
+///             .sriov(SriovSpec { total_vfs: 8, num_vfs: 2, offset: 8, stride: 1, vf_device: 0x1889 }),
+///     )
+///     .build()?;
+/// let sysfs = fake.sysfs();
+/// let pf = "0000:17:00.0".parse()?;
+/// let vfs = sysfs.vfs(pf)?;
+/// assert_eq!(vfs[1].address.to_string(), "0000:17:01.1"); // routing ID 0x100 + 8 + 1
+/// assert_eq!(sysfs.driver(vfs[1].address)?.as_deref(), Some("iavf"));
+/// assert_eq!(sysfs.numa_node(pf)?, Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct TreeBuilder {
     meta: Meta,
@@ -250,6 +274,22 @@ impl FakeSysfs {
 
     /// A private, writable copy of a shipped fixture (or any tree with a
     /// `fake-kernel.json`), in a temp dir.
+    ///
+    /// ```
+    /// use sriov_pci_fake::{FakeSysfs, fixtures};
+    ///
+    /// // A fixture as a project would ship it (or as `sysfs-capture` writes it).
+    /// let shipped = tempfile::tempdir()?;
+    /// fixtures::connectx5(FakeSysfs::builder()).build_at(shipped.path())?;
+    ///
+    /// let fake = FakeSysfs::copy_of(shipped.path())?;
+    /// let pf = "0000:5e:00.0".parse()?;
+    /// fake.sysfs().set_num_vfs(pf, 4)?;
+    /// // The copy changed; the shipped tree did not.
+    /// assert_eq!(fake.sysfs().num_vfs(pf)?, 4);
+    /// assert_eq!(sriov_pci::Sysfs::under_root(shipped.path()).num_vfs(pf)?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn copy_of(fixture: impl AsRef<Path>) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("fake-sysfs-").tempdir()?;
         copy_tree(fixture.as_ref(), dir.path())?;

@@ -80,6 +80,21 @@ impl FakeKernel {
     }
 
     /// Every write received so far, in order.
+    ///
+    /// ```
+    /// use sriov_pci_fake::{FakeSysfs, fixtures};
+    ///
+    /// let fake = fixtures::igb_82576(FakeSysfs::builder()).build()?;
+    /// let pf = "0000:01:00.0".parse()?;
+    /// // 9 is above the 82576's sriov_totalvfs (7): sriov-pci refuses before writing.
+    /// assert!(fake.sysfs().set_num_vfs(pf, 9).is_err());
+    /// fake.sysfs().set_num_vfs(pf, 2)?;
+    /// let writes = fake.kernel().writes();
+    /// assert_eq!(writes.len(), 1);
+    /// assert!(writes[0].path.ends_with("sriov_numvfs"));
+    /// assert_eq!((writes[0].value.as_str(), writes[0].accepted), ("2", true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn writes(&self) -> Vec<RecordedWrite> {
         self.lock.lock().map(|w| w.clone()).unwrap_or_default()
     }

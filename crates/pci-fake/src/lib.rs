@@ -41,6 +41,16 @@ pub use kernel::{FakeKernel, RecordedWrite};
 pub use meta::{DriverSpec, META_FILE, Meta};
 
 /// The workspace's `testdata/sysfs` directory (where shipped fixtures live).
+///
+/// It exists only in a checkout of the nsm-sriov-rs workspace, not beside a
+/// copy of this crate from a registry: other projects ship their own
+/// fixtures (built with [`TreeBuilder::build_at`] or captured with
+/// [`capture()`]) and open them with [`FakeSysfs::copy_of`].
 pub fn testdata_sysfs() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sysfs")
 }
+
+/// The README's example, run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

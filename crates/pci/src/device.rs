@@ -114,6 +114,22 @@ impl Sysfs {
     }
 
     /// All facts about one device.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// // One port of an Intel X710, 4 of its 64 VFs enabled.
+    /// let pf = sysfs.device("0000:3b:00.0".parse()?)?;
+    /// assert_eq!((pf.ids.vendor, pf.ids.device), (0x8086, 0x1572));
+    /// assert_eq!(pf.driver.as_deref(), Some("i40e"));
+    /// assert_eq!(pf.netdevs, ["ens785f0"]);
+    /// assert_eq!(pf.sriov.map(|s| (s.total_vfs, s.num_vfs)), Some((64, 4)));
+    ///
+    /// let vf = sysfs.device("0000:3b:02.0".parse()?)?;
+    /// assert_eq!(vf.physfn, Some(pf.address));
+    /// assert_eq!(vf.driver.as_deref(), Some("iavf"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn device(&self, address: PciAddress) -> Result<PciDevice, PciError> {
         self.require(address)?;
         let sriov = match self.total_vfs_opt(address)? {

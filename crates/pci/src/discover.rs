@@ -48,6 +48,24 @@ pub struct Inventory {
 
 impl Sysfs {
     /// Discovers every device: PFs with their VFs, and everything else.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::node().build()?;
+    /// # let sysfs = fake.sysfs();
+    /// // A node with an 82576 (no VFs), a two-port X710 and a ConnectX-5.
+    /// let inventory = sysfs.discover_all()?;
+    /// let pfs: Vec<String> = inventory
+    ///     .physical_functions
+    ///     .iter()
+    ///     .map(|pf| pf.device.address.to_string())
+    ///     .collect();
+    /// assert_eq!(pfs, ["0000:01:00.0", "0000:3b:00.0", "0000:3b:00.1", "0000:5e:00.0"]);
+    /// let vfs: usize = inventory.physical_functions.iter().map(|pf| pf.vfs.len()).sum();
+    /// assert_eq!(vfs, 4 + 4 + 2);
+    /// // An on-board NIC without SR-IOV and a device no driver claims.
+    /// assert_eq!(inventory.other_devices.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn discover_all(&self) -> Result<Inventory, PciError> {
         let dir = self.devices_dir().to_path_buf();
         let names = self
@@ -87,6 +105,16 @@ impl Sysfs {
     }
 
     /// Discovers only the named PFs (as a config lists them), with their VFs.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::node().build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let pfs = sysfs.discover_pfs(&["0000:3b:00.1".parse()?])?;
+    /// assert_eq!(pfs.len(), 1);
+    /// assert_eq!(pfs[0].vf_device_id, Some(0x154c));
+    /// assert!(pfs[0].vfs.iter().all(|vf| vf.driver.as_deref() == Some("iavf")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn discover_pfs(&self, pfs: &[PciAddress]) -> Result<Vec<PhysicalFunction>, PciError> {
         let mut sorted = pfs.to_vec();
         sorted.sort();

@@ -1,5 +1,6 @@
 //! Binding functions to drivers, unbinding them, and restoring the original driver.
 
+use crate::failpoint::failpoint;
 use crate::{PciAddress, PciError, Sysfs};
 
 impl Sysfs {
@@ -11,6 +12,20 @@ impl Sysfs {
     /// so a later reprobe (module reload, rescan) keeps the device with
     /// this driver; [`Sysfs::restore_driver`] clears it. Returns the driver
     /// the device had before, so callers can restore it.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let vf = "0000:3b:02.0".parse()?;
+    /// let previous = sysfs.bind(vf, "vfio-pci")?;
+    /// assert_eq!(previous.as_deref(), Some("iavf"));
+    /// assert_eq!(sysfs.driver(vf)?.as_deref(), Some("vfio-pci"));
+    /// assert!(sysfs.netdevs(vf)?.is_empty()); // vfio-pci makes no interface
+    ///
+    /// sysfs.restore_driver(vf, previous.as_deref())?;
+    /// assert_eq!(sysfs.driver(vf)?.as_deref(), Some("iavf"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bind(&self, address: PciAddress, driver: &str) -> Result<Option<String>, PciError> {
         self.require(address)?;
         let driver_dir = self.driver_dir(driver)?;
@@ -27,11 +42,11 @@ impl Sysfs {
         }
         if previous.is_some() {
             self.unbind(address)?;
-            sriov_failpoint::hit("pci.bind.after-unbind");
+            failpoint!("pci.bind.after-unbind");
         }
         let dir = self.device_dir(address);
         self.write_attr(&dir.join("driver_override"), driver)?;
-        sriov_failpoint::hit("pci.bind.after-override");
+        failpoint!("pci.bind.after-override");
         self.write_attr(&self.drivers_probe_path(), &address.to_string())?;
         self.wait_driver(address, Some(driver))?;
         Ok(previous)

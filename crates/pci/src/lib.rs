@@ -25,20 +25,37 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! On a host the view is `Sysfs::default()`; here it is a fake tree from the
+//! `sriov-pci-fake` crate (an Intel 82576 PF with no VFs enabled), whose
+//! fake kernel reacts to the writes as Linux does.
+//!
+//! ```
 //! use sriov_pci::{PciAddress, Sysfs};
 //!
-//! let sysfs = Sysfs::default(); // /sys/bus/pci/{devices,drivers}
+//! # let fake = sriov_pci_fake::fixtures::igb_82576(sriov_pci_fake::FakeSysfs::builder()).build()?;
+//! # let sysfs: Sysfs = fake.sysfs();
+//! // let sysfs = Sysfs::default(); // /sys/bus/pci/{devices,drivers}
 //! let pf: PciAddress = "0000:01:00.0".parse()?;
 //! if sysfs.num_vfs(pf)? == 0 {
-//!     sysfs.set_num_vfs(pf, sysfs.total_vfs(pf)?)?;
+//!     sysfs.set_num_vfs(pf, 2)?;
 //! }
 //! for vf in sysfs.vfs(pf)? {
 //!     let previous = sysfs.bind(vf.address, "vfio-pci")?;
 //!     println!("VF {} at {} was bound to {previous:?}", vf.index, vf.address);
+//!     assert_eq!(previous.as_deref(), Some("igbvf"));
+//!     sysfs.restore_driver(vf.address, previous.as_deref())?;
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `failpoints` (off by default): crash points between the sysfs writes of
+//!   [`Sysfs::bind`], `pci.bind.after-unbind` and `pci.bind.after-override`.
+//!   A process whose `NSM_FAILPOINTS` names one (comma-separated; `name@N`
+//!   for the N-th hit) kills itself there with SIGKILL, so a caller can test
+//!   that its restart repairs a half-done bind. Without the feature the
+//!   points compile to nothing.
 
 // This crate reads client, kubelet or file input: a panic here is a denial
 // of service of a node agent, so the panicking shortcuts are refused.
@@ -57,6 +74,7 @@ mod device;
 mod discover;
 mod driver;
 mod error;
+mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod sriov;
@@ -70,3 +88,8 @@ pub use sriov::VirtFn;
 pub use sysfs::{
     AttrWriter, DEFAULT_DEVICES_DIR, DEFAULT_DRIVERS_DIR, DEFAULT_TIMEOUT, KernelWriter, Sysfs,
 };
+
+/// The README's example, run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

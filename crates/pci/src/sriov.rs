@@ -45,6 +45,17 @@ impl Sysfs {
     /// The PF's VFs, ordered by VF index as a number (`virtfn10` after
     /// `virtfn9`: the Go original sorts the names as strings and so applies
     /// per-VF settings to the wrong VF from VF 10 on).
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let pf = "0000:3b:00.0".parse()?;
+    /// let vfs = sysfs.vfs(pf)?;
+    /// assert_eq!(vfs.iter().map(|vf| vf.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    /// assert_eq!(vfs[0].address.to_string(), "0000:3b:02.0");
+    /// assert_eq!(sysfs.physfn(vfs[0].address)?, Some(pf));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn vfs(&self, pf: PciAddress) -> Result<Vec<VirtFn>, PciError> {
         let dir = self.device_dir(pf);
         let names = self.list_dir(&dir)?.ok_or_else(|| PciError::NoDevice {
@@ -92,6 +103,19 @@ impl Sysfs {
     /// The kernel refuses to change a non-zero count to another non-zero
     /// count (EBUSY), so a change goes through 0 first. Asking for more than
     /// `sriov_totalvfs` fails before anything is written. Returns the VFs.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let pf = "0000:3b:00.0".parse()?;
+    /// assert_eq!(sysfs.num_vfs(pf)?, 4);
+    /// let vfs = sysfs.set_num_vfs(pf, 12)?; // 4 -> 0 -> 12
+    /// assert_eq!(vfs.len(), 12);
+    /// assert_eq!(vfs[10].index, 10); // virtfn10 comes after virtfn9
+    /// assert!(sysfs.set_num_vfs(pf, 65).is_err()); // above sriov_totalvfs (64)
+    /// assert_eq!(sysfs.num_vfs(pf)?, 12);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_num_vfs(&self, pf: PciAddress, count: u32) -> Result<Vec<VirtFn>, PciError> {
         let total = self.total_vfs(pf)?;
         if count > total {

@@ -84,6 +84,15 @@ impl Sysfs {
 
     /// A view of a whole sysfs mount (or a copy of one) at `root`:
     /// `root/bus/pci/devices` and `root/bus/pci/drivers`.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use sriov_pci::Sysfs;
+    ///
+    /// let sysfs = Sysfs::under_root("/sys");
+    /// assert_eq!(sysfs.devices_dir(), Path::new("/sys/bus/pci/devices"));
+    /// assert_eq!(sysfs.drivers_dir(), Path::new("/sys/bus/pci/drivers"));
+    /// ```
     pub fn under_root(root: impl AsRef<Path>) -> Self {
         let pci = root.as_ref().join("bus/pci");
         Self::new(pci.join("devices"), pci.join("drivers"))

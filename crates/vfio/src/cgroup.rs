@@ -135,6 +135,17 @@ fn already_allowed(dir: &Path, device: DeviceNumber) -> bool {
 
 /// Checks the shape of a client-supplied cgroup directory without touching the filesystem, and
 /// returns it normalised (no empty or `.` components).
+///
+/// ```
+/// use std::path::Path;
+/// use sriov_vfio::validate_cgroup_dir;
+///
+/// let dir = validate_cgroup_dir("kubepods//pod1/./ctr")?;
+/// assert_eq!(dir, Path::new("kubepods/pod1/ctr"));
+/// assert!(validate_cgroup_dir("/kubepods/pod1/ctr").is_err()); // absolute
+/// assert!(validate_cgroup_dir("kubepods/../../etc").is_err()); // leaves the root
+/// # Ok::<(), sriov_vfio::Error>(())
+/// ```
 pub fn validate_cgroup_dir(requested: &str) -> Result<PathBuf> {
     let reject = |problem| Error::CgroupDirRejected {
         requested: shown(requested),

@@ -30,6 +30,12 @@ impl DeviceNumber {
 
     /// The cgroup v1 rule giving read and write (never mknod: the node exists) on this character
     /// device: `c MAJ:MIN rw`.
+    ///
+    /// ```
+    /// let container = sriov_vfio::DeviceNumber::new(10, 196);
+    /// assert_eq!(container.cgroup_rule(), "c 10:196 rw");
+    /// assert_eq!(container.to_string(), "10:196");
+    /// ```
     pub fn cgroup_rule(&self) -> String {
         format!("c {}:{} rw", self.major, self.minor)
     }

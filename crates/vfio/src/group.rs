@@ -35,6 +35,23 @@ impl IommuGroup {
 
     /// The IOMMU group of the PCI device `address` under `devices_dir` (`NSM_PCI_DEVICES_PATH`,
     /// normally `/sys/bus/pci/devices`).
+    ///
+    /// ```
+    /// use sriov_vfio::{IommuGroup, VfioDir};
+    ///
+    /// // A fake X710 (crate `sriov-pci-fake`); on a host, `Sysfs::default()`.
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let vf = "0000:3b:02.0".parse()?;
+    /// sysfs.bind(vf, "vfio-pci")?;
+    /// let group = IommuGroup::of_device(sysfs.devices_dir(), vf)?;
+    /// assert_eq!(Some(group.id), sysfs.iommu_group(vf)?);
+    /// assert!(!group.noiommu);
+    ///
+    /// let node = VfioDir::new("/dev/vfio").group_path(&group);
+    /// assert_eq!(node.to_str(), Some(format!("/dev/vfio/{}", group.id).as_str()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn of_device(devices_dir: &Path, address: PciAddress) -> Result<Self> {
         Self::of_device_dir(&devices_dir.join(address.to_string()))
     }
@@ -84,6 +101,17 @@ impl FromStr for IommuGroup {
     type Err = Error;
 
     /// Parses `<id>` or `noiommu-<id>`, refusing anything that could name another file.
+    ///
+    /// ```
+    /// use sriov_vfio::IommuGroup;
+    ///
+    /// let group: IommuGroup = "noiommu-7".parse()?;
+    /// assert_eq!((group.id, group.noiommu), (7, true));
+    /// assert_eq!(group.to_string(), "noiommu-7");
+    /// assert!("../7".parse::<IommuGroup>().is_err());
+    /// assert!("+7".parse::<IommuGroup>().is_err());
+    /// # Ok::<(), sriov_vfio::Error>(())
+    /// ```
     fn from_str(s: &str) -> Result<Self> {
         let (digits, noiommu) = match s.strip_prefix("noiommu-") {
             Some(rest) => (rest, true),

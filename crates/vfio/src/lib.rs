@@ -85,3 +85,8 @@ pub use device::{DeviceNodes, DeviceNumber, StatDeviceNodes};
 pub use error::{CgroupDirProblem, Error, Result};
 pub use group::{IommuGroup, NOIOMMU_GROUP_NAME};
 pub use vfio_dir::{DEFAULT_VFIO_DIR, VfioDir};
+
+/// The README's example, run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

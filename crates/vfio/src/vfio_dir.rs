@@ -56,6 +56,21 @@ impl VfioDir {
     }
 
     /// Both device numbers a container needs to use a group: (container, group).
+    ///
+    /// ```
+    /// use sriov_vfio::{IommuGroup, VfioDir};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let vfio = VfioDir::new("/dev/vfio");
+    /// let group = IommuGroup::new(42);
+    /// match vfio.devices_for(&group) {
+    ///     Ok((container, group)) => println!("allow {} and {}", container.cgroup_rule(), group.cgroup_rule()),
+    ///     // No node: the group is not bound to vfio-pci on this machine.
+    ///     Err(e) => assert!(e.to_string().contains("/dev/vfio/"), "{e}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn devices_for(&self, group: &IommuGroup) -> Result<(DeviceNumber, DeviceNumber)> {
         Ok((self.container_device()?, self.group_device(group)?))
     }
