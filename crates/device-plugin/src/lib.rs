@@ -25,7 +25,8 @@
 //!    which `h2` rejects) with `localhost`, so old and new kubelets work.
 //! 3. **Watch.** The socket's directory is watched with inotify. Kubelet
 //!    restarting deletes our socket and recreates `kubelet.sock`: the
-//!    plugin listens again and re-registers. Anyone deleting or replacing
+//!    plugin listens again and re-registers, abandoning any `Register`
+//!    call the old kubelet had not answered. Anyone deleting or replacing
 //!    our socket has the same effect. Kubelet absent, refusing, or slow
 //!    means a retry with exponential backoff; the plugin never gives up
 //!    until told to stop.

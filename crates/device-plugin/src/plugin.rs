@@ -1,10 +1,17 @@
 //! One device plugin's life: listen, register, and start over whenever
 //! kubelet restarts or the socket disappears.
+//!
+//! The states and transitions are in [`lifecycle`], free of I/O; the
+//! [`Driver`] here runs the actions they ask for and reports what happens.
 
+mod lifecycle;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +35,7 @@ use crate::authority::relay;
 use crate::backend::Backend;
 use crate::service::{PluginService, WatcherRegistration, options};
 use crate::watch::{DirEvent, DirWatcher};
+use lifecycle::{Action, Backoff, Event, Lifecycle, Phase};
 
 /// How the plugin makes itself known to kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +144,11 @@ pub async fn connect_unix(path: &Path) -> Result<Channel, Error> {
 }
 
 /// Resolves when `stop` turns true or its sender is gone.
+///
+/// `wait_for` alone would do as a plain `.await`, but not as a `select!`
+/// branch: its output, a read guard that is not `Send`, is kept across
+/// every branch's handler, so a handler that awaits makes a spawned
+/// task's future not `Send`. This drops the guard at once.
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -170,140 +183,24 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
     /// logged and retried with backoff; this never gives up.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mode = self.cfg.resolved_mode();
-        let sock = self.cfg.socket_path(mode);
-        let dir = match mode {
-            RegistrationMode::PluginWatcher => self.cfg.plugins_registry_dir.clone(),
-            _ => self.cfg.device_plugin_dir.clone(),
-        };
-        let kubelet_sock = self.cfg.device_plugin_dir.join(KUBELET_SOCKET);
-        let resource = self.cfg.resource_name.clone();
-        info!(resource, ?mode, socket = %sock.display(), "device plugin starting");
+        let mut driver = Driver::new(&self, mode);
+        let resource = self.cfg.resource_name.as_str();
+        info!(resource, ?mode, socket = %driver.sock.display(), "device plugin starting");
 
         tokio::pin!(shutdown);
-        let (status_tx, mut status_rx) = mpsc::unbounded_channel();
-        let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
-        let mut watcher: Option<DirWatcher> = None;
-        let mut serving: Option<Serving> = None;
-        let mut registered = false;
-        let mut restart_serving = false;
-        let mut not_before: Option<Instant> = None;
-
-        loop {
-            if not_before.is_none_or(|t| Instant::now() >= t) {
-                if watcher.is_none() {
-                    watcher = self.watch_dir(&dir);
-                }
-                if restart_serving {
-                    restart_serving = false;
-                    if let Some(s) = serving.take() {
-                        s.stop().await;
-                    }
-                }
-                if serving.as_ref().is_some_and(|s| !s.still_ours()) {
-                    warn!(resource, socket = %sock.display(), "plugin socket removed or replaced (kubelet restart?); listening again");
-                    if let Some(s) = serving.take() {
-                        s.stop().await;
-                    }
-                }
-                if serving.is_none() {
-                    match self.listen(&sock, mode, status_tx.clone()) {
-                        Ok(s) => {
-                            serving = Some(s);
-                            registered = false;
-                        }
-                        Err(e) => warn!(resource, error = %e, "cannot listen; will retry"),
-                    }
-                }
-                if mode == RegistrationMode::Kubelet && serving.is_some() && !registered {
-                    // A kubelet that accepts the connection but never answers
-                    // must not hold up shutdown.
-                    let attempt = tokio::select! {
-                        r = self.register(&kubelet_sock) => Some(r),
-                        () = &mut shutdown => None,
-                    };
-                    match attempt {
-                        None => break,
-                        Some(Ok(())) => {
-                            registered = true;
-                            backoff.reset();
-                            self.registrations.send_modify(|n| *n += 1);
-                            info!(resource, "registered with kubelet");
-                        }
-                        Some(Err(e)) => {
-                            warn!(resource, error = %e, "registration failed; will retry");
-                        }
-                    }
-                }
-                let healthy = watcher.is_some()
-                    && serving.is_some()
-                    && (mode != RegistrationMode::Kubelet || registered);
-                // The backoff is reset only by kubelet accepting us, so a
-                // kubelet that keeps refusing is asked less and less often.
-                not_before = if healthy {
-                    None
-                } else {
-                    Some(Instant::now() + backoff.next_delay())
-                };
-            }
-
-            tokio::select! {
-                () = &mut shutdown => break,
-                events = next_events(&mut watcher) => match events {
-                    Ok(events) => {
-                        for ev in events {
-                            match ev {
-                                DirEvent::Created(name)
-                                    if mode == RegistrationMode::Kubelet && name == KUBELET_SOCKET =>
-                                {
-                                    info!(resource, "kubelet.sock created: kubelet (re)started; registering again");
-                                    registered = false;
-                                    backoff.reset();
-                                    not_before = None;
-                                }
-                                DirEvent::Removed(name) if name == self.cfg.socket_name.as_str() => {
-                                    not_before = None;
-                                }
-                                DirEvent::Rescan => {
-                                    // Events were lost; a kubelet restart may be among them.
-                                    registered = false;
-                                    not_before = None;
-                                }
-                                DirEvent::Gone => {
-                                    warn!(resource, dir = %dir.display(), "socket directory went away");
-                                    watcher = None;
-                                    registered = false;
-                                    not_before = None;
-                                }
-                                other => debug!(resource, event = ?other, "directory event"),
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        warn!(resource, error = %e, "inotify failed; watching again");
-                        watcher = None;
-                        not_before = None;
-                    }
-                },
-                verdict = status_rx.recv() => match verdict {
-                    Some(Ok(())) => {
-                        backoff.reset();
-                        self.registrations.send_modify(|n| *n += 1);
-                        info!(resource, "plugin watcher registered the plugin");
-                    }
-                    Some(Err(msg)) => {
-                        warn!(resource, error = %msg, "kubelet refused the plugin; re-creating the socket after backoff");
-                        // Not at once: the answer to kubelet's call is still
-                        // on its way out through this server.
-                        restart_serving = true;
-                        not_before = Some(Instant::now() + backoff.next_delay());
-                    }
-                    None => {}
-                },
-                () = sleep_until_opt(not_before) => {}
-            }
-        }
-        if let Some(s) = serving.take() {
-            s.stop().await;
+        let backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
+        let (mut life, first) = Lifecycle::start(mode, backoff);
+        let mut pending = VecDeque::new();
+        driver.act_all(first, &mut pending).await;
+        while life.phase() != Phase::Stopping {
+            let Some(event) = pending.pop_front() else {
+                pending.extend(driver.wait(shutdown.as_mut()).await);
+                continue;
+            };
+            let from = life.phase();
+            let actions = life.step(event);
+            debug!(resource, ?event, ?from, to = ?life.phase(), ?actions, "lifecycle");
+            driver.act_all(actions, &mut pending).await;
         }
         info!(resource, "device plugin stopped");
     }
@@ -412,10 +309,9 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
         let task = tokio::spawn(async move {
             let incoming = ReceiverStream::new(conn_rx);
             if let Err(e) = router
-                .serve_with_incoming_shutdown(
-                    incoming,
-                    async move { stopped(&mut serve_stop).await },
-                )
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = serve_stop.wait_for(|s| *s).await;
+                })
                 .await
             {
                 warn!(resource, error = %e, "gRPC server failed");
@@ -454,6 +350,218 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
                 status,
             })?;
         Ok(())
+    }
+}
+
+/// A `Register` call in flight.
+type RegisterCall<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// The I/O half of [`DevicePlugin::run`]: runs the [`Lifecycle`]'s
+/// actions and turns what it waits on into [`Event`]s, deciding nothing.
+struct Driver<'a, B: Backend + ?Sized> {
+    plugin: &'a DevicePlugin<B>,
+    mode: RegistrationMode,
+    /// Our socket.
+    sock: PathBuf,
+    /// The directory it is in, which is watched.
+    dir: PathBuf,
+    kubelet_sock: PathBuf,
+    status_tx: mpsc::UnboundedSender<Result<(), String>>,
+    status_rx: mpsc::UnboundedReceiver<Result<(), String>>,
+    watcher: Option<DirWatcher>,
+    serving: Option<Serving>,
+    registering: Option<RegisterCall<'a>>,
+    retry_at: Option<Instant>,
+}
+
+impl<'a, B: Backend + ?Sized> Driver<'a, B> {
+    fn new(plugin: &'a DevicePlugin<B>, mode: RegistrationMode) -> Self {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        Self {
+            plugin,
+            mode,
+            sock: plugin.cfg.socket_path(mode),
+            dir: match mode {
+                RegistrationMode::PluginWatcher => plugin.cfg.plugins_registry_dir.clone(),
+                _ => plugin.cfg.device_plugin_dir.clone(),
+            },
+            kubelet_sock: plugin.cfg.device_plugin_dir.join(KUBELET_SOCKET),
+            status_tx,
+            status_rx,
+            watcher: None,
+            serving: None,
+            registering: None,
+            retry_at: None,
+        }
+    }
+
+    fn resource(&self) -> &'a str {
+        &self.plugin.cfg.resource_name
+    }
+
+    /// Runs `actions` in order. Their outcomes go to the front of
+    /// `pending`, ahead of events already read from the directory watch:
+    /// those were read before the actions ran and may be out of date.
+    async fn act_all(&mut self, actions: Vec<Action>, pending: &mut VecDeque<Event>) {
+        let mut outcomes = Vec::new();
+        for action in actions {
+            outcomes.extend(self.act(action).await);
+        }
+        for event in outcomes.into_iter().rev() {
+            pending.push_front(event);
+        }
+    }
+
+    async fn act(&mut self, action: Action) -> Option<Event> {
+        let resource = self.resource();
+        match action {
+            Action::Watch => {
+                self.watcher = self.plugin.watch_dir(&self.dir);
+                Some(if self.watcher.is_some() {
+                    Event::Watching
+                } else {
+                    Event::WatchFailed
+                })
+            }
+            Action::Listen => {
+                if let Some(s) = self.serving.take() {
+                    s.stop().await;
+                }
+                match self
+                    .plugin
+                    .listen(&self.sock, self.mode, self.status_tx.clone())
+                {
+                    Ok(s) => {
+                        self.serving = Some(s);
+                        Some(Event::Listening)
+                    }
+                    Err(e) => {
+                        warn!(resource, error = %e, "cannot listen; will retry");
+                        Some(Event::ListenFailed)
+                    }
+                }
+            }
+            Action::CheckSocket => self.socket_lost().then_some(Event::SocketLost),
+            Action::Register => {
+                let (plugin, path) = (self.plugin, self.kubelet_sock.clone());
+                self.registering = Some(Box::pin(async move { plugin.register(&path).await }));
+                None
+            }
+            Action::CancelRegister => {
+                self.registering = None;
+                None
+            }
+            Action::CountRegistration => {
+                self.plugin.registrations.send_modify(|n| *n += 1);
+                match self.mode {
+                    RegistrationMode::PluginWatcher => {
+                        info!(resource, "plugin watcher registered the plugin");
+                    }
+                    _ => info!(resource, "registered with kubelet"),
+                }
+                None
+            }
+            Action::RetryIn(delay) => {
+                self.retry_at = Some(Instant::now() + delay);
+                None
+            }
+            Action::StopServing => {
+                if let Some(s) = self.serving.take() {
+                    s.stop().await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits for the next thing to happen.
+    async fn wait(&mut self, shutdown: Pin<&mut impl Future<Output = ()>>) -> Vec<Event> {
+        let resource = self.resource();
+        tokio::select! {
+            () = shutdown => vec![Event::Stop],
+            result = in_flight(&mut self.registering) => {
+                self.registering = None;
+                match result {
+                    Ok(()) => vec![Event::Registered],
+                    Err(e) => {
+                        warn!(resource, error = %e, "registration failed; will retry");
+                        vec![Event::RegisterFailed]
+                    }
+                }
+            }
+            events = next_events(&mut self.watcher) => self.dir_events(events),
+            verdict = self.status_rx.recv() => match verdict {
+                Some(Ok(())) => vec![Event::WatcherAccepted],
+                Some(Err(msg)) => {
+                    warn!(resource, error = %msg, "kubelet refused the plugin; re-creating the socket after backoff");
+                    vec![Event::WatcherRefused]
+                }
+                // We hold a sender: never.
+                None => vec![],
+            },
+            () = sleep_until_opt(self.retry_at) => {
+                self.retry_at = None;
+                vec![Event::RetryDue]
+            }
+        }
+    }
+
+    fn dir_events(&mut self, events: Result<Vec<DirEvent>, Error>) -> Vec<Event> {
+        let resource = self.resource();
+        let events = match events {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(resource, error = %e, "inotify failed; watching again");
+                // A broken inotify fd may stay readable and spin the loop.
+                self.watcher = None;
+                return vec![Event::WatchLost];
+            }
+        };
+        let mut out = Vec::new();
+        for ev in events {
+            match ev {
+                DirEvent::Created(name)
+                    if self.mode == RegistrationMode::Kubelet && name == KUBELET_SOCKET =>
+                {
+                    info!(
+                        resource,
+                        "kubelet.sock created: kubelet (re)started; registering again"
+                    );
+                    out.push(Event::KubeletStarted);
+                }
+                // Our own restart removes our old socket too: only a
+                // socket that is not the one now served is news.
+                DirEvent::Removed(name) if name == self.plugin.cfg.socket_name.as_str() => {
+                    if self.socket_lost() {
+                        out.push(Event::SocketLost);
+                    }
+                }
+                DirEvent::Rescan => out.push(Event::EventsLost),
+                DirEvent::Gone => {
+                    warn!(resource, dir = %self.dir.display(), "socket directory went away");
+                    self.watcher = None;
+                    out.push(Event::WatchLost);
+                }
+                other => debug!(resource, event = ?other, "directory event"),
+            }
+        }
+        out
+    }
+
+    /// Whether the socket served is no longer ours (deleted or replaced).
+    fn socket_lost(&self) -> bool {
+        let lost = self.serving.as_ref().is_some_and(|s| !s.still_ours());
+        if lost {
+            warn!(resource = self.resource(), socket = %self.sock.display(), "plugin socket removed or replaced (kubelet restart?); listening again");
+        }
+        lost
+    }
+}
+
+async fn in_flight(call: &mut Option<RegisterCall<'_>>) -> Result<(), Error> {
+    match call {
+        Some(call) => call.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -502,33 +610,6 @@ impl Serving {
     }
 }
 
-/// Exponential backoff between retries.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            current: initial,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.current = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,15 +621,6 @@ mod tests {
             "example.com_sriov_a.sock"
         );
         assert_eq!(socket_name_for("a/b:c"), "a_b_c.sock");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let got: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 
     #[test]

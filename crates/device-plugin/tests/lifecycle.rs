@@ -1,0 +1,157 @@
+//! The plugin's lifecycle end to end, against a fake kubelet over real
+//! unix sockets: each test drives one path through the states
+//! (Binding, Registering, WaitingForKubelet, Serving, Stopping).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
+use sriov_deviceplugin::{Device, RegistrationMode};
+
+fn two_vfs() -> Vec<Device> {
+    vec![
+        vf("0000:3b:02.0", "0000:3b:00.0", 0),
+        vf("0000:3b:02.1", "0000:3b:00.0", 0),
+    ]
+}
+
+/// Waits until `registrar` holds `n` requests and the plugin counted `n`.
+async fn registered(h: &Harness, registrar: &Registrar, n: usize) {
+    eventually("registration", || {
+        registrar.requests.lock().unwrap().len() >= n
+    })
+    .await;
+    let mut rx = h.registrations.clone();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
+        .await
+        .expect("registration counted")
+        .unwrap();
+}
+
+/// The plugin answers on its socket.
+async fn answers(h: &Harness) {
+    let mut client = plugin_client(&h.socket()).await;
+    client
+        .get_device_plugin_options(dp::Empty {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn start_ends_registered_and_stays_so() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+    answers(&h).await;
+
+    // Serving is at rest: past the longest retry delay, nothing is
+    // registered again.
+    tokio::time::sleep(h.cfg.retry_max * 2).await;
+    assert_eq!(registrar.requests.lock().unwrap().len(), 1);
+    assert_eq!(*h.registrations.borrow(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn kubelet_restart_ends_registered_again_on_a_new_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+
+    kubelet.stop().await;
+    std::fs::remove_file(h.socket()).unwrap();
+    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
+    registered(&h, &registrar, 2).await;
+    answers(&h).await;
+    h.stop().await;
+}
+
+/// Kubelet restarts while our `Register` is in flight, and the old kubelet
+/// never answers it: the call is abandoned for one to the new kubelet,
+/// on a new socket, without waiting for `call_timeout`.
+#[tokio::test]
+async fn kubelet_restart_during_registration_registers_with_the_new_kubelet() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path(), RegistrationMode::Kubelet);
+    // Far longer than the test's patience: the call must be abandoned.
+    cfg.call_timeout = Duration::from_secs(3600);
+    let old = Registrar::default();
+    old.hang.store(true, Ordering::SeqCst);
+    // Dropped, not stopped, at the end: stopping would delete the new
+    // kubelet's socket, which has the same path.
+    let _old_kubelet = start_kubelet(&cfg.device_plugin_dir, &old);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    eventually("a Register call held by the old kubelet", || {
+        old.calls.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    // What kubelet does when it starts: every plugin socket in the
+    // directory is deleted, and a new kubelet.sock appears.
+    std::fs::remove_file(h.socket()).unwrap();
+    let new = Registrar::default();
+    let _new_kubelet = start_kubelet(&h.dp_dir(), &new);
+    registered(&h, &new, 1).await;
+    assert!(old.requests.lock().unwrap().is_empty());
+    answers(&h).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stop_while_waiting_for_kubelet_removes_the_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path(), RegistrationMode::Kubelet);
+    // After the first failed Register, the next is an hour away: only
+    // stopping ends the wait.
+    cfg.retry_initial = Duration::from_secs(3600);
+    cfg.retry_max = Duration::from_secs(3600);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    let sock = h.socket();
+    eventually("plugin socket", || sock.exists()).await;
+    // No kubelet.sock: the Register fails at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*h.registrations.borrow(), 0);
+
+    let _root = tokio::time::timeout(Duration::from_secs(20), h.stop())
+        .await
+        .expect("plugin stopped while waiting for kubelet");
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}
+
+#[tokio::test]
+async fn stop_while_serving_ends_streams_and_removes_the_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let registrar = Registrar::default();
+    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &registrar, 1).await;
+    let sock = h.socket();
+    let mut client = plugin_client(&sock).await;
+    let mut stream = client
+        .list_and_watch(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 2);
+
+    let _root = tokio::time::timeout(Duration::from_secs(20), h.stop())
+        .await
+        .expect("plugin stopped while serving");
+    assert!(!sock.exists(), "{} left behind", sock.display());
+    // The stream ends, cleanly or not, instead of hanging.
+    let end = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("ListAndWatch ended");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
