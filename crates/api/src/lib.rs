@@ -44,6 +44,8 @@
 //! assert_eq!(ListAndWatchResponse::decode(bytes.as_slice()).unwrap(), update);
 //! ```
 
+mod backoff;
+pub use backoff::Backoff;
 pub use prost;
 /// Largest NSM message (Request, Close, Connection, registry entries) our
 /// servers decode and our clients send or accept; real ones are a few KiB,

@@ -35,7 +35,8 @@ use crate::authority::relay;
 use crate::backend::Backend;
 use crate::service::{PluginService, WatcherRegistration, options};
 use crate::watch::{DirEvent, DirWatcher};
-use lifecycle::{Action, Backoff, Event, Lifecycle, Phase};
+use lifecycle::{Action, Event, Lifecycle, Phase};
+use sriov_api::Backoff;
 
 /// How the plugin makes itself known to kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,6 +98,7 @@ mod transport;
 
 pub use error::Error;
 pub use next_hop::GrpcNextHop;
-pub use registry::{Backoff, Registration, RegistrationHandle, RegistrationState, RegistryClient};
+pub use registry::{Registration, RegistrationHandle, RegistrationState, RegistryClient};
+pub use sriov_api::Backoff;
 pub use sriov_config::{NsmUrl, UrlError};
 pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix, listen_unix_for_group};

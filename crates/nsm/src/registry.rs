@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
+use sriov_api::Backoff;
 use sriov_api::nsm::registry::network_service_endpoint_registry_client::NetworkServiceEndpointRegistryClient;
 use sriov_api::nsm::registry::{
     NetworkServiceEndpoint, NetworkServiceEndpointQuery, NetworkServiceLabels,
@@ -60,23 +61,8 @@ impl Registration {
     }
 }
 
-/// Exponential backoff between attempts to reach the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Wait after the first failure.
-    pub initial: Duration,
-    /// The wait doubles up to this.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
+/// The registry client's retry waits: 100 ms doubling up to 5 s.
+const DEFAULT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Where a [`RegistrationHandle`]'s background task is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +115,7 @@ impl RegistryClient {
                 .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: Duration::from_secs(5),
-            backoff: Backoff::default(),
+            backoff: DEFAULT_BACKOFF,
             path: Arc::default(),
         })
     }
@@ -368,7 +354,7 @@ async fn keep(
     let mut last: Option<NetworkServiceEndpoint> = None;
     let mut registrations = 0u64;
     let mut attempts = 0u32;
-    let mut delay = client.backoff.initial;
+    let mut backoff = client.backoff;
     let mut quick_losses = 0u32;
     loop {
         let mut nse = registration.endpoint();
@@ -387,7 +373,7 @@ async fn keep(
             Ok(stored) => {
                 registrations += 1;
                 attempts = 0;
-                delay = client.backoff.initial;
+                backoff.reset();
                 let now = SystemTime::now();
                 let expires = stored
                     .expiration_time
@@ -407,7 +393,7 @@ async fn keep(
                 // for retries before the entry expires. The floor keeps an
                 // expiry already past (clock skew) from spinning.
                 let refresh_in = (expires.duration_since(now).unwrap_or_default() * 2 / 3)
-                    .max(client.backoff.initial);
+                    .max(backoff.initial());
                 let watching = quick_losses < MAX_QUICK_LOSSES;
                 let opened = Instant::now();
                 tokio::select! {
@@ -431,11 +417,12 @@ async fn keep(
                 // Give a restarting registry a moment before knocking.
                 tokio::select! {
                     _ = &mut stop => break,
-                    () = tokio::time::sleep(client.backoff.initial) => {}
+                    () = tokio::time::sleep(backoff.initial()) => {}
                 }
             }
             Err(err) => {
                 attempts = attempts.saturating_add(1);
+                let delay = backoff.next_delay();
                 tracing::warn!(%err, attempts, retry_in = ?delay, "registration failed");
                 state.send_replace(RegistrationState::Retrying {
                     attempts,
@@ -445,7 +432,6 @@ async fn keep(
                     _ = &mut stop => break,
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(client.backoff.max);
             }
         }
     }

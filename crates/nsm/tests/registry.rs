@@ -226,10 +226,10 @@ async fn absent_registry_is_retried_until_it_appears() {
     let socket = dir.path().join("late/nsm.io.sock");
     let client = RegistryClient::new(NsmUrl::Unix(socket.clone()), Duration::from_millis(50))
         .unwrap()
-        .with_backoff(sriov_nsm::Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        });
+        .with_backoff(sriov_nsm::Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        ));
     let handle = client.keep_registered(registration(
         "late-forwarder",
         NsmUrl::Unix(dir.path().join("fwd.sock")),

@@ -15,8 +15,8 @@
 //! can choose to start over ([`FileStore::with_reset`], the daemons'
 //! `--reset-state`), which keeps the bad file aside.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -230,19 +230,10 @@ impl FileStore {
     }
 
     pub(crate) fn save(&self, state: &State) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
         let raw = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         // Random name, O_EXCL, 0600: nothing planted is followed or reused.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".sriov-pool.")
-            .suffix(".tmp")
-            .permissions(std::fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)?;
-        tmp.write_all(&raw)?;
-        tmp.as_file().sync_all()?;
-        sriov_failpoint::hit("store.before-rename");
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        File::open(dir)?.sync_all()?;
-        Ok(())
+        sriov_files::write_atomic(&self.path, &raw, 0o600, || {
+            sriov_failpoint::hit("store.before-rename")
+        })
     }
 }

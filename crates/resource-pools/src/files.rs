@@ -2,8 +2,6 @@
 //! for the container runtime. Both are written atomically (a temp file renamed into place),
 //! so a reader never sees half a file.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -24,18 +22,6 @@ pub const CDI_VERSION: &str = "0.6.0";
 /// `<resource with '/' as '->-<device ID>-device.json`, the name CNIs look up.
 pub fn device_info_file_name(resource: &str, device: PciAddress) -> String {
     format!("{}-{}-device.json", resource.replace('/', "-"), device)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Device-info files of the resources this plugin serves.
@@ -73,10 +59,12 @@ impl DeviceInfoDir {
             device,
             source: e.into(),
         })?;
-        write_atomic(&path, &bytes, 0o444).map_err(|source| PoolError::DeviceInfo {
-            path: path.clone(),
-            device,
-            source,
+        sriov_files::write_atomic(&path, &bytes, 0o444, || {}).map_err(|source| {
+            PoolError::DeviceInfo {
+                path: path.clone(),
+                device,
+                source,
+            }
         })?;
         Ok(path)
     }
@@ -225,9 +213,11 @@ impl CdiDir {
             path: path.clone(),
             source: e.into(),
         })?;
-        write_atomic(&path, &bytes, 0o644).map_err(|source| PoolError::Write {
-            path: path.clone(),
-            source,
+        sriov_files::write_atomic(&path, &bytes, 0o644, || {}).map_err(|source| {
+            PoolError::Write {
+                path: path.clone(),
+                source,
+            }
         })?;
         Ok(path)
     }

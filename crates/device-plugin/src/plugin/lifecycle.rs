@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use sriov_api::Backoff;
+
 use super::RegistrationMode;
 
 /// Where the plugin is in its life.
@@ -262,34 +264,6 @@ impl Lifecycle {
     }
 }
 
-/// Exponential backoff between retries.
-#[derive(Debug)]
-pub(super) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub(super) fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            current: initial,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.current = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Action::*;
@@ -326,15 +300,6 @@ mod tests {
     /// The delay the next failure would wait.
     fn next_retry(life: &mut Lifecycle) -> Duration {
         life.backoff.next_delay()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let got: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 
     // ------------------------------------------------------------ start

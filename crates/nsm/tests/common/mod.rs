@@ -42,10 +42,10 @@ impl Fixture {
     pub fn registry(&self) -> RegistryClient {
         RegistryClient::new(self.nsmgr.url(), Duration::from_millis(200))
             .unwrap()
-            .with_backoff(Backoff {
-                initial: Duration::from_millis(20),
-                max: Duration::from_millis(100),
-            })
+            .with_backoff(Backoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(100),
+            ))
     }
 
     /// Our registration, with the fake registry set to let it live
