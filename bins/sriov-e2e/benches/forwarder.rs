@@ -25,7 +25,6 @@
 //! integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -35,8 +34,6 @@ use std::time::{Duration, Instant};
 
 use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use sriov_api::kubelet::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
-use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSegment};
-use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
@@ -48,6 +45,11 @@ use sriov_nsm::NsmUrl;
 use sriov_nsm::fake::{Call, FakeNsmgr};
 use sriov_pci::{PciAddress, Sysfs};
 use tonic::transport::Channel;
+
+// The driver's request builder, shared rather than rebuilt here.
+#[allow(dead_code)]
+#[path = "../src/client.rs"]
+mod client;
 
 /// The one resource every fixture's PFs are advertised as.
 const RESOURCE: &str = "worker.domain/10G";
@@ -626,49 +628,15 @@ fn file_url(ns: &PrivateNetns) -> Res<String> {
 }
 
 /// What a client pod asks for: a KERNEL interface `nsm-1` in its namespace
-/// with an address, a route and an MTU, on the VF behind `token`.
+/// with an address, a route and an MTU, on the VF behind `token`; the same
+/// request the end-to-end driver sends.
 fn kernel_request(id: &str, token: &str, inode_url: &str) -> NetworkServiceRequest {
-    let parameters: HashMap<String, String> = [
-        ("tokenID", token),
-        ("inodeURL", inode_url),
-        ("name", "nsm-1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    NetworkServiceRequest {
-        connection: Some(Connection {
-            id: id.into(),
-            network_service: "sriov-ns".into(),
-            context: Some(ConnectionContext {
-                ip_context: Some(IpContext {
-                    src_ip_addrs: vec!["172.16.1.2/30".into()],
-                    dst_ip_addrs: vec!["172.16.1.1/30".into()],
-                    src_routes: vec![Route {
-                        prefix: "10.60.0.0/16".into(),
-                        next_hop: "172.16.1.1".into(),
-                    }],
-                    ..Default::default()
-                }),
-                mtu: 1400,
-                ..Default::default()
-            }),
-            path: Some(NsmPath {
-                index: 0,
-                path_segments: vec![PathSegment {
-                    name: "bench-client".into(),
-                    id: id.into(),
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        }),
-        mechanism_preferences: vec![Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters,
-        }],
-    }
+    let params = [
+        ("tokenID", token.to_string()),
+        ("inodeURL", inode_url.to_string()),
+        ("name", "nsm-1".to_string()),
+    ];
+    client::request(id, "KERNEL", &params, true)
 }
 
 /// A running daemon with its own stand-ins (fresh ones per start, so each
