@@ -255,7 +255,8 @@ impl Harness {
             next_hop: next_hop.clone(),
             next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
             monitor: monitor.clone(),
-        });
+        })
+        .unwrap();
         Self {
             rules,
             fake,
