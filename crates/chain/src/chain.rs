@@ -8,10 +8,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use crate::context::Ctx;
-
-/// What elements return: a boxed future of a result whose error is the
-/// gRPC status the client will see.
-pub type ElementFuture<'a, T> = BoxFuture<'a, Result<T, Status>>;
+use crate::contract::{ContractError, Key, Needs, Provided};
 
 /// One step of the forwarder's NetworkService chain.
 ///
@@ -19,31 +16,117 @@ pub type ElementFuture<'a, T> = BoxFuture<'a, Result<T, Status>>;
 /// work when `next` fails; on `close` it undoes its work (after or before
 /// calling `next`, whichever order makes the undo safe). Per-connection
 /// state lives in [`Ctx`], which survives refreshes and is dropped on close.
+///
+/// Elements write `async fn request`/`async fn close`; the chain boxes the
+/// futures once, in one place, to hold elements of different types.
 pub trait Element: Send + Sync + 'static {
+    /// The records this element reads from the elements before it, handed
+    /// to `request` by value. [`Chain::check`] refuses a chain where no
+    /// earlier element [`provides`](Element::provides) one of them.
+    type Needs: Needs;
+
     /// A short name for logs and errors.
     fn name(&self) -> &'static str;
 
+    /// The records this element puts in the context before it calls
+    /// `next`, for the elements after it.
+    fn provides(&self) -> Vec<Key> {
+        Vec::new()
+    }
+
     /// Handles a Request.
+    fn request(
+        &self,
+        ctx: &mut Ctx,
+        needs: Self::Needs,
+        request: NetworkServiceRequest,
+        next: Next<'_>,
+    ) -> impl Future<Output = Result<Connection, Status>> + Send;
+
+    /// Handles a Close.
+    fn close(
+        &self,
+        ctx: &mut Ctx,
+        connection: Connection,
+        next: Next<'_>,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
+
+    /// Checks this element's place: what it needs is in `before`, to which
+    /// it then adds what it provides. Elements that hold elements of their
+    /// own (sub-chains) check those instead.
+    fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {
+        before.require(self.name(), &Self::Needs::keys())?;
+        before.add(self.provides());
+        Ok(())
+    }
+}
+
+/// [`Element`] as the chain stores it: its futures boxed, its needs read
+/// from the context.
+trait Stored: Send + Sync {
+    fn name(&self) -> &'static str;
+
     fn request<'a>(
         &'a self,
         ctx: &'a mut Ctx,
         request: NetworkServiceRequest,
         next: Next<'a>,
-    ) -> ElementFuture<'a, Connection>;
+    ) -> BoxFuture<'a, Result<Connection, Status>>;
 
-    /// Handles a Close.
     fn close<'a>(
         &'a self,
         ctx: &'a mut Ctx,
         connection: Connection,
         next: Next<'a>,
-    ) -> ElementFuture<'a, ()>;
+    ) -> BoxFuture<'a, Result<(), Status>>;
+
+    fn check_order(&self, before: &mut Provided) -> Result<(), ContractError>;
+}
+
+impl<E: Element> Stored for E {
+    fn name(&self) -> &'static str {
+        Element::name(self)
+    }
+
+    fn request<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        request: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, Result<Connection, Status>> {
+        match E::Needs::read(ctx) {
+            Some(needs) => Box::pin(Element::request(self, ctx, needs, request, next)),
+            // Only a chain nobody checked gets here: the forwarder's is
+            // checked before it serves.
+            None => {
+                let missing: Vec<_> = E::Needs::keys().iter().map(Key::name).collect();
+                let e = Status::internal(format!(
+                    "chain element {} ran without {missing:?}: its chain was not checked",
+                    Element::name(self)
+                ));
+                Box::pin(std::future::ready(Err(e)))
+            }
+        }
+    }
+
+    fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(Element::close(self, ctx, connection, next))
+    }
+
+    fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {
+        Element::check_order(self, before)
+    }
 }
 
 /// The rest of the chain after the current element.
 #[derive(Clone, Copy)]
 pub struct Next<'a> {
-    rest: &'a [Arc<dyn Element>],
+    rest: &'a [Arc<dyn Stored>],
 }
 
 impl<'a> Next<'a> {
@@ -53,13 +136,15 @@ impl<'a> Next<'a> {
         self,
         ctx: &'b mut Ctx,
         request: NetworkServiceRequest,
-    ) -> ElementFuture<'b, Connection>
+    ) -> BoxFuture<'b, Result<Connection, Status>>
     where
         'a: 'b,
     {
         match self.rest.split_first() {
             Some((head, tail)) => head.request(ctx, request, Next { rest: tail }),
-            None => Box::pin(async move { Ok(request.connection.unwrap_or_default()) }),
+            None => Box::pin(std::future::ready(Ok(request
+                .connection
+                .unwrap_or_default()))),
         }
     }
 
@@ -74,13 +159,17 @@ impl<'a> Next<'a> {
     }
 
     /// Passes the close to the next element.
-    pub fn close<'b>(self, ctx: &'b mut Ctx, connection: Connection) -> ElementFuture<'b, ()>
+    pub fn close<'b>(
+        self,
+        ctx: &'b mut Ctx,
+        connection: Connection,
+    ) -> BoxFuture<'b, Result<(), Status>>
     where
         'a: 'b,
     {
         match self.rest.split_first() {
             Some((head, tail)) => head.close(ctx, connection, Next { rest: tail }),
-            None => Box::pin(async { Ok(()) }),
+            None => Box::pin(std::future::ready(Ok(()))),
         }
     }
 }
@@ -88,7 +177,7 @@ impl<'a> Next<'a> {
 /// An ordered list of elements.
 #[derive(Clone, Default)]
 pub struct Chain {
-    elements: Vec<Arc<dyn Element>>,
+    elements: Vec<Arc<dyn Stored>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -111,8 +200,8 @@ impl Chain {
         self
     }
 
-    /// Appends a shared element.
-    pub fn with_arc(mut self, element: Arc<dyn Element>) -> Self {
+    /// Appends an element shared with someone else (who asks it things).
+    pub fn with_arc<E: Element>(mut self, element: Arc<E>) -> Self {
         self.elements.push(element);
         self
     }
@@ -122,12 +211,18 @@ impl Chain {
         self.elements.iter().map(|e| e.name()).collect()
     }
 
+    /// Checks, before the chain serves, that every element comes after
+    /// the elements providing what it reads.
+    pub fn check(&self) -> Result<(), ContractError> {
+        Element::check_order(self, &mut Provided::default())
+    }
+
     /// Runs a Request through every element.
     pub fn request<'a>(
         &'a self,
         ctx: &'a mut Ctx,
         request: NetworkServiceRequest,
-    ) -> ElementFuture<'a, Connection> {
+    ) -> BoxFuture<'a, Result<Connection, Status>> {
         Next {
             rest: &self.elements,
         }
@@ -135,40 +230,56 @@ impl Chain {
     }
 
     /// Runs a Close through every element.
-    pub fn close<'a>(&'a self, ctx: &'a mut Ctx, connection: Connection) -> ElementFuture<'a, ()> {
+    pub fn close<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        connection: Connection,
+    ) -> BoxFuture<'a, Result<(), Status>> {
         Next {
             rest: &self.elements,
         }
         .close(ctx, connection)
+    }
+
+    /// This chain's elements followed by `next`'s.
+    fn then(&self, next: Next<'_>) -> Vec<Arc<dyn Stored>> {
+        let mut all = self.elements.clone();
+        all.extend(next.rest.iter().cloned());
+        all
     }
 }
 
 /// A chain used as one element (the per-mechanism sub-chains): its
 /// elements run first, then the outer chain's rest.
 impl Element for Chain {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "chain"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        let mut all = self.elements.clone();
-        all.extend(next.rest.iter().cloned());
-        Box::pin(async move { Next { rest: &all }.request(ctx, request).await })
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let all = self.then(next);
+        Next { rest: &all }.request(ctx, request).await
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        let mut all = self.elements.clone();
-        all.extend(next.rest.iter().cloned());
-        Box::pin(async move { Next { rest: &all }.close(ctx, connection).await })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let all = self.then(next);
+        Next { rest: &all }.close(ctx, connection).await
+    }
+
+    fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {
+        self.elements.iter().try_for_each(|e| e.check_order(before))
     }
 }

@@ -8,8 +8,12 @@ use std::collections::HashMap;
 ///
 /// Elements store what they must undo later under their own private types
 /// (`ctx.insert(MyRecord { .. })`), so no element can read or clobber
-/// another's state by accident. The `begin` element keeps a connection's
-/// context between calls and drops it after Close.
+/// another's state by accident. A record meant for the elements after its
+/// maker is a public type the maker lists in
+/// [`Element::provides`](crate::Element::provides), and they receive it
+/// through [`Element::Needs`](crate::Element::Needs) rather than looking it
+/// up. The `begin` element keeps a connection's context between calls and
+/// drops it after Close.
 #[derive(Default)]
 pub struct Ctx {
     values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,

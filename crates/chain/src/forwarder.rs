@@ -9,6 +9,7 @@ use sriov_pci::Sysfs;
 use sriov_pool::{DriverKind, Pool};
 use sriov_vfio::{CgroupDevices, VfioDir};
 
+use crate::contract::ContractError;
 use crate::elements::{
     authorize::Authorize,
     begin::Begin,
@@ -88,7 +89,10 @@ impl KnownConnections for Known {
 /// `ipcontext`) act on the way back, after `connect` returned, so the
 /// return order is ipcontext (plans the IPs), inject (moves and
 /// configures in one step), vfconfig (MAC/VLAN through the PF).
-pub fn chain(d: Deps) -> Arc<Chain> {
+///
+/// Fails, before anything is served, when an element comes before one
+/// whose records it reads ([`Chain::check`]).
+pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
     let handle: Arc<OnceLock<std::sync::Weak<Chain>>> = Arc::new(OnceLock::new());
     let pool_for = |kind| {
         Arc::new(ResourcePool::new(
@@ -144,6 +148,7 @@ pub fn chain(d: Deps) -> Arc<Chain> {
             )
             .with(Connect::new(d.next_hop.clone()).with_timeout(d.next_hop_timeout)),
     );
+    chain.check()?;
     let _ = handle.set(Arc::downgrade(&chain));
-    chain
+    Ok(chain)
 }

@@ -5,9 +5,12 @@
 //!
 //! A [`Chain`] is an ordered list of [`Element`]s. Each element receives
 //! the request, a per-connection [`Ctx`] (typed state that survives
-//! refreshes and is dropped after Close), and [`Next`], the rest of the
+//! refreshes and is dropped after Close), the records it reads from the
+//! elements before it ([`Element::Needs`], checked once at composition by
+//! [`Chain::check`], see [`contract`]), and [`Next`], the rest of the
 //! chain. It does its one job, calls `next`, and when `next` fails undoes
-//! exactly what it did in this call. The forwarder's composition (see
+//! exactly what it did in this call. Errors reach the client as the gRPC
+//! codes [`status`] maps them to. The forwarder's composition (see
 //! `bins/forwarder-sriov`) reads top to bottom like the Go forwarder's
 //! `server.go`.
 //!
@@ -39,14 +42,16 @@
 
 mod chain;
 mod context;
+pub mod contract;
 pub mod elements;
 pub mod forwarder;
 pub mod params;
 pub mod peers;
 pub mod reclaim;
 pub mod server;
+pub mod status;
 pub mod undo;
 
-pub use chain::{Chain, Element, ElementFuture, Next};
+pub use chain::{Chain, Element, Next};
 pub use context::Ctx;
 pub use peers::{EndpointFinder, EndpointQuery, NextHop};

@@ -24,7 +24,7 @@ use sriov_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
 use tonic::Status;
 
-use crate::elements::resourcepool::{blocking, pci_status, pool_status};
+use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 
 /// What `begin` calls for a Close of a connection it has no context for.
@@ -73,7 +73,7 @@ impl Reclaim {
     pub async fn connection(&self, connection: &str) -> Result<Option<String>, Status> {
         let pool = self.pool.clone();
         let id = connection.to_string();
-        let Some(lease) = blocking(move || pool.lease_of(&id).map_err(pool_status)).await? else {
+        let Some(lease) = blocking(move || pool.lease_of(&id).map_err(status::pool)).await? else {
             return Ok(None);
         };
         let mut done = Vec::new();
@@ -84,15 +84,12 @@ impl Reclaim {
                 .netlink
                 .back_out(moved)
                 .await
-                .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+                .map_err(status::netlink)?;
             done.push(format!("netdev {name} back ({outcome:?})"));
         }
         if let Some(vf) = record.vf {
             let (pf, n) = (vf.pf_name.clone(), vf.vf);
-            self.netlink
-                .restore_vf(vf)
-                .await
-                .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+            self.netlink.restore_vf(vf).await.map_err(status::netlink)?;
             done.push(format!("VF {n} of {pf} settings restored"));
         }
         if let Some(grant) = record.grant {
@@ -100,12 +97,7 @@ impl Reclaim {
                 Status::internal("device rules are recorded but the cgroup root is unusable")
             })?;
             let rules = grant.rules().len();
-            blocking(move || {
-                cgroups
-                    .revoke_recorded(&grant)
-                    .map_err(|e| Status::internal(e.to_string()))
-            })
-            .await?;
+            blocking(move || cgroups.revoke_recorded(&grant).map_err(status::vfio)).await?;
             done.push(format!("{rules} device rule(s) revoked"));
         }
         // Either kind: a bind killed half-way leaves the VF without a driver
@@ -115,7 +107,7 @@ impl Reclaim {
         sriov_failpoint::hit("reclaim.before-free");
         let pool = self.pool.clone();
         let id = connection.to_string();
-        blocking(move || pool.unuse(&id).map_err(pool_status)).await?;
+        blocking(move || pool.unuse(&id).map_err(status::pool)).await?;
         done.push(format!("VF {} free", lease.vf));
         Ok(Some(done.join(", ")))
     }
@@ -128,7 +120,7 @@ impl Reclaim {
     /// the sweep to retry.
     pub async fn unfinished(&self) -> Vec<(String, Result<Option<String>, Status>)> {
         let pool = self.pool.clone();
-        let uses = match blocking(move || pool.uses().map_err(pool_status)).await {
+        let uses = match blocking(move || pool.uses().map_err(status::pool)).await {
             Ok(u) => u,
             Err(e) => return vec![(String::new(), Err(e))],
         };
@@ -151,7 +143,7 @@ impl Reclaim {
                 Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
             })?;
         let (sysfs, vf, d) = (self.sysfs.clone(), lease.vf, driver.clone());
-        blocking(move || sysfs.restore_driver(vf, Some(&d)).map_err(pci_status)).await?;
+        blocking(move || sysfs.restore_driver(vf, Some(&d)).map_err(status::pci)).await?;
         Ok(format!("VF {} back on {driver}", lease.vf))
     }
 }

@@ -2,6 +2,7 @@
 //! The forwarder chain end to end with the kernel-faithful fake sysfs, a
 //! recording netlink fake and in-memory NSM peers.
 
+mod each;
 mod support;
 
 use std::sync::Arc;

@@ -46,6 +46,9 @@ pub enum StartError {
         #[source]
         source: sriov_pool::PoolError,
     },
+    /// The chain's elements are composed out of order (a build defect).
+    #[error("composing the forwarder chain")]
+    Chain(#[source] sriov_chain::contract::ContractError),
     /// The route netlink socket could not be opened.
     #[error("opening the netlink socket")]
     Netlink(#[source] sriov_netlink::Error),

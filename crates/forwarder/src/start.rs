@@ -175,7 +175,8 @@ impl Builder {
             next_hop: Arc::new(next_hop),
             next_hop_timeout: env.next_hop_timeout,
             monitor: monitor.clone(),
-        });
+        })
+        .map_err(StartError::Chain)?;
         tasks.spawn(sweep_stale_uses(
             pool.clone(),
             sysfs.clone(),

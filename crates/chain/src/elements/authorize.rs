@@ -19,7 +19,7 @@ use sriov_api::nsm::connection::{Connection, PathSegment};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// Who made a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,45 +57,44 @@ fn refused(what: &str, id: &str) -> Status {
 }
 
 impl Element for Authorize {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "authorize"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = request.connection.clone().unwrap_or_default();
-            let caller = Owner::of(&conn);
-            match ctx.get::<Owner>() {
-                Some(owner) if *owner != caller => return Err(refused("refresh", &conn.id)),
-                Some(_) => {}
-                None => {
-                    ctx.insert(caller);
-                }
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = request.connection.clone().unwrap_or_default();
+        let caller = Owner::of(&conn);
+        match ctx.get::<Owner>() {
+            Some(owner) if *owner != caller => return Err(refused("refresh", &conn.id)),
+            Some(_) => {}
+            None => {
+                ctx.insert(caller);
             }
-            next.request(ctx, request).await
-        })
+        }
+        next.request(ctx, request).await
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            if ctx
-                .get::<Owner>()
-                .is_some_and(|owner| *owner != Owner::of(&connection))
-            {
-                return Err(refused("Close", &connection.id));
-            }
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        if ctx
+            .get::<Owner>()
+            .is_some_and(|owner| *owner != Owner::of(&connection))
+        {
+            return Err(refused("Close", &connection.id));
+        }
+        next.close(ctx, connection).await
     }
 }
 

@@ -24,7 +24,7 @@ use tonic::Status;
 
 use super::connect::Deadline;
 use crate::reclaim::Orphans;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// Puts this call's deadline (or none) in the connection's context; the
 /// caller takes it out after the call, so a later call (a refresh, an
@@ -95,82 +95,81 @@ impl super::updatepath::KnownConnections for Begin {
 }
 
 impl Element for Begin {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "begin"
     }
 
-    fn request<'a>(
-        &'a self,
-        call: &'a mut Ctx,
+    async fn request(
+        &self,
+        call: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let id = request
-                .connection
-                .as_ref()
-                .map(|c| c.id.clone())
-                .unwrap_or_default();
-            if id.is_empty() {
-                return Err(Status::invalid_argument("connection has no id"));
-            }
-            let slot = self.slot(&id)?;
-            let mut guard = slot.lock().await;
-            let existing = guard.take();
-            let refresh = existing.is_some();
-            let mut ctx = existing.unwrap_or_default();
-            ctx.set_refresh(refresh);
-            enter(call, &mut ctx);
-            let result = next.request(&mut ctx, request).await;
-            ctx.remove::<Deadline>();
-            match (&result, refresh) {
-                (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
-                (Err(_), false) => {
-                    drop(guard);
-                    self.forget(&id, &slot);
-                }
-            }
-            result
-        })
-    }
-
-    fn close<'a>(
-        &'a self,
-        call: &'a mut Ctx,
-        connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let id = connection.id.clone();
-            let slot = self.slot(&id)?;
-            let mut guard = slot.lock().await;
-            let Some(mut ctx) = guard.take() else {
-                // Made before a restart, if the pool says so: the id is an
-                // unguessable UUID of ours, which only the connection's
-                // path knows, so naming it is the caller's proof.
-                let reclaimed = match &self.orphans {
-                    Some(o) => o.reclaim(&id).await,
-                    None => Ok(None),
-                };
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let id = request
+            .connection
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("connection has no id"));
+        }
+        let slot = self.slot(&id)?;
+        let mut guard = slot.lock().await;
+        let existing = guard.take();
+        let refresh = existing.is_some();
+        let mut ctx = existing.unwrap_or_default();
+        ctx.set_refresh(refresh);
+        enter(call, &mut ctx);
+        let result = next.request(&mut ctx, request).await;
+        ctx.remove::<Deadline>();
+        match (&result, refresh) {
+            (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
+            (Err(_), false) => {
                 drop(guard);
                 self.forget(&id, &slot);
-                if let Ok(Some(what)) = &reclaimed {
-                    tracing::info!(connection = %id, "{what} (closed after a restart)");
-                }
-                return reclaimed.map(|_| ());
-            };
-            enter(call, &mut ctx);
-            let result = next.close(&mut ctx, connection).await;
-            ctx.remove::<Deadline>();
-            if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
-                // Refused before anything was undone (`authorize`): the
-                // connection stays its owner's.
-                *guard = Some(ctx);
-                return result;
             }
+        }
+        result
+    }
+
+    async fn close(
+        &self,
+        call: &mut Ctx,
+        connection: Connection,
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let id = connection.id.clone();
+        let slot = self.slot(&id)?;
+        let mut guard = slot.lock().await;
+        let Some(mut ctx) = guard.take() else {
+            // Made before a restart, if the pool says so: the id is an
+            // unguessable UUID of ours, which only the connection's
+            // path knows, so naming it is the caller's proof.
+            let reclaimed = match &self.orphans {
+                Some(o) => o.reclaim(&id).await,
+                None => Ok(None),
+            };
             drop(guard);
             self.forget(&id, &slot);
-            result
-        })
+            if let Ok(Some(what)) = &reclaimed {
+                tracing::info!(connection = %id, "{what} (closed after a restart)");
+            }
+            return reclaimed.map(|_| ());
+        };
+        enter(call, &mut ctx);
+        let result = next.close(&mut ctx, connection).await;
+        ctx.remove::<Deadline>();
+        if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
+            // Refused before anything was undone (`authorize`): the
+            // connection stays its owner's.
+            *guard = Some(ctx);
+            return result;
+        }
+        drop(guard);
+        self.forget(&id, &slot);
+        result
     }
 }

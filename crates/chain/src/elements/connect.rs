@@ -22,7 +22,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use crate::params::noop_preferences;
-use crate::{Ctx, Element, ElementFuture, Next, NextHop};
+use crate::{Ctx, Element, Next, NextHop};
 
 /// The longest the next hop is given for one call unless configured.
 pub const DEFAULT_NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -86,69 +86,68 @@ impl Connect {
 }
 
 impl Element for Connect {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "connect"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let ours = request.connection.clone().unwrap_or_default();
-            let mut out = ours.clone();
-            out.mechanism = None;
-            let onward = NetworkServiceRequest {
-                connection: Some(out),
-                mechanism_preferences: noop_preferences(),
-            };
-            let mut reply = within(
-                budget(ctx, self.cap),
-                "Request",
-                self.next_hop.request(onward),
-            )
-            .await?;
-            ctx.insert(NextHopConnection(reply.clone()));
-            reply.mechanism = ours.mechanism.clone();
-            reply.id = ours.id.clone();
-            let req = NetworkServiceRequest {
-                connection: Some(reply),
-                mechanism_preferences: request.mechanism_preferences,
-            };
-            match next.request(ctx, req).await {
-                Ok(c) => Ok(c),
-                Err(e) => {
-                    if let Some(NextHopConnection(c)) = ctx.remove::<NextHopConnection>()
-                        && let Err(ce) = within(self.cap, "Close", self.next_hop.close(c)).await
-                    {
-                        tracing::warn!(error = %ce, "closing the next hop after a failure");
-                    }
-                    Err(e)
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let ours = request.connection.clone().unwrap_or_default();
+        let mut out = ours.clone();
+        out.mechanism = None;
+        let onward = NetworkServiceRequest {
+            connection: Some(out),
+            mechanism_preferences: noop_preferences(),
+        };
+        let mut reply = within(
+            budget(ctx, self.cap),
+            "Request",
+            self.next_hop.request(onward),
+        )
+        .await?;
+        ctx.insert(NextHopConnection(reply.clone()));
+        reply.mechanism = ours.mechanism.clone();
+        reply.id = ours.id.clone();
+        let req = NetworkServiceRequest {
+            connection: Some(reply),
+            mechanism_preferences: request.mechanism_preferences,
+        };
+        match next.request(ctx, req).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                if let Some(NextHopConnection(c)) = ctx.remove::<NextHopConnection>()
+                    && let Err(ce) = within(self.cap, "Close", self.next_hop.close(c)).await
+                {
+                    tracing::warn!(error = %ce, "closing the next hop after a failure");
                 }
+                Err(e)
             }
-        })
+        }
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let rest = next.close(ctx, connection.clone()).await;
-            let hop = ctx
-                .remove::<NextHopConnection>()
-                .map(|c| c.0)
-                .unwrap_or_else(|| Connection {
-                    mechanism: None,
-                    ..connection
-                });
-            within(budget(ctx, self.cap), "Close", self.next_hop.close(hop)).await?;
-            rest
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let rest = next.close(ctx, connection.clone()).await;
+        let hop = ctx
+            .remove::<NextHopConnection>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| Connection {
+                mechanism: None,
+                ..connection
+            });
+        within(budget(ctx, self.cap), "Close", self.next_hop.close(hop)).await?;
+        rest
     }
 }
 

@@ -12,7 +12,8 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, EndpointFinder, EndpointQuery, Next};
+use crate::contract::Key;
+use crate::{Ctx, Element, EndpointFinder, EndpointQuery, Next};
 
 /// Endpoints found for a connection, in the registry's order.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,57 +38,62 @@ impl Discover {
 }
 
 impl Element for Discover {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "discover"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
-        request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            if ctx.get::<Candidates>().is_none() {
-                let conn = request.connection.clone().unwrap_or_default();
-                if conn.network_service.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "connection names no network service",
-                    ));
-                }
-                let named = (!conn.network_service_endpoint_name.is_empty())
-                    .then(|| conn.network_service_endpoint_name.clone());
-                let found = self
-                    .finder
-                    .find(EndpointQuery {
-                        network_service: conn.network_service.clone(),
-                        endpoint_name: named.clone(),
-                    })
-                    .await?;
-                if found.is_empty() {
-                    return Err(Status::not_found(match named {
-                        Some(n) => format!(
-                            "endpoint {n:?} of network service {:?} not found",
-                            conn.network_service
-                        ),
-                        None => format!(
-                            "no endpoint serves network service {:?}",
-                            conn.network_service
-                        ),
-                    }));
-                }
-                ctx.insert(Candidates(found));
-            }
-            next.request(ctx, request).await
-        })
+    fn provides(&self) -> Vec<Key> {
+        vec![Key::of::<Candidates>()]
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
+        request: NetworkServiceRequest,
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        if ctx.get::<Candidates>().is_none() {
+            let conn = request.connection.clone().unwrap_or_default();
+            if conn.network_service.is_empty() {
+                return Err(Status::invalid_argument(
+                    "connection names no network service",
+                ));
+            }
+            let named = (!conn.network_service_endpoint_name.is_empty())
+                .then(|| conn.network_service_endpoint_name.clone());
+            let found = self
+                .finder
+                .find(EndpointQuery {
+                    network_service: conn.network_service.clone(),
+                    endpoint_name: named.clone(),
+                })
+                .await?;
+            if found.is_empty() {
+                return Err(Status::not_found(match named {
+                    Some(n) => format!(
+                        "endpoint {n:?} of network service {:?} not found",
+                        conn.network_service
+                    ),
+                    None => format!(
+                        "no endpoint serves network service {:?}",
+                        conn.network_service
+                    ),
+                }));
+            }
+            ctx.insert(Candidates(found));
+        }
+        next.request(ctx, request).await
+    }
+
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        next.close(ctx, connection)
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        next.close(ctx, connection).await
     }
 }

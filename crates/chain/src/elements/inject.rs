@@ -21,8 +21,9 @@ use tonic::Status;
 use super::ipcontext::IpPlan;
 use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
+use crate::status;
 use crate::undo::UndoRecord;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// See the module docs.
 pub struct Inject {
@@ -42,23 +43,18 @@ impl Inject {
     }
 
     /// The VF netdev's name in our namespace, from `resourcepool`.
-    fn home_link(ctx: &Ctx) -> Result<LinkRef, Status> {
-        let b = ctx
-            .get::<VfBinding>()
-            .ok_or_else(|| Status::internal("inject runs after resourcepool"))?;
-        b.vf_netdev
+    fn home_link(binding: &VfBinding) -> Result<LinkRef, Status> {
+        binding
+            .vf_netdev
             .clone()
             .map(LinkRef::Name)
-            .ok_or_else(|| Status::internal(format!("VF {} has no netdev", b.lease.vf)))
+            .ok_or_else(|| Status::internal(format!("VF {} has no netdev", binding.lease.vf)))
     }
 
     /// What the client's interface should be: `link` moved into the
     /// client's namespace with the name, MTU, addresses, routes and
     /// neighbours the parameters and `ipcontext` ask for.
-    fn plan(ctx: &Ctx, home: LinkRef) -> Result<ClientLink, Status> {
-        let params = ctx
-            .get::<KernelParams>()
-            .ok_or_else(|| Status::internal("inject runs after validate"))?;
+    fn plan(ctx: &Ctx, params: &KernelParams, home: LinkRef) -> ClientLink {
         let mut link = ClientLink::new(home, params.netns.clone());
         if let Some(n) = &params.name {
             link = link.name(n.clone());
@@ -79,30 +75,13 @@ impl Inject {
         } else if let Some(mtu) = params.mtu {
             link = link.mtu(mtu);
         }
-        Ok(link)
+        link
     }
 }
 
 /// The client-side configuration last applied, to notice a refresh that changes it.
 #[derive(Debug, Clone, PartialEq)]
 struct Applied(ClientLink);
-
-fn move_status(e: sriov_netlink::Error) -> Status {
-    match e {
-        sriov_netlink::Error::ForbiddenNetns { .. } => Status::permission_denied(format!(
-            "mechanism parameter {}: {}",
-            crate::params::INODE_URL,
-            crate::params::with_causes(&e)
-        )),
-        sriov_netlink::Error::InvalidNetnsUrl { .. }
-        | sriov_netlink::Error::NetnsOpen { .. }
-        | sriov_netlink::Error::NotANetns { .. }
-        | sriov_netlink::Error::NetnsInodeNotFound { .. } => {
-            Status::invalid_argument(crate::params::with_causes(&e))
-        }
-        other => Status::internal(crate::params::with_causes(&other)),
-    }
-}
 
 /// A connection keeps the namespace it was established in: a refresh (or the first
 /// request after a restart) naming another one is refused, so a live interface can never be
@@ -129,11 +108,11 @@ impl Inject {
                 .netlink
                 .plan_move(link.clone())
                 .await
-                .map_err(move_status)?;
+                .map_err(status::netlink)?;
             log.update(|r| r.moving = Some(intent)).await?;
         }
         sriov_failpoint::hit("inject.before-move");
-        let moved = self.netlink.move_into(link).await.map_err(move_status);
+        let moved = self.netlink.move_into(link).await.map_err(status::netlink);
         sriov_failpoint::hit("inject.after-move");
         let (m, log) = match (moved, log) {
             (Ok(m), Some(log)) => (m, log),
@@ -168,8 +147,13 @@ impl Inject {
 
     /// A refresh whose context changed (addresses, routes, MTU, name): the
     /// interface is taken back and moved again with the new configuration.
-    async fn replumb(&self, ctx: &mut Ctx, moved: MovedLink) -> Result<(), Status> {
-        let wanted = Self::plan(ctx, LinkRef::Name(moved.original.name.clone()))?;
+    async fn replumb(
+        &self,
+        ctx: &mut Ctx,
+        params: &KernelParams,
+        moved: MovedLink,
+    ) -> Result<(), Status> {
+        let wanted = Self::plan(ctx, params, LinkRef::Name(moved.original.name.clone()));
         same_netns(&moved, &wanted.netns)?;
         match ctx.get::<Applied>() {
             Some(Applied(a)) if *a == wanted => return Ok(()),
@@ -190,7 +174,7 @@ impl Inject {
         self.netlink
             .back_out(moved)
             .await
-            .map_err(|e| Status::internal(crate::params::with_causes(&e)))?;
+            .map_err(status::netlink)?;
         let m = self.move_and_record(ctx, wanted.clone()).await?;
         ctx.insert(m);
         ctx.insert(Applied(wanted));
@@ -199,76 +183,70 @@ impl Inject {
 }
 
 impl Element for Inject {
+    type Needs = (VfBinding, KernelParams);
+
     fn name(&self) -> &'static str {
         "inject"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        (binding, params): (VfBinding, KernelParams),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = next.request(ctx, request).await?;
-            if let Some(moved) = ctx.get::<MovedLink>().cloned() {
-                // A refresh: the interface is there; re-plumb only if asked for.
-                self.replumb(ctx, moved).await?;
-                return Ok(conn);
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = next.request(ctx, request).await?;
+        if let Some(moved) = ctx.get::<MovedLink>().cloned() {
+            // A refresh: the interface is there; re-plumb only if asked for.
+            self.replumb(ctx, &params, moved).await?;
+            return Ok(conn);
+        }
+        // The first request after a restart for a connection whose
+        // netdev we had moved: the pool kept the record; adopt it.
+        if let Some(m) = UndoRecord::of(&binding.lease).and_then(|r| r.moved) {
+            if let Err(e) = same_netns(&m, &params.netns) {
+                return Err(next.fail_after(ctx, conn, e).await);
             }
-            // The first request after a restart for a connection whose
-            // netdev we had moved: the pool kept the record; adopt it.
-            let recorded = ctx
-                .get::<VfBinding>()
-                .and_then(|b| UndoRecord::of(&b.lease))
-                .and_then(|r| r.moved);
-            if let Some(m) = recorded {
-                let named = ctx.get::<KernelParams>().map(|p| p.netns.clone());
-                if let Some(Err(e)) = named.map(|n| same_netns(&m, &n)) {
-                    return Err(next.fail_after(ctx, conn, e).await);
-                }
-                tracing::info!(link = %m.client_name, "adopting a VF netdev moved before a restart");
+            tracing::info!(link = %m.client_name, "adopting a VF netdev moved before a restart");
+            ctx.insert(m);
+            return Ok(conn);
+        }
+        let wanted = Self::home_link(&binding).map(|home| Self::plan(ctx, &params, home));
+        let moved = match wanted {
+            Ok(link) => self
+                .move_and_record(ctx, link.clone())
+                .await
+                .map(|m| (m, link)),
+            Err(e) => Err(e),
+        };
+        match moved {
+            Ok((m, link)) => {
                 ctx.insert(m);
-                return Ok(conn);
+                ctx.insert(Applied(link));
+                Ok(conn)
             }
-            let wanted = Self::home_link(ctx).and_then(|home| Self::plan(ctx, home));
-            let moved = match wanted {
-                Ok(link) => self
-                    .move_and_record(ctx, link.clone())
-                    .await
-                    .map(|m| (m, link)),
-                Err(e) => Err(e),
-            };
-            match moved {
-                Ok((m, link)) => {
-                    ctx.insert(m);
-                    ctx.insert(Applied(link));
-                    Ok(conn)
-                }
-                Err(e) => Err(next.fail_after(ctx, conn, e).await),
-            }
-        })
+            Err(e) => Err(next.fail_after(ctx, conn, e).await),
+        }
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            ctx.remove::<Applied>();
-            let back = match ctx.remove::<MovedLink>() {
-                Some(m) => {
-                    let back = self.netlink.back_out(m).await;
-                    sriov_failpoint::hit("inject.close.after-back-out");
-                    back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
-                        .map_err(|e| Status::internal(crate::params::with_causes(&e)))
-                }
-                None => Ok(()),
-            };
-            let rest = next.close(ctx, connection).await;
-            back.and(rest)
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        ctx.remove::<Applied>();
+        let back = match ctx.remove::<MovedLink>() {
+            Some(m) => {
+                let back = self.netlink.back_out(m).await;
+                sriov_failpoint::hit("inject.close.after-back-out");
+                back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
+                    .map_err(status::netlink)
+            }
+            None => Ok(()),
+        };
+        let rest = next.close(ctx, connection).await;
+        back.and(rest)
     }
 }

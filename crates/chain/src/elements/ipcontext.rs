@@ -18,7 +18,7 @@ use sriov_netlink::{IpNetwork, MacAddr};
 use tonic::Status;
 
 use crate::params::KernelParams;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// The client-side IP configuration, for `inject`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,37 +117,36 @@ fn network_of(n: IpNetwork) -> IpAddr {
 pub struct IpContext;
 
 impl Element for IpContext {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "ipcontext"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = next.request(ctx, request).await?;
-            match plan(&conn, ctx.get::<KernelParams>()) {
-                Ok(p) => {
-                    ctx.insert(p);
-                    Ok(conn)
-                }
-                Err(e) => Err(next.fail_after(ctx, conn, e).await),
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = next.request(ctx, request).await?;
+        match plan(&conn, ctx.get::<KernelParams>()) {
+            Ok(p) => {
+                ctx.insert(p);
+                Ok(conn)
             }
-        })
+            Err(e) => Err(next.fail_after(ctx, conn, e).await),
+        }
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            ctx.remove::<IpPlan>();
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        ctx.remove::<IpPlan>();
+        next.close(ctx, connection).await
     }
 }

@@ -16,7 +16,7 @@ use sriov_api::nsm::connectioncontext::ConnectionContext;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// Largest gRPC message any of our NSM servers decodes, and any client sends.
 pub const MAX_MESSAGE_BYTES: usize = sriov_api::NSM_MAX_MESSAGE_BYTES;
@@ -243,32 +243,31 @@ pub fn check_selector(s: &MonitorScopeSelector) -> Result<(), Status> {
 pub struct Limits;
 
 impl Element for Limits {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "limits"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            check_request(&request)?;
-            next.request(ctx, request).await
-        })
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        check_request(&request)?;
+        next.request(ctx, request).await
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            check_connection(&connection)?;
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        check_connection(&connection)?;
+        next.close(ctx, connection).await
     }
 }
 

@@ -12,7 +12,8 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use crate::{Chain, Ctx, Element, ElementFuture, Next};
+use crate::contract::{ContractError, Key, Provided};
+use crate::{Chain, Ctx, Element, Next};
 
 /// The mechanism type a connection uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,50 +80,69 @@ impl Mechanisms {
 }
 
 impl Element for Mechanisms {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "mechanisms"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
-        mut request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let mechanism = self.pick(ctx, &request)?;
-            let kind = mechanism.r#type.clone();
-            let Some(sub) = self.by_type.get(&kind) else {
-                return Err(Status::internal(format!("no sub-chain for {kind}")));
-            };
-            request
-                .connection
-                .get_or_insert_with(Default::default)
-                .mechanism = Some(mechanism);
-            let had = ctx.insert(Selected(kind.clone()));
-            let result = Element::request(sub, ctx, request, next).await;
-            if result.is_err() && had.is_none() {
-                ctx.remove::<Selected>();
+    /// Each sub-chain is checked where it runs, after what came before;
+    /// the elements after this one can count only on what every
+    /// sub-chain provides.
+    fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {
+        before.add([Key::of::<Selected>()]);
+        let mut common: Option<Provided> = None;
+        for sub in self.by_type.values() {
+            let mut after = before.clone();
+            Element::check_order(sub, &mut after)?;
+            match &mut common {
+                Some(c) => c.keep_common(&after),
+                None => common = Some(after),
             }
-            result
-        })
+        }
+        if let Some(c) = common {
+            *before = c;
+        }
+        Ok(())
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
+        mut request: NetworkServiceRequest,
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let mechanism = self.pick(ctx, &request)?;
+        let kind = mechanism.r#type.clone();
+        let Some(sub) = self.by_type.get(&kind) else {
+            return Err(Status::internal(format!("no sub-chain for {kind}")));
+        };
+        request
+            .connection
+            .get_or_insert_with(Default::default)
+            .mechanism = Some(mechanism);
+        let had = ctx.insert(Selected(kind.clone()));
+        let result = Element::request(sub, ctx, (), request, next).await;
+        if result.is_err() && had.is_none() {
+            ctx.remove::<Selected>();
+        }
+        result
+    }
+
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let kind = ctx
-                .remove::<Selected>()
-                .map(|s| s.0)
-                .or_else(|| connection.mechanism.as_ref().map(|m| m.r#type.clone()));
-            match kind.as_deref().and_then(|k| self.by_type.get(k)) {
-                Some(sub) => Element::close(sub, ctx, connection, next).await,
-                None => next.close(ctx, connection).await,
-            }
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let kind = ctx
+            .remove::<Selected>()
+            .map(|s| s.0)
+            .or_else(|| connection.mechanism.as_ref().map(|m| m.r#type.clone()));
+        match kind.as_deref().and_then(|k| self.by_type.get(k)) {
+            Some(sub) => Element::close(sub, ctx, connection, next).await,
+            None => next.close(ctx, connection).await,
+        }
     }
 }

@@ -13,8 +13,9 @@ use sriov_api::nsm::connection::{
 };
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tokio::sync::broadcast;
+use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// The event bus and current connections, shared with the gRPC server.
 #[derive(Debug, Clone)]
@@ -144,34 +145,33 @@ impl Monitor {
 }
 
 impl Element for Monitor {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "monitor"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = next.request(ctx, request).await?;
-            self.publish(ConnectionEventType::Update, &conn);
-            Ok(conn)
-        })
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = next.request(ctx, request).await?;
+        self.publish(ConnectionEventType::Update, &conn);
+        Ok(conn)
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let result = next.close(ctx, connection.clone()).await;
-            self.publish(ConnectionEventType::Delete, &connection);
-            result
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let result = next.close(ctx, connection.clone()).await;
+        self.publish(ConnectionEventType::Delete, &connection);
+        result
     }
 }
 

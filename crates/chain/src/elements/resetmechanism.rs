@@ -9,8 +9,9 @@
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// The connection as last returned, for closing it on a mechanism change.
 #[derive(Debug, Clone)]
@@ -41,43 +42,42 @@ fn wants_other(established: &Connection, request: &NetworkServiceRequest) -> boo
 }
 
 impl Element for ResetMechanism {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "resetmechanism"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         mut request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            if let Some(Established(old)) = ctx.get::<Established>().cloned()
-                && wants_other(&old, &request)
-            {
-                tracing::info!(connection = %old.id, "mechanism changed on refresh; closing the old one");
-                next.close(ctx, old).await?;
-                ctx.remove::<Established>();
-                ctx.set_refresh(false);
-                if let Some(c) = request.connection.as_mut() {
-                    c.mechanism = None;
-                }
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        if let Some(Established(old)) = ctx.get::<Established>().cloned()
+            && wants_other(&old, &request)
+        {
+            tracing::info!(connection = %old.id, "mechanism changed on refresh; closing the old one");
+            next.close(ctx, old).await?;
+            ctx.remove::<Established>();
+            ctx.set_refresh(false);
+            if let Some(c) = request.connection.as_mut() {
+                c.mechanism = None;
             }
-            let conn = next.request(ctx, request).await?;
-            ctx.insert(Established(conn.clone()));
-            Ok(conn)
-        })
+        }
+        let conn = next.request(ctx, request).await?;
+        ctx.insert(Established(conn.clone()));
+        Ok(conn)
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            ctx.remove::<Established>();
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        ctx.remove::<Established>();
+        next.close(ctx, connection).await
     }
 }

@@ -15,12 +15,15 @@ use std::time::{Duration, SystemTime};
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_pci::{PciAddress, Sysfs};
-use sriov_pool::{DriverKind, Pool, PoolError, VfLease};
+use sriov_pool::{DriverKind, Pool, VfLease};
 use tonic::Status;
 
-use crate::params::{self, KernelParams, VfioParams};
+use super::validate::Token;
+use crate::contract::Key;
+use crate::params;
+use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// The VF a connection uses, for the elements after this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +63,7 @@ impl UndoLog {
                 .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?
         };
         let (pool, conn) = (self.pool.clone(), self.connection.clone());
-        blocking(move || pool.record_undo(&conn, Some(value)).map_err(pool_status)).await?;
+        blocking(move || pool.record_undo(&conn, Some(value)).map_err(status::pool)).await?;
         Ok(())
     }
 
@@ -116,7 +119,7 @@ impl ResourcePool {
     /// Binds the leased VF and gathers what later elements need (blocking sysfs work).
     fn bind(&self, lease: VfLease) -> Result<VfBinding, Status> {
         let driver = self.driver_for(lease.pf)?;
-        let previous = self.sysfs.bind(lease.vf, &driver).map_err(pci_status)?;
+        let previous = self.sysfs.bind(lease.vf, &driver).map_err(status::pci)?;
         let undo = |e: Status| {
             if previous.as_deref() != Some(driver.as_str())
                 && let Err(re) = self.sysfs.restore_driver(lease.vf, previous.as_deref())
@@ -128,7 +131,7 @@ impl ResourcePool {
         let vf_index = self
             .sysfs
             .vfs(lease.pf)
-            .map_err(pci_status)
+            .map_err(status::pci)
             .map_err(undo)?
             .into_iter()
             .find(|v| v.address == lease.vf)
@@ -142,7 +145,7 @@ impl ResourcePool {
         let pf_netdev = self
             .sysfs
             .netdevs(lease.pf)
-            .map_err(pci_status)
+            .map_err(status::pci)
             .map_err(undo)?
             .into_iter()
             .next();
@@ -173,7 +176,7 @@ impl ResourcePool {
             if let Some(n) = self
                 .sysfs
                 .netdevs(vf)
-                .map_err(pci_status)?
+                .map_err(status::pci)?
                 .into_iter()
                 .next()
             {
@@ -194,13 +197,13 @@ impl ResourcePool {
         let restore = if binding.previous_driver.as_deref() != Some(driver.as_str()) {
             self.sysfs
                 .restore_driver(binding.lease.vf, binding.previous_driver.as_deref())
-                .map_err(pci_status)
+                .map_err(status::pci)
         } else {
             Ok(())
         };
         // The VF goes back to the pool even if the driver could not be
         // restored: a stuck driver must not leak the VF forever.
-        self.pool.unuse(connection).map_err(pool_status)?;
+        self.pool.unuse(connection).map_err(status::pool)?;
         restore
     }
 }
@@ -221,143 +224,113 @@ impl ResourcePool {
     }
 }
 
-/// Maps pool errors to the status a client should see.
-pub fn pool_status(e: PoolError) -> Status {
-    match &e {
-        PoolError::UnknownToken(_) => Status::not_found(e.to_string()),
-        PoolError::WrongName { .. } => Status::invalid_argument(e.to_string()),
-        PoolError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
-        PoolError::NotAllocated(_) | PoolError::InUse { .. } | PoolError::NoVfs(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        PoolError::Persist { .. }
-        | PoolError::Poisoned
-        | PoolError::CorruptState { .. }
-        | PoolError::UnsafeStateDir { .. } => Status::internal(e.to_string()),
-    }
-}
-
-pub(crate) fn pci_status(e: sriov_pci::PciError) -> Status {
-    Status::internal(e.to_string())
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
-}
-
 impl Element for Arc<ResourcePool> {
+    type Needs = (Token,);
+
     fn name(&self) -> &'static str {
         "resourcepool"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
-        mut request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn_id = request
-                .connection
-                .as_ref()
-                .map(|c| c.id.clone())
-                .unwrap_or_default();
-            let token = match (ctx.get::<KernelParams>(), ctx.get::<VfioParams>()) {
-                (Some(k), _) if self.kind == DriverKind::Kernel => k.token.clone(),
-                (_, Some(v)) if self.kind == DriverKind::Vfio => v.token.clone(),
-                _ => return Err(Status::internal("resourcepool runs after validate")),
-            };
-            let fresh = match ctx.get::<VfBinding>() {
-                Some(b) if b.lease.token == token => {
-                    let (pool, id, at) = (self.pool.clone(), conn_id.clone(), self.expires_at());
-                    blocking(move || pool.refresh(&id, at).map_err(pool_status)).await?;
-                    false
-                }
-                Some(_) => {
-                    return Err(Status::invalid_argument(
-                        "a refresh cannot change the connection's tokenID",
-                    ));
-                }
-                None => {
-                    let this = self.clone();
-                    let (id, at) = (conn_id.clone(), self.expires_at());
-                    let binding = blocking(move || {
-                        let lease = this
-                            .pool
-                            .use_token(&token, this.kind, &id, at)
-                            .map_err(pool_status)?;
-                        sriov_failpoint::hit("pool.after-use-token");
-                        let bound = this.bind(lease.clone());
-                        sriov_failpoint::hit("resourcepool.after-bind");
-                        bound.inspect_err(|_| {
-                            if let Err(e) = this.pool.unuse(&id) {
-                                tracing::warn!(error = %e, "returning a VF after a failed bind");
-                            }
-                        })
-                    })
-                    .await?;
-                    // Adopted after a restart: later parts add to what the
-                    // pool already records.
-                    let record = UndoRecord::of(&binding.lease).unwrap_or_default();
-                    ctx.insert(binding);
-                    ctx.insert(UndoLog {
-                        pool: self.pool.clone(),
-                        connection: conn_id.clone(),
-                        record: Arc::new(std::sync::Mutex::new(record)),
-                    });
-                    true
-                }
-            };
-            if let (Some(b), Some(m)) = (
-                ctx.get::<VfBinding>(),
-                request
-                    .connection
-                    .as_mut()
-                    .and_then(|c| c.mechanism.as_mut()),
-            ) {
-                m.parameters
-                    .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());
-            }
-            let answered = match next.request(ctx, request).await {
-                Ok(c) => match ResourcePool::establish(ctx).await {
-                    Ok(()) => Ok(c),
-                    Err(e) => Err(next.fail_after(ctx, c, e).await),
-                },
-                Err(e) => Err(e),
-            };
-            match answered {
-                Ok(c) => Ok(c),
-                Err(e) => {
-                    if fresh && let Some(b) = ctx.remove::<VfBinding>() {
-                        let this = self.clone();
-                        if let Err(ue) = blocking(move || this.unbind(&b, &conn_id)).await {
-                            tracing::warn!(error = %ue, "undoing the VF after a later failure");
-                        }
-                    }
-                    Err(e)
-                }
-            }
-        })
+    fn provides(&self) -> Vec<Key> {
+        vec![Key::of::<VfBinding>(), Key::of::<UndoLog>()]
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
-        connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let id = connection.id.clone();
-            let rest = next.close(ctx, connection).await;
-            if let Some(b) = ctx.remove::<VfBinding>() {
-                let this = self.clone();
-                blocking(move || this.unbind(&b, &id)).await?;
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        (Token(token),): (Token,),
+        mut request: NetworkServiceRequest,
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn_id = request
+            .connection
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        let fresh = match ctx.get::<VfBinding>() {
+            Some(b) if b.lease.token == token => {
+                let (pool, id, at) = (self.pool.clone(), conn_id.clone(), self.expires_at());
+                blocking(move || pool.refresh(&id, at).map_err(status::pool)).await?;
+                false
             }
-            rest
-        })
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "a refresh cannot change the connection's tokenID",
+                ));
+            }
+            None => {
+                let this = self.clone();
+                let (id, at) = (conn_id.clone(), self.expires_at());
+                let binding = blocking(move || {
+                    let lease = this
+                        .pool
+                        .use_token(&token, this.kind, &id, at)
+                        .map_err(status::pool)?;
+                    sriov_failpoint::hit("pool.after-use-token");
+                    let bound = this.bind(lease.clone());
+                    sriov_failpoint::hit("resourcepool.after-bind");
+                    bound.inspect_err(|_| {
+                        if let Err(e) = this.pool.unuse(&id) {
+                            tracing::warn!(error = %e, "returning a VF after a failed bind");
+                        }
+                    })
+                })
+                .await?;
+                // Adopted after a restart: later parts add to what the
+                // pool already records.
+                let record = UndoRecord::of(&binding.lease).unwrap_or_default();
+                ctx.insert(binding);
+                ctx.insert(UndoLog {
+                    pool: self.pool.clone(),
+                    connection: conn_id.clone(),
+                    record: Arc::new(std::sync::Mutex::new(record)),
+                });
+                true
+            }
+        };
+        if let (Some(b), Some(m)) = (
+            ctx.get::<VfBinding>(),
+            request
+                .connection
+                .as_mut()
+                .and_then(|c| c.mechanism.as_mut()),
+        ) {
+            m.parameters
+                .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());
+        }
+        let answered = match next.request(ctx, request).await {
+            Ok(c) => match ResourcePool::establish(ctx).await {
+                Ok(()) => Ok(c),
+                Err(e) => Err(next.fail_after(ctx, c, e).await),
+            },
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                if fresh && let Some(b) = ctx.remove::<VfBinding>() {
+                    let this = self.clone();
+                    if let Err(ue) = blocking(move || this.unbind(&b, &conn_id)).await {
+                        tracing::warn!(error = %ue, "undoing the VF after a later failure");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
+        connection: Connection,
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let id = connection.id.clone();
+        let rest = next.close(ctx, connection).await;
+        if let Some(b) = ctx.remove::<VfBinding>() {
+            let this = self.clone();
+            blocking(move || this.unbind(&b, &id)).await?;
+        }
+        rest
     }
 }

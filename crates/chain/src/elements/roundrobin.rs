@@ -13,7 +13,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use super::discover::Candidates;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -43,69 +43,65 @@ impl RoundRobin {
 }
 
 impl Element for RoundRobin {
+    type Needs = (Candidates,);
+
     fn name(&self) -> &'static str {
         "roundrobin"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        (Candidates(found),): (Candidates,),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let candidates: Vec<String> = ctx
-                .get::<Candidates>()
-                .map(|c| c.0.iter().map(|e| e.name.clone()).collect())
-                .unwrap_or_default();
-            let service = request
-                .connection
-                .as_ref()
-                .map(|c| c.network_service.clone())
-                .unwrap_or_default();
-            let order: Vec<String> = match ctx.get::<Chosen>() {
-                Some(Chosen(name)) => vec![name.clone()],
-                None if candidates.is_empty() => {
-                    return Err(Status::not_found(format!("no endpoint for {service:?}")));
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let candidates: Vec<String> = found.into_iter().map(|e| e.name).collect();
+        let service = request
+            .connection
+            .as_ref()
+            .map(|c| c.network_service.clone())
+            .unwrap_or_default();
+        let order: Vec<String> = match ctx.get::<Chosen>() {
+            Some(Chosen(name)) => vec![name.clone()],
+            None if candidates.is_empty() => {
+                return Err(Status::not_found(format!("no endpoint for {service:?}")));
+            }
+            None => {
+                let start = self.start(&service, candidates.len());
+                // Rotated to start at `start`: every candidate once, in order.
+                let start = start % candidates.len();
+                let (head, tail) = candidates.split_at(start);
+                tail.iter().chain(head).cloned().collect()
+            }
+        };
+        let mut last = Status::not_found("no endpoint tried");
+        for name in order {
+            let mut req = request.clone();
+            if let Some(c) = req.connection.as_mut() {
+                c.network_service_endpoint_name = name.clone();
+            }
+            match next.request(ctx, req).await {
+                Ok(conn) => {
+                    ctx.insert(Chosen(name));
+                    return Ok(conn);
                 }
-                None => {
-                    let start = self.start(&service, candidates.len());
-                    // Rotated to start at `start`: every candidate once, in order.
-                    let start = start % candidates.len();
-                    let (head, tail) = candidates.split_at(start);
-                    tail.iter().chain(head).cloned().collect()
-                }
-            };
-            let mut last = Status::not_found("no endpoint tried");
-            for name in order {
-                let mut req = request.clone();
-                if let Some(c) = req.connection.as_mut() {
-                    c.network_service_endpoint_name = name.clone();
-                }
-                match next.request(ctx, req).await {
-                    Ok(conn) => {
-                        ctx.insert(Chosen(name));
-                        return Ok(conn);
-                    }
-                    Err(e) => {
-                        tracing::debug!(endpoint = %name, error = %e, "endpoint failed; trying the next");
-                        last = e;
-                    }
+                Err(e) => {
+                    tracing::debug!(endpoint = %name, error = %e, "endpoint failed; trying the next");
+                    last = e;
                 }
             }
-            Err(last)
-        })
+        }
+        Err(last)
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            ctx.remove::<Chosen>();
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        ctx.remove::<Chosen>();
+        next.close(ctx, connection).await
     }
 }

@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime};
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tokio::task::JoinHandle;
+use tonic::Status;
 
 use super::updatepath::system_time;
-use crate::{Chain, Ctx, Element, ElementFuture, Next};
+use crate::{Chain, Ctx, Element, Next};
 
 /// A handle to the composed chain, filled in after composition (the
 /// element is part of the chain it must call into).
@@ -85,32 +86,31 @@ impl Timeout {
 }
 
 impl Element for Timeout {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "timeout"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = next.request(ctx, request).await?;
-            ctx.insert(self.arm(&conn));
-            Ok(conn)
-        })
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = next.request(ctx, request).await?;
+        ctx.insert(self.arm(&conn));
+        Ok(conn)
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            drop(ctx.remove::<Timer>());
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        drop(ctx.remove::<Timer>());
+        next.close(ctx, connection).await
     }
 }

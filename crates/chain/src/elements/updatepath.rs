@@ -17,7 +17,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::prost_types::Timestamp;
 use tonic::Status;
 
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// The connection ids this forwarder has handed out and still serves.
 pub trait KnownConnections: Send + Sync + 'static {
@@ -171,64 +171,63 @@ fn ours(path: &mut Path, index: usize) -> Result<&mut PathSegment, Status> {
 }
 
 impl Element for UpdatePath {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "updatepath"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
         mut request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = request.connection.get_or_insert_with(Default::default);
-            let prev_id = conn.id.clone();
-            let entered = enter(conn, &self.name)?;
-            let path = conn.path.get_or_insert_with(Default::default);
-            let seg = ours(path, entered.ours)?;
-            // Our segment's id is the connection's id in this forwarder. A
-            // client may repeat one we handed out (a refresh, whose owner
-            // `authorize` checks) but never choose one for a new
-            // connection, so it cannot pick another tenant's; unlike the
-            // SDK, an unknown id in our segment is replaced. A first hop's
-            // connection id (an empty path) is the client's to choose, as
-            // in the SDK.
-            if !entered.first_hop && !self.known.is_known(&seg.id) {
-                seg.id = fresh_id();
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = request.connection.get_or_insert_with(Default::default);
+        let prev_id = conn.id.clone();
+        let entered = enter(conn, &self.name)?;
+        let path = conn.path.get_or_insert_with(Default::default);
+        let seg = ours(path, entered.ours)?;
+        // Our segment's id is the connection's id in this forwarder. A
+        // client may repeat one we handed out (a refresh, whose owner
+        // `authorize` checks) but never choose one for a new
+        // connection, so it cannot pick another tenant's; unlike the
+        // SDK, an unknown id in our segment is replaced. A first hop's
+        // connection id (an empty path) is the client's to choose, as
+        // in the SDK.
+        if !entered.first_hop && !self.known.is_known(&seg.id) {
+            seg.id = fresh_id();
+        }
+        seg.expires = Some(timestamp(SystemTime::now() + self.lifetime));
+        let id = seg.id.clone();
+        path.index = u32::try_from(entered.ours).unwrap_or(u32::MAX);
+        conn.id = id;
+        let mut out = next.request(ctx, request).await?;
+        if let Some(p) = out.path.as_mut() {
+            p.index = entered.caller;
+            if let Some(seg) = p.path_segments.get(entered.caller as usize)
+                && !seg.id.is_empty()
+            {
+                out.id = seg.id.clone();
+            } else {
+                out.id = prev_id;
             }
-            seg.expires = Some(timestamp(SystemTime::now() + self.lifetime));
-            let id = seg.id.clone();
-            path.index = u32::try_from(entered.ours).unwrap_or(u32::MAX);
-            conn.id = id;
-            let mut out = next.request(ctx, request).await?;
-            if let Some(p) = out.path.as_mut() {
-                p.index = entered.caller;
-                if let Some(seg) = p.path_segments.get(entered.caller as usize)
-                    && !seg.id.is_empty()
-                {
-                    out.id = seg.id.clone();
-                } else {
-                    out.id = prev_id;
-                }
-            }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         mut connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let entered = enter(&mut connection, &self.name)?;
-            let path = connection.path.get_or_insert_with(Default::default);
-            connection.id = ours(path, entered.ours)?.id.clone();
-            path.index = u32::try_from(entered.ours).unwrap_or(u32::MAX);
-            next.close(ctx, connection).await
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let entered = enter(&mut connection, &self.name)?;
+        let path = connection.path.get_or_insert_with(Default::default);
+        connection.id = ours(path, entered.ours)?.id.clone();
+        path.index = u32::try_from(entered.ours).unwrap_or(u32::MAX);
+        next.close(ctx, connection).await
     }
 }
 

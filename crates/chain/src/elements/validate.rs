@@ -4,13 +4,20 @@
 //! parameters (interface names, namespace URLs, cgroup dirs, MTU, VLAN,
 //! token) are INVALID_ARGUMENT here, so no later element has started
 //! changing the host. The parsed parameters are left in the context for
-//! the elements after it. Nothing to undo.
+//! the elements after it: the mechanism's own ([`KernelParams`],
+//! [`VfioParams`]) and the [`Token`] both have. Nothing to undo.
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
+use tonic::Status;
 
-use crate::params;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::contract::Key;
+use crate::params::{self, KernelParams, VfioParams};
+use crate::{Ctx, Element, Next};
+
+/// The connection's `tokenID`, whatever its mechanism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token(pub String);
 
 /// Which mechanism's parameters to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,42 +29,58 @@ pub enum Validate {
 }
 
 impl Element for Validate {
+    type Needs = ();
+
     fn name(&self) -> &'static str {
         "validate"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
-        request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let empty = Default::default();
-            let p = request
-                .connection
-                .as_ref()
-                .and_then(|c| c.mechanism.as_ref())
-                .map(|m| &m.parameters)
-                .unwrap_or(&empty);
-            match self {
-                Validate::Kernel => {
-                    ctx.insert(params::kernel(p)?);
-                }
-                Validate::Vfio => {
-                    ctx.insert(params::vfio(p)?);
-                }
-            }
-            next.request(ctx, request).await
-        })
+    fn provides(&self) -> Vec<Key> {
+        let params = match self {
+            Validate::Kernel => Key::of::<KernelParams>(),
+            Validate::Vfio => Key::of::<VfioParams>(),
+        };
+        vec![params, Key::of::<Token>()]
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        _: (),
+        request: NetworkServiceRequest,
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let empty = Default::default();
+        let p = request
+            .connection
+            .as_ref()
+            .and_then(|c| c.mechanism.as_ref())
+            .map(|m| &m.parameters)
+            .unwrap_or(&empty);
+        let token = match self {
+            Validate::Kernel => {
+                let k = params::kernel(p)?;
+                let token = k.token.clone();
+                ctx.insert(k);
+                token
+            }
+            Validate::Vfio => {
+                let v = params::vfio(p)?;
+                let token = v.token.clone();
+                ctx.insert(v);
+                token
+            }
+        };
+        ctx.insert(Token(token));
+        next.request(ctx, request).await
+    }
+
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        next.close(ctx, connection)
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        next.close(ctx, connection).await
     }
 }

@@ -16,8 +16,9 @@ use tonic::Status;
 
 use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
+use crate::status;
 use crate::undo::UndoRecord;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// See the module docs.
 pub struct VfConfigElement {
@@ -67,94 +68,80 @@ fn wanted(conn: &Connection, ctx: &Ctx) -> Result<VfConfig, Status> {
 }
 
 impl Element for VfConfigElement {
+    type Needs = (VfBinding,);
+
     fn name(&self) -> &'static str {
         "vfconfig"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        (b,): (VfBinding,),
         request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let conn = next.request(ctx, request).await?;
-            if ctx.get::<VfRecord>().is_some() {
-                return Ok(conn); // a refresh: already configured
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let conn = next.request(ctx, request).await?;
+        if ctx.get::<VfRecord>().is_some() {
+            return Ok(conn); // a refresh: already configured
+        }
+        // The first refresh after a restart: what we set is recorded.
+        if let Some(r) = UndoRecord::of(&b.lease).and_then(|r| r.vf) {
+            ctx.insert(r);
+            return Ok(conn);
+        }
+        let result = async {
+            let cfg = wanted(&conn, ctx)?;
+            if cfg.is_empty() {
+                return Ok(None);
             }
-            // The first refresh after a restart: what we set is recorded.
-            if let Some(r) = ctx
-                .get::<VfBinding>()
-                .and_then(|b| UndoRecord::of(&b.lease))
-                .and_then(|r| r.vf)
-            {
-                ctx.insert(r);
-                return Ok(conn);
+            let pf = b.pf_netdev.clone().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "PF {} has no netdev, so the VF's MAC/VLAN cannot be set",
+                    b.lease.pf
+                ))
+            })?;
+            let (vf, pf) = (b.vf_index, LinkRef::Name(pf));
+            // The values before ours are persisted before ours are set,
+            // so a restart can restore them whenever it is killed.
+            let record = self
+                .netlink
+                .vf_record(pf.clone(), vf, cfg.clone())
+                .await
+                .map_err(status::netlink)?;
+            if let Some(log) = ctx.get::<UndoLog>().cloned() {
+                let r = record.clone();
+                log.update(|u| u.vf = Some(r)).await?;
             }
-            let result = async {
-                let cfg = wanted(&conn, ctx)?;
-                if cfg.is_empty() {
-                    return Ok(None);
-                }
-                let b = ctx
-                    .get::<VfBinding>()
-                    .ok_or_else(|| Status::internal("vfconfig runs after resourcepool"))?;
-                let pf = b.pf_netdev.clone().ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "PF {} has no netdev, so the VF's MAC/VLAN cannot be set",
-                        b.lease.pf
-                    ))
-                })?;
-                let (vf, pf) = (b.vf_index, LinkRef::Name(pf));
-                let internal =
-                    |e: sriov_netlink::Error| Status::internal(crate::params::with_causes(&e));
-                // The values before ours are persisted before ours are set,
-                // so a restart can restore them whenever it is killed.
-                let record = self
-                    .netlink
-                    .vf_record(pf.clone(), vf, cfg.clone())
-                    .await
-                    .map_err(internal)?;
-                if let Some(log) = ctx.get::<UndoLog>().cloned() {
-                    let r = record.clone();
-                    log.update(|u| u.vf = Some(r)).await?;
-                }
-                self.netlink
-                    .set_vf(pf, vf, cfg)
-                    .await
-                    .map(|_| Some(record))
-                    .map_err(internal)
+            self.netlink
+                .set_vf(pf, vf, cfg)
+                .await
+                .map(|_| Some(record))
+                .map_err(status::netlink)
+        }
+        .await;
+        sriov_failpoint::hit("vfconfig.after-set");
+        match result {
+            Ok(Some(record)) => {
+                ctx.insert(record);
+                Ok(conn)
             }
-            .await;
-            sriov_failpoint::hit("vfconfig.after-set");
-            match result {
-                Ok(Some(record)) => {
-                    ctx.insert(record);
-                    Ok(conn)
-                }
-                Ok(None) => Ok(conn),
-                Err(e) => Err(next.fail_after(ctx, conn, e).await),
-            }
-        })
+            Ok(None) => Ok(conn),
+            Err(e) => Err(next.fail_after(ctx, conn, e).await),
+        }
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let restored = match ctx.remove::<VfRecord>() {
-                Some(r) => self
-                    .netlink
-                    .restore_vf(r)
-                    .await
-                    .map_err(|e| Status::internal(crate::params::with_causes(&e))),
-                None => Ok(()),
-            };
-            let rest = next.close(ctx, connection).await;
-            restored.and(rest)
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let restored = match ctx.remove::<VfRecord>() {
+            Some(r) => self.netlink.restore_vf(r).await.map_err(status::netlink),
+            None => Ok(()),
+        };
+        let rest = next.close(ctx, connection).await;
+        restored.and(rest)
     }
 }

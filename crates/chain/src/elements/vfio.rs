@@ -20,8 +20,9 @@ use tonic::Status;
 
 use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::{self, VfioParams};
+use crate::status;
 use crate::undo::UndoRecord;
-use crate::{Ctx, Element, ElementFuture, Next};
+use crate::{Ctx, Element, Next};
 
 /// What was granted where, for a revocation of exactly that; `adopted`
 /// when it was granted by the process before a restart (read from the
@@ -57,129 +58,100 @@ impl Vfio {
     }
 }
 
-fn vfio_status(e: sriov_vfio::Error) -> Status {
-    match e {
-        sriov_vfio::Error::CgroupDirRejected { .. } => {
-            Status::invalid_argument(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
-        }
-        sriov_vfio::Error::CgroupDirRefused { .. } | sriov_vfio::Error::CgroupDirEscapes { .. } => {
-            Status::permission_denied(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
-        }
-        sriov_vfio::Error::CgroupDirUnresolvable { .. }
-        | sriov_vfio::Error::NotDevicesCgroup { .. } => {
-            Status::invalid_argument(format!("mechanism parameter {}: {e}", params::CGROUP_DIR))
-        }
-        sriov_vfio::Error::CgroupV2 { .. } => Status::failed_precondition(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 impl Element for Vfio {
+    type Needs = (VfBinding, VfioParams);
+
     fn name(&self) -> &'static str {
         "vfio"
     }
 
-    fn request<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        (b, p): (VfBinding, VfioParams),
         mut request: NetworkServiceRequest,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, Connection> {
-        Box::pin(async move {
-            let b = ctx
-                .get::<VfBinding>()
-                .ok_or_else(|| Status::internal("vfio runs after resourcepool"))?
-                .clone();
-            let p = ctx
-                .get::<VfioParams>()
-                .ok_or_else(|| Status::internal("vfio runs after validate"))?
-                .clone();
-            let group =
-                IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(vfio_status)?;
-            let (container, device) = self.vfio_dir.devices_for(&group).map_err(vfio_status)?;
-            if let Some(m) = request
-                .connection
-                .as_mut()
-                .and_then(|c| c.mechanism.as_mut())
+        next: Next<'_>,
+    ) -> Result<Connection, Status> {
+        let group =
+            IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(status::vfio)?;
+        let (container, device) = self.vfio_dir.devices_for(&group).map_err(status::vfio)?;
+        if let Some(m) = request
+            .connection
+            .as_mut()
+            .and_then(|c| c.mechanism.as_mut())
+        {
+            let set = |m: &mut sriov_api::nsm::connection::Mechanism, k: &str, v: String| {
+                m.parameters.insert(k.to_string(), v);
+            };
+            set(m, params::IOMMU_GROUP, group.id.to_string());
+            set(m, params::VFIO_MAJOR, container.major.to_string());
+            set(m, params::VFIO_MINOR, container.minor.to_string());
+            set(m, params::DEVICE_MAJOR, device.major.to_string());
+            set(m, params::DEVICE_MINOR, device.minor.to_string());
+        }
+        if ctx.get::<Granted>().is_none()
+            && let Some(grant) = UndoRecord::of(&b.lease).and_then(|r| r.grant)
+        {
+            ctx.insert(Granted {
+                grant,
+                adopted: true,
+            });
+        }
+        let fresh = ctx.get::<Granted>().is_none();
+        if fresh {
+            let cgroups = self.cgroups.as_ref().map_err(|why| {
+                Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
+            })?;
+            // Planned and persisted before anything is written, so a
+            // restart can revoke it whenever the process is killed.
+            let log = ctx.get::<UndoLog>().cloned();
+            let mut planned = None;
+            if let Some(log) = &log {
+                let plan = cgroups
+                    .plan_all(&p.cgroup_dir, &[container, device])
+                    .map_err(status::vfio)?;
+                planned = Some(plan.clone());
+                log.update(|r| r.grant = Some(plan)).await?;
+            }
+            let grant = cgroups
+                .grant_all(&p.cgroup_dir, &[container, device])
+                .map_err(status::vfio)?;
+            sriov_failpoint::hit("vfio.after-grant");
+            let granted = Granted {
+                grant: grant.clone(),
+                adopted: false,
+            };
+            // What was written, if the plan and the cgroups disagree now.
+            if let Some(log) = log.filter(|_| planned.as_ref() != Some(&grant))
+                && let Err(e) = log.update(|r| r.grant = Some(grant)).await
             {
-                let set = |m: &mut sriov_api::nsm::connection::Mechanism, k: &str, v: String| {
-                    m.parameters.insert(k.to_string(), v);
-                };
-                set(m, params::IOMMU_GROUP, group.id.to_string());
-                set(m, params::VFIO_MAJOR, container.major.to_string());
-                set(m, params::VFIO_MINOR, container.minor.to_string());
-                set(m, params::DEVICE_MAJOR, device.major.to_string());
-                set(m, params::DEVICE_MINOR, device.minor.to_string());
+                self.revoke(&granted);
+                return Err(e);
             }
-            if ctx.get::<Granted>().is_none()
-                && let Some(grant) = ctx
-                    .get::<VfBinding>()
-                    .and_then(|b| UndoRecord::of(&b.lease))
-                    .and_then(|r| r.grant)
-            {
-                ctx.insert(Granted {
-                    grant,
-                    adopted: true,
-                });
-            }
-            let fresh = ctx.get::<Granted>().is_none();
-            if fresh {
-                let cgroups = self.cgroups.as_ref().map_err(|why| {
-                    Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
-                })?;
-                // Planned and persisted before anything is written, so a
-                // restart can revoke it whenever the process is killed.
-                let log = ctx.get::<UndoLog>().cloned();
-                let mut planned = None;
-                if let Some(log) = &log {
-                    let plan = cgroups
-                        .plan_all(&p.cgroup_dir, &[container, device])
-                        .map_err(vfio_status)?;
-                    planned = Some(plan.clone());
-                    log.update(|r| r.grant = Some(plan)).await?;
+            ctx.insert(granted);
+        }
+        match next.request(ctx, request).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                if fresh && let Some(g) = ctx.remove::<Granted>() {
+                    self.revoke(&g);
                 }
-                let grant = cgroups
-                    .grant_all(&p.cgroup_dir, &[container, device])
-                    .map_err(vfio_status)?;
-                sriov_failpoint::hit("vfio.after-grant");
-                let granted = Granted {
-                    grant: grant.clone(),
-                    adopted: false,
-                };
-                // What was written, if the plan and the cgroups disagree now.
-                if let Some(log) = log.filter(|_| planned.as_ref() != Some(&grant))
-                    && let Err(e) = log.update(|r| r.grant = Some(grant)).await
-                {
-                    self.revoke(&granted);
-                    return Err(e);
-                }
-                ctx.insert(granted);
+                Err(e)
             }
-            match next.request(ctx, request).await {
-                Ok(c) => Ok(c),
-                Err(e) => {
-                    if fresh && let Some(g) = ctx.remove::<Granted>() {
-                        self.revoke(&g);
-                    }
-                    Err(e)
-                }
-            }
-        })
+        }
     }
 
-    fn close<'a>(
-        &'a self,
-        ctx: &'a mut Ctx,
+    async fn close(
+        &self,
+        ctx: &mut Ctx,
         connection: Connection,
-        next: Next<'a>,
-    ) -> ElementFuture<'a, ()> {
-        Box::pin(async move {
-            let rest = next.close(ctx, connection).await;
-            if let Some(g) = ctx.remove::<Granted>() {
-                self.revoke(&g);
-            }
-            rest
-        })
+        next: Next<'_>,
+    ) -> Result<(), Status> {
+        let rest = next.close(ctx, connection).await;
+        if let Some(g) = ctx.remove::<Granted>() {
+            self.revoke(&g);
+        }
+        rest
     }
 }
 

@@ -10,6 +10,7 @@
 )]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,14 +20,17 @@ use sriov_api::nsm::connection::{Connection, Mechanism, Path as NsmPath, PathSeg
 use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_chain::contract::Needs;
 use sriov_chain::elements::monitor::Monitor;
+use sriov_chain::elements::resourcepool::ResourcePool;
+use sriov_chain::elements::vfio::Vfio;
 use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::params;
-use sriov_chain::{Chain, Ctx, EndpointFinder, EndpointQuery, NextHop};
+use sriov_chain::{Chain, Ctx, Element, EndpointFinder, EndpointQuery, Next, NextHop};
 use sriov_netlink::NetlinkOps;
 use sriov_pci::{PciAddress, Sysfs};
 use sriov_pci_fake::{FakeSysfs, fixtures};
-use sriov_pool::{FileStore, PfEntry, Pool, TokenState, system_clock};
+use sriov_pool::{DriverKind, FileStore, PfEntry, Pool, TokenState, system_clock};
 use sriov_vfio::{CgroupDevices, DeviceNodes, DeviceNumber, RuleWriter, VfioDir};
 use tonic::Status;
 
@@ -130,13 +134,114 @@ impl RuleWriter for Rules {
     }
 }
 
-pub struct Harness {
+/// The node and peers the forwarder works with, without a chain: a fake
+/// sysfs with a pool over its PF, a cgroup v1 tree whose rule writes are
+/// recorded, /dev/vfio stand-ins, a registry and a next hop. One element's
+/// tests compose it with the element alone; [`Harness`] with the whole
+/// forwarder chain.
+/// The rest of the chain, faked: it records each Request that reaches it
+/// with the records `N` it was handed (which proves the elements before it
+/// provided them) and whether it was a refresh, records each Close, and
+/// fails Requests while told to.
+pub struct Probe<N = ()> {
+    seen: Arc<Seen<N>>,
+}
+
+struct Seen<N> {
+    requests: Mutex<Vec<(NetworkServiceRequest, N, bool)>>,
+    closes: Mutex<Vec<Connection>>,
+    fail: AtomicBool,
+}
+
+impl<N> Clone for Probe<N> {
+    fn clone(&self) -> Self {
+        Self {
+            seen: self.seen.clone(),
+        }
+    }
+}
+
+impl<N: Needs + Clone> Probe<N> {
+    pub fn new() -> Self {
+        Self {
+            seen: Arc::new(Seen {
+                requests: Mutex::new(Vec::new()),
+                closes: Mutex::new(Vec::new()),
+                fail: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// From now on Requests fail (`true`) or succeed.
+    pub fn fail(&self, fail: bool) {
+        self.seen.fail.store(fail, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.seen.requests.lock().unwrap().len()
+    }
+
+    /// The last Request and the records it came with.
+    pub fn last(&self) -> (NetworkServiceRequest, N) {
+        let (r, n, _) = self.seen.requests.lock().unwrap().last().cloned().unwrap();
+        (r, n)
+    }
+
+    /// Whether each Request was a refresh, in order.
+    pub fn refreshes(&self) -> Vec<bool> {
+        self.seen
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.2)
+            .collect()
+    }
+
+    pub fn closes(&self) -> Vec<Connection> {
+        self.seen.closes.lock().unwrap().clone()
+    }
+}
+
+impl<N: Needs + Clone + Sync> Element for Probe<N> {
+    type Needs = N;
+
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn request(
+        &self,
+        ctx: &mut Ctx,
+        needs: N,
+        request: NetworkServiceRequest,
+        _: Next<'_>,
+    ) -> Result<Connection, Status> {
+        self.seen
+            .requests
+            .lock()
+            .unwrap()
+            .push((request.clone(), needs, ctx.is_refresh()));
+        if self.seen.fail.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("probe: the rest of the chain failed"));
+        }
+        Ok(request.connection.unwrap_or_default())
+    }
+
+    async fn close(&self, _: &mut Ctx, connection: Connection, _: Next<'_>) -> Result<(), Status> {
+        self.seen.closes.lock().unwrap().push(connection);
+        Ok(())
+    }
+}
+
+pub struct Node {
     pub rules: Arc<Rules>,
     pub fake: FakeSysfs,
     pub pool: Arc<Pool>,
-    pub chain: Arc<Chain>,
     pub next_hop: Arc<FakeNextHop>,
-    pub monitor: Monitor,
+    pub registry: Arc<FakeRegistry>,
+    pub cgroups: Arc<CgroupDevices>,
+    pub vfio_dir: VfioDir,
     pub cgroup_root: tempfile::TempDir,
     _state: tempfile::TempDir,
     _vfio: tempfile::TempDir,
@@ -158,43 +263,25 @@ impl Default for Options {
     }
 }
 
-impl Harness {
-    pub fn new(netlink: Arc<dyn NetlinkOps>) -> Self {
-        Self::with(netlink, Options::default())
+impl Node {
+    pub fn new() -> Self {
+        Self::with(&Options::default())
     }
 
-    pub fn with(netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
-        Self::on(
+    pub fn with(o: &Options) -> Self {
+        Self::build(
             fixtures::x710_2port(FakeSysfs::builder()).build().unwrap(),
-            netlink,
+            tempfile::tempdir().unwrap(),
+            None,
             o,
         )
-    }
-
-    pub fn on(fake: FakeSysfs, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
-        Self::build(fake, tempfile::tempdir().unwrap(), None, netlink, o)
-    }
-
-    /// The forwarder restarted: the same node and state directory, a new
-    /// pool and chain (nothing in memory survives).
-    /// kill -9 and start again: a new chain and pool on the same sysfs,
-    /// state directory and cgroup tree.
-    pub fn restart(self, netlink: Arc<dyn NetlinkOps>) -> Self {
-        let Harness {
-            fake,
-            _state,
-            cgroup_root,
-            ..
-        } = self;
-        Self::build(fake, _state, Some(cgroup_root), netlink, Options::default())
     }
 
     fn build(
         fake: FakeSysfs,
         state: tempfile::TempDir,
         cgroups: Option<tempfile::TempDir>,
-        netlink: Arc<dyn NetlinkOps>,
-        o: Options,
+        o: &Options,
     ) -> Self {
         let sysfs = fake.sysfs();
         let pf: PciAddress = PF.parse().unwrap();
@@ -209,7 +296,6 @@ impl Harness {
             system_clock(),
         )
         .unwrap();
-        let pool = Arc::new(pool);
         let fresh = cgroups.is_none();
         let cgroup_root = cgroups.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let ctr = cgroup_root.path().join(CGROUP);
@@ -238,35 +324,40 @@ impl Harness {
                 })
                 .collect(),
         };
-        let next_hop = Arc::new(FakeNextHop::default());
         let rules = Arc::new(Rules::default());
-        let monitor = Monitor::new();
-        let chain = chain(Deps {
-            name: "forwarder-1".into(),
-            max_token_lifetime: o.lifetime,
-            pool: pool.clone(),
-            sysfs: sysfs.clone(),
-            netlink,
-            vfio_dir: VfioDir::with_device_nodes(vfio.path(), Arc::new(FakeNodes)),
-            cgroups: Ok(Arc::new(
-                CgroupDevices::with_writer(cgroup_root.path(), rules.clone()).unwrap(),
-            )),
-            finder: Arc::new(registry),
-            next_hop: next_hop.clone(),
-            next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
-            monitor: monitor.clone(),
-        });
         Self {
+            cgroups: Arc::new(
+                CgroupDevices::with_writer(cgroup_root.path(), rules.clone()).unwrap(),
+            ),
+            vfio_dir: VfioDir::with_device_nodes(vfio.path(), Arc::new(FakeNodes)),
             rules,
             fake,
-            pool,
-            chain,
-            next_hop,
-            monitor,
+            pool: Arc::new(pool),
+            next_hop: Arc::new(FakeNextHop::default()),
+            registry: Arc::new(registry),
             cgroup_root,
             _state: state,
             _vfio: vfio,
         }
+    }
+
+    /// The `resourcepool` element for `kind` over this node's pool.
+    pub fn resourcepool(&self, kind: DriverKind, lifetime: Duration) -> Arc<ResourcePool> {
+        Arc::new(ResourcePool::new(
+            self.pool.clone(),
+            self.sysfs(),
+            kind,
+            lifetime,
+        ))
+    }
+
+    /// The `vfio` element over this node's /dev/vfio and cgroups.
+    pub fn vfio(&self) -> Vfio {
+        Vfio::new(
+            self.sysfs(),
+            self.vfio_dir.clone(),
+            Ok(self.cgroups.clone()),
+        )
     }
 
     pub fn sysfs(&self) -> Sysfs {
@@ -297,14 +388,6 @@ impl Harness {
             .count()
     }
 
-    pub async fn request(&self, r: NetworkServiceRequest) -> Result<Connection, Status> {
-        self.chain.request(&mut Ctx::new(), r).await
-    }
-
-    pub async fn close(&self, c: Connection) -> Result<(), Status> {
-        self.chain.close(&mut Ctx::new(), c).await
-    }
-
     /// Rules written, as `devices.allow: c 10:196 rw`.
     pub fn rules(&self) -> Vec<String> {
         self.rules
@@ -314,6 +397,87 @@ impl Harness {
             .iter()
             .map(|(f, r)| format!("{f}: {r}"))
             .collect()
+    }
+}
+
+pub struct Harness {
+    node: Node,
+    pub chain: Arc<Chain>,
+    pub monitor: Monitor,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl Harness {
+    pub fn new(netlink: Arc<dyn NetlinkOps>) -> Self {
+        Self::with(netlink, Options::default())
+    }
+
+    pub fn with(netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        Self::on(
+            fixtures::x710_2port(FakeSysfs::builder()).build().unwrap(),
+            netlink,
+            o,
+        )
+    }
+
+    pub fn on(fake: FakeSysfs, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        Self::build(
+            Node::build(fake, tempfile::tempdir().unwrap(), None, &o),
+            netlink,
+            o,
+        )
+    }
+
+    /// kill -9 and start again: a new chain and pool on the same sysfs,
+    /// state directory and cgroup tree (nothing in memory survives).
+    pub fn restart(self, netlink: Arc<dyn NetlinkOps>) -> Self {
+        let Node {
+            fake,
+            _state,
+            cgroup_root,
+            ..
+        } = self.node;
+        let o = Options::default();
+        let node = Node::build(fake, _state, Some(cgroup_root), &o);
+        Self::build(node, netlink, o)
+    }
+
+    fn build(node: Node, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
+        let monitor = Monitor::new();
+        let chain = chain(Deps {
+            name: "forwarder-1".into(),
+            max_token_lifetime: o.lifetime,
+            pool: node.pool.clone(),
+            sysfs: node.sysfs(),
+            netlink,
+            vfio_dir: node.vfio_dir.clone(),
+            cgroups: Ok(node.cgroups.clone()),
+            finder: node.registry.clone(),
+            next_hop: node.next_hop.clone(),
+            next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
+            monitor: monitor.clone(),
+        })
+        .unwrap();
+        Self {
+            node,
+            chain,
+            monitor,
+        }
+    }
+
+    pub async fn request(&self, r: NetworkServiceRequest) -> Result<Connection, Status> {
+        self.chain.request(&mut Ctx::new(), r).await
+    }
+
+    pub async fn close(&self, c: Connection) -> Result<(), Status> {
+        self.chain.close(&mut Ctx::new(), c).await
     }
 }
 
