@@ -3,4 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sriov_pool::fuzzing::state_file(data));
+fuzz_target!(|data: &[u8]| sriov_token_pool::fuzzing::state_file(data));

@@ -277,13 +277,13 @@ impl Cli {
 /// Refuses a VF count change that would pull VFs from under pods (see
 /// `pci set-numvfs --help`).
 fn refuse_held_vfs(state_dir: &Path, pf: PciAddress, count: u32) -> Result<()> {
-    let tokens = sriov_pool::FileStore::read_tokens(state_dir)
+    let tokens = sriov_token_pool::FileStore::read_tokens(state_dir)
         .with_context(|| format!("reading the pool state in {}", state_dir.display()))?;
     let of_pf: Vec<_> = tokens.iter().filter(|t| t.pf == pf).collect();
     let in_use: Vec<String> = of_pf
         .iter()
         .filter_map(|t| match &t.state {
-            sriov_pool::TokenState::InUse(u) => Some(format!("{} ({})", u.vf, u.connection)),
+            sriov_token_pool::TokenState::InUse(u) => Some(format!("{} ({})", u.vf, u.connection)),
             _ => None,
         })
         .collect();

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use sriov_pci::{Inventory, PciDevice};
-use sriov_pool::PfEntry;
+use sriov_token_pool::PfEntry;
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref()

@@ -23,10 +23,10 @@ pub(crate) fn version() -> &'static str {
 #[command(name = "sriov-device-plugin", version = version())]
 pub(crate) struct Args {
     /// JSON device pool config file.
-    #[arg(long, default_value = sriov_resource_pools::DEFAULT_CONFIG_FILE)]
+    #[arg(long, default_value = sriov_selector_pools::DEFAULT_CONFIG_FILE)]
     pub(crate) config_file: PathBuf,
     /// Resource name prefix for resources that set none.
-    #[arg(long, default_value = sriov_resource_pools::DEFAULT_RESOURCE_PREFIX)]
+    #[arg(long, default_value = sriov_selector_pools::DEFAULT_RESOURCE_PREFIX)]
     pub(crate) resource_prefix: String,
     /// Hand devices to containers as CDI devices and keep CDI specs in --cdi-dir.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -62,10 +62,10 @@ pub(crate) struct Args {
     #[arg(long, default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
     pub(crate) pod_resources_socket: PathBuf,
     /// Where device-info files go.
-    #[arg(long, default_value = sriov_resource_pools::DEFAULT_DEVINFO_DIR)]
+    #[arg(long, default_value = sriov_selector_pools::DEFAULT_DEVINFO_DIR)]
     pub(crate) devinfo_dir: PathBuf,
     /// Where CDI specs go (with --use-cdi).
-    #[arg(long, default_value = sriov_resource_pools::DEFAULT_CDI_DIR)]
+    #[arg(long, default_value = sriov_selector_pools::DEFAULT_CDI_DIR)]
     pub(crate) cdi_dir: PathBuf,
     /// Seconds between rescans of sysfs (VF count changes, driver rebinds).
     #[arg(long, default_value_t = 10)]

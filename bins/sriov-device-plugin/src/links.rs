@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sriov_netlink::RtNetlink;
-use sriov_resource_pools::{LinkTable, follow_links};
+use sriov_selector_pools::{LinkTable, follow_links};
 use tokio::sync::{Notify, watch};
 
 /// Starts the task; it ends when `stop` turns true. Each link change asks for a rescan.

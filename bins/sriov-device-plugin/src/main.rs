@@ -1,6 +1,6 @@
 //! `sriov-device-plugin`: the standalone SR-IOV network device plugin, a drop-in for
 //! k8snetworkplumbingwg/sriov-network-device-plugin (same flags, config, resource names, env
-//! and device-info files), built on `sriov-resource-pools` and `sriov-deviceplugin`.
+//! and device-info files), built on `sriov-selector-pools` and `sriov-deviceplugin`.
 //!
 //! Composition only: load the config (exit on any error, naming the field), discover, serve
 //! one device plugin per resource, keep pools current (periodic rescans and netlink link
@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatcher};
 use sriov_pci::Sysfs;
-use sriov_resource_pools::{
+use sriov_selector_pools::{
     CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
     PoolManager, PoolSettings, Strictness,
 };

@@ -483,11 +483,12 @@ async fn audit(
     if !rules.is_empty() {
         leaks.push(format!("device rules still allowed: {rules:?}"));
     }
-    let tokens = sriov_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
+    let tokens =
+        sriov_token_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
     let mut vfs = BTreeSet::new();
     for t in &tokens {
         match &t.state {
-            sriov_pool::TokenState::InUse(u) => {
+            sriov_token_pool::TokenState::InUse(u) => {
                 if !vfs.insert(u.vf) {
                     double += 1;
                 }
@@ -498,10 +499,10 @@ async fn audit(
                     u.vf
                 ));
             }
-            sriov_pool::TokenState::Allocated if !allocated.contains(&t.id) => {
+            sriov_token_pool::TokenState::Allocated if !allocated.contains(&t.id) => {
                 leaks.push(format!("token {} allocated, no pod holds it", t.id));
             }
-            sriov_pool::TokenState::Free if allocated.contains(&t.id) => {
+            sriov_token_pool::TokenState::Free if allocated.contains(&t.id) => {
                 double += 1;
                 leaks.push(format!(
                     "token {} a pod holds is free again: it could go to a second pod",
@@ -517,7 +518,7 @@ async fn audit(
 /// The host as it should be after every fault, read before the first.
 async fn truth(s: &Scene<'_>, fwd: &Forwarder) -> Result<Truth, String> {
     let cg = DevicesCgroup::attach(s.ctr)?;
-    let allocated: BTreeSet<String> = sriov_pool::FileStore::read_tokens(&s.paths.state)
+    let allocated: BTreeSet<String> = sriov_token_pool::FileStore::read_tokens(&s.paths.state)
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|t| t.reserves())
@@ -888,11 +889,12 @@ async fn racing(
         }
     }
     // While they all stand: never two uses of one VF.
-    let tokens = sriov_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
+    let tokens =
+        sriov_token_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
     let mut seen = BTreeSet::new();
     let mut double = 0;
     for t in &tokens {
-        if let sriov_pool::TokenState::InUse(u) = &t.state
+        if let sriov_token_pool::TokenState::InUse(u) = &t.state
             && !seen.insert(u.vf)
         {
             double += 1;

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use sriov_netlink::NetlinkOps;
 use sriov_pci::Sysfs;
-use sriov_pool::{DriverKind, Pool};
+use sriov_token_pool::{DriverKind, Pool};
 use sriov_vfio::{CgroupDevices, VfioDir};
 
 use crate::contract::ContractError;
 use crate::elements::{
     authorize::Authorize,
     begin::Begin,
+    bindvf::BindVf,
     connect::Connect,
     discover::Discover,
     inject::Inject,
@@ -21,7 +22,6 @@ use crate::elements::{
     mechanisms::Mechanisms,
     monitor::Monitor,
     resetmechanism::ResetMechanism,
-    resourcepool::ResourcePool,
     roundrobin::RoundRobin,
     timeout::Timeout,
     updatepath::{KnownConnections, UpdatePath},
@@ -79,8 +79,8 @@ impl KnownConnections for Known {
 ///
 /// ```text
 /// limits → updatepath → begin → authorize → timeout → monitor → discover → roundrobin → resetmechanism
-///   → mechanisms { KERNEL: validate → resourcepool(kernel driver) → vfconfig → inject → ipcontext
-///                  VFIO:   validate → resourcepool(vfio-pci) → vfconfig → vfio
+///   → mechanisms { KERNEL: validate → bindvf(kernel driver) → vfconfig → inject → ipcontext
+///                  VFIO:   validate → bindvf(vfio-pci) → vfconfig → vfio
 ///                  NOOP:   (nothing) }
 ///   → connect (next hop, NOOP)
 /// ```
@@ -95,7 +95,7 @@ impl KnownConnections for Known {
 pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
     let handle: Arc<OnceLock<std::sync::Weak<Chain>>> = Arc::new(OnceLock::new());
     let pool_for = |kind| {
-        Arc::new(ResourcePool::new(
+        Arc::new(BindVf::new(
             d.pool.clone(),
             d.sysfs.clone(),
             kind,

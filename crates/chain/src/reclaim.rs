@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use sriov_netlink::NetlinkOps;
 use sriov_pci::Sysfs;
-use sriov_pool::{Pool, VfLease};
+use sriov_token_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
 use tonic::Status;
 

@@ -8,7 +8,7 @@
 //! kept for what only the node's operator can fix, never for a caller's
 //! mistake.
 
-use sriov_pool::PoolError;
+use sriov_token_pool::PoolError;
 use tonic::Status;
 
 use crate::params::{self, with_causes};

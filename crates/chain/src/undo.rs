@@ -14,13 +14,13 @@
 
 use serde::{Deserialize, Serialize};
 use sriov_netlink::{MovedLink, VfRecord};
-use sriov_pool::VfLease;
+use sriov_token_pool::VfLease;
 use sriov_vfio::Grant;
 
 /// See the module docs. Each element fills its own part.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UndoRecord {
-    /// `resourcepool`: every host change of the Request was made and
+    /// `bindvf`: every host change of the Request was made and
     /// recorded. A use recorded without it at start belongs to a Request
     /// that never answered, and is rolled back. (Absent in records of
     /// earlier builds, which wrote records only once a change was made.)

@@ -12,7 +12,7 @@ use sriov_api::nsm::connection::ConnectionEventType;
 use sriov_api::nsm::connectioncontext::{ConnectionContext, EthernetContext};
 use sriov_chain::params::{self, MECH_KERNEL, MECH_NOOP, MECH_VFIO};
 use sriov_netlink::testing::{Call, RecordingOps};
-use sriov_pool::TokenState;
+use sriov_token_pool::TokenState;
 use support::*;
 use tonic::Code;
 
@@ -373,7 +373,7 @@ async fn mac_and_vlan_from_the_ethernet_context_are_set_through_the_pf_and_resto
     h.pool
         .use_token(
             &h.pool.allocated(NAME).unwrap()[0],
-            sriov_pool::DriverKind::Kernel,
+            sriov_token_pool::DriverKind::Kernel,
             "other",
             u64::MAX,
         )

@@ -74,7 +74,7 @@ pub const POINTS: &[Point] = &[
         between: "driver_override written / drivers_probe",
     },
     Point {
-        name: "resourcepool.after-bind",
+        name: "bindvf.after-bind",
         reached_by: "vfio",
         between: "the VF on vfio-pci / the device rules granted",
     },
@@ -99,7 +99,7 @@ pub const POINTS: &[Point] = &[
         between: "device rules written to devices.allow / the connection recorded as established",
     },
     Point {
-        name: "resourcepool.before-established",
+        name: "bindvf.before-established",
         reached_by: "kernel",
         between: "every host change of the Request made / the connection recorded as established",
     },

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
 use sriov_pci::Sysfs;
-use sriov_pool::PfEntry;
+use sriov_token_pool::PfEntry;
 
 use crate::StartError;
 

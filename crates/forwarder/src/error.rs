@@ -44,7 +44,7 @@ pub enum StartError {
         dir: PathBuf,
         /// The store's failure.
         #[source]
-        source: sriov_pool::PoolError,
+        source: sriov_token_pool::PoolError,
     },
     /// The chain's elements are composed out of order (a build defect).
     #[error("composing the forwarder chain")]

@@ -17,7 +17,7 @@ use sriov_nsm::{
     listen_unix_for_group,
 };
 use sriov_pci::Sysfs;
-use sriov_pool::{FileStore, Pool, PoolResource, system_clock};
+use sriov_token_pool::{FileStore, Pool, PoolResource, system_clock};
 use sriov_vfio::{CgroupDevices, VfioDir};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};

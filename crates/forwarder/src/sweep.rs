@@ -8,7 +8,7 @@ use std::time::Duration;
 use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::reclaim::Reclaim;
 use sriov_pci::Sysfs;
-use sriov_pool::Pool;
+use sriov_token_pool::Pool;
 
 /// Ends pool uses no live connection holds once their lease expired (after
 /// a restart, uses recorded before it have no timer of their own): their

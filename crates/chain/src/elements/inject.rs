@@ -1,7 +1,7 @@
 //! `inject`: the VF's netdev into the client's network namespace.
 //!
 //! After the rest of the chain answered, the VF netdev (found by
-//! `resourcepool`) is moved into the namespace of the `inodeURL`
+//! `bindvf`) is moved into the namespace of the `inodeURL`
 //! parameter, renamed to the `name` parameter, given the MTU, addresses,
 //! routes and neighbours `ipcontext` planned, and brought up, in one
 //! netlink operation that rolls itself back if any step fails (then the
@@ -18,8 +18,8 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps};
 use tonic::Status;
 
+use super::bindvf::{UndoLog, VfBinding};
 use super::ipcontext::IpPlan;
-use super::resourcepool::{UndoLog, VfBinding};
 use crate::params::KernelParams;
 use crate::status;
 use crate::undo::UndoRecord;
@@ -42,7 +42,7 @@ impl Inject {
         Self { netlink }
     }
 
-    /// The VF netdev's name in our namespace, from `resourcepool`.
+    /// The VF netdev's name in our namespace, from `bindvf`.
     fn home_link(binding: &VfBinding) -> Result<LinkRef, Status> {
         binding
             .vf_netdev

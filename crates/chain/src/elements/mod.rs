@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod begin;
+pub mod bindvf;
 pub mod connect;
 pub mod discover;
 pub mod inject;
@@ -11,7 +12,6 @@ pub mod limits;
 pub mod mechanisms;
 pub mod monitor;
 pub mod resetmechanism;
-pub mod resourcepool;
 pub mod roundrobin;
 pub mod timeout;
 pub mod updatepath;

@@ -14,7 +14,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{LinkRef, MacAddr, NetlinkOps, VfConfig, VfRecord, VfVlan};
 use tonic::Status;
 
-use super::resourcepool::{UndoLog, VfBinding};
+use super::bindvf::{UndoLog, VfBinding};
 use crate::params::KernelParams;
 use crate::status;
 use crate::undo::UndoRecord;

@@ -1,6 +1,6 @@
 //! `vfio`: the client container may use the VF through `/dev/vfio`.
 //!
-//! For a VF bound to vfio-pci by `resourcepool`, it sets the mechanism
+//! For a VF bound to vfio-pci by `bindvf`, it sets the mechanism
 //! parameters NSM clients read (`iommuGroup`; `vfioMajor`/`vfioMinor` of
 //! `/dev/vfio/vfio`; `deviceMajor`/`deviceMinor` of `/dev/vfio/<group>`;
 //! `pciAddress` is already set) and, on cgroup v1, allows both devices in
@@ -18,7 +18,7 @@ use sriov_pci::Sysfs;
 use sriov_vfio::{CgroupDevices, Grant, IommuGroup, VfioDir};
 use tonic::Status;
 
-use super::resourcepool::{UndoLog, VfBinding};
+use super::bindvf::{UndoLog, VfBinding};
 use crate::params::{self, VfioParams};
 use crate::status;
 use crate::undo::UndoRecord;

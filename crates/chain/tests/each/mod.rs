@@ -13,6 +13,7 @@ use sriov_chain::contract::ContractError;
 use sriov_chain::elements::{
     authorize::Authorize,
     begin::Begin,
+    bindvf::{UndoLog, VfBinding},
     connect::Connect,
     discover::{Candidates, Discover},
     inject::Inject,
@@ -21,7 +22,6 @@ use sriov_chain::elements::{
     mechanisms::{Mechanisms, Selected},
     monitor::Monitor,
     resetmechanism::ResetMechanism,
-    resourcepool::{UndoLog, VfBinding},
     roundrobin::RoundRobin,
     timeout::{ChainHandle, Timeout},
     updatepath::{KnownConnections, UpdatePath},
@@ -31,7 +31,7 @@ use sriov_chain::elements::{
 use sriov_chain::params::{self, KernelParams, MECH_KERNEL, MECH_NOOP, MECH_VFIO};
 use sriov_chain::{Chain, Ctx};
 use sriov_netlink::testing::{Call, RecordingOps};
-use sriov_pool::DriverKind;
+use sriov_token_pool::DriverKind;
 use tonic::Code;
 
 use crate::support::*;
@@ -84,18 +84,18 @@ fn count(ops: &RecordingOps, which: fn(&Call) -> bool) -> usize {
 async fn an_element_before_what_it_reads_fails_the_check_not_a_request() {
     let node = Node::new();
     let e = Chain::new()
-        .with(node.resourcepool(DriverKind::Kernel, LIFETIME))
+        .with(node.bindvf(DriverKind::Kernel, LIFETIME))
         .with(Validate::Kernel)
         .check()
         .unwrap_err();
     let want = ContractError {
-        element: "resourcepool",
+        element: "bindvf",
         missing: "Token",
     };
     assert_eq!(e, want);
     assert_eq!(
         e.to_string(),
-        "chain element `resourcepool` reads Token, which no element before it provides"
+        "chain element `bindvf` reads Token, which no element before it provides"
     );
     let e = Chain::new()
         .with(RoundRobin::new())
@@ -113,7 +113,7 @@ async fn an_element_before_what_it_reads_fails_the_check_not_a_request() {
     // ...and after the fork only what every mechanism provides is there.
     let with_vf = Chain::new()
         .with(Validate::Kernel)
-        .with(node.resourcepool(DriverKind::Kernel, LIFETIME));
+        .with(node.bindvf(DriverKind::Kernel, LIFETIME));
     let forked = Mechanisms::new()
         .with(MECH_KERNEL, with_vf)
         .with(MECH_NOOP, Chain::new());
@@ -426,14 +426,14 @@ async fn validate_hands_the_parsed_parameters_on_and_refuses_hostile_ones() {
 }
 
 #[tokio::test]
-async fn resourcepool_binds_a_vf_and_returns_it_on_close_and_when_the_rest_fails() {
+async fn bindvf_binds_a_vf_and_returns_it_on_close_and_when_the_rest_fails() {
     let node = Node::new();
     let token = node.allocate(1).remove(0);
     let probe = Probe::<(VfBinding, UndoLog)>::new();
     let chain = checked(
         Chain::new()
             .with(Validate::Vfio)
-            .with(node.resourcepool(DriverKind::Vfio, LIFETIME))
+            .with(node.bindvf(DriverKind::Vfio, LIFETIME))
             .with(probe.clone()),
     );
     let driver = |vf| node.sysfs().driver(vf).unwrap();
@@ -466,7 +466,7 @@ async fn vfconfig_sets_mac_and_vlan_on_the_way_back_and_restores_them() {
     let chain = checked(
         Chain::new()
             .with(Validate::Kernel)
-            .with(node.resourcepool(DriverKind::Kernel, LIFETIME))
+            .with(node.bindvf(DriverKind::Kernel, LIFETIME))
             .with(VfConfigElement::new(Arc::new(ops.clone())))
             .with(probe.clone()),
     );
@@ -507,7 +507,7 @@ async fn inject_moves_the_netdev_on_the_way_back_and_brings_it_home() {
     let chain = checked(
         Chain::new()
             .with(Validate::Kernel)
-            .with(node.resourcepool(DriverKind::Kernel, LIFETIME))
+            .with(node.bindvf(DriverKind::Kernel, LIFETIME))
             .with(Inject::new(Arc::new(ops.clone())))
             .with(probe.clone()),
     );
@@ -578,7 +578,7 @@ async fn vfio_grants_the_devices_and_revokes_them_on_close_and_when_the_rest_fai
     let chain = checked(
         Chain::new()
             .with(Validate::Vfio)
-            .with(node.resourcepool(DriverKind::Vfio, LIFETIME))
+            .with(node.bindvf(DriverKind::Vfio, LIFETIME))
             .with(node.vfio())
             .with(probe.clone()),
     );

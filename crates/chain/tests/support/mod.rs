@@ -21,8 +21,8 @@ use sriov_api::nsm::connectioncontext::{ConnectionContext, IpContext, Route};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use sriov_chain::contract::Needs;
+use sriov_chain::elements::bindvf::BindVf;
 use sriov_chain::elements::monitor::Monitor;
-use sriov_chain::elements::resourcepool::ResourcePool;
 use sriov_chain::elements::vfio::Vfio;
 use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::params;
@@ -30,7 +30,7 @@ use sriov_chain::{Chain, Ctx, Element, EndpointFinder, EndpointQuery, Next, Next
 use sriov_netlink::NetlinkOps;
 use sriov_pci::{PciAddress, Sysfs};
 use sriov_pci_fake::{FakeSysfs, fixtures};
-use sriov_pool::{DriverKind, FileStore, PfEntry, Pool, TokenState, system_clock};
+use sriov_token_pool::{DriverKind, FileStore, PfEntry, Pool, TokenState, system_clock};
 use sriov_vfio::{CgroupDevices, DeviceNodes, DeviceNumber, RuleWriter, VfioDir};
 use tonic::Status;
 
@@ -341,14 +341,9 @@ impl Node {
         }
     }
 
-    /// The `resourcepool` element for `kind` over this node's pool.
-    pub fn resourcepool(&self, kind: DriverKind, lifetime: Duration) -> Arc<ResourcePool> {
-        Arc::new(ResourcePool::new(
-            self.pool.clone(),
-            self.sysfs(),
-            kind,
-            lifetime,
-        ))
+    /// The `bindvf` element for `kind` over this node's pool.
+    pub fn bindvf(&self, kind: DriverKind, lifetime: Duration) -> Arc<BindVf> {
+        Arc::new(BindVf::new(self.pool.clone(), self.sysfs(), kind, lifetime))
     }
 
     /// The `vfio` element over this node's /dev/vfio and cgroups.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use sriov_deviceplugin::Backend;
-use sriov_resource_pools::{LinkTable, NoLinkHealth, SkipReason, Verdict};
+use sriov_selector_pools::{LinkTable, NoLinkHealth, SkipReason, Verdict};
 
 #[test]
 fn vendor_and_driver_select_the_x710_vfs_and_pfs_with_vfs_are_skipped() {
@@ -446,7 +446,7 @@ fn a_pf_without_vfs_is_judged_by_its_own_link_until_a_pod_holds_it() {
 
 #[test]
 fn ddp_profiles_come_from_devlink_or_ddptool_and_only_when_selected() {
-    use sriov_resource_pools::{Config, DdpTools, PoolManager};
+    use sriov_selector_pools::{Config, DdpTools, PoolManager};
     use std::os::unix::fs::PermissionsExt;
 
     let lab = Lab::new();
@@ -527,7 +527,7 @@ fn in_switchdev_mode_the_uplink_representor_names_the_pf() {
 /// devlink only for an `isRdma` selector's devices that have no RDMA files.
 #[test]
 fn is_rdma_takes_a_device_devlink_says_has_rdma_enabled() {
-    use sriov_resource_pools::{Config, DdpTools, PoolManager};
+    use sriov_selector_pools::{Config, DdpTools, PoolManager};
     use std::os::unix::fs::PermissionsExt;
 
     let lab = Lab::new();

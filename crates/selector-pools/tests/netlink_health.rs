@@ -12,7 +12,7 @@ use common::*;
 use sriov_deviceplugin::Backend;
 use sriov_netlink::rtnetlink::LinkUnspec;
 use sriov_netlink::testing::{add_veth, in_private_netns};
-use sriov_resource_pools::{LinkHealth, LinkState, LinkTable, follow_links};
+use sriov_selector_pools::{LinkHealth, LinkState, LinkTable, follow_links};
 
 async fn until(table: &LinkTable, name: &str, want: LinkState) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -39,7 +39,7 @@ fn pf_carrier_loss_and_removal_seen_over_netlink_make_vfs_unhealthy() {
                 table.clone(),
             );
             let pool = m.pools()[0].clone();
-            let healthy = |p: &sriov_resource_pools::ResourcePool| {
+            let healthy = |p: &sriov_selector_pools::ResourcePool| {
                 p.devices().borrow().iter().filter(|d| d.healthy).count()
             };
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sriov_pci::PciAddress;
 use sriov_pci_fake::{FakeSysfs, FunctionSpec, TreeBuilder, fixtures};
-use sriov_resource_pools::{
+use sriov_selector_pools::{
     CdiDir, Config, DeviceInfoDir, ExtraFacts, Host, HostDevice, HostPaths, LinkHealth,
     NoLinkHealth, PoolManager, PoolSettings,
 };

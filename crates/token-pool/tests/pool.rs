@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sriov_pci::{PciAddress, Sysfs};
 use sriov_pci_fake::{FakeSysfs, FunctionSpec, SriovSpec, TreeBuilder, fixtures};
-use sriov_pool::{
+use sriov_token_pool::{
     Clock, DriverKind, FileStore, PfEntry, Pool, PoolError, STATE_FILE, TokenState, system_clock,
 };
 
@@ -45,7 +45,7 @@ impl Fixture {
         &self,
         store: FileStore,
         clock: Clock,
-    ) -> Result<(Pool, Vec<String>), sriov_pool::PoolError> {
+    ) -> Result<(Pool, Vec<String>), sriov_token_pool::PoolError> {
         let sysfs = self.sysfs();
         let entries = self
             .pfs
@@ -73,7 +73,7 @@ fn ids_of(pool: &Pool, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn token(pool: &Pool, id: &str) -> sriov_pool::Token {
+fn token(pool: &Pool, id: &str) -> sriov_token_pool::Token {
     pool.tokens()
         .unwrap()
         .into_iter()
@@ -760,7 +760,7 @@ fn a_reset_keeps_the_bad_file_byte_for_byte_under_a_dated_name() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p != &file && !p.ends_with(sriov_pool::JOURNAL_FILE))
+        .filter(|p| p != &file && !p.ends_with(sriov_token_pool::JOURNAL_FILE))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     let name = aside[0].file_name().unwrap().to_string_lossy().into_owned();
@@ -813,7 +813,7 @@ fn changes_survive_a_crash_through_the_journal_and_fold_into_the_snapshot_at_sta
             .unwrap();
         (a, l.vf)
     };
-    let journal = f.state.path().join(sriov_pool::JOURNAL_FILE);
+    let journal = f.state.path().join(sriov_token_pool::JOURNAL_FILE);
     assert!(std::fs::metadata(&journal).unwrap().len() > 0);
     let pool = f.open();
     match token(&pool, &a[0]).state {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sriov_pci_fake::fixtures;
-use sriov_pool::{DriverKind, FileStore, PfEntry, Pool, system_clock};
+use sriov_token_pool::{DriverKind, FileStore, PfEntry, Pool, system_clock};
 
 /// An undo record of the size the chain writes for a KERNEL connection.
 fn record(conn: &str, done: bool) -> serde_json::Value {

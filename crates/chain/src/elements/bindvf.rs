@@ -1,4 +1,4 @@
-//! `resourcepool`: turns the client's `tokenID` into a VF bound to the
+//! `bindvf`: turns the client's `tokenID` into a VF bound to the
 //! right driver.
 //!
 //! On Request it asks the pool for a VF of the token's PF (the pool
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_pci::{PciAddress, Sysfs};
-use sriov_pool::{DriverKind, Pool, VfLease};
+use sriov_token_pool::{DriverKind, Pool, VfLease};
 use tonic::Status;
 
 use super::validate::Token;
@@ -75,7 +75,7 @@ impl UndoLog {
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct ResourcePool {
+pub struct BindVf {
     pool: Arc<Pool>,
     sysfs: Sysfs,
     kind: DriverKind,
@@ -83,7 +83,7 @@ pub struct ResourcePool {
     netdev_timeout: Duration,
 }
 
-impl ResourcePool {
+impl BindVf {
     /// Serves `kind` from `pool` (whose PFs know their `vfKernelDriver`);
     /// leases last `lifetime` unless refreshed.
     pub fn new(pool: Arc<Pool>, sysfs: Sysfs, kind: DriverKind, lifetime: Duration) -> Self {
@@ -208,7 +208,7 @@ impl ResourcePool {
     }
 }
 
-impl ResourcePool {
+impl BindVf {
     /// Every later element made and recorded its host changes: the record
     /// says so, and from now on a restart adopts the connection instead of
     /// rolling it back. (A refresh that re-plumbed cleared the mark.)
@@ -219,16 +219,16 @@ impl ResourcePool {
         if log.established() {
             return Ok(());
         }
-        sriov_failpoint::hit("resourcepool.before-established");
+        sriov_failpoint::hit("bindvf.before-established");
         log.update(|r| r.established = true).await
     }
 }
 
-impl Element for Arc<ResourcePool> {
+impl Element for Arc<BindVf> {
     type Needs = (Token,);
 
     fn name(&self) -> &'static str {
-        "resourcepool"
+        "bindvf"
     }
 
     fn provides(&self) -> Vec<Key> {
@@ -268,7 +268,7 @@ impl Element for Arc<ResourcePool> {
                         .map_err(status::pool)?;
                     sriov_failpoint::hit("pool.after-use-token");
                     let bound = this.bind(lease.clone());
-                    sriov_failpoint::hit("resourcepool.after-bind");
+                    sriov_failpoint::hit("bindvf.after-bind");
                     bound.inspect_err(|_| {
                         if let Err(e) = this.pool.unuse(&id) {
                             tracing::warn!(error = %e, "returning a VF after a failed bind");
@@ -299,7 +299,7 @@ impl Element for Arc<ResourcePool> {
                 .insert(params::PCI_ADDRESS.to_string(), b.lease.vf.to_string());
         }
         let answered = match next.request(ctx, request).await {
-            Ok(c) => match ResourcePool::establish(ctx).await {
+            Ok(c) => match BindVf::establish(ctx).await {
                 Ok(()) => Ok(c),
                 Err(e) => Err(next.fail_after(ctx, c, e).await),
             },

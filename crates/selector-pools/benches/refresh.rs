@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sriov_pci_fake::fixtures;
-use sriov_resource_pools::{
+use sriov_selector_pools::{
     CdiDir, Config, DeviceInfoDir, Host, HostPaths, NoLinkHealth, PoolManager, PoolSettings,
 };
 

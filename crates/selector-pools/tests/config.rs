@@ -2,7 +2,7 @@
 //! with which field named.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sriov_resource_pools::{Config, ConfigError, DeviceType};
+use sriov_selector_pools::{Config, ConfigError, DeviceType};
 
 fn testdata(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

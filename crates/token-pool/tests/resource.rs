@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sriov_deviceplugin::{AllocateError, Backend};
 use sriov_pci_fake::{FakeSysfs, fixtures};
-use sriov_pool::{FileStore, PfEntry, Pool, PoolResource, system_clock};
+use sriov_token_pool::{FileStore, PfEntry, Pool, PoolResource, system_clock};
 
 const A: &str = "worker.domain/10G";
 

@@ -1,4 +1,7 @@
-//! The VF pool: tokens kubelet hands to pods, and the VFs connections use.
+//! The forwarder's token pool: tokens kubelet hands to pods, and the VFs
+//! connections use. (The standalone plugin's selector-defined pools are
+//! `sriov-selector-pools`; the chain element that takes a VF from this pool
+//! and binds it is `sriov-chain`'s `bindvf`.)
 //!
 //! # Model
 //!
@@ -36,7 +39,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use sriov_pci_fake::{FakeSysfs, fixtures};
-//! use sriov_pool::{DriverKind, FileStore, PfEntry, Pool, system_clock};
+//! use sriov_token_pool::{DriverKind, FileStore, PfEntry, Pool, system_clock};
 //!
 //! let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
 //! let sysfs = fake.sysfs();

@@ -1,5 +1,6 @@
-//! SR-IOV network device plugin resource pools, compatible with
-//! k8snetworkplumbingwg/sriov-network-device-plugin (SRDP) configs.
+//! The standalone plugin's selector-defined resource pools, compatible with
+//! k8snetworkplumbingwg/sriov-network-device-plugin (SRDP) configs. (The
+//! forwarder's token pool is `sriov-token-pool`.)
 //!
 //! # Model
 //!
@@ -34,7 +35,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use sriov_resource_pools::{Config, Host, HostPaths, NoLinkHealth, PoolManager, PoolSettings};
+//! use sriov_selector_pools::{Config, Host, HostPaths, NoLinkHealth, PoolManager, PoolSettings};
 //!
 //! let config = Config::parse(
 //!     r#"{"resourceList": [{"resourceName": "intel_sriov_netdevice",

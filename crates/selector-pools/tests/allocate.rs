@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use serde_json::{Value, json};
 use sriov_deviceplugin::{AllocateError, Backend, ContainerAllocateResponse};
-use sriov_resource_pools::{NoLinkHealth, device_info_file_name, env_name};
+use sriov_selector_pools::{NoLinkHealth, device_info_file_name, env_name};
 
 fn one(lab: &Lab, json: &str, ids: &[&str]) -> ContainerAllocateResponse {
     let m = lab.manager(json);
@@ -366,14 +366,14 @@ fn with_cdi_devices_are_named_not_listed_and_the_spec_follows_the_pool() {
 #[test]
 fn with_the_cdi_field_devices_are_named_there_and_not_annotated() {
     let lab = Lab::new();
-    let config = sriov_resource_pools::Config::parse(
+    let config = sriov_selector_pools::Config::parse(
         r#"{"resourceList":[{"resourceName":"x","selectors":{"drivers":["iavf"]}}]}"#,
         "intel.com",
     )
     .unwrap();
     let mut settings = lab.settings(true);
     settings.cdi_field = true;
-    let m = sriov_resource_pools::PoolManager::new(
+    let m = sriov_selector_pools::PoolManager::new(
         &config,
         lab.host(),
         settings,
@@ -391,7 +391,7 @@ fn with_the_cdi_field_devices_are_named_there_and_not_annotated() {
 
 #[test]
 fn cdi_versions_are_the_lowest_the_fields_need() {
-    use sriov_resource_pools::{CdiDeviceEntry, CdiDeviceNode, CdiEdits, CdiSpec};
+    use sriov_selector_pools::{CdiDeviceEntry, CdiDeviceNode, CdiEdits, CdiSpec};
     let dev = |name: &str, host: &str| CdiDeviceEntry {
         name: name.into(),
         container_edits: CdiEdits {
@@ -458,7 +458,7 @@ fn no_vhost_entry_or_specs_without_dev_vhost_net() {
 
 #[test]
 fn an_empty_parent_device_is_left_out_of_the_vdpa_info() {
-    let v = serde_json::to_value(sriov_resource_pools::VdpaInfo {
+    let v = serde_json::to_value(sriov_selector_pools::VdpaInfo {
         parent_device: String::new(),
         driver: "virtio".into(),
         path: None,
