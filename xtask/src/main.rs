@@ -5,6 +5,7 @@
 //! that need more than cargo (network namespaces, the QEMU VM). Every suite
 //! reports whether it ran, passed, failed or was skipped, and why.
 
+mod architecture;
 mod bench;
 mod chaos;
 mod demo;

@@ -43,6 +43,24 @@ fn kernel_refresh(
     r
 }
 
+#[test]
+fn architecture_lists_the_composed_chain() {
+    let h = Harness::new(Arc::new(RecordingOps::default()));
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../ARCHITECTURE.md"
+    ))
+    .unwrap();
+    let listed: Vec<&str> = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("<!-- chain: "))
+        .and_then(|l| l.strip_suffix(" -->"))
+        .expect("ARCHITECTURE.md has a `<!-- chain: ... -->` line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(listed, h.chain.names(), "ARCHITECTURE.md's chain drifted");
+}
+
 #[tokio::test]
 async fn kernel_request_moves_the_vf_with_its_context_and_close_returns_it() {
     let ops = RecordingOps::new();
