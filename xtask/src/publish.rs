@@ -16,7 +16,12 @@ use crate::report::Outcome;
 use crate::suites::cargo;
 
 /// The published crates, dependencies first.
-const CRATES: &[&str] = &["sriov-pci", "sriov-pci-fake", "sriov-vfio"];
+const CRATES: &[&str] = &[
+    "sriov-failpoint",
+    "sriov-pci",
+    "sriov-pci-fake",
+    "sriov-vfio",
+];
 
 /// The suite's row for `cargo xtask test`.
 pub(crate) fn suite_outcome() -> Outcome {

@@ -12,10 +12,10 @@
 //!
 //! [`POINTS`] lists every point, so the campaign can arm each one and a
 //! test can check that each listed name is really placed in the code.
-//! The two `pci.bind.*` points are the exception to calling [`hit`]:
-//! `sriov-pci` is published for other projects and so depends on no crate
-//! of this workspace; its own `failpoints` feature (turned on with this
-//! one's through `sriov-chain`) places them on the same contract.
+//! `sriov-pci` places its two `pci.bind.*` points through a macro that
+//! calls [`hit`] only with its own `failpoints` feature (turned on with this
+//! one's through `sriov-chain`), so without it this crate is not even a
+//! dependency of `sriov-pci`.
 //!
 //! ```
 //! // Does nothing unless built with `failpoints` and armed by the environment.
@@ -184,8 +184,8 @@ mod tests {
         }
         for p in POINTS {
             let call = format!("sriov_failpoint::hit(\"{}\")", p.name);
-            // sriov-pci is published and so cannot depend on this crate: it
-            // places its points with its own macro, on the same contract.
+            // sriov-pci places its points through its `failpoint!` macro,
+            // which calls `hit` only in a `failpoints` build.
             let own = format!("failpoint!(\"{}\")", p.name);
             assert_eq!(
                 sources.matches(&call).count() + sources.matches(&own).count(),
@@ -193,12 +193,6 @@ mod tests {
                 "{call} should appear exactly once in crates/ and bins/"
             );
         }
-        let pci =
-            std::fs::read_to_string(root.join("crates/pci/src/failpoint.rs")).unwrap_or_default();
-        assert!(
-            pci.contains(&format!("const ENV: &str = \"{}\";", super::ENV)),
-            "sriov-pci's failpoints should be armed by the same variable"
-        );
     }
 
     fn collect(dir: &std::path::Path, out: &mut String) {
