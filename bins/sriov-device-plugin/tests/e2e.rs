@@ -3,17 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
 use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
-use sriov_api::tonic::transport::Server;
-use sriov_api::tonic::{self, Request, Response, Status};
+use sriov_api::tonic;
 use sriov_deviceplugin::connect_unix;
+use sriov_deviceplugin::fake::FakeKubelet;
 use sriov_pci_fake::{FakeSysfs, fixtures};
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sriov-device-plugin");
 
@@ -22,22 +19,6 @@ const CONFIG: &str = r#"{"resourceList":[
     {"resourceName":"igb_vf","selectors":{"drivers":["igbvf"]}},
     {"resourceName":"cx5","resourcePrefix":"nvidia.com","selectors":{"drivers":["mlx5_core"]},"bogus":1}
 ]}"#;
-
-#[derive(Clone, Default)]
-struct Registrar {
-    requests: Arc<Mutex<Vec<dp::RegisterRequest>>>,
-}
-
-#[tonic::async_trait]
-impl dp::registration_server::Registration for Registrar {
-    async fn register(
-        &self,
-        req: Request<dp::RegisterRequest>,
-    ) -> Result<Response<dp::Empty>, Status> {
-        self.requests.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(dp::Empty {}))
-    }
-}
 
 struct Node {
     _tmp: tempfile::TempDir,
@@ -110,15 +91,11 @@ async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
-fn start_kubelet(dir: &Path, registrar: &Registrar) -> tokio::task::JoinHandle<()> {
-    let listener = UnixListener::bind(dir.join("kubelet.sock")).unwrap();
-    let svc = dp::registration_server::RegistrationServer::new(registrar.clone());
-    tokio::spawn(async move {
-        let _ = Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(UnixListenerStream::new(listener))
-            .await;
-    })
+/// A fake kubelet on the plugin's device-plugin dir. Its pod-resources
+/// socket is not the one the plugin polls: with no pods reported there, the
+/// plugin would release what the tests allocate.
+fn start_kubelet(node: &Node) -> FakeKubelet {
+    FakeKubelet::start(&node.dp_dir(), &node.root.join("kubelet-pod-resources")).unwrap()
 }
 
 async fn client(sock: &Path) -> DevicePluginClient<tonic::transport::Channel> {
@@ -134,8 +111,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_every_pool_to_kubelet_allocates_and_picks_up_new_vfs() {
     let node = Node::new();
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let kubelet = start_kubelet(&node);
     // A stale device-info file of ours from a previous run, and someone else's.
     let devinfo = node.root.join("devinfo");
     std::fs::create_dir_all(&devinfo).unwrap();
@@ -151,16 +127,11 @@ async fn serves_every_pool_to_kubelet_allocates_and_picks_up_new_vfs() {
     .unwrap();
 
     let mut child = node.command(&[]).stderr(Stdio::piped()).spawn().unwrap();
-    eventually("two registrations", || {
-        registrar.requests.lock().unwrap().len() >= 2
-    })
-    .await;
+    eventually("two registrations", || kubelet.registrations().len() >= 2).await;
     // igb_vf matches nothing yet: as SRDP, it is not offered to kubelet.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut names: Vec<String> = registrar
-        .requests
-        .lock()
-        .unwrap()
+    let mut names: Vec<String> = kubelet
+        .registrations()
         .iter()
         .map(|r| {
             assert_eq!(r.version, "v1beta1");
@@ -254,10 +225,8 @@ async fn serves_every_pool_to_kubelet_allocates_and_picks_up_new_vfs() {
         .set_num_vfs("0000:01:00.0".parse().unwrap(), 3)
         .unwrap();
     eventually("igb_vf registered once it has devices", || {
-        registrar
-            .requests
-            .lock()
-            .unwrap()
+        kubelet
+            .registrations()
             .iter()
             .any(|r| r.resource_name == "intel.com/igb_vf")
     })
@@ -332,22 +301,15 @@ async fn a_resource_with_bad_selectors_is_skipped_unless_strict() {
         "{err}"
     );
 
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let kubelet = start_kubelet(&node);
     let mut child = node
         .command(&[])
         .env("RUST_LOG", "error")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    eventually("x710 registered", || {
-        registrar.requests.lock().unwrap().len() == 1
-    })
-    .await;
-    assert_eq!(
-        registrar.requests.lock().unwrap()[0].resource_name,
-        "intel.com/x710"
-    );
+    eventually("x710 registered", || kubelet.registrations().len() == 1).await;
+    assert_eq!(kubelet.registrations()[0].resource_name, "intel.com/x710");
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     let mut stderr = String::new();
@@ -379,8 +341,7 @@ fn a_bad_config_stops_the_plugin_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_use_cdi_specs_are_written_named_in_allocate_and_removed_at_stop() {
     let node = Node::new();
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let kubelet = start_kubelet(&node);
     let cdi = node.root.join("cdi");
     std::fs::create_dir_all(&cdi).unwrap();
     std::fs::write(cdi.join("sriov-dp-left-over.yaml"), "").unwrap();
@@ -390,10 +351,7 @@ async fn with_use_cdi_specs_are_written_named_in_allocate_and_removed_at_stop() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually("two registrations", || {
-        registrar.requests.lock().unwrap().len() >= 2
-    })
-    .await;
+    eventually("two registrations", || kubelet.registrations().len() >= 2).await;
     // igb_vf matches nothing yet: as SRDP, it is not offered to kubelet.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let spec = cdi.join("sriov-dp-intel.com-net-pci-x710.json");
@@ -466,15 +424,11 @@ async fn pf_links_seen_over_netlink_drive_health_in_list_and_watch() {
         return;
     }
     let node = Node::new();
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&node.dp_dir(), &registrar);
+    let kubelet = start_kubelet(&node);
     let mut wrapper = Command::new("unshare");
     wrapper.args(["--net", "--", BIN]);
     let mut child = node.command_via(wrapper, "netlink", &[]).spawn().unwrap();
-    eventually("two registrations", || {
-        registrar.requests.lock().unwrap().len() >= 2
-    })
-    .await;
+    eventually("two registrations", || kubelet.registrations().len() >= 2).await;
     // igb_vf matches nothing yet: as SRDP, it is not offered to kubelet.
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -103,13 +103,9 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a [u8]> {
 async fn options_via(authority_of: impl Fn(&Path) -> String) {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(vec![vf("a", "pf", 0)]));
-    eventually("registration", || {
-        !registrar.requests.lock().unwrap().is_empty()
-    })
-    .await;
+    eventually("registration", || !kubelet.registrations().is_empty()).await;
 
     let sock = h.socket();
     let a = raw_call(
@@ -144,29 +140,29 @@ async fn socket_path_authority_from_old_kubelets_is_served() {
 #[tokio::test]
 async fn without_the_relay_h2_resets_a_socket_path_authority() {
     let dir = tempfile::tempdir().unwrap();
-    let registrar = Registrar::default();
-    let kubelet = start_kubelet(dir.path(), &registrar);
+    let kubelet = start_kubelet(&dir.path().join("device-plugins"));
+    let sock = kubelet.registration_socket();
     let req = dp::RegisterRequest {
         version: "v1beta1".into(),
         ..Default::default()
     };
     let a = raw_call(
-        &kubelet.path,
-        &kubelet.path.to_string_lossy(),
+        &sock,
+        &sock.to_string_lossy(),
         "/v1beta1.Registration/Register",
         &req.encode_to_vec(),
     )
     .await;
     assert_eq!(a.reset, Some(1), "expected RST_STREAM(PROTOCOL_ERROR)");
-    assert!(registrar.requests.lock().unwrap().is_empty());
+    assert!(kubelet.registrations().is_empty());
 
     let ok = raw_call(
-        &kubelet.path,
+        &sock,
         "localhost",
         "/v1beta1.Registration/Register",
         &req.encode_to_vec(),
     )
     .await;
     assert_eq!(header(&ok, "grpc-status"), Some(&b"0"[..]));
-    assert_eq!(registrar.requests.lock().unwrap().len(), 1);
+    assert_eq!(kubelet.registrations().len(), 1);
 }

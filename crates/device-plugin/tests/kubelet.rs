@@ -18,11 +18,8 @@ fn two_vfs() -> Vec<Device> {
     ]
 }
 
-async fn registered(h: &Harness, registrar: &Registrar, n: usize) {
-    eventually("registration", || {
-        registrar.requests.lock().unwrap().len() >= n
-    })
-    .await;
+async fn registered(h: &Harness, kubelet: &FakeKubelet, n: usize) {
+    eventually("registration", || kubelet.registrations().len() >= n).await;
     let mut rx = h.registrations.clone();
     tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
         .await
@@ -34,12 +31,11 @@ async fn registered(h: &Harness, registrar: &Registrar, n: usize) {
 async fn registers_with_kubelet_as_v1beta1_with_socket_name_and_options() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
-    let req = registrar.requests.lock().unwrap()[0].clone();
+    let req = kubelet.registrations()[0].clone();
     assert_eq!(req.version, "v1beta1");
     assert_eq!(req.endpoint, "example.com_sriov_a.sock");
     assert_eq!(req.resource_name, RESOURCE);
@@ -62,11 +58,10 @@ async fn registers_with_kubelet_as_v1beta1_with_socket_name_and_options() {
 async fn list_and_watch_sends_the_full_list_then_every_change() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let backend = MemBackend::new(two_vfs());
     let h = start_plugin(root, cfg, backend.clone());
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
     let mut client = plugin_client(&h.socket()).await;
     let mut stream = client
@@ -125,11 +120,10 @@ async fn list_and_watch_sends_the_full_list_then_every_change() {
 async fn cancelled_list_and_watch_stops_watching_the_backend() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let backend = MemBackend::new(two_vfs());
     let h = start_plugin(root, cfg, backend.clone());
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     let baseline = backend.devices.receiver_count();
 
     let mut client = plugin_client(&h.socket()).await;
@@ -155,11 +149,10 @@ async fn cancelled_list_and_watch_stops_watching_the_backend() {
 async fn allocate_grants_known_ids_and_refuses_unknown_taken_and_malformed_ones() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let backend = MemBackend::new(two_vfs());
     let h = start_plugin(root, cfg, backend.clone());
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     let mut client = plugin_client(&h.socket()).await;
     let req = |containers: &[&[&str]]| dp::AllocateRequest {
         container_requests: containers
@@ -211,8 +204,7 @@ async fn allocate_grants_known_ids_and_refuses_unknown_taken_and_malformed_ones(
 async fn preferred_allocation_keeps_a_pod_on_one_pf() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let devices = vec![
         vf("a0", "pf-a", 0),
         vf("b0", "pf-b", 1),
@@ -220,7 +212,7 @@ async fn preferred_allocation_keeps_a_pod_on_one_pf() {
         vf("a1", "pf-a", 0),
     ];
     let h = start_plugin(root, cfg, MemBackend::new(devices));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     let mut client = plugin_client(&h.socket()).await;
     let resp = client
         .get_preferred_allocation(dp::PreferredAllocationRequest {
@@ -241,17 +233,14 @@ async fn preferred_allocation_keeps_a_pod_on_one_pf() {
 async fn kubelet_restart_reregisters_the_resource() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
     // What kubelet does when it starts: its old socket goes, every plugin
     // socket in the directory is deleted, a new kubelet.sock appears.
-    kubelet.stop().await;
-    std::fs::remove_file(h.socket()).unwrap();
-    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
-    registered(&h, &registrar, 2).await;
+    kubelet.restart().unwrap();
+    registered(&h, &kubelet, 2).await;
 
     let mut client = plugin_client(&h.socket()).await;
     let mut stream = client
@@ -267,7 +256,6 @@ async fn kubelet_restart_reregisters_the_resource() {
 async fn kubelet_absent_at_start_is_retried_until_it_appears() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
     let dir = cfg.device_plugin_dir.clone();
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
     eventually("plugin socket", || h.socket().exists()).await;
@@ -275,11 +263,11 @@ async fn kubelet_absent_at_start_is_retried_until_it_appears() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*h.registrations.borrow(), 0);
 
-    let _kubelet = start_kubelet(&dir, &registrar);
-    registered(&h, &registrar, 1).await;
+    let kubelet = start_kubelet(&dir);
+    registered(&h, &kubelet, 1).await;
     // The retry timer and the kubelet.sock creation event may both lead to
     // a Register; kubelet treats a repeat as a refresh.
-    for r in registrar.requests.lock().unwrap().iter() {
+    for r in kubelet.registrations().iter() {
         assert_eq!(r.resource_name, RESOURCE);
     }
     h.stop().await;
@@ -289,16 +277,11 @@ async fn kubelet_absent_at_start_is_retried_until_it_appears() {
 async fn a_refusing_kubelet_is_retried_with_backoff() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    *registrar.refuse.lock().unwrap() = 3;
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
+    kubelet.refuse_next(3);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
-    assert_eq!(
-        *registrar.refuse.lock().unwrap(),
-        0,
-        "all refusals were consumed"
-    );
+    registered(&h, &kubelet, 1).await;
+    assert_eq!(kubelet.refusals_left(), 0, "all refusals were consumed");
     h.stop().await;
 }
 
@@ -306,13 +289,12 @@ async fn a_refusing_kubelet_is_retried_with_backoff() {
 async fn plugin_socket_deleted_under_us_is_recreated_and_reregistered() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
     std::fs::remove_file(h.socket()).unwrap();
-    registered(&h, &registrar, 2).await;
+    registered(&h, &kubelet, 2).await;
     let mut client = plugin_client(&h.socket()).await;
     client
         .get_device_plugin_options(dp::Empty {})
@@ -325,10 +307,9 @@ async fn plugin_socket_deleted_under_us_is_recreated_and_reregistered() {
 async fn shutdown_removes_the_socket() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     let sock = h.socket();
     assert!(sock.exists());
     let _root = h.stop().await;
@@ -340,8 +321,7 @@ async fn plugin_watcher_mode_serves_getinfo_and_device_plugin_on_one_socket() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Auto);
     std::fs::create_dir_all(&cfg.plugins_registry_dir).unwrap();
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
     let sock = h.cfg.plugins_registry_dir.join("example.com_sriov_a.sock");
     assert_eq!(h.socket(), sock);
@@ -378,7 +358,7 @@ async fn plugin_watcher_mode_serves_getinfo_and_device_plugin_on_one_socket() {
     let mut rx = h.registrations.clone();
     rx.wait_for(|n| *n == 1).await.unwrap();
     // No kubelet.sock registration in this mode.
-    assert!(registrar.requests.lock().unwrap().is_empty());
+    assert!(kubelet.registrations().is_empty());
 
     // A refusal makes the plugin re-create its socket for the watcher.
     let created = DirEvents::new(&h.cfg.plugins_registry_dir);
@@ -427,35 +407,29 @@ async fn plugin_watcher_socket_deleted_under_us_is_recreated() {
 async fn a_new_kubelet_sock_alone_triggers_reregistration() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
     // A kubelet that restarts without cleaning the directory still gets
     // a fresh registration: the new kubelet.sock is the signal.
-    kubelet.stop().await;
-    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
-    registered(&h, &registrar, 2).await;
+    kubelet.stop_registration().await;
+    kubelet.start_registration().unwrap();
+    registered(&h, &kubelet, 2).await;
     assert!(h.socket().exists());
     h.stop().await;
 }
 
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_wedged_kubelet() {
-    use std::sync::atomic::Ordering;
     let root = tempfile::tempdir().unwrap();
     let mut cfg = config(root.path(), RegistrationMode::Kubelet);
     // Far longer than the test's patience: only cancellation ends the call.
     cfg.call_timeout = Duration::from_secs(3600);
-    let registrar = Registrar::default();
-    registrar.hang.store(true, Ordering::SeqCst);
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
+    kubelet.hang_registrations(true);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    eventually("a Register call", || {
-        registrar.calls.load(Ordering::SeqCst) > 0
-    })
-    .await;
+    eventually("a Register call", || kubelet.register_calls() > 0).await;
     let sock = h.socket();
     tokio::time::timeout(Duration::from_secs(20), h.stop())
         .await

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -19,12 +18,9 @@ fn two_vfs() -> Vec<Device> {
     ]
 }
 
-/// Waits until `registrar` holds `n` requests and the plugin counted `n`.
-async fn registered(h: &Harness, registrar: &Registrar, n: usize) {
-    eventually("registration", || {
-        registrar.requests.lock().unwrap().len() >= n
-    })
-    .await;
+/// Waits until `kubelet` holds `n` registrations and the plugin counted `n`.
+async fn registered(h: &Harness, kubelet: &FakeKubelet, n: usize) {
+    eventually("registration", || kubelet.registrations().len() >= n).await;
     let mut rx = h.registrations.clone();
     tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
         .await
@@ -45,16 +41,15 @@ async fn answers(h: &Harness) {
 async fn start_ends_registered_and_stays_so() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     answers(&h).await;
 
     // Serving is at rest: past the longest retry delay, nothing is
     // registered again.
     tokio::time::sleep(h.cfg.retry_max * 2).await;
-    assert_eq!(registrar.requests.lock().unwrap().len(), 1);
+    assert_eq!(kubelet.registrations().len(), 1);
     assert_eq!(*h.registrations.borrow(), 1);
     h.stop().await;
 }
@@ -63,15 +58,12 @@ async fn start_ends_registered_and_stays_so() {
 async fn kubelet_restart_ends_registered_again_on_a_new_socket() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
 
-    kubelet.stop().await;
-    std::fs::remove_file(h.socket()).unwrap();
-    let _kubelet = start_kubelet(&h.dp_dir(), &registrar);
-    registered(&h, &registrar, 2).await;
+    kubelet.restart().unwrap();
+    registered(&h, &kubelet, 2).await;
     answers(&h).await;
     h.stop().await;
 }
@@ -85,24 +77,22 @@ async fn kubelet_restart_during_registration_registers_with_the_new_kubelet() {
     let mut cfg = config(root.path(), RegistrationMode::Kubelet);
     // Far longer than the test's patience: the call must be abandoned.
     cfg.call_timeout = Duration::from_secs(3600);
-    let old = Registrar::default();
-    old.hang.store(true, Ordering::SeqCst);
     // Dropped, not stopped, at the end: stopping would delete the new
     // kubelet's socket, which has the same path.
-    let _old_kubelet = start_kubelet(&cfg.device_plugin_dir, &old);
+    let old = start_kubelet(&cfg.device_plugin_dir);
+    old.hang_registrations(true);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
     eventually("a Register call held by the old kubelet", || {
-        old.calls.load(Ordering::SeqCst) > 0
+        old.register_calls() > 0
     })
     .await;
 
     // What kubelet does when it starts: every plugin socket in the
     // directory is deleted, and a new kubelet.sock appears.
     std::fs::remove_file(h.socket()).unwrap();
-    let new = Registrar::default();
-    let _new_kubelet = start_kubelet(&h.dp_dir(), &new);
+    let new = start_kubelet(&h.dp_dir());
     registered(&h, &new, 1).await;
-    assert!(old.requests.lock().unwrap().is_empty());
+    assert!(old.registrations().is_empty());
     answers(&h).await;
     h.stop().await;
 }
@@ -132,10 +122,9 @@ async fn stop_while_waiting_for_kubelet_removes_the_socket() {
 async fn stop_while_serving_ends_streams_and_removes_the_socket() {
     let root = tempfile::tempdir().unwrap();
     let cfg = config(root.path(), RegistrationMode::Kubelet);
-    let registrar = Registrar::default();
-    let _kubelet = start_kubelet(&cfg.device_plugin_dir, &registrar);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
     let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
-    registered(&h, &registrar, 1).await;
+    registered(&h, &kubelet, 1).await;
     let sock = h.socket();
     let mut client = plugin_client(&sock).await;
     let mut stream = client

@@ -1,5 +1,5 @@
-//! A fake kubelet (registration and pod-resources servers on real unix
-//! sockets in a temp dir), an in-memory backend, and client helpers.
+//! The crate's fake kubelet set up for a temp dir, an in-memory backend,
+//! and client helpers.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -13,19 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
 use sriov_api::kubelet::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
-use sriov_api::kubelet::podresources::v1 as pr;
-use sriov_api::tonic::transport::{Channel, Server};
-use sriov_api::tonic::{self, Request, Response, Status};
+use sriov_api::tonic::transport::Channel;
+pub use sriov_deviceplugin::fake::FakeKubelet;
 use sriov_deviceplugin::{
     AllocateError, Backend, ContainerAllocateResponse, Device, DevicePlugin, PluginConfig,
     RegistrationMode, connect_unix,
 };
-use tokio::net::UnixListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 
 pub const RESOURCE: &str = "example.com/sriov_a";
 
@@ -126,169 +122,10 @@ impl Backend for MemBackend {
 
 // ---------------------------------------------------------- fake kubelet
 
-/// Kubelet's `Registration` service: records requests, and refuses the
-/// first `refuse` of them.
-#[derive(Clone, Default)]
-pub struct Registrar {
-    pub requests: Arc<Mutex<Vec<dp::RegisterRequest>>>,
-    pub refuse: Arc<Mutex<usize>>,
-    /// Never answer: a wedged kubelet.
-    pub hang: Arc<std::sync::atomic::AtomicBool>,
-    /// Calls seen, answered or not.
-    pub calls: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[tonic::async_trait]
-impl dp::registration_server::Registration for Registrar {
-    async fn register(
-        &self,
-        req: Request<dp::RegisterRequest>,
-    ) -> Result<Response<dp::Empty>, Status> {
-        use std::sync::atomic::Ordering;
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        {
-            let mut refuse = self.refuse.lock().unwrap();
-            if *refuse > 0 {
-                *refuse -= 1;
-                return Err(Status::unavailable("kubelet is not ready"));
-            }
-        }
-        self.requests.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(dp::Empty {}))
-    }
-}
-
-/// A gRPC server on a unix socket, stopped (and its socket removed) on drop
-/// or `stop`.
-pub struct UnixServer {
-    pub path: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl UnixServer {
-    pub async fn stop(mut self) {
-        self.shutdown().await;
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for UnixServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-pub fn serve_unix(path: &Path, router: tonic::transport::server::Router) -> UnixServer {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    UnixServer {
-        path: path.to_owned(),
-        stop: Some(tx),
-        task: Some(task),
-    }
-}
-
-/// Starts kubelet's registration server on `<dir>/kubelet.sock`.
-pub fn start_kubelet(dir: &Path, registrar: &Registrar) -> UnixServer {
-    let router = Server::builder().add_service(dp::registration_server::RegistrationServer::new(
-        registrar.clone(),
-    ));
-    serve_unix(&dir.join("kubelet.sock"), router)
-}
-
-/// Kubelet's pod-resources server answering from a shared pod list.
-#[derive(Clone, Default)]
-pub struct PodLister {
-    pub pods: Arc<Mutex<Vec<pr::PodResources>>>,
-}
-
-impl PodLister {
-    pub fn set(&self, pods: &[(&str, &[&str])]) {
-        *self.pods.lock().unwrap() = pods
-            .iter()
-            .map(|(name, ids)| pr::PodResources {
-                name: name.to_string(),
-                namespace: "default".into(),
-                containers: vec![pr::ContainerResources {
-                    name: "c".into(),
-                    devices: vec![pr::ContainerDevices {
-                        resource_name: RESOURCE.into(),
-                        device_ids: ids.iter().map(|s| s.to_string()).collect(),
-                        topology: None,
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-    }
-}
-
-#[tonic::async_trait]
-impl pr::pod_resources_lister_server::PodResourcesLister for PodLister {
-    async fn list(
-        &self,
-        _req: Request<pr::ListPodResourcesRequest>,
-    ) -> Result<Response<pr::ListPodResourcesResponse>, Status> {
-        Ok(Response::new(pr::ListPodResourcesResponse {
-            pod_resources: self.pods.lock().unwrap().clone(),
-        }))
-    }
-
-    async fn get_allocatable_resources(
-        &self,
-        _req: Request<pr::AllocatableResourcesRequest>,
-    ) -> Result<Response<pr::AllocatableResourcesResponse>, Status> {
-        Ok(Response::new(pr::AllocatableResourcesResponse::default()))
-    }
-
-    async fn get(
-        &self,
-        req: Request<pr::GetPodResourcesRequest>,
-    ) -> Result<Response<pr::GetPodResourcesResponse>, Status> {
-        let r = req.into_inner();
-        let pods = self.pods.lock().unwrap();
-        match pods
-            .iter()
-            .find(|p| p.name == r.pod_name && p.namespace == r.pod_namespace)
-        {
-            Some(p) => Ok(Response::new(pr::GetPodResourcesResponse {
-                pod_resources: Some(p.clone()),
-            })),
-            None => Err(Status::not_found(format!("pod {} not found", r.pod_name))),
-        }
-    }
-}
-
-pub fn start_pod_resources(path: &Path, lister: &PodLister) -> UnixServer {
-    let router = Server::builder().add_service(
-        pr::pod_resources_lister_server::PodResourcesListerServer::new(lister.clone()),
-    );
-    serve_unix(path, router)
+/// A fake kubelet serving `<dir>/kubelet.sock`, with its pod-resources
+/// socket in a sibling `pod-resources/` that no plugin here dials.
+pub fn start_kubelet(dir: &Path) -> FakeKubelet {
+    FakeKubelet::start(dir, &dir.with_file_name("pod-resources")).unwrap()
 }
 
 // ------------------------------------------------------------------ plugin
