@@ -94,6 +94,23 @@ pub(crate) fn parse_dec(
     })
 }
 
+/// The IOMMU group number of the PCI device whose sysfs directory is
+/// `device_dir` (for example `/sys/bus/pci/devices/0000:01:10.0`), from the
+/// last component of its `iommu_group` link; `None` when it has no link (no
+/// IOMMU). The one reader of that link: [`Sysfs::iommu_group`] and
+/// `sriov-vfio`'s groups both go through it.
+pub fn iommu_group_of(device_dir: &std::path::Path) -> Result<Option<u32>, PciError> {
+    let path = device_dir.join("iommu_group");
+    match std::fs::read_link(&path) {
+        Ok(target) => {
+            let name = target.file_name().unwrap_or_default().to_string_lossy();
+            parse_dec(&path, &name, "an IOMMU group number").map(Some)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PciError::read(&path, e)),
+    }
+}
+
 impl Sysfs {
     /// Whether a device directory exists.
     pub fn exists(&self, address: PciAddress) -> bool {
@@ -185,11 +202,8 @@ impl Sysfs {
 
     /// IOMMU group number, from the `iommu_group` link.
     pub fn iommu_group(&self, address: PciAddress) -> Result<Option<u32>, PciError> {
-        let path = self.device_dir(address).join("iommu_group");
-        match self.link_name(&path)? {
-            None => Ok(None),
-            Some(name) => parse_dec(&path, &name, "an IOMMU group number").map(Some),
-        }
+        self.count(1);
+        iommu_group_of(&self.device_dir(address))
     }
 
     /// Names of the device's network interfaces, sorted.

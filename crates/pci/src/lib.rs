@@ -81,7 +81,7 @@ mod sriov;
 mod sysfs;
 
 pub use address::PciAddress;
-pub use device::{NetDev, PciDevice, PciIds, SriovCapability};
+pub use device::{NetDev, PciDevice, PciIds, SriovCapability, iommu_group_of};
 pub use discover::{Inventory, PhysicalFunction, VirtualFunction};
 pub use error::{AddressError, PciError};
 pub use sriov::VirtFn;

@@ -59,22 +59,36 @@ impl IommuGroup {
     /// The IOMMU group of the PCI device whose sysfs directory is `device_dir`
     /// (for example `/sys/bus/pci/devices/0000:01:10.0`).
     ///
-    /// Reads the `iommu_group` link (its last component is the number) and the group's `name`
-    /// file, which VFIO sets to [`NOIOMMU_GROUP_NAME`] for no-IOMMU groups.
+    /// Reads the `iommu_group` link (its last component is the number, read by
+    /// [`sriov_pci::iommu_group_of`]) and the group's `name` file, which VFIO sets to
+    /// [`NOIOMMU_GROUP_NAME`] for no-IOMMU groups.
     pub fn of_device_dir(device_dir: &Path) -> Result<Self> {
         let link = device_dir.join("iommu_group");
-        let target = std::fs::read_link(&link).map_err(|source| Error::IommuGroupLink {
-            link: link.clone(),
-            source,
-        })?;
-        let id = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(|| Error::IommuGroupTarget {
-                link: link.clone(),
-                target: target.clone(),
-            })?;
+        // The number comes from sriov-pci's one reader of the link; VFIO
+        // needs a group, so no link is an error here.
+        let id = match sriov_pci::iommu_group_of(device_dir) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Err(Error::IommuGroupLink {
+                    link,
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+            Err(sriov_pci::PciError::Parse { found, .. }) => {
+                // The whole target says more than its last component.
+                let target = std::fs::read_link(&link).unwrap_or_else(|_| PathBuf::from(found));
+                return Err(Error::IommuGroupTarget { link, target });
+            }
+            Err(sriov_pci::PciError::Read { source, .. }) => {
+                return Err(Error::IommuGroupLink { link, source });
+            }
+            Err(other) => {
+                return Err(Error::IommuGroupLink {
+                    link,
+                    source: std::io::Error::other(other.to_string()),
+                });
+            }
+        };
         let name_path: PathBuf = link.join("name");
         let noiommu = match std::fs::read_to_string(&name_path) {
             Ok(name) => name.trim() == NOIOMMU_GROUP_NAME,
