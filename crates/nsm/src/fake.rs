@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
 use sriov_api::nsm::connection::{Connection, Mechanism, State};
 use sriov_api::nsm::connectioncontext::ConnectionContext;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
@@ -291,18 +292,6 @@ impl Shared {
     }
 }
 
-/// Resolves once `stopping` turns true or its sender is gone.
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    loop {
-        if *stopping.borrow_and_update() {
-            return;
-        }
-        if stopping.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 #[derive(Clone)]
 struct Registry {
     shared: Arc<Shared>,
@@ -375,7 +364,8 @@ impl NetworkServiceEndpointRegistry for Registry {
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        () = stopped(&mut stopping) => break,
+                        // The guard wait_for yields is not Send: dropped here.
+                        _ = stopping.wait_for(|s| *s).map(drop) => break,
                         () = tx.closed() => break,
                         change = changes.recv() => match change {
                             Ok(resp) => {
