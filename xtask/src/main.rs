@@ -8,6 +8,7 @@
 mod architecture;
 mod bench;
 mod chaos;
+mod conventions;
 mod demo;
 mod deploy;
 mod fuzz;

@@ -106,13 +106,12 @@ pub enum Error {
         problems: Vec<EnvProblem>,
     },
     /// The config file could not be read.
-    #[error("cannot read the SR-IOV config file {file}: {source}")]
+    #[error("cannot read the SR-IOV config file {file}: {cause}")]
     ReadFile {
         /// The config file.
         file: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The config file is malformed or breaks rules; each error names the file, line and field.
     #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -121,12 +120,11 @@ pub enum Error {
         errors: Vec<FileError>,
     },
     /// Reading or changing a PF in sysfs failed.
-    #[error("PF {pf}: {source}")]
+    #[error("PF {pf}: {cause}")]
     Sysfs {
         /// The PF being reconciled.
         pf: sriov_pci::PciAddress,
         /// What sysfs said (names the path).
-        #[source]
-        source: sriov_pci::PciError,
+        cause: sriov_pci::PciError,
     },
 }

@@ -146,7 +146,7 @@ impl SriovConfig {
     pub fn load(file: &Path) -> Result<LoadedConfig, Error> {
         let text = std::fs::read_to_string(file).map_err(|source| Error::ReadFile {
             file: file.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::parse(file, &text)
     }

@@ -84,7 +84,7 @@ pub fn reconcile(
     let mut ready = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    let sys_err = |pf: PciAddress| move |source: PciError| Error::Sysfs { pf, source };
+    let sys_err = |pf: PciAddress| move |source: PciError| Error::Sysfs { pf, cause: source };
 
     for (&pf, pf_config) in &config.physical_functions {
         let line = pf_config.line;

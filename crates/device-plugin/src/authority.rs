@@ -38,11 +38,19 @@ const LOCALHOST: &[u8] = b"localhost";
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RelayError {
     #[error("relay I/O: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("malformed HTTP/2 from the client: {0}")]
     Protocol(&'static str),
     #[error("undecodable HPACK header block: {0:?}")]
     Hpack(loona_hpack::decoder::DecoderError),
+}
+
+// By hand rather than `#[from]`, which would also make the I/O error the
+// source: the message already prints it.
+impl From<io::Error> for RelayError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Client-to-server byte rewriter: feed it what the client sent, get back

@@ -7,40 +7,36 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Creating the socket directory failed.
-    #[error("creating socket directory {dir}: {source}")]
+    #[error("creating socket directory {dir}: {cause}")]
     CreateDir {
         /// The directory.
         dir: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Binding or inspecting the plugin's own socket failed.
-    #[error("listening on {path}: {source}")]
+    #[error("listening on {path}: {cause}")]
     Listen {
         /// The plugin socket.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Setting up inotify on a directory failed.
-    #[error("watching {dir} with inotify: {source}")]
+    #[error("watching {dir} with inotify: {cause}")]
     Watch {
         /// The watched directory.
         dir: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Dialling a kubelet socket failed.
-    #[error("connecting to {path}: {source}")]
+    #[error("connecting to {path}: {cause}")]
     Connect {
         /// The socket dialled.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
     /// Kubelet answered `Register` with an error.
     #[error("registering {resource} with {path}: {status}")]

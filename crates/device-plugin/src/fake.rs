@@ -214,14 +214,14 @@ fn serve(path: &Path, router: tonic::transport::server::Router) -> Result<Servin
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
             dir: dir.to_owned(),
-            source,
+            cause: source,
         })?;
     }
     // As kubelet does at start, whatever was left at the path is replaced.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|source| Error::Listen {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -140,7 +140,7 @@ pub async fn connect_unix(path: &Path) -> Result<Channel, Error> {
         .await
         .map_err(|source| Error::Connect {
             path: path.to_owned(),
-            source,
+            cause: source,
         })
 }
 
@@ -211,7 +211,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
         if let Err(source) = std::fs::create_dir_all(dir) {
             let e = Error::CreateDir {
                 dir: dir.to_owned(),
-                source,
+                cause: source,
             };
             warn!(resource, error = %e, "will retry");
             return None;
@@ -233,7 +233,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
     ) -> Result<Serving, Error> {
         let err = |source: io::Error| Error::Listen {
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         // A stale socket from an earlier run (or a crash) blocks bind.
         match std::fs::remove_file(path) {

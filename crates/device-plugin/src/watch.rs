@@ -47,7 +47,7 @@ impl DirWatcher {
     pub(crate) fn new(dir: &Path) -> Result<Self, Error> {
         let err = |e: nix::Error| Error::Watch {
             dir: dir.to_owned(),
-            source: io::Error::from(e),
+            cause: io::Error::from(e),
         };
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(err)?;
         ino.add_watch(
@@ -68,7 +68,7 @@ impl DirWatcher {
         #[allow(unsafe_code)]
         let fd = unsafe { AsyncFd::register(InotifyFd(ino)) }.map_err(|e| Error::Watch {
             dir: dir.to_owned(),
-            source: io::Error::from(e),
+            cause: io::Error::from(e),
         })?;
         Ok(Self {
             fd,
@@ -81,14 +81,14 @@ impl DirWatcher {
         loop {
             let mut guard = self.fd.readable().await.map_err(|source| Error::Watch {
                 dir: self.dir.clone(),
-                source,
+                cause: source,
             })?;
             match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
                 Ok(Ok(events)) => return Ok(events.into_iter().filter_map(convert).collect()),
                 Ok(Err(source)) => {
                     return Err(Error::Watch {
                         dir: self.dir.clone(),
-                        source,
+                        cause: source,
                     });
                 }
                 Err(_would_block) => continue,

@@ -157,15 +157,14 @@ pub enum Error {
 
     /// A multi-step operation failed and undoing it failed too. `record` says where the link is,
     /// so the caller can keep it and retry [`crate::RtNetlink::back_out`] later.
-    #[error("{op} on link {link} failed ({source}) and the rollback failed too: {rollback}")]
+    #[error("{op} on link {link} failed ({cause}) and the rollback failed too: {rollback}")]
     RollbackFailed {
         /// The operation.
         op: &'static str,
         /// The link it was about.
         link: String,
         /// The step that failed first.
-        #[source]
-        source: Box<Error>,
+        cause: Box<Error>,
         /// Why the rollback failed.
         rollback: Box<Error>,
         /// What was done and not undone.
@@ -174,15 +173,14 @@ pub enum Error {
 
     /// Setting a VF failed and writing its previous values back failed too; `record` holds
     /// those values for a later [`crate::RtNetlink::restore_vf`].
-    #[error("setting VF {vf} of {link} failed ({source}) and restoring it failed too: {rollback}")]
+    #[error("setting VF {vf} of {link} failed ({cause}) and restoring it failed too: {rollback}")]
     VfRollbackFailed {
         /// The PF link.
         link: String,
         /// The VF number.
         vf: u32,
         /// The first failure.
-        #[source]
-        source: Box<Error>,
+        cause: Box<Error>,
         /// Why restoring failed.
         rollback: Box<Error>,
         /// The previous values.
@@ -196,8 +194,8 @@ impl Error {
         match self {
             Error::Netlink { source, .. } => netlink_errno(source),
             Error::RolledBack { source, .. }
-            | Error::RollbackFailed { source, .. }
-            | Error::VfRollbackFailed { source, .. } => source.errno(),
+            | Error::RollbackFailed { cause: source, .. }
+            | Error::VfRollbackFailed { cause: source, .. } => source.errno(),
             _ => None,
         }
     }

@@ -292,7 +292,7 @@ impl RtNetlink {
             Err(rollback) => Error::RollbackFailed {
                 op: "move into namespace",
                 link,
-                source: Box::new(cause),
+                cause: Box::new(cause),
                 rollback: Box::new(rollback),
                 record: Box::new(record),
             },

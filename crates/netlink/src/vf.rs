@@ -255,7 +255,7 @@ impl RtNetlink {
                     Err(rollback) => Error::VfRollbackFailed {
                         link: record.pf_name.clone(),
                         vf,
-                        source: Box::new(e),
+                        cause: Box::new(e),
                         rollback: Box::new(rollback),
                         record: Box::new(record.clone()),
                     },

@@ -13,15 +13,14 @@ pub enum Error {
     InvalidUrl(#[from] sriov_config::UrlError),
 
     /// No connection could be established within the dial timeout.
-    #[error("dialing {url} failed within {timeout:?}: {source}")]
+    #[error("dialing {url} failed within {timeout:?}: {cause}")]
     Dial {
         /// The URL dialed.
         url: String,
         /// `NSM_DIAL_TIMEOUT`.
         timeout: Duration,
         /// Why.
-        #[source]
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
 
     /// Serving needs a unix socket; the URL names something else.
@@ -32,34 +31,31 @@ pub enum Error {
     },
 
     /// The parent directory of a socket could not be created.
-    #[error("cannot create socket directory {path}: {source}")]
+    #[error("cannot create socket directory {path}: {cause}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A stale socket file (or something else) is in the way and cannot be
     /// removed.
-    #[error("cannot remove stale socket {path}: {source}")]
+    #[error("cannot remove stale socket {path}: {cause}")]
     RemoveStale {
         /// The socket path.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// Binding the unix socket failed.
-    #[error("cannot listen on unix socket {path}: {source}")]
+    #[error("cannot listen on unix socket {path}: {cause}")]
     Bind {
         /// The socket path.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The registry at `url` refused or failed a call.

@@ -30,7 +30,7 @@ fn endpoint(url: &NsmUrl, timeout: Duration) -> Result<Endpoint, Error> {
         .map_err(|source| Error::Dial {
             url: url.to_string(),
             timeout,
-            source,
+            cause: source,
         })
 }
 
@@ -63,7 +63,7 @@ pub async fn dial(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
     result.map_err(|source| Error::Dial {
         url: url.to_string(),
         timeout,
-        source,
+        cause: source,
     })
 }
 
@@ -108,20 +108,20 @@ pub fn listen_unix_for_group(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
             path: dir.to_owned(),
-            source,
+            cause: source,
         })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             std::fs::remove_file(path).map_err(|source| Error::RemoveStale {
                 path: path.to_owned(),
-                source,
+                cause: source,
             })?;
         }
         Ok(_) => {
             return Err(Error::RemoveStale {
                 path: path.to_owned(),
-                source: io::Error::new(
+                cause: io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     "a file that is not a socket is in the way",
                 ),
@@ -131,20 +131,20 @@ pub fn listen_unix_for_group(
         Err(source) => {
             return Err(Error::RemoveStale {
                 path: path.to_owned(),
-                source,
+                cause: source,
             });
         }
     }
     let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let mode = match group {
         Some(gid) => {
             nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
                 Error::Bind {
                     path: path.to_owned(),
-                    source: io::Error::from(e),
+                    cause: io::Error::from(e),
                 }
             })?;
             0o660
@@ -154,7 +154,7 @@ pub fn listen_unix_for_group(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         Error::Bind {
             path: path.to_owned(),
-            source,
+            cause: source,
         }
     })?;
     Ok(UnixListenerStream::new(listener))

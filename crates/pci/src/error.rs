@@ -36,13 +36,12 @@ pub enum PciError {
         path: PathBuf,
     },
     /// A sysfs file or link could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// The file or link.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A sysfs attribute held something we cannot interpret.
     #[error("{path}: expected {expected}, found {found:?}")]
@@ -55,15 +54,14 @@ pub enum PciError {
         found: String,
     },
     /// The kernel refused a write.
-    #[error("writing {value:?} to {path}: {source}")]
+    #[error("writing {value:?} to {path}: {cause}")]
     Write {
         /// The attribute file.
         path: PathBuf,
         /// What was written.
         value: String,
         /// The OS error the kernel returned.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The device has no SR-IOV capability (no `sriov_totalvfs`).
     #[error("PCI device {address} is not an SR-IOV physical function ({path} missing)")]
@@ -116,7 +114,7 @@ impl PciError {
     pub(crate) fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Read {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -204,7 +204,7 @@ impl Sysfs {
             .map_err(|source| PciError::Write {
                 path: path.to_path_buf(),
                 value: value.to_string(),
-                source,
+                cause: source,
             })
     }
 

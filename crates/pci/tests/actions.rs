@@ -106,7 +106,7 @@ fn a_pf_without_driver_cannot_enable_vfs() {
         PciError::Write {
             path,
             value,
-            source,
+            cause: source,
         } => {
             assert!(path.ends_with("0000:01:00.0/sriov_numvfs"));
             assert_eq!(value, "1");

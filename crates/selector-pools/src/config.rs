@@ -276,7 +276,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::parse_with(&text, default_prefix, strictness)
     }

@@ -9,17 +9,16 @@ use sriov_pci::{PciAddress, PciError};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The text is not JSON.
     #[error("config is not valid JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     /// A field has the wrong JSON type.
     #[error("{field}: expected {expected}, found {found}")]
     Type {
@@ -83,32 +82,29 @@ pub enum PoolError {
     #[error(transparent)]
     Pci(#[from] PciError),
     /// Reading a sysfs or proc file outside `sriov-pci`'s reach failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Writing a device-info file failed.
-    #[error("writing device-info file {path} for {device}: {source}")]
+    #[error("writing device-info file {path} for {device}: {cause}")]
     DeviceInfo {
         /// The file.
         path: PathBuf,
         /// The device it describes.
         device: PciAddress,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Writing or removing a file (CDI spec, cleanup) failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }

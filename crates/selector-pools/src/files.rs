@@ -57,13 +57,13 @@ impl DeviceInfoDir {
         let bytes = serde_json::to_vec(info).map_err(|e| PoolError::DeviceInfo {
             path: path.clone(),
             device,
-            source: e.into(),
+            cause: e.into(),
         })?;
         sriov_files::write_atomic(&path, &bytes, 0o444, || {}).map_err(|source| {
             PoolError::DeviceInfo {
                 path: path.clone(),
                 device,
-                source,
+                cause: source,
             }
         })?;
         Ok(path)
@@ -80,7 +80,7 @@ impl DeviceInfoDir {
             Err(source) => {
                 return Err(PoolError::Read {
                     path: self.dir.clone(),
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -93,7 +93,10 @@ impl DeviceInfoDir {
                 .is_some_and(|id| id.parse::<PciAddress>().is_ok());
             if ours {
                 let path = entry.path();
-                std::fs::remove_file(&path).map_err(|source| PoolError::Write { path, source })?;
+                std::fs::remove_file(&path).map_err(|source| PoolError::Write {
+                    path,
+                    cause: source,
+                })?;
                 removed += 1;
             }
         }
@@ -211,12 +214,12 @@ impl CdiDir {
         let path = self.path(&spec.kind, resource_name);
         let bytes = serde_json::to_vec_pretty(spec).map_err(|e| PoolError::Write {
             path: path.clone(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         sriov_files::write_atomic(&path, &bytes, 0o644, || {}).map_err(|source| {
             PoolError::Write {
                 path: path.clone(),
-                source,
+                cause: source,
             }
         })?;
         Ok(path)
@@ -230,7 +233,7 @@ impl CdiDir {
             Err(source) => {
                 return Err(PoolError::Read {
                     path: self.dir.clone(),
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -242,7 +245,10 @@ impl CdiDir {
                 .starts_with(CDI_SPEC_PREFIX)
             {
                 let path = entry.path();
-                std::fs::remove_file(&path).map_err(|source| PoolError::Write { path, source })?;
+                std::fs::remove_file(&path).map_err(|source| PoolError::Write {
+                    path,
+                    cause: source,
+                })?;
                 removed += 1;
             }
         }

@@ -307,7 +307,7 @@ impl Host {
         let dir = sysfs.devices_dir();
         let entries = std::fs::read_dir(dir).map_err(|source| PoolError::Read {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let mut addresses: Vec<PciAddress> = entries
             .filter_map(|e| e.ok())
@@ -653,7 +653,7 @@ pub fn default_route_interfaces(path: &Path) -> Result<HashSet<String>, PoolErro
         Err(source) => {
             return Err(PoolError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             });
         }
     };

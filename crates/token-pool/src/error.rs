@@ -46,13 +46,12 @@ pub enum PoolError {
         connection: String,
     },
     /// Persisting the state failed; the change was not made.
-    #[error("persisting pool state to {path}: {source}")]
+    #[error("persisting pool state to {path}: {cause}")]
     Persist {
         /// The state file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The state file cannot be read or parsed: the pool refuses to start
     /// rather than forget what kubelet has handed to pods.

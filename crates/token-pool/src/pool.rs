@@ -121,7 +121,7 @@ impl Pool {
         let mut warnings = Vec::new();
         let persist_err = |source| PoolError::Persist {
             path: store.path().to_path_buf(),
-            source,
+            cause: source,
         };
         let (mut state, note) = store.load()?;
         match note {
@@ -171,7 +171,7 @@ impl Pool {
         let journal =
             Journal::open_empty(&store.journal_path()).map_err(|source| PoolError::Persist {
                 path: store.journal_path(),
-                source,
+                cause: source,
             })?;
 
         let mut names = BTreeSet::new();
@@ -256,8 +256,12 @@ impl Pool {
         if changed.is_empty() {
             return Ok(());
         }
-        let persist_err =
-            |path: std::path::PathBuf| move |source| PoolError::Persist { path, source };
+        let persist_err = |path: std::path::PathBuf| {
+            move |source| PoolError::Persist {
+                path,
+                cause: source,
+            }
+        };
         // Kubelet's lists change only when a token starts or stops reserving
         // a VF (not for undo records or refreshes, most of a Request's changes).
         let lists_move = changed.iter().any(|(id, t)| {

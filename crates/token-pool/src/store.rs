@@ -61,7 +61,7 @@ fn unsafe_dir(dir: &Path, rule: &'static str) -> PoolError {
 fn check_dir(dir: &Path) -> Result<(), PoolError> {
     let meta = std::fs::symlink_metadata(dir).map_err(|source| PoolError::Persist {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     if meta.file_type().is_symlink() {
         return Err(unsafe_dir(dir, "it is a symlink"));
@@ -82,7 +82,7 @@ fn check_dir(dir: &Path) -> Result<(), PoolError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
             |source| PoolError::Persist {
                 path: dir.to_path_buf(),
-                source,
+                cause: source,
             },
         )?;
     }
@@ -98,7 +98,7 @@ impl FileStore {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| PoolError::Persist {
                 path: parent.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         match DirBuilder::new().mode(0o700).create(dir) {
@@ -107,7 +107,7 @@ impl FileStore {
             Err(source) => {
                 return Err(PoolError::Persist {
                     path: dir.to_path_buf(),
-                    source,
+                    cause: source,
                 });
             }
         }
@@ -217,7 +217,12 @@ impl FileStore {
                     match std::fs::rename(&from, &to) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(source) => return Err(PoolError::Persist { path: from, source }),
+                        Err(source) => {
+                            return Err(PoolError::Persist {
+                                path: from,
+                                cause: source,
+                            });
+                        }
                     }
                 }
                 Ok((State::default(), LoadNote::Reset { moved_to, reason }))

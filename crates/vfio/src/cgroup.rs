@@ -192,7 +192,7 @@ pub fn detect_version(root: &Path) -> Result<CgroupVersion> {
         Ok(m) if m.is_dir() => Ok(CgroupVersion::V1),
         Ok(_) => Err(Error::CgroupRoot {
             root: root.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            cause: std::io::Error::from(std::io::ErrorKind::NotADirectory),
         }),
         Err(source) => {
             if root.parent().is_some_and(is_v2_dir) {
@@ -200,7 +200,7 @@ pub fn detect_version(root: &Path) -> Result<CgroupVersion> {
             } else {
                 Err(Error::CgroupRoot {
                     root: root.to_path_buf(),
-                    source,
+                    cause: source,
                 })
             }
         }
@@ -246,7 +246,7 @@ impl CgroupDevices {
             CgroupVersion::V1 => {
                 std::fs::canonicalize(&root).map_err(|source| Error::CgroupRoot {
                     root: root.clone(),
-                    source,
+                    cause: source,
                 })?
             }
             CgroupVersion::V2 => root.clone(),
@@ -306,7 +306,7 @@ impl CgroupDevices {
                 std::fs::symlink_metadata(&dir).map_err(|source| Error::CgroupDirUnresolvable {
                     requested: shown(requested),
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             if meta.file_type().is_symlink() {
                 return Err(refuse("a component is a symlink, which is not followed"));
@@ -315,7 +315,7 @@ impl CgroupDevices {
                 return Err(Error::CgroupDirUnresolvable {
                     requested: shown(requested),
                     path: dir.clone(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                    cause: std::io::Error::from(std::io::ErrorKind::NotADirectory),
                 });
             }
         }
@@ -324,7 +324,7 @@ impl CgroupDevices {
                 .map_err(|source| Error::CgroupDirUnresolvable {
                     requested: shown(requested),
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?
                 .into_iter()
                 .map(|name| dir.join(name))
@@ -377,7 +377,7 @@ impl CgroupDevices {
             std::fs::symlink_metadata(dir).map_err(|source| Error::CgroupDirUnresolvable {
                 requested: shown(requested),
                 path: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         if meta.file_type().is_symlink() || !meta.is_dir() {
             return Err(refuse("a component is a symlink, which is not followed"));
@@ -385,7 +385,7 @@ impl CgroupDevices {
         let children = child_cgroups(dir).map_err(|source| Error::CgroupDirUnresolvable {
             requested: shown(requested),
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         if !children.is_empty() {
             return Err(refuse(
@@ -494,7 +494,7 @@ impl CgroupDevices {
                     Err(source) => Err(Error::WriteRule {
                         path: file,
                         rule,
-                        source,
+                        cause: source,
                     }),
                 }
             };
@@ -530,7 +530,7 @@ impl CgroupDevices {
             .map_err(|source| Error::WriteRule {
                 path: file,
                 rule,
-                source,
+                cause: source,
             })?;
         tracing::debug!(cgroup = %dir.display(), %device, "device allowed");
         holders.insert(key, 1);
@@ -542,7 +542,7 @@ impl CgroupDevices {
     pub fn revoke(&self, requested: &str, device: DeviceNumber) -> Result<Revoked> {
         let dir = match self.resolve(requested) {
             Ok(dir) => dir,
-            Err(Error::CgroupDirUnresolvable { source, .. })
+            Err(Error::CgroupDirUnresolvable { cause: source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 // The pod is gone and its cgroup with it: the kernel has dropped the rules already.
@@ -583,7 +583,7 @@ impl CgroupDevices {
             Err(source) => Err(Error::WriteRule {
                 path: file,
                 rule,
-                source,
+                cause: source,
             }),
         }
     }

@@ -63,7 +63,7 @@ impl DeviceNodes for StatDeviceNodes {
     fn device_number(&self, path: &Path) -> Result<DeviceNumber> {
         let meta = std::fs::metadata(path).map_err(|source| Error::DeviceNode {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         if !meta.file_type().is_char_device() {
             return Err(Error::NotCharDevice {

@@ -48,13 +48,12 @@ impl std::fmt::Display for CgroupDirProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The device has no readable `iommu_group` link (no IOMMU, or no such device).
-    #[error("cannot read the IOMMU group link {link}: {source}")]
+    #[error("cannot read the IOMMU group link {link}: {cause}")]
     IommuGroupLink {
         /// The `iommu_group` link that was read.
         link: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The `iommu_group` link does not end in a group number.
     #[error("IOMMU group link {link} points to {target}, which does not end in a group number")]
@@ -65,13 +64,12 @@ pub enum Error {
         target: PathBuf,
     },
     /// The group's `name` file exists but could not be read.
-    #[error("cannot read the IOMMU group name {path}: {source}")]
+    #[error("cannot read the IOMMU group name {path}: {cause}")]
     IommuGroupName {
         /// The `name` file.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A textual IOMMU group (from a client or a config) is not a group number.
     #[error(
@@ -82,13 +80,12 @@ pub enum Error {
         value: String,
     },
     /// A device node could not be stat'ed (usually: it does not exist, so the group is not bound to vfio-pci).
-    #[error("cannot stat device node {path}: {source}")]
+    #[error("cannot stat device node {path}: {cause}")]
     DeviceNode {
         /// The device node.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The path exists but is not a character device.
     #[error("{path} is not a character device")]
@@ -97,13 +94,12 @@ pub enum Error {
         path: PathBuf,
     },
     /// The cgroup root (`NSM_CGROUP_PATH`) could not be opened.
-    #[error("cannot open the cgroup root {root}: {source}")]
+    #[error("cannot open the cgroup root {root}: {cause}")]
     CgroupRoot {
         /// The configured root.
         root: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The host runs cgroup v2, where `devices.allow` does not exist.
     #[error(
@@ -133,15 +129,14 @@ pub enum Error {
         rule: &'static str,
     },
     /// A client-supplied cgroup directory does not exist (or is not a directory) under the root.
-    #[error("cgroup directory {requested} cannot be resolved at {path}: {source}")]
+    #[error("cgroup directory {requested} cannot be resolved at {path}: {cause}")]
     CgroupDirUnresolvable {
         /// The requested name, escaped and shortened for logs.
         requested: String,
         /// Where it was looked for.
         path: PathBuf,
         /// The underlying I/O error (`NotFound` when it does not exist).
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A client-supplied cgroup directory resolves (through a symlink) outside the cgroup root.
     #[error("cgroup directory {requested} resolves to {resolved}, outside the cgroup root {root}")]
@@ -160,15 +155,14 @@ pub enum Error {
         path: PathBuf,
     },
     /// Writing an access rule failed.
-    #[error("cannot write {rule:?} to {path}: {source}")]
+    #[error("cannot write {rule:?} to {path}: {cause}")]
     WriteRule {
         /// `devices.allow` or `devices.deny`.
         path: PathBuf,
         /// The rule, e.g. `c 10:196 rw`.
         rule: String,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

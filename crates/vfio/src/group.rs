@@ -71,7 +71,7 @@ impl IommuGroup {
             Ok(None) => {
                 return Err(Error::IommuGroupLink {
                     link,
-                    source: std::io::ErrorKind::NotFound.into(),
+                    cause: std::io::ErrorKind::NotFound.into(),
                 });
             }
             Err(sriov_pci::PciError::Parse { found, .. }) => {
@@ -79,13 +79,16 @@ impl IommuGroup {
                 let target = std::fs::read_link(&link).unwrap_or_else(|_| PathBuf::from(found));
                 return Err(Error::IommuGroupTarget { link, target });
             }
-            Err(sriov_pci::PciError::Read { source, .. }) => {
-                return Err(Error::IommuGroupLink { link, source });
+            Err(sriov_pci::PciError::Read { cause: source, .. }) => {
+                return Err(Error::IommuGroupLink {
+                    link,
+                    cause: source,
+                });
             }
             Err(other) => {
                 return Err(Error::IommuGroupLink {
                     link,
-                    source: std::io::Error::other(other.to_string()),
+                    cause: std::io::Error::other(other.to_string()),
                 });
             }
         };
@@ -97,7 +100,7 @@ impl IommuGroup {
             Err(source) => {
                 return Err(Error::IommuGroupName {
                     path: name_path,
-                    source,
+                    cause: source,
                 });
             }
         };

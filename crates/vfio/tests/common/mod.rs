@@ -82,7 +82,7 @@ impl DeviceNodes for FileDeviceNodes {
     fn device_number(&self, path: &Path) -> sriov_vfio::Result<DeviceNumber> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::DeviceNode {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let (maj, min) = text.trim().split_once(':').unwrap();
         Ok(DeviceNumber::new(
