@@ -11,22 +11,6 @@ use sriov_api::kubelet::pluginregistration as reg;
 use sriov_api::tonic::Code;
 use sriov_deviceplugin::{Backend, Device, RegistrationMode, connect_unix};
 
-fn two_vfs() -> Vec<Device> {
-    vec![
-        vf("0000:3b:02.0", "0000:3b:00.0", 0),
-        vf("0000:3b:02.1", "0000:3b:00.0", 0),
-    ]
-}
-
-async fn registered(h: &Harness, kubelet: &FakeKubelet, n: usize) {
-    eventually("registration", || kubelet.registrations().len() >= n).await;
-    let mut rx = h.registrations.clone();
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
-        .await
-        .expect("registration counted")
-        .unwrap();
-}
-
 #[tokio::test]
 async fn registers_with_kubelet_as_v1beta1_with_socket_name_and_options() {
     let root = tempfile::tempdir().unwrap();

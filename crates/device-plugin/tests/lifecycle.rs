@@ -9,24 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
-use sriov_deviceplugin::{Device, RegistrationMode};
-
-fn two_vfs() -> Vec<Device> {
-    vec![
-        vf("0000:3b:02.0", "0000:3b:00.0", 0),
-        vf("0000:3b:02.1", "0000:3b:00.0", 0),
-    ]
-}
-
-/// Waits until `kubelet` holds `n` registrations and the plugin counted `n`.
-async fn registered(h: &Harness, kubelet: &FakeKubelet, n: usize) {
-    eventually("registration", || kubelet.registrations().len() >= n).await;
-    let mut rx = h.registrations.clone();
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
-        .await
-        .expect("registration counted")
-        .unwrap();
-}
+use sriov_deviceplugin::RegistrationMode;
 
 /// The plugin answers on its socket.
 async fn answers(h: &Harness) {

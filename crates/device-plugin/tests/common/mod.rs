@@ -25,6 +25,24 @@ use tokio::task::JoinHandle;
 
 pub const RESOURCE: &str = "example.com/sriov_a";
 
+/// Two VFs of one PF on NUMA node 0.
+pub fn two_vfs() -> Vec<Device> {
+    vec![
+        vf("0000:3b:02.0", "0000:3b:00.0", 0),
+        vf("0000:3b:02.1", "0000:3b:00.0", 0),
+    ]
+}
+
+/// Waits until `kubelet` holds `n` registrations and the plugin counted `n`.
+pub async fn registered(h: &Harness, kubelet: &FakeKubelet, n: usize) {
+    eventually("registration", || kubelet.registrations().len() >= n).await;
+    let mut rx = h.registrations.clone();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c >= n as u64))
+        .await
+        .expect("registration counted")
+        .unwrap();
+}
+
 /// Waits for `cond` to hold; fails the test after a generous deadline (the
 /// deadline only turns a hang into a failure, it measures nothing).
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
