@@ -48,6 +48,7 @@ pub mod forwarder;
 pub mod params;
 pub mod peers;
 pub mod reclaim;
+pub mod records;
 pub mod server;
 pub mod status;
 pub mod undo;

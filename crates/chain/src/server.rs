@@ -11,8 +11,8 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
 
-use crate::elements::connect::Deadline;
 use crate::elements::monitor::{Monitor, matches, refuse};
+use crate::records::Deadline;
 use crate::{Chain, Ctx};
 
 /// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:

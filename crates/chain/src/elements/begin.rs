@@ -22,8 +22,8 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use super::connect::Deadline;
 use crate::reclaim::Orphans;
+use crate::records::Deadline;
 use crate::{Ctx, Element, Next};
 
 /// Puts this call's deadline (or none) in the connection's context; the

@@ -18,60 +18,13 @@ use sriov_pci::{PciAddress, Sysfs};
 use sriov_token_pool::{DriverKind, Pool, VfLease};
 use tonic::Status;
 
-use super::validate::Token;
 use crate::contract::Key;
 use crate::params;
+use crate::records::Token;
+pub use crate::records::{UndoLog, VfBinding};
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
-
-/// The VF a connection uses, for the elements after this one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VfBinding {
-    /// The pool's lease (token, PF, VF, IOMMU group, driver kind).
-    pub lease: VfLease,
-    /// The VF's index on its PF (the `N` of `virtfnN`).
-    pub vf_index: u32,
-    /// The PF's netdev, through which VF settings are made.
-    pub pf_netdev: Option<String>,
-    /// The VF's netdev in our namespace (KERNEL only).
-    pub vf_netdev: Option<String>,
-    /// The driver the VF had before we bound it.
-    pub previous_driver: Option<String>,
-}
-
-/// Keeps the connection's [`UndoRecord`] with its pool lease, so a
-/// restarted forwarder can adopt or undo the connection.
-#[derive(Debug, Clone)]
-pub struct UndoLog {
-    pool: Arc<Pool>,
-    connection: String,
-    record: Arc<std::sync::Mutex<UndoRecord>>,
-}
-
-impl UndoLog {
-    /// Changes the record with `change` and persists the whole record with
-    /// the connection's lease before returning.
-    pub async fn update(&self, change: impl FnOnce(&mut UndoRecord)) -> Result<(), Status> {
-        let value = {
-            let mut r = self
-                .record
-                .lock()
-                .map_err(|_| Status::internal("undo record lock poisoned"))?;
-            change(&mut r);
-            serde_json::to_value(&*r)
-                .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?
-        };
-        let (pool, conn) = (self.pool.clone(), self.connection.clone());
-        blocking(move || pool.record_undo(&conn, Some(value)).map_err(status::pool)).await?;
-        Ok(())
-    }
-
-    /// Whether the record says the connection is established.
-    fn established(&self) -> bool {
-        self.record.lock().is_ok_and(|r| r.established)
-    }
-}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -280,11 +233,7 @@ impl Element for Arc<BindVf> {
                 // pool already records.
                 let record = UndoRecord::of(&binding.lease).unwrap_or_default();
                 ctx.insert(binding);
-                ctx.insert(UndoLog {
-                    pool: self.pool.clone(),
-                    connection: conn_id.clone(),
-                    record: Arc::new(std::sync::Mutex::new(record)),
-                });
+                ctx.insert(UndoLog::new(self.pool.clone(), conn_id.clone(), record));
                 true
             }
         };

@@ -9,15 +9,11 @@ use std::sync::Arc;
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
-use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use tonic::Status;
 
 use crate::contract::Key;
+pub use crate::records::Candidates;
 use crate::{Ctx, Element, EndpointFinder, EndpointQuery, Next};
-
-/// Endpoints found for a connection, in the registry's order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidates(pub Vec<NetworkServiceEndpoint>);
 
 /// See the module docs.
 pub struct Discover {

@@ -12,7 +12,7 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use super::discover::Candidates;
+use crate::records::Candidates;
 use crate::{Ctx, Element, Next};
 
 /// See the module docs.

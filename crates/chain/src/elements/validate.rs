@@ -13,11 +13,8 @@ use tonic::Status;
 
 use crate::contract::Key;
 use crate::params::{self, KernelParams, VfioParams};
+pub use crate::records::Token;
 use crate::{Ctx, Element, Next};
-
-/// The connection's `tokenID`, whatever its mechanism.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token(pub String);
 
 /// Which mechanism's parameters to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{LinkRef, MacAddr, NetlinkOps, VfConfig, VfRecord, VfVlan};
 use tonic::Status;
 
-use super::bindvf::{UndoLog, VfBinding};
 use crate::params::KernelParams;
+use crate::records::{UndoLog, VfBinding};
 use crate::status;
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};

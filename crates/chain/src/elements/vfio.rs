@@ -18,8 +18,8 @@ use sriov_pci::Sysfs;
 use sriov_vfio::{CgroupDevices, Grant, IommuGroup, VfioDir};
 use tonic::Status;
 
-use super::bindvf::{UndoLog, VfBinding};
 use crate::params::{self, VfioParams};
+use crate::records::{UndoLog, VfBinding};
 use crate::status;
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};

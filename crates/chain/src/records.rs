@@ -1,0 +1,81 @@
+//! The records elements leave in a connection's context for later ones
+//! (each element's `provides()` names them, its `Needs` reads them), kept
+//! here so that no element imports another's module to read what it left.
+
+use std::sync::Arc;
+
+use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_token_pool::{Pool, VfLease};
+use tonic::Status;
+
+use crate::status::{self, blocking};
+use crate::undo::UndoRecord;
+
+/// The connection's `tokenID`, whatever its mechanism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+/// The VF a connection uses, for the elements after this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfBinding {
+    /// The pool's lease (token, PF, VF, IOMMU group, driver kind).
+    pub lease: VfLease,
+    /// The VF's index on its PF (the `N` of `virtfnN`).
+    pub vf_index: u32,
+    /// The PF's netdev, through which VF settings are made.
+    pub pf_netdev: Option<String>,
+    /// The VF's netdev in our namespace (KERNEL only).
+    pub vf_netdev: Option<String>,
+    /// The driver the VF had before we bound it.
+    pub previous_driver: Option<String>,
+}
+
+/// When the caller stops waiting (its `grpc-timeout`), if it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub tokio::time::Instant);
+
+/// Endpoints found for a connection, in the registry's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidates(pub Vec<NetworkServiceEndpoint>);
+
+/// Keeps the connection's [`UndoRecord`] with its pool lease, so a
+/// restarted forwarder can adopt or undo the connection.
+#[derive(Debug, Clone)]
+pub struct UndoLog {
+    pool: Arc<Pool>,
+    connection: String,
+    record: Arc<std::sync::Mutex<UndoRecord>>,
+}
+
+impl UndoLog {
+    /// The log of `connection`'s `record`, persisted with its lease in `pool`.
+    pub(crate) fn new(pool: Arc<Pool>, connection: String, record: UndoRecord) -> Self {
+        Self {
+            pool,
+            connection,
+            record: Arc::new(std::sync::Mutex::new(record)),
+        }
+    }
+
+    /// Changes the record with `change` and persists the whole record with
+    /// the connection's lease before returning.
+    pub async fn update(&self, change: impl FnOnce(&mut UndoRecord)) -> Result<(), Status> {
+        let value = {
+            let mut r = self
+                .record
+                .lock()
+                .map_err(|_| Status::internal("undo record lock poisoned"))?;
+            change(&mut r);
+            serde_json::to_value(&*r)
+                .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?
+        };
+        let (pool, conn) = (self.pool.clone(), self.connection.clone());
+        blocking(move || pool.record_undo(&conn, Some(value)).map_err(status::pool)).await?;
+        Ok(())
+    }
+
+    /// Whether the record says the connection is established.
+    pub(crate) fn established(&self) -> bool {
+        self.record.lock().is_ok_and(|r| r.established)
+    }
+}
