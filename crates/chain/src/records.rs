@@ -2,9 +2,11 @@
 //! (each element's `provides()` names them, its `Needs` reads them), kept
 //! here so that no element imports another's module to read what it left.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
+use sriov_netlink::{IpNetwork, MacAddr};
 use sriov_token_pool::{Pool, VfLease};
 use tonic::Status;
 
@@ -78,4 +80,17 @@ impl UndoLog {
     pub(crate) fn established(&self) -> bool {
         self.record.lock().is_ok_and(|r| r.established)
     }
+}
+
+/// The client-side IP configuration, for `inject`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpPlan {
+    /// Addresses with prefix.
+    pub addresses: Vec<IpNetwork>,
+    /// Routes: destination and optional gateway.
+    pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
+    /// Static neighbours.
+    pub neighbours: Vec<(IpAddr, MacAddr)>,
+    /// MTU.
+    pub mtu: Option<u32>,
 }

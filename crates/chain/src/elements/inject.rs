@@ -18,9 +18,8 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps};
 use tonic::Status;
 
-use super::ipcontext::IpPlan;
 use crate::params::KernelParams;
-use crate::records::{UndoLog, VfBinding};
+use crate::records::{IpPlan, UndoLog, VfBinding};
 use crate::status;
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};

@@ -20,18 +20,7 @@ use tonic::Status;
 use crate::params::KernelParams;
 use crate::{Ctx, Element, Next};
 
-/// The client-side IP configuration, for `inject`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IpPlan {
-    /// Addresses with prefix.
-    pub addresses: Vec<IpNetwork>,
-    /// Routes: destination and optional gateway.
-    pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
-    /// Static neighbours.
-    pub neighbours: Vec<(IpAddr, MacAddr)>,
-    /// MTU.
-    pub mtu: Option<u32>,
-}
+pub use crate::records::IpPlan;
 
 /// Builds the plan from a connection and the validated parameters.
 pub fn plan(conn: &Connection, params: Option<&KernelParams>) -> Result<IpPlan, Status> {
