@@ -162,6 +162,15 @@ pub fn vfio(params: &HashMap<String, String>) -> Result<VfioParams, Status> {
     })
 }
 
+/// The instant a protobuf timestamp names, or `None` when it lies before
+/// the epoch's range or beyond what `SystemTime` can hold (client input:
+/// never an overflow).
+pub(crate) fn system_time(t: &sriov_api::prost_types::Timestamp) -> Option<std::time::SystemTime> {
+    let secs = u64::try_from(t.seconds).ok()?;
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
+
 /// An error with its causes, for status messages (`a: b: c`).
 pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -14,7 +14,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
-use super::updatepath::system_time;
+use crate::params::system_time;
 use crate::{Chain, Ctx, Element, Next};
 
 /// A handle to the composed chain, filled in after composition (the

@@ -66,15 +66,6 @@ pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// The instant a protobuf timestamp names, or `None` when it lies before
-/// the epoch's range or beyond what `SystemTime` can hold (client input:
-/// never an overflow).
-pub(crate) fn system_time(t: &Timestamp) -> Option<SystemTime> {
-    let secs = u64::try_from(t.seconds).ok()?;
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
 /// Where [`enter`] put us: our segment's index, and the index the caller
 /// sees again on the way back (the previous hop's, or ours when we are the
 /// first hop or the client already pointed at us).
