@@ -58,8 +58,17 @@ enum Command {
     /// Run the forwarder daemon (the default).
     Run(RunArgs),
     /// Validate the environment and the SR-IOV config file against sysfs;
-    /// exit non-zero with every problem found. Changes nothing.
-    CheckConfig,
+    /// exit non-zero with every problem found. Names every configured PF that
+    /// is skipped (not on this node, no SR-IOV, no VFs) with its line and the
+    /// reason, and exits non-zero if a configured PF is not on this node.
+    /// Changes nothing.
+    CheckConfig {
+        /// Exit 0 even when configured PFs are not on this node (a staged
+        /// roll-out, where the ConfigMap names PFs some nodes lack); they are
+        /// still listed.
+        #[arg(long)]
+        allow_missing: bool,
+    },
     /// Print PFs, VFs, drivers and IOMMU groups as discovery sees them.
     Inventory {
         #[command(flatten)]
@@ -208,7 +217,7 @@ impl Cli {
                     .build()?;
                 rt.block_on(crate::daemon::run(env, sysfs, levels, args.reset_state))
             }
-            Command::CheckConfig => crate::check::run(),
+            Command::CheckConfig { allow_missing } => crate::check::run(allow_missing),
             Command::Inventory {
                 sysfs,
                 json,
@@ -222,9 +231,12 @@ impl Cli {
                 }
                 print!("{}", crate::inventory::render(&inv));
                 if let Some(file) = config.filter(|f| f.exists()) {
-                    let entries = sriov_forwarder::pool_entries(&file, &sysfs, false)?;
+                    let found = sriov_forwarder::pool_entries(&file, &sysfs, false)?;
                     println!("With {}:", file.display());
-                    print!("{}", crate::inventory::render_resources(&entries));
+                    for s in &found.skipped {
+                        println!("  {s}");
+                    }
+                    print!("{}", crate::inventory::render_resources(&found.entries));
                 }
                 Ok(())
             }
@@ -359,5 +371,20 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn allow_missing_is_a_flag_of_check_config() {
+        for (args, want) in [
+            (&["check-config"][..], false),
+            (&["check-config", "--allow-missing"][..], true),
+        ] {
+            match parse(args).unwrap().command {
+                Some(Command::CheckConfig { allow_missing }) => assert_eq!(allow_missing, want),
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
+        assert!(parse(&["--allow-missing"]).is_err());
+        assert!(parse(&["inventory", "--allow-missing"]).is_err());
     }
 }

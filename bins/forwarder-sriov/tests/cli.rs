@@ -135,8 +135,12 @@ fn inventory_with_a_config_shows_the_resources_it_would_advertise() {
 }
 
 fn check_config(env: &[(&str, &str)]) -> (bool, String, String) {
+    check_config_with(&[], env)
+}
+
+fn check_config_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_forwarder-sriov"));
-    cmd.arg("check-config").env_clear();
+    cmd.arg("check-config").args(args).env_clear();
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -168,6 +172,81 @@ fn check_config_reports_what_would_be_served_and_changes_nothing() {
         "{out}"
     );
     assert!(out.contains("worker.domain/10G: 4"), "{out}");
+}
+
+const PF_YAML: &str = "    pfKernelDriver: i40e\n    vfKernelDriver: iavf\n    capabilities: [10G]\n    serviceDomains: [sd]\n";
+
+/// `check-config` with `args` on a private copy of the node fixture, with a
+/// config naming `pfs` (each line 2 + 5 * its index).
+fn check_config_on_node(pfs: &[&str], args: &[&str]) -> (bool, String, String) {
+    let dir = fixture_copy();
+    let config = dir.path().join("pci.config");
+    let mut yaml = String::from("physicalFunctions:\n");
+    for pf in pfs {
+        yaml.push_str(&format!("  {pf}:\n{PF_YAML}"));
+    }
+    std::fs::write(&config, yaml).unwrap();
+    let devices = dir.path().join("bus/pci/devices");
+    let drivers = dir.path().join("bus/pci/drivers");
+    check_config_with(
+        args,
+        &[
+            ("NSM_SRIOV_CONFIG_FILE", config.to_str().unwrap()),
+            ("NSM_PCI_DEVICES_PATH", devices.to_str().unwrap()),
+            ("NSM_PCI_DRIVERS_PATH", drivers.to_str().unwrap()),
+            ("NSM_INSECURE", "true"),
+        ],
+    )
+}
+
+#[test]
+fn check_config_fails_naming_a_configured_pf_that_is_not_on_the_node() {
+    let (ok, out, err) = check_config_on_node(&["0000:3b:00.0", "0000:99:00.0"], &[]);
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("1 of 2 configured PFs skipped"), "{out}");
+    assert!(
+        out.contains("pci.config:7: PF 0000:99:00.0 skipped: not on this node"),
+        "{out}"
+    );
+    assert!(out.contains("it would serve sd/10G"), "{out}");
+    assert!(
+        out.contains("PF 0000:3b:00.0 (i40e): 4 VFs"),
+        "the present PF is still reported: {out}"
+    );
+    assert!(
+        err.contains("configured PF not on this node: 0000:99:00.0 (line 7)"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-missing"), "{err}");
+}
+
+#[test]
+fn check_config_allow_missing_passes_but_still_names_the_missing_pf() {
+    let (ok, out, err) =
+        check_config_on_node(&["0000:3b:00.0", "0000:99:00.0"], &["--allow-missing"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("pci.config:7: PF 0000:99:00.0 skipped: not on this node"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not on this node, allowed by --allow-missing: 0000:99:00.0 (line 7)"),
+        "{out}"
+    );
+    assert!(out.contains("sd/10G: 4"), "{out}");
+}
+
+#[test]
+fn check_config_names_a_pf_without_sriov_with_its_reason() {
+    let (ok, out, err) = check_config_on_node(&["0000:00:1f.6"], &[]);
+    // It is there, so the check passes: the daemon would start, without it.
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("pci.config:2: PF 0000:00:1f.6 skipped: not an SR-IOV PF"),
+        "{out}"
+    );
+    assert!(out.contains("sriov_totalvfs missing"), "{out}");
+    assert!(!out.contains(": OK"), "{out}");
 }
 
 #[test]

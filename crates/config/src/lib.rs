@@ -12,9 +12,10 @@
 //! precisely. [`SriovConfig::parse`] is pure: YAML syntax, types, unknown keys and the file's rules
 //! (non-empty lists, PCI addresses, unique PFs and VFs, names valid as Kubernetes resource names),
 //! each error naming the file, line and field. [`reconcile()`] then checks the parsed file against
-//! sysfs through `sriov_pci::Sysfs`: PFs that are missing or lack SR-IOV are skipped with a
-//! warning, PFs with no VFs get `sriov_totalvfs` of them, and listed VFs must match sysfs exactly
-//! ([`reconcile()`] documents each decision).
+//! sysfs through `sriov_pci::Sysfs`: PFs that are missing, lack SR-IOV or show no VFs are skipped
+//! and reported as [`SkippedPf`]s with their line and [`SkipReason`], PFs with no VFs get
+//! `sriov_totalvfs` of them, and listed VFs must match sysfs exactly ([`reconcile()`] documents
+//! each decision).
 //!
 //! # Example
 //!
@@ -73,6 +74,8 @@ pub use duration::{DurationProblem, format_go_duration, parse_go_duration};
 pub use env::{DEFAULT_STATE_DIR, EnvConfig, EnvVar, LoadedEnv, LogLevel, PREFIX, VARIABLES};
 pub use error::{EnvProblem, Error, FileError};
 pub use file::{LoadedConfig, PfConfig, SriovConfig, VfConfig};
-pub use reconcile::{ReadyPf, ReadyVf, ReconcileOptions, Reconciled, reconcile};
+pub use reconcile::{
+    ReadyPf, ReadyVf, ReconcileOptions, Reconciled, SkipReason, SkippedPf, reconcile,
+};
 pub use url::{NsmUrl, UrlError};
 pub use warning::Warning;

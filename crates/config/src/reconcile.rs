@@ -1,10 +1,12 @@
 //! Checking a parsed config against sysfs, and creating VFs where a PF has none.
 
+use std::path::PathBuf;
+
 use sriov_pci::{PciAddress, PciError, Sysfs};
 
 use crate::error::{Error, FileError};
 use crate::file::{PfConfig, SriovConfig};
-use crate::warning::Warning;
+use crate::warning::{Warning, at};
 
 /// How [`reconcile`] may change the system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,21 +52,105 @@ pub struct ReadyVf {
     pub iommu_group: Option<u32>,
 }
 
+/// A configured PF that [`reconcile`] leaves out: it contributes no VF to any resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedPf {
+    /// The PF.
+    pub pf: PciAddress,
+    /// The config file.
+    pub file: PathBuf,
+    /// Line of the PF in it.
+    pub line: Option<usize>,
+    /// The resources it would have served (`serviceDomain/capability`).
+    pub resource_names: Vec<String>,
+    /// Why it is left out.
+    pub reason: SkipReason,
+}
+
+/// Why [`reconcile`] left a configured PF out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// sysfs has no such device: the PF is not on this node.
+    Absent {
+        /// Where sysfs would have it.
+        path: PathBuf,
+    },
+    /// The device has no SR-IOV capability: it is not a PF.
+    NotSriov {
+        /// The `sriov_totalvfs` attribute that is missing.
+        path: PathBuf,
+    },
+    /// `sriov_totalvfs` is 0: the device can have no VFs.
+    NoVfsPossible,
+    /// VFs are enabled, but sysfs links none of them to the PF.
+    NoVfs {
+        /// `sriov_numvfs`.
+        num_vfs: u32,
+    },
+}
+
+impl SkipReason {
+    /// Whether the PF is not on this node at all (rather than present but unusable).
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent { .. })
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent { path } => write!(f, "not on this node ({} missing)", path.display()),
+            Self::NotSriov { path } => {
+                write!(f, "not an SR-IOV PF ({} missing)", path.display())
+            }
+            // Firmware or BIOS settings are the usual cause, and the operator's next step.
+            Self::NoVfsPossible => write!(
+                f,
+                "sriov_totalvfs is 0, so it can have no VFs (is SR-IOV off in its firmware or BIOS?)"
+            ),
+            Self::NoVfs { num_vfs } => write!(
+                f,
+                "sriov_numvfs is {num_vfs}, but sysfs shows none of its VFs (no virtfnN links)"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for SkippedPf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: PF {} skipped: {}",
+            at(&self.file, self.line),
+            self.pf,
+            self.reason
+        )?;
+        if !self.resource_names.is_empty() {
+            write!(f, "; it would serve {}", self.resource_names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of [`reconcile`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciled {
     /// The usable PFs, by address.
     pub physical_functions: Vec<ReadyPf>,
-    /// What was skipped or odd.
+    /// The configured PFs left out, by address, each with the reason.
+    pub skipped: Vec<SkippedPf>,
+    /// What is odd but changes nothing served.
     pub warnings: Vec<Warning>,
 }
 
 /// Checks `config` against `sysfs`.
 ///
 /// Decisions, documented here because the Go original leaves them implicit:
-/// - A PF the config names that sysfs lacks, or that has no SR-IOV (no `sriov_totalvfs`, or a total
-///   of 0), is **skipped with a warning**: one ConfigMap usually serves a whole DaemonSet, and nodes
-///   differ. The forwarder serves the PFs that exist.
+/// - A PF the config names that sysfs lacks, that has no SR-IOV (no `sriov_totalvfs`, or a total
+///   of 0), or whose enabled VFs sysfs does not show, is **skipped** and reported in
+///   [`Reconciled::skipped`] with its line and a [`SkipReason`]: one ConfigMap usually serves a
+///   whole DaemonSet, and nodes differ. The forwarder serves the PFs that exist; the caller decides
+///   whether a missing one is acceptable (`check-config --allow-missing`).
 /// - A PF bound to another driver than `pfKernelDriver` (or to none) is a warning: its VFs still work.
 /// - A PF with 0 VFs gets `sriov_totalvfs` of them (through `sriov_pci::Sysfs::set_num_vfs`), as the
 ///   Go original does; with [`ReconcileOptions::create_vfs`] off (`check-config`) it is a warning.
@@ -82,28 +168,34 @@ pub fn reconcile(
     options: ReconcileOptions,
 ) -> Result<Reconciled, Error> {
     let mut ready = Vec::new();
+    let mut skipped = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
     let sys_err = |pf: PciAddress| move |source: PciError| Error::Sysfs { pf, cause: source };
 
     for (&pf, pf_config) in &config.physical_functions {
-        let line = pf_config.line;
-        if !sysfs.exists(pf) {
-            warnings.push(Warning::PfMissing {
-                file: config.file.clone(),
-                line,
+        let mut skip = |reason: SkipReason| {
+            skipped.push(SkippedPf {
                 pf,
+                file: config.file.clone(),
+                line: pf_config.line,
+                resource_names: pf_config.resource_names(),
+                reason,
+            })
+        };
+        if !sysfs.exists(pf) {
+            skip(SkipReason::Absent {
                 path: sysfs.device_dir(pf),
             });
             continue;
         }
         let total = match sysfs.total_vfs(pf) {
-            Ok(0) | Err(PciError::NotSriov { .. }) => {
-                warnings.push(Warning::PfNotSriov {
-                    file: config.file.clone(),
-                    line,
-                    pf,
-                });
+            Ok(0) => {
+                skip(SkipReason::NoVfsPossible);
+                continue;
+            }
+            Err(PciError::NotSriov { path, .. }) => {
+                skip(SkipReason::NotSriov { path });
                 continue;
             }
             Ok(n) => n,
@@ -119,17 +211,27 @@ pub fn reconcile(
         }
 
         let mut created_vfs = 0;
-        if sysfs.num_vfs(pf).map_err(sys_err(pf))? == 0 {
+        let mut num_vfs = sysfs.num_vfs(pf).map_err(sys_err(pf))?;
+        // In a dry run a PF without VFs is still served: the daemon would create them.
+        let mut would_create = false;
+        if num_vfs == 0 {
             if options.create_vfs {
                 sysfs.set_num_vfs(pf, total).map_err(sys_err(pf))?;
                 created_vfs = total;
+                num_vfs = total;
                 tracing::info!(%pf, count = total, "created VFs on a PF that had none");
             } else {
                 warnings.push(Warning::VfsNotCreated { pf, total });
+                would_create = true;
             }
         }
 
         let in_sysfs = sysfs.vfs(pf).map_err(sys_err(pf))?;
+        // One reason for the PF says more than an error for each VF it lists.
+        if in_sysfs.is_empty() && !would_create {
+            skip(SkipReason::NoVfs { num_vfs });
+            continue;
+        }
         let mut vfs = Vec::new();
         match &pf_config.virtual_functions {
             None => {
@@ -214,6 +316,7 @@ pub fn reconcile(
     }
     Ok(Reconciled {
         physical_functions: ready,
+        skipped,
         warnings,
     })
 }

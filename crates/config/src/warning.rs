@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use sriov_pci::PciAddress;
 
-/// A non-fatal finding. The binary logs these; `check-config` prints them.
+/// A non-fatal finding. The binary logs these; `check-config` prints them. Configured PFs that
+/// are left out are not warnings but [`crate::SkippedPf`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
     /// An `NSM_` variable this forwarder does not read (often a typo).
@@ -18,26 +19,6 @@ pub enum Warning {
     NoPhysicalFunctions {
         /// The config file.
         file: PathBuf,
-    },
-    /// A configured PF is not on this node; it is skipped.
-    PfMissing {
-        /// The config file.
-        file: PathBuf,
-        /// Line of the PF in it.
-        line: Option<usize>,
-        /// The PF.
-        pf: PciAddress,
-        /// Where sysfs would have it.
-        path: PathBuf,
-    },
-    /// A configured PF has no SR-IOV capability (or a total of 0 VFs); it is skipped.
-    PfNotSriov {
-        /// The config file.
-        file: PathBuf,
-        /// Line of the PF in it.
-        line: Option<usize>,
-        /// The PF.
-        pf: PciAddress,
     },
     /// The PF is bound to another driver than `pfKernelDriver` says (or to none).
     PfDriverMismatch {
@@ -79,22 +60,6 @@ impl std::fmt::Display for Warning {
                 "{}: no physicalFunctions configured; no VF will be offered",
                 file.display()
             ),
-            Self::PfMissing {
-                file,
-                line,
-                pf,
-                path,
-            } => write!(
-                f,
-                "{}: PF {pf} is not on this node ({} missing); skipped",
-                at(file, *line),
-                path.display()
-            ),
-            Self::PfNotSriov { file, line, pf } => write!(
-                f,
-                "{}: PF {pf} has no SR-IOV capability (no VFs possible); skipped",
-                at(file, *line)
-            ),
             Self::PfDriverMismatch {
                 pf,
                 expected,
@@ -123,7 +88,7 @@ impl std::fmt::Display for Warning {
     }
 }
 
-fn at(file: &std::path::Path, line: Option<usize>) -> String {
+pub(crate) fn at(file: &std::path::Path, line: Option<usize>) -> String {
     match line {
         Some(l) => format!("{}:{l}", file.display()),
         None => file.display().to_string(),

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use sriov_config::{Error, ReconcileOptions, SriovConfig, Warning, reconcile};
+use sriov_config::{
+    Error, ReconcileOptions, SkipReason, SkippedPf, SriovConfig, Warning, reconcile,
+};
 use sriov_pci::PciAddress;
 use sriov_pci_fake::{FakeSysfs, fixtures};
 
@@ -83,6 +85,11 @@ fn dry_run_warns_instead_of_creating_vfs() {
         }]
     );
     assert!(r.physical_functions[0].vfs.is_empty());
+    assert!(
+        r.skipped.is_empty(),
+        "the daemon would create its VFs: {:?}",
+        r.skipped
+    );
     assert_eq!(
         sysfs.num_vfs(pci("0000:01:00.0")).unwrap(),
         0,
@@ -127,53 +134,122 @@ fn pf_with_vfs_keeps_them_in_index_order_with_groups() {
 }
 
 #[test]
-fn pf_missing_from_sysfs_is_skipped_with_a_warning_naming_file_and_line() {
+fn pf_missing_from_sysfs_is_skipped_naming_file_line_and_resources() {
     let fake = node();
+    let sysfs = fake.sysfs();
     let cfg = config(&format!(
         "physicalFunctions:\n{}{}",
         pf_yaml("0000:3b:00.0", "i40e", &[]),
         pf_yaml("0000:99:00.0", "i40e", &[])
     ));
-    let r = reconcile(&cfg, &fake.sysfs(), ReconcileOptions::default()).unwrap();
+    let r = reconcile(&cfg, &sysfs, ReconcileOptions::default()).unwrap();
     assert_eq!(
         r.physical_functions.len(),
         1,
         "the present PF is still served"
     );
-    assert_eq!(r.warnings.len(), 1);
-    let w = r.warnings[0].to_string();
-    assert!(
-        matches!(r.warnings[0], Warning::PfMissing { line: Some(7), .. }),
-        "{w}"
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let path = sysfs.device_dir(pci("0000:99:00.0"));
+    assert_eq!(
+        r.skipped,
+        [SkippedPf {
+            pf: pci("0000:99:00.0"),
+            file: FILE.into(),
+            line: Some(7),
+            resource_names: vec!["sd/cap".into()],
+            reason: SkipReason::Absent { path: path.clone() },
+        }]
     );
-    assert!(
-        w.starts_with("/etc/sriov/pci.config:7: PF 0000:99:00.0 is not on this node"),
-        "{w}"
+    assert!(r.skipped[0].reason.is_absent());
+    assert_eq!(
+        r.skipped[0].to_string(),
+        format!(
+            "/etc/sriov/pci.config:7: PF 0000:99:00.0 skipped: not on this node ({} missing); \
+             it would serve sd/cap",
+            path.display()
+        )
     );
 }
 
 #[test]
-fn pf_without_sriov_is_skipped_with_a_warning() {
+fn pf_without_sriov_is_skipped_as_not_a_pf() {
     let fake = node();
+    let sysfs = fake.sysfs();
     let cfg = config(&format!(
         "physicalFunctions:\n{}",
         pf_yaml("0000:00:1f.6", "e1000e", &[])
     ));
-    let r = reconcile(&cfg, &fake.sysfs(), ReconcileOptions::default()).unwrap();
+    let r = reconcile(&cfg, &sysfs, ReconcileOptions::default()).unwrap();
     assert!(r.physical_functions.is_empty());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let path = sysfs.device_dir(pci("0000:00:1f.6")).join("sriov_totalvfs");
+    assert_eq!(r.skipped.len(), 1);
     assert_eq!(
-        r.warnings,
-        [Warning::PfNotSriov {
-            file: FILE.into(),
-            line: Some(2),
-            pf: pci("0000:00:1f.6")
-        }]
+        (r.skipped[0].pf, r.skipped[0].line),
+        (pci("0000:00:1f.6"), Some(2))
     );
+    assert_eq!(r.skipped[0].reason, SkipReason::NotSriov { path });
+    assert!(!r.skipped[0].reason.is_absent());
     assert!(
-        r.warnings[0]
+        r.skipped[0]
             .to_string()
-            .contains("has no SR-IOV capability")
+            .contains("skipped: not an SR-IOV PF"),
+        "{}",
+        r.skipped[0]
     );
+}
+
+#[test]
+fn pf_whose_sriov_totalvfs_is_zero_is_skipped() {
+    let fake = node();
+    let sysfs = fake.sysfs();
+    let pf = pci("0000:01:00.0");
+    std::fs::write(sysfs.device_dir(pf).join("sriov_totalvfs"), "0\n").unwrap();
+    let cfg = config(&format!(
+        "physicalFunctions:\n{}",
+        pf_yaml("0000:01:00.0", "igb", &[])
+    ));
+    let r = reconcile(&cfg, &sysfs, ReconcileOptions::default()).unwrap();
+    assert!(r.physical_functions.is_empty());
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].reason, SkipReason::NoVfsPossible);
+    assert!(
+        r.skipped[0].to_string().contains("sriov_totalvfs is 0"),
+        "{}",
+        r.skipped[0]
+    );
+    assert!(fake.kernel().writes().is_empty(), "no VFs asked for");
+}
+
+/// VFs enabled but not linked from the PF: nothing to serve, and one reason for the PF
+/// rather than an error for each listed VF.
+#[test]
+fn pf_whose_vfs_sysfs_does_not_show_is_skipped() {
+    for listed in [false, true] {
+        let fake = node();
+        let sysfs = fake.sysfs();
+        let pf = pci("0000:3b:00.0");
+        let g = sysfs.iommu_group(pci("0000:3b:02.0")).unwrap().unwrap();
+        for vf in sysfs.vfs(pf).unwrap() {
+            std::fs::remove_file(sysfs.device_dir(pf).join(format!("virtfn{}", vf.index))).unwrap();
+        }
+        let vfs: &[(&str, u32)] = if listed { &[("0000:3b:02.0", g)] } else { &[] };
+        let cfg = config(&format!(
+            "physicalFunctions:\n{}",
+            pf_yaml("0000:3b:00.0", "i40e", vfs)
+        ));
+        let r = reconcile(&cfg, &sysfs, ReconcileOptions::default()).unwrap();
+        assert!(r.physical_functions.is_empty(), "listed: {listed}");
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].reason, SkipReason::NoVfs { num_vfs: 4 });
+        assert!(
+            r.skipped[0]
+                .to_string()
+                .contains("sriov_numvfs is 4, but sysfs shows none of its VFs"),
+            "{}",
+            r.skipped[0]
+        );
+    }
 }
 
 #[test]
@@ -320,11 +396,9 @@ fn shipped_sample_configs_reconcile_against_the_node_fixture() {
     // at 01:00.0, so this exercises a PF that is there (but bound to igb) and one that is not.
     let r = reconcile(&cfg, &fake.sysfs(), ReconcileOptions { create_vfs: false }).unwrap();
     assert_eq!(r.physical_functions.len(), 1);
-    assert!(
-        r.warnings
-            .iter()
-            .any(|w| matches!(w, Warning::PfMissing { pf, .. } if *pf == pci("0000:01:00.1")))
-    );
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].pf, pci("0000:01:00.1"));
+    assert!(r.skipped[0].reason.is_absent());
     assert!(
         r.warnings
             .iter()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sriov_config::{EnvConfig, ReconcileOptions, SriovConfig, reconcile};
+use sriov_config::{EnvConfig, ReconcileOptions, SkippedPf, SriovConfig, Warning, reconcile};
 use sriov_pci::Sysfs;
 use sriov_token_pool::PfEntry;
 
@@ -29,22 +29,30 @@ pub fn check_transport(env: &EnvConfig) -> Result<(), StartError> {
     ))
 }
 
+/// What [`pool_entries`] found. The caller reports `skipped` and `warnings`:
+/// the daemon logs them, `check-config` prints them and judges `skipped`.
+#[derive(Debug, Clone)]
+pub struct PoolEntries {
+    /// The usable PFs, each with the VFs the config allows.
+    pub entries: Vec<PfEntry>,
+    /// Configured PFs left out, each with its config line and the reason.
+    pub skipped: Vec<SkippedPf>,
+    /// Findings in the config file and on the node that change nothing served.
+    pub warnings: Vec<Warning>,
+}
+
 /// The pool's view of the configured PFs: each PF with exactly the VFs the
 /// config file allows (all of them, or its `virtualFunctions`). With
 /// `create_vfs`, PFs with fewer VFs than configured get them created.
-/// Warnings are logged.
 pub fn pool_entries(
     config_file: &Path,
     sysfs: &Sysfs,
     create_vfs: bool,
-) -> Result<Vec<PfEntry>, StartError> {
+) -> Result<PoolEntries, StartError> {
     let loaded = SriovConfig::load(config_file).map_err(|source| StartError::Config {
         path: config_file.to_owned(),
         source,
     })?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
     let ready =
         reconcile(&loaded.config, sysfs, ReconcileOptions { create_vfs }).map_err(|source| {
             StartError::Reconcile {
@@ -52,9 +60,8 @@ pub fn pool_entries(
                 source,
             }
         })?;
-    for w in &ready.warnings {
-        tracing::warn!("{w}");
-    }
+    let mut warnings = loaded.warnings;
+    warnings.extend(ready.warnings);
     let mut entries = Vec::new();
     for pf in ready.physical_functions {
         let mut phys = sysfs
@@ -71,5 +78,9 @@ pub fn pool_entries(
             pf: phys,
         });
     }
-    Ok(entries)
+    Ok(PoolEntries {
+        entries,
+        skipped: ready.skipped,
+        warnings,
+    })
 }

@@ -25,6 +25,6 @@ mod error;
 mod start;
 mod sweep;
 
-pub use entries::{check_transport, pool_entries};
+pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;
 pub use start::{Builder, Forwarder, Running};

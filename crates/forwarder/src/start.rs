@@ -24,7 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tonic_health::server::HealthReporter;
 
 use crate::sweep::sweep_stale_uses;
-use crate::{StartError, check_transport, pool_entries};
+use crate::{PoolEntries, StartError, check_transport, pool_entries};
 
 /// How long [`Running::shutdown`] waits for the servers and tasks to end.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -79,7 +79,19 @@ impl Builder {
         } = self;
         check_transport(&env)?;
         let started = Instant::now();
-        let entries = pool_entries(&env.sriov_config_file, &sysfs, true)?;
+        let PoolEntries {
+            entries,
+            skipped,
+            warnings,
+        } = pool_entries(&env.sriov_config_file, &sysfs, true)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        // Start-up is the one place these are said: a resource with fewer
+        // devices than the config promises is explained here.
+        for s in &skipped {
+            tracing::warn!(pf = %s.pf, "{s}");
+        }
         let pool_err = |source| StartError::Pool {
             dir: env.state_dir.clone(),
             source,
