@@ -20,9 +20,10 @@
 //!    file name, the resource name, and options advertising
 //!    `GetPreferredAllocation`. [`RegistrationMode`] can force either.
 //! 2. **Listen, register.** A stale socket is removed and a new one bound.
-//!    Every accepted connection is relayed through a rewriter that replaces
-//!    an unparsable `:authority` (kubelet before 1.26 sent the socket path,
-//!    which `h2` rejects) with `localhost`, so old and new kubelets work.
+//!    Every accepted connection is relayed through `sriov-authority`, which
+//!    replaces an unparsable `:authority` (kubelet before 1.26 sent the
+//!    socket path, which `h2` rejects) with `localhost`, so old and new
+//!    kubelets work.
 //! 3. **Watch.** The socket's directory is watched with inotify. Kubelet
 //!    restarting deletes our socket and recreates `kubelet.sock`: the
 //!    plugin listens again and re-registers, abandoning any `Register`
@@ -98,13 +99,10 @@
     )
 )]
 
-mod authority;
 mod backend;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
-#[doc(hidden)]
-pub mod fuzzing;
 mod plugin;
 mod podresources;
 mod preferred;

@@ -26,12 +26,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tracing::{debug, info, warn};
 
 use crate::Error;
-use crate::authority::relay;
 use crate::backend::Backend;
 use crate::service::{PluginService, WatcherRegistration, options};
 use crate::watch::{DirEvent, DirWatcher};
@@ -271,44 +269,19 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             )
             .add_optional_service(registration);
 
-        let (conn_tx, conn_rx) = mpsc::channel(16);
-        let mut accept_stop = stop_rx.clone();
-        let resource = self.cfg.resource_name.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stopped(&mut accept_stop) => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            let (ours, theirs) = tokio::io::duplex(64 * 1024);
-                            let mut conn_stop = accept_stop.clone();
-                            let resource = resource.clone();
-                            tokio::spawn(async move {
-                                tokio::select! {
-                                    r = relay(stream, ours) => match r {
-                                        Ok(0) => {}
-                                        Ok(n) => debug!(resource, rewritten = n, "connection used a socket-path :authority"),
-                                        Err(e) => debug!(resource, error = %e, "connection ended"),
-                                    },
-                                    () = stopped(&mut conn_stop) => {}
-                                }
-                            });
-                            if conn_tx.send(Ok::<_, io::Error>(theirs)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(resource, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            }
-        });
+        // Relays are cut on stop, as the server is: a kubelet restart makes
+        // a new socket, and connections to the old one must not linger. The
+        // span names the resource in what the shared accept loop logs.
+        let mut relay_stop = stop_rx.clone();
+        let incoming = tracing::info_span!("device_plugin", resource = self.cfg.resource_name)
+            .in_scope(|| {
+                sriov_authority::incoming(listener, async move {
+                    stopped(&mut relay_stop).await;
+                })
+            });
         let mut serve_stop = stop_rx;
         let resource = self.cfg.resource_name.clone();
         let task = tokio::spawn(async move {
-            let incoming = ReceiverStream::new(conn_rx);
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = serve_stop.wait_for(|s| *s).await;

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use sriov_authority::Incoming;
 use tokio::net::{UnixListener, UnixStream};
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, NsmUrl};
@@ -84,6 +84,12 @@ pub fn dial_lazy(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
 /// (`Server::builder()...serve_with_incoming(stream)`): creates the parent
 /// directory, removes a stale socket left by an earlier run, and makes the
 /// socket 0600: only root (the NSM manager runs as root) may connect.
+///
+/// Every connection is relayed through [`sriov_authority`], so clients
+/// whose `:authority` `h2` refuses (grpcio's URL-encoded socket path,
+/// Java's and older grpc-go's bare path) reach every service served on it,
+/// health included. The relays live as long as their connections: a
+/// server shutting down gracefully still answers the calls in flight.
 /// The Go SDK makes it 0777; on a node shared by tenants that lets any
 /// local process drive a privileged forwarder. [`listen_unix_for_group`]
 /// opens it to one group instead.
@@ -92,16 +98,13 @@ pub fn dial_lazy(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
 /// else's data, not our stale socket.
 ///
 /// Must be called inside a tokio runtime.
-pub fn listen_unix(url: &NsmUrl) -> Result<UnixListenerStream, Error> {
+pub fn listen_unix(url: &NsmUrl) -> Result<Incoming, Error> {
     listen_unix_for_group(url, None)
 }
 
 /// [`listen_unix`], with the socket 0660 and owned by `group` when given
 /// (`NSM_SOCKET_GROUP`).
-pub fn listen_unix_for_group(
-    url: &NsmUrl,
-    group: Option<u32>,
-) -> Result<UnixListenerStream, Error> {
+pub fn listen_unix_for_group(url: &NsmUrl, group: Option<u32>) -> Result<Incoming, Error> {
     let path = url.unix_path().ok_or_else(|| Error::NotUnix {
         url: url.to_string(),
     })?;
@@ -157,5 +160,5 @@ pub fn listen_unix_for_group(
             cause: source,
         }
     })?;
-    Ok(UnixListenerStream::new(listener))
+    Ok(sriov_authority::incoming(listener, std::future::pending()))
 }

@@ -1,18 +1,5 @@
-//! Serving kubelets that send the socket path as `:authority`.
-//!
-//! grpc-go derives `:authority` from the dial target. Kubelet dialed plugin
-//! sockets by bare path until Kubernetes 1.26 (kubernetes/kubernetes#112597
-//! set `localhost`), so older kubelets send e.g.
-//! `:authority: /var/lib/kubelet/device-plugins/x.sock`. The `h2` crate
-//! under tonic rejects that as a malformed authority and resets the stream
-//! with PROTOCOL_ERROR before any handler runs (hyperium/tonic#243).
-//!
-//! So every accepted plugin connection is relayed through [`relay`]: the
-//! client's HTTP/2 frames pass unchanged except header blocks, which are
-//! HPACK-decoded (tracking the client's dynamic table), get an unparsable
-//! `:authority` replaced by `localhost`, and are re-encoded as literals
-//! without indexing, so the server's decoder never depends on a table the
-//! client built. Server-to-client bytes are copied untouched.
+//! The relay: HTTP/2 frames copied both ways, header blocks from the
+//! client re-encoded with a parsable `:authority`.
 
 use std::io;
 
@@ -31,16 +18,20 @@ const FLAG_PRIORITY: u8 = 0x20;
 /// h2's default SETTINGS_MAX_FRAME_SIZE; tonic does not raise it, so frames
 /// we emit towards it stay within this.
 const MAX_FRAME_PAYLOAD: usize = 16_384;
-/// What replaces an authority `h2` would reject: what kubelet ≥ 1.26 sends.
+/// What replaces an authority `h2` would reject: what grpc-go (and so
+/// kubelet ≥ 1.26) sends for a unix socket.
 const LOCALHOST: &[u8] = b"localhost";
 
 /// Why a relayed connection was dropped.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RelayError {
+pub enum RelayError {
+    /// Reading or writing either side failed.
     #[error("relay I/O: {0}")]
     Io(io::Error),
+    /// The client's frames break HTTP/2's framing rules.
     #[error("malformed HTTP/2 from the client: {0}")]
     Protocol(&'static str),
+    /// A header block the client sent does not decode.
     #[error("undecodable HPACK header block: {0:?}")]
     Hpack(loona_hpack::decoder::DecoderError),
 }
@@ -271,8 +262,9 @@ fn encode_len(mut n: usize, out: &mut Vec<u8>) {
 }
 
 /// Relays one connection: `client` is the accepted socket, `server` the
-/// tonic side. Ends when either side closes or misbehaves.
-pub(crate) async fn relay<C, S>(client: C, server: S) -> Result<u64, RelayError>
+/// tonic side. Ends when either side closes or misbehaves; returns how
+/// many `:authority` values were replaced.
+pub async fn relay<C, S>(client: C, server: S) -> Result<u64, RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,

@@ -1,6 +1,6 @@
 //! Entry points for `cargo xtask fuzz` (the `fuzz/` crate). Not a stable API.
 
-use crate::authority::Rewriter;
+use crate::relay::Rewriter;
 
 /// Runs a client's bytes through the `:authority` rewriter, split where
 /// `cuts` says (a socket hands them over in arbitrary pieces): no panic,
