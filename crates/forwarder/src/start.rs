@@ -78,6 +78,14 @@ impl Builder {
             reset_state,
         } = self;
         check_transport(&env)?;
+        if env.insecure {
+            // Development mode only: said at every start so that a
+            // production node running it shows up in any log search.
+            tracing::warn!(
+                "NSM_INSECURE=true: serving and dialing plaintext gRPC without SPIFFE identity, \
+                 token signing or policies; do not run a shared node like this"
+            );
+        }
         let started = Instant::now();
         let PoolEntries {
             entries,
