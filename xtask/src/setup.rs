@@ -81,14 +81,18 @@ fn run_step(step: &Step, install: bool) -> Result<String> {
         Step::Cargo {
             subcommand, krate, ..
         } => {
-            if cargo_has(subcommand) {
-                return Ok("present".into());
-            }
             if !install {
-                return Ok("missing (--no-install given)".into());
+                return Ok(if cargo_has(subcommand) {
+                    "present".into()
+                } else {
+                    "missing (--no-install given)".into()
+                });
             }
-            ensure_cargo_tool(subcommand, krate)?;
-            Ok(format!("installed with cargo install {krate} --locked"))
+            Ok(if ensure_cargo_tool(subcommand, krate)? {
+                format!("installed with cargo install {krate} --locked")
+            } else {
+                "present".into()
+            })
         }
         Step::Script {
             name, needs_root, ..
@@ -143,10 +147,11 @@ fn cargo_has(subcommand: &str) -> bool {
 }
 
 /// Installs `cargo <subcommand>` from crates.io (the only registry this kind
-/// of machine reaches; no prebuilt binary download) when it is missing.
-pub(crate) fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result<()> {
+/// of machine reaches; no prebuilt binary download) when it is missing;
+/// `true` when it had to.
+pub(crate) fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result<bool> {
     if cargo_has(subcommand) {
-        return Ok(());
+        return Ok(false);
     }
     println!("xtask setup: installing {krate} (cargo install {krate} --locked)");
     let ok = Command::new("cargo")
@@ -157,7 +162,7 @@ pub(crate) fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result<()> {
     if !ok {
         bail!("cargo install {krate} --locked failed");
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -177,9 +177,11 @@ pub(crate) fn sysfs_at(devices: &Path, drivers: &Path, writes: bool) -> Result<S
     if !root.join(FIXTURE_MARK).exists() {
         return Ok(sysfs);
     }
-    let _ = writes;
     #[cfg(feature = "testing")]
     {
+        // The fake kernel answers reads as the tree stands, so readers go
+        // through it too: one view, whatever the command.
+        let _ = writes;
         let fake = sriov_pci_fake::FakeKernel::attach(root)
             .with_context(|| format!("attaching the fake kernel to {}", root.display()))?;
         eprintln!(
@@ -189,15 +191,15 @@ pub(crate) fn sysfs_at(devices: &Path, drivers: &Path, writes: bool) -> Result<S
         Ok(sysfs.with_writer(std::sync::Arc::new(fake)))
     }
     #[cfg(not(feature = "testing"))]
-    if !writes {
-        return Ok(sysfs);
+    {
+        anyhow::ensure!(
+            !writes,
+            "{} is a fixture tree ({FIXTURE_MARK}): this build has no fake kernel to drive it \
+             (build with --features testing for the demo and the tests)",
+            root.display()
+        );
+        Ok(sysfs)
     }
-    #[cfg(not(feature = "testing"))]
-    anyhow::bail!(
-        "{} is a fixture tree ({FIXTURE_MARK}): this build has no fake kernel to drive it \
-         (build with --features testing for the demo and the tests)",
-        root.display()
-    )
 }
 
 impl Cli {

@@ -21,7 +21,7 @@ use tonic::Status;
 use crate::contract::Key;
 use crate::params;
 use crate::records::Token;
-pub use crate::records::{UndoLog, VfBinding};
+use crate::records::{UndoLog, VfBinding};
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};

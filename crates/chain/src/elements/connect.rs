@@ -27,7 +27,7 @@ use crate::{Ctx, Element, Next, NextHop};
 /// The longest the next hop is given for one call unless configured.
 pub const DEFAULT_NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub use crate::records::Deadline;
+use crate::records::Deadline;
 
 /// How long the next hop may take now: the caller's time left, capped.
 fn budget(ctx: &Ctx, cap: Duration) -> Duration {

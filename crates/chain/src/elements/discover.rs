@@ -12,7 +12,7 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use crate::contract::Key;
-pub use crate::records::Candidates;
+use crate::records::Candidates;
 use crate::{Ctx, Element, EndpointFinder, EndpointQuery, Next};
 
 /// See the module docs.

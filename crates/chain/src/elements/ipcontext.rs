@@ -20,7 +20,7 @@ use tonic::Status;
 use crate::params::KernelParams;
 use crate::{Ctx, Element, Next};
 
-pub use crate::records::IpPlan;
+use crate::records::IpPlan;
 
 /// Builds the plan from a connection and the validated parameters.
 pub fn plan(conn: &Connection, params: Option<&KernelParams>) -> Result<IpPlan, Status> {

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use crate::contract::Key;
 use crate::params::{self, KernelParams, VfioParams};
-pub use crate::records::Token;
+use crate::records::Token;
 use crate::{Ctx, Element, Next};
 
 /// Which mechanism's parameters to check.

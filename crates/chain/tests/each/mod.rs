@@ -13,11 +13,10 @@ use sriov_chain::contract::ContractError;
 use sriov_chain::elements::{
     authorize::Authorize,
     begin::Begin,
-    bindvf::{UndoLog, VfBinding},
     connect::Connect,
-    discover::{Candidates, Discover},
+    discover::Discover,
     inject::Inject,
-    ipcontext::{IpContext, IpPlan},
+    ipcontext::IpContext,
     limits::{Limits, MAX_NAME_BYTES},
     mechanisms::{Mechanisms, Selected},
     monitor::Monitor,
@@ -25,10 +24,11 @@ use sriov_chain::elements::{
     roundrobin::RoundRobin,
     timeout::{ChainHandle, Timeout},
     updatepath::{KnownConnections, UpdatePath},
-    validate::{Token, Validate},
+    validate::Validate,
     vfconfig::VfConfigElement,
 };
 use sriov_chain::params::{self, KernelParams, MECH_KERNEL, MECH_NOOP, MECH_VFIO};
+use sriov_chain::records::{Candidates, IpPlan, Token, UndoLog, VfBinding};
 use sriov_chain::{Chain, Ctx};
 use sriov_netlink::testing::{Call, RecordingOps};
 use sriov_token_pool::DriverKind;
