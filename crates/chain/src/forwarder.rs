@@ -25,6 +25,7 @@ use crate::elements::{
     roundrobin::RoundRobin,
     timeout::Timeout,
     updatepath::{KnownConnections, UpdatePath},
+    updatetoken::{TokenSigner, UpdateToken},
     validate::Validate,
     vfconfig::VfConfigElement,
     vfio::Vfio,
@@ -39,6 +40,9 @@ pub struct Deps {
     pub name: String,
     /// `NSM_MAX_TOKEN_LIFETIME`.
     pub max_token_lifetime: Duration,
+    /// Signs our path segment's tokens (the SVID); `None` with
+    /// `NSM_INSECURE=true`.
+    pub signer: Option<Arc<dyn TokenSigner>>,
     /// The VF pool.
     pub pool: Arc<Pool>,
     /// Sysfs (driver binding, IOMMU groups).
@@ -78,7 +82,7 @@ impl KnownConnections for Known {
 /// Builds the forwarder chain:
 ///
 /// ```text
-/// limits → updatepath → begin → authorize → timeout → monitor → discover → roundrobin → resetmechanism
+/// limits → updatepath → begin → updatetoken → authorize → timeout → monitor → discover → roundrobin → resetmechanism
 ///   → mechanisms { KERNEL: validate → bindvf(kernel driver) → vfconfig → inject → ipcontext
 ///                  VFIO:   validate → bindvf(vfio-pci) → vfconfig → vfio
 ///                  NOOP:   (nothing) }
@@ -134,6 +138,7 @@ pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
                 }),
             ))
             .with_arc(begin)
+            .with(UpdateToken::new(d.signer.clone()))
             .with(Authorize)
             .with(Timeout::new(d.max_token_lifetime, handle.clone()))
             .with(d.monitor.clone())

@@ -40,6 +40,7 @@
     )
 )]
 
+pub mod caller;
 mod chain;
 mod context;
 pub mod contract;

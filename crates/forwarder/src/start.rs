@@ -186,6 +186,7 @@ impl Builder {
         let chain = chain(Deps {
             name: env.name.clone(),
             max_token_lifetime: env.max_token_lifetime,
+            signer: None,
             pool: pool.clone(),
             sysfs: sysfs.clone(),
             netlink,

@@ -22,18 +22,28 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
+use crate::caller::Caller;
 use crate::reclaim::Orphans;
 use crate::records::Deadline;
 use crate::{Ctx, Element, Next};
 
-/// Puts this call's deadline (or none) in the connection's context; the
-/// caller takes it out after the call, so a later call (a refresh, an
-/// expiry's Close) never inherits a stale one.
+/// Puts this call's deadline and caller (or none) in the connection's
+/// context; [`leave`] takes them out after the call, so a later call (a
+/// refresh, an expiry's Close) never inherits stale ones.
 fn enter(call: &Ctx, ctx: &mut Ctx) {
-    ctx.remove::<Deadline>();
+    leave(ctx);
     if let Some(d) = call.get::<Deadline>() {
         ctx.insert(*d);
     }
+    if let Some(c) = call.get::<Caller>() {
+        ctx.insert(c.clone());
+    }
+}
+
+/// Takes this call's records out of the connection's context.
+fn leave(ctx: &mut Ctx) {
+    ctx.remove::<Deadline>();
+    ctx.remove::<Caller>();
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
@@ -124,7 +134,7 @@ impl Element for Begin {
         ctx.set_refresh(refresh);
         enter(call, &mut ctx);
         let result = next.request(&mut ctx, request).await;
-        ctx.remove::<Deadline>();
+        leave(&mut ctx);
         match (&result, refresh) {
             (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
             (Err(_), false) => {
@@ -161,7 +171,7 @@ impl Element for Begin {
         };
         enter(call, &mut ctx);
         let result = next.close(&mut ctx, connection).await;
-        ctx.remove::<Deadline>();
+        leave(&mut ctx);
         if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
             // Refused before anything was undone (`authorize`): the
             // connection stays its owner's.

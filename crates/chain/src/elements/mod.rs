@@ -15,6 +15,7 @@ pub mod resetmechanism;
 pub mod roundrobin;
 pub mod timeout;
 pub mod updatepath;
+pub mod updatetoken;
 pub mod validate;
 pub mod vfconfig;
 pub mod vfio;

@@ -449,6 +449,7 @@ impl Harness {
         let chain = chain(Deps {
             name: "forwarder-1".into(),
             max_token_lifetime: o.lifetime,
+            signer: None,
             pool: node.pool.clone(),
             sysfs: node.sysfs(),
             netlink,
