@@ -87,6 +87,7 @@
     )
 )]
 
+pub mod credentials;
 mod error;
 #[cfg(feature = "testing")]
 pub mod fake;

@@ -12,6 +12,7 @@ use sriov_chain::NextHop;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::credentials::CallCredentials;
 use crate::mechanism::{is_noop, noop_preferences};
 use crate::{Error, NsmUrl, transport};
 
@@ -36,6 +37,7 @@ pub struct GrpcNextHop {
     url: NsmUrl,
     client: NetworkServiceClient<Channel>,
     call_timeout: Option<Duration>,
+    credentials: Option<CallCredentials>,
     chosen: Arc<Mutex<Chosen>>,
 }
 
@@ -87,6 +89,7 @@ impl GrpcNextHop {
                 .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: None,
+            credentials: None,
             chosen: Arc::default(),
         })
     }
@@ -96,6 +99,13 @@ impl GrpcNextHop {
     /// timeout). Without it a call waits as long as the peer takes.
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Sends every call with a token signed for the next hop (NSM's
+    /// per-RPC credentials); without, calls carry none (plaintext mode).
+    pub fn with_credentials(mut self, credentials: CallCredentials) -> Self {
+        self.credentials = Some(credentials);
         self
     }
 
@@ -128,11 +138,15 @@ impl GrpcNextHop {
             .connections()
     }
 
-    fn with_timeout<T>(&self, mut req: tonic::Request<T>) -> tonic::Request<T> {
+    fn prepared<T>(&self, message: T) -> Result<tonic::Request<T>, Status> {
+        let mut req = tonic::Request::new(message);
         if let Some(t) = self.call_timeout {
             req.set_timeout(t);
         }
-        req
+        if let Some(c) = &self.credentials {
+            c.apply(&mut req)?;
+        }
+        Ok(req)
     }
 }
 
@@ -160,7 +174,7 @@ impl NextHop for GrpcNextHop {
             let outgoing = this.outgoing(request);
             let mut client = this.client.clone();
             let conn = client
-                .request(this.with_timeout(tonic::Request::new(outgoing)))
+                .request(this.prepared(outgoing)?)
                 .await
                 .map_err(|s| annotate(&this.url, "Request", s))?
                 .into_inner();
@@ -193,7 +207,7 @@ impl NextHop for GrpcNextHop {
             });
             let mut client = this.client.clone();
             client
-                .close(this.with_timeout(tonic::Request::new(connection)))
+                .close(this.prepared(connection)?)
                 .await
                 .map_err(|s| annotate(&this.url, "Close", s))?;
             Ok(())

@@ -1,0 +1,122 @@
+//! NSM's per-RPC credentials: the token we sign for the hop we call, sent
+//! beside every call as the Go SDK's `token.NewPerRPCCredentials` sends
+//! it (`nsm-client-token` and `nsm-client-token-expires` headers). The
+//! hop we call puts it in our segment of its path (its `updatetoken`), so
+//! its audience must be that hop's SPIFFE ID: the identity the mTLS
+//! handshake of the channel authenticated, kept in a [`ServerIdentity`]
+//! the dialer fills on every (re)connection.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use sriov_chain::caller::{PeerIdentity, TOKEN_EXPIRES_HEADER, TOKEN_HEADER, format_expiry};
+use sriov_chain::elements::updatetoken::TokenSigner;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+/// The identity of the server a channel is connected to, as its last
+/// mTLS handshake showed it; shared by the channel's connector (which
+/// writes it) and the calls made on it (which read it).
+#[derive(Debug, Clone, Default)]
+pub struct ServerIdentity(Arc<RwLock<Option<PeerIdentity>>>);
+
+impl ServerIdentity {
+    /// Records the identity a handshake authenticated.
+    pub fn set(&self, peer: PeerIdentity) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(peer);
+    }
+
+    /// The last identity recorded, if any connection was made.
+    pub fn get(&self) -> Option<PeerIdentity> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Signs a token for each call on one channel.
+#[derive(Clone)]
+pub struct CallCredentials {
+    signer: Arc<dyn TokenSigner>,
+    server: ServerIdentity,
+}
+
+impl std::fmt::Debug for CallCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCredentials")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallCredentials {
+    /// Tokens from `signer`, for the server `server` names.
+    pub fn new(signer: Arc<dyn TokenSigner>, server: ServerIdentity) -> Self {
+        Self { signer, server }
+    }
+
+    /// The channel's server identity.
+    pub fn server(&self) -> &ServerIdentity {
+        &self.server
+    }
+
+    /// Puts a fresh token for the channel's server in `request`'s headers.
+    /// A token that cannot be made fails the call (`UNAVAILABLE`) rather
+    /// than sending it without one, which the server's policies refuse.
+    pub fn apply<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Status> {
+        let audience = self.server.get().map(|p| p.spiffe_id);
+        let signed = self
+            .signer
+            .sign(audience.as_deref())
+            .map_err(|why| Status::unavailable(format!("cannot sign the call's token: {why}")))?;
+        let token = MetadataValue::try_from(signed.token.as_str())
+            .map_err(|_| Status::internal("our token is not a valid header value"))?;
+        let expires = MetadataValue::try_from(format_expiry(signed.expires).as_str())
+            .map_err(|_| Status::internal("our token's expiry is not a valid header value"))?;
+        let md = request.metadata_mut();
+        md.insert(TOKEN_HEADER, token);
+        md.insert(TOKEN_EXPIRES_HEADER, expires);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sriov_chain::caller::{Caller, SignedToken};
+    use std::time::{Duration, SystemTime};
+
+    struct ForAudience;
+    impl TokenSigner for ForAudience {
+        fn sign(&self, audience: Option<&str>) -> Result<SignedToken, String> {
+            Ok(SignedToken {
+                token: format!("for:{}", audience.unwrap_or("-")),
+                expires: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            })
+        }
+    }
+
+    #[test]
+    fn the_token_names_the_server_and_reads_back_as_a_caller_token() {
+        let server = ServerIdentity::default();
+        let creds = CallCredentials::new(Arc::new(ForAudience), server.clone());
+        let mut before = tonic::Request::new(());
+        creds.apply(&mut before).unwrap();
+        assert_eq!(before.metadata().get(TOKEN_HEADER).unwrap(), "for:-");
+
+        server.set(PeerIdentity {
+            spiffe_id: "spiffe://example.org/nsmgr".into(),
+            cert_der: Arc::from(&b"c"[..]),
+        });
+        let mut req = tonic::Request::new(());
+        creds.apply(&mut req).unwrap();
+        let caller = Caller::from_call(None, req.metadata());
+        let token = caller.token.unwrap();
+        assert_eq!(token.token, "for:spiffe://example.org/nsmgr");
+        assert_eq!(
+            token.expires,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+        );
+    }
+}
