@@ -12,6 +12,10 @@ use crate::warning::Warning;
 /// Prefix of every variable this crate reads.
 pub const PREFIX: &str = "NSM_";
 
+/// The variables without the prefix that the Go forwarder reads too:
+/// NSM's OpenTelemetry switch, and go-spiffe's Workload API address.
+pub const UNPREFIXED: &[&str] = &["TELEMETRY", "SPIFFE_ENDPOINT_SOCKET"];
+
 /// One variable the forwarder reads: its name, default as text, and what it is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvVar {
@@ -148,6 +152,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "Go NSM's OpenTelemetry switch; true is refused until OpenTelemetry export exists",
     },
     EnvVar {
+        name: "SPIFFE_ENDPOINT_SOCKET",
+        default: "",
+        help: "the SPIFFE Workload API (SPIRE agent) socket, unix:///path; required unless NSM_INSECURE=true",
+    },
+    EnvVar {
         name: "NSM_INSECURE",
         default: "false",
         help: "serve and dial without TLS (tests and demos only)",
@@ -262,6 +271,9 @@ pub struct EnvConfig {
     pub pprof_listen_on: String,
     /// `NSM_INSECURE`.
     pub insecure: bool,
+    /// `SPIFFE_ENDPOINT_SOCKET`, the Workload API address as go-spiffe
+    /// reads it; `None` when unset or empty.
+    pub spiffe_endpoint_socket: Option<String>,
     /// `NSM_STATE_DIR`.
     pub state_dir: PathBuf,
     /// `NSM_SOCKET_GROUP`, resolved to a gid; `None`: the socket is 0600.
@@ -283,9 +295,13 @@ impl EnvConfig {
         // Only the raw strings are taken from figment: its value guessing would turn
         // `NSM_NAME=123` into a number, and its errors do not name the variable.
         let env = figment::providers::Env::prefixed(PREFIX).lowercase(false);
+        let unprefixed = figment::providers::Env::raw()
+            .only(UNPREFIXED)
+            .lowercase(false);
         Self::from_vars(
             env.iter()
-                .map(|(k, v)| (format!("{PREFIX}{}", k.as_str()), v)),
+                .map(|(k, v)| (format!("{PREFIX}{}", k.as_str()), v))
+                .chain(unprefixed.iter().map(|(k, v)| (k.as_str().to_string(), v))),
         )
     }
 
@@ -301,8 +317,7 @@ impl EnvConfig {
         let mut warnings = Vec::new();
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
-            // TELEMETRY is the one unprefixed variable Go NSM reads.
-            if !k.to_ascii_uppercase().starts_with(PREFIX) && k != "TELEMETRY" {
+            if !k.to_ascii_uppercase().starts_with(PREFIX) && !UNPREFIXED.contains(&k) {
                 continue;
             }
             if VARIABLES.iter().any(|var| var.name == k) {
@@ -344,6 +359,7 @@ impl EnvConfig {
             pprof_enabled: p.bool("NSM_PPROF_ENABLED"),
             pprof_listen_on: p.non_empty("NSM_PPROF_LISTEN_ON"),
             insecure: p.bool("NSM_INSECURE"),
+            spiffe_endpoint_socket: p.workload_api("SPIFFE_ENDPOINT_SOCKET"),
             state_dir: p.path("NSM_STATE_DIR"),
             socket_group: p.group("NSM_SOCKET_GROUP"),
         };
@@ -545,6 +561,29 @@ impl Parser<'_> {
                     .into(),
             });
         }
+    }
+
+    /// A Workload API address as go-spiffe accepts it: `unix:///path`
+    /// (or `unix:/path`) or `tcp://ip:port`.
+    fn workload_api(&mut self, name: &str) -> Option<String> {
+        let v = self.raw(name);
+        let t = v.trim();
+        if t.is_empty() {
+            return None;
+        }
+        let ok = match t.split_once(':') {
+            Some(("unix", rest)) => rest.trim_start_matches("//").starts_with('/'),
+            Some(("tcp", rest)) => rest.strip_prefix("//").is_some_and(|a| a.contains(':')),
+            _ => false,
+        };
+        if !ok {
+            self.bad(
+                name,
+                &v,
+                "a Workload API address: unix:///path/to/agent.sock or tcp://ip:port",
+            );
+        }
+        Some(t.to_string())
     }
 
     fn bool(&mut self, name: &str) -> bool {

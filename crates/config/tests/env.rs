@@ -308,6 +308,25 @@ fn from_env_reads_the_process_environment_through_figment() {
             w,
             Warning::UnknownVariable { name, .. } if name == "NSM_UNKNOWN_THING"
         )));
+        jail.set_env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            "unix:///run/spire/sockets/agent.sock",
+        );
+        let loaded = EnvConfig::from_env().unwrap();
+        assert_eq!(
+            loaded.config.spiffe_endpoint_socket.as_deref(),
+            Some("unix:///run/spire/sockets/agent.sock")
+        );
+        // Go NSM's unprefixed switch is read too, so `true` is refused
+        // rather than ignored.
+        jail.set_env("TELEMETRY", "true");
+        assert!(
+            EnvConfig::from_env()
+                .unwrap_err()
+                .to_string()
+                .contains("TELEMETRY")
+        );
+        jail.set_env("TELEMETRY", "false");
         jail.set_env("NSM_DIAL_TIMEOUT", "soon");
         let err = EnvConfig::from_env().unwrap_err();
         assert!(
@@ -345,4 +364,31 @@ fn go_switches_we_cannot_act_on_are_refused_not_ignored() {
     }
     let msg = message("TELEMETRY", "yes");
     assert!(msg.contains("true or false"), "{msg}");
+}
+
+#[test]
+fn the_workload_api_address_is_go_spiffes() {
+    for ok in [
+        "unix:///run/spire/sockets/agent.sock",
+        "unix:/run/spire/agent.sock",
+        "tcp://127.0.0.1:8081",
+    ] {
+        let c = load(&[("SPIFFE_ENDPOINT_SOCKET", ok)]).config;
+        assert_eq!(c.spiffe_endpoint_socket.as_deref(), Some(ok));
+    }
+    assert_eq!(
+        load(&[("SPIFFE_ENDPOINT_SOCKET", "")])
+            .config
+            .spiffe_endpoint_socket,
+        None
+    );
+    for bad in [
+        "/run/spire/agent.sock",
+        "unix://relative.sock",
+        "tcp://nohost",
+        "http://x:1",
+    ] {
+        let msg = message("SPIFFE_ENDPOINT_SOCKET", bad);
+        assert!(msg.contains("unix:///path/to/agent.sock"), "{msg}");
+    }
 }
