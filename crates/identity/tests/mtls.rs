@@ -133,3 +133,93 @@ async fn invalid_server_name_is_named() {
     assert!(matches!(err, Error::ServerName { .. }), "{err:?}");
     assert!(err.to_string().contains("/run/nsm/nsm.io.sock"), "{err}");
 }
+
+/// A TLS 1.2-only test client that accepts any server certificate: the
+/// server side is what this checks.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_both_accepted() {
+    let (_dir, fake, me) = setup().await;
+    let nsmgr = fake.mint(NSMGR).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = nsmgr
+        .cert_chain_der
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(nsmgr.key_der.clone().into());
+    let tls12 = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let (server, client) = tokio::join!(me.accept(a), dial(Arc::new(tls12), b));
+    let (server, peer) = server.unwrap();
+    client.unwrap();
+    assert_eq!(peer.spiffe_id, NSMGR);
+    assert_eq!(
+        server.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let (server, client) = tokio::join!(me.accept(a), dial(nsmgr.client_config().unwrap(), b));
+    let (server, _) = server.unwrap();
+    client.unwrap();
+    assert_eq!(
+        server.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
