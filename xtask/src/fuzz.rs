@@ -37,6 +37,7 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "authority",
         "the HTTP/2 :authority rewriter, input cut into arbitrary reads",
     ),
+    ("tokens", "NSM path tokens (JWT): decoding and ES256 verification"),
 ];
 
 /// Seconds per target in CI.
