@@ -37,7 +37,10 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "authority",
         "the HTTP/2 :authority rewriter, input cut into arbitrary reads",
     ),
-    ("tokens", "NSM path tokens (JWT): decoding and ES256 verification"),
+    (
+        "tokens",
+        "NSM path tokens (JWT): decoding and ES256 verification",
+    ),
 ];
 
 /// Seconds per target in CI.

@@ -64,10 +64,10 @@ impl CallCredentials {
     /// A token that cannot be made fails the call (`UNAVAILABLE`) rather
     /// than sending it without one, which the server's policies refuse.
     pub fn apply<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Status> {
-        let audience = self.server.get().map(|p| p.spiffe_id);
+        let server = self.server.get();
         let signed = self
             .signer
-            .sign(audience.as_deref())
+            .sign(server.as_ref())
             .map_err(|why| Status::unavailable(format!("cannot sign the call's token: {why}")))?;
         let token = MetadataValue::try_from(signed.token.as_str())
             .map_err(|_| Status::internal("our token is not a valid header value"))?;
@@ -89,9 +89,9 @@ mod tests {
 
     struct ForAudience;
     impl TokenSigner for ForAudience {
-        fn sign(&self, audience: Option<&str>) -> Result<SignedToken, String> {
+        fn sign(&self, peer: Option<&PeerIdentity>) -> Result<SignedToken, String> {
             Ok(SignedToken {
-                token: format!("for:{}", audience.unwrap_or("-")),
+                token: format!("for:{}", peer.map_or("-", |p| p.spiffe_id.as_str())),
                 expires: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             })
         }

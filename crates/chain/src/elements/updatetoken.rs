@@ -20,15 +20,16 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
-use crate::caller::{Caller, SignedToken};
+use crate::caller::{Caller, PeerIdentity, SignedToken};
 use crate::elements::updatepath::timestamp;
 use crate::{Ctx, Element, Next};
 
 /// Signs our segment's tokens (the forwarder's SVID, `sriov-identity`).
 pub trait TokenSigner: Send + Sync + 'static {
-    /// A token naming `audience` (the caller's SPIFFE ID, when known)
-    /// and its expiry; the error says why none can be made.
-    fn sign(&self, audience: Option<&str>) -> Result<SignedToken, String>;
+    /// A token whose audience is `peer` (the hop it is for, when the
+    /// transport authenticated one) and its expiry, never later than
+    /// either certificate's end; the error says why none can be made.
+    fn sign(&self, peer: Option<&PeerIdentity>) -> Result<SignedToken, String>;
 }
 
 /// See the module docs.
@@ -68,8 +69,7 @@ impl UpdateToken {
         let Some(signer) = &self.signer else {
             return Ok(());
         };
-        let audience = caller.peer.as_ref().map(|p| p.spiffe_id.as_str());
-        let signed = signer.sign(audience).map_err(|why| {
+        let signed = signer.sign(caller.peer.as_ref()).map_err(|why| {
             Status::unavailable(format!("updatetoken: cannot sign our token: {why}"))
         })?;
         let seg = path
@@ -123,7 +123,6 @@ impl Element for UpdateToken {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::caller::PeerIdentity;
     use sriov_api::nsm::connection::{Path, PathSegment};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -133,7 +132,8 @@ mod tests {
     struct Recorder(Mutex<Vec<Option<String>>>);
 
     impl TokenSigner for Recorder {
-        fn sign(&self, audience: Option<&str>) -> Result<SignedToken, String> {
+        fn sign(&self, peer: Option<&PeerIdentity>) -> Result<SignedToken, String> {
+            let audience = peer.map(|p| p.spiffe_id.as_str());
             self.0.lock().unwrap().push(audience.map(str::to_string));
             Ok(SignedToken {
                 token: format!("signed-for-{}", audience.unwrap_or("nobody")),
@@ -144,7 +144,7 @@ mod tests {
 
     struct Refuses;
     impl TokenSigner for Refuses {
-        fn sign(&self, _: Option<&str>) -> Result<SignedToken, String> {
+        fn sign(&self, _: Option<&PeerIdentity>) -> Result<SignedToken, String> {
             Err("no SVID".into())
         }
     }
