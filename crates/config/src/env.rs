@@ -14,7 +14,7 @@ pub const PREFIX: &str = "NSM_";
 
 /// The variables without the prefix that the Go forwarder reads too:
 /// NSM's OpenTelemetry switch, and go-spiffe's Workload API address.
-pub const UNPREFIXED: &[&str] = &["TELEMETRY", "SPIFFE_ENDPOINT_SOCKET"];
+pub(crate) const UNPREFIXED: &[&str] = &["TELEMETRY", "SPIFFE_ENDPOINT_SOCKET"];
 
 /// One variable the forwarder reads: its name, default as text, and what it is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

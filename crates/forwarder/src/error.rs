@@ -10,6 +10,9 @@ pub enum StartError {
     /// Neither plaintext nor an implemented secure transport is configured.
     #[error("{0}")]
     Transport(String),
+    /// No SVID came from the SPIFFE Workload API (secure mode).
+    #[error("getting our SVID from the SPIFFE Workload API")]
+    Identity(#[source] sriov_identity::Error),
     /// The config file could not be read or is invalid.
     #[error("loading the config file {path}")]
     Config {

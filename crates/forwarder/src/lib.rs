@@ -22,6 +22,7 @@
 
 mod entries;
 mod error;
+pub mod secure;
 mod start;
 mod sweep;
 
