@@ -11,8 +11,9 @@
 //!
 //! A comma-separated list of masks, as `NSM_REGISTRY_CLIENT_POLICIES` is
 //! written. A mask naming an existing file loads it. Any other mask is an
-//! anchored regular expression over the files below the mask's parent
-//! directory (walked recursively; `.*` crosses `/`) and over the shipped
+//! anchored regular expression over the files below the mask's last
+//! directory written without regex syntax (walked recursively, dot-directories
+//! and symlinked directories skipped; `.*` crosses `/`) and over the shipped
 //! policies, named `etc/nsm/opa/<group>/<name>.rego` as NSM names its embedded
 //! ones: `common/{tokens_valid,tokens_expired,tokens_chained}`,
 //! `server/prev_token_signed`, `client/next_token_signed`,

@@ -2,7 +2,7 @@
 //!
 //! A spec is a comma-separated list of masks. A mask naming an existing file
 //! loads that file; any other mask is an anchored regular expression (`.*`
-//! crosses `/`) over the paths of the files under the mask's parent
+//! crosses `/`) over the paths of the files under the mask's last literal
 //! directory, walked recursively, and over the names of the shipped policies
 //! (`etc/nsm/opa/<group>/<name>.rego`), so NSM's defaults such as
 //! `etc/nsm/opa/common/.*.rego` mean our shipped files.
@@ -86,15 +86,9 @@ fn resolve_mask(mask: &str) -> Result<Vec<Source>, PolicyError> {
     })?;
 
     let mut on_disk = Vec::new();
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let prefix = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => Some(parent.to_string_lossy()),
-        _ => None,
-    };
-    walk(&dir, prefix.as_deref(), 0, &mut |file, name| {
+    let prefix = literal_dir(mask);
+    let dir = PathBuf::from(prefix.unwrap_or("."));
+    walk(&dir, prefix, 0, &mut |file, name| {
         if pattern.is_match(&name) {
             on_disk.push((name, file));
         }
@@ -117,6 +111,20 @@ fn resolve_mask(mask: &str) -> Result<Vec<Source>, PolicyError> {
     Ok(found)
 }
 
+/// The directory to walk for a mask: its longest leading run of whole path
+/// components free of regex syntax. NSM walks the mask's parent directory,
+/// which for `dir/[^/]*.rego` is `dir/[^`; `.` is allowed, since as a regex it
+/// also matches itself (`/tmp/.x`). `None` for a relative mask whose first
+/// component is already a pattern: walk `.`.
+fn literal_dir(mask: &str) -> Option<&str> {
+    let pattern_at = mask
+        .find(|c: char| "*+?()[]{}|^$\\".contains(c))
+        .unwrap_or(mask.len());
+    let end = mask.get(..pattern_at)?.rfind('/')?;
+    // `/x.rego` lives in `/`.
+    Some(if end == 0 { "/" } else { mask.get(..end)? })
+}
+
 /// Calls `visit(file, name)` for every non-directory under `dir`, where
 /// `name` is the path as the mask spells it (`prefix/relative`). Unreadable
 /// directories are skipped, as NSM's walk skips them; symlinked files are
@@ -135,6 +143,7 @@ fn walk(dir: &Path, prefix: Option<&str>, depth: usize, visit: &mut dyn FnMut(Pa
             continue;
         };
         let name = match prefix {
+            Some("/") => format!("/{file_name}"),
             Some(prefix) => format!("{prefix}/{file_name}"),
             None => file_name.clone(),
         };
@@ -192,6 +201,16 @@ mod tests {
             names("etc/nsm/opa/common/tokens_valid.rego,etc/nsm/opa/common/.*valid.rego"),
             ["etc/nsm/opa/common/tokens_valid.rego"]
         );
+    }
+
+    #[test]
+    fn the_walk_starts_at_the_last_literal_directory() {
+        assert_eq!(literal_dir("etc/nsm/opa/common/.*.rego"), Some("etc/nsm/opa/common"));
+        assert_eq!(literal_dir("/p/.tmp1/[^/]*\\.rego"), Some("/p/.tmp1"));
+        assert_eq!(literal_dir("/p/(a|b)/x.rego"), Some("/p"));
+        assert_eq!(literal_dir("/x.rego"), Some("/"));
+        assert_eq!(literal_dir(".*.rego"), None);
+        assert_eq!(literal_dir("x.rego"), None);
     }
 
     #[test]
