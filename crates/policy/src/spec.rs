@@ -80,7 +80,7 @@ fn resolve_mask(mask: &str) -> Result<Vec<Source>, PolicyError> {
     if path.is_file() {
         return Ok(vec![read(path, mask.to_owned())?]);
     }
-    let pattern = regex::Regex::new(&format!("^(?:{mask})$")).map_err(|e| PolicyError::BadMask {
+    let pattern = regex_lite::Regex::new(&format!("^(?:{mask})$")).map_err(|e| PolicyError::BadMask {
         mask: mask.to_owned(),
         cause: e.to_string(),
     })?;
