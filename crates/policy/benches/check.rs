@@ -20,8 +20,9 @@ impl TokenCheck for Trusting {
 
 fn token(sub: &str, aud: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD
-        .encode(format!(r#"{{"sub":"{sub}","aud":["{aud}"],"exp":4102444800}}"#));
+    let claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"sub":"{sub}","aud":["{aud}"],"exp":4102444800}}"#
+    ));
     format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]))
 }
 
@@ -62,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut built = 0;
     for _ in 0..ROUNDS {
-        built += Input::network_service(&path, &peer).as_json().as_object().map_or(0, |o| o.len());
+        built += Input::network_service(&path, &peer)
+            .as_json()
+            .as_object()
+            .map_or(0, |o| o.len());
     }
     let per_input = started.elapsed() / ROUNDS;
     if built == 0 {

@@ -129,7 +129,10 @@ fn segment(segment: &PathSegment) -> Value {
 }
 
 fn auth_info(peer: &Peer<'_>) -> Value {
-    let certificate = peer.certificate_der.map(jwt::pem_encode).unwrap_or_default();
+    let certificate = peer
+        .certificate_der
+        .map(jwt::pem_encode)
+        .unwrap_or_default();
     json!({ "certificate": certificate })
 }
 
@@ -245,7 +248,10 @@ mod tests {
     #[test]
     fn an_index_past_the_end_keeps_every_segment() {
         let input = Input::network_service(&path(u32::MAX, 2), &Peer::default());
-        assert_eq!(input.as_json()["path_segments"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            input.as_json()["path_segments"].as_array().unwrap().len(),
+            2
+        );
         assert_eq!(input.as_json()["auth_info"]["certificate"], "");
     }
 
@@ -274,8 +280,17 @@ mod tests {
 
     #[test]
     fn registry_input_reads_the_resource_id_from_the_first_token() {
-        let input = Input::registry("nse", 0, &["garbage".to_owned()], &BTreeMap::new(), &Peer::default());
+        let input = Input::registry(
+            "nse",
+            0,
+            &["garbage".to_owned()],
+            &BTreeMap::new(),
+            &Peer::default(),
+        );
         assert_eq!(input.as_json()["resource_id"], "");
-        assert_eq!(input.as_json()["path_segments"], json!([{"token": "garbage"}]));
+        assert_eq!(
+            input.as_json()["path_segments"],
+            json!([{"token": "garbage"}])
+        );
     }
 }

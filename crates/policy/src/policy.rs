@@ -50,7 +50,10 @@ impl Policies {
     }
 
     /// Compiles policies given as `(name, rego)` pairs.
-    pub fn from_sources<I, N, T>(sources: I, tokens: Arc<dyn TokenCheck>) -> Result<Self, PolicyError>
+    pub fn from_sources<I, N, T>(
+        sources: I,
+        tokens: Arc<dyn TokenCheck>,
+    ) -> Result<Self, PolicyError>
     where
         I: IntoIterator<Item = (N, T)>,
         N: Into<String>,

@@ -80,10 +80,11 @@ fn resolve_mask(mask: &str) -> Result<Vec<Source>, PolicyError> {
     if path.is_file() {
         return Ok(vec![read(path, mask.to_owned())?]);
     }
-    let pattern = regex_lite::Regex::new(&format!("^(?:{mask})$")).map_err(|e| PolicyError::BadMask {
-        mask: mask.to_owned(),
-        cause: e.to_string(),
-    })?;
+    let pattern =
+        regex_lite::Regex::new(&format!("^(?:{mask})$")).map_err(|e| PolicyError::BadMask {
+            mask: mask.to_owned(),
+            cause: e.to_string(),
+        })?;
 
     let mut on_disk = Vec::new();
     let prefix = literal_dir(mask);
@@ -205,7 +206,10 @@ mod tests {
 
     #[test]
     fn the_walk_starts_at_the_last_literal_directory() {
-        assert_eq!(literal_dir("etc/nsm/opa/common/.*.rego"), Some("etc/nsm/opa/common"));
+        assert_eq!(
+            literal_dir("etc/nsm/opa/common/.*.rego"),
+            Some("etc/nsm/opa/common")
+        );
         assert_eq!(literal_dir("/p/.tmp1/[^/]*\\.rego"), Some("/p/.tmp1"));
         assert_eq!(literal_dir("/p/(a|b)/x.rego"), Some("/p"));
         assert_eq!(literal_dir("/x.rego"), Some("/"));
@@ -235,7 +239,9 @@ mod tests {
     fn shipped_policies_are_all_listed() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let mut on_disk = Vec::new();
-        walk(&dir, Some("etc/nsm/opa"), 0, &mut |_, name| on_disk.push(name));
+        walk(&dir, Some("etc/nsm/opa"), 0, &mut |_, name| {
+            on_disk.push(name)
+        });
         on_disk.sort();
         let shipped: Vec<_> = SHIPPED.iter().map(|(n, _)| (*n).to_owned()).collect();
         assert_eq!(on_disk, shipped);

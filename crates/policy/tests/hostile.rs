@@ -100,7 +100,7 @@ fn random_paths_never_panic_and_every_denial_names_a_loaded_policy() {
     assert_eq!(names.len(), 7);
     let signer = Signer::new("spiffe://test/peer");
     let owners = ConnectionOwners::new();
-    let seed = 0x5eed_0f_0001_u64;
+    let seed = 0x5eed_0f00_0001_u64;
     let mut rng = Rng(seed);
     let mut allowed = 0;
     let mut denied = 0;
@@ -124,14 +124,23 @@ fn random_paths_never_panic_and_every_denial_names_a_loaded_policy() {
         let inputs = [
             Input::network_service(&path, &peer),
             Input::monitor(&path.path_segments, &peer, &owners),
-            Input::registry(&format!("r{}", rng.below(3)), path.index, &tokens, &ids, &peer),
+            Input::registry(
+                &format!("r{}", rng.below(3)),
+                path.index,
+                &tokens,
+                &ids,
+                &peer,
+            ),
         ];
         for input in &inputs {
             match policies.check(input) {
                 Ok(()) => allowed += 1,
                 Err(d) => {
                     denied += 1;
-                    assert!(names.contains(&d.policy), "seed {seed:#x} round {round}: {d}");
+                    assert!(
+                        names.contains(&d.policy),
+                        "seed {seed:#x} round {round}: {d}"
+                    );
                 }
             }
         }

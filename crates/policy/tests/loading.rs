@@ -50,7 +50,9 @@ fn an_nsm_style_operator_file_runs_unchanged() {
     let policies = Policies::load(&file, Arc::new(RingCheck)).unwrap();
     assert_eq!(policies.names().collect::<Vec<_>>(), [file.as_str()]);
 
-    policies.check(&input_from(&Signer::new("spiffe://test/good"))).unwrap();
+    policies
+        .check(&input_from(&Signer::new("spiffe://test/good")))
+        .unwrap();
     let denied = policies
         .check(&input_from(&Signer::new("spiffe://test/bad")))
         .unwrap_err();
@@ -71,7 +73,11 @@ fn masks_are_anchored_regexes_over_a_directory_tree_and_the_shipped_files() {
     let policies = Policies::load(&spec, Arc::new(RingCheck)).unwrap();
     assert_eq!(
         policies.names().collect::<Vec<_>>(),
-        ["etc/nsm/opa/common/tokens_valid.rego", a.as_str(), b.as_str()]
+        [
+            "etc/nsm/opa/common/tokens_valid.rego",
+            a.as_str(),
+            b.as_str()
+        ]
     );
 
     let policies = Policies::load(&format!("{root}/[^/]*\\.rego"), Arc::new(RingCheck)).unwrap();
@@ -101,7 +107,10 @@ fn a_file_without_valid_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "novalid.rego", "package nsm\n\nallow = true\n");
     let err = Policies::load(&file, Arc::new(RingCheck)).unwrap_err();
-    assert!(matches!(&err, PolicyError::Compile { name, .. } if *name == file), "{err:?}");
+    assert!(
+        matches!(&err, PolicyError::Compile { name, .. } if *name == file),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -109,7 +118,10 @@ fn a_missing_file_is_no_match_naming_the_mask() {
     let dir = tempfile::tempdir().unwrap();
     let mask = format!("{}/absent.rego", dir.path().display());
     let err = Policies::load(&mask, Arc::new(RingCheck)).unwrap_err();
-    assert!(matches!(&err, PolicyError::NoMatch { mask: m } if *m == mask), "{err:?}");
+    assert!(
+        matches!(&err, PolicyError::NoMatch { mask: m } if *m == mask),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(&mask));
 }
 

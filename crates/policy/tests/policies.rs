@@ -42,9 +42,21 @@ impl Chain {
         Path {
             index: 2,
             path_segments: vec![
-                segment("client", "c-id", self.client.token(&self.nsmgr.spiffe_id, exp)),
-                segment("nsmgr", "m-id", self.nsmgr.token(&self.forwarder.spiffe_id, exp)),
-                segment("forwarder", "f-id", self.forwarder.token("spiffe://test/nse", exp)),
+                segment(
+                    "client",
+                    "c-id",
+                    self.client.token(&self.nsmgr.spiffe_id, exp),
+                ),
+                segment(
+                    "nsmgr",
+                    "m-id",
+                    self.nsmgr.token(&self.forwarder.spiffe_id, exp),
+                ),
+                segment(
+                    "forwarder",
+                    "f-id",
+                    self.forwarder.token("spiffe://test/nse", exp),
+                ),
             ],
         }
     }
@@ -65,7 +77,11 @@ impl Chain {
 
 fn denied_by(result: Result<(), Denied>, policy: &str) {
     let denied = result.expect_err("should be denied");
-    assert_eq!(denied.policy, format!("etc/nsm/opa/{policy}.rego"), "{denied}");
+    assert_eq!(
+        denied.policy,
+        format!("etc/nsm/opa/{policy}.rego"),
+        "{denied}"
+    );
     assert!(denied.to_string().contains(policy), "{denied}");
 }
 
@@ -94,7 +110,8 @@ fn only_the_left_side_is_checked() {
     let chain = Chain::new();
     let mut path = chain.path();
     // Segments after ours are not ours to judge (NSM cuts to [..=index]).
-    path.path_segments.push(segment("nse", "e-id", "garbage".to_owned()));
+    path.path_segments
+        .push(segment("nse", "e-id", "garbage".to_owned()));
     chain.check(&path).unwrap();
 }
 
@@ -151,7 +168,8 @@ fn a_garbage_token_is_denied() {
     };
     denied_by(chain.check(&path), "common/tokens_expired");
     // tokens_valid alone refuses it too.
-    let valid = Policies::load("etc/nsm/opa/common/tokens_valid.rego", Arc::new(RingCheck)).unwrap();
+    let valid =
+        Policies::load("etc/nsm/opa/common/tokens_valid.rego", Arc::new(RingCheck)).unwrap();
     let input = Input::network_service(&path, &Peer::default());
     denied_by(valid.check(&input), "common/tokens_valid");
     // And accepts a readable one.
@@ -159,7 +177,9 @@ fn a_garbage_token_is_denied() {
         index: 0,
         path_segments: vec![segment("c", "c", chain.client.token("x", 0))],
     };
-    valid.check(&Input::network_service(&path, &Peer::default())).unwrap();
+    valid
+        .check(&Input::network_service(&path, &Peer::default()))
+        .unwrap();
 }
 
 #[test]
@@ -197,15 +217,23 @@ fn monitor_allows_only_the_owner_of_a_connection() {
     let owners = ConnectionOwners::new();
     let request = Path {
         index: 1,
-        path_segments: vec![segment("nsmgr", "m-id", String::new()), segment("fwd", "f-id", String::new())],
+        path_segments: vec![
+            segment("nsmgr", "m-id", String::new()),
+            segment("fwd", "f-id", String::new()),
+        ],
     };
-    owners.insert("spiffe://test/nsmgr", previous_connection_id(&request).unwrap());
+    owners.insert(
+        "spiffe://test/nsmgr",
+        previous_connection_id(&request).unwrap(),
+    );
     let selector = [segment("", "m-id", String::new())];
     let owner = Peer {
         spiffe_id: Some("spiffe://test/nsmgr"),
         certificate_der: None,
     };
-    policies.check(&Input::monitor(&selector, &owner, &owners)).unwrap();
+    policies
+        .check(&Input::monitor(&selector, &owner, &owners))
+        .unwrap();
 
     let stranger = Peer {
         spiffe_id: Some("spiffe://test/stranger"),
@@ -242,12 +270,19 @@ fn registry_client_allows_a_new_name_and_its_first_owner_only() {
         certificate_der: Some(&registry.certificate()),
     };
     let mut ids = BTreeMap::new();
-    policies.check(&Input::registry("fwd-1", 0, &tokens, &ids, &peer)).unwrap();
+    policies
+        .check(&Input::registry("fwd-1", 0, &tokens, &ids, &peer))
+        .unwrap();
 
     ids.insert("fwd-1".to_owned(), vec![forwarder.spiffe_id.clone()]);
-    policies.check(&Input::registry("fwd-1", 0, &tokens, &ids, &peer)).unwrap();
+    policies
+        .check(&Input::registry("fwd-1", 0, &tokens, &ids, &peer))
+        .unwrap();
 
-    ids.insert("fwd-1".to_owned(), vec!["spiffe://test/someone-else".to_owned()]);
+    ids.insert(
+        "fwd-1".to_owned(),
+        vec!["spiffe://test/someone-else".to_owned()],
+    );
     denied_by(
         policies.check(&Input::registry("fwd-1", 0, &tokens, &ids, &peer)),
         "registry/client_allowed",
@@ -287,7 +322,9 @@ fn policies_are_shared_across_threads() {
                     spiffe_id: None,
                     certificate_der: Some(&certificate),
                 };
-                policies.check(&Input::network_service(&path, &peer)).unwrap();
+                policies
+                    .check(&Input::network_service(&path, &peer))
+                    .unwrap();
             });
         }
     });
