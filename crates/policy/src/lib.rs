@@ -34,6 +34,10 @@
 //! provides both (and `time.now_ns`) to every policy: decoding here,
 //! signature checks through the caller's [`TokenCheck`]. `verify_es256`
 //! accepts a PEM certificate as its key (what NSM passes), not a JWKS.
+//! regorus is built without its optional builtin groups (`regex.*`, `glob.*`,
+//! `time.*` but `now_ns`, `net.*`, encodings, `http.send`, ...): a policy
+//! calling one still loads, and is denied at evaluation with a reason naming
+//! the missing function.
 //!
 //! # Example
 //!

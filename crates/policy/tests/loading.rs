@@ -145,3 +145,18 @@ fn a_non_boolean_or_failing_valid_denies() {
     let denied = policies.check(&Input::from_json(json!({}))).unwrap_err();
     assert!(denied.reason.contains("undefined"), "{denied}");
 }
+
+#[test]
+fn a_builtin_regorus_lacks_denies_naming_it() {
+    let policies = Policies::from_sources(
+        [(
+            "regex.rego",
+            "package nsm\n\nvalid { regex.match(\"^a\", \"abc\") }\n",
+        )],
+        Arc::new(RingCheck),
+    )
+    .unwrap();
+    let denied = policies.check(&Input::from_json(json!({}))).unwrap_err();
+    assert_eq!(denied.policy, "regex.rego");
+    assert!(denied.reason.contains("regex.match"), "{denied}");
+}
