@@ -49,6 +49,16 @@ impl Policies {
         Self::compile(spec::resolve(spec)?, &tokens)
     }
 
+    /// As [`Policies::load`], for a spec already split into masks (what
+    /// `sriov-config` gives for `NSM_REGISTRY_CLIENT_POLICIES`).
+    pub fn load_masks<I>(masks: I, tokens: Arc<dyn TokenCheck>) -> Result<Self, PolicyError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::compile(spec::resolve_masks(masks)?, &tokens)
+    }
+
     /// Compiles policies given as `(name, rego)` pairs.
     pub fn from_sources<I, N, T>(
         sources: I,

@@ -57,9 +57,23 @@ const MAX_DEPTH: usize = 16;
 /// The sources a spec names, in spec order; within a mask, files on disk
 /// (sorted by path) before shipped policies. A name found twice is loaded once.
 pub(crate) fn resolve(spec: &str) -> Result<Vec<Source>, PolicyError> {
+    resolve_masks(spec.split(','))
+}
+
+/// As [`resolve`], for masks already split (as `sriov-config` splits
+/// `NSM_REGISTRY_CLIENT_POLICIES`). Blank masks are skipped.
+pub(crate) fn resolve_masks<I>(masks: I) -> Result<Vec<Source>, PolicyError>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
     let mut sources = Vec::new();
     let mut seen = BTreeSet::new();
-    for mask in spec.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+    for mask in masks {
+        let mask = mask.as_ref().trim();
+        if mask.is_empty() {
+            continue;
+        }
         let found = resolve_mask(mask)?;
         if found.is_empty() {
             return Err(PolicyError::NoMatch {

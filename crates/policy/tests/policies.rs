@@ -258,6 +258,12 @@ fn monitor_allows_only_the_owner_of_a_connection() {
 fn registry_client_allows_a_new_name_and_its_first_owner_only() {
     let policies = Policies::defaults_registry_client(Arc::new(RingCheck)).unwrap();
     assert_eq!(policies.names().count(), 5);
+    // The variable's default as sriov-config splits it names the same five.
+    let split = sriov_policy::DEFAULT_REGISTRY_CLIENT_SPEC
+        .split(',')
+        .collect::<Vec<_>>();
+    let same = Policies::load_masks(&split, Arc::new(RingCheck)).unwrap();
+    assert!(same.names().eq(policies.names()));
     let forwarder = Signer::new("spiffe://test/forwarder");
     let registry = Signer::new("spiffe://test/registry");
     let exp = now() + 600;
