@@ -11,7 +11,7 @@ use sriov_vfio::{CgroupDevices, VfioDir};
 
 use crate::contract::ContractError;
 use crate::elements::{
-    authorize::Authorize,
+    authorize::{Authorization, Authorize},
     begin::Begin,
     bindvf::BindVf,
     connect::Connect,
@@ -43,6 +43,9 @@ pub struct Deps {
     /// Signs our path segment's tokens (the SVID); `None` with
     /// `NSM_INSECURE=true`.
     pub signer: Option<Arc<dyn TokenSigner>>,
+    /// NSM's server policies and the connection owners (secure mode);
+    /// `None`: the owner rule only.
+    pub authorization: Option<Authorization>,
     /// The VF pool.
     pub pool: Arc<Pool>,
     /// Sysfs (driver binding, IOMMU groups).
@@ -139,7 +142,10 @@ pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
             ))
             .with_arc(begin)
             .with(UpdateToken::new(d.signer.clone()))
-            .with(Authorize)
+            .with(match d.authorization.clone() {
+                Some(a) => Authorize::with_policies(a),
+                None => Authorize::owner_only(),
+            })
             .with(Timeout::new(d.max_token_lifetime, handle.clone()))
             .with(d.monitor.clone())
             .with(Discover::new(d.finder.clone()))

@@ -187,6 +187,7 @@ impl Builder {
             name: env.name.clone(),
             max_token_lifetime: env.max_token_lifetime,
             signer: None,
+            authorization: None,
             pool: pool.clone(),
             sysfs: sysfs.clone(),
             netlink,

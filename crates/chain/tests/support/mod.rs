@@ -450,6 +450,7 @@ impl Harness {
             name: "forwarder-1".into(),
             max_token_lifetime: o.lifetime,
             signer: None,
+            authorization: None,
             pool: node.pool.clone(),
             sysfs: node.sysfs(),
             netlink,
