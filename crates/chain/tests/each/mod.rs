@@ -201,7 +201,7 @@ async fn begin_keeps_a_context_until_close_and_forgets_a_failed_first_request() 
 #[tokio::test]
 async fn authorize_refuses_another_clients_close_before_the_rest_runs() {
     let probe = Probe::<()>::new();
-    let chain = checked(Chain::new().with(Authorize).with(probe.clone()));
+    let chain = checked(Chain::new().with(Authorize::owner_only()).with(probe.clone()));
     let mut ctx = Ctx::new();
     let mine = request("c1", MECH_KERNEL, &[]);
     chain.request(&mut ctx, mine.clone()).await.unwrap();
