@@ -154,6 +154,28 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// A device's `vfio-dev` directory exists but could not be read.
+    #[error("cannot read the VFIO character device directory {path}: {cause}")]
+    CdevDir {
+        /// The `vfio-dev` directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        cause: std::io::Error,
+    },
+    /// A device's `vfio-dev` directory names more than one character device.
+    #[error("{path} names more than one VFIO character device: {names:?}")]
+    CdevAmbiguous {
+        /// The `vfio-dev` directory.
+        path: PathBuf,
+        /// The `vfioN` entries found.
+        names: Vec<String>,
+    },
+    /// The cgroup mount has neither a v1 devices hierarchy nor the unified one.
+    #[error("{root} is neither a cgroup v1 devices hierarchy nor on cgroup v2")]
+    CgroupModeUnknown {
+        /// The configured devices root (`NSM_CGROUP_PATH`).
+        root: PathBuf,
+    },
     /// Writing an access rule failed.
     #[error("cannot write {rule:?} to {path}: {cause}")]
     WriteRule {
