@@ -24,6 +24,7 @@ mod entries;
 mod error;
 mod start;
 mod sweep;
+mod vfio;
 
 pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;
