@@ -23,9 +23,7 @@ pub fn pool(e: PoolError) -> Status {
         | PoolError::InUse { .. }
         | PoolError::NoVfs(_)
         | PoolError::NotBoundAtAllocate { .. }
-        | PoolError::BoundVfUnusable { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
+        | PoolError::BoundVfUnusable { .. } => Status::failed_precondition(e.to_string()),
         PoolError::Persist { .. }
         | PoolError::Poisoned
         | PoolError::CorruptState { .. }

@@ -275,7 +275,11 @@ async fn cgroup_v2_request_gets_the_vf_bound_at_allocate_and_writes_no_rule() {
     assert_eq!(m.parameters[params::IOMMU_GROUP], group.to_string());
     assert_eq!(m.parameters[params::DEVICE_MINOR], group.to_string());
     assert!(!m.parameters.contains_key(params::VFIO_NOIOMMU));
-    assert!(h.rules().is_empty(), "nothing written to any cgroup: {:?}", h.rules());
+    assert!(
+        h.rules().is_empty(),
+        "nothing written to any cgroup: {:?}",
+        h.rules()
+    );
 
     h.close(conn).await.unwrap();
     assert_eq!(

@@ -184,7 +184,11 @@ mod tests {
                 .is_some_and(|why| why.contains("cgroup v2")),
             "{access:?}"
         );
-        assert!(access.at_allocate(&VfioDir::new("/x"), &v2.fake.sysfs()).is_some());
+        assert!(
+            access
+                .at_allocate(&VfioDir::new("/x"), &v2.fake.sysfs())
+                .is_some()
+        );
 
         let v1 = Node::new(false);
         assert!(matches!(v1.decide(false), VfioAccess::AtRequest(_)));
@@ -195,7 +199,10 @@ mod tests {
                 .is_some_and(|why| why.contains("cgroup v1")),
             "{asked:?}"
         );
-        assert!(asked.cgroups().is_ok(), "the v1 root stays open for old grants");
+        assert!(
+            asked.cgroups().is_ok(),
+            "the v1 root stays open for old grants"
+        );
     }
 
     #[test]
@@ -208,8 +215,15 @@ mod tests {
         };
         assert!(why.contains("vfio"), "{why}");
         assert!(access.only_at_allocate().is_none());
-        assert!(access.at_allocate(&VfioDir::new("/x"), &node.fake.sysfs()).is_none());
+        assert!(
+            access
+                .at_allocate(&VfioDir::new("/x"), &node.fake.sysfs())
+                .is_none()
+        );
         let refused = access.cgroups().unwrap_err();
-        assert!(refused.contains("VFIO is unavailable on this node"), "{refused}");
+        assert!(
+            refused.contains("VFIO is unavailable on this node"),
+            "{refused}"
+        );
     }
 }

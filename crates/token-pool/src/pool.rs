@@ -733,7 +733,11 @@ impl Pool {
 
     /// VFs other tokens hold (in use, or bound at Allocate) and the driver
     /// kind each IOMMU group is used with (a bound VF is on vfio-pci).
-    fn taken(&self, state: &State, token: &str) -> (BTreeSet<PciAddress>, BTreeMap<u32, DriverKind>) {
+    fn taken(
+        &self,
+        state: &State,
+        token: &str,
+    ) -> (BTreeSet<PciAddress>, BTreeMap<u32, DriverKind>) {
         let mut busy = BTreeSet::new();
         let mut group_kinds: BTreeMap<u32, DriverKind> = BTreeMap::new();
         for t in state.tokens.values().filter(|t| t.id != token) {
@@ -756,7 +760,12 @@ impl Pool {
     /// held by another token, in an IOMMU group not used with the other
     /// driver kind (vfio-pci and a kernel driver cannot share a group),
     /// preferring groups already used with this kind, then the lowest address.
-    fn pick_vf(&self, state: &State, tok: &Token, kind: DriverKind) -> Result<PciAddress, PoolError> {
+    fn pick_vf(
+        &self,
+        state: &State,
+        tok: &Token,
+        kind: DriverKind,
+    ) -> Result<PciAddress, PoolError> {
         let pf = self.pfs.get(&tok.pf).ok_or_else(|| PoolError::Exhausted {
             token: tok.id.clone(),
             pf: tok.pf,

@@ -125,7 +125,11 @@ impl PoolResource {
             };
             // A connection still uses the VF: its Close restores what it
             // changed, and the next release gives the VF back.
-            if self.pool.uses().is_ok_and(|u| u.iter().any(|(_, l)| &l.token == id)) {
+            if self
+                .pool
+                .uses()
+                .is_ok_and(|u| u.iter().any(|(_, l)| &l.token == id))
+            {
                 continue;
             }
             if let Err(e) = v

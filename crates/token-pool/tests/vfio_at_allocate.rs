@@ -26,12 +26,16 @@ struct FileNodes;
 
 impl DeviceNodes for FileNodes {
     fn device_number(&self, path: &Path) -> sriov_vfio::Result<DeviceNumber> {
-        let text = std::fs::read_to_string(path).map_err(|cause| sriov_vfio::Error::DeviceNode {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|cause| sriov_vfio::Error::DeviceNode {
+                path: path.to_path_buf(),
+                cause,
+            })?;
         let (maj, min) = text.trim().split_once(':').unwrap();
-        Ok(DeviceNumber::new(maj.parse().unwrap(), min.parse().unwrap()))
+        Ok(DeviceNumber::new(
+            maj.parse().unwrap(),
+            min.parse().unwrap(),
+        ))
     }
 }
 
@@ -127,7 +131,11 @@ fn allocate_binds_each_token_to_a_vf_on_vfio_pci_and_returns_its_nodes() {
     let (v0, v1, v2) = (vf(&ids[0]), vf(&ids[1]), vf(&ids[2]));
     assert!(v0 != v1 && v1 != v2 && v0 != v2, "one VF per token");
     for v in [v0, v1, v2] {
-        assert_eq!(f.driver(v).as_deref(), Some("vfio-pci"), "{v} bound at Allocate");
+        assert_eq!(
+            f.driver(v).as_deref(),
+            Some("vfio-pci"),
+            "{v} bound at Allocate"
+        );
     }
     let group = |v| format!("/dev/vfio/{}", f.group(v));
     assert_eq!(
@@ -141,7 +149,11 @@ fn allocate_binds_each_token_to_a_vf_on_vfio_pci_and_returns_its_nodes() {
         "the container node once, then each token's group"
     );
     assert_eq!(
-        pool.binding(&ids[0]).unwrap().unwrap().previous_driver.as_deref(),
+        pool.binding(&ids[0])
+            .unwrap()
+            .unwrap()
+            .previous_driver
+            .as_deref(),
         Some("iavf")
     );
     assert_eq!(

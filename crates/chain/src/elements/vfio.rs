@@ -81,11 +81,8 @@ impl Element for Vfio {
             .vfio_dir
             .nodes_for(self.sysfs.devices_dir(), b.lease.vf)
             .map_err(status::vfio)?;
-        let (group, container, device) = (
-            nodes.group,
-            nodes.container.device,
-            nodes.group_node.device,
-        );
+        let (group, container, device) =
+            (nodes.group, nodes.container.device, nodes.group_node.device);
         // The cdev too, where there is one: an iommufd client opens it instead of the group.
         let granted: Vec<_> = nodes.all().into_iter().map(|n| n.device).collect();
         if let Some(m) = request

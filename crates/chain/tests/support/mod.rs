@@ -408,7 +408,7 @@ impl Node {
                 sysfs: self.sysfs(),
                 vfio: self.vfio_dir.clone(),
             });
-        let resp = r.allocate(&[ids.clone()]).unwrap();
+        let resp = r.allocate(std::slice::from_ref(&ids)).unwrap();
         (ids, resp)
     }
 
