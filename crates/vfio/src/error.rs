@@ -170,12 +170,6 @@ pub enum Error {
         /// The `vfioN` entries found.
         names: Vec<String>,
     },
-    /// The cgroup mount has neither a v1 devices hierarchy nor the unified one.
-    #[error("{root} is neither a cgroup v1 devices hierarchy nor on cgroup v2")]
-    CgroupModeUnknown {
-        /// The configured devices root (`NSM_CGROUP_PATH`).
-        root: PathBuf,
-    },
     /// Writing an access rule failed.
     #[error("cannot write {rule:?} to {path}: {cause}")]
     WriteRule {
