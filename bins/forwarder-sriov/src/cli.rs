@@ -51,6 +51,13 @@ pub(crate) struct RunArgs {
     /// already hold. Remove it again once the daemon has started.
     #[arg(long)]
     reset_state: bool,
+    /// Give VFIO devices at kubelet's Allocate on a cgroup v1 node too (on
+    /// cgroup v2 they always are): each token is bound to a VF on vfio-pci
+    /// from pod creation until the pod releases it, and its /dev/vfio nodes
+    /// are returned as device specs, instead of writing devices.allow at
+    /// Request time.
+    #[arg(long)]
+    vfio_at_allocate: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +224,13 @@ impl Cli {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(crate::daemon::run(env, sysfs, levels, args.reset_state))
+                rt.block_on(crate::daemon::run(
+                    env,
+                    sysfs,
+                    levels,
+                    args.reset_state,
+                    args.vfio_at_allocate,
+                ))
             }
             Command::CheckConfig { allow_missing } => crate::check::run(allow_missing),
             Command::Inventory {

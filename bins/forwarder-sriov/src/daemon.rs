@@ -15,6 +15,7 @@ pub(crate) async fn run(
     sysfs: Sysfs,
     levels: LevelSwitch,
     reset_state: bool,
+    vfio_at_allocate: bool,
 ) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -23,6 +24,7 @@ pub(crate) async fn run(
     let running = Forwarder::builder(env)
         .sysfs(sysfs)
         .reset_state(reset_state)
+        .vfio_at_allocate(vfio_at_allocate)
         .start()
         .await?;
     loop {

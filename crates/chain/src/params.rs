@@ -57,6 +57,18 @@ pub const DEVICE_MAJOR: &str = "deviceMajor";
 /// Minor number of `/dev/vfio/<group>` (set by the forwarder).
 pub const DEVICE_MINOR: &str = "deviceMinor";
 
+/// Host path of the VF's VFIO character device, `/dev/vfio/devices/vfioN`
+/// (iommufd; kernels from 6.2). Ours, beside NSM's keys; set only where the
+/// kernel made one.
+pub const VFIO_CDEV_PATH: &str = "vfioCdevPath";
+/// Major number of the VFIO character device (ours).
+pub const VFIO_CDEV_MAJOR: &str = "vfioCdevMajor";
+/// Minor number of the VFIO character device (ours).
+pub const VFIO_CDEV_MINOR: &str = "vfioCdevMinor";
+/// `true` when VFIO runs without an IOMMU: the group node is
+/// `/dev/vfio/noiommu-<iommuGroup>` on the host (ours; absent otherwise).
+pub const VFIO_NOIOMMU: &str = "vfioNoiommu";
+
 /// Longest token ID accepted (ours are `sriov-` + a 36-character UUID).
 const MAX_TOKEN_LEN: usize = 128;
 

@@ -19,9 +19,11 @@ pub fn pool(e: PoolError) -> Status {
         PoolError::UnknownToken(_) => Status::not_found(e.to_string()),
         PoolError::WrongName { .. } => Status::invalid_argument(e.to_string()),
         PoolError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
-        PoolError::NotAllocated(_) | PoolError::InUse { .. } | PoolError::NoVfs(_) => {
-            Status::failed_precondition(e.to_string())
-        }
+        PoolError::NotAllocated(_)
+        | PoolError::InUse { .. }
+        | PoolError::NoVfs(_)
+        | PoolError::NotBoundAtAllocate { .. }
+        | PoolError::BoundVfUnusable { .. } => Status::failed_precondition(e.to_string()),
         PoolError::Persist { .. }
         | PoolError::Poisoned
         | PoolError::CorruptState { .. }

@@ -244,6 +244,81 @@ async fn cgroup_v2_is_refused_with_the_alternative_named_and_nothing_left_behind
 }
 
 #[tokio::test]
+async fn cgroup_v2_request_gets_the_vf_bound_at_allocate_and_writes_no_rule() {
+    let h = Harness::with(
+        Arc::new(RecordingOps::new()),
+        Options {
+            cgroup_v2: true,
+            vfio_at_allocate: true,
+            ..Default::default()
+        },
+    );
+    let (ids, resp) = h.allocate_bound(2);
+    let second = h.pool.binding(&ids[1]).unwrap().unwrap().vf;
+    let group = h.sysfs().iommu_group(second).unwrap().unwrap();
+    let paths: Vec<&str> = resp[0]
+        .devices
+        .iter()
+        .map(|d| d.host_path.as_str())
+        .collect();
+    assert!(
+        paths.contains(&format!("/dev/vfio/{group}").as_str()),
+        "{paths:?}"
+    );
+    let p = [
+        (params::TOKEN_ID, ids[1].clone()),
+        (params::CGROUP_DIR, CGROUP.to_string()),
+    ];
+    let conn = h.request(req("v2b", MECH_VFIO, &p)).await.unwrap();
+    let m = conn.mechanism.clone().unwrap();
+    assert_eq!(m.parameters[params::PCI_ADDRESS], second.to_string());
+    assert_eq!(m.parameters[params::IOMMU_GROUP], group.to_string());
+    assert_eq!(m.parameters[params::DEVICE_MINOR], group.to_string());
+    assert!(!m.parameters.contains_key(params::VFIO_NOIOMMU));
+    assert!(
+        h.rules().is_empty(),
+        "nothing written to any cgroup: {:?}",
+        h.rules()
+    );
+
+    h.close(conn).await.unwrap();
+    assert_eq!(
+        h.sysfs().driver(second).unwrap().as_deref(),
+        Some("vfio-pci"),
+        "the VF stays on vfio-pci while the pod holds its token"
+    );
+    assert_eq!(h.in_use(), 0);
+}
+
+#[tokio::test]
+async fn cgroup_v2_token_not_bound_at_allocate_is_refused_precisely() {
+    let h = Harness::with(
+        Arc::new(RecordingOps::new()),
+        Options {
+            cgroup_v2: true,
+            vfio_at_allocate: true,
+            ..Default::default()
+        },
+    );
+    let token = h.allocate(1).remove(0);
+    let p = [
+        (params::TOKEN_ID, token),
+        (params::CGROUP_DIR, CGROUP.to_string()),
+    ];
+    let err = h.request(req("v2u", MECH_VFIO, &p)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message()
+            .contains("was not bound to a VF at kubelet's Allocate")
+            && err.message().contains("this node runs cgroup v2"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(h.in_use(), 0);
+    assert!(h.rules().is_empty());
+}
+
+#[tokio::test]
 async fn hostile_parameters_are_invalid_arguments_and_touch_nothing() {
     let ops = RecordingOps::new();
     let h = Harness::new(Arc::new(ops.clone()));

@@ -25,6 +25,7 @@ mod error;
 pub mod secure;
 mod start;
 mod sweep;
+mod vfio;
 
 pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;

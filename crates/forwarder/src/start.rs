@@ -18,12 +18,13 @@ use sriov_nsm::{
 };
 use sriov_pci::Sysfs;
 use sriov_token_pool::{FileStore, Pool, PoolResource, system_clock};
-use sriov_vfio::{CgroupDevices, VfioDir};
+use sriov_vfio::VfioDir;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic_health::server::HealthReporter;
 
 use crate::sweep::sweep_stale_uses;
+use crate::vfio::VfioAccess;
 use crate::{PoolEntries, StartError, check_transport, pool_entries};
 
 /// How long [`Running::shutdown`] waits for the servers and tasks to end.
@@ -39,6 +40,7 @@ impl Forwarder {
             sysfs: Sysfs::new(&env.pci_devices_path, &env.pci_drivers_path),
             env,
             reset_state: false,
+            vfio_at_allocate: false,
         }
     }
 }
@@ -48,6 +50,7 @@ pub struct Builder {
     env: EnvConfig,
     sysfs: Sysfs,
     reset_state: bool,
+    vfio_at_allocate: bool,
 }
 
 impl Builder {
@@ -56,6 +59,14 @@ impl Builder {
     /// kernel's, in the demo and the end-to-end tests).
     pub fn sysfs(mut self, sysfs: Sysfs) -> Self {
         self.sysfs = sysfs;
+        self
+    }
+
+    /// Gives VFIO access at kubelet's Allocate on a cgroup v1 node too (it
+    /// always is on v2): the VF is fixed, and on vfio-pci, from pod creation
+    /// until the pod releases its token, instead of from Request to Close.
+    pub fn vfio_at_allocate(mut self, at_allocate: bool) -> Self {
+        self.vfio_at_allocate = at_allocate;
         self
     }
 
@@ -76,6 +87,7 @@ impl Builder {
             env,
             sysfs,
             reset_state,
+            vfio_at_allocate,
         } = self;
         check_transport(&env)?;
         if env.insecure {
@@ -108,10 +120,16 @@ impl Builder {
         if reset_state {
             store = store.with_reset();
         }
-        let (pool, warnings) =
+        let (mut pool, warnings) =
             Pool::open(entries, store, &sysfs, system_clock()).map_err(pool_err)?;
         for w in warnings {
             tracing::warn!("{w}");
+        }
+        let vfio_dir = VfioDir::new(&env.vfio_path);
+        let vfio = VfioAccess::decide(&env.cgroup_path, &vfio_dir, &sysfs, vfio_at_allocate);
+        vfio.log();
+        if let Some(why) = vfio.only_at_allocate() {
+            pool = pool.with_vfio_only_at_allocate(why);
         }
         let pool = Arc::new(pool);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -134,7 +152,10 @@ impl Builder {
             let Some(resource) = PoolResource::new(pool.clone(), &name) else {
                 continue;
             };
-            let resource = Arc::new(resource);
+            let resource = match vfio.at_allocate(&vfio_dir, &sysfs) {
+                Some(v) => Arc::new(resource.with_vfio_at_allocate(v)),
+                None => Arc::new(resource),
+            };
             let mut cfg = PluginConfig::new(name.clone());
             cfg.device_plugin_dir = env.device_plugin_path.clone();
             // The Go forwarder registers through kubelet.sock; so do we.
@@ -149,12 +170,7 @@ impl Builder {
 
         // NSM: the chain, its servers, and the registration.
         let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
-        let cgroups = CgroupDevices::open(&env.cgroup_path)
-            .map(Arc::new)
-            .map_err(|e| {
-                tracing::warn!(error = %e, "VFIO requests will fail: the cgroup root is unusable");
-                e.to_string()
-            });
+        let cgroups = vfio.cgroups();
         let nsm = |what: &str| {
             let what = what.to_string();
             move |source| StartError::Nsm { what, source }
@@ -191,7 +207,7 @@ impl Builder {
             pool: pool.clone(),
             sysfs: sysfs.clone(),
             netlink,
-            vfio_dir: VfioDir::new(&env.vfio_path),
+            vfio_dir,
             cgroups,
             finder: Arc::new(registry.clone()),
             next_hop: Arc::new(next_hop),

@@ -36,6 +36,29 @@ pub enum PoolError {
     /// The token was never handed out by kubelet's Allocate.
     #[error("token {} is not allocated to any pod", Redacted(.0))]
     NotAllocated(String),
+    /// VFIO access on this node is given only at kubelet's Allocate, and this token was not
+    /// bound to a VF there.
+    #[error(
+        "token {} was not bound to a VF at kubelet's Allocate, and on this node VFIO device \
+         access is only given then ({why}): recreate the pod so kubelet allocates its tokens again",
+        Redacted(token)
+    )]
+    NotBoundAtAllocate {
+        /// The token.
+        token: String,
+        /// Why access is only given at Allocate (the node's cgroup mode).
+        why: String,
+    },
+    /// The token was bound to a VF at Allocate that cannot serve this use.
+    #[error("token {}: its VF {vf}, bound at Allocate, {reason}", Redacted(token))]
+    BoundVfUnusable {
+        /// The token.
+        token: String,
+        /// The VF bound to it.
+        vf: PciAddress,
+        /// What is in the way.
+        reason: String,
+    },
     /// The token is already in use by another connection.
     // The holder is not named: it is another tenant's connection.
     #[error("token {} is in use by another connection", Redacted(token))]

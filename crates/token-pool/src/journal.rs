@@ -276,6 +276,7 @@ mod tests {
             name: "a/b".into(),
             pf: "0000:3b:00.0".parse().unwrap(),
             state,
+            bound: None,
         }
     }
 

@@ -82,7 +82,7 @@ mod store;
 
 pub use error::PoolError;
 pub use journal::JOURNAL_FILE;
-pub use pool::{Clock, PfEntry, Pool, TOKEN_PREFIX, VfLease, system_clock};
-pub use resource::{PoolResource, TOKENS_ENV_PREFIX, tokens_env};
-pub use state::{DriverKind, Token, TokenState, VfUse};
+pub use pool::{AllocateBinding, Clock, PfEntry, Pool, TOKEN_PREFIX, VfLease, system_clock};
+pub use resource::{PoolResource, TOKENS_ENV_PREFIX, VfioAtAllocate, tokens_env};
+pub use state::{AllocBinding, DriverKind, Token, TokenState, VfUse};
 pub use store::{FileStore, LoadNote, STATE_FILE};

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::error::PoolError;
 use crate::journal::Journal;
-use crate::state::{DriverKind, State, Token, TokenState, VfUse};
+use crate::state::{AllocBinding, DriverKind, State, Token, TokenState, VfUse};
 use crate::store::{FileStore, LoadNote};
 
 /// Prefix of token IDs; NSM clients check it (`sriov-` + UUID, as the Go pool makes them).
@@ -71,6 +71,23 @@ pub struct VfLease {
     /// continues a use recorded earlier (a refresh, or the first request
     /// after a restart).
     pub undo: Option<Arc<serde_json::Value>>,
+    /// Whether the VF was bound to the token at kubelet's Allocate, so the
+    /// pod's containers were given its `/dev/vfio` nodes when created and
+    /// nothing needs granting at Request time.
+    pub bound_at_allocate: bool,
+}
+
+/// A token's VF as [`Pool::bind_at_allocate`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocateBinding {
+    /// The token.
+    pub token: String,
+    /// Its VF and the driver the VF goes back to.
+    pub binding: AllocBinding,
+    /// Whether a connection uses the VF right now (a token kubelet allocates
+    /// again before pod-resources showed its old pod gone): its driver must
+    /// not be touched.
+    pub in_use: bool,
 }
 
 /// Tokens, their states, and the VFs in use; shared (`Arc`) and thread-safe.
@@ -95,6 +112,9 @@ pub struct Pool {
     /// pod-resources said so): theirs to close by the forwarder. In memory
     /// only: after a restart kubelet says it again.
     abandoned: Mutex<std::collections::BTreeSet<String>>,
+    /// Set when VFIO access is only given at Allocate (cgroup v2): why, for
+    /// the refusal of a VFIO use of a token bound to no VF.
+    vfio_only_at_allocate: Option<String>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -201,8 +221,108 @@ impl Pool {
             lists,
             changes: watch::Sender::new(0),
             abandoned: Mutex::default(),
+            vfio_only_at_allocate: None,
         };
         Ok((pool, warnings))
+    }
+
+    /// VFIO access is given only at kubelet's Allocate on this node, for the
+    /// reason `why` (its cgroup mode): a VFIO use of a token bound to no VF
+    /// at Allocate is refused with [`PoolError::NotBoundAtAllocate`].
+    pub fn with_vfio_only_at_allocate(mut self, why: impl Into<String>) -> Self {
+        self.vfio_only_at_allocate = Some(why.into());
+        self
+    }
+
+    /// Fixes a VF to each of `ids` (tokens of `name` that kubelet's Allocate
+    /// has just allocated), recorded before anything is bound: the caller
+    /// then binds each to vfio-pci and returns its nodes to kubelet. A
+    /// token bound earlier keeps its VF. `driver_of` reads a VF's current
+    /// driver, recorded as the one it goes back to. All or none: on error
+    /// nothing is recorded.
+    pub fn bind_at_allocate(
+        &self,
+        name: &str,
+        ids: &[String],
+        driver_of: &dyn Fn(PciAddress) -> Option<String>,
+    ) -> Result<Vec<AllocateBinding>, PoolError> {
+        let guard = self.lock()?;
+        let mut next = guard.clone();
+        let mut out = Vec::new();
+        for id in ids {
+            let tok = next
+                .tokens
+                .get(id)
+                .ok_or_else(|| PoolError::UnknownToken(id.clone()))?
+                .clone();
+            if tok.name != name {
+                return Err(PoolError::WrongName {
+                    token: id.clone(),
+                    actual: tok.name.clone(),
+                    requested: name.to_string(),
+                });
+            }
+            if !tok.reserves() {
+                return Err(PoolError::NotAllocated(id.clone()));
+            }
+            let in_use = matches!(tok.state, TokenState::InUse(_));
+            let binding = match (&tok.bound, &tok.state) {
+                (Some(b), _) => b.clone(),
+                // A use that started before binding at Allocate was on: its VF.
+                (None, TokenState::InUse(u)) => AllocBinding {
+                    vf: u.vf,
+                    previous_driver: self.vf_kernel_driver(tok.pf).map(str::to_string),
+                },
+                (None, _) => {
+                    let vf = self.pick_vf(&next, &tok, DriverKind::Vfio)?;
+                    let previous_driver = match driver_of(vf) {
+                        // A VF left on vfio-pci goes home to its kernel driver.
+                        Some(d) if d == "vfio-pci" => {
+                            self.vf_kernel_driver(tok.pf).map(str::to_string)
+                        }
+                        other => other,
+                    };
+                    AllocBinding {
+                        vf,
+                        previous_driver,
+                    }
+                }
+            };
+            if let Some(t) = next.tokens.get_mut(id) {
+                t.bound = Some(binding.clone());
+            }
+            out.push(AllocateBinding {
+                token: id.clone(),
+                binding,
+                in_use,
+            });
+        }
+        self.commit(guard, next)?;
+        Ok(out)
+    }
+
+    /// The VF bound to token `id` at Allocate, if any.
+    pub fn binding(&self, id: &str) -> Result<Option<AllocBinding>, PoolError> {
+        Ok(self.lock()?.tokens.get(id).and_then(|t| t.bound.clone()))
+    }
+
+    /// Forgets the Allocate binding of token `id` once its VF is back on its
+    /// driver; false when it had none or a connection still uses the VF
+    /// (the binding stays until that connection closes).
+    pub fn forget_binding(&self, id: &str) -> Result<bool, PoolError> {
+        let guard = self.lock()?;
+        let Some(tok) = guard.tokens.get(id) else {
+            return Ok(false);
+        };
+        if tok.bound.is_none() || matches!(tok.state, TokenState::InUse(_)) {
+            return Ok(false);
+        }
+        let cleared = Token {
+            bound: None,
+            ..tok.clone()
+        };
+        self.commit_changes(guard, BTreeMap::from([(id.to_string(), Some(cleared))]))?;
+        Ok(true)
     }
 
     /// The kernel driver PF `pf`'s VFs go back to (`vfKernelDriver`), if
@@ -390,6 +510,9 @@ impl Pool {
         let mut abandoned = Vec::new();
         for id in ids {
             match next.tokens.get_mut(id) {
+                // Its VF is still on vfio-pci from Allocate: the resource
+                // gives it back first (`forget_binding`), then frees it.
+                Some(t) if t.state == TokenState::Allocated && t.bound.is_some() => {}
                 Some(t) if t.state == TokenState::Allocated => {
                     t.state = TokenState::Free;
                     changed = true;
@@ -453,47 +576,20 @@ impl Pool {
             }
             _ => {}
         }
-        let pf = self.pfs.get(&tok.pf).ok_or_else(|| PoolError::Exhausted {
-            token: token.to_string(),
-            pf: tok.pf,
-            reason: "PF is not configured".into(),
-        })?;
-        // VFs in use by other tokens, and the kinds each IOMMU group is used with.
-        let mut busy = BTreeSet::new();
-        let mut group_kinds: BTreeMap<u32, DriverKind> = BTreeMap::new();
-        for t in guard.tokens.values() {
-            if let TokenState::InUse(u) = &t.state
-                && t.id != token
-            {
-                busy.insert(u.vf);
-                if let Some(g) = self.group_of(u.vf) {
-                    group_kinds.insert(g, u.kind);
+        let pick = match &tok.bound {
+            Some(b) => self.check_bound(&guard, &tok, b.vf, kind)?,
+            None => {
+                if kind == DriverKind::Vfio
+                    && let Some(why) = &self.vfio_only_at_allocate
+                {
+                    return Err(PoolError::NotBoundAtAllocate {
+                        token: token.to_string(),
+                        why: why.clone(),
+                    });
                 }
+                self.pick_vf(&guard, &tok, kind)?
             }
-        }
-        let pick = pf
-            .vfs
-            .iter()
-            .filter(|v| !busy.contains(&v.address))
-            .filter(|v| {
-                v.iommu_group
-                    .and_then(|g| group_kinds.get(&g))
-                    .is_none_or(|k| *k == kind)
-            })
-            .min_by_key(|v| {
-                let shares = v.iommu_group.and_then(|g| group_kinds.get(&g)).is_some();
-                (!shares, v.address)
-            })
-            .ok_or_else(|| PoolError::Exhausted {
-                token: token.to_string(),
-                pf: tok.pf,
-                reason: format!(
-                    "{} of {} VFs in use or in IOMMU groups used with the other driver kind",
-                    pf.vfs.len() - pf.vfs.iter().filter(|v| !busy.contains(&v.address)).count(),
-                    pf.vfs.len()
-                ),
-            })?
-            .address;
+        };
         let used = Token {
             state: TokenState::InUse(VfUse {
                 vf: pick,
@@ -635,6 +731,100 @@ impl Pool {
             .collect())
     }
 
+    /// VFs other tokens hold (in use, or bound at Allocate) and the driver
+    /// kind each IOMMU group is used with (a bound VF is on vfio-pci).
+    fn taken(
+        &self,
+        state: &State,
+        token: &str,
+    ) -> (BTreeSet<PciAddress>, BTreeMap<u32, DriverKind>) {
+        let mut busy = BTreeSet::new();
+        let mut group_kinds: BTreeMap<u32, DriverKind> = BTreeMap::new();
+        for t in state.tokens.values().filter(|t| t.id != token) {
+            if let TokenState::InUse(u) = &t.state {
+                busy.insert(u.vf);
+                if let Some(g) = self.group_of(u.vf) {
+                    group_kinds.insert(g, u.kind);
+                }
+            } else if let Some(b) = &t.bound {
+                busy.insert(b.vf);
+                if let Some(g) = self.group_of(b.vf) {
+                    group_kinds.insert(g, DriverKind::Vfio);
+                }
+            }
+        }
+        (busy, group_kinds)
+    }
+
+    /// A free VF of the token's PF for `kind`, chosen deterministically: not
+    /// held by another token, in an IOMMU group not used with the other
+    /// driver kind (vfio-pci and a kernel driver cannot share a group),
+    /// preferring groups already used with this kind, then the lowest address.
+    fn pick_vf(
+        &self,
+        state: &State,
+        tok: &Token,
+        kind: DriverKind,
+    ) -> Result<PciAddress, PoolError> {
+        let pf = self.pfs.get(&tok.pf).ok_or_else(|| PoolError::Exhausted {
+            token: tok.id.clone(),
+            pf: tok.pf,
+            reason: "PF is not configured".into(),
+        })?;
+        let (busy, group_kinds) = self.taken(state, &tok.id);
+        pf.vfs
+            .iter()
+            .filter(|v| !busy.contains(&v.address))
+            .filter(|v| {
+                v.iommu_group
+                    .and_then(|g| group_kinds.get(&g))
+                    .is_none_or(|k| *k == kind)
+            })
+            .min_by_key(|v| {
+                let shares = v.iommu_group.and_then(|g| group_kinds.get(&g)).is_some();
+                (!shares, v.address)
+            })
+            .map(|v| v.address)
+            .ok_or_else(|| PoolError::Exhausted {
+                token: tok.id.clone(),
+                pf: tok.pf,
+                reason: format!(
+                    "{} of {} VFs in use or in IOMMU groups used with the other driver kind",
+                    pf.vfs.len() - pf.vfs.iter().filter(|v| !busy.contains(&v.address)).count(),
+                    pf.vfs.len()
+                ),
+            })
+    }
+
+    /// The VF bound to a token at Allocate, if it can serve `kind` now.
+    fn check_bound(
+        &self,
+        state: &State,
+        tok: &Token,
+        vf: PciAddress,
+        kind: DriverKind,
+    ) -> Result<PciAddress, PoolError> {
+        let unusable = |reason: String| PoolError::BoundVfUnusable {
+            token: tok.id.clone(),
+            vf,
+            reason,
+        };
+        let (busy, group_kinds) = self.taken(state, &tok.id);
+        if busy.contains(&vf) {
+            return Err(unusable("is held by another token".into()));
+        }
+        if let Some(other) = self
+            .group_of(vf)
+            .and_then(|g| group_kinds.get(&g))
+            .filter(|k| **k != kind)
+        {
+            return Err(unusable(format!(
+                "shares its IOMMU group with a VF used with the {other:?} driver kind"
+            )));
+        }
+        Ok(vf)
+    }
+
     fn group_of(&self, vf: PciAddress) -> Option<u32> {
         self.groups.get(&vf).copied()
     }
@@ -652,6 +842,7 @@ impl Pool {
             iommu_group: self.group_of(vf),
             kind,
             undo,
+            bound_at_allocate: tok.bound.as_ref().is_some_and(|b| b.vf == vf),
         }
     }
 
@@ -714,6 +905,7 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
                         name: name.clone(),
                         pf: *addr,
                         state: TokenState::Free,
+                        bound: None,
                     },
                 );
             }

@@ -52,6 +52,19 @@ pub struct VfUse {
     pub undo: Option<std::sync::Arc<serde_json::Value>>,
 }
 
+/// A VF fixed to a token at kubelet's Allocate and bound to vfio-pci then, so that the container
+/// runtime could give the pod its `/dev/vfio` nodes when it created the container (cgroup v2,
+/// where nothing written later changes a container's devices). Recorded before the VF is bound;
+/// cleared only once the VF is back on `previous_driver`, so a crash at any point leaves a record
+/// of what to undo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocBinding {
+    /// The VF the token's NSM Request will get, and no other.
+    pub vf: PciAddress,
+    /// The driver it goes back to when the pod releases the token.
+    pub previous_driver: Option<String>,
+}
+
 /// One token as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
@@ -64,6 +77,9 @@ pub struct Token {
     /// Its state.
     #[serde(flatten)]
     pub state: TokenState,
+    /// The VF bound to it at Allocate, when VFIO access is given at Allocate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<AllocBinding>,
 }
 
 impl Token {

@@ -207,6 +207,67 @@ pub fn detect_version(root: &Path) -> Result<CgroupVersion> {
     }
 }
 
+/// How the node mounts its cgroups, which decides when a container can be given a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// Every controller on v1, `devices` among them.
+    V1,
+    /// systemd's hybrid layout: controllers (`devices` among them) on v1, plus the unified
+    /// hierarchy at `unified/` for process tracking only. Devices behave as on v1.
+    Hybrid,
+    /// The unified hierarchy alone: a container's device access is a BPF program its runtime
+    /// attaches when it creates the container, and nothing written later changes it.
+    V2,
+}
+
+impl CgroupMode {
+    /// The mode of the node whose v1 devices hierarchy would be at `devices_root`
+    /// (`NSM_CGROUP_PATH`, normally `<cgroup mount>/devices`): v2 when the root or its parent is
+    /// the unified hierarchy (on a pure v2 node the devices directory does not exist), hybrid
+    /// when it is a v1 hierarchy beside `unified/` on v2, v1 otherwise.
+    ///
+    /// ```
+    /// use sriov_vfio::CgroupMode;
+    /// # let tmp = tempfile::tempdir()?;
+    /// // A fake v2 mount: the unified hierarchy has `cgroup.controllers` at its root.
+    /// std::fs::write(tmp.path().join("cgroup.controllers"), "cpu io memory pids\n")?;
+    /// let mode = CgroupMode::detect(&tmp.path().join("devices"))?;
+    /// assert_eq!(mode, CgroupMode::V2);
+    /// assert!(!mode.grants_at_request());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detect(devices_root: &Path) -> Result<Self> {
+        match detect_version(devices_root)? {
+            CgroupVersion::V2 => Ok(Self::V2),
+            CgroupVersion::V1 => {
+                let unified = devices_root.parent().map(|p| p.join("unified"));
+                if unified.as_deref().is_some_and(is_v2_dir) {
+                    Ok(Self::Hybrid)
+                } else {
+                    Ok(Self::V1)
+                }
+            }
+        }
+    }
+
+    /// Whether access can be granted to a running container by writing `devices.allow` (v1 and
+    /// hybrid), rather than only when the runtime creates it (v2).
+    pub fn grants_at_request(self) -> bool {
+        !matches!(self, Self::V2)
+    }
+}
+
+impl std::fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "cgroup v1",
+            Self::Hybrid => "cgroup hybrid (devices on v1)",
+            Self::V2 => "cgroup v2",
+        })
+    }
+}
+
 fn is_v2_dir(dir: &Path) -> bool {
     if dir.join("cgroup.controllers").is_file() {
         return true;

@@ -154,6 +154,22 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// A device's `vfio-dev` directory exists but could not be read.
+    #[error("cannot read the VFIO character device directory {path}: {cause}")]
+    CdevDir {
+        /// The `vfio-dev` directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        cause: std::io::Error,
+    },
+    /// A device's `vfio-dev` directory names more than one character device.
+    #[error("{path} names more than one VFIO character device: {names:?}")]
+    CdevAmbiguous {
+        /// The `vfio-dev` directory.
+        path: PathBuf,
+        /// The `vfioN` entries found.
+        names: Vec<String>,
+    },
     /// Writing an access rule failed.
     #[error("cannot write {rule:?} to {path}: {cause}")]
     WriteRule {

@@ -10,7 +10,12 @@
 //! default [`DEFAULT_VFIO_DIR`]) and reads their major:minor ([`DeviceNumber`]) through the
 //! [`DeviceNodes`] seam.
 //!
-//! On cgroup v1, a container may open a device only if its devices cgroup allows it.
+//! [`VfioDir::nodes_for`] gathers every node one VF needs ([`VfioNodes`]), the VFIO character
+//! device `/dev/vfio/devices/vfioN` (iommufd; kernels from 6.2) included where the kernel made one,
+//! each with its host path, its path in the container and its number: what a kubelet device
+//! plugin returns as device specs.
+//!
+//! [`CgroupMode::detect`] tells v1, hybrid and v2 nodes apart. On cgroup v1, a container may open a device only if its devices cgroup allows it.
 //! [`CgroupDevices`] writes `c MAJ:MIN rw` to `devices.allow` on the first grant (never `m`: the
 //! node exists) and to `devices.deny` when the last grant of that (cgroup, device) pair is revoked,
 //! only where it granted: a cgroup whose `devices.list` already allows the device is left alone.
@@ -20,7 +25,8 @@
 //! container's leaf cgroup directly below a pod cgroup, never `kubepods`, a QoS level, a pod or
 //! the root (`NSM_CGROUP_PATH`, default [`DEFAULT_CGROUP_ROOT`]). On cgroup v2 there is no
 //! `devices.allow`; every grant fails with [`Error::CgroupV2`], which names the alternative:
-//! returning the nodes as device specs from the kubelet device plugin's Allocate.
+//! returning the nodes as device specs from the kubelet device plugin's Allocate, so the
+//! container runtime puts them in the container's BPF device filter when it creates it.
 //!
 //! # Example
 //!
@@ -74,16 +80,18 @@ mod cgroup;
 mod device;
 mod error;
 mod group;
+mod nodes;
 mod vfio_dir;
 
 pub use cgroup::{
-    CgroupDevices, CgroupVersion, DEFAULT_CGROUP_ROOT, FileRuleWriter, Grant,
+    CgroupDevices, CgroupMode, CgroupVersion, DEFAULT_CGROUP_ROOT, FileRuleWriter, Grant,
     MAX_CGROUP_COMPONENT_LEN, MAX_CGROUP_DIR_LEN, MAX_GLOB_MATCHES, Revoked, RuleWriter,
     detect_version, validate_cgroup_dir,
 };
 pub use device::{DeviceNodes, DeviceNumber, StatDeviceNodes};
 pub use error::{CgroupDirProblem, Error, Result};
 pub use group::{IommuGroup, NOIOMMU_GROUP_NAME};
+pub use nodes::{HOST_VFIO_DIR, VfioNode, VfioNodes, vfio_cdev_name};
 pub use vfio_dir::{DEFAULT_VFIO_DIR, VfioDir};
 
 /// The README's example, run as a doctest so it stays true.

@@ -55,6 +55,11 @@ impl VfioDir {
         self.nodes.device_number(&self.group_path(group))
     }
 
+    /// The device number of any node, read through the same seam.
+    pub(crate) fn device_number(&self, path: &Path) -> Result<DeviceNumber> {
+        self.nodes.device_number(path)
+    }
+
     /// Both device numbers a container needs to use a group: (container, group).
     ///
     /// ```

@@ -3,19 +3,24 @@
 //! For a VF bound to vfio-pci by `bindvf`, it sets the mechanism
 //! parameters NSM clients read (`iommuGroup`; `vfioMajor`/`vfioMinor` of
 //! `/dev/vfio/vfio`; `deviceMajor`/`deviceMinor` of `/dev/vfio/<group>`;
-//! `pciAddress` is already set) and, on cgroup v1, allows both devices in
+//! `pciAddress` is already set), ours beside them (`vfioCdevPath`,
+//! `vfioCdevMajor`/`vfioCdevMinor` of the iommufd character device where the
+//! kernel made one; `vfioNoiommu=true` without an IOMMU) and, on cgroup v1,
+//! allows both devices in
 //! the client's `cgroupDir` (`c MAJ:MIN rw` to `devices.allow`, unless `devices.list` already allows them). Undone
 //! on Close and when a later element fails: the grants are revoked through
 //! `devices.deny` (reference-counted, so another connection of the same
-//! container keeps its access). On cgroup v2 the request fails with
-//! FAILED_PRECONDITION naming the alternative.
+//! container keeps its access). A VF bound to the token at kubelet's
+//! Allocate (cgroup v2) needs no grant: the container runtime gave the pod
+//! its nodes when it created it. Otherwise, on cgroup v2, the request fails
+//! with FAILED_PRECONDITION naming the alternative.
 
 use std::sync::Arc;
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_pci::Sysfs;
-use sriov_vfio::{CgroupDevices, Grant, IommuGroup, VfioDir};
+use sriov_vfio::{CgroupDevices, Grant, VfioDir};
 use tonic::Status;
 
 use crate::params::{self, VfioParams};
@@ -72,9 +77,14 @@ impl Element for Vfio {
         mut request: NetworkServiceRequest,
         next: Next<'_>,
     ) -> Result<Connection, Status> {
-        let group =
-            IommuGroup::of_device(self.sysfs.devices_dir(), b.lease.vf).map_err(status::vfio)?;
-        let (container, device) = self.vfio_dir.devices_for(&group).map_err(status::vfio)?;
+        let nodes = self
+            .vfio_dir
+            .nodes_for(self.sysfs.devices_dir(), b.lease.vf)
+            .map_err(status::vfio)?;
+        let (group, container, device) =
+            (nodes.group, nodes.container.device, nodes.group_node.device);
+        // The cdev too, where there is one: an iommufd client opens it instead of the group.
+        let granted: Vec<_> = nodes.all().into_iter().map(|n| n.device).collect();
         if let Some(m) = request
             .connection
             .as_mut()
@@ -88,6 +98,15 @@ impl Element for Vfio {
             set(m, params::VFIO_MINOR, container.minor.to_string());
             set(m, params::DEVICE_MAJOR, device.major.to_string());
             set(m, params::DEVICE_MINOR, device.minor.to_string());
+            if let Some(cdev) = &nodes.cdev {
+                let path = cdev.host_path.to_string_lossy().into_owned();
+                set(m, params::VFIO_CDEV_PATH, path);
+                set(m, params::VFIO_CDEV_MAJOR, cdev.device.major.to_string());
+                set(m, params::VFIO_CDEV_MINOR, cdev.device.minor.to_string());
+            }
+            if group.noiommu {
+                set(m, params::VFIO_NOIOMMU, "true".to_string());
+            }
         }
         if ctx.get::<Granted>().is_none()
             && let Some(grant) = UndoRecord::of(&b.lease).and_then(|r| r.grant)
@@ -97,7 +116,8 @@ impl Element for Vfio {
                 adopted: true,
             });
         }
-        let fresh = ctx.get::<Granted>().is_none();
+        // Bound at Allocate: the runtime already gave the container its nodes.
+        let fresh = ctx.get::<Granted>().is_none() && !b.lease.bound_at_allocate;
         if fresh {
             let cgroups = self.cgroups.as_ref().map_err(|why| {
                 Status::failed_precondition(format!("VFIO device access is unavailable: {why}"))
@@ -108,13 +128,13 @@ impl Element for Vfio {
             let mut planned = None;
             if let Some(log) = &log {
                 let plan = cgroups
-                    .plan_all(&p.cgroup_dir, &[container, device])
+                    .plan_all(&p.cgroup_dir, &granted)
                     .map_err(status::vfio)?;
                 planned = Some(plan.clone());
                 log.update(|r| r.grant = Some(plan)).await?;
             }
             let grant = cgroups
-                .grant_all(&p.cgroup_dir, &[container, device])
+                .grant_all(&p.cgroup_dir, &granted)
                 .map_err(status::vfio)?;
             sriov_failpoint::hit("vfio.after-grant");
             let granted = Granted {

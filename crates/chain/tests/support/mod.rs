@@ -251,6 +251,8 @@ pub struct Options {
     pub lifetime: Duration,
     pub endpoints: Vec<&'static str>,
     pub cgroup_v2: bool,
+    /// VFIO access only at Allocate (what the forwarder does on cgroup v2).
+    pub vfio_at_allocate: bool,
 }
 
 impl Default for Options {
@@ -259,6 +261,7 @@ impl Default for Options {
             lifetime: Duration::from_secs(600),
             endpoints: vec!["nse-1"],
             cgroup_v2: false,
+            vfio_at_allocate: false,
         }
     }
 }
@@ -296,6 +299,11 @@ impl Node {
             system_clock(),
         )
         .unwrap();
+        let pool = if o.vfio_at_allocate {
+            pool.with_vfio_only_at_allocate("this node runs cgroup v2")
+        } else {
+            pool
+        };
         let fresh = cgroups.is_none();
         let cgroup_root = cgroups.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let ctr = cgroup_root.path().join(CGROUP);
@@ -372,6 +380,36 @@ impl Node {
             .collect();
         self.pool.allocate(NAME, &ids).unwrap();
         ids
+    }
+
+    /// Allocates `n` tokens through the device-plugin resource that binds
+    /// each to a VF on vfio-pci, as on a cgroup v2 node; returns the tokens
+    /// and kubelet's answer.
+    pub fn allocate_bound(
+        &self,
+        n: usize,
+    ) -> (
+        Vec<String>,
+        Vec<sriov_deviceplugin::ContainerAllocateResponse>,
+    ) {
+        use sriov_deviceplugin::Backend;
+        let ids: Vec<String> = self
+            .pool
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.name == NAME)
+            .map(|t| t.id)
+            .take(n)
+            .collect();
+        let r = sriov_token_pool::PoolResource::new(self.pool.clone(), NAME)
+            .unwrap()
+            .with_vfio_at_allocate(sriov_token_pool::VfioAtAllocate {
+                sysfs: self.sysfs(),
+                vfio: self.vfio_dir.clone(),
+            });
+        let resp = r.allocate(std::slice::from_ref(&ids)).unwrap();
+        (ids, resp)
     }
 
     pub fn in_use(&self) -> usize {
