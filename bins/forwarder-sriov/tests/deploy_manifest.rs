@@ -48,9 +48,9 @@ const POD_SPECIFIC: &[(&str, Expected, &str)] = &[
         "the default is relative to the working directory; the ConfigMap is mounted here",
     ),
     (
-        "NSM_INSECURE",
-        Expected::Value("true"),
-        "the binary refuses to start without plaintext or SPIFFE, and SPIFFE is not implemented yet",
+        "SPIFFE_ENDPOINT_SOCKET",
+        Expected::Value("unix:///run/spire/sockets/agent.sock"),
+        "secure mode needs the SPIRE agent's Workload API, mounted from the node",
     ),
 ];
 
@@ -244,7 +244,8 @@ fn the_manifest_environment_parses_without_warnings() {
     let loaded = EnvConfig::from_vars(Manifest::load().effective_env())
         .expect("the manifest's environment is valid");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    assert!(loaded.config.insecure);
+    assert!(!loaded.config.insecure, "the shipped manifest runs in secure mode");
+    assert!(loaded.config.spiffe_endpoint_socket.is_some());
 }
 
 #[test]
@@ -325,7 +326,7 @@ fn nothing_is_mounted_that_no_setting_needs_but_the_spiffe_socket() {
     }
     assert!(
         m.mounts().iter().any(|(p, _)| p == SPIFFE_SOCKET_DIR),
-        "the SPIFFE socket dir should be mounted, ready for mTLS"
+        "the SPIFFE socket dir should be mounted for mTLS"
     );
 }
 
@@ -342,17 +343,19 @@ fn probes_ask_the_socket_the_forwarder_listens_on() {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert!(command.contains(&want.as_str()), "{probe}: {command:?}");
+        // grpc_health_probe's own SPIFFE mode: the socket speaks mTLS.
+        assert!(command.contains(&"-spiffe"), "{probe}: {command:?}");
     }
 }
 
-/// VFs leave and re-enter the host's network namespace; clients' namespaces
-/// are found by inode under /proc (sriov-netlink's `inode://` lookup), so the
-/// node's processes must be visible.
+/// VFs leave and re-enter the host's network namespace; clients'
+/// namespaces arrive as fds over the socket (grpcfd), so the node's
+/// processes need not be visible (issue #15: no hostPID).
 #[test]
-fn the_pod_shares_the_hosts_network_and_pids_privileged() {
+fn the_pod_shares_the_hosts_network_not_its_pids_privileged() {
     let m = Manifest::load();
     assert_eq!(m.pod["hostNetwork"].as_bool(), Some(true));
-    assert_eq!(m.pod["hostPID"].as_bool(), Some(true));
+    assert_eq!(m.pod["hostPID"].as_bool(), None);
     assert_eq!(
         m.container["securityContext"]["privileged"].as_bool(),
         Some(true)

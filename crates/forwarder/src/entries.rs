@@ -10,21 +10,16 @@ use sriov_token_pool::PfEntry;
 
 use crate::StartError;
 
-/// Refuses to run with neither plaintext nor SPIFFE configured.
+/// Refuses to run with neither plaintext (`NSM_INSECURE=true`) nor a
+/// SPIFFE Workload API (`SPIFFE_ENDPOINT_SOCKET`) to get an SVID from.
 pub fn check_transport(env: &EnvConfig) -> Result<(), StartError> {
-    if env.insecure {
+    if env.insecure || env.spiffe_endpoint_socket.is_some() {
         return Ok(());
     }
-    if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_some() {
-        return Err(StartError::Transport(
-            "SPIFFE_ENDPOINT_SOCKET is set, but SPIFFE mTLS is not implemented yet; \
-             set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
-                .into(),
-        ));
-    }
     Err(StartError::Transport(
-        "neither NSM_INSECURE=true nor SPIFFE_ENDPOINT_SOCKET is set: \
-         set NSM_INSECURE=true to serve and dial plaintext over unix sockets"
+        "secure mode needs the SPIFFE Workload API: set SPIFFE_ENDPOINT_SOCKET to the SPIRE \
+         agent's socket (unix:///run/spire/sockets/agent.sock), or NSM_INSECURE=true to serve \
+         and dial plaintext over unix sockets (development only)"
             .into(),
     ))
 }
