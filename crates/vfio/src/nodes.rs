@@ -52,10 +52,15 @@ impl VfioNodes {
 /// `device_dir`, from its `vfio-dev/` directory; `None` when the kernel made none (older than
 /// 6.2, no `CONFIG_VFIO_DEVICE_CDEV`, or the device is not bound to vfio-pci).
 ///
+/// Only an entry with a `dev` attribute counts: without `CONFIG_VFIO_DEVICE_CDEV` (Debian's
+/// 6.12, for one) the kernel still lists `vfio-dev/vfioN` for a device on vfio-pci, but gives it
+/// no device number and makes no `/dev/vfio/devices/vfioN`.
+///
 /// ```
 /// # let tmp = tempfile::tempdir()?;
 /// # let dev = tmp.path().join("0000:3b:02.0");
 /// # std::fs::create_dir_all(dev.join("vfio-dev/vfio3"))?;
+/// # std::fs::write(dev.join("vfio-dev/vfio3/dev"), "239:3\n")?;
 /// assert_eq!(sriov_vfio::vfio_cdev_name(&dev)?.as_deref(), Some("vfio3"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -74,7 +79,7 @@ pub fn vfio_cdev_name(device_dir: &Path) -> Result<Option<String>> {
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|n| is_cdev_name(n))
+        .filter(|n| is_cdev_name(n) && dir.join(n).join("dev").is_file())
         .collect();
     names.sort();
     match names.len() {

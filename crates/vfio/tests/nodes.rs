@@ -19,7 +19,7 @@ fn vfio(tree: &Tree) -> VfioDir {
 fn nodes_name_container_group_and_cdev_at_host_paths() {
     let tree = Tree::new();
     let dev = tree.device(VF, 9, None);
-    std::fs::create_dir_all(dev.join("vfio-dev/vfio4")).unwrap();
+    cdev_entry(&dev, "vfio4");
     std::fs::create_dir_all(tree.vfio_dir().join("devices")).unwrap();
     tree.node("vfio", DeviceNumber::new(10, 196));
     tree.node("9", DeviceNumber::new(243, 9));
@@ -87,17 +87,41 @@ fn a_vf_not_on_vfio_pci_has_no_group_node_and_fails_naming_it() {
     );
 }
 
+/// `vfio-dev/<name>` as a kernel with `CONFIG_VFIO_DEVICE_CDEV` shows it: with a `dev` attribute.
+fn cdev_entry(dev: &Path, name: &str) {
+    let entry = dev.join("vfio-dev").join(name);
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("dev"), "239:0\n").unwrap();
+}
+
+/// Without `CONFIG_VFIO_DEVICE_CDEV` (Debian's 6.12 in the VM test) the kernel still lists
+/// `vfio-dev/vfioN` for a device on vfio-pci, with no `dev` attribute and no /dev node.
+#[test]
+fn vfio_dev_entry_without_a_device_number_is_no_cdev() {
+    let tree = Tree::new();
+    let dev = tree.device(VF, 9, None);
+    std::fs::create_dir_all(dev.join("vfio-dev/vfio0")).unwrap();
+    assert_eq!(vfio_cdev_name(&dev).unwrap(), None);
+    tree.node("vfio", DeviceNumber::new(10, 196));
+    tree.node("9", DeviceNumber::new(243, 9));
+    let nodes = vfio(&tree)
+        .nodes_for(&tree.devices_dir(), VF.parse().unwrap())
+        .unwrap();
+    assert!(nodes.cdev.is_none(), "{nodes:?}");
+    assert_eq!(nodes.all().len(), 2);
+}
+
 #[test]
 fn cdev_names_are_vfio_and_digits_only_and_one_per_device() {
     let tree = Tree::new();
     let dev = tree.device(VF, 5, None);
     assert_eq!(vfio_cdev_name(&dev).unwrap(), None);
-    std::fs::create_dir_all(dev.join("vfio-dev/vfio..")).unwrap();
-    std::fs::create_dir_all(dev.join("vfio-dev/other7")).unwrap();
+    cdev_entry(&dev, "vfio..");
+    cdev_entry(&dev, "other7");
     assert_eq!(vfio_cdev_name(&dev).unwrap(), None);
-    std::fs::create_dir_all(dev.join("vfio-dev/vfio12")).unwrap();
+    cdev_entry(&dev, "vfio12");
     assert_eq!(vfio_cdev_name(&dev).unwrap().as_deref(), Some("vfio12"));
-    std::fs::create_dir_all(dev.join("vfio-dev/vfio13")).unwrap();
+    cdev_entry(&dev, "vfio13");
     assert!(matches!(
         vfio_cdev_name(&dev),
         Err(Error::CdevAmbiguous { names, .. }) if names == ["vfio12", "vfio13"]
