@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Setup for `cargo xtask vm-test` (run by `cargo xtask test`, xtask/src/setup.rs): QEMU with the emulated igb (82576) NIC,
 # which needs QEMU >= 8.0 (bookworm ships 7.2; bookworm-backports has 10.x),
-# and the host tools the harness copies into the guest initramfs.
+# and the host tools and libraries the harness copies into the guest initramfs.
 # Idempotent: safe to run on every CI run.
 set -euo pipefail
 
@@ -52,13 +52,17 @@ for tool in busybox insmod /usr/sbin/ip xz; do
   command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 [ -x /bin/busybox ] || need_install=1
+# The guest's runc (fetched by the harness with apt-get download, not
+# installed) is dynamically linked against libseccomp; the initramfs copies
+# the host's.
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || need_install=1
 
 if [ "$need_install" = 1 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends -t "$backports" qemu-system-x86
   # busybox-static gives the guest a shell and coreutils with no shared libs;
   # kmod and iproute2 binaries are copied into the guest with their libraries.
-  apt-get install -y -q --no-install-recommends busybox-static kmod iproute2 xz-utils
+  apt-get install -y -q --no-install-recommends busybox-static kmod iproute2 xz-utils libseccomp2
 fi
 
 qemu-system-x86_64 --version | head -n1

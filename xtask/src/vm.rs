@@ -19,6 +19,10 @@
 //! dependency apt knows, 6.12 from bookworm-backports here);
 //! `NSM_VM_CACHE` moves the cache (default `target/vm-cache`).
 //!
+//! The guest also gets Debian's runc (fetched like the kernel, `vm/runc.rs`)
+//! and mounts cgroup v2, so a real container runtime applies the device
+//! specs our Allocate returns (check `57-vfio-cgroup2-runc`).
+//!
 //! The run is reported as the `vm-test` suite of `cargo xtask test`; it is
 //! skipped (with the reason) where QEMU, its igb device, or a guest kernel is
 //! missing. `xtask/setup/qemu.sh` (run by `cargo xtask test`) installs what is needed on Debian.
@@ -27,6 +31,7 @@ mod cpio;
 mod initramfs;
 mod kernel;
 mod qemu;
+mod runc;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -56,6 +61,7 @@ const GUEST_BINARIES: &[(&str, &str)] = &[
 /// The whole VM run has to fit in this, boot to poweroff; QEMU is killed at it.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+#[derive(Debug)]
 struct Options {
     update_fixture: bool,
     timeout: Duration,
@@ -81,8 +87,32 @@ enum Verdict {
     Skipped(String),
 }
 
-/// `cargo xtask vm-test [--update-fixture] [--timeout SECS]`.
+const USAGE: &str =
+    "usage: cargo xtask vm-test [--update-fixture] [--timeout SECS] [--only PREFIX]...
+  --update-fixture  refresh testdata/sysfs/<name> from the guest's captures
+  --timeout SECS    kill QEMU after SECS (default 600)
+  --only PREFIX     run only the checks whose file names start with PREFIX (repeatable;
+                    e.g. --only 10 --only 20 --only 30 --only 40 --only 57: a check
+                    needs the ones that set up what it uses)";
+
+/// `cargo xtask vm-test [--update-fixture] [--timeout SECS] [--only PREFIX]...`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    let Some(opts) = parse_args(args)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match execute(&opts)? {
+        Verdict::Passed(s) => {
+            println!("vm-test: PASSED {s}");
+            Ok(())
+        }
+        // Asked for by name, an unrunnable VM test is an error, with the reason.
+        Verdict::Skipped(why) => bail!("vm-test cannot run here: {why}"),
+    }
+}
+
+/// The options `args` ask for; `None` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut opts = Options::whole_run();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -96,19 +126,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     .context("--timeout needs whole seconds")?;
                 opts.timeout = Duration::from_secs(secs);
             }
-            other => bail!(
-                "vm-test: unknown argument {other:?} (known: --update-fixture, --timeout SECS)"
-            ),
+            "--only" => opts
+                .only
+                .push(it.next().context("--only needs a check prefix")?.clone()),
+            "--help" | "-h" => return Ok(None),
+            other => bail!("vm-test: unknown argument {other:?}\n{USAGE}"),
         }
     }
-    match execute(&opts)? {
-        Verdict::Passed(s) => {
-            println!("vm-test: PASSED {s}");
-            Ok(())
-        }
-        // Asked for by name, an unrunnable VM test is an error, with the reason.
-        Verdict::Skipped(why) => bail!("vm-test cannot run here: {why}"),
-    }
+    Ok(Some(opts))
 }
 
 /// The `vm-test` row of `cargo xtask test`.
@@ -134,6 +159,11 @@ fn execute(opts: &Options) -> Result<Verdict> {
         Err(kernel::Unavailable(why)) => return Ok(Verdict::Skipped(why)),
     };
     println!("vm-test: guest kernel {}", kernel.version);
+    let runc = runc::ensure(&cache)?;
+    match &runc {
+        Ok(path) => println!("vm-test: runc {}", path.display()),
+        Err(why) => println!("vm-test: {why}; the runc check will skip"),
+    }
 
     let t = Instant::now();
     let binaries = build_binaries(&ws, &cache)?;
@@ -145,7 +175,7 @@ fn execute(opts: &Options) -> Result<Verdict> {
 
     let t = Instant::now();
     let initrd = cache.join("initramfs.cpio");
-    let size = write_initramfs(&ws, &kernel, &binaries, opts, &initrd)?;
+    let size = write_initramfs(&ws, &kernel, &binaries, &runc, opts, &initrd)?;
     println!(
         "vm-test: initramfs {} ({} KiB) in {:.1?}",
         initrd.display(),
@@ -426,6 +456,7 @@ fn write_initramfs(
     ws: &Path,
     kernel: &kernel::GuestKernel,
     binaries: &[(String, PathBuf)],
+    runc: &std::result::Result<PathBuf, String>,
     opts: &Options,
     out: &Path,
 ) -> Result<usize> {
@@ -442,6 +473,9 @@ fn write_initramfs(
     t.executable("/usr/sbin/ip", &ip)?;
     for (name, path) in binaries {
         t.executable(&format!("/usr/local/bin/{name}"), path)?;
+    }
+    if let Ok(runc) = runc {
+        t.executable("/usr/sbin/runc", runc)?;
     }
     let loaded = t.modules(kernel, GUEST_MODULES)?;
     t.host_file("/init", &scripts.join("init.sh"), 0o755)?;
@@ -477,6 +511,12 @@ fn write_initramfs(
             .collect::<Vec<_>>()
             .join(" "),
     );
+    if let Err(why) = runc {
+        env.push_str(&format!(
+            "RUNC_MISSING=\"{}\"\n",
+            why.replace(['"', '$', '`'], "'")
+        ));
+    }
     for (name, value) in &opts.env {
         env.push_str(&format!("{name}=\"{value}\"\n"));
     }
@@ -677,6 +717,21 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    #[test]
+    fn only_selects_checks_by_prefix_and_help_asks_for_usage() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse_args(&args(&["--only", "10", "--only", "57", "--timeout", "90"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.only, ["10", "57"]);
+        assert_eq!(o.timeout, Duration::from_secs(90));
+        assert!(parse_args(&args(&["--help"])).unwrap().is_none());
+        let e = parse_args(&args(&["--only"])).unwrap_err();
+        assert!(e.to_string().contains("--only needs"), "{e}");
+        let e = parse_args(&args(&["--bogus"])).unwrap_err();
+        assert!(e.to_string().contains("--only PREFIX"), "{e}");
     }
 
     #[test]

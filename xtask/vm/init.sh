@@ -10,6 +10,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
+# cgroup v2 only, as on current nodes: container runtimes attach their eBPF
+# device filter here (check vfio-cgroup2-runc).
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # Kernel messages would interleave with result lines on the one console;
 # checks read dmesg themselves when they need it.
 dmesg -n 1

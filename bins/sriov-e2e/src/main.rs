@@ -11,6 +11,7 @@
 //! into the client's namespace with its addresses and routes, Close
 //! bringing it back, optionally a VFIO Request, and a clean shutdown.
 
+mod allocate;
 mod chaos;
 mod checks;
 mod client;
@@ -51,6 +52,7 @@ pub(crate) struct Options {
 enum Mode {
     Forwarder(Options),
     Srdp(srdp::SrdpOptions),
+    Allocate(allocate::AllocateOptions),
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
@@ -123,11 +125,11 @@ fn parse() -> Result<Options, String> {
 
 fn main() -> ExitCode {
     // `sriov-e2e srdp ...` checks the standalone device plugin instead.
-    let srdp = std::env::args().nth(1).is_some_and(|a| a == "srdp");
-    let parsed = if srdp {
-        srdp::parse(std::env::args().skip(2)).map(Mode::Srdp)
-    } else {
-        parse().map(Mode::Forwarder)
+    // `sriov-e2e allocate ...` hands a container runtime VFIO devices at Allocate.
+    let parsed = match std::env::args().nth(1).as_deref() {
+        Some("srdp") => srdp::parse(std::env::args().skip(2)).map(Mode::Srdp),
+        Some("allocate") => allocate::parse(std::env::args().skip(2)).map(Mode::Allocate),
+        _ => parse().map(Mode::Forwarder),
     };
     let mode = match parsed {
         Ok(m) => m,
@@ -151,6 +153,7 @@ fn main() -> ExitCode {
         match mode {
             Mode::Forwarder(o) => checks::run(o).await,
             Mode::Srdp(o) => srdp::run(o).await,
+            Mode::Allocate(o) => allocate::run(o).await,
         }
     });
     println!("{}", report.summary());

@@ -118,7 +118,7 @@ fn located(tree: &Path, version: &str) -> Option<GuestKernel> {
     })
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
@@ -155,7 +155,7 @@ fn kernel_version_key(package: &str) -> Option<Vec<u32>> {
     numeric.split('.').map(|p| p.parse().ok()).collect()
 }
 
-fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+pub(crate) fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
     let prefix = format!("{package}_");
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
