@@ -23,17 +23,25 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use crate::reclaim::Orphans;
-use crate::records::Deadline;
+use crate::records::{CallFds, Deadline};
 use crate::{Ctx, Element, Next};
 
-/// Puts this call's deadline (or none) in the connection's context; the
-/// caller takes it out after the call, so a later call (a refresh, an
-/// expiry's Close) never inherits a stale one.
+/// Puts this call's deadline and the fds its connection sent (or none) in
+/// the connection's context; [`leave`] takes them out after the call, so a
+/// later call (a refresh, an expiry's Close) never inherits stale ones.
 fn enter(call: &Ctx, ctx: &mut Ctx) {
-    ctx.remove::<Deadline>();
+    leave(ctx);
     if let Some(d) = call.get::<Deadline>() {
         ctx.insert(*d);
     }
+    if let Some(fds) = call.get::<CallFds>() {
+        ctx.insert(fds.clone());
+    }
+}
+
+fn leave(ctx: &mut Ctx) {
+    ctx.remove::<Deadline>();
+    ctx.remove::<CallFds>();
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
@@ -124,7 +132,7 @@ impl Element for Begin {
         ctx.set_refresh(refresh);
         enter(call, &mut ctx);
         let result = next.request(&mut ctx, request).await;
-        ctx.remove::<Deadline>();
+        leave(&mut ctx);
         match (&result, refresh) {
             (Ok(_), _) | (Err(_), true) => *guard = Some(ctx),
             (Err(_), false) => {
@@ -161,7 +169,7 @@ impl Element for Begin {
         };
         enter(call, &mut ctx);
         let result = next.close(&mut ctx, connection).await;
-        ctx.remove::<Deadline>();
+        leave(&mut ctx);
         if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
             // Refused before anything was undone (`authorize`): the
             // connection stays its owner's.

@@ -508,7 +508,7 @@ async fn inject_moves_the_netdev_on_the_way_back_and_brings_it_home() {
         Chain::new()
             .with(Validate::Kernel)
             .with(node.bindvf(DriverKind::Kernel, LIFETIME))
-            .with(Inject::new(Arc::new(ops.clone())))
+            .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
             .with(probe.clone()),
     );
     let moved = |c: &Call| matches!(c, Call::MoveInto(_));

@@ -251,6 +251,9 @@ pub struct Options {
     pub lifetime: Duration,
     pub endpoints: Vec<&'static str>,
     pub cgroup_v2: bool,
+    /// `inode://` namespaces not sent by fd are looked for in /proc (as
+    /// before fd passing; most tests name namespaces that way).
+    pub netns_proc_scan: bool,
 }
 
 impl Default for Options {
@@ -259,6 +262,7 @@ impl Default for Options {
             lifetime: Duration::from_secs(600),
             endpoints: vec!["nse-1"],
             cgroup_v2: false,
+            netns_proc_scan: true,
         }
     }
 }
@@ -458,6 +462,7 @@ impl Harness {
             next_hop: node.next_hop.clone(),
             next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
             monitor: monitor.clone(),
+            netns_proc_scan: o.netns_proc_scan,
         })
         .unwrap();
         Self {
@@ -473,6 +478,17 @@ impl Harness {
 
     pub async fn close(&self, c: Connection) -> Result<(), Status> {
         self.chain.close(&mut Ctx::new(), c).await
+    }
+
+    /// A Request as a connection whose fd table is `fds` makes it.
+    pub async fn request_with_fds(
+        &self,
+        fds: &sriov_grpcfd::FdTable,
+        r: NetworkServiceRequest,
+    ) -> Result<Connection, Status> {
+        let mut ctx = Ctx::new();
+        ctx.insert(sriov_chain::records::CallFds(fds.clone()));
+        self.chain.request(&mut ctx, r).await
     }
 }
 
