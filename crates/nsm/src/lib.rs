@@ -105,6 +105,6 @@ pub use registry::{Registration, RegistrationHandle, RegistrationState, Registry
 pub use sriov_api::Backoff;
 pub use sriov_config::{NsmUrl, UrlError};
 pub use transport::{
-    ChannelFds, DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, dial_lazy_with_fds, fds_of, listen_unix,
-    listen_unix_for_group,
+    ChannelFds, DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, dial_lazy_with_fds, dial_with_fds, fds_of,
+    listen_unix, listen_unix_for_group,
 };

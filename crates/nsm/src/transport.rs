@@ -113,20 +113,35 @@ fn unix_connector(
 /// `UNAVAILABLE`) when nothing accepts within `timeout`. The channel
 /// reconnects by itself after the peer restarts.
 pub async fn dial(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
+    dial_with_fds(url, timeout)
+        .await
+        .map(|(channel, _)| channel)
+}
+
+/// [`dial`], and the channel's connections for sending fds with its calls
+/// (for a unix socket, [`ChannelFds::current`] is the live connection's
+/// sender once this returns).
+pub async fn dial_with_fds(
+    url: &NsmUrl,
+    timeout: Duration,
+) -> Result<(Channel, ChannelFds), Error> {
     let endpoint = endpoint(url, timeout)?;
+    let fds = ChannelFds::default();
     let result = match url {
         NsmUrl::Unix(path) => {
             endpoint
-                .connect_with_connector(unix_connector(path, ChannelFds::default()))
+                .connect_with_connector(unix_connector(path, fds.clone()))
                 .await
         }
         NsmUrl::Tcp { .. } => endpoint.connect().await,
     };
-    result.map_err(|source| Error::Dial {
-        url: url.to_string(),
-        timeout,
-        cause: source,
-    })
+    result
+        .map(|channel| (channel, fds))
+        .map_err(|source| Error::Dial {
+            url: url.to_string(),
+            timeout,
+            cause: source,
+        })
 }
 
 /// A channel to `url` that connects on first use and again after every
