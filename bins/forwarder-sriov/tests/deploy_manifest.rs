@@ -244,7 +244,10 @@ fn the_manifest_environment_parses_without_warnings() {
     let loaded = EnvConfig::from_vars(Manifest::load().effective_env())
         .expect("the manifest's environment is valid");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    assert!(!loaded.config.insecure, "the shipped manifest runs in secure mode");
+    assert!(
+        !loaded.config.insecure,
+        "the shipped manifest runs in secure mode"
+    );
     assert!(loaded.config.spiffe_endpoint_socket.is_some());
 }
 

@@ -172,6 +172,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
         chaos: 0,
         soak: 0,
         race: 0,
+        netns_by_path: false,
     };
     let cgroup_root = o.cgroup_root.to_string_lossy().into_owned();
     let mut fwd = forwarder::start_with(

@@ -333,10 +333,21 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
 
     // KERNEL.
     let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
-    let mut nsc = client::connect(&listen).await?;
+    let (mut nsc, fds) = client::connect_with_fds(&listen).await?;
+    // As the NSM manager sends it: the namespace by fd, named inode://
+    // (or, with --netns-by-path, the file:// path a forwarder in
+    // development mode finds by itself).
+    let netns_url = if o.netns_by_path {
+        file_url(&client_ns)?
+    } else {
+        let NetnsUrl::File(path) = client_ns.url().clone() else {
+            return Err("client URL".into());
+        };
+        client::send_netns(&fds, &path)?
+    };
     let params = vec![
         ("tokenID", token.clone()),
-        ("inodeURL", file_url(&client_ns)?),
+        ("inodeURL", netns_url),
         ("name", "nsm-1".to_string()),
     ];
     let conn = nsc

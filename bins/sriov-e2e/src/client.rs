@@ -19,6 +19,31 @@ pub(crate) async fn connect(socket: &Path) -> Result<NetworkServiceClient<Channe
     Ok(NetworkServiceClient::new(ch))
 }
 
+/// [`connect`], and the connection's fd sender: a client namespace sent on
+/// it before a Request is named by its `inode://` URL, as the NSM manager
+/// sends it (grpcfd).
+pub(crate) async fn connect_with_fds(
+    socket: &Path,
+) -> Result<(NetworkServiceClient<Channel>, sriov_nsm::ChannelFds), String> {
+    let url = NsmUrl::parse(&format!("unix://{}", socket.display())).map_err(|e| e.to_string())?;
+    let (ch, fds) = sriov_nsm::dial_with_fds(&url, Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((NetworkServiceClient::new(ch), fds))
+}
+
+/// Queues the namespace at `path` on the connection and returns the
+/// `inode://` URL naming it, for the next Request on that connection.
+pub(crate) fn send_netns(fds: &sriov_nsm::ChannelFds, path: &Path) -> Result<String, String> {
+    let sender = fds
+        .current()
+        .ok_or("the forwarder connection is gone; nothing to send the namespace on")?;
+    let (dev, ino) = sender
+        .send_file(path)
+        .map_err(|e| format!("sending {} by fd: {e}", path.display()))?;
+    Ok(sriov_grpcfd::inode_url(dev, ino))
+}
+
 /// A client of a forwarder that is (re)starting: retries for up to 30 s
 /// until it listens.
 pub(crate) async fn reconnect(socket: &Path) -> Result<NetworkServiceClient<Channel>, String> {

@@ -47,6 +47,9 @@ pub(crate) struct Options {
     pub(crate) soak: usize,
     /// Racing Requests over every token the pod can get (`chaos::race`); 0: none.
     pub(crate) race: usize,
+    /// The main KERNEL Request names the client's namespace by `file://`
+    /// path instead of sending it by fd (a forwarder in development mode).
+    pub(crate) netns_by_path: bool,
 }
 
 enum Mode {
@@ -57,7 +60,7 @@ enum Mode {
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
 [--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
-[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS]";
+[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -76,6 +79,7 @@ fn parse() -> Result<Options, String> {
         chaos: 0,
         soak: 0,
         race: 0,
+        netns_by_path: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -96,6 +100,7 @@ fn parse() -> Result<Options, String> {
             "--vf-config" => o.vf_config = true,
             "--hostile" => o.hostile = true,
             "--restart" => o.restart = true,
+            "--netns-by-path" => o.netns_by_path = true,
             "--race" => {
                 o.race = value()?
                     .parse()

@@ -17,6 +17,12 @@
 //! depends on a table the client built. Server-to-client bytes are copied
 //! untouched. An authority `h2` accepts is left as it is.
 //!
+//! [`incoming_with`] first passes each accepted stream through the caller's
+//! upgrade (fd passing, TLS), in that connection's own task and bounded by a
+//! handshake timeout; what the upgrade learnt (the fds the peer sent, its
+//! identity) reaches every handler as [`ConnInfo`] in the request's
+//! extensions.
+//!
 //! Every socket the daemons serve goes through it: the kubelet device
 //! plugins' (`sriov-deviceplugin`) and the forwarder's NSM socket with its
 //! health service (`sriov-nsm`'s `listen_unix`).
@@ -50,5 +56,8 @@ mod relay;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use incoming::{Incoming, incoming};
+pub use incoming::{
+    ConnInfo, Connection, DEFAULT_HANDSHAKE_TIMEOUT, Incoming, incoming, incoming_with,
+    incoming_with_timeout,
+};
 pub use relay::{RelayError, relay};

@@ -66,6 +66,9 @@ pub struct Deps {
     pub next_hop_timeout: Duration,
     /// Connection events, shared with the MonitorConnection server.
     pub monitor: Monitor,
+    /// Whether an `inode://` namespace not sent by fd may be found by
+    /// scanning `/proc` (hostPID): development only (`NSM_INSECURE`).
+    pub netns_proc_scan: bool,
 }
 
 /// The connection ids a client may send back: those `begin` serves, and
@@ -113,7 +116,7 @@ pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
         .with(Validate::Kernel)
         .with(pool_for(DriverKind::Kernel))
         .with(VfConfigElement::new(d.netlink.clone()))
-        .with(Inject::new(d.netlink.clone()))
+        .with(Inject::new(d.netlink.clone()).with_proc_scan(d.netns_proc_scan))
         .with(IpContext);
     let vfio = Chain::new()
         .with(Validate::Vfio)

@@ -34,6 +34,10 @@ pub fn noop_preferences() -> Vec<sriov_api::nsm::connection::Mechanism> {
 pub const NAME: &str = "name";
 /// The client's network namespace, `inode://<dev>/<ino>` or `file://...`.
 pub const INODE_URL: &str = "inodeURL";
+/// The rule an `inode://` namespace is held to when fd passing is required
+/// (the default; the `/proc` scan fallback is for development only).
+pub const RULE_NETNS_BY_FD: &str = "an inode:// namespace must be sent by fd (SCM_RIGHTS) on the \
+     connection whose Request names it";
 /// The client's network namespace inode number (informational).
 pub const NETNS_INODE: &str = "netnsInode";
 /// The SR-IOV token from `NSM_SRIOV_TOKENS_<name>`.

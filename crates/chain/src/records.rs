@@ -32,6 +32,13 @@ pub struct VfBinding {
     pub previous_driver: Option<String>,
 }
 
+/// The file descriptors the calling connection sent (fd passing on a unix
+/// socket), for this call only: `begin` puts them in the connection's
+/// context for the call and takes them out after, so a later call (an
+/// expiry's Close) never resolves against a connection that is not its own.
+#[derive(Debug, Clone)]
+pub struct CallFds(pub sriov_grpcfd::FdTable);
+
 /// When the caller stops waiting (its `grpc-timeout`), if it said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub tokio::time::Instant);

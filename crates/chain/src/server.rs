@@ -12,7 +12,7 @@ use sriov_api::nsm::networkservice::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
 
 use crate::elements::monitor::{Monitor, matches, refuse};
-use crate::records::Deadline;
+use crate::records::{CallFds, Deadline};
 use crate::{Chain, Ctx};
 
 /// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
@@ -38,11 +38,20 @@ pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time
     })
 }
 
-/// A context carrying the caller's deadline, if it sent one.
-fn ctx_for(metadata: &tonic::metadata::MetadataMap) -> Ctx {
+/// A context carrying the caller's deadline, if it sent one, and the fds
+/// its connection sent, if it came over a connection that passes them
+/// (`sriov_authority::ConnInfo` holding a `sriov_grpcfd::FdTable`).
+fn ctx_for<T>(request: &Request<T>) -> Ctx {
     let mut ctx = Ctx::new();
-    if let Some(left) = grpc_timeout(metadata) {
+    if let Some(left) = grpc_timeout(request.metadata()) {
         ctx.insert(Deadline(tokio::time::Instant::now() + left));
+    }
+    let fds = request
+        .extensions()
+        .get::<sriov_authority::ConnInfo>()
+        .and_then(|info| info.get::<sriov_grpcfd::FdTable>());
+    if let Some(fds) = fds {
+        ctx.insert(CallFds(fds.clone()));
     }
     ctx
 }
@@ -73,7 +82,7 @@ impl NetworkService for NetworkServiceServer {
         &self,
         request: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        let mut ctx = ctx_for(request.metadata());
+        let mut ctx = ctx_for(&request);
         let req = request.into_inner();
         let id = req
             .connection
@@ -98,7 +107,7 @@ impl NetworkService for NetworkServiceServer {
     }
 
     async fn close(&self, request: Request<Connection>) -> Result<Response<()>, Status> {
-        let mut ctx = ctx_for(request.metadata());
+        let mut ctx = ctx_for(&request);
         let conn = request.into_inner();
         let id = conn.id.clone();
         let chain = self.chain.clone();
@@ -165,7 +174,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::time::Duration;
 
-    use super::grpc_timeout;
+    use super::{ctx_for, grpc_timeout};
+    use crate::records::CallFds;
 
     fn parse(value: &str) -> Option<Duration> {
         let mut m = tonic::metadata::MetadataMap::new();
@@ -183,5 +193,17 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
         assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn the_connections_fd_table_reaches_the_call_context() {
+        let table = sriov_grpcfd::FdTable::default();
+        let mut ext = http::Extensions::new();
+        ext.insert(table);
+        let mut req = tonic::Request::new(());
+        req.extensions_mut()
+            .insert(sriov_authority::ConnInfo::new(ext));
+        assert!(ctx_for(&req).get::<CallFds>().is_some());
+        assert!(ctx_for(&tonic::Request::new(())).get::<CallFds>().is_none());
     }
 }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_chain::params::{self, MECH_KERNEL};
+use sriov_grpcfd::FdStream;
 use sriov_netlink::testing::{PrivateNetns, add_veth, in_private_netns, private_netns_or_skip};
 use sriov_netlink::{NetlinkOps, RtNetlink};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `ip` run inside a namespace, for checking what the kernel shows (the
 /// code under test never runs `ip`).
@@ -155,4 +157,133 @@ fn a_refresh_with_a_new_address_shows_only_the_new_one_in_the_client() {
     assert!(addrs.contains("inet 172.16.9.2/30"), "{addrs}");
     assert!(!addrs.contains("172.16.1.2"), "{addrs}");
     assert_eq!(h.in_use(), 1);
+}
+
+/// [`forwarder`] as a secure forwarder runs: `inode://` namespaces only by fd.
+async fn fd_only_forwarder(nl: &RtNetlink, vfs: &[&str]) -> (Harness, String) {
+    for vf in vfs {
+        add_veth(nl.handle(), vf, &format!("{vf}p")).await.unwrap();
+    }
+    let netlink: Arc<dyn NetlinkOps> = Arc::new(nl.clone());
+    let h = Harness::with(
+        netlink,
+        Options {
+            netns_proc_scan: false,
+            ..Default::default()
+        },
+    );
+    *h.next_hop.context.lock().unwrap() = Some(ip_context());
+    let token = h.allocate(1).remove(0);
+    (h, token)
+}
+
+/// A connection that sent `path` by fd, as the NSM manager's `sendfd` does:
+/// both ends (the server's table lives as long as its end) and the
+/// `inode://` URL naming it.
+async fn sent_by_fd(path: &std::path::Path) -> (FdStream, FdStream, String) {
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let (mut nsmgr, mut ours) = (FdStream::new(a), FdStream::new(b));
+    let (dev, ino) = nsmgr.sender().send_file(path).unwrap();
+    nsmgr.write_all(b"Request").await.unwrap();
+    let mut got = [0u8; 7];
+    ours.read_exact(&mut got).await.unwrap();
+    (nsmgr, ours, sriov_grpcfd::inode_url(dev, ino))
+}
+
+#[test]
+fn a_kernel_request_whose_netns_came_by_fd_is_plumbed_and_closes_after_the_sender_is_gone() {
+    let test = "a_kernel_request_whose_netns_came_by_fd";
+    let Some(client) = private_netns_or_skip(test) else {
+        return;
+    };
+    let sriov_netlink::NetnsUrl::File(path) = client.url().clone() else {
+        panic!("private namespaces have a file URL");
+    };
+    let checked = in_private_netns(test, |nl| async move {
+        let (h, token) = fd_only_forwarder(&nl, &["enp59s2"]).await;
+        let (nsmgr, ours, url) = sent_by_fd(&path).await;
+        let table = ours.table();
+        let conn = h
+            .request_with_fds(&table, kernel_request("f1", &token, &url))
+            .await
+            .unwrap();
+        let in_client = ip_in(&client, &["-o", "addr", "show", "dev", "nsm-1"]);
+        // The connection ends, and so does every task in the client's
+        // namespace: nothing but our record can reach it now.
+        drop((nsmgr, ours));
+        assert!(table.is_empty());
+        drop(client);
+        assert!(
+            sriov_netlink::Netns::open(&sriov_netlink::NetnsUrl::parse(&url).unwrap()).is_err()
+        );
+        h.close(conn).await.unwrap();
+        let home = nl
+            .link(&sriov_netlink::LinkRef::Name("enp59s2".into()))
+            .await
+            .unwrap();
+        (in_client, home, h.in_use())
+    });
+    let Some((in_client, home, in_use)) = checked else {
+        return;
+    };
+    assert!(in_client.contains("inet 172.16.1.2/30"), "{in_client}");
+    let back = home.expect("VF netdev back home after Close");
+    assert!(!back.up, "returned down");
+    assert_eq!(in_use, 0);
+}
+
+#[test]
+fn an_inode_not_sent_on_this_connection_is_refused_and_nothing_changes() {
+    let test = "an_inode_not_sent_on_this_connection_is_refused";
+    let Some(client) = private_netns_or_skip(test) else {
+        return;
+    };
+    let sriov_netlink::NetnsUrl::File(path) = client.url().clone() else {
+        panic!("private namespaces have a file URL");
+    };
+    // The namespace exists (a /proc scan would find it), but this
+    // connection sent another file.
+    let url = client.netns().id().to_string();
+    let checked = in_private_netns(test, |nl| async move {
+        let (h, token) = fd_only_forwarder(&nl, &["enp59s2"]).await;
+        let (_nsmgr, ours, other) = sent_by_fd(std::path::Path::new("/dev/null")).await;
+        assert_ne!(other, url);
+        let before = nl.links().await.unwrap();
+        let by_other_fd = h
+            .request_with_fds(&ours.table(), kernel_request("r1", &token, &url))
+            .await
+            .unwrap_err();
+        let without_fds = h
+            .request(kernel_request("r2", &token, &url))
+            .await
+            .unwrap_err();
+        let after = nl.links().await.unwrap();
+        let names = |l: Vec<sriov_netlink::LinkStatus>| {
+            l.into_iter()
+                .map(|l| (l.index, l.name, l.up))
+                .collect::<Vec<_>>()
+        };
+        (
+            by_other_fd,
+            without_fds,
+            names(before),
+            names(after),
+            h.in_use(),
+            path,
+        )
+    });
+    let Some((by_other_fd, without_fds, before, after, in_use, _)) = checked else {
+        return;
+    };
+    for refused in [by_other_fd, without_fds] {
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains(params::INODE_URL), "{refused:?}");
+        assert!(
+            refused.message().contains(params::RULE_NETNS_BY_FD),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(before, after, "home links changed");
+    assert_eq!(in_use, 0);
+    assert!(!ip_in(&client, &["-o", "link"]).contains("nsm-1"));
 }

@@ -213,6 +213,9 @@ impl Builder {
             next_hop: Arc::new(next_hop),
             next_hop_timeout: env.next_hop_timeout,
             monitor: monitor.clone(),
+            // Plaintext development mode keeps the /proc scan; a secure
+            // forwarder takes client namespaces only by fd (issue #15).
+            netns_proc_scan: env.insecure,
         })
         .map_err(StartError::Chain)?;
         tasks.spawn(sweep_stale_uses(

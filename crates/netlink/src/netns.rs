@@ -325,6 +325,33 @@ impl Netns {
         Self::from_fd(fd, path)
     }
 
+    /// A namespace a peer sent us by fd (SCM_RIGHTS) and named `named`: the same checks as a
+    /// path (an nsfs file of a network namespace, `O_PATH` or open), and when `named` is an
+    /// `inode://` URL the fd must be that very inode. Check it against the [`NetnsGuard`] before
+    /// use, as for any client namespace.
+    ///
+    /// Blocking (the type check may enter the namespace on a throwaway thread): call it from a
+    /// blocking thread in async code.
+    pub fn from_received(fd: OwnedFd, named: &NetnsUrl) -> Result<Self> {
+        let label = PathBuf::from(format!("{named} (received by fd)"));
+        let ns = Self::from_fd(fd, &label)?;
+        match named {
+            NetnsUrl::Inode { dev, ino }
+                if ns.id
+                    != (NetnsId {
+                        dev: *dev,
+                        ino: *ino,
+                    }) =>
+            {
+                Err(Error::NotANetns {
+                    path: label,
+                    reason: format!("the fd received is {}, not the namespace named", ns.id),
+                })
+            }
+            _ => Ok(ns),
+        }
+    }
+
     /// Checks an fd (an `O_PATH` one or an open one) and makes it a [`Netns`].
     fn from_fd(fd: OwnedFd, path: &Path) -> Result<Self> {
         let open_err = |source: io::Error| Error::NetnsOpen {
@@ -550,6 +577,15 @@ fn probe_is_not_netns(fd: &OwnedFd) -> bool {
     })
 }
 
+/// Two handles are equal when they name the same namespace, whatever they were opened through.
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Netns {}
+
 impl AsFd for Netns {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -731,6 +767,28 @@ mod tests {
             );
         }
         assert!(NetnsGuard::none().check(&here, &here.id().url()).is_ok());
+    }
+
+    #[test]
+    fn a_received_fd_must_be_the_network_namespace_it_is_named_as() {
+        let open = |p: &str| OwnedFd::from(fs::File::open(p).unwrap());
+        let here = Netns::current().unwrap();
+        let named = here.id().url();
+        let ns = Netns::from_received(open("/proc/thread-self/ns/net"), &named).unwrap();
+        assert_eq!(ns, here);
+        let other = NetnsUrl::Inode {
+            dev: here.id().dev,
+            ino: here.id().ino + 1,
+        };
+        let err = Netns::from_received(open("/proc/thread-self/ns/net"), &other).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotANetns { reason, .. } if reason.contains("not the namespace named")),
+            "{err}"
+        );
+        for wrong in ["/proc/thread-self/ns/uts", "/dev/null"] {
+            let err = Netns::from_received(open(wrong), &named).unwrap_err();
+            assert!(matches!(err, Error::NotANetns { .. }), "{wrong}: {err}");
+        }
     }
 
     #[test]

@@ -145,6 +145,7 @@ mod tests {
             client_index: 1,
             client_name: "nsm0".into(),
             client_address: vec![],
+            held: None,
         };
         assert_eq!(ops.back_out(record).await.unwrap(), BackOut::Vanished);
     }

@@ -13,6 +13,7 @@
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use netlink_packet_route::route::RouteScope;
@@ -32,8 +33,12 @@ use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec
 pub struct ClientLink {
     /// The link in the home namespace.
     pub link: LinkRef,
-    /// The client's namespace.
+    /// The client's namespace, as the request named it.
     pub netns: NetnsUrl,
+    /// The client's namespace already opened (a peer sent it by fd): used instead of opening
+    /// `netns` again, and kept in the [`MovedLink`] so the link can be returned after the
+    /// peer's connection is gone. Still checked against the guard.
+    pub opened: Option<Arc<Netns>>,
     /// Name inside the client (keeps its name when `None`).
     pub name: Option<IfName>,
     /// MTU to set.
@@ -54,6 +59,7 @@ impl ClientLink {
         ClientLink {
             link: link.into(),
             netns,
+            opened: None,
             name: None,
             mtu: None,
             mac: None,
@@ -61,6 +67,12 @@ impl ClientLink {
             routes: Vec::new(),
             neighbours: Vec::new(),
         }
+    }
+
+    /// Uses `netns`, already opened, as the client's namespace (see [`ClientLink::opened`]).
+    pub fn in_opened(mut self, netns: Arc<Netns>) -> Self {
+        self.opened = Some(netns);
+        self
     }
 
     /// Renames it inside the client.
@@ -118,10 +130,11 @@ pub struct OriginalLink {
     pub mtu: u32,
 }
 
-/// The record of a link given to a client: everything [`RtNetlink::back_out`] needs, and
-/// nothing that keeps the client's namespace alive (no file descriptors), so it can be stored
-/// (it serialises with serde).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The record of a link given to a client: everything [`RtNetlink::back_out`] needs. What it
+/// stores (it serialises with serde) keeps no namespace alive; only a namespace a peer sent by
+/// fd is held (`held`, never stored), since it cannot be found again by its URL without a
+/// `/proc` scan.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MovedLink {
     /// The client namespace as the request named it.
     pub netns: NetnsUrl,
@@ -135,7 +148,27 @@ pub struct MovedLink {
     pub client_name: String,
     /// Its hardware address in the client.
     pub client_address: Vec<u8>,
+    /// The client namespace as it was sent to us by fd, held so [`RtNetlink::back_out`] reaches
+    /// it however long ago the sender's connection ended. Not stored: after a restart the URL
+    /// is all there is.
+    #[serde(skip)]
+    pub held: Option<Arc<Netns>>,
 }
+
+/// Records are equal when they say the same; a held handle is how to reach the namespace, not
+/// part of what was recorded.
+impl PartialEq for MovedLink {
+    fn eq(&self, other: &Self) -> bool {
+        self.netns == other.netns
+            && self.netns_id == other.netns_id
+            && self.original == other.original
+            && self.client_index == other.client_index
+            && self.client_name == other.client_name
+            && self.client_address == other.client_address
+    }
+}
+
+impl Eq for MovedLink {}
 
 impl MovedLink {
     /// The record of `link` as it is at home, before `request` moves it: the client side
@@ -155,6 +188,7 @@ impl MovedLink {
             client_index: link.index,
             client_name: link.name.clone(),
             client_address: link.address.clone(),
+            held: request.opened.clone(),
         }
     }
 }
@@ -185,7 +219,7 @@ impl RtNetlink {
     /// it as the intent before moving, so a process killed mid-move leaves a record that
     /// [`RtNetlink::back_out`] can act on whether the move happened or not.
     pub async fn plan_move(&self, request: &ClientLink) -> Result<MovedLink> {
-        let target = open_client(&request.netns, &self.guard).await?;
+        let target = self.client_netns(request).await?;
         let link = require_link(&self.handle, &request.link, &self.home_label()).await?;
         let mut record = MovedLink::at_home(request, target.id(), &link);
         if let Some(name) = &request.name {
@@ -204,7 +238,7 @@ impl RtNetlink {
     /// [`Error::RolledBack`]; if even that fails, [`Error::RollbackFailed`] carries the
     /// [`MovedLink`] record so the caller can retry [`RtNetlink::back_out`].
     pub async fn move_into(&self, request: &ClientLink) -> Result<MovedLink> {
-        let target = open_client(&request.netns, &self.guard).await?;
+        let target = self.client_netns(request).await?;
         let home = self.home_label();
         let link = require_link(&self.handle, &request.link, &home).await?;
         let client = socket::request_handle(&target)?;
@@ -264,11 +298,16 @@ impl RtNetlink {
     /// there; see [`BackOut`].
     pub async fn back_out(&self, record: &MovedLink) -> Result<BackOut> {
         // No guard here: a record only names a namespace a move was made into.
-        let url = record.netns.clone();
-        let opened = tokio::task::spawn_blocking(move || Netns::open(&url)).await;
-        let live = match opened {
-            Ok(Ok(ns)) if ns.id() == record.netns_id => Some(ns),
-            _ => None,
+        let live = match &record.held {
+            Some(ns) if ns.id() == record.netns_id => Some(ns.clone()),
+            _ => {
+                let url = record.netns.clone();
+                let opened = tokio::task::spawn_blocking(move || Netns::open(&url)).await;
+                match opened {
+                    Ok(Ok(ns)) if ns.id() == record.netns_id => Some(Arc::new(ns)),
+                    _ => None,
+                }
+            }
         };
         if let Some(ns) = live {
             let client = socket::request_handle(&ns)?;
@@ -278,6 +317,18 @@ impl RtNetlink {
             }
         }
         self.recover(record).await
+    }
+
+    /// The client namespace of `request`: the one it carries opened, else its URL opened;
+    /// either way checked against the guard.
+    async fn client_netns(&self, request: &ClientLink) -> Result<Arc<Netns>> {
+        match &request.opened {
+            Some(ns) => {
+                self.guard.check(ns, &request.netns)?;
+                Ok(ns.clone())
+            }
+            None => Ok(Arc::new(open_client(&request.netns, &self.guard).await?)),
+        }
     }
 
     async fn roll_back(&self, cause: Error, record: MovedLink, client: &Handle) -> Error {
@@ -559,6 +610,7 @@ mod tests {
             client_index: 3,
             client_name: "nsm0".into(),
             client_address: vec![2, 0, 0, 0, 0, 9],
+            held: None,
         }
     }
 

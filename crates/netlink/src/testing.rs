@@ -274,6 +274,7 @@ fn planned(request: ClientLink) -> MovedLink {
         client_index: 1,
         client_name: request.name.map(|n| n.to_string()).unwrap_or(name),
         client_address: request.mac.map(|m| m.octets().to_vec()).unwrap_or_default(),
+        held: request.opened.clone(),
     }
 }
 

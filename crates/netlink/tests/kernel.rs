@@ -3,6 +3,8 @@
 //! pairs standing in for VF netdevs. Without permission to create namespaces they print `SKIP`.
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -299,6 +301,60 @@ fn move_into_an_inode_url_reaches_the_same_namespace() {
             assert!(client_link(&c, "vf0").await.is_some());
             nl.back_out(&record).await.unwrap();
             assert_restored_at_home(&nl).await;
+        },
+    );
+}
+
+#[test]
+fn a_namespace_received_by_fd_is_used_and_held_until_back_out() {
+    in_private_netns(
+        "a_namespace_received_by_fd_is_used_and_held_until_back_out",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let id = client.netns().id();
+            let NetnsUrl::File(path) = client.url().clone() else {
+                panic!("a private namespace is named by path");
+            };
+            let fd = std::os::fd::OwnedFd::from(std::fs::File::open(&path).unwrap());
+            let ns = Arc::new(Netns::from_received(fd, &id.url()).unwrap());
+            let record = nl
+                .move_into(&ClientLink::new("vf0", id.url()).in_opened(ns.clone()))
+                .await
+                .unwrap();
+            assert_eq!(record.netns_id, id);
+            let c = nl.connect(&ns).unwrap();
+            assert!(client_link(&c, "vf0").await.is_some());
+            drop((c, ns, client));
+            // No task is in it any more: only the record's handle keeps it (and the veth) alive,
+            // and no /proc scan can find it.
+            assert!(Netns::open(&id.url()).is_err());
+            let outcome = nl.back_out(&record).await.unwrap();
+            assert!(matches!(outcome, BackOut::Returned { .. }), "{outcome:?}");
+            assert_restored_at_home(&nl).await;
+        },
+    );
+}
+
+#[test]
+fn a_received_namespace_is_refused_when_it_is_home() {
+    in_private_netns(
+        "a_received_namespace_is_refused_when_it_is_home",
+        |nl| async move {
+            let _client = veth_and_client(&nl).await;
+            let home = nl.home().id();
+            let fd = std::os::fd::OwnedFd::from(
+                std::fs::File::open(format!("/proc/self/fd/{}", nl.home().as_raw_fd())).unwrap(),
+            );
+            let ns = Arc::new(Netns::from_received(fd, &home.url()).unwrap());
+            let err = nl
+                .move_into(&ClientLink::new("vf0", home.url()).in_opened(ns))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::ForbiddenNetns { .. }), "{err}");
+            assert!(
+                nl.link(&"vf0".into()).await.unwrap().is_some(),
+                "vf0 stayed home"
+            );
         },
     );
 }

@@ -43,7 +43,10 @@ async fn main() {
         .unwrap();
 
     let started = Instant::now();
-    let registry = RegistryClient::new(nsmgr.url(), DEFAULT_DIAL_TIMEOUT).unwrap();
+    // The forwarder socket here is only a name: nothing to send by fd.
+    let registry = RegistryClient::new(nsmgr.url(), DEFAULT_DIAL_TIMEOUT)
+        .unwrap()
+        .with_fd_passing(false);
     let handle = registry.keep_registered(Registration {
         name: "bench-forwarder".into(),
         network_service: "forwarder".into(),

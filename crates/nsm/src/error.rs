@@ -71,6 +71,15 @@ pub enum Error {
         status: Status,
     },
 
+    /// The listen socket could not be sent by fd with a registration.
+    #[error("sending socket {path} by fd to the registry: {cause}")]
+    SendFd {
+        /// The socket path (`NSM_LISTEN_ON`).
+        path: PathBuf,
+        /// Why.
+        cause: String,
+    },
+
     /// The background registration task is gone (it panicked or was
     /// aborted), so the state it kept is unknown.
     #[error("registration task for endpoint {name:?} ended unexpectedly")]
@@ -91,6 +100,7 @@ impl Error {
             Error::CreateDir { .. }
             | Error::RemoveStale { .. }
             | Error::Bind { .. }
+            | Error::SendFd { .. }
             | Error::TaskGone { .. } => Code::Internal,
             Error::Registry { status, .. } => status.code(),
         }

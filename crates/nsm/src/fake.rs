@@ -12,7 +12,11 @@
 //!   sooner, as the SDK's `expire` server does; entries whose
 //!   `expiration_time` passes are dropped (and watchers told). Register
 //!   and Unregister read the `path` header and answer with the updated
-//!   one, as nsmgr's registry `grpcmetadata` and `updatepath` do.
+//!   one, as nsmgr's registry `grpcmetadata` and `updatepath` do. An
+//!   `inode://` URL must name a socket the caller's connection sent by fd
+//!   (the sdk's registry `recvfd`): the fd is kept, and the endpoint is
+//!   stored (and found) as `unix:///proc/<our pid>/fd/<n>`, so whoever
+//!   dials what Find returns reaches the endpoint through it.
 //! - **Next hop.** Request answers with the connection it was sent, path
 //!   and all, with a NOOP mechanism (the one already on the connection, or
 //!   the first NOOP preference, or NOOP/LOCAL) and state UP. It can be told
@@ -41,6 +45,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -191,6 +196,10 @@ struct Shared {
     /// The `path` header of each Register and Unregister, in order (`None`
     /// when a call carried none).
     paths: Mutex<Vec<Option<RegistryPath>>>,
+    /// The socket each endpoint registered by fd (`inode://` URL) sent, as
+    /// the sdk's registry `recvfd` keeps it: its `/proc/self/fd` path is the
+    /// URL stored and found, through which anyone in this process dials it.
+    received: Mutex<BTreeMap<String, OwnedFd>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -305,6 +314,26 @@ impl NetworkServiceEndpointRegistry for Registry {
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
         let path = self.shared.enter_path(request.metadata());
+        let fd = match sriov_grpcfd::parse_inode_url(&request.get_ref().url) {
+            Some((dev, ino)) => {
+                let got = crate::transport::fds_of(&request)
+                    .map(|t| t.get(dev, ino))
+                    .transpose()
+                    .map_err(|e| Status::resource_exhausted(e.to_string()))?
+                    .flatten();
+                match got {
+                    Some(fd) => Some(fd),
+                    None => {
+                        let url = request.get_ref().url.clone();
+                        self.shared.record(Call::Register(request.into_inner()));
+                        return Err(Status::invalid_argument(format!(
+                            "url {url}: no such file was sent by fd on this connection"
+                        )));
+                    }
+                }
+            }
+            None => None,
+        };
         let mut nse = request.into_inner();
         // Calls are recorded once handled, so a test that saw the call
         // also sees its effect.
@@ -312,6 +341,12 @@ impl NetworkServiceEndpointRegistry for Registry {
         if nse.name.is_empty() {
             self.shared.record(received);
             return Err(Status::invalid_argument("endpoint name is empty"));
+        }
+        // Stored under the path it can be dialled by; answered as sent.
+        let sent_url = nse.url.clone();
+        if let Some(fd) = fd {
+            nse.url = format!("unix:///proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+            lock(&self.shared.received).insert(nse.name.clone(), fd);
         }
         {
             let mut eps = lock(&self.shared.endpoints);
@@ -333,7 +368,9 @@ impl NetworkServiceEndpointRegistry for Registry {
             deleted: false,
         });
         self.shared.record(received);
-        Ok(with_path(Response::new(nse), &path))
+        let mut answer = nse;
+        answer.url = sent_url;
+        Ok(with_path(Response::new(answer), &path))
     }
 
     type FindStream = ReceiverStream<Result<NetworkServiceEndpointResponse, Status>>;
@@ -394,6 +431,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         let path = self.shared.enter_path(request.metadata());
         let nse = request.into_inner();
         let removed = lock(&self.shared.endpoints).remove(&nse.name);
+        lock(&self.shared.received).remove(&nse.name);
         self.shared.record(Call::Unregister(nse));
         if let Some(old) = removed {
             let _ = self.shared.changes.send(NetworkServiceEndpointResponse {
@@ -501,6 +539,7 @@ impl FakeNsmgr {
                 answer_context: Mutex::default(),
                 expiration: Mutex::new(Duration::from_secs(60)),
                 paths: Mutex::default(),
+                received: Mutex::default(),
             }),
             running: None,
         };
@@ -595,6 +634,11 @@ impl FakeNsmgr {
     /// registry that restarted with empty memory.
     pub fn clear_registry(&self) {
         lock(&self.shared.endpoints).clear();
+    }
+
+    /// How many endpoints' sockets are held because they registered by fd.
+    pub fn sockets_received(&self) -> usize {
+        lock(&self.shared.received).len()
     }
 
     /// The endpoints registered and not expired.

@@ -59,7 +59,10 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let nsmgr = FakeNsmgr::start(dir.path().join("nsm.io.sock")).await.unwrap();
 //!
-//! let registry = RegistryClient::new(nsmgr.url(), DEFAULT_DIAL_TIMEOUT).unwrap();
+//! // The socket named below does not exist here, so it cannot go by fd.
+//! let registry = RegistryClient::new(nsmgr.url(), DEFAULT_DIAL_TIMEOUT)
+//!     .unwrap()
+//!     .with_fd_passing(false);
 //! let handle = registry.keep_registered(Registration {
 //!     name: "forwarder-sriov-node1".into(),
 //!     network_service: "forwarder".into(),
@@ -102,4 +105,7 @@ pub use next_hop::GrpcNextHop;
 pub use registry::{Registration, RegistrationHandle, RegistrationState, RegistryClient};
 pub use sriov_api::Backoff;
 pub use sriov_config::{NsmUrl, UrlError};
-pub use transport::{DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, listen_unix, listen_unix_for_group};
+pub use transport::{
+    ChannelFds, DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, dial_lazy_with_fds, dial_with_fds, fds_of,
+    listen_unix, listen_unix_for_group,
+};

@@ -3,6 +3,7 @@
 //! `NSM_CONNECT_TO`.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::grpcmetadata::RegistryPath;
+use crate::transport::ChannelFds;
 use crate::{Error, NsmUrl, transport};
 
 /// What the forwarder registers, from its environment.
@@ -101,6 +103,11 @@ pub struct RegistryClient {
     /// answer's (see [`crate::grpcmetadata`]); shared by clones, so the
     /// background task's refreshes and the final Unregister carry it.
     path: Arc<Mutex<RegistryPath>>,
+    /// The channel's connections, for sending our socket by fd.
+    fds: ChannelFds,
+    /// Whether a `unix://` URL is registered as the `inode://` of its
+    /// socket, sent by fd (see [`RegistryClient::with_fd_passing`]).
+    fd_passing: bool,
 }
 
 impl RegistryClient {
@@ -108,7 +115,7 @@ impl RegistryClient {
     /// by `dial_timeout`. Connects lazily and again after the registry
     /// restarts. Must be called inside a tokio runtime.
     pub fn new(url: NsmUrl, dial_timeout: Duration) -> Result<Self, Error> {
-        let channel = transport::dial_lazy(&url, dial_timeout)?;
+        let (channel, fds) = transport::dial_lazy_with_fds(&url, dial_timeout)?;
         Ok(Self {
             url,
             client: NetworkServiceEndpointRegistryClient::new(channel)
@@ -117,7 +124,50 @@ impl RegistryClient {
             call_timeout: Duration::from_secs(5),
             backoff: DEFAULT_BACKOFF,
             path: Arc::default(),
+            fds,
+            fd_passing: true,
         })
+    }
+
+    /// With `on` (the default, as the Go forwarder's registry chain does
+    /// with the sdk's `sendfd`), an endpoint whose URL is `unix://<path>` is
+    /// registered as `inode://<dev>/<ino>` of that socket, and the socket
+    /// goes to the registry by fd (opened `O_PATH`) on every connection the
+    /// call may use: the NSM manager dials us through the fd it received,
+    /// with no need to see our mount namespace. The registry's answer gets
+    /// the `unix://` URL back. Off, the URL is sent as it is.
+    pub fn with_fd_passing(mut self, on: bool) -> Self {
+        self.fd_passing = on;
+        self
+    }
+
+    /// `nse` as sent: with fd passing, its `unix://` URL replaced by the
+    /// socket's `inode://` one and the socket queued to go with the call.
+    /// Returns the URL replaced, to restore in the answer.
+    fn outgoing(
+        &self,
+        mut nse: NetworkServiceEndpoint,
+    ) -> Result<(NetworkServiceEndpoint, Option<String>), Error> {
+        if !self.fd_passing || !matches!(self.url, NsmUrl::Unix(_)) {
+            return Ok((nse, None));
+        }
+        let Ok(NsmUrl::Unix(path)) = NsmUrl::parse(&nse.url) else {
+            return Ok((nse, None));
+        };
+        let send_err = |cause: String| Error::SendFd {
+            path: path.clone(),
+            cause,
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| send_err(e.to_string()))?;
+        let inode = sriov_grpcfd::inode_url(meta.dev(), meta.ino());
+        self.fds.send_on_connect(path.clone());
+        if let Some(sender) = self.fds.current() {
+            sender
+                .send_file(&path)
+                .map_err(|e| send_err(e.to_string()))?;
+        }
+        let unix = std::mem::replace(&mut nse.url, inode);
+        Ok((nse, Some(unix)))
     }
 
     /// Bounds each Register, Unregister and Find call (default 5 s).
@@ -182,6 +232,8 @@ impl RegistryClient {
         nse: NetworkServiceEndpoint,
     ) -> Result<NetworkServiceEndpoint, Error> {
         let name = nse.name.clone();
+        let (nse, unix) = self.outgoing(nse)?;
+        let sent = nse.url.clone();
         let answer = self
             .client
             .clone()
@@ -189,12 +241,26 @@ impl RegistryClient {
             .await
             .map_err(|s| self.error("Register", &name, s))?;
         self.keep_path(answer.metadata());
-        Ok(answer.into_inner())
+        let mut stored = answer.into_inner();
+        if let Some(unix) = unix
+            && stored.url == sent
+        {
+            stored.url = unix;
+        }
+        Ok(stored)
     }
 
     /// One Unregister call.
     pub async fn unregister(&self, nse: NetworkServiceEndpoint) -> Result<(), Error> {
         let name = nse.name.clone();
+        // Leaving needs no fd: a socket gone already must not keep us registered.
+        let nse = match self.outgoing(nse.clone()) {
+            Ok((sent, _)) => sent,
+            Err(e) => {
+                tracing::debug!(error = %e, "unregistering with the URL as it is");
+                nse
+            }
+        };
         let answer = self
             .client
             .clone()

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use sriov_authority::Incoming;
+use sriov_grpcfd::{FdSender, FdStream, FdTable};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::{Channel, Endpoint};
 
@@ -34,20 +36,76 @@ fn endpoint(url: &NsmUrl, timeout: Duration) -> Result<Endpoint, Error> {
         })
 }
 
+/// The connections of a channel dialled with [`dial_lazy_with_fds`], for
+/// sending file descriptors with its calls (grpcfd, as NSM's `sendfd`
+/// elements do). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelFds {
+    inner: Arc<Mutex<ChannelFdsState>>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelFdsState {
+    current: Option<FdSender>,
+    on_connect: Vec<PathBuf>,
+}
+
+impl ChannelFds {
+    fn state(&self) -> std::sync::MutexGuard<'_, ChannelFdsState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sender of the channel's live connection, if it has one: what is
+    /// queued on it goes with the next call made on the channel.
+    pub fn current(&self) -> Option<FdSender> {
+        self.state().current.clone().filter(|s| !s.is_closed())
+    }
+
+    /// Sends `path` (opened `O_PATH`) first thing on every connection the
+    /// channel makes from now on, so every call on any of them can name it:
+    /// a lazy channel connects during a call, too late to queue it then.
+    pub fn send_on_connect(&self, path: PathBuf) {
+        let mut state = self.state();
+        if !state.on_connect.contains(&path) {
+            state.on_connect.push(path);
+        }
+    }
+
+    /// A new connection: remember its sender and queue the standing files.
+    fn connected(&self, sender: FdSender) {
+        let mut state = self.state();
+        for path in &state.on_connect {
+            // A file that cannot be opened is named by no call that could
+            // succeed: the call fails at the peer, naming it.
+            if let Err(e) = sender.send_file(path) {
+                tracing::warn!(error = %e, "file not sent on the new connection");
+            }
+        }
+        state.current = Some(sender);
+    }
+}
+
+/// Dials unix sockets through [`sriov_grpcfd`], so calls can carry fds.
 fn unix_connector(
     path: &Path,
+    fds: ChannelFds,
 ) -> impl tower::Service<
     http::Uri,
-    Response = TokioIo<UnixStream>,
+    Response = TokioIo<FdStream>,
     Error = io::Error,
-    Future = impl Future<Output = io::Result<TokioIo<UnixStream>>> + Send,
+    Future = impl Future<Output = io::Result<TokioIo<FdStream>>> + Send,
 > + Send
 + Clone
 + 'static {
     let path = path.to_owned();
     tower::service_fn(move |_: http::Uri| {
         let path = path.clone();
-        async move { Ok(TokioIo::new(UnixStream::connect(path).await?)) }
+        let fds = fds.clone();
+        async move {
+            let (stream, sender) = sriov_grpcfd::connect(path).await?;
+            fds.connected(sender);
+            Ok(TokioIo::new(stream))
+        }
     })
 }
 
@@ -55,16 +113,35 @@ fn unix_connector(
 /// `UNAVAILABLE`) when nothing accepts within `timeout`. The channel
 /// reconnects by itself after the peer restarts.
 pub async fn dial(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
+    dial_with_fds(url, timeout)
+        .await
+        .map(|(channel, _)| channel)
+}
+
+/// [`dial`], and the channel's connections for sending fds with its calls
+/// (for a unix socket, [`ChannelFds::current`] is the live connection's
+/// sender once this returns).
+pub async fn dial_with_fds(
+    url: &NsmUrl,
+    timeout: Duration,
+) -> Result<(Channel, ChannelFds), Error> {
     let endpoint = endpoint(url, timeout)?;
+    let fds = ChannelFds::default();
     let result = match url {
-        NsmUrl::Unix(path) => endpoint.connect_with_connector(unix_connector(path)).await,
+        NsmUrl::Unix(path) => {
+            endpoint
+                .connect_with_connector(unix_connector(path, fds.clone()))
+                .await
+        }
         NsmUrl::Tcp { .. } => endpoint.connect().await,
     };
-    result.map_err(|source| Error::Dial {
-        url: url.to_string(),
-        timeout,
-        cause: source,
-    })
+    result
+        .map(|channel| (channel, fds))
+        .map_err(|source| Error::Dial {
+            url: url.to_string(),
+            timeout,
+            cause: source,
+        })
 }
 
 /// A channel to `url` that connects on first use and again after every
@@ -73,17 +150,31 @@ pub async fn dial(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
 ///
 /// Must be called inside a tokio runtime (the channel spawns its worker).
 pub fn dial_lazy(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
+    dial_lazy_with_fds(url, timeout).map(|(channel, _)| channel)
+}
+
+/// [`dial_lazy`], and the channel's connections for sending fds with its
+/// calls (a TCP channel never has one).
+pub fn dial_lazy_with_fds(url: &NsmUrl, timeout: Duration) -> Result<(Channel, ChannelFds), Error> {
     let endpoint = endpoint(url, timeout)?;
-    Ok(match url {
-        NsmUrl::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(path)),
+    let fds = ChannelFds::default();
+    let channel = match url {
+        NsmUrl::Unix(path) => {
+            endpoint.connect_with_connector_lazy(unix_connector(path, fds.clone()))
+        }
         NsmUrl::Tcp { .. } => endpoint.connect_lazy(),
-    })
+    };
+    Ok((channel, fds))
 }
 
 /// Binds the unix socket of `url` for a tonic server
 /// (`Server::builder()...serve_with_incoming(stream)`): creates the parent
 /// directory, removes a stale socket left by an earlier run, and makes the
 /// socket 0600: only root (the NSM manager runs as root) may connect.
+///
+/// Every connection receives file descriptors ([`sriov_grpcfd::FdStream`]):
+/// handlers find the ones their caller's connection sent as the
+/// [`FdTable`] in `request.extensions().get::<sriov_authority::ConnInfo>()`.
 ///
 /// Every connection is relayed through [`sriov_authority`], so clients
 /// whose `:authority` `h2` refuses (grpcio's URL-encoded socket path,
@@ -160,5 +251,27 @@ pub fn listen_unix_for_group(url: &NsmUrl, group: Option<u32>) -> Result<Incomin
             cause: source,
         }
     })?;
-    Ok(sriov_authority::incoming(listener, std::future::pending()))
+    Ok(sriov_authority::incoming_with(
+        listener,
+        std::future::pending(),
+        receive_fds,
+    ))
+}
+
+/// The upgrade of every accepted connection: fds received are kept in its
+/// table, which handlers reach through [`sriov_authority::ConnInfo`].
+async fn receive_fds(stream: UnixStream) -> io::Result<(FdStream, http::Extensions)> {
+    let stream = FdStream::new(stream);
+    let mut extensions = http::Extensions::new();
+    extensions.insert(stream.table());
+    Ok((stream, extensions))
+}
+
+/// The fds the calling connection sent, if it came over a socket served by
+/// [`listen_unix`].
+pub fn fds_of<T>(request: &tonic::Request<T>) -> Option<&FdTable> {
+    request
+        .extensions()
+        .get::<sriov_authority::ConnInfo>()
+        .and_then(|info| info.get::<FdTable>())
 }

@@ -226,6 +226,7 @@ async fn absent_registry_is_retried_until_it_appears() {
     let socket = dir.path().join("late/nsm.io.sock");
     let client = RegistryClient::new(NsmUrl::Unix(socket.clone()), Duration::from_millis(50))
         .unwrap()
+        .with_fd_passing(false)
         .with_backoff(sriov_nsm::Backoff::new(
             Duration::from_millis(10),
             Duration::from_millis(50),
@@ -441,4 +442,70 @@ async fn the_registry_path_goes_out_as_the_path_header_and_comes_back() {
         p.segments[1].token = format!("fake-nsmgr-token-{}", paths.len());
         p
     });
+}
+
+#[tokio::test]
+async fn a_registration_sends_the_listen_socket_by_fd_and_nsmgr_dials_us_through_it() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let fx = Fixture::new().await;
+    // The forwarder's socket, served as the forwarder serves it.
+    let listen = NsmUrl::Unix(fx.path("listen/forwarder.sock"));
+    let incoming = sriov_nsm::listen_unix(&listen).unwrap();
+    let (_health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming(incoming),
+    );
+    let registry = RegistryClient::new(fx.nsmgr.url(), Duration::from_millis(200)).unwrap();
+    let registration = common::registration("fwd-by-fd", listen.clone(), LONG);
+    let stored = registry.register(registration.endpoint()).await.unwrap();
+    // We sent the socket's inode; the answer gives our URL back, as the sdk's sendfd does.
+    let sent = fx.nsmgr.registers();
+    let NsmUrl::Unix(path) = &listen else {
+        unreachable!()
+    };
+    let meta = std::fs::metadata(path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        sent[0].url,
+        format!("inode://{}/{}", meta.dev(), meta.ino())
+    );
+    assert_eq!(stored.url, listen.to_target());
+    assert_eq!(fx.nsmgr.sockets_received(), 1);
+    // nsmgr stores, and finds, the path of the fd it received; dialling it reaches us.
+    let found = fx.nsmgr.endpoint("fwd-by-fd").unwrap();
+    assert!(found.url.starts_with("unix:///proc/"), "{}", found.url);
+    let via = NsmUrl::parse(&found.url).unwrap();
+    let channel = sriov_nsm::dial(&via, Duration::from_secs(2)).await.unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // A refresh on the same connection names the same inode.
+    registry.register(registration.endpoint()).await.unwrap();
+    assert_eq!(fx.nsmgr.registers()[1].url, sent[0].url);
+    registry.unregister(registration.endpoint()).await.unwrap();
+    assert_eq!(fx.nsmgr.sockets_received(), 0);
+}
+
+#[tokio::test]
+async fn an_inode_url_without_its_fd_is_refused_by_the_registry() {
+    let fx = Fixture::new().await;
+    let client = fx.registry();
+    let mut nse = common::registration("liar", fx.nsmgr.url(), LONG).endpoint();
+    nse.url = "inode://4/4026531992".into();
+    let err = client.register(nse).await.unwrap_err();
+    assert!(
+        matches!(&err, sriov_nsm::Error::Registry { status, .. } if status.code() == Code::InvalidArgument),
+        "{err}"
+    );
+    assert!(fx.nsmgr.endpoint("liar").is_none());
 }

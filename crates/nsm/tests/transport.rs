@@ -173,8 +173,9 @@ async fn fake_nsmgr_binary_prints_each_call_on_one_line() {
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, format!("listening url=unix://{}", socket.display()));
 
-    let registry =
-        RegistryClient::new(NsmUrl::Unix(socket.clone()), Duration::from_secs(1)).unwrap();
+    let registry = RegistryClient::new(NsmUrl::Unix(socket.clone()), Duration::from_secs(1))
+        .unwrap()
+        .with_fd_passing(false);
     let reg = registration(
         "fwd",
         NsmUrl::parse("unix:///run/fwd.sock").unwrap(),

@@ -24,12 +24,13 @@ use tonic::Status;
 
 use crate::caller::Caller;
 use crate::reclaim::Orphans;
-use crate::records::Deadline;
+use crate::records::{CallFds, Deadline};
 use crate::{Ctx, Element, Next};
 
-/// Puts this call's deadline and caller (or none) in the connection's
-/// context; [`leave`] takes them out after the call, so a later call (a
-/// refresh, an expiry's Close) never inherits stale ones.
+/// Puts this call's deadline, caller and the fds its connection sent (or
+/// none) in the connection's context; [`leave`] takes them out after the
+/// call, so a later call (a refresh, an expiry's Close) never inherits
+/// stale ones.
 fn enter(call: &Ctx, ctx: &mut Ctx) {
     leave(ctx);
     if let Some(d) = call.get::<Deadline>() {
@@ -38,12 +39,16 @@ fn enter(call: &Ctx, ctx: &mut Ctx) {
     if let Some(c) = call.get::<Caller>() {
         ctx.insert(c.clone());
     }
+    if let Some(fds) = call.get::<CallFds>() {
+        ctx.insert(fds.clone());
+    }
 }
 
 /// Takes this call's records out of the connection's context.
 fn leave(ctx: &mut Ctx) {
     ctx.remove::<Deadline>();
     ctx.remove::<Caller>();
+    ctx.remove::<CallFds>();
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;

@@ -10,16 +10,26 @@
 //! already gone, the kernel has returned it and it is found and restored.
 //! A refresh whose context changes the interface (addresses, routes, MTU,
 //! name) takes it back and moves it again with the new configuration.
+//!
+//! An `inode://` namespace is the one the calling connection sent by fd
+//! (grpcfd, as the NSM manager's `sendfd` does): it is taken from the
+//! connection's table ([`CallFds`]) before anything below acts, and held
+//! with the connection's record, so Close reaches it after that connection
+//! is gone. One the connection did not send is refused
+//! ([`params::RULE_NETNS_BY_FD`](crate::params::RULE_NETNS_BY_FD)), unless
+//! the chain was built with the `/proc` scan fallback
+//! ([`Inject::with_proc_scan`]), which finds it by scanning `/proc/*/ns/net`
+//! (hostPID) as before fd passing. `file://` paths are opened as they are.
 
 use std::sync::Arc;
 
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
-use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps};
+use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps, Netns, NetnsUrl};
 use tonic::Status;
 
-use crate::params::KernelParams;
-use crate::records::{IpPlan, UndoLog, VfBinding};
+use crate::params::{INODE_URL, KernelParams, RULE_NETNS_BY_FD};
+use crate::records::{CallFds, IpPlan, UndoLog, VfBinding};
 use crate::status;
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
@@ -27,6 +37,7 @@ use crate::{Ctx, Element, Next};
 /// See the module docs.
 pub struct Inject {
     netlink: Arc<dyn NetlinkOps>,
+    proc_scan: bool,
 }
 
 impl std::fmt::Debug for Inject {
@@ -36,9 +47,58 @@ impl std::fmt::Debug for Inject {
 }
 
 impl Inject {
-    /// Moves links through `netlink`.
+    /// Moves links through `netlink`; an `inode://` namespace must come by fd.
     pub fn new(netlink: Arc<dyn NetlinkOps>) -> Self {
-        Self { netlink }
+        Self {
+            netlink,
+            proc_scan: false,
+        }
+    }
+
+    /// With `allowed`, an `inode://` namespace the connection did not send
+    /// by fd is looked for in `/proc` (needs hostPID): development only
+    /// (`NSM_INSECURE`), since any process's namespace can be named that way.
+    pub fn with_proc_scan(mut self, allowed: bool) -> Self {
+        self.proc_scan = allowed;
+        self
+    }
+
+    /// The client's namespace from the fd the calling connection sent for
+    /// `named`; `None` for a `file://` path, or an `inode://` one left to the
+    /// `/proc` scan. Refuses an `inode://` namespace not sent by fd unless
+    /// the scan is allowed.
+    async fn received_netns(
+        &self,
+        ctx: &Ctx,
+        named: &NetnsUrl,
+    ) -> Result<Option<Arc<Netns>>, Status> {
+        let NetnsUrl::Inode { dev, ino } = *named else {
+            return Ok(None);
+        };
+        let fd = match ctx.get::<CallFds>() {
+            Some(CallFds(table)) => table.get(dev, ino).map_err(|e| {
+                Status::resource_exhausted(format!(
+                    "mechanism parameter {INODE_URL}={named}: duplicating the fd received for \
+                     it: {e}"
+                ))
+            })?,
+            None => None,
+        };
+        let Some(fd) = fd else {
+            if self.proc_scan {
+                return Ok(None);
+            }
+            return Err(Status::permission_denied(format!(
+                "mechanism parameter {INODE_URL}={named}: {RULE_NETNS_BY_FD}, and this \
+                 connection sent no such file (the /proc scan fallback is off)"
+            )));
+        };
+        let url = named.clone();
+        let ns = tokio::task::spawn_blocking(move || Netns::from_received(fd, &url))
+            .await
+            .map_err(|e| Status::internal(format!("opening the namespace sent for {named}: {e}")))?
+            .map_err(status::netlink)?;
+        Ok(Some(Arc::new(ns)))
     }
 
     /// The VF netdev's name in our namespace, from `bindvf`.
@@ -53,8 +113,16 @@ impl Inject {
     /// What the client's interface should be: `link` moved into the
     /// client's namespace with the name, MTU, addresses, routes and
     /// neighbours the parameters and `ipcontext` ask for.
-    fn plan(ctx: &Ctx, params: &KernelParams, home: LinkRef) -> ClientLink {
+    fn plan(
+        ctx: &Ctx,
+        params: &KernelParams,
+        home: LinkRef,
+        opened: Option<Arc<Netns>>,
+    ) -> ClientLink {
         let mut link = ClientLink::new(home, params.netns.clone());
+        if let Some(ns) = opened {
+            link = link.in_opened(ns);
+        }
         if let Some(n) = &params.name {
             link = link.name(n.clone());
         }
@@ -81,6 +149,16 @@ impl Inject {
 /// The client-side configuration last applied, to notice a refresh that changes it.
 #[derive(Debug, Clone, PartialEq)]
 struct Applied(ClientLink);
+
+impl Applied {
+    /// What was asked for, without how the namespace was reached (a fresh fd
+    /// on each refresh, or none after a restart, is no change).
+    fn of(link: &ClientLink) -> Self {
+        let mut link = link.clone();
+        link.opened = None;
+        Self(link)
+    }
+}
 
 /// A connection keeps the namespace it was established in: a refresh (or the first
 /// request after a restart) naming another one is refused, so a live interface can never be
@@ -152,13 +230,14 @@ impl Inject {
         params: &KernelParams,
         moved: MovedLink,
     ) -> Result<(), Status> {
-        let wanted = Self::plan(ctx, params, LinkRef::Name(moved.original.name.clone()));
+        let home = LinkRef::Name(moved.original.name.clone());
+        let wanted = Self::plan(ctx, params, home, moved.held.clone());
         same_netns(&moved, &wanted.netns)?;
         match ctx.get::<Applied>() {
-            Some(Applied(a)) if *a == wanted => return Ok(()),
+            Some(a) if *a == Applied::of(&wanted) => return Ok(()),
             // Adopted after a restart: what was applied is not known; keep it.
             None => {
-                ctx.insert(Applied(wanted));
+                ctx.insert(Applied::of(&wanted));
                 return Ok(());
             }
             Some(_) => {}
@@ -176,7 +255,7 @@ impl Inject {
             .map_err(status::netlink)?;
         let m = self.move_and_record(ctx, wanted.clone()).await?;
         ctx.insert(m);
-        ctx.insert(Applied(wanted));
+        ctx.insert(Applied::of(&wanted));
         Ok(())
     }
 }
@@ -195,23 +274,33 @@ impl Element for Inject {
         request: NetworkServiceRequest,
         next: Next<'_>,
     ) -> Result<Connection, Status> {
+        // Before the rest acts: a namespace we may not use refuses the
+        // Request with nothing to undo.
+        let opened = self.received_netns(ctx, &params.netns).await?;
         let conn = next.request(ctx, request).await?;
-        if let Some(moved) = ctx.get::<MovedLink>().cloned() {
+        if let Some(mut moved) = ctx.get::<MovedLink>().cloned() {
             // A refresh: the interface is there; re-plumb only if asked for.
+            // Its fd is kept if the record holds none yet (adopted, or
+            // found by /proc scan), so Close no longer needs the scan.
+            if moved.held.is_none() {
+                moved.held = opened.filter(|ns| ns.id() == moved.netns_id);
+                ctx.insert(moved.clone());
+            }
             self.replumb(ctx, &params, moved).await?;
             return Ok(conn);
         }
         // The first request after a restart for a connection whose
         // netdev we had moved: the pool kept the record; adopt it.
-        if let Some(m) = UndoRecord::of(&binding.lease).and_then(|r| r.moved) {
+        if let Some(mut m) = UndoRecord::of(&binding.lease).and_then(|r| r.moved) {
             if let Err(e) = same_netns(&m, &params.netns) {
                 return Err(next.fail_after(ctx, conn, e).await);
             }
             tracing::info!(link = %m.client_name, "adopting a VF netdev moved before a restart");
+            m.held = opened.filter(|ns| ns.id() == m.netns_id);
             ctx.insert(m);
             return Ok(conn);
         }
-        let wanted = Self::home_link(&binding).map(|home| Self::plan(ctx, &params, home));
+        let wanted = Self::home_link(&binding).map(|home| Self::plan(ctx, &params, home, opened));
         let moved = match wanted {
             Ok(link) => self
                 .move_and_record(ctx, link.clone())
@@ -222,7 +311,7 @@ impl Element for Inject {
         match moved {
             Ok((m, link)) => {
                 ctx.insert(m);
-                ctx.insert(Applied(link));
+                ctx.insert(Applied::of(&link));
                 Ok(conn)
             }
             Err(e) => Err(next.fail_after(ctx, conn, e).await),

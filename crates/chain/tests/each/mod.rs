@@ -201,7 +201,11 @@ async fn begin_keeps_a_context_until_close_and_forgets_a_failed_first_request() 
 #[tokio::test]
 async fn authorize_refuses_another_clients_close_before_the_rest_runs() {
     let probe = Probe::<()>::new();
-    let chain = checked(Chain::new().with(Authorize::owner_only()).with(probe.clone()));
+    let chain = checked(
+        Chain::new()
+            .with(Authorize::owner_only())
+            .with(probe.clone()),
+    );
     let mut ctx = Ctx::new();
     let mine = request("c1", MECH_KERNEL, &[]);
     chain.request(&mut ctx, mine.clone()).await.unwrap();
@@ -508,7 +512,7 @@ async fn inject_moves_the_netdev_on_the_way_back_and_brings_it_home() {
         Chain::new()
             .with(Validate::Kernel)
             .with(node.bindvf(DriverKind::Kernel, LIFETIME))
-            .with(Inject::new(Arc::new(ops.clone())))
+            .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
             .with(probe.clone()),
     );
     let moved = |c: &Call| matches!(c, Call::MoveInto(_));

@@ -253,6 +253,9 @@ pub struct Options {
     pub cgroup_v2: bool,
     /// VFIO access only at Allocate (what the forwarder does on cgroup v2).
     pub vfio_at_allocate: bool,
+    /// `inode://` namespaces not sent by fd are looked for in /proc (as
+    /// before fd passing; most tests name namespaces that way).
+    pub netns_proc_scan: bool,
 }
 
 impl Default for Options {
@@ -262,6 +265,7 @@ impl Default for Options {
             endpoints: vec!["nse-1"],
             cgroup_v2: false,
             vfio_at_allocate: false,
+            netns_proc_scan: true,
         }
     }
 }
@@ -498,6 +502,7 @@ impl Harness {
             next_hop: node.next_hop.clone(),
             next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
             monitor: monitor.clone(),
+            netns_proc_scan: o.netns_proc_scan,
         })
         .unwrap();
         Self {
@@ -513,6 +518,17 @@ impl Harness {
 
     pub async fn close(&self, c: Connection) -> Result<(), Status> {
         self.chain.close(&mut Ctx::new(), c).await
+    }
+
+    /// A Request as a connection whose fd table is `fds` makes it.
+    pub async fn request_with_fds(
+        &self,
+        fds: &sriov_grpcfd::FdTable,
+        r: NetworkServiceRequest,
+    ) -> Result<Connection, Status> {
+        let mut ctx = Ctx::new();
+        ctx.insert(sriov_chain::records::CallFds(fds.clone()));
+        self.chain.request(&mut ctx, r).await
     }
 }
 

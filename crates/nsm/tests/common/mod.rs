@@ -38,10 +38,12 @@ impl Fixture {
     }
 
     /// A registry client with a short backoff so restarts are noticed
-    /// soon.
+    /// soon. The forwarder socket of these tests is only a name, so its URL
+    /// is sent as it is (fd passing has its own tests).
     pub fn registry(&self) -> RegistryClient {
         RegistryClient::new(self.nsmgr.url(), Duration::from_millis(200))
             .unwrap()
+            .with_fd_passing(false)
             .with_backoff(Backoff::new(
                 Duration::from_millis(20),
                 Duration::from_millis(100),
