@@ -13,6 +13,15 @@ pub enum StartError {
     /// No SVID came from the SPIFFE Workload API (secure mode).
     #[error("getting our SVID from the SPIFFE Workload API")]
     Identity(#[source] sriov_identity::Error),
+    /// A policy set could not be loaded (secure mode).
+    #[error("loading the {what} policies")]
+    Policy {
+        /// Which set: `server`, `monitor` or `NSM_REGISTRY_CLIENT_POLICIES`.
+        what: &'static str,
+        /// What was wrong with a file or mask.
+        #[source]
+        source: sriov_policy::PolicyError,
+    },
     /// The config file could not be read or is invalid.
     #[error("loading the config file {path}")]
     Config {

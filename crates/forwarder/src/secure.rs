@@ -6,11 +6,18 @@
 //! [`SVID_WAIT`]: a node whose SPIRE agent never answers shows a start-up
 //! error naming the socket instead of a forwarder that hangs.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sriov_chain::caller::{PeerIdentity, SignedToken};
+use sriov_chain::elements::authorize::Authorization;
+use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::elements::updatetoken::TokenSigner;
+use sriov_chain::server::MonitorServer;
+use sriov_config::EnvConfig;
 use sriov_identity::{Identity, Peer};
+use sriov_nsm::security::Security;
+use sriov_policy::{ConnectionOwners, Policies, TokenCheck};
 
 use crate::StartError;
 
@@ -30,14 +37,6 @@ pub async fn fetch_identity(endpoint: &str, wait: Duration) -> Result<Identity, 
         .map_err(StartError::Identity)?;
     tracing::info!(spiffe_id = %identity.spiffe_id(), "SVID received");
     Ok(identity)
-}
-
-/// The chain's view of a peer the transport authenticated.
-pub fn peer_identity(peer: Peer) -> PeerIdentity {
-    PeerIdentity {
-        spiffe_id: peer.spiffe_id,
-        cert_der: peer.cert_der.into(),
-    }
 }
 
 /// Signs path tokens with the SVID's key, valid for at most
@@ -70,5 +69,90 @@ impl TokenSigner for SvidSigner {
         signed
             .map(|(token, expires)| SignedToken { token, expires })
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Checks path-token signatures for the policies' `io.jwt.verify_es256`
+/// with the identity crate's ES256 verifier.
+#[derive(Debug, Clone, Copy)]
+pub struct SvidTokens;
+
+impl TokenCheck for SvidTokens {
+    fn signed_by(&self, token: &str, certificate_der: &[u8]) -> bool {
+        // OPA's verify_es256 checks the signature only; expiry is
+        // `tokens_expired`'s to judge (and to name when it denies), so the
+        // token is checked as of the epoch.
+        sriov_identity::token::verify_at(token, certificate_der, SystemTime::UNIX_EPOCH).is_ok()
+    }
+}
+
+/// What secure mode adds to the forwarder: all `None`/plaintext with
+/// `NSM_INSECURE=true`.
+pub(crate) struct Secure {
+    /// How the NSM sockets are served and dialed.
+    pub(crate) security: Security,
+    /// Signs our path tokens.
+    pub(crate) signer: Option<Arc<dyn TokenSigner>>,
+    /// The server policies and connection owners (`authorize`).
+    pub(crate) server: Option<Authorization>,
+    /// The monitor policies, with the same owners.
+    pub(crate) monitor: Option<Authorization>,
+    /// `NSM_REGISTRY_CLIENT_POLICIES`.
+    pub(crate) registry_policies: Option<Arc<Policies>>,
+}
+
+impl Secure {
+    /// Gets the SVID and loads the policies, or nothing in plaintext mode.
+    pub(crate) async fn start(env: &EnvConfig, wait: Duration) -> Result<Self, StartError> {
+        let endpoint = match (&env.spiffe_endpoint_socket, env.insecure) {
+            (Some(endpoint), false) => endpoint,
+            _ => {
+                return Ok(Self {
+                    security: Security::Plaintext,
+                    signer: None,
+                    server: None,
+                    monitor: None,
+                    registry_policies: None,
+                });
+            }
+        };
+        let identity = fetch_identity(endpoint, wait).await?;
+        let tokens: Arc<dyn TokenCheck> = Arc::new(SvidTokens);
+        let policy = |what: &'static str| move |source| StartError::Policy { what, source };
+        let owners = Arc::new(ConnectionOwners::new());
+        let server = Policies::defaults_server(tokens.clone()).map_err(policy("server"))?;
+        let monitor = Policies::defaults_monitor(tokens.clone()).map_err(policy("monitor"))?;
+        let registry = Policies::load_masks(&env.registry_client_policies, tokens)
+            .map_err(policy("NSM_REGISTRY_CLIENT_POLICIES"))?;
+        tracing::info!(
+            server = ?server.names().collect::<Vec<_>>(),
+            registry_client = ?registry.names().collect::<Vec<_>>(),
+            "policies loaded"
+        );
+        Ok(Self {
+            signer: Some(Arc::new(SvidSigner::new(
+                identity.clone(),
+                env.max_token_lifetime,
+            ))),
+            security: Security::Mtls(identity),
+            server: Some(Authorization {
+                policies: Arc::new(server),
+                owners: owners.clone(),
+            }),
+            monitor: Some(Authorization {
+                policies: Arc::new(monitor),
+                owners,
+            }),
+            registry_policies: Some(Arc::new(registry)),
+        })
+    }
+
+    /// The MonitorConnection server, with the monitor policies in secure mode.
+    pub(crate) fn monitor_server(&self, monitor: Monitor) -> MonitorServer {
+        let server = MonitorServer::new(monitor);
+        match &self.monitor {
+            Some(a) => server.with_policies(a.clone()),
+            None => server,
+        }
     }
 }

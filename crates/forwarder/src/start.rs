@@ -14,7 +14,7 @@ use sriov_config::EnvConfig;
 use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
 use sriov_nsm::{
     GrpcNextHop, Registration, RegistrationHandle, RegistrationState, RegistryClient,
-    listen_unix_for_group,
+    listen_unix_secure,
 };
 use sriov_pci::Sysfs;
 use sriov_token_pool::{FileStore, Pool, PoolResource, system_clock};
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic_health::server::HealthReporter;
 
+use crate::secure::Secure;
 use crate::sweep::sweep_stale_uses;
 use crate::vfio::VfioAccess;
 use crate::{PoolEntries, StartError, check_transport, pool_entries};
@@ -41,6 +42,7 @@ impl Forwarder {
             env,
             reset_state: false,
             vfio_at_allocate: false,
+            svid_wait: crate::secure::SVID_WAIT,
         }
     }
 }
@@ -51,9 +53,17 @@ pub struct Builder {
     sysfs: Sysfs,
     reset_state: bool,
     vfio_at_allocate: bool,
+    svid_wait: Duration,
 }
 
 impl Builder {
+    /// Waits at most `wait` for the first SVID (secure mode; default
+    /// [`SVID_WAIT`](crate::secure::SVID_WAIT)).
+    pub fn svid_wait(mut self, wait: Duration) -> Self {
+        self.svid_wait = wait;
+        self
+    }
+
     /// Discovers and changes PCI devices through `sysfs` instead of the one
     /// at `NSM_PCI_DEVICES_PATH` (a fixture tree whose writes react like the
     /// kernel's, in the demo and the end-to-end tests).
@@ -88,6 +98,7 @@ impl Builder {
             sysfs,
             reset_state,
             vfio_at_allocate,
+            svid_wait,
         } = self;
         check_transport(&env)?;
         if env.insecure {
@@ -99,6 +110,7 @@ impl Builder {
             );
         }
         let started = Instant::now();
+        let secure = Secure::start(&env, svid_wait).await?;
         let PoolEntries {
             entries,
             skipped,
@@ -176,10 +188,21 @@ impl Builder {
             move |source| StartError::Nsm { what, source }
         };
         let (connect_to, listen_on) = (env.connect_to.clone(), env.listen_on.clone());
-        let registry = RegistryClient::new(connect_to.clone(), env.dial_timeout)
-            .map_err(nsm("the registry client"))?;
-        let next_hop =
-            GrpcNextHop::new(connect_to, env.dial_timeout).map_err(nsm("the next hop's client"))?;
+        let registry = RegistryClient::secure(
+            connect_to.clone(),
+            env.dial_timeout,
+            &secure.security,
+            secure.signer.clone(),
+            secure.registry_policies.clone(),
+        )
+        .map_err(nsm("the registry client"))?;
+        let next_hop = GrpcNextHop::secure(
+            connect_to,
+            env.dial_timeout,
+            &secure.security,
+            secure.signer.clone(),
+        )
+        .map_err(nsm("the next hop's client"))?;
         let monitor = Monitor::new();
         let mut reclaim = Reclaim::new(pool.clone(), sysfs.clone(), netlink.clone());
         if let Ok(c) = &cgroups {
@@ -202,8 +225,8 @@ impl Builder {
         let chain = chain(Deps {
             name: env.name.clone(),
             max_token_lifetime: env.max_token_lifetime,
-            signer: None,
-            authorization: None,
+            signer: secure.signer.clone(),
+            authorization: secure.server.clone(),
             pool: pool.clone(),
             sysfs: sysfs.clone(),
             netlink,
@@ -231,7 +254,7 @@ impl Builder {
         health
             .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
             .await;
-        let incoming = listen_unix_for_group(&listen_on, env.socket_group)
+        let incoming = listen_unix_secure(&listen_on, env.socket_group, &secure.security)
             .map_err(nsm("listening on NSM_LISTEN_ON"))?;
         let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
         let server = tonic::transport::Server::builder()
@@ -243,7 +266,7 @@ impl Builder {
                     .max_encoding_message_size(max),
             )
             .add_service(
-                MonitorConnectionServer::new(server::MonitorServer::new(monitor))
+                MonitorConnectionServer::new(secure.monitor_server(monitor))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )

@@ -322,10 +322,10 @@ impl ServerCertVerifier for AnyName {
 }
 
 struct Shared {
-    ca: Ca,
+    ca: Arc<Ca>,
     /// Another CA of the same trust domain name, in no bundle we serve.
-    foreign: Ca,
-    serials: AtomicU64,
+    foreign: Arc<Ca>,
+    serials: Arc<AtomicU64>,
     current: Mutex<MintedSvid>,
     updates: watch::Sender<u64>,
 }
@@ -452,14 +452,47 @@ impl FakeWorkloadApi {
     /// exist) for a workload with `spiffe_id` of trust domain
     /// [`TRUST_DOMAIN`]. Must run inside a tokio runtime.
     pub fn start(socket_path: impl AsRef<Path>, spiffe_id: &str) -> Result<Self, FakeError> {
-        let socket = socket_path.as_ref().to_path_buf();
-        let ca = Ca::new(TRUST_DOMAIN, 1)?;
-        let foreign = Ca::new(TRUST_DOMAIN, 2)?;
-        let first = ca.mint(spiffe_id, 3, ca.der())?;
+        let ca = Arc::new(Ca::new(TRUST_DOMAIN, 1)?);
+        let foreign = Arc::new(Ca::new(TRUST_DOMAIN, 2)?);
+        Self::serve(
+            socket_path.as_ref(),
+            spiffe_id,
+            ca,
+            foreign,
+            Arc::new(AtomicU64::new(3)),
+        )
+    }
+
+    /// Another agent socket of the same trust domain (same CA, same
+    /// bundle) handing out `spiffe_id`: a second workload on the node, such
+    /// as the NSM manager the forwarder talks to.
+    pub fn sibling(
+        &self,
+        socket_path: impl AsRef<Path>,
+        spiffe_id: &str,
+    ) -> Result<Self, FakeError> {
+        Self::serve(
+            socket_path.as_ref(),
+            spiffe_id,
+            Arc::clone(&self.shared.ca),
+            Arc::clone(&self.shared.foreign),
+            Arc::clone(&self.shared.serials),
+        )
+    }
+
+    fn serve(
+        socket: &Path,
+        spiffe_id: &str,
+        ca: Arc<Ca>,
+        foreign: Arc<Ca>,
+        serials: Arc<AtomicU64>,
+    ) -> Result<Self, FakeError> {
+        let socket = socket.to_path_buf();
+        let first = ca.mint(spiffe_id, serials.fetch_add(1, Ordering::Relaxed), ca.der())?;
         let shared = Arc::new(Shared {
             ca,
             foreign,
-            serials: AtomicU64::new(4),
+            serials,
             current: Mutex::new(first),
             updates: watch::channel(0).0,
         });

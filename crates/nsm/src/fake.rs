@@ -70,7 +70,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::grpcmetadata::{RegistryPath, RegistryPathSegment};
 use crate::mechanism::{CLS_LOCAL, NOOP, is_noop};
+use crate::security::Security;
 use crate::{Error, NsmUrl, transport};
+use sriov_chain::caller::{Caller, PeerIdentity};
+use sriov_chain::elements::updatetoken::TokenSigner;
 
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +185,9 @@ impl fmt::Display for Call {
 
 /// State shared by the servers, kept across stop and restart.
 struct Shared {
+    /// mTLS and the signer of the fake's own path tokens (secure mode).
+    security: Security,
+    signer: Option<Arc<dyn TokenSigner>>,
     endpoints: Mutex<BTreeMap<String, NetworkServiceEndpoint>>,
     calls: Mutex<Vec<Call>>,
     call_count: watch::Sender<usize>,
@@ -244,17 +250,31 @@ impl Shared {
     /// registry `updatepath` does: an empty path gets the caller's segment
     /// and ours, a known one has both tokens refreshed, and the answer's
     /// index is the caller's.
-    fn enter_path(&self, md: &tonic::metadata::MetadataMap) -> RegistryPath {
+    fn enter_path<T>(&self, request: &Request<T>) -> RegistryPath {
+        let md = request.metadata();
         let sent = RegistryPath::from_metadata(md);
         lock(&self.paths).push(sent.clone());
         let mut path = sent.unwrap_or_default();
         let n = lock(&self.paths).len();
-        let peer = RegistryPathSegment {
-            token: format!("peer-token-{n}"),
-        };
-        let ours = RegistryPathSegment {
-            token: format!("fake-nsmgr-token-{n}"),
-        };
+        // Secure mode, as nsmgr: the caller's segment gets the token it
+        // sent beside the call, ours one signed for the caller.
+        let caller_peer = request
+            .extensions()
+            .get::<sriov_authority::ConnInfo>()
+            .and_then(|i| i.get::<PeerIdentity>())
+            .cloned();
+        let peer_token = Caller::from_call(None, md)
+            .token
+            .map(|t| t.token)
+            .unwrap_or_else(|| format!("peer-token-{n}"));
+        let our_token = self
+            .signer
+            .as_ref()
+            .and_then(|s| s.sign(caller_peer.as_ref()).ok())
+            .map(|t| t.token)
+            .unwrap_or_else(|| format!("fake-nsmgr-token-{n}"));
+        let peer = RegistryPathSegment { token: peer_token };
+        let ours = RegistryPathSegment { token: our_token };
         let caller = path.index as usize;
         if path.segments.is_empty() {
             path.segments = vec![peer, ours];
@@ -313,7 +333,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         &self,
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
-        let path = self.shared.enter_path(request.metadata());
+        let path = self.shared.enter_path(&request);
         let fd = match sriov_grpcfd::parse_inode_url(&request.get_ref().url) {
             Some((dev, ino)) => {
                 let got = crate::transport::fds_of(&request)
@@ -428,7 +448,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         &self,
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<()>, Status> {
-        let path = self.shared.enter_path(request.metadata());
+        let path = self.shared.enter_path(&request);
         let nse = request.into_inner();
         let removed = lock(&self.shared.endpoints).remove(&nse.name);
         lock(&self.shared.received).remove(&nse.name);
@@ -524,10 +544,23 @@ impl FakeNsmgr {
     /// created; a stale socket is replaced). Must be called inside a tokio
     /// runtime.
     pub async fn start(socket: impl Into<PathBuf>) -> Result<Self, Error> {
+        Self::start_secure(socket, Security::Plaintext, None).await
+    }
+
+    /// [`FakeNsmgr::start`], served with `security` (mTLS with the fake's
+    /// own SVID) and signing its registry path segment with `signer`, as
+    /// a stock nsmgr in a SPIRE cluster does.
+    pub async fn start_secure(
+        socket: impl Into<PathBuf>,
+        security: Security,
+        signer: Option<Arc<dyn TokenSigner>>,
+    ) -> Result<Self, Error> {
         let (call_count, _) = watch::channel(0);
         let mut fake = Self {
             socket: socket.into(),
             shared: Arc::new(Shared {
+                security,
+                signer,
                 endpoints: Mutex::default(),
                 calls: Mutex::default(),
                 call_count,
@@ -548,7 +581,7 @@ impl FakeNsmgr {
     }
 
     fn serve(&mut self) -> Result<(), Error> {
-        let incoming = transport::listen_unix(&self.url())?;
+        let incoming = transport::listen_unix_secure(&self.url(), None, &self.shared.security)?;
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (stopping, stopping_rx) = watch::channel(false);
         let registry = Registry {

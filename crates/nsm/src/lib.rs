@@ -98,6 +98,7 @@ pub mod grpcmetadata;
 pub mod mechanism;
 mod next_hop;
 mod registry;
+pub mod security;
 mod transport;
 
 pub use error::Error;
@@ -106,6 +107,7 @@ pub use registry::{Registration, RegistrationHandle, RegistrationState, Registry
 pub use sriov_api::Backoff;
 pub use sriov_config::{NsmUrl, UrlError};
 pub use transport::{
-    ChannelFds, DEFAULT_DIAL_TIMEOUT, dial, dial_lazy, dial_lazy_with_fds, dial_with_fds, fds_of,
-    listen_unix, listen_unix_for_group,
+    ChannelFds, DEFAULT_DIAL_TIMEOUT, Dialed, dial, dial_lazy, dial_lazy_secure,
+    dial_lazy_with_fds, dial_secure, dial_with_fds, fds_of, listen_unix, listen_unix_for_group,
+    listen_unix_secure,
 };

@@ -14,7 +14,9 @@ use tonic::transport::Channel;
 
 use crate::credentials::CallCredentials;
 use crate::mechanism::{is_noop, noop_preferences};
+use crate::security::Security;
 use crate::{Error, NsmUrl, transport};
+use sriov_chain::elements::updatetoken::TokenSigner;
 
 /// Sends the forwarder's requests on to the NSM manager's
 /// `networkservice.NetworkService` at `NSM_CONNECT_TO`, like the connect
@@ -82,14 +84,27 @@ impl GrpcNextHop {
     /// bounded by `dial_timeout` (`NSM_DIAL_TIMEOUT`). Must be called in a
     /// tokio runtime; fails only for a URL tonic cannot express.
     pub fn new(url: NsmUrl, dial_timeout: Duration) -> Result<Self, Error> {
-        let channel = transport::dial_lazy(&url, dial_timeout)?;
+        Self::secure(url, dial_timeout, &Security::Plaintext, None)
+    }
+
+    /// [`GrpcNextHop::new`] with `security`; with a `signer`, every call
+    /// carries our token for the next hop (NSM's per-RPC credentials).
+    pub fn secure(
+        url: NsmUrl,
+        dial_timeout: Duration,
+        security: &Security,
+        signer: Option<Arc<dyn TokenSigner>>,
+    ) -> Result<Self, Error> {
+        let dialed = transport::dial_lazy_secure(&url, dial_timeout, security)?;
+        let channel = dialed.channel;
+        let credentials = signer.map(|s| CallCredentials::new(s, dialed.server));
         Ok(Self {
+            credentials,
             url,
             client: NetworkServiceClient::new(channel)
                 .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES),
             call_timeout: None,
-            credentials: None,
             chosen: Arc::default(),
         })
     }

@@ -19,9 +19,13 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::credentials::CallCredentials;
 use crate::grpcmetadata::RegistryPath;
+use crate::security::Security;
 use crate::transport::ChannelFds;
 use crate::{Error, NsmUrl, transport};
+use sriov_chain::elements::updatetoken::TokenSigner;
+use sriov_policy::{Input, Peer as PolicyPeer, Policies};
 
 /// What the forwarder registers, from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +112,13 @@ pub struct RegistryClient {
     /// Whether a `unix://` URL is registered as the `inode://` of its
     /// socket, sent by fd (see [`RegistryClient::with_fd_passing`]).
     fd_passing: bool,
+    /// Our token beside every call (secure mode).
+    credentials: Option<CallCredentials>,
+    /// `NSM_REGISTRY_CLIENT_POLICIES`, checked on every Register and
+    /// Unregister answer (secure mode).
+    policies: Option<Arc<Policies>>,
+    /// The path ids of the names we registered, for `client_allowed`.
+    path_ids: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
 }
 
 impl RegistryClient {
@@ -115,8 +126,28 @@ impl RegistryClient {
     /// by `dial_timeout`. Connects lazily and again after the registry
     /// restarts. Must be called inside a tokio runtime.
     pub fn new(url: NsmUrl, dial_timeout: Duration) -> Result<Self, Error> {
-        let (channel, fds) = transport::dial_lazy_with_fds(&url, dial_timeout)?;
+        Self::secure(url, dial_timeout, &Security::Plaintext, None, None)
+    }
+
+    /// [`RegistryClient::new`] with `security`; with a `signer`, every call
+    /// carries our token for the registry (NSM's per-RPC credentials), and
+    /// with `policies` every Register and Unregister answer is checked
+    /// against them (the Go forwarder's
+    /// `registryauthorize.WithPolicies(NSM_REGISTRY_CLIENT_POLICIES)`).
+    pub fn secure(
+        url: NsmUrl,
+        dial_timeout: Duration,
+        security: &Security,
+        signer: Option<Arc<dyn TokenSigner>>,
+        policies: Option<Arc<Policies>>,
+    ) -> Result<Self, Error> {
+        let dialed = transport::dial_lazy_secure(&url, dial_timeout, security)?;
+        let (channel, fds) = (dialed.channel, dialed.fds);
+        let credentials = signer.map(|s| CallCredentials::new(s, dialed.server));
         Ok(Self {
+            credentials,
+            policies,
+            path_ids: Arc::default(),
             url,
             client: NetworkServiceEndpointRegistryClient::new(channel)
                 .max_decoding_message_size(sriov_api::NSM_MAX_MESSAGE_BYTES)
@@ -190,7 +221,58 @@ impl RegistryClient {
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(self.call_timeout);
+        if let Some(c) = &self.credentials
+            && let Err(e) = c.apply(&mut req)
+        {
+            // The registry's policies refuse the call and say so.
+            tracing::warn!(error = %e, "registry call sent without our token");
+        }
         req
+    }
+
+    /// Checks the registry's answer against the client policies: the path
+    /// it answered, and who it is.
+    fn authorize(&self, op: &'static str, name: &str) -> Result<(), Error> {
+        let Some(policies) = &self.policies else {
+            return Ok(());
+        };
+        let path = self.current_path();
+        let tokens: Vec<String> = path.segments.iter().map(|s| s.token.clone()).collect();
+        let server = self.credentials.as_ref().and_then(|c| c.server().get());
+        let ids = self
+            .path_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let input = Input::registry(
+            name,
+            path.index,
+            &tokens,
+            &ids,
+            &PolicyPeer {
+                spiffe_id: server.as_ref().map(|p| p.spiffe_id.as_str()),
+                certificate_der: server.as_ref().map(|p| &*p.cert_der),
+            },
+        );
+        policies.check(&input).map_err(|d| Error::Registry {
+            url: self.url.to_string(),
+            op,
+            name: name.to_string(),
+            status: Status::permission_denied(format!(
+                "the registry's answer is denied by policy {}: {}",
+                d.policy, d.reason
+            )),
+        })?;
+        let mut ids = self.path_ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if op == "Unregister" {
+            ids.remove(name);
+        } else if let Some(first) = tokens.first() {
+            let id = sriov_identity::token::decode_unverified(first)
+                .map(|c| c.sub)
+                .unwrap_or_default();
+            ids.insert(name.to_string(), vec![id]);
+        }
+        Ok(())
     }
 
     /// A Register or Unregister request: [`Self::request`] plus the path.
@@ -241,6 +323,12 @@ impl RegistryClient {
             .await
             .map_err(|s| self.error("Register", &name, s))?;
         self.keep_path(answer.metadata());
+        if let Err(denied) = self.authorize("Register", &name) {
+            // As the SDK: a registration the policies refuse is not kept.
+            let nse = answer.into_inner();
+            let _ = self.client.clone().unregister(self.with_path(nse)).await;
+            return Err(denied);
+        }
         let mut stored = answer.into_inner();
         if let Some(unix) = unix
             && stored.url == sent
@@ -268,6 +356,7 @@ impl RegistryClient {
             .await
             .map_err(|s| self.error("Unregister", &name, s))?;
         self.keep_path(answer.metadata());
+        self.authorize("Unregister", &name)?;
         Ok(())
     }
 

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use sriov_authority::Incoming;
-use sriov_grpcfd::{FdSender, FdStream, FdTable};
-use tokio::net::{UnixListener, UnixStream};
+use sriov_grpcfd::{FdSender, FdTable};
+use tokio::net::UnixListener;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::credentials::ServerIdentity;
+use crate::security::{BoxIo, Security};
 use crate::{Error, NsmUrl};
 
 /// `NSM_DIAL_TIMEOUT`'s default in cmd-forwarder-sriov: how long
@@ -85,28 +87,52 @@ impl ChannelFds {
     }
 }
 
-/// Dials unix sockets through [`sriov_grpcfd`], so calls can carry fds.
+/// Dials unix sockets through [`sriov_grpcfd`], so calls can carry fds,
+/// and through TLS when `security` says so.
 fn unix_connector(
     path: &Path,
     fds: ChannelFds,
+    security: Security,
+    server: ServerIdentity,
 ) -> impl tower::Service<
     http::Uri,
-    Response = TokioIo<FdStream>,
+    Response = TokioIo<BoxIo>,
     Error = io::Error,
-    Future = impl Future<Output = io::Result<TokioIo<FdStream>>> + Send,
+    Future = impl Future<Output = io::Result<TokioIo<BoxIo>>> + Send,
 > + Send
 + Clone
 + 'static {
     let path = path.to_owned();
     tower::service_fn(move |_: http::Uri| {
-        let path = path.clone();
-        let fds = fds.clone();
+        let (path, fds, security, server) =
+            (path.clone(), fds.clone(), security.clone(), server.clone());
         async move {
             let (stream, sender) = sriov_grpcfd::connect(path).await?;
             fds.connected(sender);
-            Ok(TokioIo::new(stream))
+            Ok(TokioIo::new(security.connect(stream, &server).await?))
         }
     })
+}
+
+/// A dialed channel and what its calls may need: the connection's fd
+/// sender and the server's identity (mTLS).
+#[derive(Debug, Clone)]
+pub struct Dialed {
+    /// The channel.
+    pub channel: Channel,
+    /// Sending fds with its calls.
+    pub fds: ChannelFds,
+    /// Who the server is, once a TLS handshake told.
+    pub server: ServerIdentity,
+}
+
+fn mtls_over_tcp(url: &NsmUrl, security: &Security) -> Result<(), Error> {
+    if security.is_mtls() && matches!(url, NsmUrl::Tcp { .. }) {
+        return Err(Error::NotUnix {
+            url: url.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Connects to `url` now, failing with [`Error::Dial`] (code
@@ -125,18 +151,39 @@ pub async fn dial_with_fds(
     url: &NsmUrl,
     timeout: Duration,
 ) -> Result<(Channel, ChannelFds), Error> {
+    dial_secure(url, timeout, &Security::Plaintext)
+        .await
+        .map(|d| (d.channel, d.fds))
+}
+
+/// [`dial_with_fds`] with `security` (mTLS only over unix sockets).
+pub async fn dial_secure(
+    url: &NsmUrl,
+    timeout: Duration,
+    security: &Security,
+) -> Result<Dialed, Error> {
+    mtls_over_tcp(url, security)?;
     let endpoint = endpoint(url, timeout)?;
-    let fds = ChannelFds::default();
+    let (fds, server) = (ChannelFds::default(), ServerIdentity::default());
     let result = match url {
         NsmUrl::Unix(path) => {
             endpoint
-                .connect_with_connector(unix_connector(path, fds.clone()))
+                .connect_with_connector(unix_connector(
+                    path,
+                    fds.clone(),
+                    security.clone(),
+                    server.clone(),
+                ))
                 .await
         }
         NsmUrl::Tcp { .. } => endpoint.connect().await,
     };
     result
-        .map(|channel| (channel, fds))
+        .map(|channel| Dialed {
+            channel,
+            fds,
+            server,
+        })
         .map_err(|source| Error::Dial {
             url: url.to_string(),
             timeout,
@@ -156,15 +203,32 @@ pub fn dial_lazy(url: &NsmUrl, timeout: Duration) -> Result<Channel, Error> {
 /// [`dial_lazy`], and the channel's connections for sending fds with its
 /// calls (a TCP channel never has one).
 pub fn dial_lazy_with_fds(url: &NsmUrl, timeout: Duration) -> Result<(Channel, ChannelFds), Error> {
+    dial_lazy_secure(url, timeout, &Security::Plaintext).map(|d| (d.channel, d.fds))
+}
+
+/// [`dial_lazy_with_fds`] with `security` (mTLS only over unix sockets).
+pub fn dial_lazy_secure(
+    url: &NsmUrl,
+    timeout: Duration,
+    security: &Security,
+) -> Result<Dialed, Error> {
+    mtls_over_tcp(url, security)?;
     let endpoint = endpoint(url, timeout)?;
-    let fds = ChannelFds::default();
+    let (fds, server) = (ChannelFds::default(), ServerIdentity::default());
     let channel = match url {
-        NsmUrl::Unix(path) => {
-            endpoint.connect_with_connector_lazy(unix_connector(path, fds.clone()))
-        }
+        NsmUrl::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(
+            path,
+            fds.clone(),
+            security.clone(),
+            server.clone(),
+        )),
         NsmUrl::Tcp { .. } => endpoint.connect_lazy(),
     };
-    Ok((channel, fds))
+    Ok(Dialed {
+        channel,
+        fds,
+        server,
+    })
 }
 
 /// Binds the unix socket of `url` for a tonic server
@@ -196,6 +260,19 @@ pub fn listen_unix(url: &NsmUrl) -> Result<Incoming, Error> {
 /// [`listen_unix`], with the socket 0660 and owned by `group` when given
 /// (`NSM_SOCKET_GROUP`).
 pub fn listen_unix_for_group(url: &NsmUrl, group: Option<u32>) -> Result<Incoming, Error> {
+    listen_unix_secure(url, group, &Security::Plaintext)
+}
+
+/// [`listen_unix_for_group`], each connection accepted with `security`:
+/// with mTLS, handlers also find the peer's [`PeerIdentity`] in the
+/// connection's `sriov_authority::ConnInfo`.
+///
+/// [`PeerIdentity`]: sriov_chain::caller::PeerIdentity
+pub fn listen_unix_secure(
+    url: &NsmUrl,
+    group: Option<u32>,
+    security: &Security,
+) -> Result<Incoming, Error> {
     let path = url.unix_path().ok_or_else(|| Error::NotUnix {
         url: url.to_string(),
     })?;
@@ -251,20 +328,15 @@ pub fn listen_unix_for_group(url: &NsmUrl, group: Option<u32>) -> Result<Incomin
             cause: source,
         }
     })?;
+    let security = security.clone();
     Ok(sriov_authority::incoming_with(
         listener,
         std::future::pending(),
-        receive_fds,
+        move |stream| {
+            let security = security.clone();
+            async move { security.accept(stream).await }
+        },
     ))
-}
-
-/// The upgrade of every accepted connection: fds received are kept in its
-/// table, which handlers reach through [`sriov_authority::ConnInfo`].
-async fn receive_fds(stream: UnixStream) -> io::Result<(FdStream, http::Extensions)> {
-    let stream = FdStream::new(stream);
-    let mut extensions = http::Extensions::new();
-    extensions.insert(stream.table());
-    Ok((stream, extensions))
 }
 
 /// The fds the calling connection sent, if it came over a socket served by
