@@ -331,6 +331,11 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         }
     };
 
+    // The scenarios that restart the forwarder dial its socket by path: the
+    // URL nsmgr found (the fd it received, when we registered by fd) names
+    // the socket of the forwarder that registered, and a restarted one
+    // registers a new socket.
+    //
     // KERNEL.
     let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
     let (mut nsc, fds) = client::connect_with_fds(&listen).await?;
@@ -458,7 +463,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         let scene = crate::restart::Scene {
             o,
             paths: &p,
-            listen: &listen,
+            listen: &p.listen_socket,
             token: &token,
             client_ns: &client_ns,
             inode_url: file_url(&client_ns)?,
@@ -475,7 +480,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     let chaos_scene = |tokens: Vec<String>| crate::chaos::Scene {
         o,
         paths: &p,
-        listen: &listen,
+        listen: &p.listen_socket,
         tokens,
         client_ns: &client_ns,
         vf_names: &vf_names,
@@ -516,7 +521,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             None => None,
         };
         let scene = crate::soak::Scene {
-            listen: &listen,
+            listen: &p.listen_socket,
             kernel_token: token.clone(),
             vfio,
             client_ns: &client_ns,
