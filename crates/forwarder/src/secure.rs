@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sriov_chain::caller::{PeerIdentity, SignedToken};
 use sriov_chain::elements::authorize::Authorization;
 use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::elements::updatetoken::TokenSigner;
 use sriov_chain::server::MonitorServer;
 use sriov_config::EnvConfig;
-use sriov_identity::{Identity, Peer};
-use sriov_nsm::security::Security;
+use sriov_identity::Identity;
+use sriov_nsm::security::{Security, SvidSigner};
 use sriov_policy::{ConnectionOwners, Policies, TokenCheck};
 
 use crate::StartError;
@@ -37,39 +36,6 @@ pub async fn fetch_identity(endpoint: &str, wait: Duration) -> Result<Identity, 
         .map_err(StartError::Identity)?;
     tracing::info!(spiffe_id = %identity.spiffe_id(), "SVID received");
     Ok(identity)
-}
-
-/// Signs path tokens with the SVID's key, valid for at most
-/// `NSM_MAX_TOKEN_LIFETIME` (`spiffejwt.TokenGeneratorFunc`).
-#[derive(Debug, Clone)]
-pub struct SvidSigner {
-    identity: Identity,
-    lifetime: Duration,
-}
-
-impl SvidSigner {
-    /// Tokens from `identity`'s current SVID, living `lifetime` at most.
-    pub fn new(identity: Identity, lifetime: Duration) -> Self {
-        Self { identity, lifetime }
-    }
-}
-
-impl TokenSigner for SvidSigner {
-    fn sign(&self, peer: Option<&PeerIdentity>) -> Result<SignedToken, String> {
-        let signed: Result<(String, SystemTime), _> = match peer {
-            Some(p) => self.identity.sign_token_for(
-                &Peer {
-                    spiffe_id: p.spiffe_id.clone(),
-                    cert_der: p.cert_der.to_vec(),
-                },
-                self.lifetime,
-            ),
-            None => self.identity.sign_token(None, self.lifetime),
-        };
-        signed
-            .map(|(token, expires)| SignedToken { token, expires })
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// Checks path-token signatures for the policies' `io.jwt.verify_es256`

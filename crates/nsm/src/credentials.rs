@@ -8,29 +8,79 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use futures::future::BoxFuture;
+
 use sriov_chain::caller::{PeerIdentity, TOKEN_EXPIRES_HEADER, TOKEN_HEADER, format_expiry};
 use sriov_chain::elements::updatetoken::TokenSigner;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
+/// A handshake with the channel's server made only to learn who it is,
+/// recording it in the identity it is given.
+pub(crate) type Probe =
+    Arc<dyn Fn(ServerIdentity) -> BoxFuture<'static, std::io::Result<()>> + Send + Sync>;
+
 /// The identity of the server a channel is connected to, as its last
 /// mTLS handshake showed it; shared by the channel's connector (which
 /// writes it) and the calls made on it (which read it).
-#[derive(Debug, Clone, Default)]
-pub struct ServerIdentity(Arc<RwLock<Option<PeerIdentity>>>);
+///
+/// A lazy channel connects during its first call, after that call's
+/// headers are made; the token in them must already name the server (the
+/// Go SDK dials with `WithBlock`, so its first call knows its peer). So
+/// the first call that finds the identity unknown runs a probe handshake
+/// through the channel's own connector.
+#[derive(Clone, Default)]
+pub struct ServerIdentity {
+    slot: Arc<RwLock<Option<PeerIdentity>>>,
+    probe: Option<Probe>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("known", &self.get())
+            .finish_non_exhaustive()
+    }
+}
 
 impl ServerIdentity {
+    /// An identity learned by `probe` when no connection told it yet.
+    pub(crate) fn with_probe(probe: Probe) -> Self {
+        Self {
+            slot: Arc::default(),
+            probe: Some(probe),
+        }
+    }
+
     /// Records the identity a handshake authenticated.
     pub fn set(&self, peer: PeerIdentity) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(peer);
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some(peer);
     }
 
     /// The last identity recorded, if any connection was made.
     pub fn get(&self) -> Option<PeerIdentity> {
-        self.0
+        self.slot
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The identity, running the probe handshake first when none is known
+    /// (a failed probe leaves it unknown: the call then fails on its own).
+    pub async fn learn(&self) -> Option<PeerIdentity> {
+        if let Some(known) = self.get() {
+            return Some(known);
+        }
+        let record = Self {
+            slot: self.slot.clone(),
+            probe: None,
+        };
+        if let Some(probe) = &self.probe
+            && let Err(e) = probe(record).await
+        {
+            tracing::debug!(error = %e, "probe handshake failed");
+        }
+        self.get()
     }
 }
 
@@ -63,8 +113,8 @@ impl CallCredentials {
     /// Puts a fresh token for the channel's server in `request`'s headers.
     /// A token that cannot be made fails the call (`UNAVAILABLE`) rather
     /// than sending it without one, which the server's policies refuse.
-    pub fn apply<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Status> {
-        let server = self.server.get();
+    pub async fn apply<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Status> {
+        let server = self.server.learn().await;
         let signed = self
             .signer
             .sign(server.as_ref())
@@ -97,12 +147,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_token_names_the_server_and_reads_back_as_a_caller_token() {
+    #[tokio::test]
+    async fn the_token_names_the_server_and_reads_back_as_a_caller_token() {
         let server = ServerIdentity::default();
         let creds = CallCredentials::new(Arc::new(ForAudience), server.clone());
         let mut before = tonic::Request::new(());
-        creds.apply(&mut before).unwrap();
+        creds.apply(&mut before).await.unwrap();
         assert_eq!(before.metadata().get(TOKEN_HEADER).unwrap(), "for:-");
 
         server.set(PeerIdentity {
@@ -110,13 +160,33 @@ mod tests {
             cert_der: Arc::from(&b"c"[..]),
         });
         let mut req = tonic::Request::new(());
-        creds.apply(&mut req).unwrap();
+        creds.apply(&mut req).await.unwrap();
         let caller = Caller::from_call(None, req.metadata());
         let token = caller.token.unwrap();
         assert_eq!(token.token, "for:spiffe://example.org/nsmgr");
         assert_eq!(
             token.expires,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_server_is_learned_by_the_probe_before_the_first_token() {
+        let probing = ServerIdentity::with_probe(Arc::new(|slot: ServerIdentity| {
+            Box::pin(async move {
+                slot.set(PeerIdentity {
+                    spiffe_id: "spiffe://example.org/probed".into(),
+                    cert_der: Arc::from(&b"c"[..]),
+                });
+                Ok(())
+            })
+        }));
+        let creds = CallCredentials::new(Arc::new(ForAudience), probing);
+        let mut req = tonic::Request::new(());
+        creds.apply(&mut req).await.unwrap();
+        assert_eq!(
+            req.metadata().get(TOKEN_HEADER).unwrap(),
+            "for:spiffe://example.org/probed"
         );
     }
 }

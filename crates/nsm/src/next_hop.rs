@@ -153,13 +153,13 @@ impl GrpcNextHop {
             .connections()
     }
 
-    fn prepared<T>(&self, message: T) -> Result<tonic::Request<T>, Status> {
+    async fn prepared<T>(&self, message: T) -> Result<tonic::Request<T>, Status> {
         let mut req = tonic::Request::new(message);
         if let Some(t) = self.call_timeout {
             req.set_timeout(t);
         }
         if let Some(c) = &self.credentials {
-            c.apply(&mut req)?;
+            c.apply(&mut req).await?;
         }
         Ok(req)
     }
@@ -189,7 +189,7 @@ impl NextHop for GrpcNextHop {
             let outgoing = this.outgoing(request);
             let mut client = this.client.clone();
             let conn = client
-                .request(this.prepared(outgoing)?)
+                .request(this.prepared(outgoing).await?)
                 .await
                 .map_err(|s| annotate(&this.url, "Request", s))?
                 .into_inner();
@@ -222,7 +222,7 @@ impl NextHop for GrpcNextHop {
             });
             let mut client = this.client.clone();
             client
-                .close(this.prepared(connection)?)
+                .close(this.prepared(connection).await?)
                 .await
                 .map_err(|s| annotate(&this.url, "Close", s))?;
             Ok(())

@@ -218,11 +218,11 @@ impl RegistryClient {
         &self.url
     }
 
-    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+    async fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(self.call_timeout);
         if let Some(c) = &self.credentials
-            && let Err(e) = c.apply(&mut req)
+            && let Err(e) = c.apply(&mut req).await
         {
             // The registry's policies refuse the call and say so.
             tracing::warn!(error = %e, "registry call sent without our token");
@@ -276,8 +276,8 @@ impl RegistryClient {
     }
 
     /// A Register or Unregister request: [`Self::request`] plus the path.
-    fn with_path<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut req = self.request(msg);
+    async fn with_path<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = self.request(msg).await;
         self.current_path().insert_into(req.metadata_mut());
         req
     }
@@ -319,14 +319,18 @@ impl RegistryClient {
         let answer = self
             .client
             .clone()
-            .register(self.with_path(nse))
+            .register(self.with_path(nse).await)
             .await
             .map_err(|s| self.error("Register", &name, s))?;
         self.keep_path(answer.metadata());
         if let Err(denied) = self.authorize("Register", &name) {
             // As the SDK: a registration the policies refuse is not kept.
             let nse = answer.into_inner();
-            let _ = self.client.clone().unregister(self.with_path(nse)).await;
+            let _ = self
+                .client
+                .clone()
+                .unregister(self.with_path(nse).await)
+                .await;
             return Err(denied);
         }
         let mut stored = answer.into_inner();
@@ -352,7 +356,7 @@ impl RegistryClient {
         let answer = self
             .client
             .clone()
-            .unregister(self.with_path(nse))
+            .unregister(self.with_path(nse).await)
             .await
             .map_err(|s| self.error("Unregister", &name, s))?;
         self.keep_path(answer.metadata());
@@ -378,13 +382,16 @@ impl RegistryClient {
                 ..Default::default()
             },
         };
+        let find = self
+            .request(NetworkServiceEndpointQuery {
+                network_service_endpoint: Some(wanted),
+                watch: false,
+            })
+            .await;
         let mut stream = self
             .client
             .clone()
-            .find(self.request(NetworkServiceEndpointQuery {
-                network_service_endpoint: Some(wanted),
-                watch: false,
-            }))
+            .find(find)
             .await
             .map_err(|s| self.error("Find", &name, s))?
             .into_inner();

@@ -14,8 +14,10 @@
 
 use std::io;
 use std::pin::Pin;
+use std::time::{Duration, SystemTime};
 
-use sriov_chain::caller::PeerIdentity;
+use sriov_chain::caller::{PeerIdentity, SignedToken};
+use sriov_chain::elements::updatetoken::TokenSigner;
 use sriov_grpcfd::FdStream;
 use sriov_identity::{Identity, Peer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -94,5 +96,38 @@ impl Security {
     /// Whether this is mutual TLS.
     pub fn is_mtls(&self) -> bool {
         matches!(self, Self::Mtls(_))
+    }
+}
+
+/// Signs path tokens with the SVID's key, valid for at most
+/// `NSM_MAX_TOKEN_LIFETIME` (`spiffejwt.TokenGeneratorFunc`).
+#[derive(Debug, Clone)]
+pub struct SvidSigner {
+    identity: Identity,
+    lifetime: Duration,
+}
+
+impl SvidSigner {
+    /// Tokens from `identity`'s current SVID, living `lifetime` at most.
+    pub fn new(identity: Identity, lifetime: Duration) -> Self {
+        Self { identity, lifetime }
+    }
+}
+
+impl TokenSigner for SvidSigner {
+    fn sign(&self, peer: Option<&PeerIdentity>) -> Result<SignedToken, String> {
+        let signed: Result<(String, SystemTime), _> = match peer {
+            Some(p) => self.identity.sign_token_for(
+                &Peer {
+                    spiffe_id: p.spiffe_id.clone(),
+                    cert_der: p.cert_der.to_vec(),
+                },
+                self.lifetime,
+            ),
+            None => self.identity.sign_token(None, self.lifetime),
+        };
+        signed
+            .map(|(token, expires)| SignedToken { token, expires })
+            .map_err(|e| e.to_string())
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use sriov_authority::Incoming;
-use sriov_grpcfd::{FdSender, FdTable};
+use sriov_grpcfd::{FdSender, FdStream, FdTable};
 use tokio::net::UnixListener;
 use tonic::transport::{Channel, Endpoint};
 
@@ -114,6 +114,28 @@ fn unix_connector(
     })
 }
 
+/// The server identity of a lazy channel to `path`: learned, before the
+/// channel's first connection, by a handshake of its own (see
+/// [`ServerIdentity::learn`]), bounded by the dial timeout.
+fn probing(path: &Path, security: &Security, timeout: Duration) -> ServerIdentity {
+    if !security.is_mtls() {
+        return ServerIdentity::default();
+    }
+    let (path, security) = (path.to_owned(), security.clone());
+    ServerIdentity::with_probe(Arc::new(move |server: ServerIdentity| {
+        let (path, security) = (path.clone(), security.clone());
+        Box::pin(async move {
+            let handshake = async {
+                let stream = FdStream::new(tokio::net::UnixStream::connect(&path).await?);
+                security.connect(stream, &server).await.map(drop)
+            };
+            tokio::time::timeout(timeout, handshake)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "probe handshake"))?
+        })
+    }))
+}
+
 /// A dialed channel and what its calls may need: the connection's fd
 /// sender and the server's identity (mTLS).
 #[derive(Debug, Clone)]
@@ -214,16 +236,20 @@ pub fn dial_lazy_secure(
 ) -> Result<Dialed, Error> {
     mtls_over_tcp(url, security)?;
     let endpoint = endpoint(url, timeout)?;
-    let (fds, server) = (ChannelFds::default(), ServerIdentity::default());
+    let fds = ChannelFds::default();
     let channel = match url {
-        NsmUrl::Unix(path) => endpoint.connect_with_connector_lazy(unix_connector(
-            path,
-            fds.clone(),
-            security.clone(),
-            server.clone(),
-        )),
+        NsmUrl::Unix(path) => {
+            let server = probing(path, security, timeout);
+            let connector = unix_connector(path, fds.clone(), security.clone(), server.clone());
+            return Ok(Dialed {
+                channel: endpoint.connect_with_connector_lazy(connector),
+                fds,
+                server,
+            });
+        }
         NsmUrl::Tcp { .. } => endpoint.connect_lazy(),
     };
+    let server = ServerIdentity::default();
     Ok(Dialed {
         channel,
         fds,
