@@ -20,7 +20,6 @@ use std::time::Duration;
 use sriov_api::kubelet::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use sriov_deviceplugin::fake::FakeKubelet;
-use sriov_nsm::fake::FakeNsmgr;
 use sriov_pci::{PciAddress, Sysfs};
 
 use crate::checks::Report;
@@ -138,6 +137,7 @@ fn cdev_of(sysfs_root: &std::path::Path, vf: PciAddress) -> Option<String> {
 
 async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
     let p = Paths::under(&o.work, Some(&o.vfio_path));
+    crate::spire::start(&o.work.join("spire")).await?;
     for d in [&p.device_plugins, &p.pod_resources, &p.state] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -147,9 +147,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
 
     let kubelet =
         FakeKubelet::start(&p.device_plugins, &p.pod_resources).map_err(|e| e.to_string())?;
-    let nsmgr = FakeNsmgr::start(&p.nsm_socket)
-        .await
-        .map_err(|e| e.to_string())?;
+    let nsmgr = crate::spire::nsmgr(&p.nsm_socket).await?;
     nsmgr.insert_endpoint(NetworkServiceEndpoint {
         name: "endpoint-1".into(),
         network_service_names: vec!["sriov-ns".into()],
@@ -173,6 +171,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
         soak: 0,
         race: 0,
         netns_by_path: false,
+        insecure: false,
     };
     let cgroup_root = o.cgroup_root.to_string_lossy().into_owned();
     let mut fwd = forwarder::start_with(

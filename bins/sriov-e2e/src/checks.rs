@@ -9,7 +9,6 @@ use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use sriov_deviceplugin::fake::FakeKubelet;
 use sriov_netlink::NetnsUrl;
 use sriov_netlink::testing::PrivateNetns;
-use sriov_nsm::fake::FakeNsmgr;
 use sriov_pci::{PciAddress, Sysfs};
 
 use crate::forwarder::{self, Paths};
@@ -54,7 +53,7 @@ impl Report {
     }
 }
 
-fn say(line: impl AsRef<str>) {
+pub(crate) fn say(line: impl AsRef<str>) {
     println!("  | {}", line.as_ref());
 }
 
@@ -137,6 +136,9 @@ pub(crate) async fn run(o: Options) -> Report {
 
 async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     let p = Paths::under(&o.work, o.vfio_path.as_deref());
+    if !o.insecure {
+        crate::spire::start(&o.work.join("spire")).await?;
+    }
     for d in [&p.device_plugins, &p.pod_resources, &p.state, &p.cgroup] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -172,9 +174,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
 
     let kubelet =
         FakeKubelet::start(&p.device_plugins, &p.pod_resources).map_err(|e| e.to_string())?;
-    let mut nsmgr = FakeNsmgr::start(&p.nsm_socket)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut nsmgr = crate::spire::nsmgr(&p.nsm_socket).await?;
     nsmgr.insert_endpoint(NetworkServiceEndpoint {
         name: "endpoint-1".into(),
         network_service_names: vec!["sriov-ns".into()],
@@ -426,6 +426,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             token: attacker,
         };
         crate::hostile::run(scene, r, &mut nsc).await?;
+        crate::spire::hostile(&p.listen_socket, r).await?;
     }
     // The VF's netdev name from before the request: while the client has
     // it, sysfs no longer lists it under the VF.
@@ -617,9 +618,7 @@ async fn vfio(
     r: &mut Report,
     sysfs: &Sysfs,
     plugin: &mut DevicePluginClient<tonic::transport::Channel>,
-    nsc: &mut sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient<
-        tonic::transport::Channel,
-    >,
+    nsc: &mut crate::client::Nsc,
     healthy: &[String],
     ctr: &std::path::Path,
 ) -> Result<(), String> {

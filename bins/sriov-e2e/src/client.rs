@@ -9,14 +9,17 @@ use sriov_api::nsm::connectioncontext::{ConnectionContext, EthernetContext, IpCo
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_nsm::NsmUrl;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub(crate) async fn connect(socket: &Path) -> Result<NetworkServiceClient<Channel>, String> {
-    let url = NsmUrl::parse(&format!("unix://{}", socket.display())).map_err(|e| e.to_string())?;
-    let ch = sriov_nsm::dial(&url, Duration::from_secs(2))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(NetworkServiceClient::new(ch))
+use crate::spire::Tokens;
+
+/// The driver's NetworkService client: in secure mode over mTLS, every
+/// call carrying the NSM manager's token (`crate::spire`).
+pub(crate) type Nsc = NetworkServiceClient<InterceptedService<Channel, Tokens>>;
+
+pub(crate) async fn connect(socket: &Path) -> Result<Nsc, String> {
+    connect_with_fds(socket).await.map(|(c, _)| c)
 }
 
 /// [`connect`], and the connection's fd sender: a client namespace sent on
@@ -24,12 +27,14 @@ pub(crate) async fn connect(socket: &Path) -> Result<NetworkServiceClient<Channe
 /// sends it (grpcfd).
 pub(crate) async fn connect_with_fds(
     socket: &Path,
-) -> Result<(NetworkServiceClient<Channel>, sriov_nsm::ChannelFds), String> {
+) -> Result<(Nsc, sriov_nsm::ChannelFds), String> {
     let url = NsmUrl::parse(&format!("unix://{}", socket.display())).map_err(|e| e.to_string())?;
-    let (ch, fds) = sriov_nsm::dial_with_fds(&url, Duration::from_secs(2))
+    let dialed = sriov_nsm::dial_secure(&url, Duration::from_secs(2), &crate::spire::security())
         .await
         .map_err(|e| e.to_string())?;
-    Ok((NetworkServiceClient::new(ch), fds))
+    let client =
+        NetworkServiceClient::with_interceptor(dialed.channel, Tokens::for_server(dialed.server));
+    Ok((client, dialed.fds))
 }
 
 /// Queues the namespace at `path` on the connection and returns the
@@ -46,7 +51,7 @@ pub(crate) fn send_netns(fds: &sriov_nsm::ChannelFds, path: &Path) -> Result<Str
 
 /// A client of a forwarder that is (re)starting: retries for up to 30 s
 /// until it listens.
-pub(crate) async fn reconnect(socket: &Path) -> Result<NetworkServiceClient<Channel>, String> {
+pub(crate) async fn reconnect(socket: &Path) -> Result<Nsc, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match connect(socket).await {

@@ -125,9 +125,13 @@ pub(crate) fn start_with(
         None => Command::new(&o.forwarder),
     };
     let unix = |p: &Path| format!("unix://{}", p.display());
+    let spire = crate::spire::get();
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NSM_INSECURE", "true")
+        .env(
+            "NSM_INSECURE",
+            if spire.is_some() { "false" } else { "true" },
+        )
         .env("NSM_NAME", "sriov-forwarder")
         .env("NSM_CONNECT_TO", unix(&p.nsm_socket))
         .env("NSM_LISTEN_ON", unix(&p.listen_socket))
@@ -141,6 +145,7 @@ pub(crate) fn start_with(
         .env("NSM_VFIO_PATH", &p.vfio)
         .env("NSM_RESOURCE_POLL_TIMEOUT", "1s")
         .env("NSM_LOG_LEVEL", "INFO")
+        .envs(spire.map(|s| ("SPIFFE_ENDPOINT_SOCKET", s.forwarder_endpoint())))
         .envs(extra.iter().copied())
         .stdin(Stdio::null());
     // A restart appends to the log, so the whole story is in one file.

@@ -16,12 +16,10 @@ use std::time::Duration;
 use sriov_api::nsm::connection::monitor_connection_client::MonitorConnectionClient;
 use sriov_api::nsm::connection::{Connection, MonitorScopeSelector, PathSegment};
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
-use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_netlink::NetnsUrl;
 use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::Sysfs;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::checks::Report;
 use crate::forwarder::{Forwarder, Paths};
@@ -211,7 +209,7 @@ fn refresh(conn: Connection) -> NetworkServiceRequest {
 pub(crate) async fn run(
     s: Scene<'_>,
     r: &mut Report,
-    nsc: &mut NetworkServiceClient<Channel>,
+    nsc: &mut crate::client::Nsc,
 ) -> Result<(), String> {
     let before = host(&s)?;
     let other_ns = PrivateNetns::new().map_err(|e| format!("attacker namespace: {e}"))?;
@@ -229,6 +227,7 @@ pub(crate) async fn run(
             format!("inode://{}/{}", pid1.dev(), pid1.ino()),
         ),
     ];
+    let secure = crate::spire::get().is_some();
     for (name, url) in targets {
         let got = nsc
             .request(client::request(
@@ -238,7 +237,16 @@ pub(crate) async fn run(
                 true,
             ))
             .await;
-        r.check(name, refused(got, Code::PermissionDenied, "host"));
+        if secure && name == "hostile-host-netns-inode" {
+            // An inode is only ever one this connection sent by fd: the
+            // host's, never sent, is refused before it is looked for.
+            r.check(
+                "hostile-inode-not-sent-by-fd",
+                refused(got, Code::PermissionDenied, "must be sent by fd"),
+            );
+        } else {
+            r.check(name, refused(got, Code::PermissionDenied, "host"));
+        }
     }
     if let Some(ns) = &s.forwarder.netns {
         let url = format!("file://{}", file_path(ns.url())?.display());
@@ -339,13 +347,15 @@ pub(crate) async fn run(
     }
 
     // Monitor: scoped to connections the caller is on.
-    let channel = sriov_nsm::dial(
+    let channel = sriov_nsm::dial_secure(
         &sriov_nsm::NsmUrl::parse(&format!("unix://{}", s.paths.listen_socket.display()))
             .map_err(|e| e.to_string())?,
         Duration::from_secs(2),
+        &crate::spire::security(),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .channel;
     let mut monitor = MonitorConnectionClient::new(channel);
     let got = monitor
         .monitor_connections(MonitorScopeSelector::default())
@@ -379,6 +389,16 @@ pub(crate) async fn run(
             .map_err(|e| e.message().to_string())?
             .map(|ev| ev.connections.len())
             .unwrap_or_default(),
+            // Secure mode: the monitor policy (`service_connection`)
+            // refuses ids the caller's SPIFFE ID owns none of.
+            Err(e)
+                if secure
+                    && id == "someone-else"
+                    && e.code() == Code::PermissionDenied
+                    && e.message().contains("service_connection") =>
+            {
+                0
+            }
             Err(e) => return Err(format!("monitor: {}", e.message())),
         };
         seen.push(initial);

@@ -20,6 +20,7 @@ mod hostile;
 mod inspect;
 mod restart;
 mod soak;
+mod spire;
 mod srdp;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub(crate) struct Options {
     /// The main KERNEL Request names the client's namespace by `file://`
     /// path instead of sending it by fd (a forwarder in development mode).
     pub(crate) netns_by_path: bool,
+    /// Plaintext, as with `NSM_INSECURE=true` (secure mode is the default).
+    pub(crate) insecure: bool,
 }
 
 enum Mode {
@@ -60,7 +63,7 @@ enum Mode {
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
 [--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
-[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path]";
+[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path] [--insecure]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -80,6 +83,7 @@ fn parse() -> Result<Options, String> {
         soak: 0,
         race: 0,
         netns_by_path: false,
+        insecure: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -101,6 +105,7 @@ fn parse() -> Result<Options, String> {
             "--hostile" => o.hostile = true,
             "--restart" => o.restart = true,
             "--netns-by-path" => o.netns_by_path = true,
+            "--insecure" => o.insecure = true,
             "--race" => {
                 o.race = value()?
                     .parse()

@@ -9,10 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use sriov_api::nsm::connection::Connection;
-use sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient;
 use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::PciAddress;
-use tonic::transport::Channel;
 
 use crate::checks::Report;
 use crate::forwarder::{self, Forwarder, Paths};
@@ -62,7 +60,7 @@ async fn kill_and_restart_for(
 
 async fn request(
     s: &Scene<'_>,
-    nsc: &mut NetworkServiceClient<Channel>,
+    nsc: &mut crate::client::Nsc,
     id: &str,
     name: &str,
 ) -> Result<(Connection, String), String> {

@@ -68,9 +68,7 @@ async fn vf_state(s: &Scene<'_>, fwd: &Forwarder) -> Result<BTreeMap<String, Str
 
 async fn cycle(
     s: &Scene<'_>,
-    nsc: &mut sriov_api::nsm::networkservice::network_service_client::NetworkServiceClient<
-        tonic::transport::Channel,
-    >,
+    nsc: &mut crate::client::Nsc,
     n: usize,
     vfio: bool,
 ) -> Result<(), String> {

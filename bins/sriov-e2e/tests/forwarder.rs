@@ -80,6 +80,22 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         assert!(stdout.contains(check), "missing {check:?} in\n{stdout}");
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    // Issue #15: the default run is secure. The forwarder got its SVID
+    // from the Workload API stand-in, loaded the policies, registered over
+    // mTLS with its socket sent by fd, and took the client's namespace by
+    // fd (the registry path header carries signed tokens).
+    assert!(stdout.contains("secure mode: SPIRE stand-in"), "{stdout}");
+    for line in [
+        "SVID received",
+        "policies loaded",
+        "ready: NSE and device plugins registered",
+    ] {
+        assert!(
+            log.contains(line),
+            "missing {line:?} in the forwarder log\n{log}"
+        );
+    }
+    assert!(!log.contains("NSM_INSECURE=true"), "{log}");
 }
 
 /// Issue 13's hostile tenant, through the real daemon: inside `unshare
@@ -119,7 +135,11 @@ fn hostile_requests_are_refused_and_change_nothing() {
     );
     for check in [
         "PASS hostile-host-netns-file: PermissionDenied",
-        "PASS hostile-host-netns-inode: PermissionDenied",
+        "PASS hostile-inode-not-sent-by-fd: PermissionDenied",
+        "PASS secure-plaintext-refused",
+        "PASS secure-untrusted-svid-refused",
+        "PASS secure-unsigned-token-refused: PermissionDenied",
+        "PASS secure-expired-token-refused: PermissionDenied",
         "PASS hostile-forwarder-netns: PermissionDenied",
         "PASS hostile-symlinked-netns: InvalidArgument",
         "PASS hostile-refresh-changes-netns: PermissionDenied",

@@ -176,6 +176,9 @@ impl MonitorConnection for MonitorServer {
             .cloned();
         let selector = request.into_inner();
         crate::elements::limits::check_selector(&selector)?;
+        if let Some(refused) = refuse(&selector) {
+            return Err(refused);
+        }
         if let (Some(auth), Some(peer)) = (&self.authorization, &peer) {
             let input = sriov_policy::Input::monitor(
                 &selector.path_segments,
@@ -191,9 +194,6 @@ impl MonitorConnection for MonitorServer {
                     d.policy, d.reason
                 ))
             })?;
-        }
-        if let Some(refused) = refuse(&selector) {
-            return Err(refused);
         }
         let (initial, rx) = self.monitor.subscribe(&selector);
         let updates = futures::stream::unfold((rx, selector), |(mut rx, selector)| async move {
