@@ -122,3 +122,111 @@ impl Secure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> EnvConfig {
+        EnvConfig::from_vars(vars.iter().copied()).unwrap().config
+    }
+
+    #[tokio::test]
+    async fn no_svid_within_the_wait_stops_the_start_naming_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = format!("unix://{}/agent.sock", dir.path().display());
+        let err = Secure::start(
+            &env(&[("SPIFFE_ENDPOINT_SOCKET", &socket)]),
+            Duration::from_millis(200),
+        )
+        .await
+        .err()
+        .expect("no Workload API answers");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(matches!(err, StartError::Identity(_)), "{chain}");
+        assert!(chain.contains("agent.sock"), "{chain}");
+    }
+
+    #[tokio::test]
+    async fn plaintext_mode_adds_nothing() {
+        let s = Secure::start(&env(&[("NSM_INSECURE", "true")]), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(!s.security.is_mtls());
+        assert!(s.signer.is_none() && s.server.is_none() && s.registry_policies.is_none());
+    }
+
+    #[tokio::test]
+    async fn secure_mode_has_an_identity_a_signer_and_the_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = sriov_identity::testing::FakeWorkloadApi::start(
+            dir.path().join("agent.sock"),
+            "spiffe://example.org/forwarder",
+        )
+        .unwrap();
+        let s = Secure::start(
+            &env(&[("SPIFFE_ENDPOINT_SOCKET", &api.endpoint())]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(s.security.is_mtls());
+        let token = s.signer.as_ref().unwrap().sign(None).unwrap();
+        let claims = sriov_identity::token::decode_unverified(&token.token).unwrap();
+        assert_eq!(claims.sub, "spiffe://example.org/forwarder");
+        let names: Vec<String> = s
+            .server
+            .as_ref()
+            .unwrap()
+            .policies
+            .names()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with("prev_token_signed.rego")),
+            "{names:?}"
+        );
+        let registry: Vec<String> = s
+            .registry_policies
+            .as_ref()
+            .unwrap()
+            .names()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            registry.iter().any(|n| n.ends_with("client_allowed.rego")),
+            "{registry:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_policy_mask_matching_nothing_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = sriov_identity::testing::FakeWorkloadApi::start(
+            dir.path().join("agent.sock"),
+            "spiffe://example.org/forwarder",
+        )
+        .unwrap();
+        let err = Secure::start(
+            &env(&[
+                ("SPIFFE_ENDPOINT_SOCKET", &api.endpoint()),
+                ("NSM_REGISTRY_CLIENT_POLICIES", "/nonexistent/dir/.*.rego"),
+            ]),
+            Duration::from_secs(10),
+        )
+        .await
+        .err()
+        .expect("a mask matching nothing");
+        assert!(
+            matches!(
+                err,
+                StartError::Policy {
+                    what: "NSM_REGISTRY_CLIENT_POLICIES",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
