@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use sriov_grpcfd::FdTable;
 use sriov_netlink::NetlinkOps;
+use sriov_netlink::Netns;
 use sriov_pci::Sysfs;
 use sriov_token_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
@@ -31,8 +33,14 @@ use crate::undo::UndoRecord;
 pub trait Orphans: Send + Sync + 'static {
     /// Undoes what the pool records for `connection`; `Ok(None)` when it
     /// records nothing (Close stays idempotent), else a line saying what
-    /// was done.
-    fn reclaim(&self, connection: &str) -> BoxFuture<'static, Result<Option<String>, Status>>;
+    /// was done. `fds` are those the Close's connection sent: the client's
+    /// namespace, by fd, when the record names it by `inode://` (a
+    /// forwarder without hostPID cannot find it in /proc).
+    fn reclaim(
+        &self,
+        connection: &str,
+        fds: Option<FdTable>,
+    ) -> BoxFuture<'static, Result<Option<String>, Status>>;
 }
 
 /// See the module docs.
@@ -71,6 +79,16 @@ impl Reclaim {
     /// See the module docs. On an error the VF stays recorded as in use, so
     /// a later Close or sweep tries again rather than hand it out dirty.
     pub async fn connection(&self, connection: &str) -> Result<Option<String>, Status> {
+        self.connection_with(connection, None).await
+    }
+
+    /// [`Reclaim::connection`], reaching the client's namespace through
+    /// `fds` (the closing caller's) when the record names it by inode.
+    pub async fn connection_with(
+        &self,
+        connection: &str,
+        fds: Option<FdTable>,
+    ) -> Result<Option<String>, Status> {
         let pool = self.pool.clone();
         let id = connection.to_string();
         let Some(lease) = blocking(move || pool.lease_of(&id).map_err(status::pool)).await? else {
@@ -78,8 +96,22 @@ impl Reclaim {
         };
         let mut done = Vec::new();
         let record = UndoRecord::of(&lease).unwrap_or_default();
-        if let Some(moved) = record.move_to_undo().cloned() {
+        if let Some(mut moved) = record.move_to_undo().cloned() {
             let name = moved.client_name.clone();
+            if moved.held.is_none()
+                && let Some(fds) = &fds
+                && let Ok(Some(fd)) = fds.get(moved.netns_id.dev, moved.netns_id.ino)
+            {
+                let named = sriov_netlink::NetnsUrl::Inode {
+                    dev: moved.netns_id.dev,
+                    ino: moved.netns_id.ino,
+                };
+                if let Ok(Ok(ns)) =
+                    tokio::task::spawn_blocking(move || Netns::from_received(fd, &named)).await
+                {
+                    moved.held = Some(Arc::new(ns));
+                }
+            }
             let outcome = self
                 .netlink
                 .back_out(moved)
@@ -149,9 +181,13 @@ impl Reclaim {
 }
 
 impl Orphans for Reclaim {
-    fn reclaim(&self, connection: &str) -> BoxFuture<'static, Result<Option<String>, Status>> {
+    fn reclaim(
+        &self,
+        connection: &str,
+        fds: Option<FdTable>,
+    ) -> BoxFuture<'static, Result<Option<String>, Status>> {
         let this = self.clone();
         let id = connection.to_string();
-        Box::pin(async move { this.connection(&id).await })
+        Box::pin(async move { this.connection_with(&id, fds).await })
     }
 }

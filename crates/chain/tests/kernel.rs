@@ -232,6 +232,60 @@ fn a_kernel_request_whose_netns_came_by_fd_is_plumbed_and_closes_after_the_sende
     assert_eq!(in_use, 0);
 }
 
+/// A forwarder restarted between Request and Close holds no handle on the
+/// client's namespace, and without hostPID cannot find it in /proc: the
+/// Close's own connection sends it again by fd, as nsmgr does on Close.
+#[test]
+fn a_close_after_a_restart_reaches_the_namespace_its_connection_sent() {
+    let test = "a_close_after_a_restart_reaches_the_namespace";
+    let Some(client) = private_netns_or_skip(test) else {
+        return;
+    };
+    let sriov_netlink::NetnsUrl::File(path) = client.url().clone() else {
+        panic!("private namespaces have a file URL");
+    };
+    let checked = in_private_netns(test, |nl| async move {
+        let (h, token) = fd_only_forwarder(&nl, &["enp59s2"]).await;
+        // What nsmgr keeps of the client's namespace: an open fd.
+        let kept: std::os::fd::OwnedFd = std::fs::File::open(&path).unwrap().into();
+        let (nsmgr, ours, url) = sent_by_fd(&path).await;
+        let conn = h
+            .request_with_fds(&ours.table(), kernel_request("f1", &token, &url))
+            .await
+            .unwrap();
+        drop((nsmgr, ours));
+        drop(client);
+        let netlink: Arc<dyn NetlinkOps> = Arc::new(nl.clone());
+        let h = h.restart_with(
+            netlink,
+            Options {
+                netns_proc_scan: false,
+                ..Default::default()
+            },
+        );
+        // The Close's connection sends the namespace again.
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (mut nsmgr, mut ours) = (FdStream::new(a), FdStream::new(b));
+        let (dev, ino) = nsmgr.sender().send(kept).unwrap();
+        assert_eq!(sriov_grpcfd::inode_url(dev, ino), url);
+        nsmgr.write_all(b"Close").await.unwrap();
+        let mut got = [0u8; 5];
+        ours.read_exact(&mut got).await.unwrap();
+        let closed = h.close_with_fds(&ours.table(), conn).await;
+        let home = nl
+            .link(&sriov_netlink::LinkRef::Name("enp59s2".into()))
+            .await
+            .unwrap();
+        (closed, home, h.in_use())
+    });
+    let Some((closed, home, in_use)) = checked else {
+        return;
+    };
+    closed.expect("Close after the restart");
+    assert!(home.is_some(), "VF netdev back home after Close");
+    assert_eq!(in_use, 0);
+}
+
 #[test]
 fn an_inode_not_sent_on_this_connection_is_refused_and_nothing_changes() {
     let test = "an_inode_not_sent_on_this_connection_is_refused";

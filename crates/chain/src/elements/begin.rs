@@ -164,7 +164,10 @@ impl Element for Begin {
             // unguessable UUID of ours, which only the connection's
             // path knows, so naming it is the caller's proof.
             let reclaimed = match &self.orphans {
-                Some(o) => o.reclaim(&id).await,
+                Some(o) => {
+                    o.reclaim(&id, call.get::<CallFds>().map(|f| f.0.clone()))
+                        .await
+                }
                 None => Ok(None),
             };
             drop(guard);

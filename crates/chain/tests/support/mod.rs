@@ -475,13 +475,17 @@ impl Harness {
     /// kill -9 and start again: a new chain and pool on the same sysfs,
     /// state directory and cgroup tree (nothing in memory survives).
     pub fn restart(self, netlink: Arc<dyn NetlinkOps>) -> Self {
+        self.restart_with(netlink, Options::default())
+    }
+
+    /// [`Harness::restart`] with options of its own.
+    pub fn restart_with(self, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
         let Node {
             fake,
             _state,
             cgroup_root,
             ..
         } = self.node;
-        let o = Options::default();
         let node = Node::build(fake, _state, Some(cgroup_root), &o);
         Self::build(node, netlink, o)
     }
@@ -518,6 +522,17 @@ impl Harness {
 
     pub async fn close(&self, c: Connection) -> Result<(), Status> {
         self.chain.close(&mut Ctx::new(), c).await
+    }
+
+    /// A Close as a connection whose fd table is `fds` makes it.
+    pub async fn close_with_fds(
+        &self,
+        fds: &sriov_grpcfd::FdTable,
+        c: Connection,
+    ) -> Result<(), Status> {
+        let mut ctx = Ctx::new();
+        ctx.insert(sriov_chain::records::CallFds(fds.clone()));
+        self.chain.close(&mut ctx, c).await
     }
 
     /// A Request as a connection whose fd table is `fds` makes it.
