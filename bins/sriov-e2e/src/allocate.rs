@@ -24,6 +24,7 @@ use sriov_pci::{PciAddress, Sysfs};
 
 use crate::checks::Report;
 use crate::forwarder::{self, Paths};
+use crate::nsc;
 use crate::{Options, client};
 
 /// Options of the `allocate` mode.
@@ -329,7 +330,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
     .await;
 
     // The NSM Request with that token gets that VF.
-    let mut nsc = client::reconnect(&p.listen_socket).await?;
+    let mut nsc = nsc::reconnect(&p.listen_socket).await?;
     let params = vec![
         ("tokenID", token.clone()),
         ("cgroupDir", o.cgroup_dir.clone()),

@@ -26,6 +26,7 @@ use sriov_nsm::fake::FakeNsmgr;
 
 use crate::checks::Report;
 use crate::forwarder::{self, Forwarder, Paths};
+use crate::nsc;
 use crate::{Options, client, inspect};
 
 /// What the campaign works with, from the main flow.
@@ -310,7 +311,7 @@ async fn one(
             &[]
         };
         restart(s, fwd, env)?;
-        let mut nsc = client::reconnect(s.listen).await?;
+        let mut nsc = nsc::reconnect(s.listen).await?;
         let conn = nsc
             .request(ask())
             .await
@@ -325,7 +326,7 @@ async fn one(
         // The armed start is the fault; then a client that just goes on.
         let injected = died(fwd, 20).await == Some(true);
         restart(s, fwd, &[])?;
-        let mut nsc = client::reconnect(s.listen).await?;
+        let mut nsc = nsc::reconnect(s.listen).await?;
         let conn = nsc
             .request(ask())
             .await
@@ -336,7 +337,7 @@ async fn one(
             .map_err(|e| format!("{id} Close after the fault: {}: {}", e.code(), e.message()))?;
         return Ok(injected);
     }
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let injected = match (&established, &fault.arm) {
         (Some(conn), _) => {
             let _ = nsc.close(conn.clone()).await;
@@ -359,7 +360,7 @@ async fn one(
     // The restarted forwarder, and a client that either retries (then
     // closes) or gives up and closes what it asked for.
     restart(s, fwd, &[])?;
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let retry = established.is_none() && rng.below(2) == 0;
     let asked = || ask().connection.unwrap_or_default();
     let to_close = match (&established, retry) {
@@ -679,7 +680,7 @@ async fn tally(
 
 /// A KERNEL Request, then its Close: the client's view that service works.
 async fn serves(s: &Scene<'_>, id: &str) -> Result<(), String> {
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let token = s.tokens.first().ok_or("a token")?;
     let req = client::request(id, "KERNEL", &kernel_request(s, id, token)?, true);
     let conn = nsc
@@ -727,7 +728,7 @@ async fn environment(
             true,
         ));
         req.set_timeout(Duration::from_secs(2));
-        let mut nsc = client::reconnect(s.listen).await?;
+        let mut nsc = nsc::reconnect(s.listen).await?;
         let hung = match nsc.request(req).await {
             // tonic's client reports its own timeout as CANCELLED.
             Err(e)
@@ -847,7 +848,7 @@ async fn racing(
     rng: &mut Rng,
     table: &mut BTreeMap<String, Row>,
 ) -> Result<(), String> {
-    let nsc = client::reconnect(s.listen).await?;
+    let nsc = nsc::reconnect(s.listen).await?;
     let mut calls = Vec::new();
     for (t, token) in s.tokens.iter().enumerate() {
         for k in 0..per_token {
@@ -862,7 +863,7 @@ async fn racing(
             // which would end every racer at once.
             let listen = s.listen.to_path_buf();
             calls.push(tokio::spawn(async move {
-                let Ok(mut nsc) = client::connect(&listen).await else {
+                let Ok(mut nsc) = nsc::connect(&listen).await else {
                     return (id, None, false);
                 };
                 let call = nsc.request(req);

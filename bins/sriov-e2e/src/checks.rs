@@ -12,6 +12,7 @@ use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::{PciAddress, Sysfs};
 
 use crate::forwarder::{self, Paths};
+use crate::nsc;
 use crate::{Options, client, inspect};
 
 /// PASS/FAIL lines.
@@ -338,7 +339,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     //
     // KERNEL.
     let client_ns = PrivateNetns::new().map_err(|e| format!("client namespace: {e}"))?;
-    let (mut nsc, fds) = client::connect_with_fds(&listen).await?;
+    let (mut nsc, fds) = nsc::connect_with_fds(&listen).await?;
     // As the NSM manager sends it: the namespace by fd, named inode://
     // (or, with --netns-by-path, the file:// path a forwarder in
     // development mode finds by itself).
@@ -348,7 +349,7 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         let NetnsUrl::File(path) = client_ns.url().clone() else {
             return Err("client URL".into());
         };
-        client::send_netns(&fds, &path)?
+        nsc::send_netns(&fds, &path)?
     };
     let params = vec![
         ("tokenID", token.clone()),
@@ -618,7 +619,7 @@ async fn vfio(
     r: &mut Report,
     sysfs: &Sysfs,
     plugin: &mut DevicePluginClient<tonic::transport::Channel>,
-    nsc: &mut crate::client::Nsc,
+    nsc: &mut crate::nsc::Nsc,
     healthy: &[String],
     ctr: &std::path::Path,
 ) -> Result<(), String> {

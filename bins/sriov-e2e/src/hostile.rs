@@ -209,7 +209,7 @@ fn refresh(conn: Connection) -> NetworkServiceRequest {
 pub(crate) async fn run(
     s: Scene<'_>,
     r: &mut Report,
-    nsc: &mut crate::client::Nsc,
+    nsc: &mut crate::nsc::Nsc,
 ) -> Result<(), String> {
     let before = host(&s)?;
     let other_ns = PrivateNetns::new().map_err(|e| format!("attacker namespace: {e}"))?;

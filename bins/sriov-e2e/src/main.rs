@@ -18,6 +18,7 @@ mod client;
 mod forwarder;
 mod hostile;
 mod inspect;
+mod nsc;
 mod restart;
 mod soak;
 mod spire;

@@ -14,6 +14,7 @@ use sriov_pci::PciAddress;
 
 use crate::checks::Report;
 use crate::forwarder::{self, Forwarder, Paths};
+use crate::nsc;
 use crate::{Options, client, inspect};
 
 /// What the scenario works with, from the main flow.
@@ -60,7 +61,7 @@ async fn kill_and_restart_for(
 
 async fn request(
     s: &Scene<'_>,
-    nsc: &mut crate::client::Nsc,
+    nsc: &mut crate::nsc::Nsc,
     id: &str,
     name: &str,
 ) -> Result<(Connection, String), String> {
@@ -110,10 +111,10 @@ async fn undone(
 
 pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Result<(), String> {
     // 1. Close after a restart.
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let (conn, home) = request(&s, &mut nsc, "conn-restart-close", "nsm-r1").await?;
     kill_and_restart(s.o, s.paths, fwd).await?;
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let closed = nsc.close(conn).await;
     let verdict = match closed {
         Ok(_) => undone(&s, fwd, "nsm-r1", &home).await?,
@@ -149,7 +150,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // 3. VFIO: a Close after a restart revokes the recorded device rules
     // and gives the VF its kernel driver back.
     if s.o.vfio {
-        let mut nsc = client::reconnect(s.listen).await?;
+        let mut nsc = nsc::reconnect(s.listen).await?;
         let params = vec![
             ("tokenID", s.token.to_string()),
             ("cgroupDir", s.paths.pod_glob(s.ctr)),
@@ -169,7 +170,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         // is read after the Close is what the restarted process wrote.
         std::fs::write(s.ctr.join("devices.deny"), "").map_err(|e| e.to_string())?;
         kill_and_restart(s.o, s.paths, fwd).await?;
-        let mut nsc = client::reconnect(s.listen).await?;
+        let mut nsc = nsc::reconnect(s.listen).await?;
         let closed = nsc.close(conn).await;
         let driver = s.sysfs.driver(vf).map_err(|e| e.to_string())?;
         let denied = std::fs::read_to_string(s.ctr.join("devices.deny")).unwrap_or_default();
@@ -198,7 +199,7 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
     // closes the connection from the record. Tokens live long here, so no
     // expiry can do it instead.
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let (_, home) = request(&s, &mut nsc, "conn-restart-pod-gone", "nsm-r5").await?;
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
     s.kubelet.remove_pod(s.pod);
@@ -220,7 +221,7 @@ async fn vanished_namespace(
     r: &mut Report,
     fwd: &mut Forwarder,
 ) -> Result<(), String> {
-    let mut nsc = client::reconnect(s.listen).await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
     let (o, paths) = (s.o, s.paths);
     let home = {
         let doomed = PrivateNetns::new().map_err(|e| format!("a namespace to lose: {e}"))?;

@@ -13,6 +13,7 @@ use sriov_pci::{PciAddress, Sysfs};
 
 use crate::checks::Report;
 use crate::forwarder::Forwarder;
+use crate::nsc;
 use crate::{client, inspect};
 
 /// What the scenario works with, from the main flow.
@@ -68,7 +69,7 @@ async fn vf_state(s: &Scene<'_>, fwd: &Forwarder) -> Result<BTreeMap<String, Str
 
 async fn cycle(
     s: &Scene<'_>,
-    nsc: &mut crate::client::Nsc,
+    nsc: &mut crate::nsc::Nsc,
     n: usize,
     vfio: bool,
 ) -> Result<(), String> {
@@ -109,7 +110,7 @@ pub(crate) async fn run(
     fwd: &Forwarder,
     kernel_cycles: usize,
 ) -> Result<(), String> {
-    let mut nsc = client::connect(s.listen).await?;
+    let mut nsc = nsc::connect(s.listen).await?;
     let vfio_cycles = if s.vfio.is_some() {
         kernel_cycles / 4
     } else {
