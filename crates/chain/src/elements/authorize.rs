@@ -189,9 +189,14 @@ impl Element for Authorize {
         connection: Connection,
         next: Next<'_>,
     ) -> Result<(), Status> {
+        // A Close with no caller is the forwarder's own (an expiry, the
+        // sweep): it acts for the owner.
+        let Some(caller) = ctx.get::<Caller>() else {
+            return next.close(ctx, connection).await;
+        };
         if ctx
             .get::<Owner>()
-            .is_some_and(|owner| *owner != Owner::of_call(&connection, ctx.get::<Caller>()))
+            .is_some_and(|owner| *owner != Owner::of_call(&connection, Some(caller)))
         {
             return Err(refused("Close", &connection.id));
         }
@@ -253,6 +258,8 @@ mod tests {
     async fn another_clients_refresh_and_close_are_refused() {
         let chain = crate::Chain::new().with(Authorize::owner_only());
         let mut ctx = Ctx::new();
+        // A plaintext gRPC caller (the server always says who calls).
+        ctx.insert(Caller::default());
         let req = |c| NetworkServiceRequest {
             connection: Some(c),
             mechanism_preferences: vec![],
@@ -328,6 +335,21 @@ mod tests {
         ctx.insert(caller("spiffe://example.org/nsmgr"));
         chain.close(&mut ctx, conn("a")).await.unwrap();
         assert!(!owners.owns("spiffe://example.org/nsmgr", "a"));
+    }
+
+    #[tokio::test]
+    async fn the_forwarders_own_close_acts_for_a_secure_owner() {
+        let chain = crate::Chain::new().with(Authorize::owner_only());
+        let mut ctx = Ctx::new();
+        ctx.insert(caller("spiffe://example.org/nsmgr"));
+        let req = NetworkServiceRequest {
+            connection: Some(conn("a")),
+            mechanism_preferences: vec![],
+        };
+        chain.request(&mut ctx, req).await.unwrap();
+        // What `begin` does after the call: the caller goes.
+        ctx.remove::<Caller>();
+        chain.close(&mut ctx, conn("a")).await.unwrap();
     }
 
     #[tokio::test]

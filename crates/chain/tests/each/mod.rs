@@ -207,6 +207,8 @@ async fn authorize_refuses_another_clients_close_before_the_rest_runs() {
             .with(probe.clone()),
     );
     let mut ctx = Ctx::new();
+    // A gRPC caller (plaintext): the server always says who calls.
+    ctx.insert(sriov_chain::caller::Caller::default());
     let mine = request("c1", MECH_KERNEL, &[]);
     chain.request(&mut ctx, mine.clone()).await.unwrap();
     let theirs = connection(&request("c2", MECH_KERNEL, &[]));
