@@ -478,6 +478,9 @@ pub struct PoolManager {
     settings: Arc<PoolSettings>,
     pools: Vec<Arc<ResourcePool>>,
     pub(crate) links: Arc<dyn LinkHealth>,
+    /// The config's skipped resources and warnings, for `explain`: a resource left out for
+    /// bad selectors has no pool to report on.
+    pub(crate) config_notes: Vec<String>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -520,11 +523,18 @@ impl PoolManager {
                 ))
             })
             .collect();
+        let config_notes = config
+            .skipped
+            .iter()
+            .chain(&config.warnings)
+            .map(ToString::to_string)
+            .collect();
         Self {
             host,
             settings,
             pools,
             links,
+            config_notes,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct Report {
     pub devices: Vec<DeviceReport>,
     /// Every configured resource, in config order.
     pub pools: Vec<PoolReport>,
+    /// Resources the config leaves out (selectors that do not parse) and its warnings.
+    #[serde(default)]
+    pub config: Vec<String>,
 }
 
 /// One device and what happened to it.
@@ -352,6 +355,7 @@ impl PoolManager {
         Ok(Report {
             devices,
             pools: reports,
+            config: self.config_notes.clone(),
         })
     }
 }
@@ -459,6 +463,13 @@ impl fmt::Display for Report {
             writeln!(f, "{}: {} allocatable", p.resource, p.allocatable)?;
             for why in p.why() {
                 writeln!(f, "    {why}")?;
+            }
+        }
+        if !self.config.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "CONFIG")?;
+            for note in &self.config {
+                writeln!(f, "    {note}")?;
             }
         }
         Ok(())

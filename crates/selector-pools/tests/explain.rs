@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sriov_pci_fake::{FakeSysfs, testdata_sysfs};
 use sriov_selector_pools::{
     Config, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth, Outcome, PoolManager,
-    PoolSettings, Report,
+    PoolSettings, Report, Strictness,
 };
 
 struct Node {
@@ -283,4 +283,27 @@ fn the_json_form_round_trips_and_tags_each_outcome() {
     assert_eq!(rdma_vf["pfName"], "ens1f0np0");
     assert_eq!(value["pools"][0]["allocatable"], 8);
     assert_eq!(value["pools"][0]["bySelector"][0], 8);
+}
+
+#[test]
+fn a_resource_skipped_for_bad_selectors_is_named_in_the_report() {
+    let config = Config::parse_with(
+        r#"{"resourceList":[
+          {"resourceName":"good","selectors":{"drivers":["iavf"]}},
+          {"resourceName":"bad","selectors":{"vendors":["intel"]},"bogus":1}
+        ]}"#,
+        "intel.com",
+        Strictness::Lenient,
+    )
+    .unwrap();
+    let report = Node::new().report_with(&config, "intel.com", Arc::new(NoLinkHealth));
+    assert_eq!(report.pools.len(), 1, "the bad resource has no pool");
+    assert_eq!(report.config.len(), 2, "{:?}", report.config);
+    assert!(
+        report.config[0].starts_with("resourceList[1]: skipped: resourceList[1].selectors.vendors[0]"),
+        "{:?}",
+        report.config
+    );
+    assert!(report.config[1].starts_with("resourceList[1].bogus: "), "{:?}", report.config);
+    assert!(report.to_string().contains("\nCONFIG\n    resourceList[1]: skipped: "));
 }
