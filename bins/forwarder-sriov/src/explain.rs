@@ -107,8 +107,9 @@ pub(crate) fn report(config_file: &Path, sysfs: &Sysfs, tokens: &[Token]) -> Res
             (None, Some(s), _) => Outcome::Excluded {
                 reason: format!("configured PF skipped: {}", skipped_line(s)),
             },
+            // The file is named once, above the resources.
             _ => Outcome::Excluded {
-                reason: format!("PF not in the config {file}"),
+                reason: "PF not in the config".to_string(),
             },
         };
         devices.push(DeviceRow {
@@ -132,9 +133,8 @@ pub(crate) fn report(config_file: &Path, sysfs: &Sysfs, tokens: &[Token]) -> Res
                         "VF {} of {} is not in its virtualFunctions list{}",
                         vf.index,
                         d.address,
-                        c.line.map_or_else(String::new, |l| format!(
-                            " ({file}: PF at line {l})"
-                        ))
+                        c.line
+                            .map_or_else(String::new, |l| format!(" ({file}: PF at line {l})"))
                     ),
                 },
                 (None, Some(_)) => Outcome::Excluded {
@@ -235,10 +235,7 @@ fn resources(
             let held: usize = held_elsewhere.values().sum();
             row.vfs += vfs;
             row.allocatable += vfs.saturating_sub(held);
-            let mut line = format!(
-                "PF {pf}{}: {vfs} VFs",
-                netdev_of(&e.pf.device.netdevs)
-            );
+            let mut line = format!("PF {pf}{}: {vfs} VFs", netdev_of(&e.pf.device.netdevs));
             if vfs == 0 {
                 let _ = write!(
                     line,

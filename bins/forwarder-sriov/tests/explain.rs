@@ -85,13 +85,13 @@ fn explain_gives_every_network_function_its_resources_or_a_reason() {
     }
     assert!(row(&out, "0000:3b:02.1").ends_with("0000:3b:00.0 #1  in worker.domain/10G"));
     assert!(
-        row(&out, "0000:3b:02.2").contains(
-            "EXCLUDED VF 2 of 0000:3b:00.0 is not in its virtualFunctions list"
-        ),
+        row(&out, "0000:3b:02.2")
+            .contains("EXCLUDED VF 2 of 0000:3b:00.0 is not in its virtualFunctions list"),
         "{out}"
     );
     assert!(
-        row(&out, "0000:3b:0a.3").ends_with("EXCLUDED PF 0000:3b:00.1 (ens785f1) not in the config"),
+        row(&out, "0000:3b:0a.3")
+            .ends_with("EXCLUDED PF 0000:3b:00.1 (ens785f1) not in the config"),
         "{out}"
     );
     assert!(row(&out, "0000:3b:00.1").contains("EXCLUDED PF not in the config"));
@@ -116,7 +116,10 @@ fn explain_gives_every_network_function_its_resources_or_a_reason() {
         out.contains("worker.domain/1G: 0 allocatable\n    PF 0000:01:00.0 (enp1s0): 0 VFs now; the daemon creates sriov_totalvfs (7) at start"),
         "{out}"
     );
-    assert!(out.contains("other/1G: 0 allocatable\n    PF 0000:00:1f.6 skipped: not an SR-IOV PF"), "{out}");
+    assert!(
+        out.contains("other/1G: 0 allocatable\n    PF 0000:00:1f.6 skipped: not an SR-IOV PF"),
+        "{out}"
+    );
     // Read-only: the PF without VFs still has none.
     let numvfs =
         std::fs::read_to_string(dir.path().join("bus/pci/devices/0000:01:00.0/sriov_numvfs"))
@@ -197,7 +200,9 @@ fn explain_fails_naming_the_file_line_and_field_it_cannot_use() {
     let (ok, _, err) = explain(dir.path(), &[]);
     assert!(!ok);
     assert!(
-        err.contains("pci.config:3:5: physicalFunctions.0000:3b:00.0: missing field `vfKernelDriver`"),
+        err.contains(
+            "pci.config:3:5: physicalFunctions.0000:3b:00.0: missing field `vfKernelDriver`"
+        ),
         "{err}"
     );
 }

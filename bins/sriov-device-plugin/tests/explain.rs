@@ -77,7 +77,13 @@ fn explain_prints_a_reason_for_every_device_kept_out_of_the_readme_config() {
             "{row}"
         );
     }
-    let row = |addr: &str| *rows.iter().find(|r| r.starts_with(addr)).unwrap().to_owned();
+    let row = |addr: &str| {
+        *rows
+            .iter()
+            .find(|r| r.starts_with(addr))
+            .unwrap()
+            .to_owned()
+    };
     assert!(
         row("0000:5e:00.2").ends_with(
             "ens1f0np0 #0  EXCLUDED nvidia.com/mlnx_sriov_rdma: selectors[0]: isRdma: it has no RDMA device (are the RDMA modules loaded?)"
@@ -141,5 +147,8 @@ fn explain_refuses_a_config_that_does_not_load_naming_the_field() {
     std::fs::write(&bad, r#"{"resourceList":[{"selectors":{}}]}"#).unwrap();
     let (ok, out, err) = node.explain(&["--config", bad.to_str().unwrap()]);
     assert!(!ok, "{out}");
-    assert!(err.contains("resourceList[0].resourceName: required"), "{err}");
+    assert!(
+        err.contains("resourceList[0].resourceName: required"),
+        "{err}"
+    );
 }

@@ -190,7 +190,10 @@ fn operator_written_ranges_and_arrays_give_the_index_and_the_selector() {
                 reason,
                 "openshift.io/intel_dpdk: selectors[1]: pfNames: VF index 1 of ens785f1 is outside [ens785f1#2-3]"
             );
-            let dpdk = refusals.iter().find(|r| r.resource == dpdk.resource).unwrap();
+            let dpdk = refusals
+                .iter()
+                .find(|r| r.resource == dpdk.resource)
+                .unwrap();
             assert_eq!(
                 dpdk.reasons,
                 vec![
@@ -248,7 +251,10 @@ fn a_pool_names_what_an_earlier_pool_took_and_what_discovery_left_out() {
 fn a_down_pf_link_makes_its_vfs_unhealthy_and_the_count_says_so() {
     let node = Node::new();
     let links = Arc::new(LinkTable::new());
-    links.replace_all([("ens785f0".to_string(), false), ("ens785f1".to_string(), true)]);
+    links.replace_all([
+        ("ens785f0".to_string(), false),
+        ("ens785f1".to_string(), true),
+    ]);
     let config = Config::parse(
         r#"{"resourceList":[{"resourceName":"x710","selectors":{"drivers":["iavf"]}}]}"#,
         "intel.com",
@@ -263,7 +269,11 @@ fn a_down_pf_link_makes_its_vfs_unhealthy_and_the_count_says_so() {
         "{:?}",
         p.why()
     );
-    assert!(report.to_string().contains("in intel.com/x710, UNHEALTHY: link ens785f0 is down"));
+    assert!(
+        report
+            .to_string()
+            .contains("in intel.com/x710, UNHEALTHY: link ens785f0 is down")
+    );
 }
 
 #[test]
@@ -300,10 +310,19 @@ fn a_resource_skipped_for_bad_selectors_is_named_in_the_report() {
     assert_eq!(report.pools.len(), 1, "the bad resource has no pool");
     assert_eq!(report.config.len(), 2, "{:?}", report.config);
     assert!(
-        report.config[0].starts_with("resourceList[1]: skipped: resourceList[1].selectors.vendors[0]"),
+        report.config[0]
+            .starts_with("resourceList[1]: skipped: resourceList[1].selectors.vendors[0]"),
         "{:?}",
         report.config
     );
-    assert!(report.config[1].starts_with("resourceList[1].bogus: "), "{:?}", report.config);
-    assert!(report.to_string().contains("\nCONFIG\n    resourceList[1]: skipped: "));
+    assert!(
+        report.config[1].starts_with("resourceList[1].bogus: "),
+        "{:?}",
+        report.config
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("\nCONFIG\n    resourceList[1]: skipped: ")
+    );
 }
