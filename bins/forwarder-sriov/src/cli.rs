@@ -76,6 +76,16 @@ enum Command {
         #[arg(long)]
         allow_missing: bool,
     },
+    /// For every PCI network device, the resources it serves or why it serves
+    /// none (PF not in the config, VF not listed, PF skipped and why); for
+    /// every configured resource, why kubelet shows the count it shows.
+    /// Reads the same environment as check-config, and NSM_STATE_DIR for the
+    /// VFs pods hold. Changes nothing.
+    Explain {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print PFs, VFs, drivers and IOMMU groups as discovery sees them.
     Inventory {
         #[command(flatten)]
@@ -233,6 +243,7 @@ impl Cli {
                 ))
             }
             Command::CheckConfig { allow_missing } => crate::check::run(allow_missing),
+            Command::Explain { json } => crate::explain::run(json),
             Command::Inventory {
                 sysfs,
                 json,

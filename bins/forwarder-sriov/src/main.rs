@@ -2,13 +2,15 @@
 //!
 //! This crate only composes the library crates; behaviour lives in them.
 //! Without a subcommand it runs the daemon (`daemon.rs`); `check-config`
-//! validates the environment and the config file; `inventory` shows what
+//! validates the environment and the config file; `explain` says why each
+//! device serves which resource or none; `inventory` shows what
 //! discovery sees; `pci` runs operator actions on PFs and VFs through the
 //! same code the daemon uses.
 
 mod check;
 mod cli;
 mod daemon;
+mod explain;
 mod inventory;
 mod logging;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// SR-IOV network device plugin, a drop-in for sriov-network-device-plugin.
 /// `--version`: the package version and the commit baked in at build time
@@ -22,11 +22,14 @@ pub(crate) fn version() -> &'static str {
 #[derive(Debug, Parser)]
 #[command(name = "sriov-device-plugin", version = version())]
 pub(crate) struct Args {
+    /// Without one, the plugin serves kubelet.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
     /// JSON device pool config file.
-    #[arg(long, default_value = sriov_selector_pools::DEFAULT_CONFIG_FILE)]
+    #[arg(long, global = true, default_value = sriov_selector_pools::DEFAULT_CONFIG_FILE)]
     pub(crate) config_file: PathBuf,
     /// Resource name prefix for resources that set none.
-    #[arg(long, default_value = sriov_selector_pools::DEFAULT_RESOURCE_PREFIX)]
+    #[arg(long, global = true, default_value = sriov_selector_pools::DEFAULT_RESOURCE_PREFIX)]
     pub(crate) resource_prefix: String,
     /// Hand devices to containers as CDI devices and keep CDI specs in --cdi-dir.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -44,13 +47,13 @@ pub(crate) struct Args {
     pub(crate) dry_run: bool,
 
     /// Root of sysfs (its bus/pci/devices and bus/pci/drivers are read).
-    #[arg(long, default_value = "/sys")]
+    #[arg(long, global = true, default_value = "/sys")]
     pub(crate) sysfs_root: PathBuf,
     /// IPv4 routing table, for leaving NICs with the default route to the host.
-    #[arg(long, default_value = "/proc/net/route")]
+    #[arg(long, global = true, default_value = "/proc/net/route")]
     pub(crate) proc_net_route: PathBuf,
     /// Directory holding vhost-net and net/tun.
-    #[arg(long, default_value = "/dev")]
+    #[arg(long, global = true, default_value = "/dev")]
     pub(crate) dev_dir: PathBuf,
     /// Kubelet's device-plugin directory (kubelet.sock).
     #[arg(long, default_value = "/var/lib/kubelet/device-plugins")]
@@ -72,7 +75,7 @@ pub(crate) struct Args {
     pub(crate) rescan_interval: u64,
     /// Where device health comes from: `none` (SRDP's: healthy while the device exists) or
     /// `netlink` (also unhealthy while the PF's link is down or the VF's netdev is gone).
-    #[arg(long, default_value = "none", value_parser = ["netlink", "none"])]
+    #[arg(long, global = true, default_value = "none", value_parser = ["netlink", "none"])]
     pub(crate) link_health: String,
 
     /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
@@ -100,6 +103,22 @@ pub(crate) struct Args {
     /// glog flag; ignored.
     #[arg(long, hide = true)]
     pub(crate) stderrthreshold: Option<String>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// For every network device on the node, the pool it joined or the first selector that
+    /// kept it out of each pool; for every pool, why it has the count kubelet shows
+    /// (members, unhealthy, taken by an earlier pool, left out by discovery). Reads only.
+    Explain {
+        /// The config file to judge (default: --config-file).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Go's flag package accepts `-flag` as well as `--flag`; clap wants two dashes for long
@@ -130,6 +149,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(go_style(args.iter().map(|s| s.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn explain_takes_its_config_and_the_path_flags_on_either_side() {
+        let a = parse(&[
+            "x",
+            "--sysfs-root=/tmp/a",
+            "explain",
+            "--config",
+            "/etc/c.json",
+            "--json",
+            "--proc-net-route=/tmp/route",
+        ]);
+        match a.command {
+            Some(Command::Explain { config, json }) => {
+                assert_eq!(config, Some(PathBuf::from("/etc/c.json")));
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.sysfs_root, PathBuf::from("/tmp/a"));
+        assert_eq!(a.proc_net_route, PathBuf::from("/tmp/route"));
+        assert!(parse(&["x"]).command.is_none(), "no subcommand serves");
     }
 
     #[test]

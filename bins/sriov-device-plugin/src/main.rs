@@ -2,11 +2,13 @@
 //! k8snetworkplumbingwg/sriov-network-device-plugin (same flags, config, resource names, env
 //! and device-info files), built on `sriov-selector-pools` and `sriov-deviceplugin`.
 //!
-//! Composition only: load the config (exit on any error, naming the field), discover, serve
+//! Composition only: `explain` (`explain.rs`) says why each device is or is not in a pool;
+//! otherwise load the config (exit on any error, naming the field), discover, serve
 //! one device plugin per resource, keep pools current (periodic rescans and netlink link
 //! events), and clean device-info files and CDI specs at start and stop.
 
 mod args;
+mod explain;
 mod links;
 
 use std::sync::Arc;
@@ -52,6 +54,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Strictness::Lenient
     };
+    if let Some(args::Command::Explain { config: file, json }) = &args.command {
+        return explain::run(&args, file.as_deref(), *json, strictness);
+    }
     let config = Config::load_with(&args.config_file, &args.resource_prefix, strictness)
         .with_context(|| format!("invalid config {}", args.config_file.display()))?;
     for w in &config.warnings {

@@ -29,7 +29,10 @@
 //! or node), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
 //! device specs by driver (or CDI names with `--use-cdi`), and a device-info file per device.
 //! [`PoolManager::explain`] says for every device which pool took it and why the others did
-//! not (`--dry-run`).
+//! not (`--dry-run`); [`PoolManager::report`] (`explain`) boils that down to one reason per
+//! device (the nearest miss: the refusal that came latest in SRDP's selector order) and says
+//! for every pool why it has the count it has (members, unhealthy, devices an earlier pool
+//! took, devices discovery left out), as a table or as JSON.
 //!
 //! # Example
 //!
@@ -74,6 +77,7 @@ mod host;
 mod info;
 mod netlink_health;
 mod pool;
+mod report;
 pub mod selector;
 
 pub use config::{
@@ -99,3 +103,4 @@ pub use netlink_health::follow_links;
 pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
+pub use report::{DeviceNote, DeviceReport, Outcome, PoolRefusal, PoolReport, Report};

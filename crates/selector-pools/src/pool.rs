@@ -183,19 +183,8 @@ impl ResourcePool {
                 .insert(id, (dev.driver.clone(), dev.netdevs.clone()));
         }
         drop(state);
-        // The PF's link is what the VF's traffic leaves by; a PF (without VFs) is its own, and
-        // once a pod holds it, its netdev is the pod's business.
-        let uplink = match (&dev.pf_name, dev.is_vf() || dev.aux.is_some()) {
-            (Some(pf), _) => Some(pf.as_str()),
-            (None, false) if !allocated => dev.netdevs.first().map(String::as_str),
-            _ => None,
-        };
-        if let Some(name) = uplink {
-            match links.state(name) {
-                LinkState::Unhealthy => return Some(format!("link {name} is down")),
-                LinkState::Absent => return Some(format!("link {name} is gone")),
-                LinkState::Healthy | LinkState::Unknown => {}
-            }
+        if let Some(why) = uplink_health(dev, allocated, links) {
+            return Some(why);
         }
         // A VF netdev handed to a pod leaves our namespace on purpose; only a device nobody
         // holds counts as broken when its netdev vanishes.
@@ -210,6 +199,11 @@ impl ResourcePool {
             }
         }
         None
+    }
+
+    /// Whether `dev` (by ID) is held by a pod, as kubelet last told us.
+    pub(crate) fn is_allocated(&self, id: &str) -> bool {
+        self.lock().allocated.contains(id)
     }
 
     fn cdi_spec(&self) -> CdiSpec {
@@ -357,6 +351,26 @@ impl Backend for ResourcePool {
     }
 }
 
+/// The part of a device's health that needs no memory of earlier passes: its uplink's state.
+/// The PF's link is what the VF's traffic leaves by; a PF (without VFs) is its own, and once a
+/// pod holds it, its netdev is the pod's business.
+pub(crate) fn uplink_health(
+    dev: &HostDevice,
+    allocated: bool,
+    links: &dyn LinkHealth,
+) -> Option<String> {
+    let uplink = match (&dev.pf_name, dev.is_vf() || dev.aux.is_some()) {
+        (Some(pf), _) => Some(pf.as_str()),
+        (None, false) if !allocated => dev.netdevs.first().map(String::as_str),
+        _ => None,
+    }?;
+    match links.state(uplink) {
+        LinkState::Unhealthy => Some(format!("link {uplink} is down")),
+        LinkState::Absent => Some(format!("link {uplink} is gone")),
+        LinkState::Healthy | LinkState::Unknown => None,
+    }
+}
+
 /// Why a pool's selector did not take a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -460,10 +474,13 @@ impl fmt::Display for Explanation {
 
 /// Every pool of a config, and the assignment of devices to them.
 pub struct PoolManager {
-    host: Host,
+    pub(crate) host: Host,
     settings: Arc<PoolSettings>,
     pools: Vec<Arc<ResourcePool>>,
-    links: Arc<dyn LinkHealth>,
+    pub(crate) links: Arc<dyn LinkHealth>,
+    /// The config's skipped resources and warnings, for `explain`: a resource left out for
+    /// bad selectors has no pool to report on.
+    pub(crate) config_notes: Vec<String>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -506,11 +523,18 @@ impl PoolManager {
                 ))
             })
             .collect();
+        let config_notes = config
+            .skipped
+            .iter()
+            .chain(&config.warnings)
+            .map(ToString::to_string)
+            .collect();
         Self {
             host,
             settings,
             pools,
             links,
+            config_notes,
         }
     }
 
@@ -526,7 +550,11 @@ impl PoolManager {
 
     /// Why `pool` (by index) does or does not take `dev`: the first selector taking it, or
     /// every refusal.
-    fn judge(&self, pool: &ResourcePool, dev: &HostDevice) -> Result<usize, Vec<Refusal>> {
+    pub(crate) fn judge(
+        &self,
+        pool: &ResourcePool,
+        dev: &HostDevice,
+    ) -> Result<usize, Vec<Refusal>> {
         let dt = pool.config.device_type;
         match (dt, &dev.aux) {
             (DeviceType::AuxNetDevice, None) => {
