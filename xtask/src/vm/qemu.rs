@@ -78,7 +78,10 @@ impl Boot<'_> {
             Accel::Tcg => ("q35,accel=tcg,kernel-irqchip=split", "max"),
         };
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-machine", machine, "-cpu", cpu, "-smp", "2", "-m", "512"])
+        // 1 GiB: the initramfs (debug builds of our binaries, stripped of
+        // debug info, ~180 MB with mTLS and the policy engine) is unpacked
+        // into RAM beside its own copy; 512 MiB no longer held both.
+        c.args(["-machine", machine, "-cpu", cpu, "-smp", "2", "-m", "1024"])
             // No default NIC, VGA or monitor: the only PCI function of interest is the igb PF.
             .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
             .args(["-no-reboot"])
