@@ -144,6 +144,9 @@ pub(crate) fn start_with(
         .env("NSM_CGROUP_PATH", &p.cgroup)
         .env("NSM_VFIO_PATH", &p.vfio)
         .env("NSM_RESOURCE_POLL_TIMEOUT", "1s")
+        // The default 50 ms bounds connect plus the mTLS handshake; debug
+        // builds under the VM test's emulated CPU need longer than that.
+        .env("NSM_DIAL_TIMEOUT", "2s")
         .env("NSM_LOG_LEVEL", "INFO")
         .envs(spire.map(|s| ("SPIFFE_ENDPOINT_SOCKET", s.forwarder_endpoint())))
         .envs(extra.iter().copied())
