@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sriov_chain::caller::{TOKEN_EXPIRES_HEADER, TOKEN_HEADER, format_expiry};
 use sriov_chain::elements::updatetoken::TokenSigner;
 use sriov_identity::Identity;
 use sriov_identity::testing::FakeWorkloadApi;
-use sriov_nsm::credentials::ServerIdentity;
+use sriov_nsm::credentials::{CallCredentials, ServerIdentity};
 use sriov_nsm::fake::FakeNsmgr;
 use sriov_nsm::security::{Security, SvidSigner};
-use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 
 /// The forwarder's SPIFFE ID in the stand-in's trust domain.
@@ -101,33 +99,20 @@ pub(crate) async fn nsmgr(socket: &Path) -> Result<FakeNsmgr, String> {
 /// Puts the token the NSM manager sends for its segment on every call:
 /// signed for the server the channel authenticated.
 #[derive(Clone, Default)]
-pub(crate) struct Tokens {
-    signer: Option<(Arc<dyn TokenSigner>, ServerIdentity)>,
-}
+pub(crate) struct Tokens(Option<CallCredentials>);
 
 impl Tokens {
     /// Tokens for the server `server` names, in secure mode; none otherwise.
     pub(crate) fn for_server(server: ServerIdentity) -> Self {
-        Self {
-            signer: get().map(|s| (s.signer.clone(), server)),
-        }
+        Self(get().map(|s| CallCredentials::new(s.signer.clone(), server)))
     }
 }
 
 impl Interceptor for Tokens {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some((signer, server)) = &self.signer else {
-            return Ok(req);
-        };
-        let signed = signer
-            .sign(server.get().as_ref())
-            .map_err(tonic::Status::unavailable)?;
-        let token = MetadataValue::try_from(signed.token.as_str())
-            .map_err(|_| tonic::Status::internal("token is not a header value"))?;
-        let expires = MetadataValue::try_from(format_expiry(signed.expires).as_str())
-            .map_err(|_| tonic::Status::internal("expiry is not a header value"))?;
-        req.metadata_mut().insert(TOKEN_HEADER, token);
-        req.metadata_mut().insert(TOKEN_EXPIRES_HEADER, expires);
+        if let Some(c) = &self.0 {
+            c.sign_into(req.metadata_mut())?;
+        }
         Ok(req)
     }
 }
@@ -230,12 +215,10 @@ pub(crate) async fn hostile(socket: &Path, r: &mut crate::checks::Report) -> Res
     let Security::Mtls(identity) = &spire.security else {
         return Err("secure mode without an identity".into());
     };
-    let expired = Tokens {
-        signer: Some((
-            Arc::new(SvidSigner::new(identity.clone(), Duration::ZERO)),
-            dialed.server.clone(),
-        )),
-    };
+    let expired = Tokens(Some(CallCredentials::new(
+        Arc::new(SvidSigner::new(identity.clone(), Duration::ZERO)),
+        dialed.server.clone(),
+    )));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let got = NetworkServiceClient::with_interceptor(dialed.channel, expired)
         .request(request())

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use sriov_chain::caller::{PeerIdentity, TOKEN_EXPIRES_HEADER, TOKEN_HEADER, format_expiry};
 use sriov_chain::elements::updatetoken::TokenSigner;
 use tonic::Status;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
 /// A handshake with the channel's server made only to learn who it is,
 /// recording it in the identity it is given.
@@ -114,16 +114,21 @@ impl CallCredentials {
     /// A token that cannot be made fails the call (`UNAVAILABLE`) rather
     /// than sending it without one, which the server's policies refuse.
     pub async fn apply<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Status> {
-        let server = self.server.learn().await;
+        self.server.learn().await;
+        self.sign_into(request.metadata_mut())
+    }
+
+    /// [`CallCredentials::apply`] for the server already known (no probe):
+    /// for interceptors, which cannot wait, on an eagerly dialed channel.
+    pub fn sign_into(&self, md: &mut MetadataMap) -> Result<(), Status> {
         let signed = self
             .signer
-            .sign(server.as_ref())
+            .sign(self.server.get().as_ref())
             .map_err(|why| Status::unavailable(format!("cannot sign the call's token: {why}")))?;
         let token = MetadataValue::try_from(signed.token.as_str())
             .map_err(|_| Status::internal("our token is not a valid header value"))?;
         let expires = MetadataValue::try_from(format_expiry(signed.expires).as_str())
             .map_err(|_| Status::internal("our token's expiry is not a valid header value"))?;
-        let md = request.metadata_mut();
         md.insert(TOKEN_HEADER, token);
         md.insert(TOKEN_EXPIRES_HEADER, expires);
         Ok(())

@@ -266,10 +266,13 @@ impl RegistryClient {
         let mut ids = self.path_ids.lock().unwrap_or_else(PoisonError::into_inner);
         if op == "Unregister" {
             ids.remove(name);
-        } else if let Some(first) = tokens.first() {
-            let id = sriov_identity::token::decode_unverified(first)
-                .map(|c| c.sub)
-                .unwrap_or_default();
+        } else if !tokens.is_empty() {
+            // The id the policies judged: the first token's subject, as
+            // the input read it.
+            let id = input.as_json()["resource_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             ids.insert(name.to_string(), vec![id]);
         }
         Ok(())
