@@ -29,6 +29,9 @@ pub(crate) trait Routes: Send + Sync + 'static {
 /// Slow clients must not hold a connection (and its task) for ever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once; scrapers and operators need a handful.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Binds `addr` and serves `routes` on it until `shutdown` resolves; then
 /// open connections are dropped, an unfinished profile with them.
 pub(crate) async fn bind<R: Routes>(
@@ -61,6 +64,12 @@ async fn accept<R: Routes>(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
+                // Past the cap the newcomer is closed at once: a flood
+                // must not take the daemon's fds.
+                Ok((stream, peer)) if connections.len() >= MAX_CONNECTIONS => {
+                    tracing::warn!(endpoint = what, %peer, "too many connections; closing");
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     connections.spawn(connection(what, stream, routes.clone()));
                 }

@@ -155,7 +155,7 @@ fn encode(report: &pprof::Report) -> Profile {
 
     for (frames, &count) in &report.data {
         let mut stack = Vec::with_capacity(frames.frames.len());
-        for frame in &frames.frames {
+        for frame in frames.frames.iter().skip_while(|f| is_sampler(f)) {
             let lines: Vec<(u64, i64)> = frame
                 .iter()
                 .map(|symbol| {
@@ -226,6 +226,18 @@ fn encode(report: &pprof::Report) -> Profile {
         period,
         ..Profile::default()
     }
+}
+
+/// The profiler's own frames on top of every stack (the unwinder called
+/// from its signal handler; pprof-rs drops only the handler's frame and
+/// the signal trampoline): they would be every sample's leaf.
+fn is_sampler(frame: &[pprof::Symbol]) -> bool {
+    frame.iter().any(|symbol| {
+        let name = symbol.name();
+        name.starts_with("backtrace::")
+            || name.starts_with("pprof::")
+            || name.starts_with("<pprof::")
+    })
 }
 
 /// Ids are 1-based: 0 means "none" in the format.

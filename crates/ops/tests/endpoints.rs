@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Every route of both endpoints over real loopback sockets.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
+use sriov_ops::profile::cpu_profile;
 use sriov_ops::proto::Profile;
 use sriov_ops::{Error, Server, Sources, debug_server, metrics_server};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -358,35 +360,17 @@ fn burn(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
         .unwrap()
 }
 
-/// The profile, and the one-at-a-time rule, in one test: the profiler is
-/// one per process, so two tests profiling in parallel would see each
-/// other's 409s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cpu_profile_is_gzipped_pprof_with_samples_and_one_runs_at_a_time() {
-    let server = started_debug().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let burner = burn(stop.clone());
-
-    let first = tokio::spawn(get(server.addr, "/debug/pprof/profile?seconds=1"));
-    // The second asks while the first is sampling (it runs a whole second).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = get(server.addr, "/debug/pprof/profile?seconds=1").await;
-    let got = first.await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    burner.join().unwrap();
-
-    assert_eq!(second.status, 409, "{}", second.text());
-    assert!(
-        second.text().contains("already running"),
-        "{}",
-        second.text()
-    );
-
-    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
-    assert_eq!(got.header("content-type"), Some("application/octet-stream"));
-    assert_eq!(&got.body[..2], [0x1f, 0x8b], "not gzip");
+/// Decodes a gzipped profile and checks what `go tool pprof` relies on:
+/// the string table, the sample and period types, references that
+/// resolve, and the burner's frames among the samples.
+fn check_profile(gz: &[u8]) {
+    assert_eq!(&gz[..2], [0x1f, 0x8b], "not gzip");
+    // To read one with `go tool pprof -top <file>` by hand.
+    if let Some(out) = std::env::var_os("SRIOV_OPS_PROFILE_OUT") {
+        std::fs::write(out, gz).unwrap();
+    }
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(got.body.as_slice())
+    flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut raw)
         .unwrap();
     let profile = Profile::decode(raw.as_slice()).unwrap();
@@ -401,52 +385,71 @@ async fn the_cpu_profile_is_gzipped_pprof_with_samples_and_one_runs_at_a_time() 
     assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
     let period = profile.period_type.as_ref().unwrap();
     assert_eq!((s(period.r#type), s(period.unit)), ("cpu", "nanoseconds"));
-    assert_eq!(profile.period, 10_000_000);
-    assert!(
-        profile.duration_nanos >= 1_000_000_000,
-        "{}",
-        profile.duration_nanos
-    );
+    assert_eq!(profile.period, 1_000_000_000 / 100);
+    assert!(profile.time_nanos > 0);
     assert!(!profile.sample.is_empty(), "no samples");
 
-    // Every reference resolves: samples to locations, lines to functions.
-    let locations: std::collections::HashMap<u64, _> =
-        profile.location.iter().map(|l| (l.id, l)).collect();
-    let functions: std::collections::HashMap<u64, _> =
-        profile.function.iter().map(|f| (f.id, f)).collect();
-    let mut names = std::collections::HashSet::new();
+    let locations: HashMap<u64, _> = profile.location.iter().map(|l| (l.id, l)).collect();
+    let functions: HashMap<u64, _> = profile.function.iter().map(|f| (f.id, f)).collect();
+    assert!(!locations.contains_key(&0) && !functions.contains_key(&0));
+    let thread = s(profile.sample[0].label[0].key);
+    assert_eq!(thread, "thread");
+    let mut names = HashSet::new();
     for sample in &profile.sample {
+        // The leaf is the sampled code, not the profiler's unwinder.
+        let leaf = &locations[&sample.location_id[0]].line[0];
+        let leaf = s(functions[&leaf.function_id].name);
+        assert!(
+            !leaf.contains("pprof::") && !leaf.starts_with("backtrace::"),
+            "the sampler's frame {leaf} is a leaf"
+        );
         assert_eq!(sample.value.len(), 2);
+        assert!(sample.value[0] > 0);
         assert_eq!(sample.value[1], sample.value[0] * profile.period);
         for id in &sample.location_id {
             for line in &locations[id].line {
-                names.insert(s(functions[&line.function_id].name));
+                names.insert(s(functions[&line.function_id].name).to_owned());
             }
         }
     }
-    // The burner's loop shows up by name (symbols resolve).
+    // Symbols resolve: the burner's loop shows up by name.
     assert!(
         names.iter().any(|n| n.contains("burn")),
         "no burner frame among {names:?}"
     );
-    let thread = profile
-        .string_table
-        .iter()
-        .position(|x| x == "thread")
-        .unwrap();
-    assert!(
-        profile
-            .sample
-            .iter()
-            .all(|smp| smp.label[0].key == thread as i64)
-    );
+}
 
-    // The slot is free again once a profile is done.
-    let again = get(server.addr, "/debug/pprof/profile?seconds=1").await;
+/// The profile, and the one-at-a-time rule, in one test: the profiler is
+/// one per process, so two tests profiling in parallel would see each
+/// other's 409s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_profile_is_gzipped_pprof_and_one_runs_at_a_time() {
+    let server = started_debug().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let burner = burn(stop.clone());
+
+    // A profile taken through the API holds the profiler from its first
+    // poll, so the endpoint's request meanwhile must be refused.
+    let mut first = Box::pin(cpu_profile(Duration::from_secs(1)));
+    tokio::select! {
+        biased;
+        done = &mut first => panic!("a 1 s profile finished at once: {done:?}"),
+        () = std::future::ready(()) => {}
+    }
+    let busy = get(server.addr, "/debug/pprof/profile?seconds=1").await;
+    assert_eq!(busy.status, 409, "{}", busy.text());
+    assert!(busy.text().contains("already running"), "{}", busy.text());
+    check_profile(&first.await.unwrap());
+
+    // Once it is done, the endpoint profiles.
+    let got = get(server.addr, "/debug/pprof/profile?seconds=1").await;
+    stop.store(true, Ordering::Relaxed);
+    burner.join().unwrap();
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.header("content-type"), Some("application/octet-stream"));
     assert_eq!(
-        again.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&again.body)
+        got.header("content-disposition"),
+        Some("attachment; filename=\"profile\"")
     );
+    check_profile(&got.body);
 }
