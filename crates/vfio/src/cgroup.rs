@@ -633,7 +633,10 @@ impl CgroupDevices {
 
     /// Drops one count of each rule, in reverse order, denying those no grant holds any more.
     /// Returns the rules whose deny failed (still counted) and the first failure.
-    fn release(&self, rules: &[(PathBuf, DeviceNumber)]) -> (Vec<(PathBuf, DeviceNumber)>, Result<()>) {
+    fn release(
+        &self,
+        rules: &[(PathBuf, DeviceNumber)],
+    ) -> (Vec<(PathBuf, DeviceNumber)>, Result<()>) {
         let mut first = None;
         let mut failed = Vec::new();
         for (dir, device) in rules.iter().rev() {

@@ -82,7 +82,10 @@ fn a_dead_holders_grant_leaves_the_shared_node_to_a_live_one() {
     // `a` was established and is taken over; `b`'s Request never finished and is rolled back.
     cg.adopt(&a);
     cg.revoke_recorded(&b).unwrap();
-    assert!(!writer.is_allowed(&dir, GROUP_B), "the rolled-back VF's group");
+    assert!(
+        !writer.is_allowed(&dir, GROUP_B),
+        "the rolled-back VF's group"
+    );
     assert!(writer.is_allowed(&dir, CONTAINER));
     assert!(writer.is_allowed(&dir, GROUP_A));
     assert_eq!(cg.holders(POD, CONTAINER), 1, "b never counted here");
