@@ -3,7 +3,8 @@
 //! new process, and a lease that expires unrefreshed in it, must each bring
 //! the VF netdev back from the client's namespace and free the VF: the new
 //! process has no chain context for those connections, only the pool's
-//! record.
+//! record. A client whose answer the kill lost takes its connection over
+//! by asking again.
 
 use std::path::Path;
 use std::time::Duration;
@@ -194,12 +195,42 @@ pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Re
         vanished_namespace(&s, r, fwd).await?;
     }
 
-    // 5. The pod goes away while a connection made before a restart uses
-    // its token: kubelet's pod-resources stop listing it, and the sweep
-    // closes the connection from the record. Tokens live long here, so no
-    // expiry can do it instead.
+    // 5. Tokens live long from here, so no expiry can act instead.
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
     let mut nsc = nsc::reconnect(s.listen).await?;
+    // 5a. The answer lost: the forwarder killed after the Request was
+    // established, before the client read the answer. The client's retry,
+    // the same request without our segment's id, takes the connection over
+    // (the answer names the one made before the kill, its netdev still in
+    // the client), and its Close undoes it.
+    let (lost, home) = request(&s, &mut nsc, "conn-restart-retry", "nsm-rr").await?;
+    kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
+    let mut nsc = nsc::reconnect(s.listen).await?;
+    let ours = |c: &Connection| {
+        c.path
+            .as_ref()
+            .and_then(|p| p.path_segments.get(1))
+            .map(|seg| seg.id.clone())
+    };
+    let verdict = match request(&s, &mut nsc, "conn-restart-retry", "nsm-rr").await {
+        Ok((again, _)) if ours(&again) == ours(&lost) => match nsc.close(again).await {
+            Ok(_) => undone(&s, fwd, "nsm-rr", &home)
+                .await?
+                .map(|u| format!("the retry refreshed the connection made before the kill; {u}")),
+            Err(e) => Err(format!("Close: {}: {}", e.code(), e.message())),
+        },
+        Ok((again, _)) => Err(format!(
+            "served as another connection: {:?}, not {:?}",
+            ours(&again),
+            ours(&lost)
+        )),
+        Err(e) => Err(e),
+    };
+    r.check("restart-retry-takes-over", verdict);
+
+    // 5b. The pod goes away while a connection made before a restart uses
+    // its token: kubelet's pod-resources stop listing it, and the sweep
+    // closes the connection from the record.
     let (_, home) = request(&s, &mut nsc, "conn-restart-pod-gone", "nsm-r5").await?;
     kill_and_restart_for(s.o, s.paths, fwd, "10m").await?;
     s.kubelet.remove_pod(s.pod);

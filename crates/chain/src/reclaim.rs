@@ -12,7 +12,9 @@
 //! still in someone's namespace, configured for someone else or on
 //! vfio-pci. The daemon runs [`Reclaim::unfinished`] at start for Requests
 //! its predecessor was killed in the middle of. `begin` uses it
-//! for a Close of such a connection; the forwarder's sweep uses it for one
+//! for a Close of such a connection, and to find which connection a new
+//! Request's token serves and which client made it ([`Orphans::holder`]:
+//! a retry whose answer was lost); the forwarder's sweep uses it for one
 //! that expired unrefreshed.
 
 use std::sync::Arc;
@@ -26,10 +28,22 @@ use sriov_token_pool::{Pool, VfLease};
 use sriov_vfio::CgroupDevices;
 use tonic::Status;
 
+use crate::records::ClientId;
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 
-/// What `begin` calls for a Close of a connection it has no context for.
+/// A connection the pool records as using a token, and the client its
+/// record names (none in records of earlier builds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Our connection id.
+    pub connection: String,
+    /// Who made it.
+    pub client: Option<ClientId>,
+}
+
+/// What `begin` calls for a Close of a connection it has no context for,
+/// and to find the connection a new Request's token already serves.
 pub trait Orphans: Send + Sync + 'static {
     /// Undoes what the pool records for `connection`; `Ok(None)` when it
     /// records nothing (Close stays idempotent), else a line saying what
@@ -41,6 +55,14 @@ pub trait Orphans: Send + Sync + 'static {
         connection: &str,
         fds: Option<FdTable>,
     ) -> BoxFuture<'static, Result<Option<String>, Status>>;
+
+    /// The connection using one of `tokens`, if one does: `begin` serves a
+    /// Request from its client as a refresh of it (a retry whose answer was
+    /// lost). None by default.
+    fn holder(&self, tokens: Vec<String>) -> BoxFuture<'static, Result<Option<Holder>, Status>> {
+        let _ = tokens;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// See the module docs.
@@ -150,12 +172,28 @@ impl Reclaim {
     /// with a fresh Request. Run at start, before serving. Returns a line
     /// per connection rolled back, or the error that keeps it recorded for
     /// the sweep to retry.
+    ///
+    /// First the device rules of the established uses are taken over
+    /// ([`CgroupDevices::adopt`]): their containers still use them, so
+    /// neither this roll-back nor a later Close of one connection denies a
+    /// node another connection of the same container still opens (the
+    /// shared `/dev/vfio/vfio`).
     pub async fn unfinished(&self) -> Vec<(String, Result<Option<String>, Status>)> {
         let pool = self.pool.clone();
         let uses = match blocking(move || pool.uses().map_err(status::pool)).await {
             Ok(u) => u,
             Err(e) => return vec![(String::new(), Err(e))],
         };
+        if let Some(cgroups) = &self.cgroups {
+            for (_, lease) in &uses {
+                if let Some(grant) = UndoRecord::of(lease)
+                    .filter(|r| r.established)
+                    .and_then(|r| r.grant)
+                {
+                    cgroups.adopt(&grant);
+                }
+            }
+        }
         let mut out = Vec::new();
         for (connection, lease) in uses {
             if UndoRecord::unfinished(&lease) {
@@ -189,5 +227,19 @@ impl Orphans for Reclaim {
         let this = self.clone();
         let id = connection.to_string();
         Box::pin(async move { this.connection_with(&id, fds).await })
+    }
+
+    fn holder(&self, tokens: Vec<String>) -> BoxFuture<'static, Result<Option<Holder>, Status>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let uses = blocking(move || pool.uses().map_err(status::pool)).await?;
+            Ok(uses
+                .into_iter()
+                .find(|(_, lease)| tokens.contains(&lease.token))
+                .map(|(connection, lease)| Holder {
+                    connection,
+                    client: UndoRecord::of(&lease).and_then(|r| r.client),
+                }))
+        })
     }
 }

@@ -5,11 +5,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::registry::NetworkServiceEndpoint;
 use sriov_netlink::{IpNetwork, MacAddr};
 use sriov_token_pool::{Pool, VfLease};
 use tonic::Status;
 
+use crate::caller::Caller;
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 
@@ -39,6 +42,42 @@ pub struct VfBinding {
 #[derive(Debug, Clone)]
 pub struct CallFds(pub sriov_grpcfd::FdTable);
 
+/// The client a Request comes from, as `authorize` tells owners apart: the
+/// path's first segment (the client's own name and the id it chose for its
+/// connection) and, in secure mode, the mTLS peer's SPIFFE ID. `begin` puts
+/// it in the context for the call and it is recorded with the connection
+/// ([`UndoRecord::client`]), so that a client whose answer was lost (the
+/// forwarder killed, or the call cancelled, after the connection was
+/// established) is recognised when it retries without our segment's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientId {
+    /// The first segment's name.
+    pub name: String,
+    /// The first segment's id.
+    pub id: String,
+    /// The caller's SPIFFE ID, in secure mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+impl ClientId {
+    /// The client `connection` names (its path index already at our
+    /// segment), called by `caller`; `None` when the path has no segment
+    /// before ours: a first hop's clients all look alike, so none can be
+    /// told from another.
+    pub fn of_call(connection: &Connection, caller: Option<&Caller>) -> Option<Self> {
+        let path = connection.path.as_ref().filter(|p| p.index > 0)?;
+        let first = path.path_segments.first()?;
+        Some(Self {
+            name: first.name.clone(),
+            id: first.id.clone(),
+            spiffe_id: caller
+                .and_then(|c| c.peer.as_ref())
+                .map(|p| p.spiffe_id.clone()),
+        })
+    }
+}
+
 /// When the caller stops waiting (its `grpc-timeout`), if it said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub tokio::time::Instant);
@@ -58,7 +97,17 @@ pub struct UndoLog {
 
 impl UndoLog {
     /// The log of `connection`'s `record`, persisted with its lease in `pool`.
-    pub(crate) fn new(pool: Arc<Pool>, connection: String, record: UndoRecord) -> Self {
+    /// The record names `client` from its first write on (one adopted
+    /// after a restart keeps the client it names).
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        connection: String,
+        mut record: UndoRecord,
+        client: Option<ClientId>,
+    ) -> Self {
+        if record.client.is_none() {
+            record.client = client;
+        }
         Self {
             pool,
             connection,

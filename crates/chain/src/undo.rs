@@ -17,6 +17,8 @@ use sriov_netlink::{MovedLink, VfRecord};
 use sriov_token_pool::VfLease;
 use sriov_vfio::Grant;
 
+use crate::records::ClientId;
+
 /// See the module docs. Each element fills its own part.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UndoRecord {
@@ -39,6 +41,10 @@ pub struct UndoRecord {
     /// `vfio`: the device rules allowed to the client's cgroups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<Grant>,
+    /// `begin`: the client that made the connection, so its retry is
+    /// recognised when the answer was lost (not a host change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientId>,
 }
 
 fn established_by_default() -> bool {

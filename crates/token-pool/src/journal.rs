@@ -19,16 +19,28 @@
 //! changes nothing; the pool writes a fresh snapshot and empties the journal
 //! at start and whenever the journal passes [`COMPACT_AFTER`] lines.
 //!
-//! A failed write or sync poisons the journal: every later change fails
-//! too, since what is in memory may then be ahead of what is on disk (the
-//! restarted daemon reads back only what reached the disk).
+//! A failed write or sync refuses the change: the caller gets the error
+//! naming the journal, and the change leaves memory again, with every
+//! change written after the last good sync (they shared the failed sync or
+//! came after it; none was acknowledged). After a failed `fsync` the file's
+//! page cache cannot be trusted (PostgreSQL's fsync rule: the kernel may
+//! have dropped the dirty pages and will not report it twice), so the file
+//! is never synced or appended to again. Instead the next change first
+//! writes the whole acknowledged state as a fresh journal of one line that
+//! replaces every token (`"r":true`): to a temp file in the same directory,
+//! fsynced, renamed over the journal, the directory fsynced. Replayed over
+//! any snapshot it gives exactly that state, so the refused lines the old
+//! file may still hold are gone with it, and the journal is healthy again.
+//! Only if that rewrite fails too is the change refused, and the next one
+//! tries again. On disk there is thus always a prefix of the changes made:
+//! every acknowledged one, never an acknowledged one after a refused one.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,12 +52,18 @@ pub const JOURNAL_FILE: &str = "sriov-pool.journal";
 /// Lines after which the pool folds the journal into a new snapshot.
 pub(crate) const COMPACT_AFTER: usize = 4096;
 
-/// One change: the tokens it set (`None`: removed).
+/// One change: the tokens it set (`None`: removed); with `r`, the whole
+/// state: every token not named is removed.
 #[derive(Debug, Serialize, Deserialize)]
 struct Delta {
     s: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    r: bool,
     t: BTreeMap<String, Option<Token>>,
 }
+
+/// The tokens of a change, each with the value it had before: what undoes it.
+type Undo = BTreeMap<String, Option<Token>>;
 
 /// The tokens whose value differs between `old` and `new`.
 pub(crate) fn delta(old: &State, new: &State) -> BTreeMap<String, Option<Token>> {
@@ -77,6 +95,9 @@ pub(crate) fn replay(state: &mut State, raw: &[u8]) -> Result<usize, String> {
     for (n, line) in lines.iter().enumerate() {
         match serde_json::from_slice::<Delta>(line) {
             Ok(d) => {
+                if d.r {
+                    state.tokens.clear();
+                }
                 for (id, t) in d.t {
                     match t {
                         Some(t) => state.tokens.insert(id, t),
@@ -122,20 +143,29 @@ struct Writer {
     file: File,
     seq: u64,
     lines: usize,
+    /// Changes written and not yet known durable, oldest first, with what
+    /// undoes each: those a failed sync refuses leave memory through them.
+    pending: Vec<(u64, Undo)>,
 }
 
-#[derive(Default)]
 struct Synced {
     upto: u64,
     running: bool,
+    /// Why the journal's file cannot be trusted any more, until a fresh one
+    /// replaces it.
     failed: Option<String>,
+    /// Changes refused (first and last sequence number): a waiter that
+    /// looks after the journal was rewritten must not take the new file's
+    /// syncs for its own.
+    refused: Vec<(u64, u64)>,
+    /// The journal's file, synced outside every lock.
+    file: Arc<File>,
 }
 
 /// The open journal: appends under the pool's lock, syncs outside it.
 pub(crate) struct Journal {
     path: PathBuf,
     writer: Mutex<Writer>,
-    sync_file: File,
     synced: Mutex<Synced>,
     done: Condvar,
 }
@@ -146,41 +176,54 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn poisoned(path: &Path, why: &str) -> io::Error {
+fn refused(path: &Path, why: &str) -> io::Error {
     io::Error::other(format!(
-        "journal {} failed earlier ({why}); no change is accepted until restart",
+        "journal {} failed ({why}); the change is refused and the next one rewrites the journal",
         path.display()
     ))
+}
+
+/// Opens the journal at `path` for appending, refusing anything but a
+/// regular file of ours (no symlink followed).
+fn open_append(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(io::Error::other(format!(
+            "{}: not a regular file of ours",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 impl Journal {
     /// Opens (creating, 0600) the journal at `path` for appending, empty:
     /// the caller has just written a snapshot holding everything in it.
     pub(crate) fn open_empty(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
-            return Err(io::Error::other(format!(
-                "{}: not a regular file of ours",
-                path.display()
-            )));
-        }
+        let file = open_append(path)?;
         file.set_len(0)?;
         file.sync_all()?;
         Ok(Self {
             path: path.to_path_buf(),
-            sync_file: file.try_clone()?,
+            synced: Mutex::new(Synced {
+                upto: 0,
+                running: false,
+                failed: None,
+                refused: Vec::new(),
+                file: Arc::new(file.try_clone()?),
+            }),
             writer: Mutex::new(Writer {
                 file,
                 seq: 0,
                 lines: 0,
+                pending: Vec::new(),
             }),
-            synced: Mutex::default(),
             done: Condvar::new(),
         })
     }
@@ -193,25 +236,126 @@ impl Journal {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes one change (not yet durable: see [`Journal::durable`]).
-    /// Returns its sequence number and whether the journal is due for
-    /// compaction. Called under the pool's lock, which orders the lines.
-    pub(crate) fn append(&self, t: BTreeMap<String, Option<Token>>) -> io::Result<(u64, bool)> {
-        if let Some(why) = &self.synced().failed {
-            return Err(poisoned(&self.path, why));
+    /// Writes one change to `state` (not yet durable: see
+    /// [`Journal::durable`]; not applied: the caller applies it once this
+    /// returns). Returns its sequence number and whether the journal is due
+    /// for compaction. Called under the pool's lock, which orders the lines.
+    ///
+    /// A failed journal is rewritten first (see the module docs). If that
+    /// takes refused changes out of `state` (their committers had not yet),
+    /// the change is refused too, since it was worked out from them; the
+    /// journal is healthy for the next one.
+    pub(crate) fn append(
+        &self,
+        state: &mut State,
+        t: BTreeMap<String, Option<Token>>,
+    ) -> io::Result<(u64, bool)> {
+        if self.synced().failed.is_some() && self.recover(state)? {
+            return Err(io::Error::other(format!(
+                "journal {}: the changes written since its last good sync were refused, and \
+                 this one was worked out from them; ask again",
+                self.path.display()
+            )));
         }
+        let undo: Undo = t
+            .keys()
+            .map(|id| (id.clone(), state.tokens.get(id).cloned()))
+            .collect();
         let mut w = self.writer();
         let seq = w.seq + 1;
-        let mut line = serde_json::to_vec(&Delta { s: seq, t }).map_err(io::Error::other)?;
+        let mut line = serde_json::to_vec(&Delta {
+            s: seq,
+            r: false,
+            t,
+        })
+        .map_err(io::Error::other)?;
         line.push(b'\n');
-        if let Err(e) = w.file.write_all(&line) {
+        if let Err(e) = fault(Fault::Write).and_then(|()| w.file.write_all(&line)) {
             // A torn line may be on disk now: nothing may follow it.
             self.synced().failed = Some(e.to_string());
             return Err(e);
         }
         w.seq = seq;
         w.lines += 1;
+        let upto = self.synced().upto;
+        w.pending.retain(|(s, _)| *s > upto);
+        w.pending.push((seq, undo));
         Ok((seq, w.lines >= COMPACT_AFTER))
+    }
+
+    /// Takes the changes a failed journal refused out of `state` (the
+    /// newest first); whether there were any. Nothing when the journal has
+    /// not failed. Called under the pool's lock.
+    pub(crate) fn revert(&self, state: &mut State) -> bool {
+        let mut s = self.synced();
+        if s.failed.is_none() {
+            return false;
+        }
+        // A sync still running may yet make some of them durable.
+        while s.running {
+            s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        let upto = s.upto;
+        drop(s);
+        let mut w = self.writer();
+        let refused: Vec<(u64, Undo)> = std::mem::take(&mut w.pending)
+            .into_iter()
+            .filter(|(seq, _)| *seq > upto)
+            .collect();
+        let Some(first) = refused.first().map(|(seq, _)| *seq) else {
+            return false;
+        };
+        for (_, undo) in refused.into_iter().rev() {
+            for (id, t) in undo {
+                match t {
+                    Some(t) => state.tokens.insert(id, t),
+                    None => state.tokens.remove(&id),
+                };
+            }
+        }
+        self.synced().refused.push((first, w.seq));
+        true
+    }
+
+    /// Replaces a failed journal with a fresh file holding `state` less
+    /// the refused changes (see the module docs); whether `state` changed.
+    fn recover(&self, state: &mut State) -> io::Result<bool> {
+        let reverted = self.revert(state);
+        let why = self.synced().failed.clone().unwrap_or_default();
+        let fail = |e: io::Error| {
+            io::Error::other(format!(
+                "journal {} failed ({why}) and could not be rewritten: {e}",
+                self.path.display()
+            ))
+        };
+        let mut w = self.writer();
+        let seq = w.seq + 1;
+        let whole = Delta {
+            s: seq,
+            r: true,
+            t: state
+                .tokens
+                .iter()
+                .map(|(id, t)| (id.clone(), Some(t.clone())))
+                .collect(),
+        };
+        let mut line = serde_json::to_vec(&whole).map_err(io::Error::other)?;
+        line.push(b'\n');
+        fault(Fault::Rewrite).map_err(fail)?;
+        sriov_files::write_atomic(&self.path, &line, 0o600, || {}).map_err(fail)?;
+        let file = open_append(&self.path).map_err(fail)?;
+        let sync_file = Arc::new(file.try_clone().map_err(fail)?);
+        w.file = file;
+        w.seq = seq;
+        w.lines = 1;
+        w.pending.clear();
+        let mut s = self.synced();
+        s.file = sync_file;
+        s.failed = None;
+        s.upto = seq;
+        self.done.notify_all();
+        tracing::warn!(journal = %self.path.display(), failed = %why, "journal rewritten whole after a failure");
+        Ok(reverted)
     }
 
     /// Empties the journal after a snapshot holding everything in it was
@@ -223,6 +367,7 @@ impl Journal {
         match truncated {
             Ok(()) => {
                 w.lines = 0;
+                w.pending.clear();
                 s.upto = s.upto.max(w.seq);
                 self.done.notify_all();
                 Ok(())
@@ -234,12 +379,13 @@ impl Journal {
         }
     }
 
-    /// Returns once line `seq` is on disk, syncing if nobody else is.
+    /// Returns once line `seq` is on disk, syncing if nobody else is; an
+    /// error once the journal failed before it was.
     pub(crate) fn durable(&self, seq: u64) -> io::Result<()> {
         let mut s = self.synced();
         loop {
-            if let Some(why) = &s.failed {
-                return Err(poisoned(&self.path, why));
+            if s.refused.iter().any(|(a, b)| (*a..=*b).contains(&seq)) {
+                return Err(refused(&self.path, "an earlier write or sync failed"));
             }
             if s.upto >= seq {
                 return Ok(());
@@ -248,11 +394,15 @@ impl Journal {
                 s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
+            if let Some(why) = &s.failed {
+                return Err(refused(&self.path, why));
+            }
             s.running = true;
+            let file = s.file.clone();
             drop(s);
             // Everything written before this point is covered by the sync.
             let target = self.writer().seq;
-            let result = self.sync_file.sync_data();
+            let result = fault(Fault::Sync).and_then(|()| file.sync_data());
             s = self.synced();
             s.running = false;
             match result {
@@ -261,6 +411,57 @@ impl Journal {
             }
             self.done.notify_all();
         }
+    }
+}
+
+/// The I/O a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Appending a line.
+    Write,
+    /// `fdatasync` of the journal.
+    Sync,
+    /// Writing a fresh journal after a failure.
+    Rewrite,
+}
+
+/// An injected failure of `kind`, in this crate's unit tests only.
+fn fault(kind: Fault) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::take(kind) {
+        return Err(io::Error::other(format!("injected {kind:?} failure")));
+    }
+    let _ = kind;
+    Ok(())
+}
+
+/// Failures armed by a test for its own thread (tests run in parallel).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+
+    use super::Fault;
+
+    thread_local! {
+        static ARMED: RefCell<Vec<Fault>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The next I/O of `kind` on this thread fails.
+    pub(crate) fn arm(kind: Fault) {
+        ARMED.with(|a| a.borrow_mut().push(kind));
+    }
+
+    pub(super) fn take(kind: Fault) -> bool {
+        ARMED.with(|a| {
+            let mut a = a.borrow_mut();
+            match a.iter().position(|k| *k == kind) {
+                Some(at) => {
+                    a.remove(at);
+                    true
+                }
+                None => false,
+            }
+        })
     }
 }
 
@@ -288,12 +489,12 @@ mod tests {
         let (mut old, mut new) = (State::default(), State::default());
         new.tokens
             .insert("t1".into(), token("t1", TokenState::Allocated));
-        let (s1, _) = j.append(delta(&old, &new)).unwrap();
+        let (s1, _) = j.append(&mut old.clone(), delta(&old, &new)).unwrap();
         old = new.clone();
         new.tokens.remove("t1");
         new.tokens
             .insert("t2".into(), token("t2", TokenState::Free));
-        let (s2, _) = j.append(delta(&old, &new)).unwrap();
+        let (s2, _) = j.append(&mut old.clone(), delta(&old, &new)).unwrap();
         assert_eq!((s1, s2), (1, 2));
         j.durable(s2).unwrap();
         let mut raw = read(&path).unwrap();
@@ -320,7 +521,9 @@ mod tests {
         let mut new = State::default();
         new.tokens
             .insert("t1".into(), token("t1", TokenState::Free));
-        let (seq, _) = j.append(delta(&State::default(), &new)).unwrap();
+        let (seq, _) = j
+            .append(&mut State::default(), delta(&State::default(), &new))
+            .unwrap();
         j.truncate().unwrap();
         j.durable(seq).unwrap();
         assert!(read(&path).unwrap().is_empty());
@@ -333,5 +536,220 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
         assert!(Journal::open_empty(&path).is_err());
         assert!(read(&path).unwrap_err().contains("symlink"));
+    }
+
+    /// A pool over one X710 port (4 VFs) and its state directory.
+    struct Node {
+        fake: sriov_pci_fake::FakeSysfs,
+        state: tempfile::TempDir,
+    }
+
+    const NAME: &str = "worker.domain/10G";
+
+    impl Node {
+        fn new() -> Self {
+            Self {
+                fake: sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder())
+                    .build()
+                    .unwrap(),
+                state: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        /// Opens the pool on what the state directory holds, as a restart does.
+        fn open(&self) -> crate::Pool {
+            let sysfs = self.fake.sysfs();
+            let entries = vec![crate::PfEntry {
+                pf: sysfs
+                    .physical_function("0000:3b:00.0".parse().unwrap())
+                    .unwrap(),
+                names: vec![NAME.into()],
+                vf_kernel_driver: "iavf".into(),
+            }];
+            let store = crate::FileStore::in_dir(self.state.path()).unwrap();
+            crate::Pool::open(entries, store, &sysfs, crate::system_clock())
+                .unwrap()
+                .0
+        }
+
+        /// The tokens a restart would read as allocated (snapshot and journal).
+        fn on_disk(&self) -> Vec<String> {
+            let mut a: Vec<String> = crate::FileStore::read_tokens(self.state.path())
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.state == TokenState::Allocated)
+                .map(|t| t.id)
+                .collect();
+            a.sort();
+            a
+        }
+
+        fn journal(&self) -> String {
+            String::from_utf8(read(&self.state.path().join(JOURNAL_FILE)).unwrap()).unwrap()
+        }
+    }
+
+    fn ids(pool: &crate::Pool) -> Vec<String> {
+        let mut ids: Vec<String> = pool.tokens().unwrap().into_iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    }
+
+    fn allocated(pool: &crate::Pool) -> Vec<String> {
+        let mut a: Vec<String> = pool
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.state == TokenState::Allocated)
+            .map(|t| t.id)
+            .collect();
+        a.sort();
+        a
+    }
+
+    /// One change refused by `fault`, the next accepted; a restart reads
+    /// back exactly the acknowledged ones.
+    fn refused_then_recovered(fault: Fault) {
+        let node = Node::new();
+        let pool = node.open();
+        let ids = ids(&pool);
+        pool.allocate(NAME, &ids[0..1]).unwrap();
+
+        faults::arm(fault);
+        let e = pool.allocate(NAME, &ids[1..2]).unwrap_err();
+        let path = node.state.path().join(JOURNAL_FILE);
+        assert!(
+            e.to_string().contains(&path.display().to_string()),
+            "names the journal: {e}"
+        );
+        assert_eq!(
+            allocated(&pool),
+            ids[0..1],
+            "the refused change left memory"
+        );
+
+        pool.allocate(NAME, &ids[2..3]).unwrap();
+        let journal = node.journal();
+        assert_eq!(
+            journal.lines().count(),
+            2,
+            "the whole state, then the change"
+        );
+        assert!(
+            !node.on_disk().contains(&ids[1]),
+            "the refused line is gone: {journal}"
+        );
+        let mut acknowledged = vec![ids[0].clone(), ids[2].clone()];
+        acknowledged.sort();
+        assert_eq!(allocated(&pool), acknowledged);
+        pool.allocate(NAME, &ids[3..4]).unwrap();
+        acknowledged.push(ids[3].clone());
+        acknowledged.sort();
+        drop(pool);
+
+        let again = node.open();
+        assert_eq!(allocated(&again), acknowledged);
+    }
+
+    #[test]
+    fn a_failed_sync_refuses_the_change_and_the_next_one_rewrites_the_journal() {
+        refused_then_recovered(Fault::Sync);
+    }
+
+    #[test]
+    fn a_failed_write_refuses_the_change_and_the_next_one_rewrites_the_journal() {
+        refused_then_recovered(Fault::Write);
+    }
+
+    #[test]
+    fn a_failed_rewrite_refuses_that_change_too_and_the_next_one_tries_again() {
+        let node = Node::new();
+        let pool = node.open();
+        let ids = ids(&pool);
+        pool.allocate(NAME, &ids[0..1]).unwrap();
+        faults::arm(Fault::Sync);
+        pool.allocate(NAME, &ids[1..2]).unwrap_err();
+        faults::arm(Fault::Rewrite);
+        let e = pool.allocate(NAME, &ids[2..3]).unwrap_err();
+        assert!(e.to_string().contains("could not be rewritten"), "{e}");
+        assert!(e.to_string().contains(JOURNAL_FILE), "{e}");
+        assert_eq!(allocated(&pool), ids[0..1]);
+        // A crash now reads the old file, refused line and all (like a crash
+        // before any answer): only a rewrite makes it go.
+        assert!(node.on_disk().contains(&ids[1]));
+
+        pool.allocate(NAME, &ids[3..4]).unwrap();
+        drop(pool);
+        let again = node.open();
+        let mut acknowledged = vec![ids[0].clone(), ids[3].clone()];
+        acknowledged.sort();
+        assert_eq!(allocated(&again), acknowledged);
+    }
+
+    #[test]
+    fn a_change_worked_out_from_refused_ones_is_refused_and_the_next_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let j = Journal::open_empty(&path).unwrap();
+        let mut state = State::default();
+        // Acknowledged.
+        let mut next = state.clone();
+        next.tokens
+            .insert("t1".into(), token("t1", TokenState::Allocated));
+        let (s1, _) = {
+            let d = delta(&state, &next);
+            j.append(&mut state, d)
+        }
+        .unwrap();
+        state = next;
+        j.durable(s1).unwrap();
+        // Written and applied, then its sync fails; its committer has not
+        // taken it out yet when the next change, built on it, comes.
+        let mut next = state.clone();
+        next.tokens
+            .insert("t2".into(), token("t2", TokenState::Allocated));
+        let (s2, _) = {
+            let d = delta(&state, &next);
+            j.append(&mut state, d)
+        }
+        .unwrap();
+        state = next;
+        faults::arm(Fault::Sync);
+        assert!(j.durable(s2).is_err());
+        let mut next = state.clone();
+        next.tokens.get_mut("t2").unwrap().state = TokenState::Free;
+        let e = {
+            let d = delta(&state, &next);
+            j.append(&mut state, d)
+        }
+        .unwrap_err();
+        assert!(e.to_string().contains("ask again"), "{e}");
+        assert!(
+            !state.tokens.contains_key("t2"),
+            "the refused change left memory"
+        );
+        assert!(!j.revert(&mut state), "nothing left to take out");
+        // The journal is healthy again.
+        let mut next = state.clone();
+        next.tokens
+            .insert("t3".into(), token("t3", TokenState::Free));
+        let (s3, _) = {
+            let d = delta(&state, &next);
+            j.append(&mut state, d)
+        }
+        .unwrap();
+        state = next;
+        j.durable(s3).unwrap();
+        assert!(
+            j.durable(s2).is_err(),
+            "a refused change never turns durable"
+        );
+        // Replayed over a snapshot older than all of it (say, with a t0
+        // since removed), the file gives the acknowledged state only.
+        let mut back = State::default();
+        back.tokens
+            .insert("t0".into(), token("t0", TokenState::Free));
+        replay(&mut back, &read(&path).unwrap()).unwrap();
+        assert_eq!(back, state);
     }
 }

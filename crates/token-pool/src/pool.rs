@@ -358,8 +358,8 @@ impl Pool {
     /// Makes `next` current once its change is in the journal, then waits,
     /// without the lock, until that line is on disk (group commit: one sync
     /// serves every change written before it). A change that cannot be
-    /// written leaves everything as it was; one that cannot be synced
-    /// poisons the journal (see [`crate::journal`]).
+    /// written or synced is refused and leaves memory again; the next one
+    /// rewrites the journal whole (see [`crate::journal`]).
     fn commit(&self, guard: MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
         let changed = crate::journal::delta(&guard, &next);
         self.commit_changes(guard, changed)
@@ -387,10 +387,14 @@ impl Pool {
         let lists_move = changed.iter().any(|(id, t)| {
             guard.tokens.get(id).map(Token::reserves) != t.as_ref().map(Token::reserves)
         });
-        let (seq, compact) = self
-            .journal
-            .append(changed.clone())
-            .map_err(persist_err(self.store.journal_path()))?;
+        let (seq, compact) = match self.journal.append(&mut guard, changed.clone()) {
+            Ok(appended) => appended,
+            Err(source) => {
+                // Rewriting a failed journal may have taken refused changes out.
+                self.publish(&guard, true);
+                return Err(persist_err(self.store.journal_path())(source));
+            }
+        };
         sriov_failpoint::hit("store.after-append");
         for (id, t) in changed {
             match t {
@@ -398,14 +402,34 @@ impl Pool {
                 None => guard.tokens.remove(&id),
             };
         }
-        if compact {
-            self.store
+        // The line is written either way: a failed compaction is tried again
+        // at the next change, and a failed truncation fails the sync below.
+        if compact
+            && let Err(e) = self
+                .store
                 .save(&guard)
                 .and_then(|()| self.journal.truncate())
-                .map_err(persist_err(self.store.path().to_path_buf()))?;
+        {
+            tracing::warn!(state = %self.store.path().display(), error = %e, "folding the journal into the snapshot");
         }
+        self.publish(&guard, lists_move);
+        drop(guard);
+        self.journal.durable(seq).map_err(|source| {
+            // Refused: the change leaves memory, with those written after it.
+            if let Ok(mut guard) = self.lock()
+                && self.journal.revert(&mut guard)
+            {
+                self.publish(&guard, true);
+            }
+            persist_err(self.store.journal_path())(source)
+        })
+    }
+
+    /// Tells subscribers the state changed: kubelet's lists too when
+    /// `lists_move`.
+    fn publish(&self, state: &State, lists_move: bool) {
         for (name, tx) in self.lists.iter().filter(|_| lists_move) {
-            let list = device_list(&guard, &self.pfs, name);
+            let list = device_list(state, &self.pfs, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
                     false
@@ -416,10 +440,6 @@ impl Pool {
             });
         }
         self.changes.send_modify(|c| *c += 1);
-        drop(guard);
-        self.journal
-            .durable(seq)
-            .map_err(persist_err(self.store.journal_path()))
     }
 
     /// Applies `change` to the use of `connection`; false when it has none.

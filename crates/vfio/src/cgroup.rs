@@ -279,6 +279,11 @@ fn is_v2_dir(dir: &Path) -> bool {
 
 /// Grants and revokes character-device access for containers' v1 devices cgroups, counting grants
 /// per (cgroup, device) so a device shared by two connections stays allowed until both close.
+///
+/// The count covers every live grant: those this process made ([`CgroupDevices::grant_all`])
+/// and those an earlier process made and this one took over ([`CgroupDevices::adopt`]). Two
+/// VFIO connections of one container share `/dev/vfio/vfio`, so after a restart the rule stays
+/// until the last of them, made before or after the restart, is closed.
 #[derive(Debug)]
 pub struct CgroupDevices {
     /// The configured root, for messages.
@@ -288,6 +293,17 @@ pub struct CgroupDevices {
     version: CgroupVersion,
     writer: Arc<dyn RuleWriter>,
     holders: Mutex<HashMap<(PathBuf, DeviceNumber), usize>>,
+    /// The live grants counted in `holders`, so a recorded grant can be told apart from one
+    /// whose holder died with an earlier process. Locked before `holders`, never after.
+    live: Mutex<Vec<LiveGrant>>,
+}
+
+/// A grant counted in [`CgroupDevices`]'s holders, and which of its rules still are (all of
+/// them, until a revoke's deny fails for some).
+#[derive(Debug)]
+struct LiveGrant {
+    grant: Grant,
+    counted: Vec<(PathBuf, DeviceNumber)>,
 }
 
 impl CgroupDevices {
@@ -318,6 +334,7 @@ impl CgroupDevices {
             version,
             writer,
             holders: Mutex::new(HashMap::new()),
+            live: Mutex::new(Vec::new()),
         })
     }
 
@@ -511,7 +528,7 @@ impl CgroupDevices {
                     Ok(true) => grant.rules.push((dir.clone(), *device)),
                     Ok(false) => {}
                     Err(e) => {
-                        if let Err(undo) = self.revoke_grant(&grant) {
+                        if let (_, Err(undo)) = self.release(&grant.rules) {
                             tracing::warn!(error = %undo, "undoing a partial device grant failed");
                         }
                         return Err(e);
@@ -519,31 +536,61 @@ impl CgroupDevices {
                 }
             }
         }
+        if !grant.rules.is_empty() {
+            self.live().push(LiveGrant {
+                grant: grant.clone(),
+                counted: grant.rules.clone(),
+            });
+        }
         Ok(grant)
     }
 
-    /// Revokes exactly what `grant` recorded, where it was granted, in reverse order. Every rule is
-    /// attempted; the first failure is returned.
-    pub fn revoke_grant(&self, grant: &Grant) -> Result<()> {
-        let mut first = None;
-        for (dir, device) in grant.rules.iter().rev() {
-            if let Err(e) = self.revoke_in(dir, *device) {
-                first.get_or_insert(e);
-            }
+    /// Takes over a grant an earlier process made (read back from its state) for a connection
+    /// that is still live: its rules count as held, as if this process had granted them, so
+    /// that undoing another connection of the same container leaves them alone. Nothing is
+    /// written. Adopting the same grant twice counts it once; returns whether it was new.
+    pub fn adopt(&self, grant: &Grant) -> bool {
+        let mut live = self.live();
+        if grant.rules.is_empty() || live.iter().any(|l| l.grant == *grant) {
+            return false;
         }
-        first.map_or(Ok(()), Err)
+        let mut holders = self.lock();
+        for (dir, device) in &grant.rules {
+            *holders.entry((dir.clone(), *device)).or_insert(0) += 1;
+        }
+        live.push(LiveGrant {
+            grant: grant.clone(),
+            counted: grant.rules.clone(),
+        });
+        true
     }
 
-    /// Revokes a grant made by an earlier process (read back from its state): a rule this
-    /// process also holds is revoked like [`CgroupDevices::revoke_grant`], one it does not know is
-    /// denied outright, since its holder died with that process. Cgroups gone with their pod are
+    /// Revokes exactly what `grant` recorded, where it was granted, in reverse order: each rule
+    /// is denied once no other live grant holds it. Every rule is attempted; the first failure
+    /// is returned, and a retry attempts the rules that failed. A grant already revoked is not
+    /// revoked twice.
+    pub fn revoke_grant(&self, grant: &Grant) -> Result<()> {
+        self.revoke_live(grant).unwrap_or(Ok(()))
+    }
+
+    /// Revokes a grant read back from the state, made by this process or an earlier one.
+    ///
+    /// A live grant (granted here, or [adopted](CgroupDevices::adopt)) is revoked like
+    /// [`CgroupDevices::revoke_grant`]. Otherwise its holder died with the process that made
+    /// it: each rule no live grant holds is denied outright (denying a rule never allowed takes
+    /// nothing away), and a rule another live grant holds (the `/dev/vfio/vfio` another
+    /// connection of the same container uses) is left alone. Cgroups gone with their pod are
     /// skipped. Every rule is attempted; the first failure is returned.
     pub fn revoke_recorded(&self, grant: &Grant) -> Result<()> {
+        if let Some(result) = self.revoke_live(grant) {
+            return result;
+        }
         let mut first = None;
         for (dir, device) in grant.rules.iter().rev() {
             let held = self.lock().contains_key(&(dir.clone(), *device));
             let result = if held {
-                self.revoke_in(dir, *device).map(|_| ())
+                tracing::debug!(cgroup = %dir.display(), %device, "held by a live grant; left alone");
+                Ok(())
             } else if !dir.is_dir() {
                 Ok(())
             } else {
@@ -564,6 +611,41 @@ impl CgroupDevices {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Releases the rules `grant` still holds, if it is live; `None` when it is not. Rules
+    /// whose deny failed stay counted and the grant live with them, for a retry.
+    fn revoke_live(&self, grant: &Grant) -> Option<Result<()>> {
+        let counted = {
+            let mut live = self.live();
+            let at = live.iter().position(|l| l.grant == *grant)?;
+            live.swap_remove(at).counted
+        };
+        let (failed, result) = self.release(&counted);
+        if !failed.is_empty() {
+            self.live().push(LiveGrant {
+                grant: grant.clone(),
+                counted: failed,
+            });
+        }
+        Some(result)
+    }
+
+    /// Drops one count of each rule, in reverse order, denying those no grant holds any more.
+    /// Returns the rules whose deny failed (still counted) and the first failure.
+    fn release(
+        &self,
+        rules: &[(PathBuf, DeviceNumber)],
+    ) -> (Vec<(PathBuf, DeviceNumber)>, Result<()>) {
+        let mut first = None;
+        let mut failed = Vec::new();
+        for (dir, device) in rules.iter().rev() {
+            if let Err(e) = self.revoke_in(dir, *device) {
+                failed.push((dir.clone(), *device));
+                first.get_or_insert(e);
+            }
+        }
+        (failed, first.map_or(Ok(()), Err))
     }
 
     /// Allows one device to one container cgroup: `Ok(false)` when nothing was needed.
@@ -655,6 +737,11 @@ impl CgroupDevices {
             return 0;
         };
         self.lock().get(&(dir, device)).copied().unwrap_or(0)
+    }
+
+    fn live(&self) -> MutexGuard<'_, Vec<LiveGrant>> {
+        // As for `holders`: every update is one step.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<(PathBuf, DeviceNumber), usize>> {

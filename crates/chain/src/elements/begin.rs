@@ -14,6 +14,19 @@
 //! is handed to [`Orphans`] (a connection made before a restart: its host
 //! changes are undone from the pool's record) and otherwise succeeds
 //! without doing anything, so Close is idempotent.
+//!
+//! A client whose answer was lost (the forwarder killed, or the call
+//! cancelled, after the connection was established) never learnt our
+//! segment's id, so its retry, the same request again, reaches us as a new
+//! connection on a token the standing one holds. Refusing it would lock
+//! the pod out until the lease expired. So a new Request naming the token
+//! of a standing connection, from the client the connection's record names
+//! ([`ClientId`]: the same first path segment and, in secure mode, SPIFFE
+//! ID), is served as a refresh of that connection: our segment takes its id
+//! again, and the answer tells the client. Another client presenting the
+//! token is refused as before (the pool's "token in use"); so is a first
+//! hop's, whose path has no segment of its own to tell it by (it chose the
+//! connection id itself and retries with it, which is a refresh anyway).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +36,9 @@ use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
 
 use crate::caller::Caller;
+use crate::params::TOKEN_ID;
 use crate::reclaim::Orphans;
-use crate::records::{CallFds, Deadline};
+use crate::records::{CallFds, ClientId, Deadline};
 use crate::{Ctx, Element, Next};
 
 /// Puts this call's deadline, caller and the fds its connection sent (or
@@ -49,6 +63,36 @@ fn leave(ctx: &mut Ctx) {
     ctx.remove::<Deadline>();
     ctx.remove::<Caller>();
     ctx.remove::<CallFds>();
+    ctx.remove::<ClientId>();
+}
+
+/// The tokens a Request names: in its connection's mechanism (a refresh)
+/// or in its mechanism preferences (a new connection).
+fn tokens_of(request: &NetworkServiceRequest) -> Vec<String> {
+    let mut tokens: Vec<String> = request
+        .connection
+        .as_ref()
+        .and_then(|c| c.mechanism.as_ref())
+        .into_iter()
+        .chain(&request.mechanism_preferences)
+        .filter_map(|m| m.parameters.get(TOKEN_ID).cloned())
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    tokens
+}
+
+/// Makes `request` name connection `id`: the connection's id and our
+/// segment's (`updatepath` left the path's index at ours).
+fn retarget(request: &mut NetworkServiceRequest, id: &str) {
+    if let Some(conn) = request.connection.as_mut() {
+        conn.id = id.to_string();
+        if let Some(path) = conn.path.as_mut()
+            && let Some(ours) = path.path_segments.get_mut(path.index as usize)
+        {
+            ours.id = id.to_string();
+        }
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
@@ -94,6 +138,41 @@ impl Begin {
         }
     }
 
+    /// The standing connection a new Request (`id` unknown here) retries:
+    /// the one using its token, when its record names the same client.
+    async fn retried(
+        &self,
+        call: &Ctx,
+        request: &NetworkServiceRequest,
+        id: &str,
+    ) -> Result<Option<String>, Status> {
+        use super::updatepath::KnownConnections;
+        let Some(orphans) = &self.orphans else {
+            return Ok(None);
+        };
+        if self.is_known(id) {
+            return Ok(None);
+        }
+        let Some(client) = request
+            .connection
+            .as_ref()
+            .and_then(|c| ClientId::of_call(c, call.get::<Caller>()))
+        else {
+            return Ok(None);
+        };
+        let tokens = tokens_of(request);
+        if tokens.is_empty() {
+            return Ok(None);
+        }
+        let Some(holder) = orphans.holder(tokens).await? else {
+            return Ok(None);
+        };
+        Ok(
+            (holder.connection != id && holder.client.as_ref() == Some(&client))
+                .then_some(holder.connection),
+        )
+    }
+
     /// IDs of the established connections.
     pub fn connections(&self) -> Vec<String> {
         self.slots
@@ -120,10 +199,10 @@ impl Element for Begin {
         &self,
         call: &mut Ctx,
         _: (),
-        request: NetworkServiceRequest,
+        mut request: NetworkServiceRequest,
         next: Next<'_>,
     ) -> Result<Connection, Status> {
-        let id = request
+        let mut id = request
             .connection
             .as_ref()
             .map(|c| c.id.clone())
@@ -131,6 +210,19 @@ impl Element for Begin {
         if id.is_empty() {
             return Err(Status::invalid_argument("connection has no id"));
         }
+        if let Some(standing) = self.retried(call, &request, &id).await? {
+            tracing::info!(
+                connection = %standing,
+                "a new Request from the client of this connection, on its token: \
+                 its answer was lost; served as a refresh"
+            );
+            retarget(&mut request, &standing);
+            id = standing;
+        }
+        let client = request
+            .connection
+            .as_ref()
+            .and_then(|c| ClientId::of_call(c, call.get::<Caller>()));
         let slot = self.slot(&id)?;
         let mut guard = slot.lock().await;
         let existing = guard.take();
@@ -138,6 +230,9 @@ impl Element for Begin {
         let mut ctx = existing.unwrap_or_default();
         ctx.set_refresh(refresh);
         enter(call, &mut ctx);
+        if let Some(client) = client {
+            ctx.insert(client);
+        }
         let result = next.request(&mut ctx, request).await;
         leave(&mut ctx);
         match (&result, refresh) {

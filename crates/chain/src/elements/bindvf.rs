@@ -21,7 +21,7 @@ use tonic::Status;
 use crate::contract::Key;
 use crate::params;
 use crate::records::Token;
-use crate::records::{UndoLog, VfBinding};
+use crate::records::{ClientId, UndoLog, VfBinding};
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
@@ -233,7 +233,13 @@ impl Element for Arc<BindVf> {
                 // pool already records.
                 let record = UndoRecord::of(&binding.lease).unwrap_or_default();
                 ctx.insert(binding);
-                ctx.insert(UndoLog::new(self.pool.clone(), conn_id.clone(), record));
+                let client = ctx.get::<ClientId>().cloned();
+                ctx.insert(UndoLog::new(
+                    self.pool.clone(),
+                    conn_id.clone(),
+                    record,
+                    client,
+                ));
                 true
             }
         };
