@@ -72,6 +72,7 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         "PASS restart-expiry-undoes",
         "PASS restart-vfio-close-undoes",
         "PASS restart-pod-gone-undoes",
+        "PASS restart-retry-takes-over",
         "PASS log-level-SIGUSR1",
         "PASS log-level-SIGUSR2",
         "PASS graceful-shutdown",
