@@ -125,10 +125,10 @@ struct Telemetry {
 
 /// Installs the process-wide provider and subscriber once, before any
 /// instrument is fetched, and serializes the tests.
-fn telemetry() -> (&'static Telemetry, std::sync::MutexGuard<'static, ()>) {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+async fn telemetry() -> (&'static Telemetry, tokio::sync::MutexGuard<'static, ()>) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = ONE_AT_A_TIME.lock().await;
     let t = TELEMETRY.get_or_init(|| {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
@@ -149,8 +149,11 @@ fn telemetry() -> (&'static Telemetry, std::sync::MutexGuard<'static, ()>) {
     (t, guard)
 }
 
-/// Every data point now: (metric, attributes, value or sample count).
-fn points(t: &Telemetry) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// A data point: metric, sorted attributes, value (histograms: sample count).
+type Point = (String, Vec<(String, String)>, f64);
+
+/// Every data point now.
+fn points(t: &Telemetry) -> Vec<Point> {
     t.exporter.reset();
     t.provider.force_flush().unwrap();
     let mut out = Vec::new();
@@ -184,11 +187,7 @@ fn points(t: &Telemetry) -> Vec<(String, Vec<(String, String)>, f64)> {
     out
 }
 
-fn value(
-    points: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    attrs: &[(&str, &str)],
-) -> f64 {
+fn value(points: &[Point], name: &str, attrs: &[(&str, &str)]) -> f64 {
     let mut want: Vec<(String, String)> = attrs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -215,7 +214,7 @@ fn kernel_request(id: &str, token: &str) -> sriov_api::nsm::networkservice::Netw
 
 #[tokio::test]
 async fn a_served_request_is_one_span_with_a_child_per_element_and_host_operation() {
-    let (t, _one) = telemetry();
+    let (t, _one) = telemetry().await;
     let h = Harness::new(Arc::new(RecordingOps::new()));
     *h.next_hop.context.lock().unwrap() = Some(ip_context());
     let token = h.allocate(1).remove(0);
@@ -289,7 +288,7 @@ async fn a_served_request_is_one_span_with_a_child_per_element_and_host_operatio
 
 #[tokio::test]
 async fn requests_and_closes_are_counted_by_mechanism_and_result_and_elements_timed() {
-    let (t, _one) = telemetry();
+    let (t, _one) = telemetry().await;
     let h = Harness::new(Arc::new(RecordingOps::new()));
     *h.next_hop.context.lock().unwrap() = Some(ip_context());
     let token = h.allocate(1).remove(0);
