@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! gRPC health and readiness follow the registrations (issue #17): the
+//! forwarder starts on a fake sysfs tree beside a fake NSM manager and a
+//! fake kubelet, all on sockets in a temp dir.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sriov_deviceplugin::fake::FakeKubelet;
+use sriov_forwarder::{Forwarder, Running};
+use sriov_nsm::fake::FakeNsmgr;
+use sriov_pci_fake::{FakeSysfs, fixtures};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const RESOURCE: &str = "worker.domain/10G";
+/// Only turns a hang into a failure; measures nothing.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+const CONFIG: &str = "physicalFunctions:
+  0000:3b:00.0:
+    pfKernelDriver: i40e
+    vfKernelDriver: iavf
+    capabilities: [10G]
+    serviceDomains: [worker.domain]
+";
+
+fn env(root: &Path) -> sriov_config::EnvConfig {
+    std::fs::write(root.join("sriov.yaml"), CONFIG).unwrap();
+    std::fs::create_dir_all(root.join("cgroup")).unwrap();
+    std::fs::create_dir_all(root.join("vfio")).unwrap();
+    let at = |p: &str| root.join(p).display().to_string();
+    let vars = [
+        ("NSM_NAME", "forwarder-health".to_string()),
+        ("NSM_INSECURE", "true".to_string()),
+        ("NSM_CONNECT_TO", format!("unix://{}", at("nsm.sock"))),
+        ("NSM_LISTEN_ON", format!("unix://{}", at("listen.on.sock"))),
+        ("NSM_DEVICE_PLUGIN_PATH", at("device-plugins")),
+        ("NSM_POD_RESOURCES_PATH", at("pod-resources")),
+        ("NSM_SRIOV_CONFIG_FILE", at("sriov.yaml")),
+        ("NSM_STATE_DIR", at("state")),
+        ("NSM_CGROUP_PATH", at("cgroup")),
+        ("NSM_VFIO_PATH", at("vfio")),
+    ];
+    sriov_config::EnvConfig::from_vars(vars).unwrap().config
+}
+
+/// What gRPC health says for the whole server.
+async fn health(root: &Path) -> ServingStatus {
+    let channel = sriov_deviceplugin::connect_unix(&root.join("listen.on.sock"))
+        .await
+        .unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+async fn health_becomes(root: &Path, want: ServingStatus) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = health(root).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gRPC health stayed {now:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn readiness_becomes(running: &Running, ready: bool) -> String {
+    let mut rx = running.readiness();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|r| r.is_ready() == ready))
+        .await
+        .unwrap_or_else(|_| panic!("readiness never became {ready}"))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
+    let _nsmgr = FakeNsmgr::start(root.join("nsm.sock")).await.unwrap();
+    let running = Forwarder::builder(env(root))
+        .sysfs(fake.sysfs())
+        .start()
+        .await
+        .unwrap();
+
+    // No kubelet yet: the NSE registers, the resource cannot.
+    let mut rx = running.readiness();
+    let waiting = tokio::time::timeout(
+        PATIENCE,
+        rx.wait_for(|r| r.missing.iter().all(|m| m.contains("kubelet"))),
+    )
+    .await
+    .expect("the NSE registered")
+    .unwrap()
+    .clone();
+    assert_eq!(
+        waiting.to_string(),
+        format!("not ready: kubelet has not registered {RESOURCE}")
+    );
+    assert_eq!(health(root).await, ServingStatus::NotServing);
+
+    let kubelet =
+        FakeKubelet::start(&root.join("device-plugins"), &root.join("pod-resources")).unwrap();
+    health_becomes(root, ServingStatus::Serving).await;
+    assert_eq!(readiness_becomes(&running, true).await, "ready");
+
+    // Kubelet goes down: its socket vanishes.
+    kubelet.stop_registration().await;
+    health_becomes(root, ServingStatus::NotServing).await;
+    let why = readiness_becomes(&running, false).await;
+    assert!(why.contains(RESOURCE), "{why}");
+
+    // And comes back.
+    kubelet.start_registration().unwrap();
+    health_becomes(root, ServingStatus::Serving).await;
+
+    let state = running.debug_state();
+    assert_eq!(state["readiness"], "ready");
+    let pfs = state["pool"][RESOURCE]["pfs"].as_array().unwrap();
+    assert_eq!(pfs[0]["pf"], "0000:3b:00.0");
+    assert_eq!(pfs[0]["vfs"].as_array().unwrap().len(), 4);
+    assert_eq!(pfs[0]["vfs"][0]["driver"], "iavf");
+    assert_eq!(state["connections"], serde_json::json!([]));
+
+    running.shutdown().await;
+}
