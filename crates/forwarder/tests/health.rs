@@ -91,7 +91,7 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
-    let _nsmgr = FakeNsmgr::start(root.join("nsm.sock")).await.unwrap();
+    let mut nsmgr = FakeNsmgr::start(root.join("nsm.sock")).await.unwrap();
     let running = Forwarder::builder(env(root))
         .sysfs(fake.sysfs())
         .start()
@@ -127,6 +127,15 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
 
     // And comes back.
     kubelet.start_registration().unwrap();
+    health_becomes(root, ServingStatus::Serving).await;
+
+    // The registry goes away, then comes back (empty, as after a restart).
+    nsmgr.stop().await;
+    health_becomes(root, ServingStatus::NotServing).await;
+    let why = readiness_becomes(&running, false).await;
+    assert!(why.contains("NSE"), "{why}");
+    nsmgr.clear_registry();
+    nsmgr.restart().await.unwrap();
     health_becomes(root, ServingStatus::Serving).await;
 
     let state = running.debug_state();
