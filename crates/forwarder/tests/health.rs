@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use sriov_deviceplugin::fake::FakeKubelet;
 use sriov_forwarder::{Forwarder, Running};
 use sriov_nsm::fake::FakeNsmgr;
@@ -77,6 +79,45 @@ async fn health_becomes(root: &Path, want: ServingStatus) {
     }
 }
 
+/// The sum of `metric`'s points with these attributes (among others).
+fn metric(
+    provider: &SdkMeterProvider,
+    exporter: &InMemoryMetricExporter,
+    metric: &str,
+    attrs: &[(&str, &str)],
+) -> u64 {
+    exporter.reset();
+    provider.force_flush().unwrap();
+    let mut total = 0;
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for m in sm.metrics().filter(|m| m.name() == metric) {
+                let points: Vec<(Vec<opentelemetry::KeyValue>, u64)> = match m.data() {
+                    AggregatedMetrics::U64(MetricData::Sum(s)) => s
+                        .data_points()
+                        .map(|p| (p.attributes().cloned().collect(), p.value()))
+                        .collect(),
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .map(|p| (p.attributes().cloned().collect(), p.value()))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for (a, v) in points {
+                    let has = |(k, want): &(&str, &str)| {
+                        a.iter()
+                            .any(|kv| kv.key.as_str() == *k && kv.value.to_string() == *want)
+                    };
+                    if attrs.iter().all(has) {
+                        total += v;
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
 async fn readiness_becomes(running: &Running, ready: bool) -> String {
     let mut rx = running.readiness();
     tokio::time::timeout(PATIENCE, rx.wait_for(|r| r.is_ready() == ready))
@@ -88,6 +129,13 @@ async fn readiness_becomes(running: &Running, ready: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    let m = |name: &str, attrs: &[(&str, &str)]| metric(&provider, &exporter, name, attrs);
+
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
@@ -118,6 +166,15 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
         FakeKubelet::start(&root.join("device-plugins"), &root.join("pod-resources")).unwrap();
     health_becomes(root, ServingStatus::Serving).await;
     assert_eq!(readiness_becomes(&running, true).await, "ready");
+    assert_eq!(m("sriov.registry.registrations", &[("result", "ok")]), 1);
+    assert!(
+        m("sriov.reconcile.runs", &[]) >= 1,
+        "the start-up roll-back runs"
+    );
+    let total = [("resource", RESOURCE), ("state", "total")];
+    assert_eq!(m("sriov.pool.vfs", &total), 4);
+    let registered = [("resource", RESOURCE), ("result", "ok")];
+    assert_eq!(m("sriov.kubelet.registrations", &registered), 1);
 
     // Kubelet goes down: its socket vanishes.
     kubelet.stop_registration().await;
@@ -134,9 +191,11 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
     health_becomes(root, ServingStatus::NotServing).await;
     let why = readiness_becomes(&running, false).await;
     assert!(why.contains("NSE"), "{why}");
+    assert!(m("sriov.registry.registrations", &[("result", "error")]) >= 1);
     nsmgr.clear_registry();
     nsmgr.restart().await.unwrap();
     health_becomes(root, ServingStatus::Serving).await;
+    assert!(m("sriov.registry.registrations", &[("result", "ok")]) >= 2);
 
     let state = running.debug_state();
     assert_eq!(state["readiness"], "ready");
