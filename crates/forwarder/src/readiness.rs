@@ -81,8 +81,8 @@ fn assess(
 }
 
 /// Follows the registration and the plugins until `stop`: publishes the
-/// readiness, and turns gRPC health (overall and NetworkService) SERVING
-/// only while ready. Logs the start-up time at the first readiness.
+/// readiness, and turns NetworkService's gRPC health SERVING only while
+/// ready. Logs the start-up time at the first readiness.
 pub(crate) async fn follow(
     mut nse: watch::Receiver<RegistrationState>,
     mut plugins: Vec<Plugin>,
@@ -155,14 +155,16 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// gRPC health for the whole server ("") and for NetworkService.
+/// gRPC health of NetworkService, which the readiness and startup probes
+/// ask for. The server's overall health ("") is left SERVING: the liveness
+/// probe asks for it, and a restart would mend neither a registry nor a
+/// kubelet that is away.
 pub(crate) async fn set_health(health: &HealthReporter, ready: bool) {
     let status = if ready {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
     };
-    health.set_service_status("", status).await;
     health
         .set_service_status(
             <NetworkServiceServer<server::NetworkServiceServer> as NamedService>::NAME,

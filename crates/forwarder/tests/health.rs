@@ -48,14 +48,26 @@ fn env(root: &Path) -> sriov_config::EnvConfig {
     sriov_config::EnvConfig::from_vars(vars).unwrap().config
 }
 
-/// What gRPC health says for the whole server.
+/// The service the readiness probe asks for.
+const NETWORK_SERVICE: &str =
+    <sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer<
+        sriov_chain::server::NetworkServiceServer,
+    > as tonic::server::NamedService>::NAME;
+
+/// What gRPC health says for NetworkService.
 async fn health(root: &Path) -> ServingStatus {
+    health_of(root, NETWORK_SERVICE).await
+}
+
+/// What gRPC health says for `service` ("": the whole server, which the
+/// liveness probe asks for).
+async fn health_of(root: &Path, service: &str) -> ServingStatus {
     let channel = sriov_deviceplugin::connect_unix(&root.join("listen.on.sock"))
         .await
         .unwrap();
     let status = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_string(),
         })
         .await
         .unwrap()
@@ -161,6 +173,8 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
         format!("not ready: kubelet has not registered {RESOURCE}")
     );
     assert_eq!(health(root).await, ServingStatus::NotServing);
+    // Alive all the same: liveness must not restart a forwarder waiting for kubelet.
+    assert_eq!(health_of(root, "").await, ServingStatus::Serving);
 
     let kubelet =
         FakeKubelet::start(&root.join("device-plugins"), &root.join("pod-resources")).unwrap();
@@ -181,6 +195,7 @@ async fn health_is_serving_only_while_the_nse_and_every_plugin_are_registered() 
     health_becomes(root, ServingStatus::NotServing).await;
     let why = readiness_becomes(&running, false).await;
     assert!(why.contains(RESOURCE), "{why}");
+    assert_eq!(health_of(root, "").await, ServingStatus::Serving);
 
     // And comes back.
     kubelet.start_registration().unwrap();
