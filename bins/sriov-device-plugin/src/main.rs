@@ -20,7 +20,7 @@ use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatche
 use sriov_pci::Sysfs;
 use sriov_selector_pools::{
     CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
-    PoolManager, PoolSettings, Strictness,
+    PluginStatus, PoolManager, PoolSettings, Readiness, Strictness, follow_readiness,
 };
 use tokio::sync::{Notify, watch};
 
@@ -128,12 +128,18 @@ async fn serve(
     }
 
     let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
     let mut watcher = PodResourcesWatcher::new(&args.pod_resources_socket, Duration::from_secs(10));
     for pool in manager.pools() {
         let mut cfg = PluginConfig::new(pool.resource_name());
         cfg.device_plugin_dir = args.device_plugin_dir.clone();
         cfg.plugins_registry_dir = args.plugins_registry_dir.clone();
         let plugin = DevicePlugin::new(cfg, pool.clone());
+        statuses.push(PluginStatus {
+            resource: pool.resource_name().to_string(),
+            registered: plugin.registered(),
+            devices: pool.devices(),
+        });
         let mut stop = stop_rx.clone();
         let mut devices = pool.devices();
         let name = pool.resource_name().to_string();
@@ -156,6 +162,10 @@ async fn serve(
         }));
         watcher = watcher.watch(pool.resource_name(), pool.clone() as Arc<dyn Backend>);
     }
+    tasks.push(tokio::spawn(log_readiness(
+        follow_readiness(statuses),
+        stop_rx.clone(),
+    )));
     // SRDP's DaemonSet does not mount kubelet's pod-resources dir; without it the pools never
     // learn that a pod let go of a device, which only matters for netdev health.
     if args
@@ -209,6 +219,26 @@ async fn serve(
         .clean_files()
         .context("cleaning device-info files and CDI specs")?;
     Ok(())
+}
+
+/// Says when the plugin becomes ready (every pool with devices registered with kubelet) and
+/// when it stops being so.
+async fn log_readiness(mut readiness: watch::Receiver<Readiness>, mut stop: watch::Receiver<bool>) {
+    let mut starting = true;
+    loop {
+        let now = readiness.borrow_and_update().clone();
+        // Not ready at start is expected: registrations take a moment.
+        if now.is_ready() || starting {
+            tracing::info!("{now}");
+        } else {
+            tracing::warn!("{now}");
+        }
+        starting &= !now.is_ready();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = readiness.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// SRDP stops on SIGHUP, SIGINT, SIGTERM and SIGQUIT.

@@ -1,11 +1,14 @@
 //! The chain: elements called in order, each passing the request on to the rest.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::context::Ctx;
 use crate::contract::{ContractError, Key, Needs, Provided};
@@ -95,7 +98,20 @@ impl<E: Element> Stored for E {
         next: Next<'a>,
     ) -> BoxFuture<'a, Result<Connection, Status>> {
         match E::Needs::read(ctx) {
-            Some(needs) => Box::pin(Element::request(self, ctx, needs, request, next)),
+            Some(needs) => {
+                let name = Element::name(self);
+                Box::pin(
+                    async move {
+                        let spent = Spent::default();
+                        let started = Instant::now();
+                        let next = next.timed(&spent);
+                        let result = Element::request(self, ctx, needs, request, next).await;
+                        spent.element_took(name, "request", started);
+                        result
+                    }
+                    .instrument(element_span(name)),
+                )
+            }
             // Only a chain nobody checked gets here: the forwarder's is
             // checked before it serves.
             None => {
@@ -115,7 +131,17 @@ impl<E: Element> Stored for E {
         connection: Connection,
         next: Next<'a>,
     ) -> BoxFuture<'a, Result<(), Status>> {
-        Box::pin(Element::close(self, ctx, connection, next))
+        let name = Element::name(self);
+        Box::pin(
+            async move {
+                let spent = Spent::default();
+                let started = Instant::now();
+                let result = Element::close(self, ctx, connection, next.timed(&spent)).await;
+                spent.element_took(name, "close", started);
+                result
+            }
+            .instrument(element_span(name)),
+        )
     }
 
     fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {
@@ -123,13 +149,72 @@ impl<E: Element> Stored for E {
     }
 }
 
+/// The span of one element's work: `chain.<element>` (tracing names spans
+/// statically; `otel.name` is the name OpenTelemetry exports).
+fn element_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "chain.element",
+        otel.name = %format_args!("chain.{name}"),
+        element = name
+    )
+}
+
+/// Time spent in the rest of the chain, which an element's own figure
+/// leaves out: every element calls the next one, and a figure that
+/// included it would make `limits` as slow as the whole chain.
+#[derive(Default)]
+struct Spent(AtomicU64);
+
+impl Spent {
+    fn add(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn element_took(&self, element: &'static str, op: &'static str, started: Instant) {
+        let rest = Duration::from_nanos(self.0.load(Ordering::Relaxed));
+        let own = started.elapsed().saturating_sub(rest);
+        crate::metrics::element_took(element, op, own.as_secs_f64());
+    }
+}
+
 /// The rest of the chain after the current element.
 #[derive(Clone, Copy)]
 pub struct Next<'a> {
     rest: &'a [Arc<dyn Stored>],
+    /// Where the time the rest takes is added, for the calling element's
+    /// own figure.
+    spent: Option<&'a Spent>,
 }
 
 impl<'a> Next<'a> {
+    /// This rest, its time added to `spent`.
+    fn timed<'b>(self, spent: &'b Spent) -> Next<'b>
+    where
+        'a: 'b,
+    {
+        Next {
+            rest: self.rest,
+            spent: Some(spent),
+        }
+    }
+
+    /// `work`, its time added to what the calling element spent waiting.
+    fn time<'b, T: Send + 'b>(self, work: BoxFuture<'b, T>) -> BoxFuture<'b, T>
+    where
+        'a: 'b,
+    {
+        match self.spent {
+            None => work,
+            Some(spent) => Box::pin(async move {
+                let started = Instant::now();
+                let out = work.await;
+                spent.add(started.elapsed());
+                out
+            }),
+        }
+    }
+
     /// Passes the request to the next element; the end of the chain
     /// returns the request's connection as it is.
     pub fn request<'b>(
@@ -141,7 +226,14 @@ impl<'a> Next<'a> {
         'a: 'b,
     {
         match self.rest.split_first() {
-            Some((head, tail)) => head.request(ctx, request, Next { rest: tail }),
+            Some((head, tail)) => self.time(head.request(
+                ctx,
+                request,
+                Next {
+                    rest: tail,
+                    spent: None,
+                },
+            )),
             None => Box::pin(std::future::ready(Ok(request
                 .connection
                 .unwrap_or_default()))),
@@ -168,7 +260,14 @@ impl<'a> Next<'a> {
         'a: 'b,
     {
         match self.rest.split_first() {
-            Some((head, tail)) => head.close(ctx, connection, Next { rest: tail }),
+            Some((head, tail)) => self.time(head.close(
+                ctx,
+                connection,
+                Next {
+                    rest: tail,
+                    spent: None,
+                },
+            )),
             None => Box::pin(std::future::ready(Ok(()))),
         }
     }
@@ -225,6 +324,7 @@ impl Chain {
     ) -> BoxFuture<'a, Result<Connection, Status>> {
         Next {
             rest: &self.elements,
+            spent: None,
         }
         .request(ctx, request)
     }
@@ -237,6 +337,7 @@ impl Chain {
     ) -> BoxFuture<'a, Result<(), Status>> {
         Next {
             rest: &self.elements,
+            spent: None,
         }
         .close(ctx, connection)
     }
@@ -266,7 +367,13 @@ impl Element for Chain {
         next: Next<'_>,
     ) -> Result<Connection, Status> {
         let all = self.then(next);
-        Next { rest: &all }.request(ctx, request).await
+        // The sub-chain's time is the rest of the element holding it.
+        Next {
+            rest: &all,
+            spent: next.spent,
+        }
+        .request(ctx, request)
+        .await
     }
 
     async fn close(
@@ -276,7 +383,12 @@ impl Element for Chain {
         next: Next<'_>,
     ) -> Result<(), Status> {
         let all = self.then(next);
-        Next { rest: &all }.close(ctx, connection).await
+        Next {
+            rest: &all,
+            spent: next.spent,
+        }
+        .close(ctx, connection)
+        .await
     }
 
     fn check_order(&self, before: &mut Provided) -> Result<(), ContractError> {

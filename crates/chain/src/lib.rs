@@ -46,6 +46,7 @@ mod context;
 pub mod contract;
 pub mod elements;
 pub mod forwarder;
+pub mod metrics;
 pub mod params;
 pub mod peers;
 pub mod reclaim;

@@ -10,12 +10,13 @@ use sriov_api::nsm::connection::{Connection, ConnectionEvent, MonitorScopeSelect
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_api::nsm::networkservice::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::caller::{Caller, PeerIdentity};
 use crate::elements::authorize::Authorization;
 use crate::elements::monitor::{Monitor, matches, refuse};
 use crate::records::{CallFds, Deadline};
-use crate::{Chain, Ctx};
+use crate::{Chain, Ctx, metrics};
 
 /// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
 /// at most 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`); `None`
@@ -90,10 +91,25 @@ impl NetworkService for NetworkServiceServer {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
+        let asked = requested_mechanism(&req);
+        let span = call_span("nsm.Request", &id);
         let chain = self.chain.clone();
         // Logged in the task: a caller that went away still gets a line.
-        let task = tokio::spawn(async move {
+        let served = async move {
             let result = chain.request(&mut ctx, req).await;
+            let mechanism = metrics::mechanism_label(
+                result
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| c.mechanism.as_ref())
+                    .map(|m| m.r#type.as_str())
+                    .or(asked.as_deref()),
+            );
+            let outcome = metrics::result_label(&result);
+            metrics::count_request(mechanism, outcome);
+            let span = tracing::Span::current();
+            span.record("mechanism", mechanism);
+            span.record("result", outcome);
             match &result {
                 Ok(_) => tracing::info!(connection = %id, "request served"),
                 Err(e) => {
@@ -101,7 +117,8 @@ impl NetworkService for NetworkServiceServer {
                 }
             }
             result
-        });
+        };
+        let task = tokio::spawn(metrics::with_call_span(span.clone(), served).instrument(span));
         task.await
             .unwrap_or_else(|e| Err(Status::internal(format!("request task failed: {e}"))))
             .map(Response::new)
@@ -111,12 +128,58 @@ impl NetworkService for NetworkServiceServer {
         let mut ctx = ctx_for(&request);
         let conn = request.into_inner();
         let id = conn.id.clone();
+        let mechanism =
+            metrics::mechanism_label(conn.mechanism.as_ref().map(|m| m.r#type.as_str()));
+        let span = call_span("nsm.Close", &id);
+        span.record("mechanism", mechanism);
         let chain = self.chain.clone();
-        tokio::spawn(async move { chain.close(&mut ctx, conn).await })
+        let closed = async move {
+            let result = chain.close(&mut ctx, conn).await;
+            let outcome = metrics::result_label(&result);
+            metrics::count_close(mechanism, outcome);
+            tracing::Span::current().record("result", outcome);
+            result
+        };
+        tokio::spawn(metrics::with_call_span(span.clone(), closed).instrument(span))
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("close task failed: {e}"))))?;
         tracing::info!(connection = %id, "closed");
         Ok(Response::new(()))
+    }
+}
+
+/// The mechanism a Request asks for: the established connection's, else
+/// the client's first preference.
+fn requested_mechanism(req: &NetworkServiceRequest) -> Option<String> {
+    req.connection
+        .as_ref()
+        .and_then(|c| c.mechanism.as_ref())
+        .or(req.mechanism_preferences.first())
+        .map(|m| m.r#type.clone())
+}
+
+/// The span of one NetworkService call; the fields left empty are filled
+/// in as they become known (the VF by `bindvf`, the rest at the end).
+fn call_span(name: &'static str, connection: &str) -> tracing::Span {
+    // tracing names spans statically: one literal per call kind.
+    match name {
+        "nsm.Close" => tracing::info_span!(
+            "nsm.Close",
+            connection.id = connection,
+            mechanism = tracing::field::Empty,
+            vf.address = tracing::field::Empty,
+            resource = tracing::field::Empty,
+            result = tracing::field::Empty,
+        ),
+        _ => tracing::info_span!(
+            "nsm.Request",
+            connection.id = connection,
+            mechanism = tracing::field::Empty,
+            vf.address = tracing::field::Empty,
+            resource = tracing::field::Empty,
+            refresh = tracing::field::Empty,
+            result = tracing::field::Empty,
+        ),
     }
 }
 

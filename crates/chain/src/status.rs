@@ -34,7 +34,28 @@ pub fn pool(e: PoolError) -> Status {
 /// A sysfs error: the devices and drivers are ours (the pool's VFs, the
 /// configured `vfKernelDriver`), never named by a caller.
 pub fn pci(e: sriov_pci::PciError) -> Status {
+    crate::metrics::sysfs_error(pci_op(&e));
     Status::internal(e.to_string())
+}
+
+/// The `op` label of a sysfs error: what failed, and for a write the
+/// attribute (`write:bind`, `write:driver_override`), a short fixed set.
+fn pci_op(e: &sriov_pci::PciError) -> String {
+    use sriov_pci::PciError;
+    match e {
+        PciError::NoDevice { .. } => "no_device".into(),
+        PciError::Read { .. } => "read".into(),
+        PciError::Parse { .. } => "parse".into(),
+        PciError::Write { path, .. } => match path.file_name().and_then(|f| f.to_str()) {
+            Some(attr) => format!("write:{attr}"),
+            None => "write".into(),
+        },
+        PciError::NotSriov { .. } => "not_sriov".into(),
+        PciError::TooManyVfs { .. } => "too_many_vfs".into(),
+        PciError::NoDriver { .. } => "no_driver".into(),
+        PciError::InvalidDriverName(_) => "invalid_driver".into(),
+        PciError::Timeout { .. } => "timeout".into(),
+    }
 }
 
 /// A netlink error. The namespace errors are about the client's `inodeURL`.
@@ -50,7 +71,28 @@ pub fn netlink(e: sriov_netlink::Error) -> Status {
         | Error::NetnsOpen { .. }
         | Error::NotANetns { .. }
         | Error::NetnsInodeNotFound { .. } => Status::invalid_argument(with_causes(&e)),
-        other => Status::internal(with_causes(&other)),
+        other => {
+            crate::metrics::netlink_error(netlink_op(&other));
+            Status::internal(with_causes(&other))
+        }
+    }
+}
+
+/// The `op` label of a netlink error the host made (not a caller's).
+fn netlink_op(e: &sriov_netlink::Error) -> &'static str {
+    use sriov_netlink::Error;
+    match e {
+        Error::Setns { .. } => "setns",
+        Error::Thread { .. } => "thread",
+        Error::Socket { .. } => "socket",
+        Error::InvalidInterfaceName { .. } | Error::InvalidValue { .. } => "invalid_value",
+        Error::LinkNotFound { .. } => "link_not_found",
+        Error::Netlink { .. } => "request",
+        Error::VfNotSupported { .. } => "vf_not_supported",
+        Error::NoSuchVf { .. } => "no_such_vf",
+        Error::RolledBack { .. } => "rolled_back",
+        Error::RollbackFailed { .. } | Error::VfRollbackFailed { .. } => "rollback_failed",
+        _ => "other",
     }
 }
 
@@ -76,7 +118,10 @@ pub fn vfio(e: sriov_vfio::Error) -> Status {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
+    // The blocking thread works inside the calling element's span, so host
+    // operations' spans opened there are its children.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
 }

@@ -103,6 +103,7 @@ mod backend;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod metrics;
 mod plugin;
 mod podresources;
 mod preferred;

@@ -158,6 +158,7 @@ pub struct DevicePlugin<B: Backend + ?Sized> {
     cfg: PluginConfig,
     backend: Arc<B>,
     registrations: watch::Sender<u64>,
+    registered: watch::Sender<bool>,
 }
 
 impl<B: Backend + ?Sized> DevicePlugin<B> {
@@ -167,7 +168,16 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             cfg,
             backend,
             registrations: watch::channel(0).0,
+            registered: watch::channel(false).0,
         }
+    }
+
+    /// Whether kubelet knows the plugin now: true once registered (in
+    /// plugin-watcher mode: once the socket is served), false again when
+    /// kubelet's socket or ours goes away, until the next registration.
+    /// Readiness probes follow it.
+    pub fn registered(&self) -> watch::Receiver<bool> {
+        self.registered.subscribe()
     }
 
     /// Counts successful registrations (kubelet's `Register` returned OK,
@@ -190,6 +200,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
         let backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
         let (mut life, first) = Lifecycle::start(mode, backoff);
         let mut pending = VecDeque::new();
+        let _watched = crate::metrics::Watched::start(resource, self.backend.devices());
         driver.act_all(first, &mut pending).await;
         while life.phase() != Phase::Stopping {
             let Some(event) = pending.pop_front() else {
@@ -199,8 +210,12 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             let from = life.phase();
             let actions = life.step(event);
             debug!(resource, ?event, ?from, to = ?life.phase(), ?actions, "lifecycle");
+            let serving = life.phase() == Phase::Serving;
+            self.registered
+                .send_if_modified(|r| std::mem::replace(r, serving) != serving);
             driver.act_all(actions, &mut pending).await;
         }
+        self.registered.send_replace(false);
         info!(resource, "device plugin stopped");
     }
 
@@ -456,8 +471,12 @@ impl<'a, B: Backend + ?Sized> Driver<'a, B> {
             result = in_flight(&mut self.registering) => {
                 self.registering = None;
                 match result {
-                    Ok(()) => vec![Event::Registered],
+                    Ok(()) => {
+                        crate::metrics::registration(resource, "ok");
+                        vec![Event::Registered]
+                    }
                     Err(e) => {
+                        crate::metrics::registration(resource, crate::metrics::registration_failure(&e));
                         warn!(resource, error = %e, "registration failed; will retry");
                         vec![Event::RegisterFailed]
                     }
@@ -465,8 +484,12 @@ impl<'a, B: Backend + ?Sized> Driver<'a, B> {
             }
             events = next_events(&mut self.watcher) => self.dir_events(events),
             verdict = self.status_rx.recv() => match verdict {
-                Some(Ok(())) => vec![Event::WatcherAccepted],
+                Some(Ok(())) => {
+                    crate::metrics::registration(resource, "ok");
+                    vec![Event::WatcherAccepted]
+                }
                 Some(Err(msg)) => {
+                    crate::metrics::registration(resource, "refused");
                     warn!(resource, error = %msg, "kubelet refused the plugin; re-creating the socket after backoff");
                     vec![Event::WatcherRefused]
                 }
@@ -502,6 +525,15 @@ impl<'a, B: Backend + ?Sized> Driver<'a, B> {
                         "kubelet.sock created: kubelet (re)started; registering again"
                     );
                     out.push(Event::KubeletStarted);
+                }
+                DirEvent::Removed(name)
+                    if self.mode == RegistrationMode::Kubelet && name == KUBELET_SOCKET =>
+                {
+                    warn!(
+                        resource,
+                        "kubelet.sock removed: kubelet is down; waiting for it"
+                    );
+                    out.push(Event::KubeletStopped);
                 }
                 // Our own restart removes our old socket too: only a
                 // socket that is not the one now served is news.

@@ -176,7 +176,7 @@ impl<B: Backend + ?Sized> api::device_plugin_server::DevicePlugin for PluginServ
         let result = tokio::task::spawn_blocking(move || backend.allocate(&containers))
             .await
             .map_err(|e| Status::internal(format!("allocate task failed: {e}")))?;
-        match result {
+        let answer = match result {
             Ok(container_responses) if container_responses.len() == n => {
                 Ok(Response::new(api::AllocateResponse {
                     container_responses,
@@ -190,7 +190,13 @@ impl<B: Backend + ?Sized> api::device_plugin_server::DevicePlugin for PluginServ
                 warn!(resource = self.resource, error = %e, "Allocate refused");
                 Err(status_of(&e))
             }
-        }
+        };
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(s) => crate::metrics::code_name(s.code()),
+        };
+        crate::metrics::allocation(&self.resource, outcome);
+        answer
     }
 
     async fn pre_start_container(

@@ -37,6 +37,37 @@ async fn start_ends_registered_and_stays_so() {
     h.stop().await;
 }
 
+/// Readiness follows kubelet: registered, not once kubelet's socket is
+/// gone, registered again when kubelet is back.
+#[tokio::test]
+async fn registered_turns_false_while_kubelet_is_down_and_true_when_it_is_back() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path(), RegistrationMode::Kubelet);
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    let mut ready = h.registered.clone();
+    let within = Duration::from_secs(20);
+    tokio::time::timeout(within, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+
+    kubelet.stop_registration().await;
+    tokio::time::timeout(within, ready.wait_for(|r| !*r))
+        .await
+        .expect("not registered once kubelet.sock is gone")
+        .unwrap();
+
+    kubelet.start_registration().unwrap();
+    tokio::time::timeout(within, ready.wait_for(|r| *r))
+        .await
+        .expect("registered again when kubelet is back")
+        .unwrap();
+    registered(&h, &kubelet, 2).await;
+    h.stop().await;
+    assert!(!*ready.borrow());
+}
+
 #[tokio::test]
 async fn kubelet_restart_ends_registered_again_on_a_new_socket() {
     let root = tempfile::tempdir().unwrap();

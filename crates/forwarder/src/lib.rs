@@ -22,6 +22,8 @@
 
 mod entries;
 mod error;
+pub mod metrics;
+mod readiness;
 pub mod secure;
 mod start;
 mod sweep;
@@ -29,4 +31,5 @@ mod vfio;
 
 pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;
+pub use readiness::Readiness;
 pub use start::{Builder, Forwarder, Running};

@@ -13,8 +13,7 @@ use sriov_chain::server;
 use sriov_config::EnvConfig;
 use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
 use sriov_nsm::{
-    GrpcNextHop, Registration, RegistrationHandle, RegistrationState, RegistryClient,
-    listen_unix_secure,
+    GrpcNextHop, Registration, RegistrationHandle, RegistryClient, listen_unix_secure,
 };
 use sriov_pci::Sysfs;
 use sriov_token_pool::{FileStore, Pool, PoolResource, system_clock};
@@ -23,10 +22,11 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic_health::server::HealthReporter;
 
+use crate::readiness::{self, Readiness};
 use crate::secure::Secure;
 use crate::sweep::sweep_stale_uses;
 use crate::vfio::VfioAccess;
-use crate::{PoolEntries, StartError, check_transport, pool_entries};
+use crate::{PoolEntries, StartError, check_transport, metrics, pool_entries};
 
 /// How long [`Running::shutdown`] waits for the servers and tasks to end.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -144,6 +144,7 @@ impl Builder {
             pool = pool.with_vfio_only_at_allocate(why);
         }
         let pool = Arc::new(pool);
+        sriov_token_pool::metrics::observe(&pool);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = || {
             let mut rx = stop_rx.clone();
@@ -173,7 +174,7 @@ impl Builder {
             // The Go forwarder registers through kubelet.sock; so do we.
             cfg.mode = RegistrationMode::Kubelet;
             let plugin = DevicePlugin::new(cfg, resource.clone());
-            registered.push(plugin.registrations());
+            registered.push((name.clone(), plugin.registered()));
             tasks.spawn(plugin.run(stopped()));
             watcher = watcher.watch(name.clone(), resource);
             tracing::info!(resource = %name, "device plugin started");
@@ -211,9 +212,11 @@ impl Builder {
         // Requests the previous process was killed in the middle of: their
         // clients never got an answer, so what they did is rolled back
         // before anything is served (a failure stays recorded for the sweep).
+        metrics::reconcile_run();
         for (connection, result) in reclaim.unfinished().await {
             match result {
                 Ok(Some(what)) => {
+                    metrics::repaired("unfinished_request", 1);
                     tracing::info!(%connection, "{what} (its Request never finished)")
                 }
                 Ok(None) => {}
@@ -251,9 +254,13 @@ impl Builder {
             stopped(),
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
-            .await;
+        // SERVING only once registered (readiness::follow).
+        readiness::set_health(&health, false).await;
+        let debug = DebugSources {
+            pool: pool.clone(),
+            sysfs: sysfs.clone(),
+            monitor: monitor.clone(),
+        };
         let incoming = listen_unix_secure(&listen_on, env.socket_group, &secure.security)
             .map_err(nsm("listening on NSM_LISTEN_ON"))?;
         let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
@@ -281,41 +288,26 @@ impl Builder {
             url: listen_on,
             lifetime: env.max_token_lifetime,
         });
-        let (ready_tx, ready) = watch::channel(false);
-        {
-            // Start-up time is reported once the NSE and every resource are
-            // registered.
-            let mut reg = registration.subscribe();
-            let mut plugins = registered;
-            tokio::spawn(async move {
-                // The guards wait_for returns are not Send: dropped at once.
-                let nse = async {
-                    reg.wait_for(|s| matches!(s, RegistrationState::Registered { .. }))
-                        .await
-                        .map(drop)
-                };
-                let kubelet = async {
-                    for p in &mut plugins {
-                        p.wait_for(|n| *n > 0).await.map(drop)?;
-                    }
-                    Ok::<(), watch::error::RecvError>(())
-                };
-                if let (Ok(()), Ok(())) = tokio::join!(nse, kubelet) {
-                    tracing::info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "ready: NSE and device plugins registered"
-                    );
-                    let _ = ready_tx.send(true);
-                }
-            });
-        }
+        // Ready once the NSE and every resource are registered; not while
+        // either is lost (gRPC health follows).
+        let readiness = Arc::new(watch::Sender::new(readiness::starting()));
+        let follower = tokio::spawn(readiness::follow(
+            registration.subscribe(),
+            registered,
+            health.clone(),
+            readiness.clone(),
+            started,
+            stopped(),
+        ));
         Ok(Running {
             stop_tx,
             tasks,
             server,
             registration,
             health,
-            ready,
+            readiness,
+            follower,
+            debug,
         })
     }
 }
@@ -328,13 +320,53 @@ pub struct Running {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     registration: RegistrationHandle,
     health: HealthReporter,
-    ready: watch::Receiver<bool>,
+    readiness: Arc<watch::Sender<Readiness>>,
+    follower: JoinHandle<()>,
+    debug: DebugSources,
+}
+
+/// What `/debug/state` is read from.
+struct DebugSources {
+    pool: Arc<Pool>,
+    sysfs: Sysfs,
+    monitor: Monitor,
 }
 
 impl Running {
     /// Resolves once the NSE and every device plugin are registered.
     pub async fn ready(&self) {
-        let _ = self.ready.clone().wait_for(|r| *r).await;
+        let _ = self
+            .readiness
+            .subscribe()
+            .wait_for(Readiness::is_ready)
+            .await;
+    }
+
+    /// The forwarder's readiness, for `/readyz`: ready while the registry
+    /// holds the NSE and kubelet knows every resource's device plugin;
+    /// otherwise what is missing. gRPC health is SERVING exactly while it
+    /// is ready.
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.readiness.subscribe()
+    }
+
+    /// The state for `/debug/state`: readiness, the pool per resource
+    /// (every VF with its PF, state, current driver and the connection
+    /// using it) and the connections the chain serves. Tokens are redacted.
+    pub fn debug_state(&self) -> serde_json::Value {
+        let DebugSources {
+            pool,
+            sysfs,
+            monitor,
+        } = &self.debug;
+        let driver = |vf| sysfs.driver(vf).ok().flatten();
+        let connections: Vec<serde_json::Value> =
+            monitor.connections().iter().map(connection_view).collect();
+        serde_json::json!({
+            "readiness": self.readiness.borrow().to_string(),
+            "pool": pool.debug_state(&driver),
+            "connections": connections,
+        })
     }
 
     /// Stops in order: health NOT_SERVING, the NSE unregistered, then the
@@ -348,12 +380,15 @@ impl Running {
             server,
             registration,
             health,
-            ready: _,
+            readiness,
+            follower,
+            debug: _,
         } = self;
         tracing::info!("shutting down: unregistering, stopping device plugins and the server");
-        health
-            .set_not_serving::<NetworkServiceServer<server::NetworkServiceServer>>()
-            .await;
+        // Stopped first, so that nothing turns health back on.
+        follower.abort();
+        readiness.send_replace(readiness::stopping());
+        readiness::set_health(&health, false).await;
         if let Err(e) = registration.shutdown().await {
             tracing::warn!(error = %e, "unregistering the NSE");
         }
@@ -367,4 +402,37 @@ impl Running {
         }
         tracing::info!("stopped");
     }
+}
+
+/// A served connection for `/debug/state`: what identifies it and its
+/// mechanism, the token parameter redacted and the path's tokens left out.
+fn connection_view(c: &sriov_api::nsm::connection::Connection) -> serde_json::Value {
+    let mechanism = c.mechanism.as_ref().map(|m| {
+        let parameters: serde_json::Map<String, serde_json::Value> = m
+            .parameters
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == sriov_chain::params::TOKEN_ID {
+                    sriov_token_pool::redact::Redacted(v).to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v.into())
+            })
+            .collect();
+        serde_json::json!({ "type": m.r#type, "cls": m.cls, "parameters": parameters })
+    });
+    let path: Vec<&str> = c
+        .path
+        .iter()
+        .flat_map(|p| p.path_segments.iter().map(|s| s.name.as_str()))
+        .collect();
+    serde_json::json!({
+        "id": c.id,
+        "network_service": c.network_service,
+        "endpoint": c.network_service_endpoint_name,
+        "state": c.state,
+        "mechanism": mechanism,
+        "path": path,
+    })
 }

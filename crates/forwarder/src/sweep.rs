@@ -33,6 +33,7 @@ pub(crate) async fn sweep_stale_uses(
             () = &mut stop => return,
             _ = tick.tick() => {}
         }
+        crate::metrics::reconcile_run();
         let served = monitor.connections();
         for connection in pool.abandoned() {
             let closed = match served.iter().find(|c| c.id == connection) {
@@ -43,7 +44,10 @@ pub(crate) async fn sweep_stale_uses(
                 None => reclaim.connection(&connection).await,
             };
             match closed {
-                Ok(Some(what)) => tracing::info!(%connection, "{what} (its pod is gone)"),
+                Ok(Some(what)) => {
+                    crate::metrics::repaired("gone_pod", 1);
+                    tracing::info!(%connection, "{what} (its pod is gone)")
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%connection, error = %e, "closing the connection of a gone pod; retried next sweep")
@@ -61,7 +65,10 @@ pub(crate) async fn sweep_stale_uses(
         let mut stuck = Vec::new();
         for (connection, _) in expired.iter().filter(|(c, _)| !live.contains(c)) {
             match reclaim.connection(connection).await {
-                Ok(Some(what)) => tracing::info!(%connection, "{what} (expired unrefreshed)"),
+                Ok(Some(what)) => {
+                    crate::metrics::repaired("expired", 1);
+                    tracing::info!(%connection, "{what} (expired unrefreshed)")
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%connection, error = %e, "undoing an expired connection; retried next sweep");
@@ -76,7 +83,10 @@ pub(crate) async fn sweep_stale_uses(
         let swept =
             tokio::task::spawn_blocking(move || pool.sweep(&sysfs, &|c| live.contains(c))).await;
         match swept {
-            Ok(Ok(released)) => released.iter().for_each(|r| tracing::info!("{r}")),
+            Ok(Ok(released)) => {
+                crate::metrics::repaired("stale_use", released.len() as u64);
+                released.iter().for_each(|r| tracing::info!("{r}"))
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "sweeping stale VF uses"),
             Err(e) => tracing::warn!(error = %e, "sweep task failed"),
         }

@@ -75,10 +75,12 @@ mod files;
 mod health;
 mod host;
 mod info;
+pub mod metrics;
 mod netlink_health;
 mod pool;
 mod report;
 pub mod selector;
+mod status;
 
 pub use config::{
     AdditionalInfo, Config, ConfigWarning, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCE_PREFIX,
@@ -104,3 +106,4 @@ pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
 pub use report::{DeviceNote, DeviceReport, Outcome, PoolRefusal, PoolReport, Report};
+pub use status::{PluginStatus, Readiness, follow_readiness};

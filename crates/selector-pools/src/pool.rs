@@ -158,7 +158,17 @@ impl ResourcePool {
                 group: Some(m.dev.pf.unwrap_or(m.dev.address).to_string()),
             })
             .collect();
-        self.lock().members = members;
+        {
+            let mut state = self.lock();
+            for (id, m) in &members {
+                let was = state.members.get(id).map(|old| old.unhealthy.is_none());
+                let healthy = m.unhealthy.is_none();
+                if was.is_some_and(|was| was != healthy) {
+                    crate::metrics::link_health_changed(&self.resource, healthy);
+                }
+            }
+            state.members = members;
+        }
         self.devices.send_if_modified(|current| {
             if *current == list {
                 false

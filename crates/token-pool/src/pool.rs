@@ -12,6 +12,8 @@ use crate::journal::Journal;
 use crate::state::{AllocBinding, DriverKind, State, Token, TokenState, VfUse};
 use crate::store::{FileStore, LoadNote};
 
+pub(crate) mod observe;
+
 /// Prefix of token IDs; NSM clients check it (`sriov-` + UUID, as the Go pool makes them).
 pub const TOKEN_PREFIX: &str = "sriov-";
 

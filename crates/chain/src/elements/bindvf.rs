@@ -19,12 +19,12 @@ use sriov_token_pool::{DriverKind, Pool, VfLease};
 use tonic::Status;
 
 use crate::contract::Key;
-use crate::params;
 use crate::records::Token;
 use crate::records::{ClientId, UndoLog, VfBinding};
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
+use crate::{metrics, params};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -72,7 +72,9 @@ impl BindVf {
     /// Binds the leased VF and gathers what later elements need (blocking sysfs work).
     fn bind(&self, lease: VfLease) -> Result<VfBinding, Status> {
         let driver = self.driver_for(lease.pf)?;
-        let previous = self.sysfs.bind(lease.vf, &driver).map_err(status::pci)?;
+        let previous = tracing::info_span!("host.bind", vf.address = %lease.vf, driver = %driver)
+            .in_scope(|| self.sysfs.bind(lease.vf, &driver))
+            .map_err(status::pci)?;
         let undo = |e: Status| {
             if previous.as_deref() != Some(driver.as_str())
                 && let Err(re) = self.sysfs.restore_driver(lease.vf, previous.as_deref())
@@ -148,8 +150,11 @@ impl BindVf {
     fn unbind(&self, binding: &VfBinding, connection: &str) -> Result<(), Status> {
         let driver = self.driver_for(binding.lease.pf)?;
         let restore = if binding.previous_driver.as_deref() != Some(driver.as_str()) {
-            self.sysfs
-                .restore_driver(binding.lease.vf, binding.previous_driver.as_deref())
+            tracing::info_span!("host.unbind", vf.address = %binding.lease.vf)
+                .in_scope(|| {
+                    self.sysfs
+                        .restore_driver(binding.lease.vf, binding.previous_driver.as_deref())
+                })
                 .map_err(status::pci)
         } else {
             Ok(())
@@ -243,6 +248,9 @@ impl Element for Arc<BindVf> {
                 true
             }
         };
+        if let Some(b) = ctx.get::<VfBinding>() {
+            metrics::annotate_call(&b.lease.vf.to_string(), &b.lease.name, Some(!fresh));
+        }
         if let (Some(b), Some(m)) = (
             ctx.get::<VfBinding>(),
             request
@@ -283,6 +291,7 @@ impl Element for Arc<BindVf> {
         let id = connection.id.clone();
         let rest = next.close(ctx, connection).await;
         if let Some(b) = ctx.remove::<VfBinding>() {
+            metrics::annotate_call(&b.lease.vf.to_string(), &b.lease.name, None);
             let this = self.clone();
             blocking(move || this.unbind(&b, &id)).await?;
         }

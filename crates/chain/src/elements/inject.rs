@@ -27,6 +27,7 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{ClientLink, LinkRef, MovedLink, NetlinkOps, Netns, NetnsUrl};
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::params::{INODE_URL, KernelParams, RULE_NETNS_BY_FD};
 use crate::records::{CallFds, IpPlan, UndoLog, VfBinding};
@@ -189,7 +190,12 @@ impl Inject {
             log.update(|r| r.moving = Some(intent)).await?;
         }
         sriov_failpoint::hit("inject.before-move");
-        let moved = self.netlink.move_into(link).await.map_err(status::netlink);
+        let moved = self
+            .netlink
+            .move_into(link)
+            .instrument(tracing::info_span!("host.netns_move"))
+            .await
+            .map_err(status::netlink);
         sriov_failpoint::hit("inject.after-move");
         let (m, log) = match (moved, log) {
             (Ok(m), Some(log)) => (m, log),
@@ -327,7 +333,11 @@ impl Element for Inject {
         ctx.remove::<Applied>();
         let back = match ctx.remove::<MovedLink>() {
             Some(m) => {
-                let back = self.netlink.back_out(m).await;
+                let back = self
+                    .netlink
+                    .back_out(m)
+                    .instrument(tracing::info_span!("host.netns_return"))
+                    .await;
                 sriov_failpoint::hit("inject.close.after-back-out");
                 back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
                     .map_err(status::netlink)

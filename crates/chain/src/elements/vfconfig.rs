@@ -13,6 +13,7 @@ use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_netlink::{LinkRef, MacAddr, NetlinkOps, VfConfig, VfRecord, VfVlan};
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::params::KernelParams;
 use crate::records::{UndoLog, VfBinding};
@@ -115,6 +116,7 @@ impl Element for VfConfigElement {
             }
             self.netlink
                 .set_vf(pf, vf, cfg)
+                .instrument(tracing::info_span!("host.vf_set", vf.index = vf))
                 .await
                 .map(|_| Some(record))
                 .map_err(status::netlink)
@@ -138,7 +140,12 @@ impl Element for VfConfigElement {
         next: Next<'_>,
     ) -> Result<(), Status> {
         let restored = match ctx.remove::<VfRecord>() {
-            Some(r) => self.netlink.restore_vf(r).await.map_err(status::netlink),
+            Some(r) => self
+                .netlink
+                .restore_vf(r)
+                .instrument(tracing::info_span!("host.vf_restore"))
+                .await
+                .map_err(status::netlink),
             None => Ok(()),
         };
         let rest = next.close(ctx, connection).await;

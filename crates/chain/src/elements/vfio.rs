@@ -133,8 +133,8 @@ impl Element for Vfio {
                 planned = Some(plan.clone());
                 log.update(|r| r.grant = Some(plan)).await?;
             }
-            let grant = cgroups
-                .grant_all(&p.cgroup_dir, &granted)
+            let grant = tracing::info_span!("host.cgroup_grant", vf.address = %b.lease.vf)
+                .in_scope(|| cgroups.grant_all(&p.cgroup_dir, &granted))
                 .map_err(status::vfio)?;
             sriov_failpoint::hit("vfio.after-grant");
             let granted = Granted {
@@ -180,6 +180,7 @@ impl Vfio {
         let Ok(cgroups) = self.cgroups.as_ref() else {
             return;
         };
+        let _span = tracing::info_span!("host.cgroup_revoke").entered();
         let revoked = if g.adopted {
             cgroups.revoke_recorded(&g.grant)
         } else {

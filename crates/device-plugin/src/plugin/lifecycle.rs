@@ -56,6 +56,9 @@ pub(super) enum Event {
     SocketLost,
     /// `kubelet.sock` appeared: kubelet (re)started.
     KubeletStarted,
+    /// `kubelet.sock` went away: kubelet is down, and whatever it knew of
+    /// us goes with it.
+    KubeletStopped,
     /// Kubelet's `Register` returned OK.
     Registered,
     /// `Register` failed: kubelet absent, refusing, or too slow.
@@ -210,6 +213,19 @@ impl Lifecycle {
                 vec![Register]
             }
 
+            // Not registered any more; registered again when kubelet comes
+            // back (KubeletStarted), or by the retry should its socket's
+            // creation be missed.
+            (Registering | Serving | WaitingForKubelet, Event::KubeletStopped) if kubelet_mode => {
+                let mut actions = Vec::new();
+                if self.phase == Registering {
+                    actions.push(CancelRegister);
+                }
+                self.phase = WaitingForKubelet;
+                actions.push(self.retry());
+                actions
+            }
+
             (Registering, Event::Registered) => {
                 self.backoff.reset();
                 self.phase = Serving;
@@ -240,7 +256,13 @@ impl Lifecycle {
 
             // Outcomes of abandoned calls, and kubelet.sock in
             // plugin-watcher mode, where kubelet finds us by itself.
-            (_, Event::Registered | Event::RegisterFailed | Event::KubeletStarted) => vec![],
+            (
+                _,
+                Event::Registered
+                | Event::RegisterFailed
+                | Event::KubeletStarted
+                | Event::KubeletStopped,
+            ) => vec![],
             // The only action answered by these is Listen, emitted in
             // Binding alone.
             (Registering | WaitingForKubelet | Serving, Event::Listening | Event::ListenFailed) => {
@@ -684,5 +706,27 @@ mod tests {
                 assert_eq!(step(&mut kubelet(phase), event), (phase, vec![]));
             }
         }
+    }
+
+    #[test]
+    fn kubelet_gone_leaves_serving_and_retries() {
+        let mut life = kubelet(Serving);
+        assert_eq!(
+            step(&mut life, Event::KubeletStopped),
+            (WaitingForKubelet, vec![RetryIn(MS)])
+        );
+        let mut life = kubelet(Registering);
+        assert_eq!(
+            step(&mut life, Event::KubeletStopped),
+            (WaitingForKubelet, vec![CancelRegister, RetryIn(MS)])
+        );
+        assert_eq!(
+            step(&mut kubelet(Binding), Event::KubeletStopped),
+            (Binding, vec![])
+        );
+        assert_eq!(
+            step(&mut watcher(Serving), Event::KubeletStopped),
+            (Serving, vec![])
+        );
     }
 }

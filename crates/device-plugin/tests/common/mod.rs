@@ -154,6 +154,7 @@ pub struct Harness {
     pub root: tempfile::TempDir,
     pub cfg: PluginConfig,
     pub registrations: watch::Receiver<u64>,
+    pub registered: watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -200,6 +201,7 @@ pub fn start_plugin<B: Backend + ?Sized>(
 ) -> Harness {
     let plugin = DevicePlugin::new(cfg.clone(), backend);
     let registrations = plugin.registrations();
+    let registered = plugin.registered();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(plugin.run(async {
         let _ = rx.await;
@@ -208,6 +210,7 @@ pub fn start_plugin<B: Backend + ?Sized>(
         root,
         cfg,
         registrations,
+        registered,
         stop: Some(tx),
         task: Some(task),
     }

@@ -1,0 +1,38 @@
+//! What the pools record for issue #17: link health flips of their devices.
+//! (Advertised devices, Allocate results and kubelet registrations are
+//! recorded by `sriov-deviceplugin`, see `sriov_deviceplugin::metrics`.)
+
+use std::sync::OnceLock;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+
+/// `sriov.link.health.changes` {resource, health = healthy|unhealthy}:
+/// devices of a pool whose health, which follows their links (uplink down
+/// or gone, netdev vanished), flipped.
+pub const LINK_HEALTH_CHANGES: &str = "sriov.link.health.changes";
+
+/// The Prometheus names of what this crate exports; the dashboard's
+/// queries are checked against it.
+pub const PROMETHEUS_NAMES: &[&str] = &["sriov_link_health_changes_total"];
+
+fn changes() -> &'static Counter<u64> {
+    static CHANGES: OnceLock<Counter<u64>> = OnceLock::new();
+    CHANGES.get_or_init(|| {
+        opentelemetry::global::meter("sriov")
+            .u64_counter(LINK_HEALTH_CHANGES)
+            .with_description("Pool devices whose link health flipped, by the new health")
+            .build()
+    })
+}
+
+pub(crate) fn link_health_changed(resource: &str, healthy: bool) {
+    let health = if healthy { "healthy" } else { "unhealthy" };
+    changes().add(
+        1,
+        &[
+            KeyValue::new("resource", resource.to_string()),
+            KeyValue::new("health", health),
+        ],
+    );
+}
