@@ -149,7 +149,7 @@ pub const VARIABLES: &[EnvVar] = &[
     EnvVar {
         name: "TELEMETRY",
         default: "false",
-        help: "Go NSM's OpenTelemetry switch; true is refused until OpenTelemetry export exists",
+        help: "Go NSM's OpenTelemetry switch: true pushes traces and metrics to NSM_OPEN_TELEMETRY_ENDPOINT",
     },
     EnvVar {
         name: "SPIFFE_ENDPOINT_SOCKET",
@@ -261,6 +261,9 @@ pub struct EnvConfig {
     pub vfio_path: PathBuf,
     /// `NSM_LOG_LEVEL`.
     pub log_level: LogLevel,
+    /// `TELEMETRY` (Go NSM's switch, read with `strconv.ParseBool`): push
+    /// traces and metrics over OTLP to [`EnvConfig::open_telemetry_endpoint`].
+    pub telemetry: bool,
     /// `NSM_OPEN_TELEMETRY_ENDPOINT`; `None` when set to the empty string.
     pub open_telemetry_endpoint: Option<String>,
     /// `NSM_METRICS_EXPORT_INTERVAL`.
@@ -353,6 +356,7 @@ impl EnvConfig {
             cgroup_path: p.path("NSM_CGROUP_PATH"),
             vfio_path: p.path("NSM_VFIO_PATH"),
             log_level: p.log_level("NSM_LOG_LEVEL"),
+            telemetry: p.bool("TELEMETRY"),
             open_telemetry_endpoint: Some(p.raw("NSM_OPEN_TELEMETRY_ENDPOINT"))
                 .filter(|s| !s.is_empty()),
             metrics_export_interval: p.duration("NSM_METRICS_EXPORT_INTERVAL"),
@@ -542,16 +546,6 @@ impl Parser<'_> {
     /// Settings the Go forwarder acts on that we cannot: refused at start,
     /// never parsed and ignored.
     fn unsupported(&mut self, config: &EnvConfig) {
-        if self.bool("TELEMETRY") {
-            self.problems.push(EnvProblem::Unsupported {
-                variable: "TELEMETRY".into(),
-                value: self.raw("TELEMETRY"),
-                reason: "OpenTelemetry export is not built into this forwarder yet; unset \
-                         TELEMETRY (NSM_OPEN_TELEMETRY_ENDPOINT and NSM_METRICS_EXPORT_INTERVAL \
-                         are read for it)"
-                    .into(),
-            });
-        }
         if config.pprof_enabled {
             self.problems.push(EnvProblem::Unsupported {
                 variable: "NSM_PPROF_ENABLED".into(),

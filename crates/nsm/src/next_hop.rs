@@ -158,6 +158,8 @@ impl GrpcNextHop {
         if let Some(t) = self.call_timeout {
             req.set_timeout(t);
         }
+        // The next hop joins our trace (W3C `traceparent`), as Go's otelgrpc does.
+        sriov_telemetry::grpc::inject_context(req.metadata_mut());
         if let Some(c) = &self.credentials {
             c.apply(&mut req).await?;
         }
