@@ -127,6 +127,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "TRACE, DEBUG, INFO, WARN, ERROR, FATAL or PANIC",
     },
     EnvVar {
+        name: "NSM_LOG_FORMAT",
+        default: "text",
+        help: "log lines as text or json (ours; --log-format overrides it)",
+    },
+    EnvVar {
         name: "NSM_OPEN_TELEMETRY_ENDPOINT",
         default: "otel-collector.observability.svc.cluster.local:4317",
         help: "OpenTelemetry collector endpoint (empty: off)",
@@ -261,6 +266,8 @@ pub struct EnvConfig {
     pub vfio_path: PathBuf,
     /// `NSM_LOG_LEVEL`.
     pub log_level: LogLevel,
+    /// `NSM_LOG_FORMAT`: `text` or `json` (lowercased).
+    pub log_format: String,
     /// `TELEMETRY` (Go NSM's switch, read with `strconv.ParseBool`): push
     /// traces and metrics over OTLP to [`EnvConfig::open_telemetry_endpoint`].
     pub telemetry: bool,
@@ -356,6 +363,7 @@ impl EnvConfig {
             cgroup_path: p.path("NSM_CGROUP_PATH"),
             vfio_path: p.path("NSM_VFIO_PATH"),
             log_level: p.log_level("NSM_LOG_LEVEL"),
+            log_format: p.one_of("NSM_LOG_FORMAT", &["text", "json"]),
             telemetry: p.bool("TELEMETRY"),
             open_telemetry_endpoint: Some(p.raw("NSM_OPEN_TELEMETRY_ENDPOINT"))
                 .filter(|s| !s.is_empty()),
@@ -470,6 +478,16 @@ impl Parser<'_> {
             value: value.to_string(),
             expected: expected.into(),
         });
+    }
+
+    /// One of `choices`, in any case; lowercased.
+    fn one_of(&mut self, name: &str, choices: &[&str]) -> String {
+        let v = self.raw(name);
+        let lower = v.trim().to_ascii_lowercase();
+        if !choices.contains(&lower.as_str()) {
+            self.bad(name, &v, choices.join(" or "));
+        }
+        lower
     }
 
     fn non_empty(&mut self, name: &str) -> String {

@@ -355,6 +355,17 @@ fn go_switches_we_cannot_act_on_are_refused_not_ignored() {
 }
 
 #[test]
+fn the_log_format_is_text_or_json() {
+    assert_eq!(load(&[]).config.log_format, "text");
+    assert_eq!(
+        load(&[("NSM_LOG_FORMAT", "JSON")]).config.log_format,
+        "json"
+    );
+    let msg = message("NSM_LOG_FORMAT", "yaml");
+    assert!(msg.contains("text or json"), "{msg}");
+}
+
+#[test]
 fn telemetry_is_gos_switch_in_any_of_its_spellings() {
     assert!(!load(&[]).config.telemetry, "off by default");
     for on in ["true", "1", "T", "TRUE"] {

@@ -169,6 +169,23 @@ impl Telemetry {
         })
     }
 
+    /// Records `sriov.build.info` = 1 {service, version}: the one metric a
+    /// daemon has from its first export on, so a collector and a scrape
+    /// see it is up and which build it runs.
+    pub fn record_build_info(&self, service: &str, version: &str) {
+        global::meter(METER_NAME)
+            .u64_gauge("sriov.build.info")
+            .with_description("Always 1; the daemon and its version as attributes")
+            .build()
+            .record(
+                1,
+                &[
+                    opentelemetry::KeyValue::new("service", service.to_string()),
+                    opentelemetry::KeyValue::new("version", version.to_string()),
+                ],
+            );
+    }
+
     /// The tracer provider when traces are exported, for
     /// [`crate::logging::LogConfig::traces`].
     pub fn tracer_provider(&self) -> Option<SdkTracerProvider> {

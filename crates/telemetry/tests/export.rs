@@ -57,7 +57,15 @@ async fn a_span_with_a_w3c_parent_and_a_counter_reach_the_collector_and_promethe
     counter.add(2, &[KeyValue::new("result", "ok")]);
     counter.add(1, &[KeyValue::new("result", "ok")]);
 
+    telemetry.record_build_info("sriov-test", "1.2.3");
+
     let text = telemetry.prometheus_text();
+    assert!(
+        text.lines().any(|l| l.starts_with("sriov_build_info{")
+            && l.contains("version=\"1.2.3\"")
+            && l.ends_with(" 1")),
+        "{text}"
+    );
     let line = text
         .lines()
         .find(|l| l.starts_with("sriov_test_requests_total{"))
