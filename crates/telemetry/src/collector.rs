@@ -105,7 +105,12 @@ impl std::fmt::Debug for FakeCollector {
 impl FakeCollector {
     /// Starts one on 127.0.0.1. Must be called inside a tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::serve(tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?)
+    }
+
+    /// Serves on `listener`: one bound inside another network namespace
+    /// serves the processes there. Must be called inside a tokio runtime.
+    pub fn serve(listener: tokio::net::TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let store = Store {
             received: Arc::default(),
