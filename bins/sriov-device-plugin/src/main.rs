@@ -49,7 +49,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _in_runtime = runtime.enter();
         logging::start(&args)?
     };
-    let result = run_with(args, &runtime, levels);
+    let result = run_with(args, &runtime, levels, telemetry.prometheus());
     logging::stop(&telemetry);
     result
 }
@@ -58,6 +58,8 @@ fn run_with(
     args: Args,
     runtime: &tokio::runtime::Runtime,
     levels: sriov_telemetry::logging::LevelSwitch,
+    // For the loopback /metrics endpoint, once it is served.
+    _metrics: sriov_telemetry::PrometheusText,
 ) -> anyhow::Result<()> {
     if args.log_dir.is_some() || args.log_level.is_some() || args.verbosity.is_some() {
         tracing::info!("glog flags (--log-dir, --log-level, -v) are ignored; set RUST_LOG instead");
