@@ -58,6 +58,14 @@ pub(crate) struct RunArgs {
     /// Request time.
     #[arg(long)]
     vfio_at_allocate: bool,
+    /// Log lines as `text` or `json` (one object per line); overrides
+    /// NSM_LOG_FORMAT.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<sriov_telemetry::logging::LogFormat>,
+}
+
+fn parse_log_format(s: &str) -> Result<sriov_telemetry::logging::LogFormat, String> {
+    s.parse().map_err(|e: sriov_telemetry::Error| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,22 +233,30 @@ impl Cli {
             Command::Run(args) => {
                 let loaded = sriov_config::EnvConfig::from_env()?;
                 let env = loaded.config;
-                let levels = crate::logging::init(env.log_level.as_filter())?;
-                for w in &loaded.warnings {
-                    tracing::warn!("{w}");
-                }
-                let sysfs = sysfs_at(&env.pci_devices_path, &env.pci_drivers_path, true)?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(crate::daemon::run(
+                // The OTLP exporters' channels run on the runtime; the
+                // providers come before anything records.
+                let (telemetry, levels) = {
+                    let _in_runtime = rt.enter();
+                    crate::telemetry::start(&env, args.log_format)?
+                };
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                let sysfs = sysfs_at(&env.pci_devices_path, &env.pci_drivers_path, true)?;
+                let result = rt.block_on(crate::daemon::run(
                     env,
                     sysfs,
                     levels,
+                    telemetry.prometheus(),
                     args.reset_state,
                     args.vfio_at_allocate,
-                ))
+                ));
+                crate::telemetry::stop(&telemetry);
+                result
             }
             Command::CheckConfig { allow_missing } => crate::check::run(allow_missing),
             Command::Explain { json } => crate::explain::run(json),
@@ -397,6 +413,27 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn log_format_is_a_flag_of_the_daemon() {
+        use sriov_telemetry::logging::LogFormat;
+        let format = |cli: Cli| match cli.command {
+            None => cli.run.log_format,
+            Some(Command::Run(args)) => args.log_format,
+            Some(other) => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(format(parse(&[]).unwrap()), None);
+        assert_eq!(
+            format(parse(&["--log-format", "json"]).unwrap()),
+            Some(LogFormat::Json)
+        );
+        assert_eq!(
+            format(parse(&["run", "--log-format", "text"]).unwrap()),
+            Some(LogFormat::Text)
+        );
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["inventory", "--log-format", "json"]).is_err());
     }
 
     #[test]

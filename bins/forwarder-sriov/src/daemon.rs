@@ -6,14 +6,16 @@ use anyhow::Result;
 use sriov_config::EnvConfig;
 use sriov_forwarder::Forwarder;
 use sriov_pci::Sysfs;
+use sriov_telemetry::PrometheusText;
+use sriov_telemetry::logging::LevelSwitch;
 use tokio::signal::unix::{SignalKind, signal};
-
-use crate::logging::LevelSwitch;
 
 pub(crate) async fn run(
     env: EnvConfig,
     sysfs: Sysfs,
     levels: LevelSwitch,
+    // For the loopback /metrics endpoint, once it is served.
+    _metrics: PrometheusText,
     reset_state: bool,
     vfio_at_allocate: bool,
 ) -> Result<()> {

@@ -12,7 +12,7 @@ mod cli;
 mod daemon;
 mod explain;
 mod inventory;
-mod logging;
+mod telemetry;
 
 use clap::Parser;
 

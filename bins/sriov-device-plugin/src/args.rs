@@ -77,6 +77,15 @@ pub(crate) struct Args {
     /// `netlink` (also unhealthy while the PF's link is down or the VF's netdev is gone).
     #[arg(long, global = true, default_value = "none", value_parser = ["netlink", "none"])]
     pub(crate) link_health: String,
+    /// Log lines as `text` or `json` (one object per line). The level comes
+    /// from RUST_LOG (default `info`); SIGUSR1 switches to trace, SIGUSR2 back.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub(crate) log_format: sriov_telemetry::logging::LogFormat,
+    /// Push traces and metrics over OTLP/gRPC to this collector (`host:port`
+    /// or a URL; plain gRPC without TLS). Without it metrics are only kept for
+    /// a Prometheus scrape.
+    #[arg(long, value_name = "ENDPOINT", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
 
     /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
     /// (`log_dir`) is accepted too.
@@ -103,6 +112,10 @@ pub(crate) struct Args {
     /// glog flag; ignored.
     #[arg(long, hide = true)]
     pub(crate) stderrthreshold: Option<String>,
+}
+
+fn parse_log_format(s: &str) -> Result<sriov_telemetry::logging::LogFormat, String> {
+    s.parse().map_err(|e: sriov_telemetry::Error| e.to_string())
 }
 
 /// What to do instead of serving.

@@ -10,6 +10,7 @@
 mod args;
 mod explain;
 mod links;
+mod logging;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,14 +29,6 @@ use crate::args::Args;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse_from(args::go_style(std::env::args()));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -46,6 +39,28 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // The OTLP exporters' channels run on the runtime; the providers come
+    // before anything records.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (telemetry, levels) = {
+        let _in_runtime = runtime.enter();
+        logging::start(&args)?
+    };
+    let result = run_with(args, &runtime, levels, telemetry.prometheus());
+    logging::stop(&telemetry);
+    result
+}
+
+fn run_with(
+    args: Args,
+    runtime: &tokio::runtime::Runtime,
+    levels: sriov_telemetry::logging::LevelSwitch,
+    // For the loopback /metrics endpoint, once it is served.
+    _metrics: sriov_telemetry::PrometheusText,
+) -> anyhow::Result<()> {
     if args.log_dir.is_some() || args.log_level.is_some() || args.verbosity.is_some() {
         tracing::info!("glog flags (--log-dir, --log-level, -v) are ignored; set RUST_LOG instead");
     }
@@ -84,10 +99,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", manager.explain().context("discovering devices")?);
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    runtime.spawn(logging::level_signals(levels));
     runtime.block_on(serve(args, config, host, settings))
 }
 

@@ -173,6 +173,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
         race: 0,
         netns_by_path: false,
         insecure: false,
+        telemetry: false,
     };
     let cgroup_root = o.cgroup_root.to_string_lossy().into_owned();
     let mut fwd = forwarder::start_with(

@@ -197,7 +197,16 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     } else {
         None
     };
-    let mut fwd = forwarder::start(o, &p, netns)?;
+    let collector = match o.telemetry {
+        true => Some(crate::otlp::collector(netns.as_ref()).await?),
+        false => None,
+    };
+    let otlp_env = collector.as_ref().map(crate::otlp::env).unwrap_or_default();
+    let otlp_env: Vec<(&str, &str)> = otlp_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut fwd = forwarder::start_with(o, &p, netns, &otlp_env)?;
 
     // Kubelet.
     let reg = within(
@@ -356,9 +365,11 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         ("inodeURL", netns_url),
         ("name", "nsm-1".to_string()),
     ];
-    let conn = nsc
-        .request(client::request("conn-kernel", "KERNEL", &params, true))
-        .await;
+    let mut request = tonic::Request::new(client::request("conn-kernel", "KERNEL", &params, true));
+    if collector.is_some() {
+        crate::otlp::traced(&mut request)?;
+    }
+    let conn = nsc.request(request).await;
     let conn = match conn {
         Ok(c) => c.into_inner(),
         Err(e) => {
@@ -378,6 +389,9 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             m.r#type, conn.network_service_endpoint_name
         )),
     );
+    if let Some(collector) = &collector {
+        crate::otlp::check(collector, r).await;
+    }
     let seen = inspect::link(client_ns.url(), "nsm-1").await?;
     r.check(
         "vf-in-client-namespace",

@@ -19,6 +19,7 @@ mod forwarder;
 mod hostile;
 mod inspect;
 mod nsc;
+mod otlp;
 mod restart;
 mod soak;
 mod spire;
@@ -54,6 +55,9 @@ pub(crate) struct Options {
     pub(crate) netns_by_path: bool,
     /// Plaintext, as with `NSM_INSECURE=true` (secure mode is the default).
     pub(crate) insecure: bool,
+    /// The forwarder pushes to a fake OTLP collector; its trace of the
+    /// KERNEL Request and its metrics are checked (`otlp.rs`).
+    pub(crate) telemetry: bool,
 }
 
 enum Mode {
@@ -64,7 +68,7 @@ enum Mode {
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
 [--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
-[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path] [--insecure]";
+[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path] [--insecure] [--telemetry]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -85,6 +89,7 @@ fn parse() -> Result<Options, String> {
         race: 0,
         netns_by_path: false,
         insecure: false,
+        telemetry: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -107,6 +112,7 @@ fn parse() -> Result<Options, String> {
             "--restart" => o.restart = true,
             "--netns-by-path" => o.netns_by_path = true,
             "--insecure" => o.insecure = true,
+            "--telemetry" => o.telemetry = true,
             "--race" => {
                 o.race = value()?
                     .parse()

@@ -165,3 +165,54 @@ fn hostile_requests_are_refused_and_change_nothing() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+/// Issue 17: with `TELEMETRY=true` the real daemon pushes to an OTLP
+/// collector (the fake one, on the loopback of the forwarder's namespace):
+/// the KERNEL Request carries a `traceparent` the driver chose, and the
+/// collector must receive spans of that trace, each descending from the
+/// span the driver named, and `sriov.*` metrics.
+#[test]
+fn forwarder_pushes_the_callers_trace_and_metrics_over_otlp() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP forwarder_pushes_the_callers_trace_and_metrics_over_otlp: needs root for network namespaces"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sysfs = tmp.path().join("sysfs");
+    sriov_pci_fake::copy_tree(&workspace().join("testdata/sysfs/node"), &sysfs).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sriov-e2e"))
+        .arg("--forwarder")
+        .arg(forwarder_bin())
+        .arg("--sysfs-root")
+        .arg(&sysfs)
+        .arg("--config")
+        .arg(workspace().join("testdata/config/demo.yaml"))
+        .arg("--work")
+        .arg(tmp.path().join("work"))
+        .args(["--veth", "--telemetry"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(tmp.path().join("work/forwarder.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{stdout}\n--- forwarder log ---\n{log}"
+    );
+    for check in [
+        "PASS kernel-request",
+        "PASS otlp-trace: ",
+        "PASS otlp-metrics: ",
+        "PASS graceful-shutdown",
+    ] {
+        assert!(stdout.contains(check), "missing {check:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        log.contains("pushing traces and metrics over OTLP"),
+        "{log}"
+    );
+    // Everything batched was flushed at exit.
+    assert!(!log.contains("telemetry not flushed"), "{log}");
+}

@@ -127,6 +127,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "TRACE, DEBUG, INFO, WARN, ERROR, FATAL or PANIC",
     },
     EnvVar {
+        name: "NSM_LOG_FORMAT",
+        default: "text",
+        help: "log lines as text or json (ours; --log-format overrides it)",
+    },
+    EnvVar {
         name: "NSM_OPEN_TELEMETRY_ENDPOINT",
         default: "otel-collector.observability.svc.cluster.local:4317",
         help: "OpenTelemetry collector endpoint (empty: off)",
@@ -149,7 +154,7 @@ pub const VARIABLES: &[EnvVar] = &[
     EnvVar {
         name: "TELEMETRY",
         default: "false",
-        help: "Go NSM's OpenTelemetry switch; true is refused until OpenTelemetry export exists",
+        help: "Go NSM's OpenTelemetry switch: true pushes traces and metrics to NSM_OPEN_TELEMETRY_ENDPOINT",
     },
     EnvVar {
         name: "SPIFFE_ENDPOINT_SOCKET",
@@ -261,6 +266,11 @@ pub struct EnvConfig {
     pub vfio_path: PathBuf,
     /// `NSM_LOG_LEVEL`.
     pub log_level: LogLevel,
+    /// `NSM_LOG_FORMAT`: `text` or `json` (lowercased).
+    pub log_format: String,
+    /// `TELEMETRY` (Go NSM's switch, read with `strconv.ParseBool`): push
+    /// traces and metrics over OTLP to [`EnvConfig::open_telemetry_endpoint`].
+    pub telemetry: bool,
     /// `NSM_OPEN_TELEMETRY_ENDPOINT`; `None` when set to the empty string.
     pub open_telemetry_endpoint: Option<String>,
     /// `NSM_METRICS_EXPORT_INTERVAL`.
@@ -353,6 +363,8 @@ impl EnvConfig {
             cgroup_path: p.path("NSM_CGROUP_PATH"),
             vfio_path: p.path("NSM_VFIO_PATH"),
             log_level: p.log_level("NSM_LOG_LEVEL"),
+            log_format: p.one_of("NSM_LOG_FORMAT", &["text", "json"]),
+            telemetry: p.bool("TELEMETRY"),
             open_telemetry_endpoint: Some(p.raw("NSM_OPEN_TELEMETRY_ENDPOINT"))
                 .filter(|s| !s.is_empty()),
             metrics_export_interval: p.duration("NSM_METRICS_EXPORT_INTERVAL"),
@@ -468,6 +480,16 @@ impl Parser<'_> {
         });
     }
 
+    /// One of `choices`, in any case; lowercased.
+    fn one_of(&mut self, name: &str, choices: &[&str]) -> String {
+        let v = self.raw(name);
+        let lower = v.trim().to_ascii_lowercase();
+        if !choices.contains(&lower.as_str()) {
+            self.bad(name, &v, choices.join(" or "));
+        }
+        lower
+    }
+
     fn non_empty(&mut self, name: &str) -> String {
         let v = self.raw(name);
         if v.trim().is_empty() {
@@ -542,16 +564,6 @@ impl Parser<'_> {
     /// Settings the Go forwarder acts on that we cannot: refused at start,
     /// never parsed and ignored.
     fn unsupported(&mut self, config: &EnvConfig) {
-        if self.bool("TELEMETRY") {
-            self.problems.push(EnvProblem::Unsupported {
-                variable: "TELEMETRY".into(),
-                value: self.raw("TELEMETRY"),
-                reason: "OpenTelemetry export is not built into this forwarder yet; unset \
-                         TELEMETRY (NSM_OPEN_TELEMETRY_ENDPOINT and NSM_METRICS_EXPORT_INTERVAL \
-                         are read for it)"
-                    .into(),
-            });
-        }
         if config.pprof_enabled {
             self.problems.push(EnvProblem::Unsupported {
                 variable: "NSM_PPROF_ENABLED".into(),

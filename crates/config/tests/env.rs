@@ -317,16 +317,11 @@ fn from_env_reads_the_process_environment_through_figment() {
             loaded.config.spiffe_endpoint_socket.as_deref(),
             Some("unix:///run/spire/sockets/agent.sock")
         );
-        // Go NSM's unprefixed switch is read too, so `true` is refused
-        // rather than ignored.
+        // Go NSM's unprefixed switch is read too.
         jail.set_env("TELEMETRY", "true");
-        assert!(
-            EnvConfig::from_env()
-                .unwrap_err()
-                .to_string()
-                .contains("TELEMETRY")
-        );
+        assert!(EnvConfig::from_env().unwrap().config.telemetry);
         jail.set_env("TELEMETRY", "false");
+        assert!(!EnvConfig::from_env().unwrap().config.telemetry);
         jail.set_env("NSM_DIAL_TIMEOUT", "soon");
         let err = EnvConfig::from_env().unwrap_err();
         assert!(
@@ -354,14 +349,32 @@ fn the_socket_group_is_a_gid_or_a_known_group_name() {
 
 #[test]
 fn go_switches_we_cannot_act_on_are_refused_not_ignored() {
-    let msg = message("TELEMETRY", "true");
-    assert!(msg.contains("OpenTelemetry export is not built"), "{msg}");
     let msg = message("NSM_PPROF_ENABLED", "1");
     assert!(msg.contains("pprof"), "{msg}");
-    // Off, in any of Go's spellings, is fine; a bad spelling is a bad value.
-    for off in ["false", "0", "F"] {
-        assert!(EnvConfig::from_vars([("TELEMETRY", off)]).is_ok(), "{off}");
+    assert!(EnvConfig::from_vars([("NSM_PPROF_ENABLED", "false")]).is_ok());
+}
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    assert_eq!(load(&[]).config.log_format, "text");
+    assert_eq!(
+        load(&[("NSM_LOG_FORMAT", "JSON")]).config.log_format,
+        "json"
+    );
+    let msg = message("NSM_LOG_FORMAT", "yaml");
+    assert!(msg.contains("text or json"), "{msg}");
+}
+
+#[test]
+fn telemetry_is_gos_switch_in_any_of_its_spellings() {
+    assert!(!load(&[]).config.telemetry, "off by default");
+    for on in ["true", "1", "T", "TRUE"] {
+        assert!(load(&[("TELEMETRY", on)]).config.telemetry, "{on}");
     }
+    for off in ["false", "0", "F"] {
+        assert!(!load(&[("TELEMETRY", off)]).config.telemetry, "{off}");
+    }
+    // A bad spelling is a bad value, not "off".
     let msg = message("TELEMETRY", "yes");
     assert!(msg.contains("true or false"), "{msg}");
 }

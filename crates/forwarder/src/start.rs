@@ -266,6 +266,7 @@ impl Builder {
         let max = sriov_api::NSM_MAX_MESSAGE_BYTES;
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(sriov_api::MAX_CONCURRENT_STREAMS)
+            .layer(sriov_telemetry::grpc::ServerTraceLayer)
             .add_service(health_service)
             .add_service(
                 NetworkServiceServer::new(server::NetworkServiceServer::new(chain))

@@ -158,6 +158,8 @@ impl GrpcNextHop {
         if let Some(t) = self.call_timeout {
             req.set_timeout(t);
         }
+        // The next hop joins our trace (W3C `traceparent`), as Go's otelgrpc does.
+        sriov_telemetry::grpc::inject_context(req.metadata_mut());
         if let Some(c) = &self.credentials {
             c.apply(&mut req).await?;
         }
@@ -227,5 +229,69 @@ impl NextHop for GrpcNextHop {
                 .map_err(|s| annotate(&this.url, "Close", s))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use sriov_telemetry::logging::{LogConfig, build};
+    use tracing::Instrument;
+
+    use super::*;
+
+    /// Runs `f` under a subscriber whose spans have OpenTelemetry contexts.
+    fn traced<T>(f: impl FnOnce() -> T) -> T {
+        let config = LogConfig {
+            level: "info".into(),
+            traces: Some(SdkTracerProvider::builder().build()),
+            ..LogConfig::default()
+        };
+        let (subscriber, _levels) = build(config, std::io::sink, false).unwrap();
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    #[test]
+    fn next_hop_and_registry_calls_carry_the_current_spans_traceparent() {
+        traced(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let url = NsmUrl::parse("unix:///nonexistent/nsm.sock").unwrap();
+                let hop = GrpcNextHop::new(url.clone(), Duration::from_millis(50)).unwrap();
+                let registry = crate::RegistryClient::new(url, Duration::from_millis(50)).unwrap();
+                let span = tracing::info_span!("chain.connect");
+                let (hop_req, reg_req) =
+                    async { (hop.prepared(()).await.unwrap(), registry.request(()).await) }
+                        .instrument(span.clone())
+                        .await;
+                let ours = {
+                    use opentelemetry::trace::TraceContextExt;
+                    use tracing_opentelemetry::OpenTelemetrySpanExt;
+                    let cx = span.context();
+                    let sc = cx.span().span_context().clone();
+                    format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+                };
+                for req in [hop_req.metadata(), reg_req.metadata()] {
+                    assert_eq!(
+                        req.get("traceparent").map(|v| v.to_str().unwrap()),
+                        Some(ours.as_str())
+                    );
+                }
+                // Outside a span, nothing is made up.
+                assert!(
+                    hop.prepared(())
+                        .await
+                        .unwrap()
+                        .metadata()
+                        .get("traceparent")
+                        .is_none()
+                );
+            });
+        });
     }
 }

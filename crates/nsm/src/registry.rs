@@ -218,9 +218,10 @@ impl RegistryClient {
         &self.url
     }
 
-    async fn request<T>(&self, msg: T) -> tonic::Request<T> {
+    pub(crate) async fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(self.call_timeout);
+        sriov_telemetry::grpc::inject_context(req.metadata_mut());
         if let Some(c) = &self.credentials
             && let Err(e) = c.apply(&mut req).await
         {
