@@ -18,7 +18,7 @@
 //!    (`/var/lib/kubelet/device-plugins`) and the plugin calls `Register`
 //!    on `kubelet.sock` there: version `v1beta1`, endpoint = the socket's
 //!    file name, the resource name, and options advertising
-//!    `GetPreferredAllocation`. [`RegistrationMode`] can force either.
+//!    `GetPreferredAllocation` when a policy is set. [`RegistrationMode`] can force either.
 //! 2. **Listen, register.** A stale socket is removed and a new one bound.
 //!    Every accepted connection is relayed through `sriov-authority`, which
 //!    replaces an unparsable `:authority` (kubelet before 1.26 sent the
@@ -37,8 +37,11 @@
 //!    cancelled stream stops its task. `Allocate` refuses unknown IDs
 //!    (`NOT_FOUND`), taken ones (`RESOURCE_EXHAUSTED`) and malformed
 //!    requests (`INVALID_ARGUMENT`), with one response per container.
-//!    `GetPreferredAllocation` keeps a pod on one PF, else one NUMA node,
-//!    honouring `must_include`.
+//!    `GetPreferredAllocation` (advertised only when
+//!    [`PluginConfig::allocation_policy`] is set, by default
+//!    [`AllocationPolicy::Packed`]) chooses as the policy says: packed onto
+//!    one PF, spread across PFs, or on one NUMA node; always with kubelet's
+//!    `must_include` and exactly `allocation_size` available IDs.
 //! 5. **Stop.** When the shutdown future resolves, streams end and the
 //!    socket is removed.
 //!
@@ -114,6 +117,7 @@ pub use backend::{AllocateError, Backend, Device, MAX_DEVICE_ID_LEN};
 pub use error::Error;
 pub use plugin::{DevicePlugin, PluginConfig, RegistrationMode, connect_unix, socket_name_for};
 pub use podresources::{HeldDevices, PodResourcesClient, PodResourcesWatcher, ReleaseTracker};
+pub use preferred::AllocationPolicy;
 pub use sriov_api::kubelet::deviceplugin::v1beta1::{
     CdiDevice, ContainerAllocateResponse, DeviceSpec, Mount,
 };

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::backend::Backend;
+use crate::preferred::AllocationPolicy;
 use crate::service::{PluginService, WatcherRegistration, options};
 use crate::watch::{DirEvent, DirWatcher};
 use lifecycle::{Action, Event, Lifecycle, Phase};
@@ -71,6 +72,9 @@ pub struct PluginConfig {
     pub retry_max: Duration,
     /// Bound on each call to kubelet (connect, `Register`).
     pub call_timeout: Duration,
+    /// How `GetPreferredAllocation` chooses; `None` does not advertise it
+    /// (kubelet then picks devices on its own, as with SRDP).
+    pub allocation_policy: Option<AllocationPolicy>,
 }
 
 impl PluginConfig {
@@ -87,6 +91,7 @@ impl PluginConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
+            allocation_policy: Some(AllocationPolicy::Packed),
         }
     }
 
@@ -266,6 +271,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
         let svc = PluginService {
             backend: Arc::clone(&self.backend),
             resource: self.cfg.resource_name.clone(),
+            policy: self.cfg.allocation_policy,
             stop: stop_rx.clone(),
         };
         let registration = (mode == RegistrationMode::PluginWatcher).then(|| {
@@ -328,7 +334,7 @@ impl<B: Backend + ?Sized> DevicePlugin<B> {
             version: VERSION.to_string(),
             endpoint: self.cfg.socket_name.clone(),
             resource_name: self.cfg.resource_name.clone(),
-            options: Some(options()),
+            options: Some(options(self.cfg.allocation_policy)),
         };
         timeout(self.cfg.call_timeout, client.register(req))
             .await

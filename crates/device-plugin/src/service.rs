@@ -16,12 +16,14 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::backend::{AllocateError, Backend, Device, MAX_DEVICE_ID_LEN};
-use crate::preferred::preferred_allocation;
+use crate::preferred::{AllocationPolicy, preferred_allocation};
 
 /// `DevicePlugin` for one resource, backed by `B`.
 pub(crate) struct PluginService<B: Backend + ?Sized> {
     pub(crate) backend: Arc<B>,
     pub(crate) resource: String,
+    /// `None`: `GetPreferredAllocation` is not advertised and gives no hint.
+    pub(crate) policy: Option<AllocationPolicy>,
     /// Flips to true when this server instance is torn down, so
     /// long-lived `ListAndWatch` streams end with it.
     pub(crate) stop: watch::Receiver<bool>,
@@ -61,11 +63,13 @@ pub(crate) fn status_of(err: &AllocateError) -> Status {
     }
 }
 
-/// The options we advertise, both in `Register` and `GetDevicePluginOptions`.
-pub(crate) fn options() -> api::DevicePluginOptions {
+/// The options we advertise, both in `Register` and `GetDevicePluginOptions`:
+/// `GetPreferredAllocation` only with a policy, as SRDP (which has none)
+/// never advertises it.
+pub(crate) fn options(policy: Option<AllocationPolicy>) -> api::DevicePluginOptions {
     api::DevicePluginOptions {
         pre_start_required: false,
-        get_preferred_allocation_available: true,
+        get_preferred_allocation_available: policy.is_some(),
     }
 }
 
@@ -77,7 +81,7 @@ impl<B: Backend + ?Sized> api::device_plugin_server::DevicePlugin for PluginServ
         &self,
         _req: Request<api::Empty>,
     ) -> Result<Response<api::DevicePluginOptions>, Status> {
-        Ok(Response::new(options()))
+        Ok(Response::new(options(self.policy)))
     }
 
     type ListAndWatchStream = ListStream;
@@ -132,7 +136,14 @@ impl<B: Backend + ?Sized> api::device_plugin_server::DevicePlugin for PluginServ
                     c.allocation_size
                 ))
             })?;
+            // Without a policy kubelet was told not to ask; one that asks
+            // anyway gets SRDP's answer, no hint.
+            let Some(policy) = self.policy else {
+                container_responses.push(api::ContainerPreferredAllocationResponse::default());
+                continue;
+            };
             let ids = preferred_allocation(
+                policy,
                 &devices,
                 &c.available_device_i_ds,
                 &c.must_include_device_i_ds,

@@ -9,7 +9,7 @@ use common::*;
 use sriov_api::kubelet::deviceplugin::v1beta1 as dp;
 use sriov_api::kubelet::pluginregistration as reg;
 use sriov_api::tonic::Code;
-use sriov_deviceplugin::{Backend, Device, RegistrationMode, connect_unix};
+use sriov_deviceplugin::{AllocationPolicy, Backend, Device, RegistrationMode, connect_unix};
 
 #[tokio::test]
 async fn registers_with_kubelet_as_v1beta1_with_socket_name_and_options() {
@@ -210,6 +210,85 @@ async fn preferred_allocation_keeps_a_pod_on_one_pf() {
         .unwrap()
         .into_inner();
     assert_eq!(resp.container_responses[0].device_i_ds, vec!["b1", "b0"]);
+    h.stop().await;
+}
+
+/// Kubelet's request for one container.
+fn preferred_request(
+    available: &[&str],
+    must: &[&str],
+    size: i32,
+) -> dp::PreferredAllocationRequest {
+    dp::PreferredAllocationRequest {
+        container_requests: vec![dp::ContainerPreferredAllocationRequest {
+            available_device_i_ds: available.iter().map(|s| s.to_string()).collect(),
+            must_include_device_i_ds: must.iter().map(|s| s.to_string()).collect(),
+            allocation_size: size,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn each_policy_answers_through_grpc_and_is_advertised() {
+    let devices = vec![
+        vf("a0", "pf-a", 0),
+        vf("a1", "pf-a", 0),
+        vf("b0", "pf-b", 1),
+        vf("b1", "pf-b", 1),
+        vf("b2", "pf-b", 1),
+    ];
+    let all = ["a0", "a1", "b0", "b1", "b2"];
+    // (policy, must_include, size, answer)
+    let cases: [(AllocationPolicy, &[&str], i32, &[&str]); 4] = [
+        (AllocationPolicy::Packed, &[], 2, &["a0", "a1"]),
+        (AllocationPolicy::Spread, &[], 2, &["b0", "a0"]),
+        (AllocationPolicy::Spread, &["a1"], 3, &["a1", "b0", "b1"]),
+        (AllocationPolicy::Numa, &["a1"], 3, &["a1", "a0", "b0"]),
+    ];
+    for (policy, must, size, want) in cases {
+        let root = tempfile::tempdir().unwrap();
+        let mut cfg = config(root.path(), RegistrationMode::Kubelet);
+        cfg.allocation_policy = Some(policy);
+        let kubelet = start_kubelet(&cfg.device_plugin_dir);
+        let h = start_plugin(root, cfg, MemBackend::new(devices.clone()));
+        registered(&h, &kubelet, 1).await;
+        let opts = kubelet.registrations()[0].options.unwrap();
+        assert!(opts.get_preferred_allocation_available, "{policy}");
+        let mut client = plugin_client(&h.socket()).await;
+        let resp = client
+            .get_preferred_allocation(preferred_request(&all, must, size))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.container_responses[0].device_i_ds, want, "{policy}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_policy_preferred_allocation_is_not_advertised_and_gives_no_hint() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path(), RegistrationMode::Kubelet);
+    cfg.allocation_policy = None;
+    let kubelet = start_kubelet(&cfg.device_plugin_dir);
+    let h = start_plugin(root, cfg, MemBackend::new(two_vfs()));
+    registered(&h, &kubelet, 1).await;
+    let opts = kubelet.registrations()[0].options.unwrap();
+    assert!(!opts.get_preferred_allocation_available);
+    let mut client = plugin_client(&h.socket()).await;
+    let asked = client
+        .get_device_plugin_options(dp::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(asked, opts);
+    let resp = client
+        .get_preferred_allocation(preferred_request(&["0000:3b:02.0", "0000:3b:02.1"], &[], 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.container_responses.len(), 1);
+    assert!(resp.container_responses[0].device_i_ds.is_empty());
     h.stop().await;
 }
 
