@@ -14,6 +14,8 @@
 //!   and a generator of N PFs x M VFs.
 //! - [`FakeSysfs::copy_of`] gives a private copy of a shipped fixture in
 //!   `testdata/sysfs/`.
+//! - [`FakeSysfs::switchdev`] puts a PF's e-switch in switchdev mode (uplink and
+//!   representor netdevs under the PF's `net/`).
 //! - [`capture()`] copies the relevant part of a real `/sys` into a fixture
 //!   (the VM test does this on real igb VFs).
 //!
@@ -34,6 +36,7 @@ pub mod fixtures;
 mod kernel;
 mod layout;
 mod meta;
+mod switchdev;
 
 pub use builder::{FakeSysfs, FunctionSpec, SriovSpec, TreeBuilder, copy_tree};
 pub use capture::capture;
