@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, de::Error as _};
 use serde_json::Value;
+use sriov_deviceplugin::AllocationPolicy;
 use sriov_pci::{AddressError, PciAddress};
 
 use crate::error::ConfigError;
@@ -196,8 +197,12 @@ pub struct ResourceConfig {
     pub resource_prefix: Option<String>,
     /// What it holds.
     pub device_type: DeviceType,
-    /// Advertise no NUMA node.
+    /// Advertise no NUMA node (SRDP's `excludeTopology`): kubelet's Topology Manager then
+    /// places pods without regard to where the device is.
     pub exclude_topology: bool,
+    /// `allocationPolicy`: how `GetPreferredAllocation` picks this resource's devices; `None`
+    /// (absent or `""`, as SRDP, which has no such field) leaves the choice to kubelet.
+    pub allocation_policy: Option<AllocationPolicy>,
     /// Selector objects, tried in order.
     pub selectors: Vec<Selectors>,
     /// `additionalInfo`: per PCI address (or `*` for all) key/value pairs for the `extra`
@@ -368,6 +373,7 @@ struct RawResource {
     device_type: Option<String>,
     #[serde(default)]
     exclude_topology: bool,
+    allocation_policy: Option<String>,
     /// Read once the device type, which decides the keys taken, is known; and after the
     /// other fields' rules, since [`Strictness::Lenient`] skips a resource for a selectors
     /// mistake only when nothing else is wrong with it.
@@ -416,6 +422,8 @@ fn resource(
             ));
         }
     };
+    let allocation_policy =
+        crate::policy::allocation_policy(raw.allocation_policy.as_deref(), path)?;
     let selectors = selectors(
         raw.selectors.as_ref(),
         device_type,
@@ -440,6 +448,7 @@ fn resource(
         resource_prefix: raw.resource_prefix,
         device_type,
         exclude_topology: raw.exclude_topology,
+        allocation_policy,
         selectors,
         additional_info,
     })
@@ -525,7 +534,7 @@ impl Selectors {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -533,7 +542,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         message: message.into(),

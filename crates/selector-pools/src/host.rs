@@ -100,7 +100,8 @@ pub struct HostDevice {
     pub numa_node: Option<u32>,
     /// IOMMU group, when it has one.
     pub iommu_group: Option<IommuGroup>,
-    /// Its interfaces, sorted.
+    /// Its interfaces, sorted; switchdev representors (VF and sub-function ports of its
+    /// e-switch, listed under a PF's `net/`) left out: they are never a device's.
     pub netdevs: Vec<String>,
     /// The PF, for VFs.
     pub pf: Option<PciAddress>,
@@ -384,7 +385,7 @@ impl Host {
         let sysfs = &self.paths.sysfs;
         let ids = sysfs.ids(address)?;
         let dir = sysfs.device_dir(address);
-        let netdevs = sysfs.netdevs(address)?;
+        let netdevs = crate::switchdev::without_representors(&dir, sysfs.netdevs(address)?);
         let pf = sysfs.physfn(address)?;
         let (pf_name, vf_index) = match pf {
             Some(pf) => {

@@ -25,8 +25,9 @@
 //! device unhealthy.
 //!
 //! A [`ResourcePool`] is a `sriov-deviceplugin` [`Backend`](sriov_deviceplugin::Backend):
-//! devices with NUMA node and PF as group (so `GetPreferredAllocation` packs a pod on one PF
-//! or node), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
+//! devices with NUMA node (none with `excludeTopology`) and PF as group, for
+//! `GetPreferredAllocation` under the resource's `allocationPolicy` (`packed`, `spread` or
+//! `numa`; absent, kubelet chooses, as with SRDP), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
 //! device specs by driver (or CDI names with `--use-cdi`), and a device-info file per device.
 //! [`PoolManager::explain`] says for every device which pool took it and why the others did
 //! not (`--dry-run`); [`PoolManager::report`] (`explain`) boils that down to one reason per
@@ -77,10 +78,12 @@ mod host;
 mod info;
 pub mod metrics;
 mod netlink_health;
+mod policy;
 mod pool;
 mod report;
 pub mod selector;
 mod status;
+mod switchdev;
 
 pub use config::{
     AdditionalInfo, Config, ConfigWarning, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCE_PREFIX,
@@ -106,4 +109,6 @@ pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
 pub use report::{DeviceNote, DeviceReport, Outcome, PoolRefusal, PoolReport, Report};
+/// A resource's `allocationPolicy` ([`ResourceConfig::allocation_policy`]).
+pub use sriov_deviceplugin::AllocationPolicy;
 pub use status::{PluginStatus, Readiness, follow_readiness};

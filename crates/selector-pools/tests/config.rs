@@ -54,6 +54,39 @@ fn keys_match_case_insensitively_as_go_reads_what_the_operator_writes() {
 }
 
 #[test]
+fn allocation_policy_is_read_per_resource_with_go_key_matching() {
+    use sriov_selector_pools::AllocationPolicy;
+    let cfg = Config::parse(
+        r#"{"resourceList":[
+            {"resourceName":"a","allocationPolicy":"packed","selectors":{}},
+            {"resourceName":"b","AllocationPolicy":"spread","ExcludeTopology":true,"selectors":{}},
+            {"resourceName":"c","allocationpolicy":"numa","selectors":{}},
+            {"resourceName":"d","allocationPolicy":"","selectors":{}},
+            {"resourceName":"e","allocationPolicy":null,"selectors":{}},
+            {"resourceName":"f","selectors":{}}
+        ]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let got: Vec<Option<AllocationPolicy>> =
+        cfg.resources.iter().map(|r| r.allocation_policy).collect();
+    assert_eq!(
+        got,
+        vec![
+            Some(AllocationPolicy::Packed),
+            Some(AllocationPolicy::Spread),
+            Some(AllocationPolicy::Numa),
+            None,
+            None,
+            None
+        ]
+    );
+    assert!(cfg.resources[1].exclude_topology);
+    // Mixed-case keys, as the operator writes them, are Go's matching, not worth a warning.
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
 fn unknown_keys_are_warned_about_with_their_field_and_ignored() {
     let cfg = Config::parse(
         r#"{"resourceList":[{"resourceName":"a","selectors":{"vendor":["8086"],"drivers":["iavf"]},"resourcename2":1}],"extra":true}"#,
@@ -259,6 +292,21 @@ const BAD: &[(&str, &str, &str)] = &[
         r##"{"resourceList":[{"resourceName":"a","excludeTopology":"yes","selectors":{}}]}"##,
         "resourceList[0].excludeTopology",
         "expected a boolean",
+    ),
+    (
+        r##"{"resourceList":[{"resourceName":"a","allocationPolicy":"balanced","selectors":{}}]}"##,
+        "resourceList[0].allocationPolicy",
+        "unsupported \"balanced\" (packed, spread, numa",
+    ),
+    (
+        r##"{"resourceList":[{"resourceName":"a","AllocationPolicy":"Packed","selectors":{}}]}"##,
+        "resourceList[0].allocationPolicy",
+        "did you mean \"packed\"",
+    ),
+    (
+        r##"{"resourceList":[{"resourceName":"a","allocationPolicy":1,"selectors":{}}]}"##,
+        "resourceList[0].allocationPolicy",
+        "expected a string",
     ),
     (
         r##"{"resourceList":[{"resourceName":"a","selectors":{},"additionalInfo":{"*":{"k":1}}}]}"##,
