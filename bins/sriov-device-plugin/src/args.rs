@@ -250,4 +250,97 @@ mod tests {
         let plain = parse(&["sriovdp", "-v", "10", "--logtostderr"]);
         assert_eq!(plain.logtostderr.as_deref(), Some("true"));
     }
+
+    /// The SR-IOV network operator's device plugin DaemonSet (its
+    /// bindata/manifests/plugins/sriov-device-plugin.yaml): these args, and
+    /// a read-only root filesystem with these mounts (path, writable). Our
+    /// example of the swap must be exactly that.
+    const OPERATOR_ARGS: &[&str] = &[
+        "--log-level=10",
+        "--resource-prefix=openshift.io",
+        "--config-file=/etc/pcidp/$(NODE_NAME)",
+        "--use-cdi",
+    ];
+    const OPERATOR_MOUNTS: &[(&str, bool)] = &[
+        ("/var/lib/kubelet/device-plugins", true),
+        ("/var/lib/kubelet/plugins_registry", true),
+        ("/etc/pcidp/", false),
+        ("/var/run/k8s.cni.cncf.io/devinfo/dp", true),
+        ("/var/run/cdi", true),
+    ];
+    const OPERATOR_SWAP: &str = include_str!("../../../deploy/examples/srdp-operator-swap.yaml");
+
+    /// The container's args and its mounts (path, writable) in a manifest
+    /// written as deploy/ writes them (one item per line).
+    fn args_and_mounts(yaml: &str) -> (Vec<String>, Vec<(String, bool)>) {
+        let lines: Vec<&str> = yaml.lines().map(str::trim).collect();
+        let args = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("- --"))
+            .map(|a| format!("--{a}"))
+            .collect();
+        let mut mounts = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(path) = line.strip_prefix("mountPath:") {
+                let read_only = lines
+                    .iter()
+                    .skip(i + 1)
+                    .take_while(|l| !l.starts_with('-'))
+                    .any(|l| *l == "readOnly: true");
+                mounts.push((path.trim().to_string(), !read_only));
+            }
+        }
+        (args, mounts)
+    }
+
+    #[test]
+    fn the_operator_swap_example_is_the_operators_daemonset() {
+        let (args, mounts) = args_and_mounts(OPERATOR_SWAP);
+        assert_eq!(args, OPERATOR_ARGS);
+        let want: Vec<(String, bool)> = OPERATOR_MOUNTS
+            .iter()
+            .map(|(p, w)| (p.to_string(), *w))
+            .collect();
+        assert_eq!(mounts, want);
+        assert!(OPERATOR_SWAP.contains("readOnlyRootFilesystem: true"));
+        assert!(OPERATOR_SWAP.contains("sriovnetwork.openshift.io/device-plugin: Enabled"));
+    }
+
+    /// Under the operator's read-only root, every place the plugin writes
+    /// (sockets in either registration mode, device-info files, CDI specs)
+    /// is in a writable mount, and the config is in a mount.
+    #[test]
+    fn under_the_operators_args_every_write_lands_in_a_writable_mount() {
+        let mut argv = vec!["sriov-device-plugin".to_string()];
+        argv.extend(
+            OPERATOR_ARGS
+                .iter()
+                .map(|a| a.replace("$(NODE_NAME)", "worker-1")),
+        );
+        let a = Args::try_parse_from(go_style(argv)).unwrap();
+        assert_eq!(a.config_file, PathBuf::from("/etc/pcidp/worker-1"));
+        assert_eq!(a.resource_prefix, "openshift.io");
+        assert!(a.use_cdi);
+        assert_eq!(a.log_level.as_deref(), Some("10"));
+        let under = |dir: &std::path::Path, writable: bool| {
+            OPERATOR_MOUNTS
+                .iter()
+                .any(|(m, w)| (*w || !writable) && dir.starts_with(m))
+        };
+        for dir in [
+            &a.device_plugin_dir,
+            &a.plugins_registry_dir,
+            &a.devinfo_dir,
+            &a.cdi_dir,
+        ] {
+            assert!(
+                under(dir, true),
+                "{} is not in a writable mount",
+                dir.display()
+            );
+        }
+        assert!(under(&a.config_file, false));
+        // Not mounted by the operator: the plugin does without it (see main.rs).
+        assert!(!under(&a.pod_resources_socket, false));
+    }
 }

@@ -146,6 +146,7 @@ async fn serve(
         let mut cfg = PluginConfig::new(pool.resource_name());
         cfg.device_plugin_dir = args.device_plugin_dir.clone();
         cfg.plugins_registry_dir = args.plugins_registry_dir.clone();
+        cfg.allocation_policy = pool.config().allocation_policy;
         let plugin = DevicePlugin::new(cfg, pool.clone());
         statuses.push(PluginStatus {
             resource: pool.resource_name().to_string(),

@@ -15,7 +15,7 @@ use sriov_pci_fake::{FakeSysfs, fixtures};
 const BIN: &str = env!("CARGO_BIN_EXE_sriov-device-plugin");
 
 const CONFIG: &str = r#"{"resourceList":[
-    {"resourceName":"x710","selectors":{"vendors":["8086"],"drivers":["iavf"]}},
+    {"resourceName":"x710","allocationPolicy":"packed","selectors":{"vendors":["8086"],"drivers":["iavf"]}},
     {"resourceName":"igb_vf","selectors":{"drivers":["igbvf"]}},
     {"resourceName":"cx5","resourcePrefix":"nvidia.com","selectors":{"drivers":["mlx5_core"]},"bogus":1}
 ]}"#;
@@ -135,11 +135,16 @@ async fn serves_every_pool_to_kubelet_allocates_and_picks_up_new_vfs() {
         .iter()
         .map(|r| {
             assert_eq!(r.version, "v1beta1");
-            assert!(
+            // Only a pool with an allocationPolicy offers kubelet a preference, as SRDP
+            // (which has none) never does.
+            assert_eq!(
                 r.options
                     .as_ref()
                     .unwrap()
-                    .get_preferred_allocation_available
+                    .get_preferred_allocation_available,
+                r.resource_name == "intel.com/x710",
+                "{}",
+                r.resource_name
             );
             format!("{} {}", r.resource_name, r.endpoint)
         })
