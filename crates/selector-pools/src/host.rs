@@ -526,7 +526,12 @@ fn uplink_name(pf_dir: &Path, netdevs: Vec<String>) -> Option<String> {
             p.len() > 1 && p.starts_with('p') && p[1..].bytes().all(|b| b.is_ascii_digit())
         })
     });
-    uplink.cloned().or_else(|| netdevs.into_iter().next())
+    // Without an uplink, never a representor: it names no PF.
+    uplink.cloned().or_else(|| {
+        crate::switchdev::without_representors(pf_dir, netdevs)
+            .into_iter()
+            .next()
+    })
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {

@@ -84,3 +84,25 @@ fn a_switchdev_pf_without_vfs_is_offered_with_its_uplink_and_healthy_by_it() {
         Some("link enp1s0 is down")
     );
 }
+
+/// A representor but no `p<N>` uplink (a driver that names no physical port): the PF is named
+/// by its own interface, never by a representor that sorts before it.
+#[test]
+fn without_an_uplink_the_pf_is_named_by_an_interface_that_is_no_representor() {
+    let lab = Lab::new();
+    lab.fake
+        .add_representor(addr("0000:5e:00.0"), "a_rep", "pf0vf0")
+        .unwrap();
+    let m = lab.manager(
+        r#"{"resourceList":[{"resourceName":"cx","selectors":{"drivers":["mlx5_core"]}}]}"#,
+    );
+    let names: Vec<Option<String>> = m.pools()[0]
+        .members()
+        .into_iter()
+        .map(|m| m.device.pf_name)
+        .collect();
+    assert_eq!(
+        names,
+        [Some("ens1f0np0".to_string()), Some("ens1f0np0".to_string())]
+    );
+}
