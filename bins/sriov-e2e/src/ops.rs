@@ -741,6 +741,23 @@ mod tests {
         }
     }
 
+    /// README's metrics table is generated from the lists by hand: this
+    /// keeps it equal to them.
+    #[test]
+    fn the_readmes_metric_table_names_exactly_the_listed_metrics() {
+        let readme = include_str!("../../../README.md");
+        let (_, table) = readme
+            .split_once("<!-- metrics table:")
+            .expect("README's metrics table marker");
+        let rows: BTreeSet<&str> = table
+            .lines()
+            .skip(3)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        assert_eq!(rows, listed());
+    }
+
     #[test]
     fn the_dashboard_names_are_read_with_histograms_folded() {
         let names = dashboard_names();
