@@ -366,7 +366,10 @@ fn pprof_is_accepted_now_that_the_binaries_serve_it() {
 #[test]
 fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
     assert_eq!(load(&[]).config.metrics_listen, None);
-    assert_eq!(load(&[("NSM_METRICS_LISTEN", " ")]).config.metrics_listen, None);
+    assert_eq!(
+        load(&[("NSM_METRICS_LISTEN", " ")]).config.metrics_listen,
+        None
+    );
     assert_eq!(
         load(&[("NSM_METRICS_LISTEN", " 127.0.0.1:9464 ")])
             .config
