@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Result;
+use futures::FutureExt;
 use sriov_config::EnvConfig;
 use sriov_forwarder::Running;
 use sriov_ops::{Server, Sources};
@@ -83,7 +84,7 @@ impl Endpoints {
         let shared: Shared = Arc::new(Mutex::new(Phase::Starting));
         let (stop, stopped) = oneshot::channel::<()>();
         // One signal for both servers; a dropped sender stops them too.
-        let stopped = futures_shared(stopped);
+        let stopped = stopped.shared();
         let sources = sources(&shared, metrics);
         let mut servers = Vec::new();
         if let Some(addr) = addrs.metrics {
@@ -109,6 +110,9 @@ impl Endpoints {
     }
 
     /// The forwarder, for its shutdown; the endpoints say it is stopping.
+    /// Waits (on this thread) for a `/debug/state` being read to finish:
+    /// reading one takes a moment, and the forwarder must not go from
+    /// under it.
     pub(crate) fn stopping(&self) -> Option<Running> {
         match std::mem::replace(&mut *lock(&self.shared), Phase::Stopping) {
             Phase::Running(r) => Some(*r),
@@ -127,10 +131,6 @@ impl Endpoints {
 
 /// A shutdown signal several servers can wait on.
 type Stopped = futures::future::Shared<oneshot::Receiver<()>>;
-
-fn futures_shared(rx: oneshot::Receiver<()>) -> Stopped {
-    futures::FutureExt::shared(rx)
-}
 
 async fn wait(stopped: Stopped) {
     let _ = stopped.await;
