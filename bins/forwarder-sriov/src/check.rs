@@ -17,6 +17,8 @@ pub(crate) fn run(allow_missing: bool) -> Result<()> {
     if let Err(e) = sriov_forwarder::check_transport(&env) {
         println!("warning: {e}");
     }
+    // The daemon refuses to start on these, so the check fails on them.
+    crate::ops::Addrs::new(&env, None)?;
     let sysfs = crate::cli::sysfs_at(&env.pci_devices_path, &env.pci_drivers_path, false)?;
     let found = sriov_forwarder::pool_entries(&env.sriov_config_file, &sysfs, false)?;
     for w in &found.warnings {

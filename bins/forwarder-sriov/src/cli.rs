@@ -62,6 +62,11 @@ pub(crate) struct RunArgs {
     /// NSM_LOG_FORMAT.
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     log_format: Option<sriov_telemetry::logging::LogFormat>,
+    /// Serve Prometheus `/metrics`, `/readyz` and `/livez` on ADDR
+    /// (`host:port`, `:port` or a port; without a host, loopback); empty:
+    /// off. Overrides NSM_METRICS_LISTEN.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 fn parse_log_format(s: &str) -> Result<sriov_telemetry::logging::LogFormat, String> {
@@ -233,6 +238,7 @@ impl Cli {
             Command::Run(args) => {
                 let loaded = sriov_config::EnvConfig::from_env()?;
                 let env = loaded.config;
+                let endpoints = crate::ops::Addrs::new(&env, args.metrics_listen.as_deref())?;
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -251,6 +257,7 @@ impl Cli {
                     env,
                     sysfs,
                     levels,
+                    endpoints,
                     telemetry.prometheus(),
                     args.reset_state,
                     args.vfio_at_allocate,
@@ -434,6 +441,25 @@ mod tests {
         );
         assert!(parse(&["--log-format", "xml"]).is_err());
         assert!(parse(&["inventory", "--log-format", "json"]).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_is_a_flag_of_the_daemon() {
+        let listen = |cli: Cli| match cli.command {
+            None => cli.run.metrics_listen,
+            Some(Command::Run(args)) => args.metrics_listen,
+            Some(other) => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(listen(parse(&[]).unwrap()), None);
+        assert_eq!(
+            listen(parse(&["--metrics-listen", ":9464"]).unwrap()).as_deref(),
+            Some(":9464")
+        );
+        assert_eq!(
+            listen(parse(&["run", "--metrics-listen", "127.0.0.1:9"]).unwrap()).as_deref(),
+            Some("127.0.0.1:9")
+        );
+        assert!(parse(&["check-config", "--metrics-listen", ":9464"]).is_err());
     }
 
     #[test]

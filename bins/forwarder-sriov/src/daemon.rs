@@ -1,7 +1,8 @@
-//! The daemon: starts the forwarder library (`sriov-forwarder`), turns
-//! SIGUSR1/SIGUSR2 into the trace log level and back, and shuts it down on
-//! SIGTERM/SIGINT.
+//! The daemon: starts the forwarder library (`sriov-forwarder`) with its
+//! operator endpoints (`ops.rs`), turns SIGUSR1/SIGUSR2 into the trace log
+//! level and back, and shuts it down on SIGTERM/SIGINT.
 
+use crate::ops::{Addrs, Endpoints};
 use anyhow::Result;
 use sriov_config::EnvConfig;
 use sriov_forwarder::Forwarder;
@@ -14,8 +15,8 @@ pub(crate) async fn run(
     env: EnvConfig,
     sysfs: Sysfs,
     levels: LevelSwitch,
-    // For the loopback /metrics endpoint, once it is served.
-    _metrics: PrometheusText,
+    endpoints: Addrs,
+    metrics: PrometheusText,
     reset_state: bool,
     vfio_at_allocate: bool,
 ) -> Result<()> {
@@ -23,12 +24,20 @@ pub(crate) async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    let running = Forwarder::builder(env)
+    let endpoints = Endpoints::start(endpoints, metrics).await?;
+    let started = Forwarder::builder(env)
         .sysfs(sysfs)
         .reset_state(reset_state)
         .vfio_at_allocate(vfio_at_allocate)
         .start()
-        .await?;
+        .await;
+    match started {
+        Ok(running) => endpoints.started(running),
+        Err(e) => {
+            endpoints.stop().await;
+            return Err(e.into());
+        }
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -37,6 +46,9 @@ pub(crate) async fn run(
             _ = usr2.recv() => levels.restore(),
         }
     }
-    running.shutdown().await;
+    if let Some(running) = endpoints.stopping() {
+        running.shutdown().await;
+    }
+    endpoints.stop().await;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `forwarder-sriov`: the NSM SR-IOV forwarder binary.
 //!
 //! This crate only composes the library crates; behaviour lives in them.
-//! Without a subcommand it runs the daemon (`daemon.rs`); `check-config`
+//! Without a subcommand it runs the daemon (`daemon.rs`, its metrics and
+//! debug endpoints in `ops.rs`); `check-config`
 //! validates the environment and the config file; `explain` says why each
 //! device serves which resource or none; `inventory` shows what
 //! discovery sees; `pci` runs operator actions on PFs and VFs through the
@@ -12,6 +13,7 @@ mod cli;
 mod daemon;
 mod explain;
 mod inventory;
+mod ops;
 mod telemetry;
 
 use clap::Parser;

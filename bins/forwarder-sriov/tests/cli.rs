@@ -249,6 +249,28 @@ fn check_config_names_a_pf_without_sriov_with_its_reason() {
     assert!(!out.contains(": OK"), "{out}");
 }
 
+/// The daemon refuses these at start, before any VF is touched; the check
+/// refuses them too, both at once.
+#[test]
+fn check_config_refuses_a_bad_metrics_address_and_a_wide_pprof_address() {
+    let (ok, _, err) = check_config(&[
+        ("NSM_METRICS_LISTEN", "metrics.example:9465"),
+        ("NSM_PPROF_ENABLED", "true"),
+        ("NSM_PPROF_LISTEN_ON", "0.0.0.0:6060"),
+        ("NSM_INSECURE", "true"),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("NSM_METRICS_LISTEN=\"metrics.example:9465\""),
+        "{err}"
+    );
+    assert!(err.contains("host names are not resolved"), "{err}");
+    assert!(
+        err.contains("NSM_PPROF_LISTEN_ON: 0.0.0.0:6060 is not a loopback"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_fails_naming_every_bad_variable_and_the_file_field() {
     let (ok, _, err) = check_config(&[

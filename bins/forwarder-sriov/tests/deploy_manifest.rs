@@ -3,7 +3,7 @@
 //! binary: every `NSM_*` variable is set to the binary's default unless it is
 //! one of the few pod-specific values listed here with the reason, every
 //! path the settings point at is mounted, nothing else is mounted but the
-//! SPIFFE socket, and the probes dial the socket the forwarder listens on.
+//! SPIFFE socket, and the probes ask the metrics endpoint the forwarder serves.
 //! The manifest and the code cannot drift apart without this failing.
 
 use std::collections::BTreeMap;
@@ -46,6 +46,11 @@ const POD_SPECIFIC: &[(&str, Expected, &str)] = &[
         "NSM_SRIOV_CONFIG_FILE",
         Expected::Value("/etc/nsm/sriov/config.yaml"),
         "the default is relative to the working directory; the ConfigMap is mounted here",
+    ),
+    (
+        "NSM_METRICS_LISTEN",
+        Expected::Value("127.0.0.1:9465"),
+        "off in the binary; the probes ask /livez and /readyz on the node's loopback",
     ),
     (
         "SPIFFE_ENDPOINT_SOCKET",
@@ -334,20 +339,32 @@ fn nothing_is_mounted_that_no_setting_needs_but_the_spiffe_socket() {
 }
 
 #[test]
-fn probes_ask_the_socket_the_forwarder_listens_on() {
+fn probes_ask_the_metrics_endpoint_the_forwarder_serves() {
     let m = Manifest::load();
     let env: BTreeMap<_, _> = m.effective_env().into_iter().collect();
-    let want = format!("-addr={}", env["NSM_LISTEN_ON"]);
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        let command: Vec<&str> = m.container[probe]["exec"]["command"]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("{probe} is not an exec probe"))
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        assert!(command.contains(&want.as_str()), "{probe}: {command:?}");
-        // grpc_health_probe's own SPIFFE mode: the socket speaks mTLS.
-        assert!(command.contains(&"-spiffe"), "{probe}: {command:?}");
+    let listen: std::net::SocketAddr = env["NSM_METRICS_LISTEN"].parse().unwrap();
+    assert!(
+        listen.ip().is_loopback(),
+        "{listen}: the pod shares the node's network; keep it on loopback"
+    );
+    for (probe, path) in [
+        ("startupProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+    ] {
+        let get = &m.container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}: {get:?}");
+        // hostNetwork: kubelet reaches the node's loopback, where it listens.
+        assert_eq!(
+            get["host"].as_str(),
+            Some(listen.ip().to_string().as_str()),
+            "{probe}: {get:?}"
+        );
+        assert_eq!(
+            get["port"].as_u64(),
+            Some(u64::from(listen.port())),
+            "{probe}: {get:?}"
+        );
     }
 }
 

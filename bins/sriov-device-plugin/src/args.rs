@@ -86,6 +86,16 @@ pub(crate) struct Args {
     /// a Prometheus scrape.
     #[arg(long, value_name = "ENDPOINT", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub(crate) otlp_endpoint: Option<String>,
+    /// Serve Prometheus `/metrics`, `/readyz` and `/livez` on ADDR
+    /// (`host:port`, `:port` or a port; without a host, loopback). Off
+    /// unless given.
+    #[arg(long, value_name = "ADDR", value_parser = crate::ops::metrics_addr)]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve CPU profiles (`/debug/pprof/profile?seconds=N`), memory figures
+    /// and the pools as JSON (`/debug/state`) on ADDR, a loopback address.
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR", value_parser = crate::ops::pprof_addr)]
+    pub(crate) pprof_listen: Option<std::net::SocketAddr>,
 
     /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
     /// (`log_dir`) is accepted too.
@@ -185,6 +195,23 @@ mod tests {
         assert_eq!(a.sysfs_root, PathBuf::from("/tmp/a"));
         assert_eq!(a.proc_net_route, PathBuf::from("/tmp/route"));
         assert!(parse(&["x"]).command.is_none(), "no subcommand serves");
+    }
+
+    #[test]
+    fn the_operator_endpoints_are_off_unless_asked_for() {
+        let a = parse(&["x"]);
+        assert_eq!((a.metrics_listen, a.pprof_listen), (None, None));
+        let a = parse(&[
+            "x",
+            "--metrics-listen=:9465",
+            "-pprof-listen=localhost:6061",
+        ]);
+        assert_eq!(a.metrics_listen, Some(([127, 0, 0, 1], 9465).into()));
+        assert_eq!(a.pprof_listen, Some(([127, 0, 0, 1], 6061).into()));
+        assert!(
+            Args::try_parse_from(["x", "--pprof-listen=0.0.0.0:6061"]).is_err(),
+            "the debug endpoint is loopback only"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod args;
 mod explain;
 mod links;
 mod logging;
+mod ops;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +59,7 @@ fn run_with(
     args: Args,
     runtime: &tokio::runtime::Runtime,
     levels: sriov_telemetry::logging::LevelSwitch,
-    // For the loopback /metrics endpoint, once it is served.
-    _metrics: sriov_telemetry::PrometheusText,
+    metrics: sriov_telemetry::PrometheusText,
 ) -> anyhow::Result<()> {
     if args.log_dir.is_some() || args.log_level.is_some() || args.verbosity.is_some() {
         tracing::info!("glog flags (--log-dir, --log-level, -v) are ignored; set RUST_LOG instead");
@@ -100,7 +100,7 @@ fn run_with(
         return Ok(());
     }
     runtime.spawn(logging::level_signals(levels));
-    runtime.block_on(serve(args, config, host, settings))
+    runtime.block_on(serve(args, config, host, settings, metrics))
 }
 
 async fn serve(
@@ -108,6 +108,7 @@ async fn serve(
     config: Config,
     host: Host,
     settings: PoolSettings,
+    metrics: sriov_telemetry::PrometheusText,
 ) -> anyhow::Result<()> {
     let rescan = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -175,10 +176,19 @@ async fn serve(
         }));
         watcher = watcher.watch(pool.resource_name(), pool.clone() as Arc<dyn Backend>);
     }
-    tasks.push(tokio::spawn(log_readiness(
-        follow_readiness(statuses),
-        stop_rx.clone(),
-    )));
+    let readiness = follow_readiness(statuses);
+    tasks.extend(
+        ops::start(
+            args.metrics_listen,
+            args.pprof_listen,
+            metrics,
+            readiness.clone(),
+            manager.clone(),
+            stop_rx.clone(),
+        )
+        .await?,
+    );
+    tasks.push(tokio::spawn(log_readiness(readiness, stop_rx.clone())));
     // SRDP's DaemonSet does not mount kubelet's pod-resources dir; without it the pools never
     // learn that a pod let go of a device, which only matters for netdev health.
     if args

@@ -174,6 +174,7 @@ async fn scenario(o: &AllocateOptions, r: &mut Report) -> Result<(), String> {
         netns_by_path: false,
         insecure: false,
         telemetry: false,
+        ops: false,
     };
     let cgroup_root = o.cgroup_root.to_string_lossy().into_owned();
     let mut fwd = forwarder::start_with(

@@ -108,6 +108,18 @@ fn fake_dev_vfio(sysfs: &Sysfs, o: &Options, dir: &std::path::Path) -> Result<()
     Ok(())
 }
 
+/// Every VF of the configured PFs: the pool of the fixture's resource.
+fn pool_vfs(o: &Options, sysfs: &Sysfs) -> Result<std::collections::BTreeSet<PciAddress>, String> {
+    let cfg = sriov_config::SriovConfig::load(&o.config).map_err(|e| e.to_string())?;
+    let pfs: Vec<PciAddress> = cfg.config.physical_functions.keys().copied().collect();
+    Ok(sysfs
+        .discover_pfs(&pfs)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flat_map(|pf| pf.vfs.into_iter().map(|vf| vf.address))
+        .collect())
+}
+
 /// The MAC and VLAN `--vf-config` asks for.
 pub(crate) const VF_MAC: &str = "02:00:5e:00:00:42";
 pub(crate) const VF_VLAN: i32 = 100;
@@ -201,12 +213,25 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         true => Some(crate::otlp::collector(netns.as_ref()).await?),
         false => None,
     };
-    let otlp_env = collector.as_ref().map(crate::otlp::env).unwrap_or_default();
-    let otlp_env: Vec<(&str, &str)> = otlp_env
+    let ops = match o.ops {
+        true => Some(crate::ops::Ops::new(netns.as_ref())?),
+        false => None,
+    };
+    let mut extra_env = collector.as_ref().map(crate::otlp::env).unwrap_or_default();
+    if let Some(ops) = &ops {
+        extra_env.extend(ops.env());
+        // Kubelet away at start, so that `/readyz` is seen not ready.
+        kubelet.stop_registration().await;
+    }
+    let extra_env: Vec<(&str, &str)> = extra_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut fwd = forwarder::start_with(o, &p, netns, &otlp_env)?;
+    let mut fwd = forwarder::start_with(o, &p, netns, &extra_env)?;
+    if let Some(ops) = &ops {
+        ops.before_registrations(r, &p.listen_socket).await?;
+        kubelet.start_registration().map_err(|e| e.to_string())?;
+    }
 
     // Kubelet.
     let reg = within(
@@ -297,6 +322,9 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         "nse-registered",
         registered.map(|n| format!("{} for {:?} at {}", n.name, n.network_service_names, n.url)),
     );
+    if let Some(ops) = &ops {
+        ops.after_registrations(r).await?;
+    }
 
     // nsmgr's registry sees the `path` header the Go forwarder sends.
     let paths = nsmgr.registry_paths();
@@ -365,6 +393,10 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
         ("inodeURL", netns_url),
         ("name", "nsm-1".to_string()),
     ];
+    let scraped = match &ops {
+        Some(ops) => Some(ops.scrape(r, Some("prometheus-text-parses")).await?),
+        None => None,
+    };
     let mut request = tonic::Request::new(client::request("conn-kernel", "KERNEL", &params, true));
     if collector.is_some() {
         crate::otlp::traced(&mut request)?;
@@ -392,6 +424,15 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     if let Some(collector) = &collector {
         crate::otlp::check(collector, r).await;
     }
+    let scraped = match (&ops, scraped) {
+        (Some(ops), Some(before)) => {
+            let requested = ops.scrape(r, None).await?;
+            let pool = pool_vfs(o, &sysfs)?;
+            ops.state(r, &o.resource, &pool, &conn, &token).await?;
+            Some((before, requested))
+        }
+        _ => None,
+    };
     let seen = inspect::link(client_ns.url(), "nsm-1").await?;
     r.check(
         "vf-in-client-namespace",
@@ -470,6 +511,12 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
             (None, h) => Err(format!("not back home as {:?}: {h:?}", vf_netdev)),
         },
     );
+
+    if let (Some(ops), Some((before, requested))) = (&ops, &scraped) {
+        let closed = ops.scrape(r, None).await?;
+        ops.counted(r, before, requested, &closed);
+        ops.kubelet_flap(r, &kubelet, &p.listen_socket).await?;
+    }
 
     if o.vfio {
         vfio(o, r, &sysfs, &mut plugin, &mut nsc, &healthy, &ctr).await?;

@@ -19,6 +19,7 @@ mod forwarder;
 mod hostile;
 mod inspect;
 mod nsc;
+mod ops;
 mod otlp;
 mod restart;
 mod soak;
@@ -58,6 +59,10 @@ pub(crate) struct Options {
     /// The forwarder pushes to a fake OTLP collector; its trace of the
     /// KERNEL Request and its metrics are checked (`otlp.rs`).
     pub(crate) telemetry: bool,
+    /// The forwarder serves `/metrics`, `/readyz`, `/livez` and the debug
+    /// endpoint; readiness, counters, the profile and the state are
+    /// checked (`ops.rs`).
+    pub(crate) ops: bool,
 }
 
 enum Mode {
@@ -68,7 +73,7 @@ enum Mode {
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
 [--resource NAME] [--veth] [--vfio] [--vfio-path DIR] [--ping IP] [--vf-config] [--hostile] [--restart] \
-[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path] [--insecure] [--telemetry]";
+[--chaos ROUNDS] [--soak CYCLES] [--race REQUESTS] [--netns-by-path] [--insecure] [--telemetry] [--ops]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -90,6 +95,7 @@ fn parse() -> Result<Options, String> {
         netns_by_path: false,
         insecure: false,
         telemetry: false,
+        ops: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -113,6 +119,7 @@ fn parse() -> Result<Options, String> {
             "--netns-by-path" => o.netns_by_path = true,
             "--insecure" => o.insecure = true,
             "--telemetry" => o.telemetry = true,
+            "--ops" => o.ops = true,
             "--race" => {
                 o.race = value()?
                     .parse()

@@ -29,6 +29,21 @@ pub(crate) async fn collector(netns: Option<&PrivateNetns>) -> Result<FakeCollec
     let NetnsUrl::File(path) = ns.url().clone() else {
         return Err("private namespace without a file URL".into());
     };
+    lo_up(&path)?;
+    // A socket stays in the namespace it was made in, whoever uses it.
+    let listener = ns
+        .block_on(|| async { std::net::TcpListener::bind(("127.0.0.1", 0)) })
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .and_then(FakeCollector::serve)
+        .map_err(|e| format!("fake OTLP collector in the forwarder's namespace: {e}"))?;
+    Ok(listener)
+}
+
+/// Brings up the loopback of the namespace at `path` (a new namespace's
+/// is down), for endpoints the forwarder serves or dials there.
+pub(crate) fn lo_up(path: &std::path::Path) -> Result<(), String> {
     let up = std::process::Command::new("nsenter")
         .arg(format!("--net={}", path.display()))
         .args(["ip", "link", "set", "lo", "up"])
@@ -39,15 +54,7 @@ pub(crate) async fn collector(netns: Option<&PrivateNetns>) -> Result<FakeCollec
             "ip link set lo up in the forwarder's namespace: {up}"
         ));
     }
-    // A socket stays in the namespace it was made in, whoever uses it.
-    let listener = ns
-        .block_on(|| async { std::net::TcpListener::bind(("127.0.0.1", 0)) })
-        .map_err(|e| e.to_string())?
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std)
-        .and_then(FakeCollector::serve)
-        .map_err(|e| format!("fake OTLP collector in the forwarder's namespace: {e}"))?;
-    Ok(listener)
+    Ok(())
 }
 
 /// The variables that point the forwarder at `collector`.

@@ -216,3 +216,75 @@ fn forwarder_pushes_the_callers_trace_and_metrics_over_otlp() {
     // Everything batched was flushed at exit.
     assert!(!log.contains("telemetry not flushed"), "{log}");
 }
+
+/// Issue 17: the operator endpoints of the real daemon (`--ops`).
+/// `/readyz` is 503 while kubelet is away at start and 200 once the NSE
+/// and the resource are registered, `/livez` 200; the Prometheus text
+/// parses and counts one Request and one Close exactly; every `sriov_*`
+/// family scraped and every metric the dashboard queries is in the crates'
+/// lists; a one-second CPU profile decodes; `/debug/state` lists the
+/// fixture's VFs and the standing connection without its token; kubelet's
+/// socket removed turns `/readyz` 503 and gRPC health NOT_SERVING, and
+/// back.
+#[test]
+fn forwarder_serves_metrics_probes_profiles_and_state() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP forwarder_serves_metrics_probes_profiles_and_state: needs root for network namespaces"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sysfs = tmp.path().join("sysfs");
+    sriov_pci_fake::copy_tree(&workspace().join("testdata/sysfs/node"), &sysfs).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sriov-e2e"))
+        .arg("--forwarder")
+        .arg(forwarder_bin())
+        .arg("--sysfs-root")
+        .arg(&sysfs)
+        .arg("--config")
+        .arg(workspace().join("testdata/config/demo.yaml"))
+        .arg("--work")
+        .arg(tmp.path().join("work"))
+        .args(["--veth", "--ops"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(tmp.path().join("work/forwarder.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{stdout}\n--- forwarder log ---\n{log}"
+    );
+    for check in [
+        "PASS readyz-before-registrations: 503 not ready: ",
+        "PASS livez: 200 ok",
+        "PASS device-plugin-registered",
+        "PASS readyz-after-registrations: 200 ready",
+        "PASS prometheus-text-parses",
+        "PASS kernel-request",
+        "PASS pprof-profile",
+        "PASS debug-state: 4 VFs of worker.domain/10G",
+        "PASS close-returns-vf",
+        "PASS metrics-request-counted",
+        "PASS metrics-close-counted",
+        "PASS metrics-all-listed",
+        "PASS dashboard-names-listed",
+        "PASS readyz-kubelet-gone: 503",
+        "PASS readyz-kubelet-back: 200 ready; gRPC SERVING",
+        "PASS graceful-shutdown",
+    ] {
+        assert!(stdout.contains(check), "missing {check:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    // Kubelet is away, whether or not the NSE has registered by then.
+    let before = stdout
+        .lines()
+        .find(|l| l.starts_with("PASS readyz-before-registrations"))
+        .unwrap();
+    assert!(
+        before.contains("kubelet has not registered worker.domain/10G")
+            && before.ends_with("gRPC NOT_SERVING"),
+        "{before}"
+    );
+    assert!(log.contains("metrics: /metrics /readyz /livez"), "{log}");
+}

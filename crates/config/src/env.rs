@@ -142,14 +142,19 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "interval between metrics exports (Go duration)",
     },
     EnvVar {
+        name: "NSM_METRICS_LISTEN",
+        default: "",
+        help: "Prometheus /metrics with /readyz and /livez on host:port or :port (ours; empty: off; --metrics-listen overrides it)",
+    },
+    EnvVar {
         name: "NSM_PPROF_ENABLED",
         default: "false",
-        help: "serve profiling data",
+        help: "serve CPU profiles, memory figures and /debug/state on NSM_PPROF_LISTEN_ON",
     },
     EnvVar {
         name: "NSM_PPROF_LISTEN_ON",
         default: "localhost:6060",
-        help: "address the profiling server listens on",
+        help: "address of the profiling endpoint (loopback only)",
     },
     EnvVar {
         name: "TELEMETRY",
@@ -275,9 +280,15 @@ pub struct EnvConfig {
     pub open_telemetry_endpoint: Option<String>,
     /// `NSM_METRICS_EXPORT_INTERVAL`.
     pub metrics_export_interval: Duration,
-    /// `NSM_PPROF_ENABLED`.
+    /// `NSM_METRICS_LISTEN` (ours): where the Prometheus endpoint listens
+    /// (`host:port`, `:port`); `None` when empty, the default: not served.
+    /// The binary parses it (`sriov_ops::listen_addr`).
+    pub metrics_listen: Option<String>,
+    /// `NSM_PPROF_ENABLED`: serve the debug endpoint (CPU profiles, memory
+    /// figures, `/debug/state`) on [`EnvConfig::pprof_listen_on`].
     pub pprof_enabled: bool,
-    /// `NSM_PPROF_LISTEN_ON`.
+    /// `NSM_PPROF_LISTEN_ON`: the debug endpoint's address; the binary
+    /// refuses one that is not loopback (`sriov_ops::loopback_addr`).
     pub pprof_listen_on: String,
     /// `NSM_INSECURE`.
     pub insecure: bool,
@@ -368,6 +379,8 @@ impl EnvConfig {
             open_telemetry_endpoint: Some(p.raw("NSM_OPEN_TELEMETRY_ENDPOINT"))
                 .filter(|s| !s.is_empty()),
             metrics_export_interval: p.duration("NSM_METRICS_EXPORT_INTERVAL"),
+            metrics_listen: Some(p.raw("NSM_METRICS_LISTEN").trim().to_string())
+                .filter(|s| !s.is_empty()),
             pprof_enabled: p.bool("NSM_PPROF_ENABLED"),
             pprof_listen_on: p.non_empty("NSM_PPROF_LISTEN_ON"),
             insecure: p.bool("NSM_INSECURE"),
@@ -375,7 +388,6 @@ impl EnvConfig {
             state_dir: p.path("NSM_STATE_DIR"),
             socket_group: p.group("NSM_SOCKET_GROUP"),
         };
-        p.unsupported(&config);
         if p.problems.is_empty() {
             Ok(LoadedEnv { config, warnings })
         } else {
@@ -558,20 +570,6 @@ impl Parser<'_> {
                 );
                 Duration::ZERO
             }
-        }
-    }
-
-    /// Settings the Go forwarder acts on that we cannot: refused at start,
-    /// never parsed and ignored.
-    fn unsupported(&mut self, config: &EnvConfig) {
-        if config.pprof_enabled {
-            self.problems.push(EnvProblem::Unsupported {
-                variable: "NSM_PPROF_ENABLED".into(),
-                value: self.raw("NSM_PPROF_ENABLED"),
-                reason: "Go's pprof server has no counterpart in a Rust binary; profile with \
-                         `perf record -p <pid>` and leave NSM_PPROF_ENABLED unset"
-                    .into(),
-            });
         }
     }
 

@@ -90,6 +90,7 @@ fn every_variable_is_read() {
         ("NSM_METRICS_EXPORT_INTERVAL", "1m"),
         ("NSM_PPROF_ENABLED", "False"),
         ("NSM_PPROF_LISTEN_ON", ":6061"),
+        ("NSM_METRICS_LISTEN", ":9464"),
         ("NSM_INSECURE", "1"),
         ("NSM_STATE_DIR", "/state"),
     ])
@@ -117,6 +118,8 @@ fn every_variable_is_read() {
     assert_eq!(c.open_telemetry_endpoint, None);
     assert_eq!(c.metrics_export_interval, Duration::from_secs(60));
     assert!(!c.pprof_enabled);
+    assert_eq!(c.pprof_listen_on, ":6061");
+    assert_eq!(c.metrics_listen.as_deref(), Some(":9464"));
     assert!(c.insecure);
     assert_eq!(c.state_dir, PathBuf::from("/state"));
     let sysfs = c.sysfs();
@@ -348,10 +351,32 @@ fn the_socket_group_is_a_gid_or_a_known_group_name() {
 }
 
 #[test]
-fn go_switches_we_cannot_act_on_are_refused_not_ignored() {
-    let msg = message("NSM_PPROF_ENABLED", "1");
-    assert!(msg.contains("pprof"), "{msg}");
-    assert!(EnvConfig::from_vars([("NSM_PPROF_ENABLED", "false")]).is_ok());
+fn pprof_is_accepted_now_that_the_binaries_serve_it() {
+    let c = load(&[
+        ("NSM_PPROF_ENABLED", "1"),
+        ("NSM_PPROF_LISTEN_ON", "127.0.0.1:6061"),
+    ])
+    .config;
+    assert!(c.pprof_enabled);
+    assert_eq!(c.pprof_listen_on, "127.0.0.1:6061");
+    let msg = message("NSM_PPROF_LISTEN_ON", " ");
+    assert!(msg.contains("non-empty"), "{msg}");
+}
+
+#[test]
+fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
+    assert_eq!(load(&[]).config.metrics_listen, None);
+    assert_eq!(
+        load(&[("NSM_METRICS_LISTEN", " ")]).config.metrics_listen,
+        None
+    );
+    assert_eq!(
+        load(&[("NSM_METRICS_LISTEN", " 127.0.0.1:9464 ")])
+            .config
+            .metrics_listen
+            .as_deref(),
+        Some("127.0.0.1:9464")
+    );
 }
 
 #[test]
