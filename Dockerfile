@@ -29,8 +29,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 -t /out \
     target/release/forwarder-sriov target/release/sriov-device-plugin
 
-# grpc_health_probe for the forwarder's probes: Kubernetes' own grpc probe
-# dials TCP only, and the forwarder serves grpc.health.v1 on a unix socket.
+# grpc_health_probe, to ask the forwarder's grpc.health.v1 on its unix socket
+# by hand (`kubectl exec ... grpc_health_probe -addr=unix://... -spiffe`): the
+# DaemonSet's probes use the HTTP /readyz and /livez of NSM_METRICS_LISTEN,
+# and Kubernetes' own grpc probe dials TCP only.
 FROM golang:${GO_VERSION}-bookworm AS probe
 ARG GRPC_HEALTH_PROBE_VERSION=v0.4.40
 RUN CGO_ENABLED=0 go install \
