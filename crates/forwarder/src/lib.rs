@@ -20,10 +20,12 @@
 //! # }
 //! ```
 
+mod config_watch;
 mod entries;
 mod error;
 pub mod metrics;
 mod readiness;
+mod reload;
 pub mod secure;
 mod start;
 mod sweep;
@@ -32,4 +34,6 @@ mod vfio;
 pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;
 pub use readiness::Readiness;
+pub use reload::ReloadError;
+pub use sriov_token_pool::Reconfigured;
 pub use start::{Builder, Forwarder, Running};
