@@ -1,6 +1,6 @@
 //! The daemon: starts the forwarder library (`sriov-forwarder`), turns
-//! SIGUSR1/SIGUSR2 into the trace log level and back, and shuts it down on
-//! SIGTERM/SIGINT.
+//! SIGUSR1/SIGUSR2 into the trace log level and back, reloads the config
+//! file and rescans sysfs on SIGHUP, and shuts it down on SIGTERM/SIGINT.
 
 use anyhow::Result;
 use sriov_config::EnvConfig;
@@ -23,6 +23,7 @@ pub(crate) async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let running = Forwarder::builder(env)
         .sysfs(sysfs)
         .reset_state(reset_state)
@@ -35,6 +36,8 @@ pub(crate) async fn run(
             _ = int.recv() => break,
             _ = usr1.recv() => levels.set_trace(),
             _ = usr2.recv() => levels.restore(),
+            // Logged and counted by the library; a refused config keeps the running one.
+            _ = hup.recv() => { let _ = running.reload().await; }
         }
     }
     running.shutdown().await;
