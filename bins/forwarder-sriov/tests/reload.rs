@@ -101,11 +101,8 @@ impl Drop for Daemon {
 )]
 fn sighup_and_config_changes_reload_and_an_invalid_config_is_refused() {
     let sysfs = tempfile::tempdir().unwrap();
-    sriov_pci_fake::copy_tree(
-        &sriov_pci_fake::testdata_sysfs().join("node"),
-        sysfs.path(),
-    )
-    .unwrap();
+    sriov_pci_fake::copy_tree(&sriov_pci_fake::testdata_sysfs().join("node"), sysfs.path())
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let daemon = Daemon::start(root, sysfs.path());
@@ -138,10 +135,16 @@ fn sighup_and_config_changes_reload_and_an_invalid_config_is_refused() {
     .unwrap();
     let line = daemon.wait_for(&["config reload refused"]);
     assert!(
-        line.contains("sriov.yaml:5: physicalFunctions.0000:3b:00.0.capabilities: must not be empty"),
+        line.contains(
+            "sriov.yaml:5: physicalFunctions.0000:3b:00.0.capabilities: must not be empty"
+        ),
         "{line}"
     );
-    assert!(!daemon.log().contains("device plugin stopped"), "{}", daemon.log());
+    assert!(
+        !daemon.log().contains("device plugin stopped"),
+        "{}",
+        daemon.log()
+    );
 
     daemon.signal("TERM");
     let mut daemon = daemon;

@@ -8,6 +8,9 @@
 //! and starts the kubelet device plugins, the pod-resources watcher, the
 //! sweep (`sweep.rs`), the NSM NetworkService and monitor servers and the
 //! registry registration. [`Running::shutdown`] stops them in order.
+//! [`Running::reload`] (SIGHUP, and any change of the config file's
+//! directory) and [`Running::rescan`] (sysfs only) change what is served
+//! without a restart (`reload.rs`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

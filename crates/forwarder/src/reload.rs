@@ -33,7 +33,7 @@ pub enum ReloadError {
     /// The config file is unreadable or invalid, or disagrees with sysfs:
     /// the same error `check-config` reports. The running config stays.
     #[error("the new config is refused and the running one stays")]
-    Refused(#[source] StartError),
+    Refused(#[source] Box<StartError>),
     /// The pool could not take the new PFs (its state could not be
     /// persisted): the running config stays.
     #[error("applying the config file {path} to the VF pool")]
@@ -312,7 +312,7 @@ impl Reloader {
             entries_of(&path, &loaded.config, loaded.warnings, &sysfs, true)
         })
         .await
-        .and_then(|r| r.map_err(ReloadError::Refused));
+        .and_then(|r| r.map_err(|e| ReloadError::Refused(Box::new(e))));
         let found = match found {
             Ok(f) => f,
             Err(e) => return Err(self.refused(e, trigger)),
@@ -338,7 +338,7 @@ impl Reloader {
             entries_of(&path, &config, Vec::new(), &sysfs, false)
         })
         .await
-        .and_then(|r| r.map_err(ReloadError::Refused));
+        .and_then(|r| r.map_err(|e| ReloadError::Refused(Box::new(e))));
         match found {
             Ok(f) => self.apply(&mut current, f, Trigger::Asked).await,
             Err(e) => {

@@ -233,26 +233,19 @@ impl Pool {
                 }),
         );
         // Swapped before the commit, which publishes the lists from it;
-        // the state lock keeps every pool operation out meanwhile.
+        // the state lock keeps every pool operation out meanwhile. Lists of
+        // names removed go only once the change is durable.
         self.set_layout(layout);
-        {
-            let mut lists = self.write_lists();
-            lists.retain(|n, _| names.contains(n));
-            for n in &names {
-                lists
-                    .entry(n.clone())
-                    .or_insert_with(|| watch::Sender::new(Vec::new()));
-            }
+        for n in &out.added {
+            self.write_lists()
+                .insert(n.clone(), watch::Sender::new(Vec::new()));
         }
         if let Err(e) = self.commit(guard, next) {
             self.set_layout(before.as_ref().clone());
-            let mut lists = self.write_lists();
-            lists.retain(|n, _| was.contains_key(n));
-            for (n, list) in was {
-                lists.entry(n).or_insert_with(|| watch::Sender::new(list));
-            }
+            self.write_lists().retain(|n, _| !out.added.contains(n));
             return Err(e);
         }
+        self.write_lists().retain(|n, _| names.contains(n));
         // Lists whose tokens did not change (new names, VFs added to a PF
         // whose tokens were reshaped the same way) are published here.
         let guard = self.lock()?;
