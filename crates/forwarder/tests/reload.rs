@@ -45,9 +45,22 @@ fn write_config(root: &Path, text: &str) {
     std::fs::rename(&tmp, dir.join("sriov.yaml")).unwrap();
 }
 
-fn env(root: &Path, text: &str) -> sriov_config::EnvConfig {
-    std::fs::create_dir_all(root.join("config")).unwrap();
-    write_config(root, text);
+/// Writes `text` as kubelet updates a ConfigMap volume: a new timestamped
+/// directory, and the `..data` symlink renamed to point at it; the file
+/// itself is a symlink through `..data` that never changes.
+fn swap_configmap(root: &Path, version: u32, text: &str) {
+    let dir = root.join("config");
+    let data = format!("..2026_12_07_{version:02}");
+    std::fs::create_dir_all(dir.join(&data)).unwrap();
+    std::fs::write(dir.join(&data).join("sriov.yaml"), text).unwrap();
+    std::os::unix::fs::symlink(&data, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("sriov.yaml").exists() {
+        std::os::unix::fs::symlink("..data/sriov.yaml", dir.join("sriov.yaml")).unwrap();
+    }
+}
+
+fn env(root: &Path) -> sriov_config::EnvConfig {
     std::fs::create_dir_all(root.join("cgroup")).unwrap();
     std::fs::create_dir_all(root.join("vfio")).unwrap();
     let at = |p: &str| root.join(p).display().to_string();
@@ -77,14 +90,21 @@ struct Node {
 
 impl Node {
     async fn start(text: &str) -> Self {
+        Self::start_with(|root| write_config(root, text)).await
+    }
+
+    /// Starts once `write` has put the config in place.
+    async fn start_with(write: impl FnOnce(&Path)) -> Self {
         meter();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        write(root);
         let fake = fixtures::x710_2port(FakeSysfs::builder()).build().unwrap();
         let nsmgr = FakeNsmgr::start(root.join("nsm.sock")).await.unwrap();
         let kubelet =
             FakeKubelet::start(&root.join("device-plugins"), &root.join("pod-resources")).unwrap();
-        let running = Forwarder::builder(env(root, text))
+        let running = Forwarder::builder(env(root))
             .sysfs(fake.sysfs())
             .start()
             .await
@@ -261,10 +281,13 @@ async fn resources_follow_the_config_file_and_held_tokens_are_never_advertised_t
         &config(&[("0000:3b:00.0", "10G"), ("0000:3b:00.1", "10G")]),
     );
     gone(&node.socket_of(FAST)).await;
-    assert!(
-        fast.message().await.map(|m| m.is_none()).unwrap_or(true),
-        "its ListAndWatch ends"
-    );
+    tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(m)) = fast.message().await {
+            assert_eq!(m.devices.len(), 4, "never an emptied list before it goes");
+        }
+    })
+    .await
+    .expect("its ListAndWatch ends");
     tokio::time::timeout(PATIENCE, node.running.ready())
         .await
         .expect("still ready");
@@ -356,5 +379,21 @@ async fn rescan_follows_numvfs_and_keeps_the_vfs_pods_hold() {
     node.running.rescan().await.unwrap();
     let two = list_where(&mut ten_g, |l| l.len() == 2).await;
     assert!(two.iter().any(|d| d.id == held[0]));
+    node.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_is_seen_through_its_data_symlink() {
+    let node =
+        Node::start_with(|root| swap_configmap(root, 1, &config(&[("0000:3b:00.0", "10G")]))).await;
+    let mut ten_g = node.watch(TEN_G).await;
+    list_where(&mut ten_g, |l| l.len() == 4).await;
+
+    swap_configmap(
+        node.root(),
+        2,
+        &config(&[("0000:3b:00.0", "10G"), ("0000:3b:00.1", "10G")]),
+    );
+    list_where(&mut ten_g, |l| l.len() == 8).await;
     node.running.shutdown().await;
 }

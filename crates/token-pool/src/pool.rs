@@ -420,7 +420,18 @@ impl Pool {
     /// `lists_move`.
     fn publish(&self, state: &State, lists_move: bool) {
         let layout = self.layout();
-        for (name, tx) in self.read_lists().iter().filter(|_| lists_move) {
+        // A name a reload is removing keeps its list until then, unchanged.
+        let served = |name: &str| {
+            layout
+                .pfs
+                .values()
+                .any(|p| p.names.iter().any(|n| n == name))
+        };
+        for (name, tx) in self
+            .read_lists()
+            .iter()
+            .filter(|(name, _)| lists_move && served(name))
+        {
             let list = device_list(state, &layout.pfs, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
@@ -715,7 +726,7 @@ impl Pool {
         let mut released = Vec::new();
         let layout = self.layout();
         // Tokens of what the config no longer names, once nothing holds them.
-        shape_tokens(&mut next, &layout.pfs, &mut released);
+        released.extend(layout::prune_unserved(&mut next, &layout));
         reconcile_uses(
             &mut next,
             &layout,

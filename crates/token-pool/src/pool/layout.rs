@@ -147,6 +147,26 @@ pub(super) fn is_held(t: &Token) -> bool {
     held_vf(t).is_some()
 }
 
+/// Drops the tokens of a PF or name no longer configured once nothing
+/// holds them (their connection closed, their pod released them), a line
+/// each: run by the sweep, so what a reload kept leaves when it is done.
+pub(super) fn prune_unserved(state: &mut State, layout: &Layout) -> Vec<String> {
+    let mut notes = Vec::new();
+    state.tokens.retain(|id, t| {
+        let keep = layout.serves(t.pf, &t.name) || is_held(t);
+        if !keep {
+            notes.push(format!(
+                "token {} ({}) of PF {} dropped: no longer configured, and released",
+                crate::redact::Redacted(id),
+                t.name,
+                t.pf
+            ));
+        }
+        keep
+    });
+    notes
+}
+
 /// What [`Pool::reconfigure`] changed, for the caller to act on (start
 /// and stop kubelet device plugins) and to log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
