@@ -91,6 +91,8 @@ pub(crate) struct Kubelet {
     /// pod-resources until released, so their VFs come back.
     retiring: BTreeMap<String, Arc<PoolResource>>,
     watcher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The names the running watcher reconciles.
+    watched: Vec<String>,
     plugins: watch::Sender<Vec<Plugin>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -116,6 +118,7 @@ impl Kubelet {
             served: BTreeMap::new(),
             retiring: BTreeMap::new(),
             watcher: None,
+            watched: Vec::new(),
             plugins: watch::Sender::new(Vec::new()),
             shutdown,
         }
@@ -181,7 +184,27 @@ impl Kubelet {
             );
             tracing::info!(resource = %name, "device plugin started");
         }
-        // A retired resource is watched until no pod holds its tokens.
+        // Names of tokens pods still hold that no PF serves any more (a
+        // reload removed them, perhaps before a restart): watched until
+        // released, so their pods' leaving frees them.
+        let held_names: std::collections::BTreeSet<String> = self
+            .pool
+            .tokens()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.reserves() && !self.served.contains_key(&t.name))
+            .map(|t| t.name)
+            .collect();
+        for name in held_names {
+            if !self.retiring.contains_key(&name) {
+                let retired = PoolResource::retired(self.pool.clone(), &name);
+                let retired = match &self.cfg.vfio {
+                    Some(v) => retired.with_vfio_at_allocate(v.clone()),
+                    None => retired,
+                };
+                self.retiring.insert(name, Arc::new(retired));
+            }
+        }
         self.retiring
             .retain(|_, r| !sriov_deviceplugin::Backend::allocated(r.as_ref()).is_empty());
         self.publish_plugins();
@@ -198,9 +221,19 @@ impl Kubelet {
     }
 
     /// The pod-resources watcher is built over a fixed set of resources:
-    /// a new one replaces it (its two-poll rule starts over, which only
-    /// delays a release by one poll).
+    /// when the set changes a new one replaces it (its two-poll rule starts
+    /// over, which only delays a release by one poll).
     async fn restart_watcher(&mut self) {
+        let names: Vec<String> = self
+            .served
+            .keys()
+            .chain(self.retiring.keys())
+            .cloned()
+            .collect();
+        if self.watcher.is_some() && names == self.watched {
+            return;
+        }
+        self.watched = names;
         if let Some((stop, task)) = self.watcher.take() {
             let _ = stop.send(true);
             let _ = task.await;

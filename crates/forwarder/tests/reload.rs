@@ -397,3 +397,37 @@ async fn a_configmap_update_is_seen_through_its_data_symlink() {
     list_where(&mut ten_g, |l| l.len() == 8).await;
     node.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_resource_keeps_the_vfs_its_pod_holds_until_the_pod_goes() {
+    let node = Node::start(
+        "physicalFunctions:\n  0000:3b:00.0:\n    pfKernelDriver: i40e\n    \
+         vfKernelDriver: iavf\n    capabilities: [10G, fast]\n    \
+         serviceDomains: [worker.domain]\n",
+    )
+    .await;
+    let mut fast = node.watch(FAST).await;
+    let list = list_where(&mut fast, |l| l.len() == 4).await;
+    let held: Vec<String> = list[..2].iter().map(|d| d.id.clone()).collect();
+    node.allocate(FAST, &held).await.unwrap();
+    node.kubelet.set_pod("pod-fast", FAST, &held);
+    let mut ten_g = node.watch(TEN_G).await;
+    let ten_g_ids: Vec<String> = list_where(&mut ten_g, |l| healthy(l).len() == 2)
+        .await
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+
+    // fast removed while its pod runs: 10G still gets only the two VFs
+    // the pod does not hold (its list does not change).
+    write_config(node.root(), &config(&[("0000:3b:00.0", "10G")]));
+    gone(&node.socket_of(FAST)).await;
+    let three = node.allocate(TEN_G, &ten_g_ids[..3]).await;
+    assert!(three.is_err(), "only two VFs are free: {three:?}");
+
+    // The pod goes: pod-resources shows it, its tokens are released and
+    // 10G offers all four.
+    node.kubelet.remove_pod("pod-fast");
+    list_where(&mut ten_g, |l| healthy(l).len() == 4).await;
+    node.running.shutdown().await;
+}

@@ -903,10 +903,13 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
         // Held ones stay until their connection closes and their pod
         // releases them (see `layout`).
         let keep = served || layout::is_held(t);
-        if !keep && t.reserves() {
+        if !served && keep {
             warnings.push(format!(
-                "token {id} ({}) of PF {} was held by a pod but its PF or name is no longer configured; dropped",
-                t.name, t.pf
+                "token {} ({}) of PF {} is held by a pod but its PF or name is no longer \
+                 configured; kept until released, for no new Request",
+                crate::redact::Redacted(id),
+                t.name,
+                t.pf
             ));
         }
         keep

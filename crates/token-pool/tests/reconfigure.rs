@@ -144,9 +144,13 @@ fn a_removed_pf_keeps_its_in_use_vf_until_closed_and_never_hands_it_out() {
     // The connection keeps its VF, and Close still knows where it goes home.
     assert_eq!(pool.lease_of("conn-1").unwrap().unwrap().vf, lease.vf);
     assert_eq!(pool.vf_kernel_driver(pf1()).as_deref(), Some("iavf"));
+    // The pod's other token stays until it releases it, but takes no VF.
+    let kept = pool.use_token(&on_pf1[1], DriverKind::Kernel, "conn-3", u64::MAX);
+    assert!(matches!(kept, Err(PoolError::Exhausted { .. })), "{kept:?}");
+    assert!(pool.allocated(A).unwrap().contains(&on_pf1[1]));
     assert!(
-        r.notes.iter().any(|n| n.contains(&on_pf1[1])),
-        "the allocated, unused token of the removed PF is dropped and said: {:?}",
+        r.notes.iter().any(|n| n.contains("no longer configured")),
+        "{:?}",
         r.notes
     );
     // The sweep keeps a live use of a removed PF.
@@ -166,6 +170,18 @@ fn a_removed_pf_keeps_its_in_use_vf_until_closed_and_never_hands_it_out() {
         "{again:?}"
     );
     pool.sweep(&node.sysfs(), &|_| false).unwrap();
+    assert_eq!(
+        pool.tokens()
+            .unwrap()
+            .iter()
+            .filter(|t| t.pf == pf1())
+            .count(),
+        2,
+        "the pod still holds both"
+    );
+    pool.release(&on_pf1[..2]).unwrap();
+    let dropped = pool.sweep(&node.sysfs(), &|_| false).unwrap();
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
     assert!(pool.tokens().unwrap().iter().all(|t| t.pf == pf0()));
 }
 
@@ -295,8 +311,14 @@ fn a_removed_name_keeps_its_in_use_vf_out_of_the_names_that_remain() {
         pool.allocate(B, std::slice::from_ref(last)),
         Err(PoolError::Exhausted { .. })
     ));
-    // conn-a closes: its token goes, its VF is B's.
+    // conn-a closes and its pod goes: its token goes, its VF is B's.
     pool.unuse("conn-a").unwrap();
+    assert_eq!(
+        healthy(&pool, B),
+        3,
+        "B's free token stays unhealthy while the pod holds A's"
+    );
+    pool.release(std::slice::from_ref(&a)).unwrap();
     pool.sweep(&node.sysfs(), &|c| c != "conn-a").unwrap();
     assert!(pool.tokens().unwrap().iter().all(|t| t.name == B));
     assert_eq!(healthy(&pool, B), 4);

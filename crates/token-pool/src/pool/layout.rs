@@ -4,9 +4,9 @@
 //! The layout (configured PFs, their VFs, IOMMU groups and VF kernel
 //! drivers) is swapped whole under the state lock, so every operation sees
 //! one layout from start to end. What the config stops naming is not
-//! simply forgotten: a token whose VF a connection uses, or that kubelet's
-//! Allocate bound to a VF, stays ("held") until its use ends and its pod
-//! releases it. Its VF keeps its IOMMU group and its PF's kernel driver,
+//! simply forgotten: a token a pod holds, whose VF a connection uses, or
+//! that kubelet's Allocate bound to a VF, stays ("held") until its use ends
+//! and its pod releases it. Its VF keeps its IOMMU group and its PF's kernel driver,
 //! so Close and every undo still find where the VF goes home, but it is
 //! never picked again nor advertised to kubelet.
 
@@ -141,10 +141,11 @@ fn held_vf(t: &Token) -> Option<PciAddress> {
 }
 
 /// Whether a token outlives its PF or resource leaving the config: while
-/// a connection uses its VF, or its VF is bound from kubelet's Allocate
+/// a pod holds it (kubelet's pod-resources releases it when the pod goes)
+/// or a connection uses its VF, or its VF is bound from kubelet's Allocate
 /// (the resource gives it back when the pod releases it).
 pub(super) fn is_held(t: &Token) -> bool {
-    held_vf(t).is_some()
+    t.reserves() || held_vf(t).is_some()
 }
 
 /// Drops the tokens of a PF or name no longer configured once nothing
@@ -197,10 +198,11 @@ impl Pool {
     ///
     /// Tokens are reshaped as at [`Pool::open`]: as many per PF and name as
     /// the PF has VFs, existing IDs kept. Free tokens of what is gone leave
-    /// at once, and so do allocated ones (the pod's Request with it is
-    /// refused: its PF is no longer ours). A token in use, or bound to a VF
-    /// at Allocate, stays until its connection closes and its pod releases
-    /// it; its VF is never handed out again, nor counted free. The change is
+    /// at once. A token a pod holds (allocated, in use, or bound to a VF at
+    /// Allocate) stays until its connection closes and its pod releases it
+    /// ([`Pool::release`]; the sweep then drops it): it keeps its VF, and
+    /// its share of its PF if the PF stays, but a new Request with it is
+    /// refused and it is advertised under no name. The change is
     /// journaled like any other, so a restart on the new config finds the
     /// same tokens. Names added get a device list ([`Pool::devices`]); names
     /// removed lose theirs (their subscribers see the channel close).
