@@ -205,13 +205,9 @@ impl Reclaim {
     }
 
     async fn rebind_kernel(&self, lease: &VfLease) -> Result<String, Status> {
-        let driver = self
-            .pool
-            .vf_kernel_driver(lease.pf)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
-            })?;
+        let driver = self.pool.vf_kernel_driver(lease.pf).ok_or_else(|| {
+            Status::internal(format!("no vfKernelDriver configured for PF {}", lease.pf))
+        })?;
         let (sysfs, vf, d) = (self.sysfs.clone(), lease.vf, driver.clone());
         blocking(move || sysfs.restore_driver(vf, Some(&d)).map_err(status::pci)).await?;
         Ok(format!("VF {} back on {driver}", lease.vf))

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use sriov_config::{EnvConfig, ReconcileOptions, SkippedPf, SriovConfig, Warning, reconcile};
+use sriov_config::{
+    EnvConfig, LoadedConfig, ReconcileOptions, SkippedPf, SriovConfig, Warning, reconcile,
+};
 use sriov_pci::Sysfs;
 use sriov_token_pool::PfEntry;
 
@@ -34,6 +36,8 @@ pub struct PoolEntries {
     pub skipped: Vec<SkippedPf>,
     /// Findings in the config file and on the node that change nothing served.
     pub warnings: Vec<Warning>,
+    /// The config they come from (a reload's rescan reuses it).
+    pub config: SriovConfig,
 }
 
 /// The pool's view of the configured PFs: each PF with exactly the VFs the
@@ -44,18 +48,39 @@ pub fn pool_entries(
     sysfs: &Sysfs,
     create_vfs: bool,
 ) -> Result<PoolEntries, StartError> {
-    let loaded = SriovConfig::load(config_file).map_err(|source| StartError::Config {
+    let loaded = load_config(config_file)?;
+    entries_of(
+        config_file,
+        &loaded.config,
+        loaded.warnings,
+        sysfs,
+        create_vfs,
+    )
+}
+
+/// Reads and parses the config file, with the errors `check-config` prints.
+pub(crate) fn load_config(config_file: &Path) -> Result<LoadedConfig, StartError> {
+    SriovConfig::load(config_file).map_err(|source| StartError::Config {
         path: config_file.to_owned(),
         source,
+    })
+}
+
+/// [`pool_entries`] of a config already parsed (a reload's rescan of sysfs
+/// under the config running); `warnings` are the parser's.
+pub(crate) fn entries_of(
+    config_file: &Path,
+    config: &SriovConfig,
+    mut warnings: Vec<Warning>,
+    sysfs: &Sysfs,
+    create_vfs: bool,
+) -> Result<PoolEntries, StartError> {
+    let ready = reconcile(config, sysfs, ReconcileOptions { create_vfs }).map_err(|source| {
+        StartError::Reconcile {
+            path: config_file.to_owned(),
+            source,
+        }
     })?;
-    let ready =
-        reconcile(&loaded.config, sysfs, ReconcileOptions { create_vfs }).map_err(|source| {
-            StartError::Reconcile {
-                path: config_file.to_owned(),
-                source,
-            }
-        })?;
-    let mut warnings = loaded.warnings;
     warnings.extend(ready.warnings);
     let mut entries = Vec::new();
     for pf in ready.physical_functions {
@@ -77,5 +102,6 @@ pub fn pool_entries(
         entries,
         skipped: ready.skipped,
         warnings,
+        config: config.clone(),
     })
 }

@@ -8,6 +8,9 @@
 //! and starts the kubelet device plugins, the pod-resources watcher, the
 //! sweep (`sweep.rs`), the NSM NetworkService and monitor servers and the
 //! registry registration. [`Running::shutdown`] stops them in order.
+//! [`Running::reload`] (SIGHUP, and any change of the config file's
+//! directory) and [`Running::rescan`] (sysfs only) change what is served
+//! without a restart (`reload.rs`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,10 +23,12 @@
 //! # }
 //! ```
 
+mod config_watch;
 mod entries;
 mod error;
 pub mod metrics;
 mod readiness;
+mod reload;
 pub mod secure;
 mod start;
 mod sweep;
@@ -32,4 +37,6 @@ mod vfio;
 pub use entries::{PoolEntries, check_transport, pool_entries};
 pub use error::StartError;
 pub use readiness::Readiness;
-pub use start::{Builder, Forwarder, Running};
+pub use reload::ReloadError;
+pub use sriov_token_pool::Reconfigured;
+pub use start::{Builder, Forwarder, ReloadHandle, Running};

@@ -17,6 +17,10 @@ pub const RECONCILE_REPAIRS: &str = "sriov.reconcile.repairs";
 /// `sriov.registry.registrations` {result = ok|error}: Register calls to
 /// the NSM registry (first, refreshes, re-registrations).
 pub const REGISTRY_REGISTRATIONS: &str = "sriov.registry.registrations";
+/// `sriov.reloads` {result = ok|invalid|error}: config reloads and sysfs
+/// rescans (`invalid`: the new config was refused; `error`: it could not
+/// be applied). The running config stays on anything but `ok`.
+pub const RELOADS: &str = "sriov.reloads";
 
 /// The Prometheus names of what this crate exports; with the lists of
 /// `sriov_chain::metrics`, `sriov_token_pool::metrics` and
@@ -26,12 +30,14 @@ pub const PROMETHEUS_NAMES: &[&str] = &[
     "sriov_reconcile_runs_total",
     "sriov_reconcile_repairs_total",
     "sriov_registry_registrations_total",
+    "sriov_reloads_total",
 ];
 
 struct Instruments {
     runs: Counter<u64>,
     repairs: Counter<u64>,
     registrations: Counter<u64>,
+    reloads: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -51,6 +57,10 @@ fn instruments() -> &'static Instruments {
                 .u64_counter(REGISTRY_REGISTRATIONS)
                 .with_description("Register calls to the NSM registry, by result")
                 .build(),
+            reloads: meter
+                .u64_counter(RELOADS)
+                .with_description("Config reloads and sysfs rescans, by result")
+                .build(),
         }
     })
 }
@@ -67,6 +77,13 @@ pub(crate) fn repaired(what: &'static str, n: u64) {
     if n > 0 {
         instruments().repairs.add(n, &[KeyValue::new("what", what)]);
     }
+}
+
+/// One reload or rescan and how it ended: `ok`, `invalid`, `error`.
+pub(crate) fn reload(result: &'static str) {
+    instruments()
+        .reloads
+        .add(1, &[KeyValue::new("result", result)]);
 }
 
 /// Counts the Register calls between two states of the registration: the

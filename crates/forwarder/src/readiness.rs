@@ -80,12 +80,13 @@ fn assess(
     (Readiness { missing }, recheck)
 }
 
-/// Follows the registration and the plugins until `stop`: publishes the
+/// Follows the registration and the plugins (a set that changes as a
+/// reload adds and removes resources) until `stop`: publishes the
 /// readiness, and turns NetworkService's gRPC health SERVING only while
 /// ready. Logs the start-up time at the first readiness.
 pub(crate) async fn follow(
     mut nse: watch::Receiver<RegistrationState>,
-    mut plugins: Vec<Plugin>,
+    mut plugin_set: watch::Receiver<Vec<Plugin>>,
     health: HealthReporter,
     tx: Arc<watch::Sender<Readiness>>,
     started: Instant,
@@ -99,6 +100,7 @@ pub(crate) async fn follow(
         let state = nse.borrow_and_update().clone();
         metrics::registry_change(&last_nse, &state);
         last_nse = state.clone();
+        let mut plugins = plugin_set.borrow_and_update().clone();
         for (_, p) in &mut plugins {
             p.borrow_and_update();
         }
@@ -128,16 +130,28 @@ pub(crate) async fn follow(
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::time::Instant::now() + left
         });
+        // A plugin a reload stopped ends its channel: waited for no more
+        // (the set without it follows).
         let plugin_changed = futures::future::select_all(
             plugins
                 .iter_mut()
-                .map(|(_, p)| p.changed().boxed())
+                .map(|(_, p)| {
+                    async move {
+                        if p.changed().await.is_err() {
+                            pending_change().await
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    .boxed()
+                })
                 .chain(std::iter::once(pending_change().boxed())),
         );
         tokio::select! {
             () = &mut stop => return,
             r = nse.changed() => if r.is_err() { return },
             (r, _, _) = plugin_changed => if r.is_err() { return },
+            r = plugin_set.changed() => if r.is_err() { return },
             () = sleep_until_opt(lapse) => {}
         }
     }

@@ -11,18 +11,18 @@ use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::reclaim::Reclaim;
 use sriov_chain::server;
 use sriov_config::EnvConfig;
-use sriov_deviceplugin::{DevicePlugin, PluginConfig, PodResourcesWatcher, RegistrationMode};
 use sriov_nsm::{
     GrpcNextHop, Registration, RegistrationHandle, RegistryClient, listen_unix_secure,
 };
 use sriov_pci::Sysfs;
-use sriov_token_pool::{FileStore, Pool, PoolResource, system_clock};
+use sriov_token_pool::{FileStore, Pool, Reconfigured, system_clock};
 use sriov_vfio::VfioDir;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic_health::server::HealthReporter;
 
 use crate::readiness::{self, Readiness};
+use crate::reload::{Kubelet, KubeletConfig, ReloadError, Reloader, Trigger};
 use crate::secure::Secure;
 use crate::sweep::sweep_stale_uses;
 use crate::vfio::VfioAccess;
@@ -115,6 +115,7 @@ impl Builder {
             entries,
             skipped,
             warnings,
+            config,
         } = pool_entries(&env.sriov_config_file, &sysfs, true)?;
         for w in warnings {
             tracing::warn!("{w}");
@@ -155,31 +156,32 @@ impl Builder {
         let mut tasks = JoinSet::new();
 
         // Kubelet: one device plugin per serviceDomain/capability, and the
-        // pod-resources watcher that frees tokens no pod holds any more.
-        let mut watcher = PodResourcesWatcher::new(
-            env.pod_resources_path.join("kubelet.sock"),
-            env.resource_poll_timeout,
+        // pod-resources watcher that frees tokens no pod holds any more;
+        // both follow reloads (reload.rs), as does the config's directory.
+        let kubelet = Kubelet::new(
+            pool.clone(),
+            KubeletConfig {
+                device_plugin_dir: env.device_plugin_path.clone(),
+                pod_resources_socket: env.pod_resources_path.join("kubelet.sock"),
+                poll: env.resource_poll_timeout,
+                vfio: vfio.at_allocate(&vfio_dir, &sysfs),
+            },
+            stop_rx.clone(),
         );
-        let mut registered = Vec::new();
-        for name in pool.names() {
-            let Some(resource) = PoolResource::new(pool.clone(), &name) else {
-                continue;
-            };
-            let resource = match vfio.at_allocate(&vfio_dir, &sysfs) {
-                Some(v) => Arc::new(resource.with_vfio_at_allocate(v)),
-                None => Arc::new(resource),
-            };
-            let mut cfg = PluginConfig::new(name.clone());
-            cfg.device_plugin_dir = env.device_plugin_path.clone();
-            // The Go forwarder registers through kubelet.sock; so do we.
-            cfg.mode = RegistrationMode::Kubelet;
-            let plugin = DevicePlugin::new(cfg, resource.clone());
-            registered.push((name.clone(), plugin.registered()));
-            tasks.spawn(plugin.run(stopped()));
-            watcher = watcher.watch(name.clone(), resource);
-            tracing::info!(resource = %name, "device plugin started");
-        }
-        tasks.spawn(watcher.run(stopped()));
+        let reloader = Arc::new(Reloader::new(
+            &env.sriov_config_file,
+            sysfs.clone(),
+            pool.clone(),
+            config,
+            kubelet,
+        ));
+        reloader.start_plugins().await;
+        let registered = reloader.plugins().await;
+        tasks.spawn(crate::config_watch::follow(
+            env.sriov_config_file.clone(),
+            reloader.clone(),
+            stopped(),
+        ));
 
         // NSM: the chain, its servers, and the registration.
         let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
@@ -309,6 +311,7 @@ impl Builder {
             readiness,
             follower,
             debug,
+            reloader,
         })
     }
 }
@@ -324,6 +327,26 @@ pub struct Running {
     readiness: Arc<watch::Sender<Readiness>>,
     follower: JoinHandle<()>,
     debug: DebugSources,
+    reloader: Arc<Reloader>,
+}
+
+/// Reloads or rescans a running forwarder: [`Running::reload_handle`].
+#[derive(Clone)]
+pub struct ReloadHandle(Arc<Reloader>);
+
+impl ReloadHandle {
+    /// As [`Running::reload`].
+    pub async fn reload(&self) -> Result<Reconfigured, ReloadError> {
+        self.0
+            .reload(Trigger::Asked)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// As [`Running::rescan`].
+    pub async fn rescan(&self) -> Result<Reconfigured, ReloadError> {
+        self.0.rescan().await
+    }
 }
 
 /// What `/debug/state` is read from.
@@ -370,6 +393,32 @@ impl Running {
         })
     }
 
+    /// Reads the config file (`NSM_SRIOV_CONFIG_FILE`) and sysfs again and
+    /// serves what they say now, as SIGHUP does: judged as `check-config`
+    /// judges it, a refused config is logged and counted and the running
+    /// one stays. Resources added get a device plugin, removed ones lose
+    /// theirs, and the VFs connections use or pods hold stay theirs until
+    /// released. Changes to the file's directory trigger it too.
+    pub async fn reload(&self) -> Result<Reconfigured, ReloadError> {
+        self.reload_handle().reload().await
+    }
+
+    /// A handle that reloads and rescans this forwarder from elsewhere (a
+    /// signal loop that does not own the `Running`); it outlives nothing:
+    /// after shutdown its calls find the tasks gone and fail or do nothing.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reloader.clone())
+    }
+
+    /// Reads sysfs again under the running config: VFs that appeared (an
+    /// operator created them after start, `sriov_numvfs` raised) join their
+    /// PF's resources, VFs that vanished leave (a connection using one is
+    /// ended by the sweep). Creates no VFs. For a caller following kernel
+    /// uevents; [`Running::reload`] rescans too.
+    pub async fn rescan(&self) -> Result<Reconfigured, ReloadError> {
+        self.reload_handle().rescan().await
+    }
+
     /// Stops in order: health NOT_SERVING, the NSE unregistered, then the
     /// device plugins, the watcher, the sweep and the server, given
     /// 10 s to end. Pool state is persisted on every change, so nothing
@@ -384,6 +433,7 @@ impl Running {
             readiness,
             follower,
             debug: _,
+            reloader,
         } = self;
         tracing::info!("shutting down: unregistering, stopping device plugins and the server");
         // Stopped first, so that nothing turns health back on.
@@ -395,6 +445,7 @@ impl Running {
         }
         let _ = stop_tx.send(true);
         let drain = async {
+            reloader.stopped().await;
             while tasks.join_next().await.is_some() {}
             let _ = server.await;
         };

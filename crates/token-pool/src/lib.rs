@@ -83,6 +83,7 @@ mod store;
 
 pub use error::PoolError;
 pub use journal::JOURNAL_FILE;
+pub use pool::layout::Reconfigured;
 pub use pool::observe::{VfCounts, VfView};
 pub use pool::{AllocateBinding, Clock, PfEntry, Pool, TOKEN_PREFIX, VfLease, system_clock};
 pub use resource::{PoolResource, TOKENS_ENV_PREFIX, VfioAtAllocate, tokens_env};

@@ -1,7 +1,7 @@
 //! The pool: tokens per PF and name, their states, and VF selection.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sriov_deviceplugin::Device;
 use sriov_pci::{PciAddress, PhysicalFunction, Sysfs};
@@ -12,7 +12,10 @@ use crate::journal::Journal;
 use crate::state::{AllocBinding, DriverKind, State, Token, TokenState, VfUse};
 use crate::store::{FileStore, LoadNote};
 
+pub(crate) mod layout;
 pub(crate) mod observe;
+
+use layout::Layout;
 
 /// Prefix of token IDs; NSM clients check it (`sriov-` + UUID, as the Go pool makes them).
 pub const TOKEN_PREFIX: &str = "sriov-";
@@ -98,17 +101,16 @@ pub struct AllocateBinding {
 /// published to subscribers: the per-name device lists that
 /// `ListAndWatch` streams, and a change counter.
 pub struct Pool {
-    pfs: BTreeMap<PciAddress, PfInfo>,
-    /// Each pooled VF's IOMMU group, looked up on every token use.
-    groups: BTreeMap<PciAddress, u32>,
-    /// Each PF's `vfKernelDriver`: the one record of it, read by the
-    /// chain's bind and by every undo that gives a VF back.
-    kernel_drivers: BTreeMap<PciAddress, String>,
+    /// The PFs served, each pooled VF's IOMMU group (looked up on every
+    /// token use) and each PF's `vfKernelDriver` (the one record of it,
+    /// read by the chain's bind and by every undo that gives a VF back).
+    /// Replaced whole, under the state lock, by [`Pool::reconfigure`].
+    layout: RwLock<Arc<Layout>>,
     state: Mutex<State>,
     store: FileStore,
     journal: Journal,
     clock: Clock,
-    lists: BTreeMap<String, watch::Sender<Vec<Device>>>,
+    lists: RwLock<BTreeMap<String, watch::Sender<Vec<Device>>>>,
     changes: watch::Sender<u64>,
     /// Connections whose token no pod holds any more (kubelet's
     /// pod-resources said so): theirs to close by the forwarder. In memory
@@ -122,7 +124,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("pfs", &self.pfs.keys().collect::<Vec<_>>())
+            .field("pfs", &self.layout().pfs.keys().collect::<Vec<_>>())
             .field("store", &self.store)
             .finish()
     }
@@ -155,39 +157,11 @@ impl Pool {
             )),
             LoadNote::Fresh | LoadNote::Loaded => {}
         }
-        let mut pfs = BTreeMap::new();
-        let mut kernel_drivers = BTreeMap::new();
-        for e in &entries {
-            let addr = e.pf.device.address;
-            pfs.insert(
-                addr,
-                PfInfo {
-                    numa_node: e.pf.device.numa_node,
-                    vfs: e
-                        .pf
-                        .vfs
-                        .iter()
-                        .map(|v| VfInfo {
-                            address: v.address,
-                            iommu_group: v.iommu_group,
-                        })
-                        .collect(),
-                    names: e.names.clone(),
-                },
-            );
-            kernel_drivers.insert(addr, e.vf_kernel_driver.clone());
-        }
-        shape_tokens(&mut state, &pfs, &mut warnings);
+        let mut layout = Layout::configured(&entries);
+        shape_tokens(&mut state, &layout.pfs, &mut warnings);
+        layout.keep_held(&state, sysfs, None);
         let now = clock();
-        reconcile_uses(
-            &mut state,
-            &pfs,
-            &kernel_drivers,
-            sysfs,
-            now,
-            None,
-            &mut warnings,
-        );
+        reconcile_uses(&mut state, &layout, sysfs, now, None, &mut warnings);
         // A fresh snapshot holds everything; the journal starts empty.
         store.save(&state).map_err(persist_err)?;
         let journal =
@@ -196,31 +170,21 @@ impl Pool {
                 cause: source,
             })?;
 
-        let mut names = BTreeSet::new();
-        for p in pfs.values() {
-            names.extend(p.names.iter().cloned());
-        }
-        let lists = names
+        let lists = layout
+            .names()
             .into_iter()
             .map(|n| {
-                let devices = device_list(&state, &pfs, &n);
+                let devices = device_list(&state, &layout.pfs, &n);
                 (n, watch::Sender::new(devices))
             })
             .collect();
-        let groups = pfs
-            .values()
-            .flat_map(|p| p.vfs.iter())
-            .filter_map(|v| v.iommu_group.map(|g| (v.address, g)))
-            .collect();
         let pool = Self {
-            groups,
-            pfs,
-            kernel_drivers,
+            layout: RwLock::new(Arc::new(layout)),
             state: Mutex::new(state),
             store,
             journal,
             clock,
-            lists,
+            lists: RwLock::new(lists),
             changes: watch::Sender::new(0),
             abandoned: Mutex::default(),
             vfio_only_at_allocate: None,
@@ -273,15 +237,13 @@ impl Pool {
                 // A use that started before binding at Allocate was on: its VF.
                 (None, TokenState::InUse(u)) => AllocBinding {
                     vf: u.vf,
-                    previous_driver: self.vf_kernel_driver(tok.pf).map(str::to_string),
+                    previous_driver: self.vf_kernel_driver(tok.pf),
                 },
                 (None, _) => {
                     let vf = self.pick_vf(&next, &tok, DriverKind::Vfio)?;
                     let previous_driver = match driver_of(vf) {
                         // A VF left on vfio-pci goes home to its kernel driver.
-                        Some(d) if d == "vfio-pci" => {
-                            self.vf_kernel_driver(tok.pf).map(str::to_string)
-                        }
+                        Some(d) if d == "vfio-pci" => self.vf_kernel_driver(tok.pf),
                         other => other,
                     };
                     AllocBinding {
@@ -329,13 +291,13 @@ impl Pool {
 
     /// The kernel driver PF `pf`'s VFs go back to (`vfKernelDriver`), if
     /// the PF is pooled.
-    pub fn vf_kernel_driver(&self, pf: PciAddress) -> Option<&str> {
-        self.kernel_drivers.get(&pf).map(String::as_str)
+    pub fn vf_kernel_driver(&self, pf: PciAddress) -> Option<String> {
+        self.layout().kernel_drivers.get(&pf).cloned()
     }
 
     /// Resource names (`serviceDomain/capability`) the pool serves.
     pub fn names(&self) -> Vec<String> {
-        self.lists.keys().cloned().collect()
+        self.read_lists().keys().cloned().collect()
     }
 
     /// A snapshot of every token.
@@ -345,7 +307,34 @@ impl Pool {
 
     /// The device list of one name, as `ListAndWatch` streams it.
     pub fn devices(&self, name: &str) -> Option<watch::Receiver<Vec<Device>>> {
-        self.lists.get(name).map(watch::Sender::subscribe)
+        self.read_lists().get(name).map(watch::Sender::subscribe)
+    }
+
+    /// The layout now; operations holding the state lock see it unchanged.
+    fn layout(&self) -> Arc<Layout> {
+        self.layout
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_layout(&self, layout: Layout) {
+        *self
+            .layout
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(layout);
+    }
+
+    fn read_lists(&self) -> RwLockReadGuard<'_, BTreeMap<String, watch::Sender<Vec<Device>>>> {
+        self.lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_lists(&self) -> RwLockWriteGuard<'_, BTreeMap<String, watch::Sender<Vec<Device>>>> {
+        self.lists
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A counter bumped on every change.
@@ -430,8 +419,20 @@ impl Pool {
     /// Tells subscribers the state changed: kubelet's lists too when
     /// `lists_move`.
     fn publish(&self, state: &State, lists_move: bool) {
-        for (name, tx) in self.lists.iter().filter(|_| lists_move) {
-            let list = device_list(state, &self.pfs, name);
+        let layout = self.layout();
+        // A name a reload is removing keeps its list until then, unchanged.
+        let served = |name: &str| {
+            layout
+                .pfs
+                .values()
+                .any(|p| p.names.iter().any(|n| n == name))
+        };
+        for (name, tx) in self
+            .read_lists()
+            .iter()
+            .filter(|(name, _)| lists_move && served(name))
+        {
+            let list = device_list(state, &layout.pfs, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
                     false
@@ -489,7 +490,7 @@ impl Pool {
                 continue;
             }
             let pf = tok.pf;
-            let capacity = self.pfs.get(&pf).map_or(0, |p| p.vfs.len());
+            let capacity = self.layout().pfs.get(&pf).map_or(0, |p| p.vfs.len());
             let reserved = next
                 .tokens
                 .values()
@@ -619,6 +620,7 @@ impl Pool {
                 connection: connection.to_string(),
                 expires_at,
                 undo: None,
+                kernel_driver: self.vf_kernel_driver(tok.pf),
             }),
             ..tok.clone()
         };
@@ -722,10 +724,12 @@ impl Pool {
         let guard = self.lock()?;
         let mut next = guard.clone();
         let mut released = Vec::new();
+        let layout = self.layout();
+        // Tokens of what the config no longer names, once nothing holds them.
+        released.extend(layout::prune_unserved(&mut next, &layout));
         reconcile_uses(
             &mut next,
-            &self.pfs,
-            &self.kernel_drivers,
+            &layout,
             sysfs,
             (self.clock)(),
             Some(is_live),
@@ -788,11 +792,22 @@ impl Pool {
         tok: &Token,
         kind: DriverKind,
     ) -> Result<PciAddress, PoolError> {
-        let pf = self.pfs.get(&tok.pf).ok_or_else(|| PoolError::Exhausted {
-            token: tok.id.clone(),
-            pf: tok.pf,
-            reason: "PF is not configured".into(),
-        })?;
+        let layout = self.layout();
+        let pf = layout
+            .pfs
+            .get(&tok.pf)
+            .ok_or_else(|| PoolError::Exhausted {
+                token: tok.id.clone(),
+                pf: tok.pf,
+                reason: "PF is not configured".into(),
+            })?;
+        if !layout.serves(tok.pf, &tok.name) {
+            return Err(PoolError::Exhausted {
+                token: tok.id.clone(),
+                pf: tok.pf,
+                reason: format!("the PF no longer serves {}", tok.name),
+            });
+        }
         let (busy, group_kinds) = self.taken(state, &tok.id);
         pf.vfs
             .iter()
@@ -848,7 +863,7 @@ impl Pool {
     }
 
     fn group_of(&self, vf: PciAddress) -> Option<u32> {
-        self.groups.get(&vf).copied()
+        self.layout().groups.get(&vf).copied()
     }
 
     fn lease(&self, tok: &Token, vf: PciAddress, kind: DriverKind) -> VfLease {
@@ -884,11 +899,17 @@ impl Pool {
 fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings: &mut Vec<String>) {
     // Tokens of PFs or names no longer configured go away.
     state.tokens.retain(|id, t| {
-        let keep = pfs.get(&t.pf).is_some_and(|p| p.names.contains(&t.name));
-        if !keep && t.reserves() {
+        let served = pfs.get(&t.pf).is_some_and(|p| p.names.contains(&t.name));
+        // Held ones stay until their connection closes and their pod
+        // releases them (see `layout`).
+        let keep = served || layout::is_held(t);
+        if !served && keep {
             warnings.push(format!(
-                "token {id} ({}) of PF {} was held by a pod but its PF or name is no longer configured; dropped",
-                t.name, t.pf
+                "token {} ({}) of PF {} is held by a pod but its PF or name is no longer \
+                 configured; kept until released, for no new Request",
+                crate::redact::Redacted(id),
+                t.name,
+                t.pf
             ));
         }
         keep
@@ -939,8 +960,7 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
 /// go back to allocated, so a crash never leaks a VF.
 fn reconcile_uses(
     state: &mut State,
-    pfs: &BTreeMap<PciAddress, PfInfo>,
-    kernel_drivers: &BTreeMap<PciAddress, String>,
+    layout: &Layout,
     sysfs: &Sysfs,
     now: u64,
     running: Option<&dyn Fn(&str) -> bool>,
@@ -953,14 +973,12 @@ fn reconcile_uses(
         if running.is_some_and(|is_live| is_live(&u.connection)) {
             continue;
         }
-        let exists = pfs
-            .get(&t.pf)
-            .is_some_and(|p| p.vfs.iter().any(|v| v.address == u.vf));
+        let exists = layout.knows_vf(t.pf, u.vf);
         let driver = sysfs.driver(u.vf).ok().flatten();
         let home = match u.kind {
             // A kernel VF whose netdev we can see is in our namespace, not a client's.
             DriverKind::Kernel => {
-                driver.as_deref() == kernel_drivers.get(&t.pf).map(String::as_str)
+                driver.as_deref() == layout.kernel_drivers.get(&t.pf).map(String::as_str)
                     && sysfs.netdevs(u.vf).map(|n| !n.is_empty()).unwrap_or(false)
             }
             DriverKind::Vfio => driver.as_deref() != Some("vfio-pci"),

@@ -55,6 +55,19 @@ impl PoolResource {
         })
     }
 
+    /// A resource the pool no longer serves (a reload removed it), whose
+    /// tokens pods may still hold: only to release them as pods go
+    /// ([`Backend::allocated`] and [`Backend::release`]); it lists no
+    /// devices.
+    pub fn retired(pool: Arc<Pool>, name: &str) -> Self {
+        Self {
+            pool,
+            name: name.to_string(),
+            devices: watch::channel(Vec::new()).1,
+            vfio: None,
+        }
+    }
+
     /// The resource name (`serviceDomain/capability`).
     pub fn name(&self) -> &str {
         &self.name

@@ -50,6 +50,11 @@ pub struct VfUse {
     /// records are the largest part of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<std::sync::Arc<serde_json::Value>>,
+    /// Its PF's `vfKernelDriver` when the use began: where the VF goes
+    /// home even after its PF left the config and the forwarder restarted.
+    /// (Absent in records of earlier versions: the configured one then.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_driver: Option<String>,
 }
 
 /// A VF fixed to a token at kubelet's Allocate and bound to vfio-pci then, so that the container

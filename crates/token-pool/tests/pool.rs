@@ -535,7 +535,7 @@ fn fewer_vfs_after_restart_drops_free_tokens_first() {
 }
 
 #[test]
-fn unconfigured_names_lose_their_tokens_with_a_warning_when_held() {
+fn unconfigured_names_keep_the_tokens_pods_hold_with_a_warning() {
     let f = Fixture::x710(&[A, B]);
     {
         let pool = f.open();
@@ -552,6 +552,10 @@ fn unconfigured_names_lose_their_tokens_with_a_warning_when_held() {
         warnings.iter().any(|w| w.contains("no longer configured")),
         "{warnings:?}"
     );
+    // Kept until its pod releases it (a reload may have removed B while the
+    // pod ran), the free ones of B gone.
+    assert_eq!(pool.allocated(B).unwrap().len(), 1);
+    assert_eq!(ids_of(&pool, B).len(), 1);
 }
 
 #[test]

@@ -59,13 +59,9 @@ impl BindVf {
     fn driver_for(&self, pf: PciAddress) -> Result<String, Status> {
         match self.kind {
             DriverKind::Vfio => Ok("vfio-pci".to_string()),
-            DriverKind::Kernel => self
-                .pool
-                .vf_kernel_driver(pf)
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    Status::internal(format!("no vfKernelDriver configured for PF {pf}"))
-                }),
+            DriverKind::Kernel => self.pool.vf_kernel_driver(pf).ok_or_else(|| {
+                Status::internal(format!("no vfKernelDriver configured for PF {pf}"))
+            }),
         }
     }
 

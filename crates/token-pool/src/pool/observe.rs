@@ -66,7 +66,7 @@ impl Pool {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (pf, info) in &self.pfs {
+        for (pf, info) in &self.layout().pfs {
             let total = info.vfs.len() as u64;
             let on_pf = || guard.tokens.values().filter(|t| t.pf == *pf);
             let reserved = on_pf().filter(|t| t.reserves()).count() as u64;
@@ -95,7 +95,7 @@ impl Pool {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (pf, info) in &self.pfs {
+        for (pf, info) in &self.layout().pfs {
             for v in &info.vfs {
                 let mut view = VfView {
                     vf: v.address,
