@@ -142,6 +142,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "interval between metrics exports (Go duration)",
     },
     EnvVar {
+        name: "NSM_SRIOV_IGNORE_CARRIER",
+        default: "false",
+        help: "keep VFs healthy while their PF's link is down or has no carrier (only a PF link that is gone, a VF gone or unbound makes them unhealthy)",
+    },
+    EnvVar {
         name: "NSM_PPROF_ENABLED",
         default: "false",
         help: "serve profiling data",
@@ -275,6 +280,8 @@ pub struct EnvConfig {
     pub open_telemetry_endpoint: Option<String>,
     /// `NSM_METRICS_EXPORT_INTERVAL`.
     pub metrics_export_interval: Duration,
+    /// `NSM_SRIOV_IGNORE_CARRIER`.
+    pub sriov_ignore_carrier: bool,
     /// `NSM_PPROF_ENABLED`.
     pub pprof_enabled: bool,
     /// `NSM_PPROF_LISTEN_ON`.
@@ -368,6 +375,7 @@ impl EnvConfig {
             open_telemetry_endpoint: Some(p.raw("NSM_OPEN_TELEMETRY_ENDPOINT"))
                 .filter(|s| !s.is_empty()),
             metrics_export_interval: p.duration("NSM_METRICS_EXPORT_INTERVAL"),
+            sriov_ignore_carrier: p.bool("NSM_SRIOV_IGNORE_CARRIER"),
             pprof_enabled: p.bool("NSM_PPROF_ENABLED"),
             pprof_listen_on: p.non_empty("NSM_PPROF_LISTEN_ON"),
             insecure: p.bool("NSM_INSECURE"),

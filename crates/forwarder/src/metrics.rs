@@ -18,6 +18,14 @@ pub const RECONCILE_REPAIRS: &str = "sriov.reconcile.repairs";
 /// the NSM registry (first, refreshes, re-registrations).
 pub const REGISTRY_REGISTRATIONS: &str = "sriov.registry.registrations";
 
+/// `sriov.link.health.changes` {resource, health = healthy|unhealthy, cause}:
+/// the same counter the standalone plugin keeps for its devices; here a VF
+/// whose health flipped, counted once for each resource its PF serves.
+/// `cause` is why it is (or, on a flip to healthy, was) unhealthy:
+/// `link_down` (its PF's link), `driver_unbound`, `netdev_gone`,
+/// `device_gone` (the VF or its PF).
+pub const LINK_HEALTH_CHANGES: &str = "sriov.link.health.changes";
+
 /// The Prometheus names of what this crate exports; with the lists of
 /// `sriov_chain::metrics`, `sriov_token_pool::metrics` and
 /// `sriov_deviceplugin::metrics` they are everything the forwarder
@@ -26,12 +34,14 @@ pub const PROMETHEUS_NAMES: &[&str] = &[
     "sriov_reconcile_runs_total",
     "sriov_reconcile_repairs_total",
     "sriov_registry_registrations_total",
+    "sriov_link_health_changes_total",
 ];
 
 struct Instruments {
     runs: Counter<u64>,
     repairs: Counter<u64>,
     registrations: Counter<u64>,
+    health: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -50,6 +60,10 @@ fn instruments() -> &'static Instruments {
             registrations: meter
                 .u64_counter(REGISTRY_REGISTRATIONS)
                 .with_description("Register calls to the NSM registry, by result")
+                .build(),
+            health: meter
+                .u64_counter(LINK_HEALTH_CHANGES)
+                .with_description("VFs whose health flipped, by the new health and the cause")
                 .build(),
         }
     })
@@ -98,5 +112,20 @@ pub(crate) fn registry_change(before: &RegistrationState, now: &RegistrationStat
         instruments()
             .registrations
             .add(u64::from(failed), &[KeyValue::new("result", "error")]);
+    }
+}
+
+/// A VF's health flipped to `healthy`, for `cause`; counted for each of `resources`.
+pub(crate) fn vf_health_flip(resources: Option<&Vec<String>>, healthy: bool, cause: &'static str) {
+    let health = if healthy { "healthy" } else { "unhealthy" };
+    for resource in resources.into_iter().flatten() {
+        instruments().health.add(
+            1,
+            &[
+                KeyValue::new("resource", resource.clone()),
+                KeyValue::new("health", health),
+                KeyValue::new("cause", cause),
+            ],
+        );
     }
 }
