@@ -24,6 +24,7 @@ mod restart;
 mod soak;
 mod spire;
 mod srdp;
+mod srdp_health;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

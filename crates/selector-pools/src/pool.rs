@@ -224,6 +224,8 @@ impl ResourcePool {
         let devices = state
             .members
             .values()
+            // A device kept only to be reported unhealthy has nothing to inject.
+            .filter(|m| !vanished::is_kept(m))
             .filter_map(|m| {
                 // Members only ever carry an index of one of our selectors.
                 let sel = self.config.selectors.get(m.selector)?;

@@ -187,3 +187,35 @@ fn a_vf_held_by_a_pod_that_vanishes_stays_listed_unhealthy() {
     assert!(!gone.healthy);
     assert_eq!(pool.allocated(), vec![vf]);
 }
+
+#[test]
+fn a_device_kept_as_unhealthy_is_left_out_of_the_cdi_spec() {
+    let lab = Lab::new();
+    let m = lab.manager_with(
+        r#"{"resourceList":[{"resourceName":"x","selectors":{"pfNames":["ens785f0"]}}]}"#,
+        true,
+        Arc::new(sriov_selector_pools::NoLinkHealth),
+    );
+    let spec_path = lab.cdi_dir().join("sriov-dp-intel.com-net-pci-x.json");
+    let names = || -> Vec<String> {
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+        spec["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(), X710_PORT0_VFS.to_vec());
+    lab.fake.sysfs().unbind(addr(X710_PORT0_VFS[0])).unwrap();
+    m.refresh().unwrap();
+    assert_eq!(listed(&m).len(), 4, "still listed, unhealthy");
+    assert_eq!(names(), X710_PORT0_VFS[1..].to_vec());
+    lab.fake
+        .sysfs()
+        .bind(addr(X710_PORT0_VFS[0]), "iavf")
+        .unwrap();
+    m.refresh().unwrap();
+    assert_eq!(names(), X710_PORT0_VFS.to_vec());
+}

@@ -54,7 +54,8 @@ pub(super) fn keep(
 ) {
     let taken: BTreeSet<String> = assigned.iter().flat_map(|m| m.keys().cloned()).collect();
     for (pool, members) in pools.iter().zip(assigned.iter_mut()) {
-        let state = pool.lock();
+        let mut guard = pool.lock();
+        let state = &mut *guard;
         for (id, old) in &state.members {
             if taken.contains(id) {
                 continue;
@@ -62,6 +63,8 @@ pub(super) fn keep(
             let unhealthy = if seen.unreadable.contains(id) {
                 old.unhealthy.clone()
             } else if seen.unbound.contains(id) {
+                // Rebound, it may come back under another netdev name: not a vanished one.
+                state.seen_netdevs.remove(id);
                 let was = old.dev.driver.as_deref().unwrap_or("its driver");
                 Some(Unhealthy::new(
                     HealthCause::DriverUnbound,
@@ -85,4 +88,15 @@ pub(super) fn keep(
             );
         }
     }
+}
+
+/// Whether `m` is a device kept here only to be reported unhealthy (unbound or gone): CDI specs
+/// leave it out, since its device nodes are gone or belong to no driver of ours.
+pub(super) fn is_kept(m: &Member) -> bool {
+    m.unhealthy.as_ref().is_some_and(|u| {
+        matches!(
+            u.cause,
+            HealthCause::DriverUnbound | HealthCause::DeviceGone
+        )
+    })
 }
