@@ -344,7 +344,7 @@ mod tests {
 
         // A free VF's driver unbound; a VF in use unbound too (the chain does that).
         let token = pool.tokens().unwrap()[0].id.clone();
-        pool.allocate(NAME, &[token.clone()]).unwrap();
+        pool.allocate(NAME, std::slice::from_ref(&token)).unwrap();
         let lease = pool
             .use_token(&token, DriverKind::Kernel, "c1", u64::MAX)
             .unwrap();
