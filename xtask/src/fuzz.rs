@@ -41,6 +41,10 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "tokens",
         "NSM path tokens (JWT): decoding and ES256 verification",
     ),
+    (
+        "uevent",
+        "kernel uevent datagrams (NETLINK_KOBJECT_UEVENT) read for device health",
+    ),
 ];
 
 /// Seconds per target in CI.

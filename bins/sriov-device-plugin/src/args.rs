@@ -77,6 +77,10 @@ pub(crate) struct Args {
     /// `netlink` (also unhealthy while the PF's link is down or the VF's netdev is gone).
     #[arg(long, global = true, default_value = "none", value_parser = ["netlink", "none"])]
     pub(crate) link_health: String,
+    /// With `--link-health netlink`: a PF link that is down or without carrier leaves its VFs
+    /// healthy (VF-to-VF traffic on the NIC still works); only a link that is gone counts.
+    #[arg(long, global = true)]
+    pub(crate) ignore_carrier: bool,
     /// Log lines as `text` or `json` (one object per line). The level comes
     /// from RUST_LOG (default `info`); SIGUSR1 switches to trace, SIGUSR2 back.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = parse_log_format)]

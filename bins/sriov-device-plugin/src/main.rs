@@ -4,8 +4,8 @@
 //!
 //! Composition only: `explain` (`explain.rs`) says why each device is or is not in a pool;
 //! otherwise load the config (exit on any error, naming the field), discover, serve
-//! one device plugin per resource, keep pools current (periodic rescans and netlink link
-//! events), and clean device-info files and CDI specs at start and stop.
+//! one device plugin per resource, keep pools current (netlink link events, kernel uevents
+//! and periodic rescans), and clean device-info files and CDI specs at start and stop.
 
 mod args;
 mod explain;
@@ -21,8 +21,8 @@ use clap::Parser;
 use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatcher};
 use sriov_pci::Sysfs;
 use sriov_selector_pools::{
-    CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, LinkHealth, LinkTable, NoLinkHealth,
-    PluginStatus, PoolManager, PoolSettings, Readiness, Strictness, follow_readiness,
+    CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, IgnoreCarrier, LinkHealth, LinkTable,
+    NoLinkHealth, PluginStatus, PoolManager, PoolSettings, Readiness, Strictness, follow_readiness,
 };
 use tokio::sync::{Notify, watch};
 
@@ -116,10 +116,15 @@ async fn serve(
         "netlink" => {
             let table = Arc::new(LinkTable::new());
             links::spawn(table.clone(), rescan.clone(), stop_rx.clone());
-            table
+            if args.ignore_carrier {
+                Arc::new(IgnoreCarrier(table))
+            } else {
+                table
+            }
         }
         _ => Arc::new(NoLinkHealth),
     };
+    links::spawn_uevents(rescan.clone(), stop_rx.clone());
     let manager = Arc::new(PoolManager::new(&config, host, settings, links));
     manager
         .clean_files()

@@ -25,6 +25,7 @@ mod restart;
 mod soak;
 mod spire;
 mod srdp;
+mod srdp_health;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

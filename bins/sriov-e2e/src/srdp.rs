@@ -19,9 +19,11 @@ pub(crate) struct SrdpOptions {
     sysfs_root: PathBuf,
     work: PathBuf,
     expect: Vec<(String, usize)>,
+    /// `--health PF_NETDEV`: also flip device health (`srdp_health.rs`).
+    health: Option<String>,
 }
 
-pub(crate) const USAGE: &str = "usage: sriov-e2e srdp --plugin PATH --config FILE --sysfs-root DIR --work DIR --expect PREFIX/NAME=COUNT...";
+pub(crate) const USAGE: &str = "usage: sriov-e2e srdp --plugin PATH --config FILE --sysfs-root DIR --work DIR --expect PREFIX/NAME=COUNT... [--health PF_NETDEV]";
 
 pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<SrdpOptions, String> {
     let mut o = SrdpOptions {
@@ -38,6 +40,7 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<SrdpOption
             "--config" => o.config = value()?.into(),
             "--sysfs-root" => o.sysfs_root = value()?.into(),
             "--work" => o.work = value()?.into(),
+            "--health" => o.health = Some(value()?),
             "--expect" => {
                 let v = value()?;
                 let (name, n) = v
@@ -100,6 +103,7 @@ async fn scenario(o: &SrdpOptions, r: &mut Report) -> Result<(), String> {
         .arg(pr.join("kubelet.sock"))
         .arg("--devinfo-dir")
         .arg(&devinfo)
+        .args(o.health.as_ref().map(|_| "--link-health=netlink"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
@@ -159,6 +163,9 @@ async fn scenario(o: &SrdpOptions, r: &mut Report) -> Result<(), String> {
         let Some(id) = healthy.first().cloned() else {
             continue;
         };
+        if let Some(pf) = &o.health {
+            crate::srdp_health::scenario(r, &mut law, &o.sysfs_root, pf, &healthy).await?;
+        }
         let alloc = plugin
             .allocate(AllocateRequest {
                 container_requests: vec![ContainerAllocateRequest {

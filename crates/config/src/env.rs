@@ -147,6 +147,11 @@ pub const VARIABLES: &[EnvVar] = &[
         help: "Prometheus /metrics with /readyz and /livez on host:port or :port (ours; empty: off; --metrics-listen overrides it)",
     },
     EnvVar {
+        name: "NSM_SRIOV_IGNORE_CARRIER",
+        default: "false",
+        help: "keep VFs healthy while their PF's link is down or has no carrier (only a PF link that is gone, a VF gone or unbound makes them unhealthy)",
+    },
+    EnvVar {
         name: "NSM_PPROF_ENABLED",
         default: "false",
         help: "serve CPU profiles, memory figures and /debug/state on NSM_PPROF_LISTEN_ON",
@@ -284,6 +289,8 @@ pub struct EnvConfig {
     /// (`host:port`, `:port`); `None` when empty, the default: not served.
     /// The binary parses it (`sriov_ops::listen_addr`).
     pub metrics_listen: Option<String>,
+    /// `NSM_SRIOV_IGNORE_CARRIER`.
+    pub sriov_ignore_carrier: bool,
     /// `NSM_PPROF_ENABLED`: serve the debug endpoint (CPU profiles, memory
     /// figures, `/debug/state`) on [`EnvConfig::pprof_listen_on`].
     pub pprof_enabled: bool,
@@ -381,6 +388,7 @@ impl EnvConfig {
             metrics_export_interval: p.duration("NSM_METRICS_EXPORT_INTERVAL"),
             metrics_listen: Some(p.raw("NSM_METRICS_LISTEN").trim().to_string())
                 .filter(|s| !s.is_empty()),
+            sriov_ignore_carrier: p.bool("NSM_SRIOV_IGNORE_CARRIER"),
             pprof_enabled: p.bool("NSM_PPROF_ENABLED"),
             pprof_listen_on: p.non_empty("NSM_PPROF_LISTEN_ON"),
             insecure: p.bool("NSM_INSECURE"),

@@ -6,7 +6,8 @@
 //! [`Builder::start`] prepares the configured PFs, opens the VF pool on its
 //! recorded state, rolls back Requests a killed predecessor left unfinished,
 //! and starts the kubelet device plugins, the pod-resources watcher, the
-//! sweep (`sweep.rs`), the NSM NetworkService and monitor servers and the
+//! sweep (`sweep.rs`), VF health from link events and kernel uevents
+//! (`health.rs`), the NSM NetworkService and monitor servers and the
 //! registry registration. [`Running::shutdown`] stops them in order.
 //! [`Running::reload`] (SIGHUP, and any change of the config file's
 //! directory) and [`Running::rescan`] (sysfs only) change what is served
@@ -26,6 +27,7 @@
 mod config_watch;
 mod entries;
 mod error;
+mod health;
 pub mod metrics;
 mod readiness;
 mod reload;

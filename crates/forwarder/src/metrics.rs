@@ -22,6 +22,14 @@ pub const REGISTRY_REGISTRATIONS: &str = "sriov.registry.registrations";
 /// be applied). The running config stays on anything but `ok`.
 pub const RELOADS: &str = "sriov.reloads";
 
+/// `sriov.link.health.changes` {resource, health = healthy|unhealthy, cause}:
+/// the same counter the standalone plugin keeps for its devices; here a VF
+/// whose health flipped, counted once for each resource its PF serves.
+/// `cause` is why it is (or, on a flip to healthy, was) unhealthy:
+/// `link_down` (its PF's link), `driver_unbound`, `netdev_gone`,
+/// `device_gone` (the VF or its PF).
+pub const LINK_HEALTH_CHANGES: &str = "sriov.link.health.changes";
+
 /// The Prometheus names of what this crate exports; with the lists of
 /// `sriov_chain::metrics`, `sriov_token_pool::metrics` and
 /// `sriov_deviceplugin::metrics` they are everything the forwarder
@@ -31,6 +39,7 @@ pub const PROMETHEUS_NAMES: &[&str] = &[
     "sriov_reconcile_repairs_total",
     "sriov_registry_registrations_total",
     "sriov_reloads_total",
+    "sriov_link_health_changes_total",
 ];
 
 struct Instruments {
@@ -38,6 +47,7 @@ struct Instruments {
     repairs: Counter<u64>,
     registrations: Counter<u64>,
     reloads: Counter<u64>,
+    health: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -60,6 +70,10 @@ fn instruments() -> &'static Instruments {
             reloads: meter
                 .u64_counter(RELOADS)
                 .with_description("Config reloads and sysfs rescans, by result")
+                .build(),
+            health: meter
+                .u64_counter(LINK_HEALTH_CHANGES)
+                .with_description("VFs whose health flipped, by the new health and the cause")
                 .build(),
         }
     })
@@ -115,5 +129,20 @@ pub(crate) fn registry_change(before: &RegistrationState, now: &RegistrationStat
         instruments()
             .registrations
             .add(u64::from(failed), &[KeyValue::new("result", "error")]);
+    }
+}
+
+/// A VF's health flipped to `healthy`, for `cause`; counted for each of `resources`.
+pub(crate) fn vf_health_flip(resources: Option<&Vec<String>>, healthy: bool, cause: &'static str) {
+    let health = if healthy { "healthy" } else { "unhealthy" };
+    for resource in resources.into_iter().flatten() {
+        instruments().health.add(
+            1,
+            &[
+                KeyValue::new("resource", resource.clone()),
+                KeyValue::new("health", health),
+                KeyValue::new("cause", cause),
+            ],
+        );
     }
 }

@@ -185,6 +185,14 @@ impl Builder {
 
         // NSM: the chain, its servers, and the registration.
         let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
+        // VF health for kubelet's lists and for VF selection, from events.
+        tasks.spawn(crate::health::follow(
+            pool.clone(),
+            sysfs.clone(),
+            crate::health::Links::Netlink(netlink.clone()),
+            env.sriov_ignore_carrier,
+            stopped(),
+        ));
         let cgroups = vfio.cgroups();
         let nsm = |what: &str| {
             let what = what.to_string();

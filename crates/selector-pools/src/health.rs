@@ -91,3 +91,91 @@ impl LinkHealth for LinkTable {
         }
     }
 }
+
+/// Link health with carrier ignored, for users whose VFs must stay offered while the PF's
+/// cable is out (VF-to-VF traffic on the NIC's switch still works): a link that exists counts
+/// as healthy whatever its carrier or state; a link that is gone still does not.
+#[derive(Debug)]
+pub struct IgnoreCarrier<L>(pub L);
+
+impl<L: LinkHealth> LinkHealth for IgnoreCarrier<L> {
+    fn state(&self, name: &str) -> LinkState {
+        match self.0.state(name) {
+            LinkState::Unhealthy => LinkState::Healthy,
+            other => other,
+        }
+    }
+}
+
+impl<L: LinkHealth + ?Sized> LinkHealth for &L {
+    fn state(&self, name: &str) -> LinkState {
+        (**self).state(name)
+    }
+}
+
+impl<L: LinkHealth + ?Sized> LinkHealth for std::sync::Arc<L> {
+    fn state(&self, name: &str) -> LinkState {
+        (**self).state(name)
+    }
+}
+
+/// Why a device is unhealthy, as the `cause` label of `sriov.link.health.changes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthCause {
+    /// Its uplink (the PF's netdev, or a PF's own) is down or has no carrier.
+    LinkDown,
+    /// Its uplink netdev is gone.
+    LinkGone,
+    /// Its own netdev vanished while no pod held it.
+    NetdevGone,
+    /// No driver is bound to it any more.
+    DriverUnbound,
+    /// The PCI function is gone (a VF after `sriov_numvfs` was lowered, a hot-unplug).
+    DeviceGone,
+}
+
+impl HealthCause {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthCause::LinkDown => "link_down",
+            HealthCause::LinkGone => "link_gone",
+            HealthCause::NetdevGone => "netdev_gone",
+            HealthCause::DriverUnbound => "driver_unbound",
+            HealthCause::DeviceGone => "device_gone",
+        }
+    }
+}
+
+/// A device's ill health: the cause, and the sentence kubelet's users read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unhealthy {
+    pub(crate) cause: HealthCause,
+    pub(crate) why: String,
+}
+
+impl Unhealthy {
+    pub(crate) fn new(cause: HealthCause, why: impl Into<String>) -> Self {
+        Self {
+            cause,
+            why: why.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignoring_carrier_keeps_down_links_healthy_but_not_gone_ones() {
+        let table = LinkTable::new();
+        table.replace_all([("up".to_string(), true), ("down".to_string(), false)]);
+        let ignoring = IgnoreCarrier(&table);
+        assert_eq!(ignoring.state("up"), LinkState::Healthy);
+        assert_eq!(ignoring.state("down"), LinkState::Healthy);
+        assert_eq!(ignoring.state("gone"), LinkState::Absent);
+        assert_eq!(table.state("down"), LinkState::Unhealthy);
+        assert_eq!(IgnoreCarrier(NoLinkHealth).state("x"), LinkState::Unknown);
+    }
+}

@@ -21,8 +21,12 @@
 //! pool, and within it the first selector object, that takes it ([`selector::matches`], in
 //! SRDP's selector order); so devices that appear later join their pool without a restart.
 //! Health comes from a [`LinkHealth`] ([`follow_links`] feeds a [`LinkTable`] from netlink):
-//! a PF link down or gone, or a VF netdev vanishing while no pod holds the VF, makes the
-//! device unhealthy.
+//! a PF link down or gone (down is ignored under [`IgnoreCarrier`]), or a VF netdev vanishing
+//! while no pod holds the VF, makes the device unhealthy; so does a member whose driver is
+//! unbound or that vanished (a VF after `sriov_numvfs` was lowered): it stays in its pool,
+//! unhealthy, until it comes back. Refreshes are event-driven: [`follow_links`] and
+//! [`follow_uevents`] (kernel uevents: driver bind/unbind, device add/remove) call back on
+//! every change that matters, and on lost events.
 //!
 //! A [`ResourcePool`] is a `sriov-deviceplugin` [`Backend`](sriov_deviceplugin::Backend):
 //! devices with NUMA node (none with `excludeTopology`) and PF as group, for
@@ -95,7 +99,7 @@ pub use files::{
     CDI_SPEC_PREFIX, CDI_VERSION, CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec,
     DEFAULT_CDI_DIR, DEFAULT_DEVINFO_DIR, DeviceInfoDir, device_info_file_name,
 };
-pub use health::{LinkHealth, LinkState, LinkTable, NoLinkHealth};
+pub use health::{HealthCause, IgnoreCarrier, LinkHealth, LinkState, LinkTable, NoLinkHealth};
 pub use host::{
     AuxDevice, Discovery, ExtraFacts, Host, HostDevice, HostPaths, NoExtraFacts, RdmaDevice,
     SkipReason, VdpaDevice, default_route_interfaces,
@@ -104,7 +108,7 @@ pub use info::{
     DEVICE_INFO_VERSION, DeviceInfo, DeviceInfoFile, PciInfo, VFIO_CONTAINER, VdpaInfo,
     device_info, device_info_file, env_name,
 };
-pub use netlink_health::follow_links;
+pub use netlink_health::{affects_pools, follow_links, follow_uevents};
 pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };

@@ -7,9 +7,13 @@ use std::sync::OnceLock;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 
-/// `sriov.link.health.changes` {resource, health = healthy|unhealthy}:
-/// devices of a pool whose health, which follows their links (uplink down
-/// or gone, netdev vanished), flipped.
+use crate::health::Unhealthy;
+
+/// `sriov.link.health.changes` {resource, health = healthy|unhealthy, cause}:
+/// devices of a pool whose health flipped. `cause` is why the device is (or,
+/// on a flip to healthy, was) unhealthy: `link_down`, `link_gone`
+/// (its uplink), `netdev_gone`, `driver_unbound`, `device_gone`; a device
+/// that stays unhealthy for a new reason counts under the new cause.
 pub const LINK_HEALTH_CHANGES: &str = "sriov.link.health.changes";
 
 /// The Prometheus names of what this crate exports; the dashboard's
@@ -26,13 +30,20 @@ fn changes() -> &'static Counter<u64> {
     })
 }
 
-pub(crate) fn link_health_changed(resource: &str, healthy: bool) {
-    let health = if healthy { "healthy" } else { "unhealthy" };
+/// Counts a device whose health went from `before` to `after`, if it changed.
+pub(crate) fn health_flip(resource: &str, before: &Option<Unhealthy>, after: &Option<Unhealthy>) {
+    let (health, cause) = match (before, after) {
+        (None, None) => return,
+        (Some(b), Some(a)) if b.cause == a.cause => return,
+        (_, Some(a)) => ("unhealthy", a.cause),
+        (Some(b), None) => ("healthy", b.cause),
+    };
     changes().add(
         1,
         &[
             KeyValue::new("resource", resource.to_string()),
             KeyValue::new("health", health),
+            KeyValue::new("cause", cause.as_str()),
         ],
     );
 }

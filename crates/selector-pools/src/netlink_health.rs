@@ -1,13 +1,16 @@
 //! Feeding a [`LinkTable`] from netlink: a full dump of the namespace's links, then its
 //! `RTNLGRP_LINK` events, starting over with a fresh dump when the kernel reports lost events.
 //! This is what makes SRDP's "health check" real: PF carrier loss or a vanished netdev reaches
-//! the pools on the next refresh, which `on_change` should trigger.
+//! the pools on the next refresh, which `on_change` should trigger. Kernel uevents
+//! ([`follow_uevents`]) trigger it too, for what links do not show: a driver unbound from a
+//! device, a VF removed or added.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use sriov_netlink::{LinkEvent, RtNetlink};
+use sriov_uevent::{Action, Notice, Uevent, UeventSource};
 
 use crate::health::LinkTable;
 
@@ -60,5 +63,41 @@ pub async fn follow_links(nl: &RtNetlink, table: &LinkTable, on_change: impl Fn(
             }
         }
         tracing::debug!("link event stream ended or lost events; re-reading every link");
+    }
+}
+
+/// Whether a uevent can change a pool's membership or health: a PCI function added, removed,
+/// bound or unbound (a VF's driver let go of it, VFs created or removed through
+/// `sriov_numvfs`), an auxiliary device (sub-function) coming or going, or a netdev appearing,
+/// leaving or being renamed (a VF's netdev, which rtnetlink reports only in our namespace).
+pub fn affects_pools(ev: &Uevent) -> bool {
+    let subsystem = ev.subsystem.as_deref();
+    let action = &ev.action;
+    match subsystem {
+        Some("pci") | Some("auxiliary") => matches!(
+            action,
+            Action::Add | Action::Remove | Action::Bind | Action::Unbind | Action::Change
+        ),
+        Some("net") => matches!(action, Action::Add | Action::Remove | Action::Move),
+        _ => false,
+    }
+}
+
+/// Calls `on_change` for every uevent of `source` that [`affects_pools`] and whenever events
+/// were lost (the caller rescans everything). Returns when the source ends (the socket
+/// failed); the caller reopens it.
+pub async fn follow_uevents(mut source: impl UeventSource, on_change: impl Fn()) {
+    while let Some(notice) = source.next().await {
+        match notice {
+            Notice::Event(ev) if affects_pools(&ev) => {
+                tracing::debug!(action = %ev.action, devpath = %ev.devpath, driver = ?ev.driver, "device event");
+                on_change();
+            }
+            Notice::Event(_) => {}
+            Notice::Lost => {
+                tracing::debug!("kernel dropped uevents; rescanning every device");
+                on_change();
+            }
+        }
     }
 }

@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use crate::config::{Config, DeviceType, ResourceConfig};
 use crate::error::PoolError;
 use crate::files::{CdiDeviceEntry, CdiDeviceNode, CdiDir, CdiEdits, CdiSpec, DeviceInfoDir};
-use crate::health::{LinkHealth, LinkState};
+use crate::health::{HealthCause, LinkHealth, LinkState, Unhealthy};
 use crate::host::{Host, HostDevice, SkipReason};
 use crate::info::{device_info, device_info_file, env_name};
 use crate::selector::{Rejection, matches};
+
+mod vanished;
 
 /// Settings shared by all pools.
 #[derive(Debug, Clone)]
@@ -55,7 +57,7 @@ impl PoolSettings {
 struct Member {
     dev: HostDevice,
     selector: usize,
-    unhealthy: Option<String>,
+    unhealthy: Option<Unhealthy>,
 }
 
 /// One device of a pool, as [`ResourcePool::members`] reports it.
@@ -138,7 +140,7 @@ impl ResourcePool {
             .map(|m| PoolMember {
                 device: m.dev.clone(),
                 selector: m.selector,
-                unhealthy: m.unhealthy.clone(),
+                unhealthy: m.unhealthy.as_ref().map(|u| u.why.clone()),
             })
             .collect()
     }
@@ -161,10 +163,8 @@ impl ResourcePool {
         {
             let mut state = self.lock();
             for (id, m) in &members {
-                let was = state.members.get(id).map(|old| old.unhealthy.is_none());
-                let healthy = m.unhealthy.is_none();
-                if was.is_some_and(|was| was != healthy) {
-                    crate::metrics::link_health_changed(&self.resource, healthy);
+                if let Some(old) = state.members.get(id) {
+                    crate::metrics::health_flip(&self.resource, &old.unhealthy, &m.unhealthy);
                 }
             }
             state.members = members;
@@ -179,7 +179,7 @@ impl ResourcePool {
         })
     }
 
-    fn health(&self, dev: &HostDevice, links: &dyn LinkHealth) -> Option<String> {
+    fn health(&self, dev: &HostDevice, links: &dyn LinkHealth) -> Option<Unhealthy> {
         let mut state = self.lock();
         let id = dev.id();
         let allocated = state.allocated.contains(&id);
@@ -204,7 +204,10 @@ impl ResourcePool {
         {
             for name in names {
                 if !dev.netdevs.contains(&name) && links.state(&name) == LinkState::Absent {
-                    return Some(format!("its netdev {name} is gone"));
+                    return Some(Unhealthy::new(
+                        HealthCause::NetdevGone,
+                        format!("its netdev {name} is gone"),
+                    ));
                 }
             }
         }
@@ -221,6 +224,8 @@ impl ResourcePool {
         let devices = state
             .members
             .values()
+            // A device kept only to be reported unhealthy has nothing to inject.
+            .filter(|m| !vanished::is_kept(m))
             .filter_map(|m| {
                 // Members only ever carry an index of one of our selectors.
                 let sel = self.config.selectors.get(m.selector)?;
@@ -368,15 +373,21 @@ pub(crate) fn uplink_health(
     dev: &HostDevice,
     allocated: bool,
     links: &dyn LinkHealth,
-) -> Option<String> {
+) -> Option<Unhealthy> {
     let uplink = match (&dev.pf_name, dev.is_vf() || dev.aux.is_some()) {
         (Some(pf), _) => Some(pf.as_str()),
         (None, false) if !allocated => dev.netdevs.first().map(String::as_str),
         _ => None,
     }?;
     match links.state(uplink) {
-        LinkState::Unhealthy => Some(format!("link {uplink} is down")),
-        LinkState::Absent => Some(format!("link {uplink} is gone")),
+        LinkState::Unhealthy => Some(Unhealthy::new(
+            HealthCause::LinkDown,
+            format!("link {uplink} is down"),
+        )),
+        LinkState::Absent => Some(Unhealthy::new(
+            HealthCause::LinkGone,
+            format!("link {uplink} is gone"),
+        )),
         LinkState::Healthy | LinkState::Unknown => None,
     }
 }
@@ -645,6 +656,7 @@ impl PoolManager {
     /// Returns whether any pool changed; with `--use-cdi`, changed pools' specs are rewritten.
     pub fn refresh(&self) -> Result<bool, PoolError> {
         let discovery = self.host.discover()?;
+        let seen = vanished::Seen::of(&discovery);
         let mut assigned: Vec<BTreeMap<String, Member>> =
             self.pools.iter().map(|_| BTreeMap::new()).collect();
         for dev in discovery.devices.into_iter().chain(discovery.aux_devices) {
@@ -663,6 +675,7 @@ impl PoolManager {
                 }
             }
         }
+        vanished::keep(&self.pools, &mut assigned, &seen);
         let mut changed = false;
         for (pool, members) in self.pools.iter().zip(assigned) {
             let before: Vec<String> = pool.lock().members.keys().cloned().collect();

@@ -275,7 +275,8 @@ impl PoolManager {
                 match verdict {
                     Ok(selector) => {
                         let unhealthy =
-                            uplink_health(dev, pool.is_allocated(&dev.id()), self.links.as_ref());
+                            uplink_health(dev, pool.is_allocated(&dev.id()), self.links.as_ref())
+                                .map(|u| u.why);
                         report.members += 1;
                         if let Some(n) = report.by_selector.get_mut(selector) {
                             *n += 1;

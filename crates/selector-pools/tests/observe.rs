@@ -18,6 +18,16 @@ use tokio::sync::watch;
 
 /// `sriov.link.health.changes` for resource `intel.com/x` and `health`.
 fn changes(provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter, health: &str) -> u64 {
+    changes_for(provider, exporter, health, None)
+}
+
+/// The same, only for `cause` when given.
+fn changes_for(
+    provider: &SdkMeterProvider,
+    exporter: &InMemoryMetricExporter,
+    health: &str,
+    cause: Option<&str>,
+) -> u64 {
     exporter.reset();
     provider.force_flush().unwrap();
     let mut total = 0;
@@ -32,7 +42,10 @@ fn changes(provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter, healt
                         p.attributes()
                             .any(|kv| kv.key.as_str() == k && kv.value.to_string() == v)
                     };
-                    if has("resource", "intel.com/x") && has("health", health) {
+                    if has("resource", "intel.com/x")
+                        && has("health", health)
+                        && cause.is_none_or(|c| has("cause", c))
+                    {
                         total += p.value();
                     }
                 }
@@ -89,11 +102,44 @@ fn link_flips_are_counted_per_device_and_the_state_shows_why() {
         changes(&provider, &exporter, "unhealthy"),
         X710_PORT1_VFS.len() as u64
     );
+    let port1 = X710_PORT1_VFS.len() as u64;
+    assert_eq!(
+        changes_for(&provider, &exporter, "unhealthy", Some("link_down")),
+        port1
+    );
     links.set("ens785f1", true);
     assert!(m.refresh().unwrap());
+    assert_eq!(changes(&provider, &exporter, "healthy"), port1);
     assert_eq!(
-        changes(&provider, &exporter, "healthy"),
-        X710_PORT1_VFS.len() as u64
+        changes_for(&provider, &exporter, "healthy", Some("link_down")),
+        port1,
+        "a flip back to healthy names what was wrong"
+    );
+
+    // A driver unbound and a VF gone are counted under their own causes.
+    let sysfs = lab.fake.sysfs();
+    sysfs.unbind(addr(X710_PORT0_VFS[0])).unwrap();
+    assert!(m.refresh().unwrap());
+    assert_eq!(
+        changes_for(&provider, &exporter, "unhealthy", Some("driver_unbound")),
+        1
+    );
+    // Lowering sriov_numvfs re-creates the VFs left, on their driver again.
+    sysfs.set_num_vfs(addr("0000:3b:00.0"), 3).unwrap();
+    assert!(m.refresh().unwrap());
+    assert_eq!(
+        changes_for(&provider, &exporter, "healthy", Some("driver_unbound")),
+        1
+    );
+    assert_eq!(
+        changes_for(&provider, &exporter, "unhealthy", Some("device_gone")),
+        1
+    );
+    sysfs.set_num_vfs(addr("0000:3b:00.0"), 4).unwrap();
+    assert!(m.refresh().unwrap());
+    assert_eq!(
+        changes_for(&provider, &exporter, "healthy", Some("device_gone")),
+        1
     );
 
     let pool = &m.pools()[0];

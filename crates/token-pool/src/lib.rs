@@ -22,6 +22,10 @@
 //! free tokens beyond the remaining room unhealthy, and `Allocate` refuses
 //! them: kubelet is never told more VFs are available than exist (the Go
 //! original advertises every token and fails later, at Request time).
+//! VF health ([`Pool::set_unhealthy_vfs`], fed by the forwarder from link
+//! events and kernel uevents) narrows that room to healthy VFs: a token on
+//! an unhealthy VF is unhealthy, a PF whose link is down advertises no free
+//! token, and a Request is never given an unhealthy VF.
 //!
 //! Every change is durable in the state directory before it is
 //! acknowledged: one line appended to a journal, synced with group commit

@@ -12,6 +12,7 @@ use crate::journal::Journal;
 use crate::state::{AllocBinding, DriverKind, State, Token, TokenState, VfUse};
 use crate::store::{FileStore, LoadNote};
 
+mod health;
 pub(crate) mod layout;
 pub(crate) mod observe;
 
@@ -119,6 +120,8 @@ pub struct Pool {
     /// Set when VFIO access is only given at Allocate (cgroup v2): why, for
     /// the refusal of a VFIO use of a token bound to no VF.
     vfio_only_at_allocate: Option<String>,
+    /// Unhealthy VFs, as the forwarder's health follower last said (`health.rs`).
+    health: health::VfHealth,
 }
 
 impl std::fmt::Debug for Pool {
@@ -174,7 +177,7 @@ impl Pool {
             .names()
             .into_iter()
             .map(|n| {
-                let devices = device_list(&state, &layout.pfs, &n);
+                let devices = health::device_list(&state, &layout.pfs, &Default::default(), &n);
                 (n, watch::Sender::new(devices))
             })
             .collect();
@@ -188,6 +191,7 @@ impl Pool {
             changes: watch::Sender::new(0),
             abandoned: Mutex::default(),
             vfio_only_at_allocate: None,
+            health: Default::default(),
         };
         Ok((pool, warnings))
     }
@@ -432,7 +436,7 @@ impl Pool {
             .iter()
             .filter(|(name, _)| lists_move && served(name))
         {
-            let list = device_list(state, &layout.pfs, name);
+            let list = health::device_list(state, &layout.pfs, &self.health, name);
             tx.send_if_modified(|cur| {
                 if *cur == list {
                     false
@@ -812,6 +816,8 @@ impl Pool {
         pf.vfs
             .iter()
             .filter(|v| !busy.contains(&v.address))
+            // A Request is never handed a VF known to be broken.
+            .filter(|v| self.health.is_healthy(v.address))
             .filter(|v| {
                 v.iommu_group
                     .and_then(|g| group_kinds.get(&g))
@@ -826,9 +832,10 @@ impl Pool {
                 token: tok.id.clone(),
                 pf: tok.pf,
                 reason: format!(
-                    "{} of {} VFs in use or in IOMMU groups used with the other driver kind",
+                    "{} of {} VFs in use or in IOMMU groups used with the other driver kind{}",
                     pf.vfs.len() - pf.vfs.iter().filter(|v| !busy.contains(&v.address)).count(),
-                    pf.vfs.len()
+                    pf.vfs.len(),
+                    health::unhealthy_note(&self.health, &pf.vfs)
                 ),
             })
     }
@@ -849,6 +856,9 @@ impl Pool {
         let (busy, group_kinds) = self.taken(state, &tok.id);
         if busy.contains(&vf) {
             return Err(unusable("is held by another token".into()));
+        }
+        if let Some(why) = self.health.why(vf) {
+            return Err(unusable(format!("is unhealthy: {why}")));
         }
         if let Some(other) = self
             .group_of(vf)
@@ -1016,44 +1026,4 @@ fn reconcile_uses(
             t.state = TokenState::Allocated;
         }
     }
-}
-
-/// The devices kubelet sees for `name`: every token, healthy only while
-/// its PF can still serve it. Free tokens beyond the PF's remaining room
-/// (VFs minus tokens of any name already reserving one) are reported
-/// unhealthy, so kubelet is never told more are available than exist.
-fn device_list(state: &State, pfs: &BTreeMap<PciAddress, PfInfo>, name: &str) -> Vec<Device> {
-    let mut out = Vec::new();
-    for (addr, pf) in pfs {
-        if !pf.names.iter().any(|n| n == name) {
-            continue;
-        }
-        let reserved = state
-            .tokens
-            .values()
-            .filter(|t| t.pf == *addr && t.reserves())
-            .count();
-        let mut room = pf.vfs.len().saturating_sub(reserved);
-        for t in state
-            .tokens
-            .values()
-            .filter(|t| t.pf == *addr && t.name == name)
-        {
-            let healthy = if t.reserves() {
-                true
-            } else if room > 0 {
-                room -= 1;
-                true
-            } else {
-                false
-            };
-            out.push(Device {
-                id: t.id.clone(),
-                healthy,
-                numa_node: pf.numa_node.map(i64::from),
-                group: Some(addr.to_string()),
-            });
-        }
-    }
-    out
 }

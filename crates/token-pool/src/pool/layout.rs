@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use sriov_pci::{PciAddress, Sysfs};
 use tokio::sync::watch;
 
-use super::{PfEntry, PfInfo, Pool, VfInfo, device_list, shape_tokens};
+use super::health::device_list;
+use super::{PfEntry, PfInfo, Pool, VfInfo, shape_tokens};
 use crate::error::PoolError;
 use crate::state::{State, Token, TokenState};
 
@@ -238,8 +239,9 @@ impl Pool {
             changed: names
                 .iter()
                 .filter(|n| {
-                    was.get(*n)
-                        .is_some_and(|list| *list != device_list(&next, &layout.pfs, n))
+                    was.get(*n).is_some_and(|list| {
+                        *list != device_list(&next, &layout.pfs, &self.health, n)
+                    })
                 })
                 .cloned()
                 .collect(),
