@@ -78,6 +78,7 @@ mod info;
 pub mod metrics;
 mod netlink_health;
 mod pool;
+mod reload;
 mod report;
 pub mod selector;
 mod status;
@@ -105,5 +106,6 @@ pub use netlink_health::follow_links;
 pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
+pub use reload::{ConfigDiff, ConfigWatch, PoolSlot, ReloadError, Reloaded, Reloader, RetiredPool};
 pub use report::{DeviceNote, DeviceReport, Outcome, PoolRefusal, PoolReport, Report};
 pub use status::{PluginStatus, Readiness, follow_readiness};
