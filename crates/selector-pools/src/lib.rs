@@ -28,6 +28,12 @@
 //! devices with NUMA node and PF as group (so `GetPreferredAllocation` packs a pod on one PF
 //! or node), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
 //! device specs by driver (or CDI names with `--use-cdi`), and a device-info file per device.
+//! A [`Reloader`] runs a new config without a restart: device plugins serve one [`PoolSlot`] per
+//! resource, which a reload fills with a successor pool (same ListAndWatch channel, same
+//! allocations); a device a pod holds is offered only by the pool that handed it out, or by
+//! none ([`RetiredPool`]) once its resource is gone, until released. [`ConfigWatch`] follows
+//! the config file's directory (ConfigMap `..data` swaps included).
+//!
 //! [`PoolManager::explain`] says for every device which pool took it and why the others did
 //! not (`--dry-run`); [`PoolManager::report`] (`explain`) boils that down to one reason per
 //! device (the nearest miss: the refusal that came latest in SRDP's selector order) and says
