@@ -55,6 +55,6 @@ fn reloads() -> &'static Counter<u64> {
 }
 
 /// Counts one reload with its `result` (see [`DP_RELOADS`]).
-pub fn reload_done(result: &'static str) {
+pub(crate) fn reload_done(result: &'static str) {
     reloads().add(1, &[KeyValue::new("result", result)]);
 }
