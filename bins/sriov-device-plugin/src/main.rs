@@ -5,24 +5,26 @@
 //! Composition only: `explain` (`explain.rs`) says why each device is or is not in a pool;
 //! otherwise load the config (exit on any error, naming the field), discover, serve
 //! one device plugin per resource, keep pools current (netlink link events, kernel uevents
-//! and periodic rescans), and clean device-info files and CDI specs at start and stop.
+//! and periodic rescans), follow the config file and SIGHUP (`reload.rs`), and clean
+//! device-info files and CDI specs at start and stop. SIGINT, SIGTERM and SIGQUIT stop it.
 
 mod args;
 mod explain;
 mod links;
 mod logging;
 mod ops;
+mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sriov_deviceplugin::{Backend, DevicePlugin, PluginConfig, PodResourcesWatcher};
+use sriov_deviceplugin::Backend;
 use sriov_pci::Sysfs;
 use sriov_selector_pools::{
     CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, IgnoreCarrier, LinkHealth, LinkTable,
-    NoLinkHealth, PluginStatus, PoolManager, PoolSettings, Readiness, Strictness, follow_readiness,
+    NoLinkHealth, PoolManager, PoolSettings, Readiness, Reloader, Strictness,
 };
 use tokio::sync::{Notify, watch};
 
@@ -110,6 +112,7 @@ async fn serve(
     settings: PoolSettings,
     metrics: sriov_telemetry::PrometheusText,
 ) -> anyhow::Result<()> {
+    let mut signals = reload::Signals::install();
     let rescan = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let links: Arc<dyn LinkHealth> = match args.link_health.as_str() {
@@ -125,18 +128,18 @@ async fn serve(
         _ => Arc::new(NoLinkHealth),
     };
     links::spawn_uevents(rescan.clone(), stop_rx.clone());
-    let manager = Arc::new(PoolManager::new(&config, host, settings, links));
-    manager
+    let pools = Arc::new(Reloader::new(config, host, settings, links));
+    pools
         .clean_files()
         .context("cleaning device-info files and CDI specs")?;
     {
-        let m = manager.clone();
-        tokio::task::spawn_blocking(move || m.refresh())
+        let p = pools.clone();
+        tokio::task::spawn_blocking(move || p.refresh())
             .await
             .context("discovery task")?
             .context("discovering devices")?;
     }
-    for pool in manager.pools() {
+    for pool in pools.manager().pools() {
         let n = pool.devices().borrow().len();
         tracing::info!(
             resource = pool.resource_name(),
@@ -146,77 +149,21 @@ async fn serve(
     }
 
     let mut tasks = Vec::new();
-    let mut statuses = Vec::new();
-    let mut watcher = PodResourcesWatcher::new(&args.pod_resources_socket, Duration::from_secs(10));
-    for pool in manager.pools() {
-        let mut cfg = PluginConfig::new(pool.resource_name());
-        cfg.device_plugin_dir = args.device_plugin_dir.clone();
-        cfg.plugins_registry_dir = args.plugins_registry_dir.clone();
-        cfg.allocation_policy = pool.config().allocation_policy;
-        let plugin = DevicePlugin::new(cfg, pool.clone());
-        statuses.push(PluginStatus {
-            resource: pool.resource_name().to_string(),
-            registered: plugin.registered(),
-            devices: pool.devices(),
-        });
-        let mut stop = stop_rx.clone();
-        let mut devices = pool.devices();
-        let name = pool.resource_name().to_string();
-        tasks.push(tokio::spawn(async move {
-            // As SRDP, a pool with no devices is not offered to kubelet; unlike SRDP, it is
-            // once a rescan finds some.
-            if devices.borrow().is_empty() {
-                tracing::info!(resource = %name, "no devices yet: not registered with kubelet until some appear");
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    r = devices.wait_for(|d| !d.is_empty()) => if r.is_err() { return },
-                }
-                tracing::info!(resource = %name, "devices appeared: registering with kubelet");
-            }
-            plugin
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
-        watcher = watcher.watch(pool.resource_name(), pool.clone() as Arc<dyn Backend>);
-    }
-    let readiness = follow_readiness(statuses);
+    let mut plugins = reload::Plugins::new(&args, stop_rx.clone());
+    plugins.sync(&pools).await;
     tasks.extend(
         ops::start(
             args.metrics_listen,
             args.pprof_listen,
             metrics,
-            readiness.clone(),
-            manager.clone(),
+            plugins.readiness(),
+            pools.clone(),
             stop_rx.clone(),
         )
         .await?,
     );
-    tasks.push(tokio::spawn(log_readiness(readiness, stop_rx.clone())));
-    // SRDP's DaemonSet does not mount kubelet's pod-resources dir; without it the pools never
-    // learn that a pod let go of a device, which only matters for netdev health.
-    if args
-        .pod_resources_socket
-        .parent()
-        .is_some_and(|dir| dir.is_dir())
     {
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            watcher
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
-    } else {
-        tracing::info!(
-            socket = %args.pod_resources_socket.display(),
-            "no pod-resources dir: devices once allocated are never flagged for a vanished netdev"
-        );
-    }
-    {
-        let manager = manager.clone();
+        let pools = pools.clone();
         let rescan = rescan.clone();
         let mut stop = stop_rx.clone();
         let every = Duration::from_secs(args.rescan_interval.max(1));
@@ -227,8 +174,8 @@ async fn serve(
                     _ = tokio::time::sleep(every) => {}
                     _ = rescan.notified() => {}
                 }
-                let m = manager.clone();
-                match tokio::task::spawn_blocking(move || m.refresh()).await {
+                let p = pools.clone();
+                match tokio::task::spawn_blocking(move || p.refresh()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
                     Err(e) => tracing::warn!("rescan task failed: {e}"),
@@ -237,13 +184,26 @@ async fn serve(
         }));
     }
 
-    let signal = wait_for_signal().await;
+    let strictness = if args.strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    };
+    let signal = reload::follow_config(
+        &pools,
+        &mut plugins,
+        &mut signals,
+        &args.config_file,
+        strictness,
+    )
+    .await;
     tracing::info!(signal, "shutting down");
     let _ = stop_tx.send(true);
+    plugins.stop_all().await;
     for t in tasks {
         let _ = t.await;
     }
-    manager
+    pools
         .clean_files()
         .context("cleaning device-info files and CDI specs")?;
     Ok(())
@@ -267,30 +227,4 @@ async fn log_readiness(mut readiness: watch::Receiver<Readiness>, mut stop: watc
             r = readiness.changed() => if r.is_err() { return },
         }
     }
-}
-
-/// SRDP stops on SIGHUP, SIGINT, SIGTERM and SIGQUIT.
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let kinds = [
-        (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::quit(), "SIGQUIT"),
-    ];
-    let mut streams = Vec::new();
-    for (kind, name) in kinds {
-        match signal(kind) {
-            Ok(s) => streams.push((s, name)),
-            Err(e) => tracing::warn!("cannot watch {name}: {e}"),
-        }
-    }
-    let waits = streams.iter_mut().map(|(s, name)| {
-        let name: &'static str = name;
-        Box::pin(async move {
-            s.recv().await;
-            name
-        })
-    });
-    futures::future::select_all(waits).await.0
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use sriov_ops::Sources;
-use sriov_selector_pools::{PoolManager, Readiness};
+use sriov_selector_pools::{Readiness, Reloader};
 use sriov_telemetry::PrometheusText;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ pub(crate) async fn start(
     pprof_listen: Option<SocketAddr>,
     metrics: PrometheusText,
     readiness: watch::Receiver<Readiness>,
-    manager: Arc<PoolManager>,
+    pools: Arc<Reloader>,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let ready = Arc::new(move || {
@@ -45,7 +45,7 @@ pub(crate) async fn start(
     });
     let sources = Sources::new(ready)
         .with_metrics(Arc::new(move || metrics.text()))
-        .with_state(Arc::new(move || manager.debug_state()));
+        .with_state(Arc::new(move || pools.manager().debug_state()));
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };

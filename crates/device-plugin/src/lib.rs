@@ -111,7 +111,7 @@ mod plugin;
 mod podresources;
 mod preferred;
 mod service;
-mod watch;
+pub mod watch;
 
 pub use backend::{AllocateError, Backend, Device, MAX_DEVICE_ID_LEN};
 pub use error::Error;

@@ -3,7 +3,10 @@
 //! Kubelet signals its restarts only through the filesystem: it deletes
 //! every plugin socket in the device-plugin dir and creates a new
 //! `kubelet.sock`. Waiting on inotify reacts at once and costs nothing
-//! while idle, unlike polling with `stat`.
+//! while idle, unlike polling with `stat`. The standalone plugin follows its
+//! config file the same way ([`DirWatcher::with_writes`]): a directory watch,
+//! not a file watch, because a ConfigMap volume swaps a `..data` symlink and
+//! never writes the file a watch on it would follow.
 
 use std::ffi::OsString;
 use std::io;
@@ -26,11 +29,14 @@ impl AsRawFd for InotifyFd {
 
 /// Something happened in the watched directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DirEvent {
+#[non_exhaustive]
+pub enum DirEvent {
     /// A file appeared (created or moved in).
     Created(OsString),
     /// A file went away (deleted or moved out).
     Removed(OsString),
+    /// A file opened for writing was closed (only with [`DirWatcher::with_writes`]).
+    Written(OsString),
     /// Events were lost (queue overflow): recheck everything.
     Rescan,
     /// The directory itself is gone: the watcher must be recreated.
@@ -38,13 +44,32 @@ pub(crate) enum DirEvent {
 }
 
 /// An inotify watch on one directory.
-pub(crate) struct DirWatcher {
+pub struct DirWatcher {
     fd: AsyncFd<InotifyFd>,
     dir: PathBuf,
 }
 
+impl std::fmt::Debug for DirWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirWatcher")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DirWatcher {
-    pub(crate) fn new(dir: &Path) -> Result<Self, Error> {
+    /// Watches `dir` for files appearing and going away.
+    pub fn new(dir: &Path) -> Result<Self, Error> {
+        Self::watch(dir, AddWatchFlags::empty())
+    }
+
+    /// Watches `dir` for files appearing, going away and being written in place
+    /// ([`DirEvent::Written`] once the writer closes the file).
+    pub fn with_writes(dir: &Path) -> Result<Self, Error> {
+        Self::watch(dir, AddWatchFlags::IN_CLOSE_WRITE)
+    }
+
+    fn watch(dir: &Path, extra: AddWatchFlags) -> Result<Self, Error> {
         let err = |e: nix::Error| Error::Watch {
             dir: dir.to_owned(),
             cause: io::Error::from(e),
@@ -58,7 +83,8 @@ impl DirWatcher {
                 | AddWatchFlags::IN_MOVED_TO
                 | AddWatchFlags::IN_DELETE_SELF
                 | AddWatchFlags::IN_MOVE_SELF
-                | AddWatchFlags::IN_ONLYDIR,
+                | AddWatchFlags::IN_ONLYDIR
+                | extra,
         )
         .map_err(err)?;
         // SAFETY: `InotifyFd` owns the inotify descriptor and never gives it
@@ -76,8 +102,13 @@ impl DirWatcher {
         })
     }
 
+    /// The watched directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Waits for the next batch of events.
-    pub(crate) async fn next(&mut self) -> Result<Vec<DirEvent>, Error> {
+    pub async fn next(&mut self) -> Result<Vec<DirEvent>, Error> {
         loop {
             let mut guard = self.fd.readable().await.map_err(|source| Error::Watch {
                 dir: self.dir.clone(),
@@ -112,6 +143,8 @@ fn convert(ev: nix::sys::inotify::InotifyEvent) -> Option<DirEvent> {
         Some(DirEvent::Created(name))
     } else if m.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
         Some(DirEvent::Removed(name))
+    } else if m.intersects(AddWatchFlags::IN_CLOSE_WRITE) {
+        Some(DirEvent::Written(name))
     } else {
         None
     }
@@ -138,6 +171,33 @@ mod tests {
                 DirEvent::Created("kubelet.sock".into()),
                 DirEvent::Removed("kubelet.sock".into())
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn with_writes_reports_a_file_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, b"{}").unwrap();
+        let mut plain = DirWatcher::new(dir.path()).unwrap();
+        let mut w = DirWatcher::with_writes(dir.path()).unwrap();
+        std::fs::write(&file, b"{\"resourceList\": []}").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let mut seen = Vec::new();
+        while !seen.contains(&DirEvent::Removed("config.json".into())) {
+            seen.extend(w.next().await.unwrap());
+        }
+        assert_eq!(
+            seen,
+            vec![
+                DirEvent::Written("config.json".into()),
+                DirEvent::Removed("config.json".into())
+            ]
+        );
+        // Without asking, writes are not reported.
+        assert_eq!(
+            plain.next().await.unwrap(),
+            vec![DirEvent::Removed("config.json".into())]
         );
     }
 

@@ -227,6 +227,13 @@ impl CdiDir {
 
     /// Removes every `sriov-dp-*` spec, as SRDP does at start and stop.
     pub fn clean(&self) -> Result<usize, PoolError> {
+        self.remove_except(&[])
+    }
+
+    /// Removes every `sriov-dp-*` spec but the files in `keep` (the current resources' specs),
+    /// so a resource a reload removed, or whose device type changed its spec's name, leaves
+    /// no spec behind.
+    pub fn remove_except(&self, keep: &[PathBuf]) -> Result<usize, PoolError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -239,12 +246,13 @@ impl CdiDir {
         };
         let mut removed = 0;
         for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
             if entry
                 .file_name()
                 .to_string_lossy()
                 .starts_with(CDI_SPEC_PREFIX)
+                && !keep.contains(&path)
             {
-                let path = entry.path();
                 std::fs::remove_file(&path).map_err(|source| PoolError::Write {
                     path,
                     cause: source,

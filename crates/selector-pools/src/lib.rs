@@ -33,6 +33,12 @@
 //! `GetPreferredAllocation` under the resource's `allocationPolicy` (`packed`, `spread` or
 //! `numa`; absent, kubelet chooses, as with SRDP), and Allocate returning SRDP's env (`PCIDEVICE_<PREFIX>_<NAME>` and `_INFO`),
 //! device specs by driver (or CDI names with `--use-cdi`), and a device-info file per device.
+//! A [`Reloader`] runs a new config without a restart: device plugins serve one [`PoolSlot`] per
+//! resource, which a reload fills with a successor pool (same ListAndWatch channel, same
+//! allocations); a device a pod holds is offered only by the pool that handed it out, or by
+//! none ([`RetiredPool`]) once its resource is gone, until released. [`ConfigWatch`] follows
+//! the config file's directory (ConfigMap `..data` swaps included).
+//!
 //! [`PoolManager::explain`] says for every device which pool took it and why the others did
 //! not (`--dry-run`); [`PoolManager::report`] (`explain`) boils that down to one reason per
 //! device (the nearest miss: the refusal that came latest in SRDP's selector order) and says
@@ -84,6 +90,7 @@ pub mod metrics;
 mod netlink_health;
 mod policy;
 mod pool;
+mod reload;
 mod report;
 pub mod selector;
 mod status;
@@ -112,6 +119,7 @@ pub use netlink_health::{affects_pools, follow_links, follow_uevents};
 pub use pool::{
     Explanation, PoolManager, PoolMember, PoolSettings, Refusal, ResourcePool, Verdict,
 };
+pub use reload::{ConfigDiff, ConfigWatch, PoolSlot, ReloadError, Reloaded, Reloader, RetiredPool};
 pub use report::{DeviceNote, DeviceReport, Outcome, PoolRefusal, PoolReport, Report};
 /// A resource's `allocationPolicy` ([`ResourceConfig::allocation_policy`]).
 pub use sriov_deviceplugin::AllocationPolicy;

@@ -89,7 +89,9 @@ pub struct ResourcePool {
     host: Host,
     settings: Arc<PoolSettings>,
     state: Mutex<State>,
-    devices: watch::Sender<Vec<Device>>,
+    /// Shared with the pool's successors after a config reload, so kubelet's ListAndWatch
+    /// streams outlive the pool object (`reload.rs`).
+    devices: Arc<watch::Sender<Vec<Device>>>,
 }
 
 impl ResourcePool {
@@ -103,8 +105,32 @@ impl ResourcePool {
             host,
             settings,
             state: Mutex::new(State::default()),
-            devices: watch::channel(Vec::new()).0,
+            devices: Arc::new(watch::channel(Vec::new()).0),
         }
+    }
+
+    /// This resource under a reloaded config: same device channel, same allocations and
+    /// memory of netdevs; members are recomputed by the next refresh.
+    pub(crate) fn successor(
+        &self,
+        config: ResourceConfig,
+        host: Host,
+        settings: Arc<PoolSettings>,
+    ) -> Self {
+        let mut next = Self::new(config, host, settings);
+        next.devices = self.devices.clone();
+        let state = self.lock();
+        *next.lock() = State {
+            members: state.members.clone(),
+            allocated: state.allocated.clone(),
+            seen_netdevs: state.seen_netdevs.clone(),
+        };
+        next
+    }
+
+    /// Counts `ids` as allocated (held by pods since before this pool object existed).
+    pub(crate) fn hold(&self, ids: impl IntoIterator<Item = String>) {
+        self.lock().allocated.extend(ids);
     }
 
     /// `<prefix>/<name>`, the extended resource.
@@ -496,12 +522,14 @@ impl fmt::Display for Explanation {
 /// Every pool of a config, and the assignment of devices to them.
 pub struct PoolManager {
     pub(crate) host: Host,
-    settings: Arc<PoolSettings>,
+    pub(crate) settings: Arc<PoolSettings>,
     pools: Vec<Arc<ResourcePool>>,
     pub(crate) links: Arc<dyn LinkHealth>,
     /// The config's skipped resources and warnings, for `explain`: a resource left out for
     /// bad selectors has no pool to report on.
     pub(crate) config_notes: Vec<String>,
+    /// Allocations of resources a reload removed, withheld from every pool until released.
+    pub(crate) retired: Vec<Arc<crate::reload::RetiredPool>>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -556,7 +584,19 @@ impl PoolManager {
             pools,
             links,
             config_notes,
+            retired: Vec::new(),
         }
+    }
+
+    /// Puts a reloaded config's pools (successors of the running ones, in config order) and the
+    /// withheld allocations in place of the ones [`new`](Self::new) made.
+    pub(crate) fn replace_pools(
+        &mut self,
+        pools: Vec<Arc<ResourcePool>>,
+        retired: Vec<Arc<crate::reload::RetiredPool>>,
+    ) {
+        self.pools = pools;
+        self.retired = retired;
     }
 
     /// The pools, in config order.
@@ -659,8 +699,14 @@ impl PoolManager {
         let seen = vanished::Seen::of(&discovery);
         let mut assigned: Vec<BTreeMap<String, Member>> =
             self.pools.iter().map(|_| BTreeMap::new()).collect();
+        let holders = crate::reload::holders(&self.pools, &self.retired);
         for dev in discovery.devices.into_iter().chain(discovery.aux_devices) {
-            for (pool, members) in self.pools.iter().zip(assigned.iter_mut()) {
+            // A device a pod holds is offered by the pool that handed it out or by none.
+            let holder = holders.get(&dev.id());
+            for (i, (pool, members)) in self.pools.iter().zip(assigned.iter_mut()).enumerate() {
+                if holder.is_some_and(|h| *h != Some(i)) {
+                    continue;
+                }
                 if let Ok(selector) = self.judge(pool, &dev) {
                     let unhealthy = pool.health(&dev, self.links.as_ref());
                     members.insert(
