@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::{Handle, LinkUnspec};
 
+use crate::count::{Counter, MessageCounts};
 use crate::error::{Error, Result, netlink_errno};
 use crate::netns::{Netns, NetnsGuard};
 use crate::socket;
@@ -112,14 +113,16 @@ impl LinkStatus {
 /// no client uses them), plus the operations of this crate.
 ///
 /// Cheap to clone; clones share the connection. Must be created and used inside a tokio runtime
-/// with IO enabled. Other namespaces are reached by opening a short-lived socket inside them
-/// ([`Netns::route_socket`]), never by entering them on a runtime thread.
+/// with IO enabled. Other namespaces are reached by a socket created inside them
+/// ([`Netns::route_socket`]) and kept with the [`Netns`] while it lives, never by entering them
+/// on a runtime thread.
 #[derive(Clone, Debug)]
 pub struct RtNetlink {
     pub(crate) home: Arc<Netns>,
     pub(crate) guard: Arc<NetnsGuard>,
     pub(crate) handle: Handle,
     pub(crate) recovery_wait: Duration,
+    pub(crate) counter: Arc<Counter>,
 }
 
 impl RtNetlink {
@@ -130,8 +133,10 @@ impl RtNetlink {
 
     /// Connects to `home`, which need not be the caller's namespace.
     pub fn in_netns(home: Netns) -> Result<Self> {
-        let handle = socket::request_handle(&home)?;
+        let counter = Arc::default();
+        let handle = socket::request_handle(&home, &counter)?;
         Ok(RtNetlink {
+            counter,
             guard: Arc::new(NetnsGuard::for_home(&home)),
             home: Arc::new(home),
             handle,
@@ -172,7 +177,20 @@ impl RtNetlink {
 
     /// A raw rtnetlink handle whose socket lives in `netns`.
     pub fn connect(&self, netns: &Netns) -> Result<Handle> {
-        socket::request_handle(netns)
+        socket::request_handle(netns, &self.counter)
+    }
+
+    /// The netlink requests sent so far by this connection and its clones, in every namespace
+    /// (home and clients). A client namespace's socket is shared while its [`Netns`] lives and
+    /// counts for the `RtNetlink` that opened it. Read it before and after an operation to see
+    /// what the operation cost in kernel round trips.
+    pub fn messages(&self) -> MessageCounts {
+        self.counter.snapshot()
+    }
+
+    /// The shared request handle of `netns` (see [`Netns`]: one socket while it lives).
+    pub(crate) fn client_handle(&self, netns: &Netns) -> Result<Handle> {
+        socket::shared_request(netns, &self.counter)
     }
 
     /// The status of a link in the home namespace, `None` if it does not exist.

@@ -79,6 +79,7 @@
 )]
 
 mod client;
+mod count;
 mod error;
 mod health;
 mod netns;
@@ -91,6 +92,7 @@ mod types;
 mod vf;
 
 pub use client::{LinkStatus, OperState, RtNetlink};
+pub use count::{MessageCounts, process_messages};
 pub use error::{Error, Result};
 pub use health::{LinkEvent, LinkEvents};
 pub use netns::{
