@@ -123,6 +123,8 @@ pub struct RtNetlink {
     pub(crate) handle: Handle,
     pub(crate) recovery_wait: Duration,
     pub(crate) counter: Arc<Counter>,
+    /// Whether the kernel honours `IFLA_NEW_IFINDEX` on a move (older ones ignore it silently).
+    pub(crate) pins_ifindex: bool,
 }
 
 impl RtNetlink {
@@ -141,6 +143,7 @@ impl RtNetlink {
             home: Arc::new(home),
             handle,
             recovery_wait: Duration::from_secs(3),
+            pins_ifindex: kernel_pins_ifindex(),
         })
     }
 
@@ -210,6 +213,18 @@ impl RtNetlink {
     pub(crate) fn home_fd(&self) -> i32 {
         self.home.as_raw_fd()
     }
+}
+
+/// Whether the running kernel keeps the ifindex `IFLA_NEW_IFINDEX` asks for on a namespace move
+/// or refuses the move: `do_setlink` honours it from Linux 5.13 (the attribute is parsed, and
+/// ignored on a move, by older kernels). Unknown releases are treated as older: a lookup after
+/// each move costs one read, a wrong ifindex would configure a link of the client's own.
+fn kernel_pins_ifindex() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 13)
 }
 
 /// One link by name or index; `None` when the kernel answers ENODEV.

@@ -7,6 +7,10 @@
 //!   name directly if the current one is taken in the target) and renames after, so a link never
 //!   collides with a same-named link on the other side.
 //! - A renamed link must be down (`EBUSY` otherwise); it is, right after a move.
+//! - The same `RTM_NEWLINK` may carry MTU, MAC and `IFF_UP` too: `do_setlink` moves first and
+//!   applies them to the link in its new namespace, stopping at the first it refuses (the move
+//!   stays done). `IFLA_NEW_IFINDEX` keeps the ifindex or fails (`EBUSY`) before moving, so a
+//!   successful answer says where the link is without a lookup.
 //! - When a namespace is destroyed, physical netdevs (VFs) go back to the initial namespace,
 //!   keeping ifindex and name unless taken (then `dev<N>`); veth and other virtual links are
 //!   destroyed with it. [`BackOut`] reports which happened.
@@ -324,7 +328,9 @@ impl RtNetlink {
                 if let Some(mac) = request.mac {
                     record.client_address = mac.octets().to_vec();
                 }
-                if !pinned && let Some(found) = self.index_after_move(&client, &record).await? {
+                if !(pinned && self.pins_ifindex)
+                    && let Some(found) = self.index_after_move(&client, &record).await?
+                {
                     record.client_index = found;
                 }
             }
@@ -464,7 +470,12 @@ impl RtNetlink {
             whole = whole.address(original.address.clone());
         }
         match change_link(client, whole.build(), "move home", &current.name).await {
-            Ok(()) => return Ok(original.index),
+            Ok(()) if self.pins_ifindex => return Ok(original.index),
+            Ok(()) => {
+                if let Some(back) = self.find_home(record, &[&original.name]).await? {
+                    return Ok(back.index);
+                }
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "moving home in one message failed; step by step")
             }
