@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::{Handle, LinkUnspec};
 
+use crate::count::{Counter, MessageCounts};
 use crate::error::{Error, Result, netlink_errno};
 use crate::netns::{Netns, NetnsGuard};
 use crate::socket;
@@ -112,14 +113,18 @@ impl LinkStatus {
 /// no client uses them), plus the operations of this crate.
 ///
 /// Cheap to clone; clones share the connection. Must be created and used inside a tokio runtime
-/// with IO enabled. Other namespaces are reached by opening a short-lived socket inside them
-/// ([`Netns::route_socket`]), never by entering them on a runtime thread.
+/// with IO enabled. Other namespaces are reached by a socket created inside them
+/// ([`Netns::route_socket`]) and kept with the [`Netns`] while it lives, never by entering them
+/// on a runtime thread.
 #[derive(Clone, Debug)]
 pub struct RtNetlink {
     pub(crate) home: Arc<Netns>,
     pub(crate) guard: Arc<NetnsGuard>,
     pub(crate) handle: Handle,
     pub(crate) recovery_wait: Duration,
+    pub(crate) counter: Arc<Counter>,
+    /// Whether the kernel honours `IFLA_NEW_IFINDEX` on a move (older ones ignore it silently).
+    pub(crate) pins_ifindex: bool,
 }
 
 impl RtNetlink {
@@ -130,12 +135,15 @@ impl RtNetlink {
 
     /// Connects to `home`, which need not be the caller's namespace.
     pub fn in_netns(home: Netns) -> Result<Self> {
-        let handle = socket::request_handle(&home)?;
+        let counter = Arc::default();
+        let handle = socket::request_handle(&home, &counter)?;
         Ok(RtNetlink {
+            counter,
             guard: Arc::new(NetnsGuard::for_home(&home)),
             home: Arc::new(home),
             handle,
             recovery_wait: Duration::from_secs(3),
+            pins_ifindex: kernel_pins_ifindex(),
         })
     }
 
@@ -172,7 +180,20 @@ impl RtNetlink {
 
     /// A raw rtnetlink handle whose socket lives in `netns`.
     pub fn connect(&self, netns: &Netns) -> Result<Handle> {
-        socket::request_handle(netns)
+        socket::request_handle(netns, &self.counter)
+    }
+
+    /// The netlink requests sent so far by this connection and its clones, in every namespace
+    /// (home and clients). A client namespace's socket is shared while its [`Netns`] lives and
+    /// counts for the `RtNetlink` that opened it. Read it before and after an operation to see
+    /// what the operation cost in kernel round trips.
+    pub fn messages(&self) -> MessageCounts {
+        self.counter.snapshot()
+    }
+
+    /// The shared request handle of `netns` (see [`Netns`]: one socket while it lives).
+    pub(crate) fn client_handle(&self, netns: &Netns) -> Result<Handle> {
+        socket::shared_request(netns, &self.counter)
     }
 
     /// The status of a link in the home namespace, `None` if it does not exist.
@@ -192,6 +213,18 @@ impl RtNetlink {
     pub(crate) fn home_fd(&self) -> i32 {
         self.home.as_raw_fd()
     }
+}
+
+/// Whether the running kernel keeps the ifindex `IFLA_NEW_IFINDEX` asks for on a namespace move
+/// or refuses the move: `do_setlink` honours it from Linux 5.13 (the attribute is parsed, and
+/// ignored on a move, by older kernels). Unknown releases are treated as older: a lookup after
+/// each move costs one read, a wrong ifindex would configure a link of the client's own.
+fn kernel_pins_ifindex() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 13)
 }
 
 /// One link by name or index; `None` when the kernel answers ENODEV.

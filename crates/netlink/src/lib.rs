@@ -17,7 +17,14 @@
 //! [`Netns::route_socket`]: a netlink socket stays bound to the namespace it was created in, so
 //! the thread only creates the socket and hands it back, and async code on any runtime thread
 //! drives it. Moving a link uses `IFLA_NET_NS_FD` on the home socket; configuring it afterwards
-//! uses a short-lived socket created in the client namespace.
+//! uses a socket created in the client namespace and kept with that [`Netns`] while it lives,
+//! so a Request's plan, move and configuration (and a held namespace's Close) share one.
+//!
+//! **Round trips.** Each netlink message is a kernel round trip, so the plumbing sends the
+//! fewest the kernel allows: one `RTM_NEWLINK` moves, renames, sets MTU and MAC and brings the
+//! link up; one per address, route and neighbour; one moves it home restored. Every socket
+//! counts what it sends ([`RtNetlink::messages`], [`process_messages`]), reads apart from
+//! changes ([`MessageCounts`]).
 //!
 //! **Undo.** [`RtNetlink::move_into`] returns a [`MovedLink`] record (plain data, no file
 //! descriptors, so it can be persisted and it never pins a dead pod's namespace). If a later step
@@ -79,6 +86,7 @@
 )]
 
 mod client;
+mod count;
 mod error;
 mod health;
 mod netns;
@@ -91,6 +99,7 @@ mod types;
 mod vf;
 
 pub use client::{LinkStatus, OperState, RtNetlink};
+pub use count::{MessageCounts, process_messages};
 pub use error::{Error, Result};
 pub use health::{LinkEvent, LinkEvents};
 pub use netns::{

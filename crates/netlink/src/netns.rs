@@ -256,6 +256,7 @@ pub struct Netns {
     fd: OwnedFd,
     id: NetnsId,
     path: PathBuf,
+    pub(crate) shared: crate::socket::SharedRequest,
 }
 
 impl Netns {
@@ -394,6 +395,7 @@ impl Netns {
                 ino: meta.st_ino,
             },
             path: path.to_owned(),
+            shared: Default::default(),
         })
     }
 

@@ -26,6 +26,15 @@ pub trait NetlinkOps: Send + Sync {
     /// [`RtNetlink::plan_move`].
     fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>>;
 
+    /// Moves a link as `plan` ([`NetlinkOps::plan_move`] of the same request, persisted by the
+    /// caller) says, without opening the namespace or reading the link again.
+    /// See [`RtNetlink::move_planned`].
+    fn move_planned(
+        &self,
+        request: ClientLink,
+        plan: MovedLink,
+    ) -> BoxFuture<'static, Result<MovedLink>>;
+
     /// Returns a moved link home (or recovers it after its namespace died).
     /// See [`RtNetlink::back_out`].
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>>;
@@ -70,6 +79,15 @@ impl NetlinkOps for RtNetlink {
     fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
         let this = self.clone();
         async move { this.plan_move(&request).await }.boxed()
+    }
+
+    fn move_planned(
+        &self,
+        request: ClientLink,
+        plan: MovedLink,
+    ) -> BoxFuture<'static, Result<MovedLink>> {
+        let this = self.clone();
+        async move { this.move_planned(&request, &plan).await }.boxed()
     }
 
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {

@@ -7,6 +7,10 @@
 //!   name directly if the current one is taken in the target) and renames after, so a link never
 //!   collides with a same-named link on the other side.
 //! - A renamed link must be down (`EBUSY` otherwise); it is, right after a move.
+//! - The same `RTM_NEWLINK` may carry MTU, MAC and `IFF_UP` too: `do_setlink` moves first and
+//!   applies them to the link in its new namespace, stopping at the first it refuses (the move
+//!   stays done). `IFLA_NEW_IFINDEX` keeps the ifindex or fails (`EBUSY`) before moving, so a
+//!   successful answer says where the link is without a lookup.
 //! - When a namespace is destroyed, physical netdevs (VFs) go back to the initial namespace,
 //!   keeping ifindex and name unless taken (then `dev<N>`); veth and other virtual links are
 //!   destroyed with it. [`BackOut`] reports which happened.
@@ -16,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -24,8 +29,9 @@ use crate::client::{
 };
 use crate::error::{Error, Result};
 use crate::netns::{Netns, NetnsId, NetnsUrl, open_client};
-use crate::socket;
 use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
+
+const EBUSY: i32 = nix::libc::EBUSY;
 
 /// What to do with a link for a client: which link (in our namespace), which namespace, and how
 /// to configure it there. The link is always brought up.
@@ -228,66 +234,141 @@ impl RtNetlink {
         if let Some(mac) = request.mac {
             record.client_address = mac.octets().to_vec();
         }
+        // The plan carries the namespace it opened (and, with it, its socket) to
+        // `move_planned`, so the move neither opens it nor reads the link again.
+        record.held = Some(target);
         Ok(record)
     }
 
     /// Moves a link into a client namespace and configures it: rename, MTU, MAC, up, addresses,
-    /// routes, neighbours, in that order.
+    /// routes, neighbours, in that order. The same as [`RtNetlink::plan_move`] then
+    /// [`RtNetlink::move_planned`].
     ///
     /// If any step fails, the link is returned home as it was and the error is
     /// [`Error::RolledBack`]; if even that fails, [`Error::RollbackFailed`] carries the
     /// [`MovedLink`] record so the caller can retry [`RtNetlink::back_out`].
     pub async fn move_into(&self, request: &ClientLink) -> Result<MovedLink> {
-        let target = self.client_netns(request).await?;
-        let home = self.home_label();
-        let link = require_link(&self.handle, &request.link, &home).await?;
-        let client = socket::request_handle(&target)?;
+        let plan = self.plan_move(request).await?;
+        self.move_planned(request, &plan).await
+    }
 
-        let mut msg = LinkUnspec::new_with_index(link.index).setns_by_fd(target.as_raw_fd());
-        if let Some(name) = &request.name {
-            msg = msg.name(name.as_str());
-        }
-        let moved = change_link(
-            &self.handle,
-            msg.build(),
-            format!("move to {target}"),
-            &link.name,
-        )
-        .await;
-
-        let mut record = MovedLink::at_home(request, target.id(), &link);
-        // The move and the rename are one request, but the kernel applies them one after the
-        // other (a taken name fails the rename after the move succeeded): look where the link is
-        // now instead of trusting the answer alone.
-        let names: Vec<&str> = request
-            .name
-            .iter()
-            .map(IfName::as_str)
-            .chain([link.name.as_str()])
-            .collect();
-        let arrived = find_in_client(&client, &record, &names).await?;
-        let arrived = match (moved, arrived) {
-            (Ok(()), Some(found)) => found,
-            (Err(e), None) => return Err(e),
-            (Ok(()), None) => {
-                return Err(Error::LinkNotFound {
-                    link: link.name,
-                    netns: target.to_string(),
-                });
+    /// [`RtNetlink::move_into`] for a `plan` that [`RtNetlink::plan_move`] made of the same
+    /// `request` (and the caller has persisted): the plan's namespace and its reading of the link
+    /// are used as they are, so the move opens nothing and reads nothing first.
+    ///
+    /// Move, rename, MTU, MAC and up go to the kernel as one `RTM_NEWLINK`: it moves the link
+    /// first (under the new name, with the ifindex it had at home, `IFLA_NEW_IFINDEX`) and
+    /// applies the rest in the client, so the message's success says where the link is. Only
+    /// when it fails is the client searched for the link, to roll back whatever part landed.
+    /// Each address, route and neighbour is one message more. The returned record holds the
+    /// namespace only if the request did ([`ClientLink::opened`]).
+    pub async fn move_planned(&self, request: &ClientLink, plan: &MovedLink) -> Result<MovedLink> {
+        let target = match &plan.held {
+            Some(ns) if ns.id() == plan.netns_id => {
+                self.guard.check(ns, &request.netns)?;
+                ns.clone()
             }
-            (Err(e), Some(found)) => {
-                record.client_index = found.index;
-                record.client_name = found.name;
-                return Err(self.roll_back(e, record, &client).await);
+            _ => {
+                let ns = self.client_netns(request).await?;
+                if ns.id() != plan.netns_id {
+                    return Err(Error::NotANetns {
+                        path: ns.path().to_owned(),
+                        reason: format!(
+                            "not the namespace named {} when the move was planned",
+                            plan.netns
+                        ),
+                    });
+                }
+                ns
             }
         };
-        record.client_index = arrived.index;
-        record.client_name = arrived.name;
+        let client = self.client_handle(&target)?;
+        let original = &plan.original;
+        let mut record = plan.clone();
+        record.held = request.opened.clone();
+        record.client_index = original.index;
+        record.client_name = original.name.clone();
+        record.client_address = original.address.clone();
 
-        match configure(&client, request, &mut record).await {
+        let change = |pin_index: bool| {
+            let mut msg =
+                LinkUnspec::new_with_index(original.index).setns_by_fd(target.as_raw_fd());
+            if pin_index {
+                msg = msg.append_extra_attribute(LinkAttribute::NewIfIndex(
+                    i32::try_from(original.index).unwrap_or_default(),
+                ));
+            }
+            if let Some(name) = &request.name {
+                msg = msg.name(name.as_str());
+            }
+            if let Some(mtu) = request.mtu {
+                msg = msg.mtu(mtu);
+            }
+            if let Some(mac) = request.mac {
+                msg = msg.address(mac.octets().to_vec());
+            }
+            msg.up().build()
+        };
+        let op = format!("move to {target}");
+        let mut moved = change_link(&self.handle, change(true), &op, &original.name).await;
+        let mut pinned = true;
+        if let Err(e) = &moved
+            && e.errno() == Some(EBUSY)
+            && find_in_client(&client, &record, &[]).await?.is_none()
+        {
+            // The client has a link at our ifindex: let the kernel pick another.
+            pinned = false;
+            moved = change_link(&self.handle, change(false), &op, &original.name).await;
+        }
+        match moved {
+            Ok(()) => {
+                if let Some(name) = &request.name {
+                    record.client_name = name.as_str().to_owned();
+                }
+                if let Some(mac) = request.mac {
+                    record.client_address = mac.octets().to_vec();
+                }
+                if !(pinned && self.pins_ifindex)
+                    && let Some(found) = self.index_after_move(&client, &record).await?
+                {
+                    record.client_index = found;
+                }
+            }
+            Err(e) => {
+                // The kernel stops at the first failing attribute, after the move: look where
+                // the link is rather than trusting the answer.
+                let names: Vec<&str> = request.name.iter().map(IfName::as_str).collect();
+                let mut probe = record.clone();
+                if let Some(mac) = request.mac {
+                    probe.client_address = mac.octets().to_vec();
+                }
+                return match find_in_client(&client, &probe, &names).await? {
+                    None => Err(e),
+                    Some(found) => {
+                        probe.client_index = found.index;
+                        probe.client_name = found.name;
+                        Err(self.roll_back(e, probe, &client).await)
+                    }
+                };
+            }
+        }
+
+        match configure(&client, request, &record).await {
             Ok(()) => Ok(record),
             Err(e) => Err(self.roll_back(e, record, &client).await),
         }
+    }
+
+    /// The link's ifindex in the client after a move that let the kernel pick it; `None` when
+    /// it kept the one it had at home.
+    async fn index_after_move(&self, client: &Handle, record: &MovedLink) -> Result<Option<u32>> {
+        if let Some(found) = get_link(client, &LinkRef::Index(record.client_index)).await?
+            && found.name == record.client_name
+        {
+            return Ok(None);
+        }
+        let name = LinkRef::Name(record.client_name.clone());
+        Ok(get_link(client, &name).await?.map(|l| l.index))
     }
 
     /// Returns a link from its client namespace: down, original name, MTU and MAC restored
@@ -310,9 +391,9 @@ impl RtNetlink {
             }
         };
         if let Some(ns) = live {
-            let client = socket::request_handle(&ns)?;
-            if find_in_client(&client, record, &[]).await?.is_some() {
-                let index = self.return_home(&client, record).await?;
+            let client = self.client_handle(&ns)?;
+            if let Some(current) = find_in_client(&client, record, &[]).await? {
+                let index = self.return_home(&client, record, Some(current)).await?;
                 return Ok(BackOut::Returned { index });
             }
         }
@@ -334,7 +415,7 @@ impl RtNetlink {
     async fn roll_back(&self, cause: Error, record: MovedLink, client: &Handle) -> Error {
         let link = record.original.name.clone();
         tracing::warn!(link = %link, netns = %record.netns, error = %cause, "move into namespace failed; rolling back");
-        match self.return_home(client, &record).await {
+        match self.return_home(client, &record, None).await {
             Ok(_) => Error::RolledBack {
                 op: "move into namespace",
                 link,
@@ -350,32 +431,61 @@ impl RtNetlink {
         }
     }
 
-    /// Move home under the original name (which takes it down), restore MTU and MAC. Returns the
-    /// home ifindex.
-    async fn return_home(&self, client: &Handle, record: &MovedLink) -> Result<u32> {
+    /// Moves the link home as it was, in one message: the original name, ifindex, MTU and
+    /// hardware address (the move itself takes it down). If the kernel refuses any of it, the
+    /// link is looked for at home (it may have moved all the same) and moved or restored step by
+    /// step. `current` is the link as just found in the client, if the caller looked.
+    /// Returns the home ifindex.
+    async fn return_home(
+        &self,
+        client: &Handle,
+        record: &MovedLink,
+        current: Option<LinkStatus>,
+    ) -> Result<u32> {
         let original = &record.original;
         let current =
-            find_in_client(client, record, &[])
-                .await?
-                .ok_or_else(|| Error::LinkNotFound {
-                    link: record.client_name.clone(),
-                    netns: record.netns.to_string(),
-                })?;
+            match current {
+                Some(found) => found,
+                None => find_in_client(client, record, &[]).await?.ok_or_else(|| {
+                    Error::LinkNotFound {
+                        link: record.client_name.clone(),
+                        netns: record.netns.to_string(),
+                    }
+                })?,
+            };
         // No explicit "down": the move closes the link itself (dev_change_net_namespace calls
         // dev_close), and a separate close would cost another RCU grace period.
-        let msg = LinkUnspec::new_with_index(current.index)
-            .setns_by_fd(self.home_fd())
-            .name(original.name.as_str())
-            .build();
-        let moved = change_link(client, msg, "move home", &current.name).await;
-        let mut back = None;
-        for name in [&original.name, &current.name] {
-            if let Some(found) = get_link(&self.handle, &LinkRef::Name(name.clone())).await?
-                && same_address(&found, record)
-            {
-                back = Some(found);
-                break;
+        let plain = || {
+            LinkUnspec::new_with_index(current.index)
+                .setns_by_fd(self.home_fd())
+                .name(original.name.as_str())
+        };
+        let mut whole = plain().append_extra_attribute(LinkAttribute::NewIfIndex(
+            i32::try_from(original.index).unwrap_or_default(),
+        ));
+        if current.mtu != original.mtu && original.mtu != 0 {
+            whole = whole.mtu(original.mtu);
+        }
+        if current.address != original.address && !original.address.is_empty() {
+            whole = whole.address(original.address.clone());
+        }
+        match change_link(client, whole.build(), "move home", &current.name).await {
+            Ok(()) if self.pins_ifindex => return Ok(original.index),
+            Ok(()) => {
+                if let Some(back) = self.find_home(record, &[&original.name]).await? {
+                    return Ok(back.index);
+                }
             }
+            Err(e) => {
+                tracing::debug!(error = %e, "moving home in one message failed; step by step")
+            }
+        }
+        let names = [&original.name, &current.name];
+        let mut back = self.find_home(record, &names).await?;
+        let mut moved = Ok(());
+        if back.is_none() {
+            moved = change_link(client, plain().build(), "move home", &current.name).await;
+            back = self.find_home(record, &names).await?;
         }
         let Some(back) = back else {
             moved?;
@@ -386,6 +496,18 @@ impl RtNetlink {
         };
         self.restore_at_home(&back, original).await?;
         Ok(back.index)
+    }
+
+    /// The record's link at home under one of `names`, told by its address.
+    async fn find_home(&self, record: &MovedLink, names: &[&String]) -> Result<Option<LinkStatus>> {
+        for name in names {
+            if let Some(found) = get_link(&self.handle, &LinkRef::Name((*name).clone())).await?
+                && same_address(&found, record)
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// Puts name, MTU and hardware address back and leaves the link down.
@@ -500,22 +622,10 @@ fn same_address(link: &LinkStatus, record: &MovedLink) -> bool {
     link.address == record.client_address || link.address == record.original.address
 }
 
-/// Everything after the move, each step recorded in `record` as it lands.
-async fn configure(client: &Handle, request: &ClientLink, record: &mut MovedLink) -> Result<()> {
+/// What the move's own message cannot carry: addresses, routes and neighbours, one message each.
+async fn configure(client: &Handle, request: &ClientLink, record: &MovedLink) -> Result<()> {
     let index = record.client_index;
     let name = record.client_name.clone();
-    if let Some(mtu) = request.mtu {
-        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        change_link(client, msg, format!("set mtu {mtu}"), &name).await?;
-    }
-    if let Some(mac) = request.mac {
-        let msg = LinkUnspec::new_with_index(index)
-            .address(mac.octets().to_vec())
-            .build();
-        change_link(client, msg, format!("set address {mac}"), &name).await?;
-        record.client_address = mac.octets().to_vec();
-    }
-    set_up(client, index, true, &name).await?;
     for address in &request.addresses {
         client
             .address()

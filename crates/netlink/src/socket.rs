@@ -1,51 +1,67 @@
 //! Driving a netlink socket that was created in some namespace from the current tokio runtime.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use rtnetlink::sys::{AsyncSocket, Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 
+use crate::count::Counter;
 use crate::error::{Error, Result};
 use crate::netns::Netns;
 
 /// A netlink socket registered with tokio's reactor.
 ///
 /// netlink-sys ships `TokioSocket`, but it can only adopt an existing socket through
-/// `FromRawFd` and panics on errors, so we wrap the `Socket` ourselves.
-pub(crate) struct NsSocket(AsyncFd<Socket>);
+/// `FromRawFd` and panics on errors, so we wrap the `Socket` ourselves. Every request it sends
+/// is counted (see [`crate::count`]).
+pub(crate) struct NsSocket {
+    fd: AsyncFd<Socket>,
+    counter: Arc<Counter>,
+}
 
 impl NsSocket {
     // The crate's only `unsafe`: tokio 1.54 deprecated the safe `AsyncFd::new` as unsound and
     // left only the unsafe `register`, whose contract we uphold (see SAFETY below).
     #[allow(unsafe_code)]
-    pub(crate) fn adopt(socket: Socket) -> io::Result<Self> {
+    pub(crate) fn adopt(socket: Socket, counter: Arc<Counter>) -> io::Result<Self> {
         socket.set_non_blocking(true)?;
         // SAFETY: `Socket` owns its file descriptor (it closes it on drop and has no way to
         // replace it), so the fd stays open and `as_raw_fd` returns the same value for as long
         // as the `AsyncFd` owns the socket.
         let registered = unsafe { AsyncFd::register(socket) };
-        registered.map(NsSocket).map_err(|e| e.into())
+        registered
+            .map(|fd| NsSocket { fd, counter })
+            .map_err(|e| e.into())
+    }
+
+    fn sent(&self, buf: &[u8], result: &io::Result<usize>) {
+        if result.is_ok() {
+            self.counter.count(buf);
+        }
     }
 }
 
 impl AsyncSocket for NsSocket {
     fn socket_ref(&self) -> &Socket {
-        self.0.get_ref()
+        self.fd.get_ref()
     }
 
     fn socket_mut(&mut self) -> &mut Socket {
-        self.0.get_mut()
+        self.fd.get_mut()
     }
 
     fn new(protocol: isize) -> io::Result<Self> {
-        Self::adopt(Socket::new(protocol)?)
+        Self::adopt(Socket::new(protocol)?, Arc::default())
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
-            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             if let Ok(result) = guard.try_io(|s| s.get_ref().send(buf, 0)) {
+                self.sent(buf, &result);
                 return Poll::Ready(result);
             }
         }
@@ -58,8 +74,9 @@ impl AsyncSocket for NsSocket {
         addr: &SocketAddr,
     ) -> Poll<io::Result<usize>> {
         loop {
-            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             if let Ok(result) = guard.try_io(|s| s.get_ref().send_to(buf, addr, 0)) {
+                self.sent(buf, &result);
                 return Poll::Ready(result);
             }
         }
@@ -70,7 +87,7 @@ impl AsyncSocket for NsSocket {
         B: bytes::BufMut,
     {
         loop {
-            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             if let Ok(result) = guard.try_io(|s| s.get_ref().recv(buf, 0)) {
                 return Poll::Ready(result.map(|_| ()));
             }
@@ -82,7 +99,7 @@ impl AsyncSocket for NsSocket {
         B: bytes::BufMut,
     {
         loop {
-            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             if let Ok(result) = guard.try_io(|s| s.get_ref().recv_from(buf, 0)) {
                 return Poll::Ready(result.map(|(_, addr)| addr));
             }
@@ -91,7 +108,7 @@ impl AsyncSocket for NsSocket {
 
     fn poll_recv_from_full(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Vec<u8>, SocketAddr)>> {
         loop {
-            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             if let Ok(result) = guard.try_io(|s| s.get_ref().recv_from_full()) {
                 return Poll::Ready(result);
             }
@@ -113,18 +130,76 @@ fn ensure_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
     })
 }
 
-/// An rtnetlink request handle whose socket lives in `netns`. The connection task is spawned
-/// on the current runtime and ends when the last clone of the handle is dropped.
-pub(crate) fn request_handle(netns: &Netns) -> Result<rtnetlink::Handle> {
+/// An rtnetlink request handle whose socket lives in `netns`, counting into `counter`. The
+/// connection task is spawned on the current runtime and ends when the last clone of the
+/// handle is dropped.
+pub(crate) fn request_handle(netns: &Netns, counter: &Arc<Counter>) -> Result<rtnetlink::Handle> {
+    spawn_request(netns, counter).map(|(handle, _)| handle)
+}
+
+fn spawn_request(
+    netns: &Netns,
+    counter: &Arc<Counter>,
+) -> Result<(rtnetlink::Handle, Arc<AtomicBool>)> {
     let runtime = ensure_runtime(netns)?;
     let socket = netns.route_socket()?;
     let _enter = runtime.enter();
-    let socket = NsSocket::adopt(socket).map_err(socket_err(netns))?;
+    let socket = NsSocket::adopt(socket, counter.clone()).map_err(socket_err(netns))?;
     // The unsolicited-message receiver is dropped at once: a request connection has no
     // subscriptions, and netlink-proto only shuts the connection down once both it and every
     // handle are gone.
     let (connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
-    runtime.spawn(connection);
+    let alive = Arc::new(AtomicBool::new(true));
+    let running = Running(alive.clone());
+    runtime.spawn(async move {
+        let _running = running;
+        connection.await;
+    });
+    Ok((handle, alive))
+}
+
+/// Clears its flag when the connection task ends or is dropped with its runtime, so a shared
+/// handle is never reused after its connection is gone.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The request connection a [`Netns`] keeps for its own life, so everything done in it while
+/// the handle lives (a Request's plan, move and configuration; a held namespace's Close) shares
+/// one socket: creating one means entering the namespace on a fresh thread, which costs more
+/// than the requests themselves.
+#[derive(Default)]
+pub(crate) struct SharedRequest(std::sync::Mutex<Option<(rtnetlink::Handle, Arc<AtomicBool>)>>);
+
+impl std::fmt::Debug for SharedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedRequest")
+    }
+}
+
+/// `netns`'s shared request handle, created (counting into `counter`) if it has none or its
+/// connection ended (its runtime was shut down).
+pub(crate) fn shared_request(netns: &Netns, counter: &Arc<Counter>) -> Result<rtnetlink::Handle> {
+    let slot = &netns.shared.0;
+    let live = |s: &Option<(rtnetlink::Handle, Arc<AtomicBool>)>| {
+        s.as_ref()
+            .filter(|(_, alive)| alive.load(Ordering::Acquire))
+            .map(|(h, _)| h.clone())
+    };
+    if let Some(handle) = live(&slot.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(handle);
+    }
+    // Not created under the lock: it blocks on a thread entering the namespace.
+    let (handle, alive) = spawn_request(netns, counter)?;
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(raced) = live(&guard) {
+        return Ok(raced);
+    }
+    *guard = Some((handle.clone(), alive));
     Ok(handle)
 }
 
@@ -151,7 +226,7 @@ pub(crate) fn multicast(netns: &Netns, groups: u32) -> Result<(rtnetlink::Handle
         .set_rx_buf_sz(MULTICAST_RCVBUF)
         .map_err(socket_err(netns))?;
     let _enter = runtime.enter();
-    let socket = NsSocket::adopt(socket).map_err(socket_err(netns))?;
+    let socket = NsSocket::adopt(socket, Arc::default()).map_err(socket_err(netns))?;
     let (connection, handle, notifications) = rtnetlink::from_socket(socket);
     runtime.spawn(connection);
     Ok((handle, notifications))

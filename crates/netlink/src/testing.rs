@@ -289,6 +289,22 @@ impl NetlinkOps for RecordingOps {
         async move { result }.boxed()
     }
 
+    fn move_planned(
+        &self,
+        request: ClientLink,
+        plan: MovedLink,
+    ) -> BoxFuture<'static, Result<MovedLink>> {
+        // Recorded as the move it is, so tests that fail or count "move_into" see it.
+        let result = self
+            .record(Call::MoveInto(request.clone()))
+            .map(|()| MovedLink {
+                client_index: 100,
+                held: request.opened.clone(),
+                ..plan
+            });
+        async move { result }.boxed()
+    }
+
     fn plan_move(&self, request: ClientLink) -> BoxFuture<'static, Result<MovedLink>> {
         // A read: not recorded as a call, and it fails only where the move would.
         let planned = planned(request);

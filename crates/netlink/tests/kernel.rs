@@ -13,8 +13,8 @@ use sriov_netlink::netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use sriov_netlink::rtnetlink::{Handle, LinkUnspec};
 use sriov_netlink::testing::{PrivateNetns, add_veth, in_private_netns};
 use sriov_netlink::{
-    BackOut, ClientLink, Error, IfName, LinkEvent, LinkRef, LinkStatus, MacAddr, Netns, NetnsUrl,
-    RtNetlink, VfConfig,
+    BackOut, ClientLink, Error, IfName, LinkEvent, LinkRef, LinkStatus, MacAddr, MessageCounts,
+    Netns, NetnsUrl, RtNetlink, VfConfig,
 };
 
 const VF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -231,6 +231,132 @@ fn move_into_configures_the_link_in_the_client_and_back_out_restores_it() {
             );
         },
     );
+}
+
+/// The plumbing's kernel round trips, counted at the socket: the changes are exactly what the
+/// fewest messages can do (move, rename, MTU, MAC and up in one `RTM_NEWLINK`; one per address,
+/// route and neighbour; the move home with name, MTU and MAC in one), plus one read per phase:
+/// the link as it was before the move (the record persisted first), and the link in the client
+/// before moving it back (so a link of the client's own at that ifindex is never taken).
+#[test]
+fn request_and_close_send_the_fewest_messages() {
+    in_private_netns(
+        "request_and_close_send_the_fewest_messages",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let request = full_request(&client);
+            let per_item =
+                (request.addresses.len() + request.routes.len() + request.neighbours.len()) as u64;
+
+            let before = nl.messages();
+            let plan = nl.plan_move(&request).await.unwrap();
+            let planned = nl.messages();
+            assert_eq!(
+                planned.since(before),
+                MessageCounts {
+                    changes: 0,
+                    reads: 1
+                }
+            );
+            let record = nl.move_planned(&request, &plan).await.unwrap();
+            assert_eq!(
+                nl.messages().since(planned),
+                MessageCounts {
+                    changes: 1 + per_item,
+                    reads: 0
+                },
+                "the move sends one link message and one per address, route and neighbour"
+            );
+
+            let before = nl.messages();
+            let outcome = nl.back_out(&record).await.unwrap();
+            assert!(matches!(outcome, BackOut::Returned { .. }), "{outcome:?}");
+            assert_eq!(
+                nl.messages().since(before),
+                MessageCounts {
+                    changes: 1,
+                    reads: 1
+                }
+            );
+            assert_restored_at_home(&nl).await;
+
+            // `move_into` is the plan and the move together: no second lookup.
+            let before = nl.messages();
+            let record = nl.move_into(&request).await.unwrap();
+            assert_eq!(
+                nl.messages().since(before),
+                MessageCounts {
+                    changes: 1 + per_item,
+                    reads: 1
+                }
+            );
+            nl.back_out(&record).await.unwrap();
+            assert!(sriov_netlink::process_messages().total() >= nl.messages().total());
+        },
+    );
+}
+
+/// The move's one message fails after the kernel moved the link (an MTU the device refuses is
+/// applied after the move): the link is found in the client and rolled back.
+#[test]
+fn a_refused_setting_in_the_move_message_rolls_the_move_back() {
+    in_private_netns(
+        "a_refused_setting_in_the_move_message_rolls_the_move_back",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let request = full_request(&client).mtu(1_000_000);
+            let err = nl.move_into(&request).await.unwrap_err();
+            assert!(matches!(err, Error::RolledBack { .. }), "{err}");
+            assert_restored_at_home(&nl).await;
+            let c = nl.connect(client.netns()).unwrap();
+            assert!(client_link(&c, "nsm-client-0").await.is_none());
+        },
+    );
+}
+
+/// A client that already has a link at our ifindex: the move cannot keep it, so the kernel picks
+/// another and the record says which.
+#[test]
+fn a_move_into_a_namespace_using_the_links_ifindex_records_the_new_one() {
+    in_private_netns(
+        "a_move_into_a_namespace_using_the_links_ifindex_records_the_new_one",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let index = nl.link(&"vf0".into()).await.unwrap().unwrap().index;
+            // Fill the client's ifindexes up to ours with dummy-free veth pairs made there.
+            let c = nl.connect(client.netns()).unwrap();
+            let mut n = 0;
+            while client_link_by_index(&c, index).await.is_none() {
+                add_veth(&c, &format!("x{n}"), &format!("y{n}"))
+                    .await
+                    .unwrap();
+                n += 1;
+                assert!(n < 64, "the client never reached ifindex {index}");
+            }
+            let record = nl.move_into(&full_request(&client)).await.unwrap();
+            assert_ne!(record.client_index, index);
+            let link = client_link(&c, "nsm-client-0").await.unwrap();
+            assert_eq!(link.index, record.client_index);
+            assert!(link.up);
+            assert_eq!(link.mtu, 1400);
+            assert!(addresses(&c, link.index).await.contains(&ip("10.10.0.2")));
+            nl.back_out(&record).await.unwrap();
+            assert_restored_at_home(&nl).await;
+        },
+    );
+}
+
+async fn client_link_by_index(client: &Handle, index: u32) -> Option<LinkStatus> {
+    client
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await
+        .ok()
+        .flatten()
+        .map(|m| LinkStatus::from_message(&m))
 }
 
 #[test]

@@ -38,6 +38,17 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     /// `service.name` of the process that sent it.
     pub service_name: Option<String>,
+    /// When it started, nanoseconds since the Unix epoch (the sender's clock).
+    pub start_unix_nano: u64,
+    /// When it ended, nanoseconds since the Unix epoch (the sender's clock).
+    pub end_unix_nano: u64,
+}
+
+impl ReceivedSpan {
+    /// How long it lasted, by the sender's clock.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.end_unix_nano.saturating_sub(self.start_unix_nano))
+    }
 }
 
 /// One data point of a received metric.
@@ -239,6 +250,8 @@ impl TraceService for Traces {
                         parent_span_id: hex(&s.parent_span_id),
                         attributes: attributes(&s.attributes),
                         service_name: service.clone(),
+                        start_unix_nano: s.start_time_unix_nano,
+                        end_unix_nano: s.end_time_unix_nano,
                     });
                 }
             }

@@ -181,18 +181,25 @@ impl Inject {
     /// it is made, as done after, so a kill at any instant leaves a record to back out from.
     async fn move_and_record(&self, ctx: &Ctx, link: ClientLink) -> Result<MovedLink, Status> {
         let log = ctx.get::<UndoLog>().cloned();
+        let mut intent = None;
         if let Some(log) = &log {
-            let intent = self
+            let plan = self
                 .netlink
                 .plan_move(link.clone())
+                .instrument(tracing::info_span!("host.netns_plan"))
                 .await
                 .map_err(status::netlink)?;
-            log.update(|r| r.moving = Some(intent)).await?;
+            let persisted = plan.clone();
+            log.update(|r| r.moving = Some(persisted)).await?;
+            intent = Some(plan);
         }
         sriov_failpoint::hit("inject.before-move");
-        let moved = self
-            .netlink
-            .move_into(link)
+        // The plan already opened the namespace and read the link: the move reuses both.
+        let moving = match intent {
+            Some(plan) => self.netlink.move_planned(link, plan),
+            None => self.netlink.move_into(link),
+        };
+        let moved = moving
             .instrument(tracing::info_span!("host.netns_move"))
             .await
             .map_err(status::netlink);
