@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char *out;
@@ -74,35 +75,69 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/*
+ * Entries of a directory through getdents64 itself: opendir(3) would add an
+ * fstat and an fcntl per directory, which are not reads the listing needs.
+ * Calls `each` for every name but "." and "..".
+ */
+struct linux_dirent64 {
+    unsigned long long d_ino;
+    long long d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static void list_dir(int fd, void (*each)(const char *, void *), void *ctx) {
+    static char buf[32768];
+    for (;;) {
+        long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (n <= 0) return;
+        for (long at = 0; at < n;) {
+            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + at);
+            at += d->d_reclen;
+            if (d->d_name[0] == '.' &&
+                (d->d_name[1] == 0 || (d->d_name[1] == '.' && d->d_name[2] == 0)))
+                continue;
+            each(d->d_name, ctx);
+        }
+    }
+}
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static void push_name(const char *name, void *ctx) {
+    struct names *ns = ctx;
+    if (ns->n == ns->cap) {
+        ns->cap = ns->cap * 2 + 16;
+        ns->v = realloc(ns->v, ns->cap * sizeof *ns->v);
+        if (!ns->v) exit(2);
+    }
+    ns->v[ns->n++] = strdup(name);
+}
+
 /* The device's interfaces, sorted and comma-joined; "-" when none. */
 static void netdevs(const char *dev, char *buf, size_t len) {
     char path[128];
     snprintf(path, sizeof path, "%s/net", dev);
-    int fd = openat(devfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     snprintf(buf, len, "-");
+    int fd = openat(devfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return;
-    }
-    char *names[16];
-    int count = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && count < 16) {
-        if (e->d_name[0] == '.') continue;
-        names[count++] = strdup(e->d_name);
-    }
-    closedir(d);
-    if (count == 0) return;
-    qsort(names, (size_t)count, sizeof *names, cmp_str);
+    struct names ns = {0};
+    list_dir(fd, push_name, &ns);
+    close(fd);
+    if (ns.n == 0) return;
+    qsort(ns.v, ns.n, sizeof *ns.v, cmp_str);
     size_t at = 0;
     buf[0] = 0;
-    for (int i = 0; i < count; i++) {
-        at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? "," : "", names[i]);
-        free(names[i]);
-        if (at >= len) break;
+    for (size_t i = 0; i < ns.n; i++) {
+        if (at < len) at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? "," : "", ns.v[i]);
+        free(ns.v[i]);
     }
+    free(ns.v);
 }
 
 struct vf {
@@ -113,6 +148,34 @@ struct vf {
 static int cmp_vf(const void *a, const void *b) {
     const struct vf *x = a, *y = b;
     return (x->index > y->index) - (x->index < y->index);
+}
+
+struct virtfns {
+    int dirfd;
+    struct vf *v;
+    size_t n, cap;
+};
+
+/* A PF's `virtfnN` entry: its index and the VF address it links to. */
+static void push_virtfn(const char *name, void *ctx) {
+    struct virtfns *vs = ctx;
+    if (strncmp(name, "virtfn", 6) != 0) return;
+    char *end;
+    unsigned long idx = strtoul(name + 6, &end, 10);
+    if (*end || end == name + 6) return;
+    char target[64];
+    ssize_t len = readlinkat(vs->dirfd, name, target, sizeof target - 1);
+    if (len <= 0) return;
+    target[len] = 0;
+    char *slash = strrchr(target, '/');
+    if (vs->n == vs->cap) {
+        vs->cap = vs->cap * 2 + 64;
+        vs->v = realloc(vs->v, vs->cap * sizeof *vs->v);
+        if (!vs->v) exit(2);
+    }
+    vs->v[vs->n].index = (unsigned)idx;
+    snprintf(vs->v[vs->n].addr, sizeof vs->v[vs->n].addr, "%s", slash ? slash + 1 : target);
+    vs->n++;
 }
 
 static char **vf_names;
@@ -133,20 +196,10 @@ int main(int argc, char **argv) {
         perror(argv[1]);
         return 1;
     }
-    DIR *top = fdopendir(dup(devfd));
-    if (!top) return 1;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(top))) {
-        if (e->d_name[0] == '.') continue;
-        if (n == cap) {
-            cap = cap * 2 + 64;
-            names = realloc(names, cap * sizeof *names);
-        }
-        names[n++] = strdup(e->d_name);
-    }
-    closedir(top);
+    struct names all = {0};
+    list_dir(devfd, push_name, &all);
+    char **names = all.v;
+    size_t n = all.n;
     qsort(names, n, sizeof *names, cmp_str);
 
     out_cap = 1 << 20;
@@ -177,29 +230,14 @@ int main(int argc, char **argv) {
         netdevs(a, net, sizeof net);
 
         /* Its VFs, from the virtfnN links of its directory. */
-        int pfd = openat(devfd, a, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *pd = pfd >= 0 ? fdopendir(pfd) : NULL;
-        struct vf *vfs = NULL;
-        size_t nv = 0, vcap = 0;
-        while (pd && (e = readdir(pd))) {
-            if (strncmp(e->d_name, "virtfn", 6) != 0) continue;
-            char *end;
-            unsigned long idx = strtoul(e->d_name + 6, &end, 10);
-            if (*end || end == e->d_name + 6) continue;
-            char target[64];
-            ssize_t len = readlinkat(pfd, e->d_name, target, sizeof target - 1);
-            if (len <= 0) continue;
-            target[len] = 0;
-            char *slash = strrchr(target, '/');
-            if (nv == vcap) {
-                vcap = vcap * 2 + 64;
-                vfs = realloc(vfs, vcap * sizeof *vfs);
-            }
-            vfs[nv].index = (unsigned)idx;
-            snprintf(vfs[nv].addr, sizeof vfs[nv].addr, "%s", slash ? slash + 1 : target);
-            nv++;
+        struct virtfns vs = {0};
+        vs.dirfd = openat(devfd, a, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (vs.dirfd >= 0) {
+            list_dir(vs.dirfd, push_virtfn, &vs);
+            close(vs.dirfd);
         }
-        if (pd) closedir(pd);
+        struct vf *vfs = vs.v;
+        size_t nv = vs.n;
         qsort(vfs, nv, sizeof *vfs, cmp_vf);
 
         emit("  %s  %s:%s  driver=%s  numa=%s  iommu_group=%s  netdev=%s  vfs=%zu/%s\n", a,
