@@ -49,10 +49,7 @@ fn run() -> Result<(), String> {
 
     let ours = || {
         let mut c = Command::new(&bin);
-        c.env_clear()
-            .arg("inventory")
-            .arg("--sysfs-root")
-            .arg(root);
+        c.env_clear().arg("inventory").arg("--sysfs-root").arg(root);
         c
     };
     let reference = || {
