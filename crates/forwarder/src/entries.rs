@@ -7,7 +7,7 @@ use std::path::Path;
 use sriov_config::{
     EnvConfig, LoadedConfig, ReconcileOptions, SkippedPf, SriovConfig, Warning, reconcile,
 };
-use sriov_pci::Sysfs;
+use sriov_pci::{KnownVf, Sysfs, VirtFn};
 use sriov_token_pool::PfEntry;
 
 use crate::StartError;
@@ -82,16 +82,28 @@ pub(crate) fn entries_of(
         }
     })?;
     warnings.extend(ready.warnings);
-    let mut entries = Vec::new();
-    for pf in ready.physical_functions {
-        let mut phys = sysfs
-            .physical_function(pf.address)
+    // Reconciling read each VF's virtfn link and IOMMU group, all the pool
+    // keeps of a VF: its driver and netdevs are read when a Request acts on
+    // it, so of 4096 VFs nothing more is read here.
+    let mut entries = Vec::with_capacity(ready.physical_functions.len());
+    for pf in &ready.physical_functions {
+        let known: Vec<KnownVf> = pf
+            .vfs
+            .iter()
+            .map(|v| KnownVf {
+                vf: VirtFn {
+                    index: v.index,
+                    address: v.address,
+                },
+                iommu_group: v.iommu_group,
+            })
+            .collect();
+        let phys = sysfs
+            .physical_function_known(pf.address, &known)
             .map_err(|source| StartError::Sysfs {
                 pf: pf.address.to_string(),
                 source,
             })?;
-        phys.vfs
-            .retain(|v| pf.vfs.iter().any(|r| r.address == v.address));
         entries.push(PfEntry {
             names: pf.resource_names(),
             vf_kernel_driver: pf.config.vf_kernel_driver.clone(),

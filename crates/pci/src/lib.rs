@@ -82,7 +82,7 @@ mod sysfs;
 
 pub use address::PciAddress;
 pub use device::{NetDev, PciDevice, PciIds, SriovCapability, iommu_group_of};
-pub use discover::{Inventory, PhysicalFunction, VirtualFunction};
+pub use discover::{Inventory, KnownVf, PhysicalFunction, VirtualFunction, in_parallel};
 pub use error::{AddressError, PciError};
 pub use sriov::VirtFn;
 pub use sysfs::{
