@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::params::{MECH_KERNEL, MECH_NOOP, MECH_VFIO};
 
@@ -100,28 +100,9 @@ pub(crate) fn result_label<T>(result: &Result<T, Status>) -> &'static str {
     }
 }
 
-/// The canonical (upper snake case) name of a gRPC code.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+/// The canonical (upper snake case) name of a gRPC code; the device
+/// plugin's `result` labels use the same names.
+pub use sriov_deviceplugin::metrics::code_name;
 
 pub(crate) fn count_request(mechanism: &'static str, result: &'static str) {
     instruments().requests.add(
