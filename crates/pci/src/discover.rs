@@ -238,7 +238,7 @@ pub struct KnownVf {
 /// more threads than cores only queue, and a daemon keeps its footprint.
 const MAX_READERS: usize = 4;
 
-/// `f` of every item, in order, on up to [`MAX_READERS`] threads (one when
+/// `f` of every item, in order, on up to min(cores, 4) threads (one when
 /// there is one core or one item); the first error in item order wins.
 pub fn in_parallel<A: Sync, T: Send, E: Send>(
     items: &[A],
