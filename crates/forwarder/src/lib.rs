@@ -34,6 +34,7 @@ mod reload;
 pub mod secure;
 mod start;
 mod sweep;
+mod vf_follow;
 mod vfio;
 
 pub use entries::{PoolEntries, check_transport, pool_entries};

@@ -182,6 +182,9 @@ impl Builder {
             reloader.clone(),
             stopped(),
         ));
+        // VFs made or removed after start (an operator's `sriov_numvfs`): a rescan per
+        // burst of PCI uevents.
+        tasks.spawn(crate::vf_follow::follow(reloader.clone(), stopped()));
 
         // NSM: the chain, its servers, and the registration.
         let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
