@@ -4,7 +4,8 @@
 //! forwarder's namespace; gRPC health on its NSM socket. Checked: readiness
 //! before and after the registrations and while kubelet is away, the
 //! Prometheus text and its counters per Request and Close, that the scrape
-//! and the dashboard name only metrics the crates list, a CPU profile, and
+//! names only metrics the crates list (the dashboard is held to the same
+//! lists by `crates/forwarder/tests/dashboard.rs`), a CPU profile, and
 //! `/debug/state` against the pool and the standing connection.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,9 +45,6 @@ fn listed() -> BTreeSet<&'static str> {
 /// `Telemetry::record_build_info`'s gauge; no crate's list holds it, as no
 /// dashboard panel needs it.
 const BUILD_INFO: &str = "sriov_build_info";
-
-/// The shipped dashboard, as built into this binary.
-const DASHBOARD: &str = include_str!("../../../deploy/grafana/sriov-dashboard.json");
 
 /// Only turns a hang into a failure; measures nothing.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -326,7 +324,7 @@ impl Ops {
     }
 
     /// `metrics-*`: the Request and the Close counted once each, and every
-    /// `sriov_*` family of the scrape and of the dashboard in the lists.
+    /// `sriov_*` family of the scrape in the lists.
     pub(crate) fn counted(
         &self,
         r: &mut Report,
@@ -371,19 +369,6 @@ impl Ops {
                 Ok(format!("{} sriov_* families", exported.len()))
             } else {
                 Err(format!("exported but in no PROMETHEUS_NAMES: {unlisted:?}"))
-            },
-        );
-        let queried = dashboard_names();
-        let unknown: Vec<&String> = queried
-            .iter()
-            .filter(|n| !listed.contains(n.as_str()))
-            .collect();
-        r.check(
-            "dashboard-names-listed",
-            match (queried.is_empty(), unknown.is_empty()) {
-                (false, true) => Ok(format!("{} metrics queried", queried.len())),
-                (true, _) => Err("the dashboard queries no sriov_* metric".into()),
-                (false, false) => Err(format!("queried, in no list: {unknown:?}")),
             },
         );
     }
@@ -493,26 +478,6 @@ fn decode_profile(gz: &[u8]) -> Result<String, String> {
         p.sample.len(),
         p.duration_nanos / 1_000_000
     ))
-}
-
-/// The `sriov_*` metric names the dashboard's queries use, histogram
-/// series folded into their histogram.
-fn dashboard_names() -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = DASHBOARD;
-    while let Some(at) = rest.find("sriov_") {
-        let word: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + word.len()..];
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| word.strip_suffix(s).filter(|b| b.ends_with("_seconds")))
-            .unwrap_or(&word);
-        names.insert(base.to_string());
-    }
-    names
 }
 
 /// One sample line.
@@ -756,12 +721,5 @@ mod tests {
             .filter_map(|l| l.split('`').nth(1))
             .collect();
         assert_eq!(rows, listed());
-    }
-
-    #[test]
-    fn the_dashboard_names_are_read_with_histograms_folded() {
-        let names = dashboard_names();
-        assert!(names.contains("sriov_nsm_requests_total"), "{names:?}");
-        assert!(!names.iter().any(|n| n.ends_with("_bucket")), "{names:?}");
     }
 }
