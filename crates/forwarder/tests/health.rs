@@ -3,6 +3,8 @@
 //! forwarder starts on a fake sysfs tree beside a fake NSM manager and a
 //! fake kubelet, all on sockets in a temp dir.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,32 +22,11 @@ const RESOURCE: &str = "worker.domain/10G";
 /// Only turns a hang into a failure; measures nothing.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-const CONFIG: &str = "physicalFunctions:
-  0000:3b:00.0:
-    pfKernelDriver: i40e
-    vfKernelDriver: iavf
-    capabilities: [10G]
-    serviceDomains: [worker.domain]
-";
+const CONFIG: &str = support::ONE_PF;
 
 fn env(root: &Path) -> sriov_config::EnvConfig {
     std::fs::write(root.join("sriov.yaml"), CONFIG).unwrap();
-    std::fs::create_dir_all(root.join("cgroup")).unwrap();
-    std::fs::create_dir_all(root.join("vfio")).unwrap();
-    let at = |p: &str| root.join(p).display().to_string();
-    let vars = [
-        ("NSM_NAME", "forwarder-health".to_string()),
-        ("NSM_INSECURE", "true".to_string()),
-        ("NSM_CONNECT_TO", format!("unix://{}", at("nsm.sock"))),
-        ("NSM_LISTEN_ON", format!("unix://{}", at("listen.on.sock"))),
-        ("NSM_DEVICE_PLUGIN_PATH", at("device-plugins")),
-        ("NSM_POD_RESOURCES_PATH", at("pod-resources")),
-        ("NSM_SRIOV_CONFIG_FILE", at("sriov.yaml")),
-        ("NSM_STATE_DIR", at("state")),
-        ("NSM_CGROUP_PATH", at("cgroup")),
-        ("NSM_VFIO_PATH", at("vfio")),
-    ];
-    sriov_config::EnvConfig::from_vars(vars).unwrap().config
+    support::env(root, "forwarder-health", "sriov.yaml", &[])
 }
 
 /// The service the readiness probe asks for.

@@ -5,6 +5,8 @@
 //! resources registered and unregistered, device lists streamed again,
 //! held tokens kept and never advertised twice, an invalid config refused.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,23 +63,12 @@ fn swap_configmap(root: &Path, version: u32, text: &str) {
 }
 
 fn env(root: &Path) -> sriov_config::EnvConfig {
-    std::fs::create_dir_all(root.join("cgroup")).unwrap();
-    std::fs::create_dir_all(root.join("vfio")).unwrap();
-    let at = |p: &str| root.join(p).display().to_string();
-    let vars = [
-        ("NSM_NAME", "forwarder-reload".to_string()),
-        ("NSM_INSECURE", "true".to_string()),
-        ("NSM_CONNECT_TO", format!("unix://{}", at("nsm.sock"))),
-        ("NSM_LISTEN_ON", format!("unix://{}", at("listen.on.sock"))),
-        ("NSM_DEVICE_PLUGIN_PATH", at("device-plugins")),
-        ("NSM_POD_RESOURCES_PATH", at("pod-resources")),
-        ("NSM_SRIOV_CONFIG_FILE", at("config/sriov.yaml")),
-        ("NSM_STATE_DIR", at("state")),
-        ("NSM_CGROUP_PATH", at("cgroup")),
-        ("NSM_VFIO_PATH", at("vfio")),
-        ("NSM_RESOURCE_POLL_TIMEOUT", "100ms".to_string()),
-    ];
-    sriov_config::EnvConfig::from_vars(vars).unwrap().config
+    support::env(
+        root,
+        "forwarder-reload",
+        "config/sriov.yaml",
+        &[("NSM_RESOURCE_POLL_TIMEOUT", "100ms")],
+    )
 }
 
 struct Node {

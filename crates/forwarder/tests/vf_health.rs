@@ -6,6 +6,8 @@
 //! The fake tree emits no uevents; the kernel's own for a veth created in the namespace wakes
 //! the forwarder instead. Prints SKIP where namespaces cannot be created.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,33 +24,8 @@ use sriov_pci_fake::{FakeSysfs, fixtures};
 const RESOURCE: &str = "worker.domain/10G";
 
 fn env(root: &Path) -> sriov_config::EnvConfig {
-    std::fs::write(
-        root.join("sriov.yaml"),
-        "physicalFunctions:
-  0000:3b:00.0:
-    pfKernelDriver: i40e
-    vfKernelDriver: iavf
-    capabilities: [10G]
-    serviceDomains: [worker.domain]
-",
-    )
-    .unwrap();
-    std::fs::create_dir_all(root.join("cgroup")).unwrap();
-    std::fs::create_dir_all(root.join("vfio")).unwrap();
-    let at = |p: &str| root.join(p).display().to_string();
-    let vars = [
-        ("NSM_NAME", "forwarder-vf-health".to_string()),
-        ("NSM_INSECURE", "true".to_string()),
-        ("NSM_CONNECT_TO", format!("unix://{}", at("nsm.sock"))),
-        ("NSM_LISTEN_ON", format!("unix://{}", at("listen.on.sock"))),
-        ("NSM_DEVICE_PLUGIN_PATH", at("device-plugins")),
-        ("NSM_POD_RESOURCES_PATH", at("pod-resources")),
-        ("NSM_SRIOV_CONFIG_FILE", at("sriov.yaml")),
-        ("NSM_STATE_DIR", at("state")),
-        ("NSM_CGROUP_PATH", at("cgroup")),
-        ("NSM_VFIO_PATH", at("vfio")),
-    ];
-    sriov_config::EnvConfig::from_vars(vars).unwrap().config
+    std::fs::write(root.join("sriov.yaml"), support::ONE_PF).unwrap();
+    support::env(root, "forwarder-vf-health", "sriov.yaml", &[])
 }
 
 /// Waits for an update with `want` healthy tokens.
