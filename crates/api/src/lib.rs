@@ -1,5 +1,5 @@
 //! Generated gRPC code for the two APIs this project speaks: kubelet's
-//! (device plugins, pod resources, plugin registration) and Network Service
+//! (device plugins, pod resources, plugin registration, DRA) and Network Service
 //! Mesh's (connections, the NetworkService, the registry).
 //!
 //! The `.proto` files under `proto/` at the repository root are written by
@@ -19,6 +19,8 @@
 //! | [`kubelet::deviceplugin::v1beta1`] | `v1beta1` | k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1 |
 //! | [`kubelet::podresources::v1`] | `v1` | k8s.io/kubelet/pkg/apis/podresources/v1 |
 //! | [`kubelet::pluginregistration`] | `pluginregistration` | k8s.io/kubelet/pkg/apis/pluginregistration/v1 |
+//! | [`kubelet::dra::v1`], [`kubelet::dra::v1beta1`] | `k8s.io.kubelet.pkg.apis.dra.v1`, `...v1beta1` | k8s.io/kubelet/pkg/apis/dra/v1, v1beta1 |
+//! | [`kubelet::dra::health_v1alpha1`] | `v1alpha1` | k8s.io/kubelet/pkg/apis/dra-health/v1alpha1 |
 //! | [`nsm::connection`], [`nsm::connectioncontext`], [`nsm::networkservice`] | same names | networkservicemesh/api/pkg/api/networkservice |
 //! | [`nsm::registry`] | `registry` | networkservicemesh/api/pkg/api/registry |
 //!
@@ -107,6 +109,44 @@ pub mod kubelet {
         pub const PLUGINS_REGISTRY_PATH: &str = "/var/lib/kubelet/plugins_registry/";
         /// `PluginInfo.type` of a device plugin.
         pub const DEVICE_PLUGIN_TYPE: &str = "DevicePlugin";
+        /// `PluginInfo.type` of a Dynamic Resource Allocation plugin.
+        pub const DRA_PLUGIN_TYPE: &str = "DRAPlugin";
+    }
+
+    /// Dynamic Resource Allocation: the plugin API kubelet calls to prepare
+    /// and unprepare claims, and the device health stream (KEP-4680).
+    pub mod dra {
+        /// Directory under which DRA plugins keep their own sockets
+        /// (`<dir>/<driver>/dra.sock`).
+        pub const PLUGINS_PATH: &str = "/var/lib/kubelet/plugins/";
+
+        /// Package `k8s.io.kubelet.pkg.apis.dra.v1` (Kubernetes 1.34+).
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/k8s.io.kubelet.pkg.apis.dra.v1.rs"
+            ));
+            /// Listed in `PluginInfo.supported_versions` by a plugin serving this version.
+            pub const SERVICE: &str = "v1.DRAPlugin";
+        }
+
+        /// Package `k8s.io.kubelet.pkg.apis.dra.v1beta1` (kubelet 1.32 and 1.33).
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1beta1 {
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/k8s.io.kubelet.pkg.apis.dra.v1beta1.rs"
+            ));
+            /// Listed in `PluginInfo.supported_versions` by a plugin serving this version.
+            pub const SERVICE: &str = "v1beta1.DRAPlugin";
+        }
+
+        /// Package `v1alpha1` of `dra-health`: `DRAResourceHealth`.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod health_v1alpha1 {
+            include!(concat!(env!("OUT_DIR"), "/v1alpha1.rs"));
+        }
     }
 }
 
