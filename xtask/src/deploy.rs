@@ -12,10 +12,18 @@
 //!    (the subset deploy/ uses), which is otherwise compared with kustomize.
 //! 3. Each rendering validated against the Kubernetes OpenAPI schemas that
 //!    ship inside the PyPI package kubernetes-validate (offline), strictly,
-//!    for each of [`K8S_VERSIONS`].
-//! 4. checkov over the renderings; every finding must be accepted, with a
+//!    for each of [`K8S_VERSIONS`]; the DRA driver's rendering and the
+//!    files of [`DRA_EXAMPLES`] for each of [`DRA_K8S_VERSIONS`]. An object
+//!    whose kind the schemas do not know fails (the tool only warns).
+//! 4. The DRA driver's rendering read back (PyYAML from the venv): the
+//!    ClusterRole grants exactly [`DRA_RBAC`], and the admission policy
+//!    names the account the DaemonSet runs as.
+//! 5. checkov over the renderings; every finding must be accepted, with a
 //!    justification, in `deploy/checks/checkov-accepted.txt`, and every
 //!    accepted line must still match a finding.
+//! 6. The DRA DaemonSet's args against the binary's own `dra --help`: the
+//!    subcommand and every flag must exist, and the parser must take the
+//!    values. Last: failing here means every check above that could run passed.
 //!
 //! `xtask/setup/deploy-tools.sh` installs the Python tools into a venv
 //! (`/opt/nsm-sriov/deploy-venv`, or `$NSM_DEPLOY_TOOLS`). A missing tool
@@ -36,12 +44,43 @@ use crate::report::Outcome;
 /// release still commonly run (1.33) and a current one.
 const K8S_VERSIONS: &[&str] = &["1.33.0", "1.36.0"];
 
-/// Every kustomization we ship, relative to the workspace root.
-const KUSTOMIZATIONS: &[&str] = &[
-    "deploy/base",
-    "deploy/base/forwarder-sriov",
-    "deploy/base/sriov-device-plugin",
-    "deploy/overlays/example",
+/// The versions the DRA manifests are validated against: resource.k8s.io/v1
+/// (DeviceClass, ResourceClaimTemplate, ResourceSlice) is GA from 1.34 and
+/// absent from 1.33's schemas.
+const DRA_K8S_VERSIONS: &[&str] = &["1.34.0", "1.36.0"];
+
+/// Every kustomization we ship, relative to the workspace root, with the
+/// Kubernetes versions its rendering must validate against.
+const KUSTOMIZATIONS: &[(&str, &[&str])] = &[
+    ("deploy/base", K8S_VERSIONS),
+    ("deploy/base/forwarder-sriov", K8S_VERSIONS),
+    ("deploy/base/sriov-device-plugin", K8S_VERSIONS),
+    (DRA_KUSTOMIZATION, DRA_K8S_VERSIONS),
+    ("deploy/overlays/example", K8S_VERSIONS),
+];
+
+/// The DRA driver (`sriov-device-plugin dra`).
+const DRA_KUSTOMIZATION: &str = "deploy/base/sriov-dra";
+
+/// Its DaemonSet, whose args the binary must accept.
+const DRA_DAEMONSET: &str = "deploy/base/sriov-dra/daemonset.yaml";
+
+/// The DRA examples (DeviceClasses, a ResourceClaimTemplate, a Pod): every
+/// `.yaml` file in it is validated for [`DRA_K8S_VERSIONS`].
+const DRA_EXAMPLES: &str = "deploy/examples/dra";
+
+/// What the DRA driver's ClusterRole must grant, and nothing more:
+/// `(API group, resource, verbs)`. Issue #19: its node's ResourceSlices
+/// (the admission policy narrows them to the node), claims read, and its
+/// Node read for the slices' owner reference.
+const DRA_RBAC: &[(&str, &str, &[&str])] = &[
+    (
+        "resource.k8s.io",
+        "resourceslices",
+        &["create", "delete", "get", "list", "update", "watch"],
+    ),
+    ("resource.k8s.io", "resourceclaims", &["get"]),
+    ("", "nodes", &["get"]),
 ];
 
 const ACCEPTED_FINDINGS: &str = "deploy/checks/checkov-accepted.txt";
@@ -123,41 +162,57 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
         None => log.missing.push("hadolint".into()),
     }
 
-    device_plugin_configs(ws)?;
+    let bin = build_device_plugin(ws)?;
+    device_plugin_configs(ws, &bin)?;
     log.ran.push(format!(
         "sriov-device-plugin --dry-run on {} shipped configs and {} manifests' args",
         DEVICE_PLUGIN_CONFIGS.len(),
         DEVICE_PLUGIN_MANIFESTS.len()
     ));
 
+    manifests(ws, log)?;
+
+    let flags = dra_daemonset_flags(ws, &bin)?;
+    log.ran.push(format!(
+        "sriov-device-plugin dra takes the {flags} flags of {DRA_DAEMONSET}"
+    ));
+    Ok(())
+}
+
+/// Rendering, schema validation, the DRA read-back and checkov.
+fn manifests(ws: &Path, log: &mut Log) -> Result<()> {
     let tmp = TempDir::new("nsm-sriov-deploy")?;
     let Some(rendered) = render_all(ws, &tmp.0, log)? else {
         log.missing
             .push("kubectl, kustomize or the venv's python (for render.py)".into());
         return Ok(());
     };
+    let examples = dra_examples(ws)?;
 
     match tool("kubernetes-validate") {
         Some(kv) => {
-            for version in K8S_VERSIONS {
-                let out = run_tool(
-                    Command::new(&kv)
-                        .args(["--strict", "--quiet", "-k", version])
-                        .args(&rendered),
-                )?;
-                if !out.status.success() {
-                    bail!(
-                        "kubernetes-validate against Kubernetes {version}:\n{}",
-                        text(&out)
-                    );
-                }
-            }
+            let mut targets: Vec<Rendered> = rendered.clone();
+            targets.extend(examples.iter().map(|e| (e.clone(), DRA_K8S_VERSIONS)));
+            validate_all(&kv, &targets)?;
             log.ran.push(format!(
-                "kubernetes-validate --strict ({})",
-                K8S_VERSIONS.join(", ")
+                "kubernetes-validate --strict ({}; DRA: {}, with {} examples)",
+                K8S_VERSIONS.join(", "),
+                DRA_K8S_VERSIONS.join(", "),
+                examples.len()
             ));
         }
         None => log.missing.push("kubernetes-validate".into()),
+    }
+
+    match venv_tool("python3") {
+        Some(py) => {
+            let objects = yaml_objects(&py, &rendering_file(&tmp.0, DRA_KUSTOMIZATION))?;
+            dra_rbac_and_policy(&objects)
+                .map_err(|p| anyhow::anyhow!("{DRA_KUSTOMIZATION}:\n  {}", p.join("\n  ")))?;
+            log.ran
+                .push("DRA RBAC and admission policy read back".into());
+        }
+        None => log.missing.push("the venv's python (PyYAML)".into()),
     }
 
     match tool("checkov") {
@@ -175,10 +230,365 @@ fn checks(ws: &Path, log: &mut Log) -> Result<()> {
     Ok(())
 }
 
-/// Each shipped device plugin config through the binary's own loader and
-/// discovery (`--dry-run`) on the fixture node: a config the binary refuses
-/// would crash-loop the DaemonSet.
-fn device_plugin_configs(ws: &Path) -> Result<()> {
+/// Each file validated against each of its versions, one run per version.
+fn validate_all(kv: &Path, targets: &[Rendered]) -> Result<()> {
+    let mut versions: Vec<&str> = targets
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    for version in versions {
+        let files: Vec<&PathBuf> = targets
+            .iter()
+            .filter(|(_, v)| v.contains(&version))
+            .map(|(f, _)| f)
+            .collect();
+        let out = run_tool(
+            Command::new(kv)
+                .args(["--strict", "--quiet", "-k", version])
+                .args(&files),
+        )?;
+        let report = text(&out);
+        if !out.status.success() {
+            bail!("kubernetes-validate against Kubernetes {version}:\n{report}");
+        }
+        let unknown = unknown_kinds(&report);
+        if !unknown.is_empty() {
+            bail!(
+                "kubernetes-validate has no schema in Kubernetes {version} for (a typo in apiVersion or kind, or an API newer than the version):\n  {}",
+                unknown.join("\n  ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// kubernetes-validate's warnings for objects it could not check, which it
+/// lets pass (exit 0): an unchecked manifest must not count as valid.
+fn unknown_kinds(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The `.yaml` files of [`DRA_EXAMPLES`], sorted; none is an error, so a
+/// moved directory cannot empty the check.
+fn dra_examples(ws: &Path) -> Result<Vec<PathBuf>> {
+    let dir = ws.join(DRA_EXAMPLES);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!("{DRA_EXAMPLES}: no .yaml examples");
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The documents of a YAML file as JSON values, read by the venv's PyYAML
+/// (xtask carries no YAML parser).
+fn yaml_objects(py: &Path, file: &Path) -> Result<Vec<serde_json::Value>> {
+    let out = run_tool(
+        Command::new(py)
+            .args([
+                "-c",
+                "import json, sys, yaml\n\
+                 with open(sys.argv[1]) as f:\n    \
+                 json.dump([d for d in yaml.safe_load_all(f) if d is not None], sys.stdout)",
+            ])
+            .arg(file),
+    )?;
+    if !out.status.success() {
+        bail!("reading {} as YAML:\n{}", file.display(), text(&out));
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the JSON PyYAML made of {}", file.display()))
+}
+
+/// The first object of `kind` (and `name`, when given).
+fn find_object<'a>(
+    objects: &'a [serde_json::Value],
+    kind: &str,
+    name: Option<&str>,
+) -> Option<&'a serde_json::Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && name.is_none_or(|n| o["metadata"]["name"] == n))
+}
+
+/// The DRA rendering's RBAC is exactly [`DRA_RBAC`], bound to the account
+/// the DaemonSet runs as, and the admission policy (bound, denying) matches
+/// that same account: a renamed account or namespace must not leave the
+/// policy guarding nobody.
+fn dra_rbac_and_policy(objects: &[serde_json::Value]) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let Some(ds) = find_object(objects, "DaemonSet", None) else {
+        return Err(vec!["no DaemonSet".into()]);
+    };
+    let namespace = ds["metadata"]["namespace"].as_str().unwrap_or("default");
+    let Some(account) = ds["spec"]["template"]["spec"]["serviceAccountName"].as_str() else {
+        return Err(vec!["the DaemonSet names no serviceAccountName".into()]);
+    };
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+
+    if find_object(objects, "ServiceAccount", Some(account))
+        .is_none_or(|sa| sa["metadata"]["namespace"].as_str().unwrap_or("default") != namespace)
+    {
+        problems.push(format!("no ServiceAccount {namespace}/{account}"));
+    }
+
+    let binding = objects.iter().find(|o| {
+        o["kind"] == "ClusterRoleBinding"
+            && o["subjects"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == account
+                        && s["namespace"] == namespace
+                })
+            })
+    });
+    let role =
+        binding.and_then(|b| find_object(objects, "ClusterRole", b["roleRef"]["name"].as_str()));
+    match role {
+        None => problems.push(format!(
+            "no ClusterRole bound to {user} by a ClusterRoleBinding"
+        )),
+        Some(role) => {
+            let granted = granted_rules(role);
+            let wanted: BTreeSet<(String, String, String)> = DRA_RBAC
+                .iter()
+                .flat_map(|(g, r, verbs)| {
+                    verbs
+                        .iter()
+                        .map(|v| (g.to_string(), r.to_string(), v.to_string()))
+                })
+                .collect();
+            for (g, r, v) in granted.difference(&wanted) {
+                problems.push(format!(
+                    "the ClusterRole grants {v} on {r} (group {g:?}), which the driver does not use"
+                ));
+            }
+            for (g, r, v) in wanted.difference(&granted) {
+                problems.push(format!(
+                    "the ClusterRole lacks {v} on {r} (group {g:?}), which the driver calls"
+                ));
+            }
+        }
+    }
+
+    match find_object(objects, "ValidatingAdmissionPolicy", None) {
+        None => problems
+            .push("no ValidatingAdmissionPolicy limiting the driver's ResourceSlices".into()),
+        Some(vap) => {
+            let policy = vap["metadata"]["name"].as_str().unwrap_or_default();
+            let conditions = vap["spec"]["matchConditions"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let quoted = [format!("'{user}'"), format!("\"{user}\"")];
+            if !conditions.iter().any(|c| {
+                c["expression"]
+                    .as_str()
+                    .is_some_and(|e| quoted.iter().any(|q| e.contains(q.as_str())))
+            }) {
+                problems.push(format!(
+                    "ValidatingAdmissionPolicy {policy}: no matchCondition names {user}, the account the DaemonSet runs as"
+                ));
+            }
+            if !vap["spec"]["matchConstraints"]["resourceRules"]
+                .as_array()
+                .is_some_and(|rules| {
+                    rules.iter().any(|r| {
+                        r["resources"]
+                            .as_array()
+                            .is_some_and(|rs| rs.iter().any(|x| x == "resourceslices"))
+                    })
+                })
+            {
+                problems.push(format!(
+                    "ValidatingAdmissionPolicy {policy}: matches no resourceslices"
+                ));
+            }
+            let bound = objects.iter().any(|o| {
+                o["kind"] == "ValidatingAdmissionPolicyBinding"
+                    && o["spec"]["policyName"] == policy
+                    && o["spec"]["validationActions"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "Deny"))
+            });
+            if !bound {
+                problems.push(format!(
+                    "ValidatingAdmissionPolicy {policy}: no ValidatingAdmissionPolicyBinding denies with it"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// `(group, resource, verb)` of every rule; `*` stays `*`, so a wildcard
+/// shows up as an extra grant.
+fn granted_rules(role: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for rule in role["rules"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    out.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+        if rule.get("nonResourceURLs").is_some() || rule.get("resourceNames").is_some() {
+            out.insert((
+                "?".into(),
+                "nonResourceURLs or resourceNames".into(),
+                "?".into(),
+            ));
+        }
+    }
+    out
+}
+
+/// The DRA DaemonSet's args through the binary's own parser: `dra` first,
+/// every flag listed by `dra --help`, then all of them parsed with `--help`
+/// last (clap checks each value as it reads it, so a bad `--link-health`
+/// fails; help then exits 0 without serving). Returns how many flags.
+fn dra_daemonset_flags(ws: &Path, bin: &Path) -> Result<usize> {
+    let path = ws.join(DRA_DAEMONSET);
+    let yaml =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let args = container_args(&yaml);
+    let (flags, problems) = dra_args_problems(&args);
+    if !problems.is_empty() {
+        bail!("{DRA_DAEMONSET}:\n  {}", problems.join("\n  "));
+    }
+    let help = run_tool(Command::new(bin).args(["dra", "--help"]))?;
+    if !help.status.success() {
+        bail!(
+            "`sriov-device-plugin dra --help` failed: the binary has no dra subcommand that {DRA_DAEMONSET} could run:\n{}",
+            text(&help)
+        );
+    }
+    let known = help_flags(&String::from_utf8_lossy(&help.stdout));
+    let unknown: Vec<&str> = flags
+        .iter()
+        .map(|f| flag_name(f))
+        .filter(|n| !known.contains(*n))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{DRA_DAEMONSET} passes flags `sriov-device-plugin dra --help` does not list: {}",
+            unknown.join(", ")
+        );
+    }
+    let out = run_tool(Command::new(bin).args(&args).arg("--help"))?;
+    if !out.status.success() {
+        bail!(
+            "sriov-device-plugin refuses the args of {DRA_DAEMONSET} ({}):\n{}",
+            args.join(" "),
+            text(&out)
+        );
+    }
+    Ok(flags.len())
+}
+
+/// The flags of the DRA DaemonSet's args, and what is wrong with the list:
+/// the subcommand must come first and everything after it be a `--flag`.
+fn dra_args_problems(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    match args.first().map(String::as_str) {
+        Some("dra") => {}
+        Some(other) => problems.push(format!("args start with {other:?}, not the dra subcommand")),
+        None => problems.push("no container args".into()),
+    }
+    let flags: Vec<String> = args.iter().skip(1).cloned().collect();
+    for f in &flags {
+        if !f.starts_with("--") {
+            problems.push(format!("{f:?} is not a --flag=value"));
+        }
+    }
+    (flags, problems)
+}
+
+/// `--name` of `--name=value`.
+fn flag_name(flag: &str) -> &str {
+    flag.split('=').next().unwrap_or(flag)
+}
+
+/// The `--long-flag`s a clap help text lists as options: the head of an
+/// option line (`  -h, --help`, `      --config-file <FILE>`), not a flag
+/// merely named in another one's description.
+fn help_flags(help: &str) -> BTreeSet<String> {
+    help.lines()
+        .filter_map(|line| {
+            let t = line.trim_start();
+            let t = match t.split_once(", ") {
+                Some((short, rest)) if short.len() == 2 && short.starts_with('-') => rest,
+                _ => t,
+            };
+            let name: String = t
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            (name.len() > 2 && name.starts_with("--") && !name.starts_with("---")).then_some(name)
+        })
+        .collect()
+}
+
+/// The items of the first container's `args:` list, as deploy/ writes them
+/// (block style, one `- item` a line, comments between).
+fn container_args(yaml: &str) -> Vec<String> {
+    let mut lines = yaml.lines();
+    let Some(indent) = lines
+        .by_ref()
+        .find_map(|l| (l.trim() == "args:").then(|| l.len() - l.trim_start().len()))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for l in lines {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let at = l.len() - l.trim_start().len();
+        // A list may sit at its key's indentation in YAML.
+        let Some(item) = t.strip_prefix("- ").filter(|_| at >= indent) else {
+            break;
+        };
+        out.push(item.trim().trim_matches('"').to_string());
+    }
+    out
+}
+
+/// Builds the device plugin (debug) and returns its path.
+fn build_device_plugin(ws: &Path) -> Result<PathBuf> {
     let status = crate::suites::cargo(&["build", "--quiet", "-p", "sriov-device-plugin"])
         .current_dir(ws)
         .status()
@@ -189,11 +599,17 @@ fn device_plugin_configs(ws: &Path) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"));
-    let bin = target.join("debug/sriov-device-plugin");
+    Ok(target.join("debug/sriov-device-plugin"))
+}
+
+/// Each shipped device plugin config through the binary's own loader and
+/// discovery (`--dry-run`) on the fixture node: a config the binary refuses
+/// would crash-loop the DaemonSet.
+fn device_plugin_configs(ws: &Path, bin: &Path) -> Result<()> {
     let node = ws.join(FIXTURE_NODE);
     for config in DEVICE_PLUGIN_CONFIGS {
         let out = run_tool(
-            Command::new(&bin)
+            Command::new(bin)
                 .arg("--dry-run")
                 .arg("--config-file")
                 .arg(ws.join(config))
@@ -220,7 +636,7 @@ fn device_plugin_configs(ws: &Path) -> Result<()> {
         if flags.is_empty() {
             bail!("{manifest}: no container args found");
         }
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("--dry-run");
         for flag in &flags {
             // Paths inside the pod mean nothing here; the fixture stands in.
@@ -428,7 +844,15 @@ enum Renderer {
 /// Renders each kustomization into `dir`; `None` when no renderer is
 /// available. With kubectl and the venv both present, render.py's output is
 /// also compared with kustomize's so the fallback cannot rot unnoticed.
-fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<PathBuf>>> {
+/// Where [`render_all`] puts the rendering of kustomization `k`.
+fn rendering_file(dir: &Path, k: &str) -> PathBuf {
+    dir.join(format!("{}.yaml", k.replace('/', "_")))
+}
+
+/// A rendering and the Kubernetes versions it must validate against.
+type Rendered = (PathBuf, &'static [&'static str]);
+
+fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<Rendered>>> {
     let python = venv_tool("python3");
     let renderer = if let Some(k) = tool("kubectl") {
         Renderer::Kustomize(vec![k, "kustomize".into()])
@@ -441,7 +865,7 @@ fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<PathBuf
     };
     let render_py = ws.join(RENDER_PY);
     let mut files = Vec::new();
-    for k in KUSTOMIZATIONS {
+    for &(k, versions) in KUSTOMIZATIONS {
         let mut cmd = match &renderer {
             Renderer::Kustomize(argv) => {
                 let mut c = Command::new(&argv[0]);
@@ -461,7 +885,7 @@ fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<PathBuf
         if out.stdout.is_empty() {
             bail!("rendering {k} produced nothing");
         }
-        let file = dir.join(format!("{}.yaml", k.replace('/', "_")));
+        let file = rendering_file(dir, k);
         std::fs::write(&file, &out.stdout)
             .with_context(|| format!("writing {}", file.display()))?;
         if let (Renderer::Kustomize(_), Some(py)) = (&renderer, &python) {
@@ -479,7 +903,7 @@ fn render_all(ws: &Path, dir: &Path, log: &mut Log) -> Result<Option<Vec<PathBuf
                 );
             }
         }
-        files.push(file);
+        files.push((file, versions));
     }
     log.ran.push(match (&renderer, &python) {
         (Renderer::Kustomize(argv), Some(_)) => format!(
@@ -782,5 +1206,236 @@ Check: CKV2_K8S_6: \"Minimize ...\"
             .unwrap()
             .to_string();
         assert!(e.contains("no justification"), "{e}");
+    }
+
+    /// The flags agreed with the `dra` subcommand's author (issue #19); the
+    /// DaemonSet may pass only these, so a rename on either side shows here
+    /// before the binary check does.
+    const AGREED_DRA_FLAGS: &[&str] = &[
+        "--config-file",
+        "--driver-name",
+        "--node-name",
+        "--kubeconfig",
+        "--plugin-dir",
+        "--plugins-registry-dir",
+        "--cdi-dir",
+        "--devinfo-dir",
+        "--sysfs-root",
+        "--link-health",
+        "--metrics-listen",
+    ];
+
+    #[test]
+    fn the_dra_daemonset_runs_the_dra_subcommand_with_agreed_flags_only() {
+        let yaml = std::fs::read_to_string(workspace_root().join(DRA_DAEMONSET)).unwrap();
+        let args = container_args(&yaml);
+        let (flags, problems) = dra_args_problems(&args);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(flags.len() >= 5, "{flags:?}");
+        for f in &flags {
+            assert!(
+                AGREED_DRA_FLAGS.contains(&flag_name(f)),
+                "{f} is not one of the agreed dra flags"
+            );
+        }
+        // The mounts are written for these values.
+        for want in [
+            "--plugins-registry-dir=/var/lib/kubelet/plugins_registry",
+            "--cdi-dir=/var/run/cdi",
+            "--devinfo-dir=/var/run/k8s.cni.cncf.io/devinfo/dp",
+            "--sysfs-root=/sys",
+        ] {
+            assert!(flags.iter().any(|f| f == want), "{want} missing: {flags:?}");
+        }
+    }
+
+    #[test]
+    fn container_args_are_the_list_under_args_comments_skipped() {
+        let yaml = "        - name: c\n          args:\n            - dra\n            # why\n            - \"--sysfs-root=/sys\"\n\n          env:\n            - name: X\n";
+        assert_eq!(container_args(yaml), ["dra", "--sysfs-root=/sys"]);
+        let same_indent = "args:\n- dra\n- --a=1\nenv:\n- name: X\n";
+        assert_eq!(container_args(same_indent), ["dra", "--a=1"]);
+        assert!(container_args("env:\n  - name: X\n").is_empty());
+    }
+
+    #[test]
+    fn dra_args_must_start_with_the_subcommand_and_hold_only_flags() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (_, p) = dra_args_problems(&args(&["--sysfs-root=/sys", "dra"]));
+        assert!(
+            p.iter().any(|p| p.contains("not the dra subcommand")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("\"dra\" is not a --flag")),
+            "{p:?}"
+        );
+        let (_, p) = dra_args_problems(&[]);
+        assert_eq!(p, ["no container args"]);
+        let (flags, p) = dra_args_problems(&args(&["dra", "--cdi-dir=/x"]));
+        assert!(p.is_empty());
+        assert_eq!(flags, ["--cdi-dir=/x"]);
+    }
+
+    #[test]
+    fn help_flags_are_option_heads_not_flags_named_in_descriptions() {
+        let help = "\
+Usage: sriov-device-plugin dra [OPTIONS]
+
+Options:
+      --config-file <CONFIG_FILE>
+          JSON device pool config file [default: /etc/pcidp/config.json]
+      --ignore-carrier
+          With `--link-health netlink`: a PF link that is down
+  -h, --help
+          Print help
+";
+        let flags = help_flags(help);
+        assert_eq!(
+            flags.into_iter().collect::<Vec<_>>(),
+            ["--config-file", "--help", "--ignore-carrier"]
+        );
+    }
+
+    #[test]
+    fn objects_without_a_schema_are_reported_not_passed() {
+        let report = "INFO a.yaml passed for resource pod/x against version 1.33\n\
+WARN b.yaml Couldn't find schema for kind DeviceClass with api version resource.k8s.io/v1 for kubernetes version 1.33\n";
+        let unknown = unknown_kinds(report);
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].contains("DeviceClass"), "{unknown:?}");
+        assert!(unknown_kinds("INFO a.yaml passed\n").is_empty());
+    }
+
+    #[test]
+    fn the_dra_examples_are_found() {
+        let files = dra_examples(&workspace_root()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in ["resourceclaimtemplate-vfio.yaml", "pod.yaml"] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
+        assert!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("deviceclass-"))
+                .count()
+                >= 2
+        );
+    }
+
+    /// A DRA rendering as the base makes it, for the read-back tests.
+    fn dra_objects() -> Vec<serde_json::Value> {
+        serde_json::json!([
+            {"kind": "ServiceAccount", "metadata": {"name": "drv", "namespace": "ns"}},
+            {"kind": "ClusterRole", "metadata": {"name": "role"}, "rules": [
+                {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"],
+                 "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+                {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}
+            ]},
+            {"kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+             "roleRef": {"kind": "ClusterRole", "name": "role"},
+             "subjects": [{"kind": "ServiceAccount", "name": "drv", "namespace": "ns"}]},
+            {"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "vap"}, "spec": {
+                "matchConstraints": {"resourceRules": [{"resources": ["resourceslices"]}]},
+                "matchConditions": [{"name": "c",
+                    "expression": "request.userInfo.username == 'system:serviceaccount:ns:drv'"}]}},
+            {"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "vap"},
+             "spec": {"policyName": "vap", "validationActions": ["Deny"]}},
+            {"kind": "DaemonSet", "metadata": {"name": "d", "namespace": "ns"},
+             "spec": {"template": {"spec": {"serviceAccountName": "drv"}}}}
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn dra_rbac_and_policy_accept_the_agreed_shape() {
+        dra_rbac_and_policy(&dra_objects()).unwrap();
+    }
+
+    #[test]
+    fn dra_rbac_beyond_or_short_of_what_the_driver_uses_fails() {
+        let mut objs = dra_objects();
+        objs[1]["rules"][0]["verbs"] =
+            serde_json::json!(["get", "list", "watch", "create", "update", "patch"]);
+        objs[1]["rules"][2]["resources"] = serde_json::json!(["*"]);
+        let p = dra_rbac_and_policy(&objs).unwrap_err().join("\n");
+        assert!(p.contains("grants patch on resourceslices"), "{p}");
+        assert!(p.contains("lacks delete on resourceslices"), "{p}");
+        assert!(p.contains("grants get on *"), "{p}");
+        assert!(p.contains("lacks get on nodes"), "{p}");
+    }
+
+    #[test]
+    fn a_policy_for_another_account_or_without_a_binding_fails() {
+        let mut objs = dra_objects();
+        objs[5]["metadata"]["namespace"] = serde_json::json!("other");
+        objs[4]["spec"]["validationActions"] = serde_json::json!(["Warn"]);
+        let p = dra_rbac_and_policy(&objs).unwrap_err().join("\n");
+        assert!(p.contains("no ServiceAccount other/drv"), "{p}");
+        assert!(
+            p.contains("no ClusterRole bound to system:serviceaccount:other:drv"),
+            "{p}"
+        );
+        assert!(
+            p.contains("no matchCondition names system:serviceaccount:other:drv"),
+            "{p}"
+        );
+        assert!(
+            p.contains("no ValidatingAdmissionPolicyBinding denies"),
+            "{p}"
+        );
+    }
+
+    /// A stand-in for the binary: `dra --help` lists `flags` (none: no
+    /// `dra` subcommand), any other `dra` call exits 0.
+    fn fake_plugin(dir: &Path, name: &str, flags: Option<&[&str]>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let help: String = flags
+            .unwrap_or_default()
+            .iter()
+            .map(|f| format!("      {f} <VALUE>\n          what {f} does\n"))
+            .collect();
+        let script = match flags {
+            None => {
+                "#!/bin/sh\necho \"error: unrecognized subcommand '$1'\" >&2\nexit 2\n".to_string()
+            }
+            Some(_) => format!(
+                "#!/bin/sh\n[ \"$1\" = dra ] || exit 2\nif [ \"$2\" = --help ]; then\nprintf 'Options:\\n{}  -h, --help\\n'\nfi\nexit 0\n",
+                help.replace('\n', "\\n")
+            ),
+        };
+        let path = dir.join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_dra_args_check_needs_the_subcommand_and_every_flag() {
+        let tmp = TempDir::new("xtask-dra-flags").unwrap();
+        let ws = workspace_root();
+
+        let full = fake_plugin(&tmp.0, "full", Some(AGREED_DRA_FLAGS));
+        let n = dra_daemonset_flags(&ws, &full).unwrap();
+        assert!(n >= 5, "{n}");
+
+        let short: Vec<&str> = AGREED_DRA_FLAGS
+            .iter()
+            .copied()
+            .filter(|f| *f != "--link-health")
+            .collect();
+        let short = fake_plugin(&tmp.0, "short", Some(&short));
+        let e = dra_daemonset_flags(&ws, &short).unwrap_err().to_string();
+        assert!(e.contains("does not list: --link-health"), "{e}");
+
+        let none = fake_plugin(&tmp.0, "none", None);
+        let e = dra_daemonset_flags(&ws, &none).unwrap_err().to_string();
+        assert!(e.contains("no dra subcommand"), "{e}");
     }
 }
