@@ -357,10 +357,10 @@ impl Publisher {
         loop {
             let pool = desired.borrow_and_update().clone();
             let list_version = match self.publish(&pool).await {
-                Ok(published) => {
-                    backoff = BACKOFF_START;
-                    published.list_version
-                }
+                // The backoff is reset only once a watch works too: a
+                // watch refused (RBAC without `watch`) must not turn into a
+                // list every 200ms.
+                Ok(published) => published.list_version,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "publishing ResourceSlices failed");
                     tokio::select! {
@@ -377,7 +377,7 @@ impl Publisher {
                 .await
             {
                 Follow::Stop => return,
-                Follow::Reconcile => {}
+                Follow::Reconcile => backoff = BACKOFF_START,
                 Follow::Failed => {
                     tokio::select! {
                         () = &mut shutdown => return,

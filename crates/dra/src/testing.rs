@@ -505,14 +505,14 @@ fn watch(shared: &Arc<Shared>, params: &BTreeMap<String, String>) -> Response<Bo
 fn create(shared: &Shared, body: &[u8]) -> Response<Body> {
     let mut slice = match decode_slice(body) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut state = shared.lock();
-    if slice.metadata.name.is_none() {
-        if let Some(prefix) = slice.metadata.generate_name.clone() {
-            state.uids += 1;
-            slice.metadata.name = Some(format!("{prefix}{:05x}", state.uids));
-        }
+    if slice.metadata.name.is_none()
+        && let Some(prefix) = slice.metadata.generate_name.clone()
+    {
+        state.uids += 1;
+        slice.metadata.name = Some(format!("{prefix}{:05x}", state.uids));
     }
     let name = slice.metadata.name.clone().unwrap_or_default();
     if let Err(message) = validate(&slice) {
@@ -546,7 +546,7 @@ fn shared_record(shared: &Shared, state: &mut State, kind: &'static str, slice: 
 fn update(shared: &Shared, name: &str, body: &[u8]) -> Response<Body> {
     let mut slice = match decode_slice(body) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if slice.metadata.name.as_deref() != Some(name) {
         return status(
@@ -633,13 +633,13 @@ fn delete(shared: &Shared, name: &str) -> Response<Body> {
 
 /// The body as a ResourceSlice, refused (400 malformed, 422 unknown field)
 /// unless it is exactly what k8s-openapi's type can say.
-fn decode_slice(body: &[u8]) -> Result<ResourceSlice, Response<Body>> {
+fn decode_slice(body: &[u8]) -> Result<ResourceSlice, Box<Response<Body>>> {
     let received: Value = serde_json::from_slice(body).map_err(|e| {
-        status(
+        Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             format!("body is not JSON: {e}"),
-        )
+        ))
     })?;
     let name = received
         .pointer("/metadata/name")
@@ -651,13 +651,20 @@ fn decode_slice(body: &[u8]) -> Result<ResourceSlice, Response<Body>> {
         ("kind", "ResourceSlice"),
     ] {
         if received.get(field).and_then(Value::as_str) != Some(want) {
-            return Err(invalid(&name, format!("{field}: must be {want:?}")));
+            return Err(Box::new(invalid(
+                &name,
+                format!("{field}: must be {want:?}"),
+            )));
         }
     }
-    let slice: ResourceSlice = serde_json::from_value(received.clone())
-        .map_err(|e| invalid(&name, format!("does not decode as a ResourceSlice: {e}")))?;
+    let slice: ResourceSlice = serde_json::from_value(received.clone()).map_err(|e| {
+        Box::new(invalid(
+            &name,
+            format!("does not decode as a ResourceSlice: {e}"),
+        ))
+    })?;
     if let Some(field) = unknown_field(&received, &to_json(&slice), "") {
-        return Err(invalid(&name, format!("{field}: unknown field")));
+        return Err(Box::new(invalid(&name, format!("{field}: unknown field"))));
     }
     Ok(slice)
 }
@@ -716,10 +723,10 @@ fn validate(slice: &ResourceSlice) -> Result<(), String> {
     if selections != 1 {
         return Err("spec: exactly one of nodeName, nodeSelector, allNodes, perDeviceNodeSelection is required".into());
     }
-    if let Some(node) = &spec.node_name {
-        if !is_dns_subdomain(node) {
-            return Err(format!("spec.nodeName: {node:?} is not a DNS subdomain"));
-        }
+    if let Some(node) = &spec.node_name
+        && !is_dns_subdomain(node)
+    {
+        return Err(format!("spec.nodeName: {node:?} is not a DNS subdomain"));
     }
     let pool = &spec.pool;
     if pool.name.is_empty() || pool.name.len() > 253 || !pool.name.split('/').all(is_dns_subdomain)

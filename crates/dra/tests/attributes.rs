@@ -1,6 +1,8 @@
 //! The attributes of a VF described from a fake sysfs tree, as
 //! dra-driver-sriov publishes them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use k8s_openapi::api::resource::v1::DeviceAttribute;

@@ -1,5 +1,7 @@
 //! Cutting a node's pool into ResourceSlices and planning the writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,6 @@
 //! One fixture builder for the API-side tests: hand-built VFs of one PF.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use sriov_dra::attributes::HostFacts;
 use sriov_dra::devices::{DraDevice, Inventory, device_name};
