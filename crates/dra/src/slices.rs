@@ -42,9 +42,6 @@ pub const MAX_DEVICES_PER_SLICE: usize = 128;
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Its value.
 pub const MANAGED_BY: &str = "sriov-device-plugin";
-/// Label carrying the driver name (a valid label value: at most 63 characters
-/// of a DNS subdomain; left out for longer driver names).
-pub const DRIVER_LABEL: &str = "resource.kubernetes.io/driver";
 /// Longest object name (a DNS subdomain).
 const MAX_NAME_LEN: usize = 253;
 
@@ -161,12 +158,9 @@ impl DesiredPool {
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::new();
-        labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
-        if self.owner.driver.len() <= 63 {
-            labels.insert(DRIVER_LABEL.to_string(), self.owner.driver.clone());
-        }
-        labels
+        // The driver and node are in the spec and field-selectable; a label
+        // of our own under a kubernetes.io prefix would squat on theirs.
+        BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())])
     }
 
     fn owner_references(&self) -> Option<Vec<OwnerReference>> {
