@@ -70,7 +70,7 @@ const FIELDS: &[&str] = &[
 
 /// A VF's configuration: checked, so every field holds what its doc says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VfConfig {
     /// `""` or [`DEFAULT_DRIVER`] (keep the kernel driver), [`VFIO_PCI`], or
     /// another driver's name.
