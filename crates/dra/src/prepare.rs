@@ -289,8 +289,8 @@ const _: fn() = || {
     shared::<Preparer>();
 };
 
-/// A device's plan before any change: its record and what its device-info
-/// file will say.
+/// A claim's plan before any change: its record and what each device's
+/// device-info file will say.
 struct Plan {
     record: ClaimRecord,
     infos: Vec<DeviceInfoFile>,
@@ -374,7 +374,7 @@ impl Preparer {
         let mut cp = self.lock();
         if let Some(record) = cp.claims.get(&uid) {
             if record.state == ClaimState::Prepared {
-                return Ok(answer(&self.pool_name, record));
+                return Ok(answer(record));
             }
             // A crash left it half done: start again from a clean host.
             self.undo(&mut cp, &uid)?;
@@ -620,7 +620,7 @@ impl Preparer {
             r.state = ClaimState::Prepared;
         }
         self.file.save(cp)?;
-        Ok(answer(&self.pool_name, &rec))
+        Ok(answer(&rec))
     }
 
     /// Undoes whatever the record of `uid` says was (or may have been)
@@ -748,12 +748,12 @@ fn node(host: &str, container: &str) -> CdiDeviceNode {
     }
 }
 
-fn answer(pool: &str, rec: &ClaimRecord) -> Vec<PreparedDevice> {
+fn answer(rec: &ClaimRecord) -> Vec<PreparedDevice> {
     rec.devices
         .iter()
         .map(|d| PreparedDevice {
             request_names: d.requests.clone(),
-            pool_name: pool.to_string(),
+            pool_name: d.pool.clone(),
             device_name: d.device.clone(),
             cdi_device_ids: d.cdi_device_ids.clone(),
         })
