@@ -175,6 +175,10 @@ pub struct CdiEdits {
     /// Device nodes.
     #[serde(rename = "deviceNodes")]
     pub device_nodes: Vec<CdiDeviceNode>,
+    /// `NAME=value` entries (DRA mode's `PCIDEVICE_*`); left out when empty, so SRDP-mode
+    /// specs stay as SRDP writes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 /// One device node.
@@ -211,7 +215,17 @@ impl CdiDir {
 
     /// Writes (or replaces) one resource's spec.
     pub fn write(&self, spec: &CdiSpec, resource_name: &str) -> Result<PathBuf, PoolError> {
-        let path = self.path(&spec.kind, resource_name);
+        self.write_file(spec, self.path(&spec.kind, resource_name))
+    }
+
+    /// Writes (or replaces) a spec under the file name `file_name` (DRA mode's one spec per
+    /// claim, which must not carry [`CDI_SPEC_PREFIX`] lest [`CdiDir::clean`] remove it). The
+    /// caller vouches that `file_name` is one plain component.
+    pub fn write_named(&self, spec: &CdiSpec, file_name: &str) -> Result<PathBuf, PoolError> {
+        self.write_file(spec, self.dir.join(file_name))
+    }
+
+    fn write_file(&self, spec: &CdiSpec, path: PathBuf) -> Result<PathBuf, PoolError> {
         let bytes = serde_json::to_vec_pretty(spec).map_err(|e| PoolError::Write {
             path: path.clone(),
             cause: e.into(),

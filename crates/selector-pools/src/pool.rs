@@ -268,6 +268,7 @@ impl ResourcePool {
                                 permissions: "rw".into(),
                             })
                             .collect(),
+                        env: Vec::new(),
                     },
                 })
             })

@@ -400,6 +400,7 @@ fn cdi_versions_are_the_lowest_the_fields_need() {
                 host_path: host.into(),
                 permissions: "rw".into(),
             }],
+            env: Vec::new(),
         },
     };
     assert_eq!(
