@@ -11,6 +11,10 @@ use crate::report::{Outcome, Report};
 /// real binary runs on fixture trees (`bins/forwarder-sriov/Cargo.toml`).
 /// Release builds never carry it (`tests/production_build.rs` there).
 pub(crate) const TEST_FEATURES: &str = "forwarder-sriov/testing";
+/// [`TEST_FEATURES`] plus the device plugin's (fixture trees driven by the fake kernel in DRA
+/// mode), for the commands that take the whole workspace.
+pub(crate) const WORKSPACE_TEST_FEATURES: &str =
+    "forwarder-sriov/testing,sriov-device-plugin/testing";
 
 /// Installs what the suites need (`setup.rs`), runs every suite, prints the
 /// summary, and fails if any suite failed.
@@ -34,13 +38,19 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
             "--workspace",
             "--all-targets",
             "--features",
-            TEST_FEATURES,
+            WORKSPACE_TEST_FEATURES,
         ],
     );
     report.record("cargo-test", test_outcome);
     let doc_outcome = cargo_test(
         &mut report,
-        &["test", "--workspace", "--doc", "--features", TEST_FEATURES],
+        &[
+            "test",
+            "--workspace",
+            "--doc",
+            "--features",
+            WORKSPACE_TEST_FEATURES,
+        ],
     );
     report.record("doc-tests", doc_outcome);
     report.record("publish", crate::publish::suite_outcome());
@@ -82,7 +92,7 @@ fn lint_into(report: &mut Report) {
         args.extend(["--", "-D", "warnings"]);
         status(cargo(&args))
     };
-    let outcome = match clippy(&["--features", TEST_FEATURES]) {
+    let outcome = match clippy(&["--features", WORKSPACE_TEST_FEATURES]) {
         Outcome::Passed(_) => clippy(&[]),
         failed => failed,
     };

@@ -58,20 +58,25 @@ pub(crate) struct Args {
     /// Kubelet's device-plugin directory (kubelet.sock).
     #[arg(long, default_value = "/var/lib/kubelet/device-plugins")]
     pub(crate) device_plugin_dir: PathBuf,
-    /// Kubelet's plugin-watcher directory; used when it exists, as SRDP does.
-    #[arg(long, default_value = "/var/lib/kubelet/plugins_registry")]
+    /// Kubelet's plugin-watcher directory; used when it exists, as SRDP does
+    /// (in `dra` mode, always: the registration socket goes there).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/kubelet/plugins_registry"
+    )]
     pub(crate) plugins_registry_dir: PathBuf,
     /// Kubelet's pod-resources socket, to learn which VFs pods still hold.
     #[arg(long, default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
     pub(crate) pod_resources_socket: PathBuf,
     /// Where device-info files go.
-    #[arg(long, default_value = sriov_selector_pools::DEFAULT_DEVINFO_DIR)]
+    #[arg(long, global = true, default_value = sriov_selector_pools::DEFAULT_DEVINFO_DIR)]
     pub(crate) devinfo_dir: PathBuf,
-    /// Where CDI specs go (with --use-cdi).
-    #[arg(long, default_value = sriov_selector_pools::DEFAULT_CDI_DIR)]
+    /// Where CDI specs go (with --use-cdi, and always in `dra` mode).
+    #[arg(long, global = true, default_value = sriov_selector_pools::DEFAULT_CDI_DIR)]
     pub(crate) cdi_dir: PathBuf,
     /// Seconds between rescans of sysfs (VF count changes, driver rebinds).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10)]
     pub(crate) rescan_interval: u64,
     /// Where device health comes from: `none` (SRDP's: healthy while the device exists) or
     /// `netlink` (also unhealthy while the PF's link is down or the VF's netdev is gone).
@@ -83,22 +88,27 @@ pub(crate) struct Args {
     pub(crate) ignore_carrier: bool,
     /// Log lines as `text` or `json` (one object per line). The level comes
     /// from RUST_LOG (default `info`); SIGUSR1 switches to trace, SIGUSR2 back.
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = parse_log_format)]
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = parse_log_format)]
     pub(crate) log_format: sriov_telemetry::logging::LogFormat,
     /// Push traces and metrics over OTLP/gRPC to this collector (`host:port`
     /// or a URL; plain gRPC without TLS). Without it metrics are only kept for
     /// a Prometheus scrape.
-    #[arg(long, value_name = "ENDPOINT", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ENDPOINT",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
     pub(crate) otlp_endpoint: Option<String>,
     /// Serve Prometheus `/metrics`, `/readyz` and `/livez` on ADDR
     /// (`host:port`, `:port` or a port; without a host, loopback). Off
     /// unless given.
-    #[arg(long, value_name = "ADDR", value_parser = crate::ops::metrics_addr)]
+    #[arg(long, global = true, value_name = "ADDR", value_parser = crate::ops::metrics_addr)]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Serve CPU profiles (`/debug/pprof/profile?seconds=N`), memory figures
     /// and the pools as JSON (`/debug/state`) on ADDR, a loopback address.
     /// Off unless given.
-    #[arg(long, value_name = "ADDR", value_parser = crate::ops::pprof_addr)]
+    #[arg(long, global = true, value_name = "ADDR", value_parser = crate::ops::pprof_addr)]
     pub(crate) pprof_listen: Option<std::net::SocketAddr>,
 
     /// SRDP (glog) logging flag; ignored, use RUST_LOG. glog's own spelling
@@ -146,6 +156,40 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the pools through Dynamic Resource Allocation (resource.k8s.io/v1, Kubernetes
+    /// 1.34+) instead of the device-plugin API: publish the devices as ResourceSlices of this
+    /// node, register with kubelet's plugin watcher as a DRAPlugin, and prepare and unprepare
+    /// the claims kubelet hands over (drivers, CDI specs, device-info files).
+    Dra(DraArgs),
+}
+
+/// `sriov-device-plugin dra`: what only DRA mode needs; the config, sysfs, health, CDI and
+/// device-info flags are the device-plugin mode's.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DraArgs {
+    /// The DRA driver name the devices are published and claimed under (dra-driver-sriov's, so
+    /// its DeviceClasses select them).
+    #[arg(long, default_value = sriov_dra::DEFAULT_DRIVER_NAME)]
+    pub(crate) driver_name: String,
+    /// This node's name (the downward API's spec.nodeName); the ResourceSlices' node and pool.
+    #[arg(long, env = "NODE_NAME")]
+    pub(crate) node_name: String,
+    /// A kubeconfig file for the API server; without one, the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Where the DRA socket (dra.sock) and the prepared-claims checkpoint live
+    /// (default: /var/lib/kubelet/plugins/<driver name>).
+    #[arg(long)]
+    pub(crate) plugin_dir: Option<PathBuf>,
+}
+
+impl DraArgs {
+    /// `--plugin-dir`, or kubelet's plugins directory plus the driver name.
+    pub(crate) fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(sriov_api::kubelet::dra::PLUGINS_PATH).join(&self.driver_name)
+        })
+    }
 }
 
 /// Go's flag package accepts `-flag` as well as `--flag`; clap wants two dashes for long

@@ -9,7 +9,9 @@
 //! device-info files and CDI specs at start and stop. SIGINT, SIGTERM and SIGQUIT stop it.
 
 mod args;
+mod dra;
 mod explain;
+mod fixture;
 mod links;
 mod logging;
 mod ops;
@@ -21,7 +23,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sriov_deviceplugin::Backend;
-use sriov_pci::Sysfs;
 use sriov_selector_pools::{
     CdiDir, Config, DdpTools, DeviceInfoDir, Host, HostPaths, IgnoreCarrier, LinkHealth, LinkTable,
     NoLinkHealth, PoolManager, PoolSettings, Readiness, Reloader, Strictness,
@@ -82,8 +83,14 @@ fn run_with(
     for s in &config.skipped {
         tracing::error!(field = %s.field, "{} (--strict refuses the config instead)", s.message);
     }
+    let dra = match &args.command {
+        Some(args::Command::Dra(dra)) => Some(dra.clone()),
+        _ => None,
+    };
+    // Only DRA mode writes to sysfs (driver binds at Prepare).
+    let sysfs = fixture::sysfs(&args.sysfs_root, dra.is_some())?;
     let host = Host::new(HostPaths {
-        sysfs: Sysfs::under_root(&args.sysfs_root),
+        sysfs: sysfs.clone(),
         proc_net_route: args.proc_net_route.clone(),
         dev_dir: args.dev_dir.clone(),
     })
@@ -96,6 +103,21 @@ fn run_with(
         devinfo: DeviceInfoDir::new(&args.devinfo_dir),
         cdi: CdiDir::new(&args.cdi_dir),
     };
+    if let Some(dra) = dra {
+        // The pools hand out nothing in DRA mode: Prepare writes the device-info files and
+        // CDI specs. The pools' own device-info dir is a private one, so that a reload
+        // dropping a resource cannot remove the files of claims prepared from it.
+        let settings = PoolSettings {
+            use_cdi: false,
+            cdi_field: false,
+            devinfo: DeviceInfoDir::new(dra.plugin_dir().join("pools-devinfo")),
+            ..settings
+        };
+        runtime.spawn(logging::level_signals(levels));
+        return runtime.block_on(dra::serve(
+            args, dra, config, host, sysfs, settings, metrics,
+        ));
+    }
     if args.dry_run {
         let manager = PoolManager::new(&config, host, settings, Arc::new(NoLinkHealth));
         print!("{}", manager.explain().context("discovering devices")?);

@@ -275,6 +275,23 @@ async fn stopping(stops: &mut [(Signal, &'static str)]) -> &'static str {
     futures::future::select_all(waits).await.0
 }
 
+/// What the main loop of either mode waits for.
+pub(crate) enum Trigger {
+    /// SIGINT, SIGTERM or SIGQUIT, by name.
+    Stop(&'static str),
+    /// SIGHUP or a change of the config file: reload.
+    Reload(&'static str),
+}
+
+/// The next stop signal, SIGHUP or config file change.
+pub(crate) async fn next_trigger(signals: &mut Signals, changes: &mut ConfigWatch) -> Trigger {
+    tokio::select! {
+        name = stopping(&mut signals.stops) => Trigger::Stop(name),
+        _ = hangup(&mut signals.hangup) => Trigger::Reload("SIGHUP"),
+        _ = changes.changed() => Trigger::Reload("config file change"),
+    }
+}
+
 /// Follows the config file and SIGHUP until SIGINT, SIGTERM or SIGQUIT, whose name it returns.
 pub(crate) async fn follow_config(
     pools: &Arc<Reloader>,
@@ -285,26 +302,30 @@ pub(crate) async fn follow_config(
 ) -> &'static str {
     let mut changes = ConfigWatch::new(file);
     loop {
-        let why = tokio::select! {
-            name = stopping(&mut signals.stops) => return name,
-            _ = hangup(&mut signals.hangup) => "SIGHUP",
-            _ = changes.changed() => "config file change",
-        };
-        reload(pools, plugins, file, strictness, why).await;
+        match next_trigger(signals, &mut changes).await {
+            Trigger::Stop(name) => return name,
+            Trigger::Reload(why) => {
+                if reload(pools, file, strictness, why).await {
+                    plugins.sync(pools).await;
+                }
+            }
+        }
     }
 }
 
-async fn reload(
+/// Reloads `file` into `pools`; true when a new config now runs. Every outcome is logged; on
+/// any error the running config stays.
+pub(crate) async fn reload(
     pools: &Arc<Reloader>,
-    plugins: &mut Plugins,
     file: &Path,
     strictness: Strictness,
     why: &str,
-) {
+) -> bool {
     let (p, f) = (pools.clone(), file.to_path_buf());
     match tokio::task::spawn_blocking(move || p.reload_file(&f, strictness)).await {
         Ok(Ok(Reloaded::Unchanged)) => {
             tracing::debug!(trigger = why, "config unchanged");
+            false
         }
         Ok(Ok(Reloaded::Applied(diff))) => {
             let config = pools.config();
@@ -321,11 +342,15 @@ async fn reload(
                 changed = ?diff.changed,
                 "config reloaded"
             );
-            plugins.sync(pools).await;
+            true
         }
         Ok(Err(e)) => {
             tracing::error!(trigger = why, "{e}; the running config stays");
+            false
         }
-        Err(e) => tracing::warn!("reload task failed: {e}"),
+        Err(e) => {
+            tracing::warn!("reload task failed: {e}");
+            false
+        }
     }
 }

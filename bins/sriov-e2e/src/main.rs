@@ -15,6 +15,7 @@ mod allocate;
 mod chaos;
 mod checks;
 mod client;
+mod dra;
 mod forwarder;
 mod hostile;
 mod inspect;
@@ -70,6 +71,7 @@ enum Mode {
     Forwarder(Options),
     Srdp(srdp::SrdpOptions),
     Allocate(allocate::AllocateOptions),
+    Dra(dra::DraOptions),
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
     let parsed = match std::env::args().nth(1).as_deref() {
         Some("srdp") => srdp::parse(std::env::args().skip(2)).map(Mode::Srdp),
         Some("allocate") => allocate::parse(std::env::args().skip(2)).map(Mode::Allocate),
+        Some("dra") => dra::parse(std::env::args().skip(2)).map(Mode::Dra),
         _ => parse().map(Mode::Forwarder),
     };
     let mode = match parsed {
@@ -179,6 +182,7 @@ fn main() -> ExitCode {
             Mode::Forwarder(o) => checks::run(o).await,
             Mode::Srdp(o) => srdp::run(o).await,
             Mode::Allocate(o) => allocate::run(o).await,
+            Mode::Dra(o) => dra::run(o).await,
         }
     });
     println!("{}", report.summary());
