@@ -33,9 +33,12 @@ pub(crate) struct DraOptions {
     expect: usize,
     /// Check that the CDI spec's device nodes exist (a real /dev).
     check_dev_nodes: bool,
+    /// `--reload FILE=COUNT`: at the end, this config replaces `config` (renamed over it, as
+    /// a ConfigMap update does) and the slices must come to hold COUNT devices.
+    reload: Option<(PathBuf, usize)>,
 }
 
-pub(crate) const USAGE: &str = "usage: sriov-e2e dra --plugin PATH --config FILE --sysfs-root DIR --work DIR --expect COUNT [--check-dev-nodes]";
+pub(crate) const USAGE: &str = "usage: sriov-e2e dra --plugin PATH --config FILE --sysfs-root DIR --work DIR --expect COUNT [--check-dev-nodes] [--reload FILE=COUNT]";
 
 const DRIVER: &str = sriov_dra::DEFAULT_DRIVER_NAME;
 const NODE: &str = "e2e-node";
@@ -62,6 +65,16 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<DraOptions
                     .map_err(|_| format!("--expect {v}: not a number"))?;
             }
             "--check-dev-nodes" => o.check_dev_nodes = true,
+            "--reload" => {
+                let v = value()?;
+                let (file, n) = v
+                    .rsplit_once('=')
+                    .ok_or_else(|| format!("--reload {v}: want FILE=COUNT"))?;
+                let n = n
+                    .parse()
+                    .map_err(|_| format!("--reload {v}: COUNT is not a number"))?;
+                o.reload = Some((file.into(), n));
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -588,6 +601,20 @@ async fn scenario(o: &DraOptions, r: &mut Report) -> Result<(), String> {
         }
     };
     r.check("dra-v1beta1-kernel-driver", beta.await);
+    if let Some((file, want)) = &o.reload {
+        let swapped = o.config.with_extension("next");
+        let reloaded = std::fs::copy(file, &swapped)
+            .and_then(|_| std::fs::rename(&swapped, &o.config))
+            .map_err(|e| format!("replacing {}: {e}", o.config.display()));
+        let reloaded = match reloaded {
+            Ok(()) => published(&api, *want).await,
+            Err(e) => Err(e),
+        };
+        r.check(
+            "dra-reload",
+            reloaded.map(|d| format!("the new config's {} devices published, no restart", d.len())),
+        );
+    }
     say(format!("plugin logs in {}", o.work.display()));
     r.check("dra-graceful-shutdown", stop(&mut child));
     r.check(

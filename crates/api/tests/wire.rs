@@ -225,3 +225,110 @@ fn network_service_request_carries_preferences_as_field_two() {
     mech.extend(ld(0x12, b"KERNEL"));
     assert_eq!(req.encode_to_vec(), ld(0x12, &mech));
 }
+
+#[test]
+fn dra_services_use_kubelets_package_paths() {
+    use sriov_api::kubelet::dra::{health_v1alpha1 as health, v1, v1beta1};
+    assert_eq!(
+        <v1::dra_plugin_server::DraPluginServer<Nop> as NamedService>::NAME,
+        "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
+    );
+    assert_eq!(
+        <v1beta1::dra_plugin_server::DraPluginServer<Nop> as NamedService>::NAME,
+        "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin"
+    );
+    assert_eq!(
+        <health::dra_resource_health_server::DraResourceHealthServer<Nop> as NamedService>::NAME,
+        "v1alpha1.DRAResourceHealth"
+    );
+    // What kubelet's plugin manager matches in PluginInfo.supported_versions.
+    assert_eq!(v1::SERVICE, "v1.DRAPlugin");
+    assert_eq!(v1beta1::SERVICE, "v1beta1.DRAPlugin");
+    assert_eq!(reg::DRA_PLUGIN_TYPE, "DRAPlugin");
+}
+
+#[test]
+fn dra_messages_use_kubelet_field_numbers() {
+    use sriov_api::kubelet::dra::{v1, v1beta1};
+    let claim = v1::Claim {
+        namespace: "n".into(),
+        uid: "u".into(),
+        name: "m".into(),
+    };
+    assert_eq!(
+        claim.encode_to_vec(),
+        [ld(0x0a, b"n"), ld(0x12, b"u"), ld(0x1a, b"m")].concat()
+    );
+    let device = v1::Device {
+        request_names: vec!["a".into()],
+        pool_name: "p".into(),
+        device_name: "d".into(),
+        cdi_device_ids: vec!["c".into()],
+        share_id: Some("s".into()),
+    };
+    let want = [
+        ld(0x0a, b"a"),
+        ld(0x12, b"p"),
+        ld(0x1a, b"d"),
+        ld(0x22, b"c"),
+        ld(0x2a, b"s"),
+    ]
+    .concat();
+    assert_eq!(device.encode_to_vec(), want);
+    // v1beta1 is v1 without share_id (field 5).
+    let beta = v1beta1::Device {
+        request_names: vec!["a".into()],
+        pool_name: "p".into(),
+        device_name: "d".into(),
+        cdi_device_ids: vec!["c".into()],
+    };
+    assert_eq!(beta.encode_to_vec(), want[..want.len() - 3]);
+    // map<string, NodePrepareResourceResponse> claims = 1: entries of key 1, value 2; the
+    // per-claim error is field 2 (devices 1).
+    let answer = v1::NodePrepareResourcesResponse {
+        claims: [(
+            "u".to_string(),
+            v1::NodePrepareResourceResponse {
+                devices: vec![],
+                error: "e".into(),
+            },
+        )]
+        .into(),
+    };
+    let entry = [ld(0x0a, b"u"), ld(0x12, &ld(0x12, b"e"))].concat();
+    assert_eq!(answer.encode_to_vec(), ld(0x0a, &entry));
+    // NodeUnprepareResourceResponse.error is field 1.
+    let un = v1::NodeUnprepareResourcesResponse {
+        claims: [(
+            "u".to_string(),
+            v1::NodeUnprepareResourceResponse { error: "e".into() },
+        )]
+        .into(),
+    };
+    let entry = [ld(0x0a, b"u"), ld(0x12, &ld(0x0a, b"e"))].concat();
+    assert_eq!(un.encode_to_vec(), ld(0x0a, &entry));
+}
+
+#[test]
+fn dra_health_uses_kubelet_field_numbers() {
+    use sriov_api::kubelet::dra::health_v1alpha1 as health;
+    let h = health::DeviceHealth {
+        device: Some(health::DeviceIdentifier {
+            pool_name: "p".into(),
+            device_name: "d".into(),
+        }),
+        health: health::HealthStatus::Unhealthy.into(),
+        last_updated_time: 5,
+        health_check_timeout_seconds: 7,
+        message: "m".into(),
+    };
+    let want = [
+        ld(0x0a, &[ld(0x0a, b"p"), ld(0x12, b"d")].concat()),
+        vec![0x10, 0x02, 0x18, 0x05, 0x20, 0x07],
+        ld(0x2a, b"m"),
+    ]
+    .concat();
+    assert_eq!(h.encode_to_vec(), want);
+    assert_eq!(health::HealthStatus::Unknown as i32, 0);
+    assert_eq!(health::HealthStatus::Healthy as i32, 1);
+}
