@@ -161,11 +161,33 @@ impl FakeApiServer {
 
     /// Writes a kubeconfig pointing at it into `dir`; returns its path.
     pub fn kubeconfig(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        use base64::Engine as _;
+        // kube builds its TLS settings even for an http:// server, and without a CA it asks
+        // the platform's trust store, which a minimal host (the VM test's initramfs, a
+        // scratch image) lacks. A throwaway CA, never used over plain HTTP, keeps the
+        // client to the kubeconfig, as in a pod (the service account's ca.crt).
+        let ca = rcgen::generate_simple_self_signed(vec!["fake-apiserver".to_string()])
+            .map_err(std::io::Error::other)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = b64.encode(ca.cert.der());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        );
+        let ca_data = b64.encode(pem);
         // JSON is YAML, and keeps this free of a YAML writer.
         let config = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url()}}],
+            "clusters": [{"name": "fake", "cluster": {
+                "server": self.url(),
+                "certificate-authority-data": ca_data,
+            }}],
             "users": [{"name": "fake", "user": {}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
             "current-context": "fake",

@@ -1,3 +1,4 @@
+# vmtest-timeout: 240
 # DRA mode on real VFs (issue #19): `sriov-device-plugin dra` against sriov-e2e's stand-ins for
 # kubelet and the API server publishes every igbvf VF as a device of this node's ResourceSlices,
 # prepares a claim asking vfio-pci (the VF on vfio-pci, a CDI spec whose /dev/vfio/<group>
@@ -14,11 +15,15 @@ cat > /tmp/dra.json <<'CFG'
 ]}
 CFG
 rm -rf /tmp/dra
-sriov-e2e dra --plugin "$(command -v sriov-device-plugin)" --config /tmp/dra.json \
-  --sysfs-root /sys --work /tmp/dra --expect "$NUM_VFS" --check-dev-nodes > /tmp/dra.out 2>&1
-rc=$?
+# Each PASS/FAIL line reaches the console as it comes, so a hang shows where it stopped.
+{ sriov-e2e dra --plugin "$(command -v sriov-device-plugin)" --config /tmp/dra.json \
+    --sysfs-root /sys --work /tmp/dra --expect "$NUM_VFS" --check-dev-nodes 2>&1
+  echo "$?" > /tmp/dra.rc; } | while read -r line; do
+  echo "$line" >> /tmp/dra.out
+  case "$line" in PASS*|FAIL*) console "    dra: $line" ;; esac
+done
+rc=$(cat /tmp/dra.rc)
 cat /tmp/dra.out
-grep -E '^(PASS|FAIL) ' /tmp/dra.out | while read -r line; do console "    dra: $line"; done
 if [ "$rc" -ne 0 ]; then
   tail -n 30 /tmp/dra/sriov-device-plugin-dra.*.log 2>/dev/null
   fail "sriov-e2e dra: $(grep -c '^FAIL ' /tmp/dra.out) of its checks failed"
