@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use sriov_pci::Sysfs;
 
 /// The marker file at a fixture tree's root (`sriov_pci_fake::META_FILE`, named here so that
@@ -22,6 +21,7 @@ pub(crate) fn sysfs(root: &Path, writes: bool) -> anyhow::Result<Sysfs> {
     }
     #[cfg(feature = "testing")]
     {
+        use anyhow::Context as _;
         let _ = writes;
         let fake = sriov_pci_fake::FakeKernel::attach(root)
             .with_context(|| format!("attaching the fake kernel to {}", root.display()))?;
