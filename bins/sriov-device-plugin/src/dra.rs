@@ -10,6 +10,7 @@
 //! Slices stay on a clean stop: kubelet withdraws a driver's slices itself when the plugin
 //! stays unregistered, and keeping them lets pods be scheduled across a plugin restart.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,9 +49,16 @@ async fn kube_client(dra: &DraArgs) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("building the API client")
 }
 
-/// Rebuilds the inventory from the pools and tells everyone when it changed.
-fn publish_inventory(pools: &Reloader, inventory: &watch::Sender<Arc<Inventory>>) {
-    let now = Inventory::from_pools(pools.manager().pools());
+/// Rebuilds the inventory from the pools and tells everyone when it changed. Devices prepared
+/// claims hold stay in it even when their pool lets them go (the driver Prepare bound can take
+/// a device out of a `drivers` selector).
+fn publish_inventory(
+    pools: &Reloader,
+    held: &BTreeSet<String>,
+    inventory: &watch::Sender<Arc<Inventory>>,
+) {
+    let mut now = Inventory::from_pools(pools.manager().pools());
+    now.keep_held(&inventory.borrow(), held);
     inventory.send_if_modified(|current| {
         if **current == now {
             false
@@ -104,7 +112,7 @@ pub(crate) async fn serve(
             .context("discovering devices")?;
     }
     let (inventory_tx, inventory_rx) = watch::channel(Arc::new(Inventory::default()));
-    publish_inventory(&pools, &inventory_tx);
+    publish_inventory(&pools, &BTreeSet::new(), &inventory_tx);
     tracing::info!(
         devices = inventory_rx.borrow().len(),
         node = dra.node_name,
@@ -148,7 +156,8 @@ pub(crate) async fn serve(
         plugin_dir,
         registry_dir: args.plugins_registry_dir.clone(),
     };
-    let serving = sriov_dra::service::serve(&cfg, driver, inventory_rx.clone(), stop_rx.clone())?;
+    let serving =
+        sriov_dra::service::serve(&cfg, driver.clone(), inventory_rx.clone(), stop_rx.clone())?;
     tasks.push(tokio::spawn(follow_registration(
         serving.registration.clone(),
         readiness.0,
@@ -167,6 +176,7 @@ pub(crate) async fn serve(
     );
     {
         let (pools, rescan, inventory) = (pools.clone(), rescan.clone(), inventory_tx.clone());
+        let driver = driver.clone();
         let mut stop = stop_rx.clone();
         let every = Duration::from_secs(args.rescan_interval.max(1));
         tasks.push(tokio::spawn(async move {
@@ -178,7 +188,7 @@ pub(crate) async fn serve(
                 }
                 let p = pools.clone();
                 match tokio::task::spawn_blocking(move || p.refresh()).await {
-                    Ok(Ok(_)) => publish_inventory(&pools, &inventory),
+                    Ok(Ok(_)) => publish_inventory(&pools, &driver.held(), &inventory),
                     Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
                     Err(e) => tracing::warn!("rescan task failed: {e}"),
                 }
@@ -192,7 +202,7 @@ pub(crate) async fn serve(
             Trigger::Stop(name) => break name,
             Trigger::Reload(why) => {
                 if crate::reload::reload(&pools, &args.config_file, strictness, why).await {
-                    publish_inventory(&pools, &inventory_tx);
+                    publish_inventory(&pools, &driver.held(), &inventory_tx);
                 }
             }
         }
@@ -335,6 +345,13 @@ impl Driver {
             preparer: Arc::new(preparer),
             inventory,
         })
+    }
+}
+
+impl Driver {
+    /// The devices prepared claims hold.
+    fn held(&self) -> BTreeSet<String> {
+        self.preparer.devices_in_use()
     }
 }
 

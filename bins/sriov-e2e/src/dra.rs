@@ -140,6 +140,8 @@ fn start(o: &DraOptions, d: &Dirs, kubeconfig: &Path, round: u32) -> Result<Chil
         .arg("--devinfo-dir")
         .arg(&d.devinfo)
         .arg("--link-health=none")
+        // Rescans every second, so the held-device check below sees at least one.
+        .arg("--rescan-interval=1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -521,6 +523,19 @@ async fn scenario(o: &DraOptions, r: &mut Report) -> Result<(), String> {
             }),
         );
     }
+    // The VF is now on vfio-pci, which a `drivers` selector may not take: it stays published
+    // while the claim holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    r.check(
+        "dra-held-device-stays-published",
+        published(&api, o.expect).await.and_then(|devs| {
+            if devs.iter().any(|(name, _)| name == dev_a) {
+                Ok(format!("{dev_a} still published after rescans, on vfio-pci"))
+            } else {
+                Err(format!("{dev_a} left the slices while prepared"))
+            }
+        }),
+    );
     let again = prepare_v1(&d, uid_a, "vfio-claim").await;
     r.check(
         "dra-prepare-idempotent",

@@ -31,11 +31,12 @@ fn dra_mode_prepares_and_unprepares_claims_on_the_fixture() {
     let tmp = tempfile::tempdir().unwrap();
     let sysfs = tmp.path().join("sysfs");
     sriov_pci_fake::copy_tree(&workspace().join("testdata/sysfs/node"), &sysfs).unwrap();
-    // Both X710 PFs' VFs, then only the first PF's.
+    // Both X710 PFs' VFs on their kernel driver (a VF Prepare binds to vfio-pci leaves this
+    // selector, yet stays published while held), then only the first PF's.
     let config = tmp.path().join("config.json");
     std::fs::write(
         &config,
-        r#"{"resourceList":[{"resourceName":"x710","selectors":{"drivers":["iavf","vfio-pci"]}}]}"#,
+        r#"{"resourceList":[{"resourceName":"x710","selectors":{"drivers":["iavf"]}}]}"#,
     )
     .unwrap();
     let smaller = tmp.path().join("smaller.json");
@@ -77,6 +78,7 @@ fn dra_mode_prepares_and_unprepares_claims_on_the_fixture() {
         "PASS dra-health",
         "PASS dra-prepare-vfio",
         "PASS dra-cdi-spec",
+        "PASS dra-held-device-stays-published",
         "PASS dra-prepare-idempotent",
         "PASS dra-unprepare-after-restart",
         "PASS dra-unprepare-unknown",

@@ -6,7 +6,7 @@
 //! `0000-3b-02-1`, dra-driver-sriov's spelling) and lets the scheduler pick
 //! by attribute instead of by count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sriov_pci::PciAddress;
@@ -77,6 +77,19 @@ impl Inventory {
         }
     }
 
+    /// Keeps the devices of `held` that `previous` had and this inventory lacks: a device a
+    /// claim holds stays published and preparable even when its pool no longer takes it (a
+    /// selector on `drivers` stops matching once Prepare bound it to vfio-pci).
+    pub fn keep_held(&mut self, previous: &Inventory, held: &BTreeSet<String>) {
+        for name in held {
+            if !self.devices.contains_key(name)
+                && let Some(d) = previous.get(name)
+            {
+                self.devices.insert(name.clone(), d.clone());
+            }
+        }
+    }
+
     /// The device named `name`.
     pub fn get(&self, name: &str) -> Option<&DraDevice> {
         self.devices.get(name)
@@ -101,6 +114,47 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_devices_stay_when_their_pool_lets_them_go() {
+        let dev = |a: &str| {
+            let address: PciAddress = a.parse().unwrap();
+            DraDevice {
+                name: device_name(address),
+                resource: "intel.com/x".into(),
+                host: HostDevice {
+                    address,
+                    vendor: 0x8086,
+                    device: 0x154c,
+                    class: 0x020000,
+                    driver: None,
+                    numa_node: None,
+                    iommu_group: None,
+                    netdevs: vec![],
+                    pf: None,
+                    pf_name: None,
+                    vf_index: None,
+                    link_type: None,
+                    acpi_index: None,
+                    rdma: Default::default(),
+                    pkey: None,
+                    ddp_profile: None,
+                    vdpa: None,
+                    uio: vec![],
+                    aux: None,
+                },
+                unhealthy: None,
+            }
+        };
+        let before = Inventory::from_devices([dev("0000:3b:02.0"), dev("0000:3b:02.1")]);
+        let mut now = Inventory::from_devices([dev("0000:3b:02.1")]);
+        now.keep_held(
+            &before,
+            &["0000-3b-02-0".to_string(), "0000-3b-09-0".to_string()].into(),
+        );
+        let names: Vec<&str> = now.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["0000-3b-02-0", "0000-3b-02-1"]);
+    }
 
     #[test]
     fn device_names_are_dns_labels_from_the_address() {

@@ -11,7 +11,7 @@ have_bin sriov-e2e || skip "sriov-e2e is not in the guest"
 cat > /tmp/dra.json <<'CFG'
 {"resourceList": [
   {"resourceName": "igb_vfs",
-   "selectors": {"vendors": ["8086"], "devices": ["10ca"], "drivers": ["igbvf", "vfio-pci"]}}
+   "selectors": {"vendors": ["8086"], "devices": ["10ca"], "drivers": ["igbvf"]}}
 ]}
 CFG
 rm -rf /tmp/dra
