@@ -45,6 +45,10 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "uevent",
         "kernel uevent datagrams (NETLINK_KOBJECT_UEVENT) read for device health",
     ),
+    (
+        "dra_claim",
+        "ResourceClaims and their opaque VfConfig parameters, read by DRA mode's Prepare",
+    ),
 ];
 
 /// Seconds per target in CI.
