@@ -530,7 +530,9 @@ async fn scenario(o: &DraOptions, r: &mut Report) -> Result<(), String> {
         "dra-held-device-stays-published",
         published(&api, o.expect).await.and_then(|devs| {
             if devs.iter().any(|(name, _)| name == dev_a) {
-                Ok(format!("{dev_a} still published after rescans, on vfio-pci"))
+                Ok(format!(
+                    "{dev_a} still published after rescans, on vfio-pci"
+                ))
             } else {
                 Err(format!("{dev_a} left the slices while prepared"))
             }

@@ -45,15 +45,14 @@ pub enum ClaimError {
         rule: &'static str,
     },
     /// Any other API failure.
-    #[error("reading ResourceClaim {namespace}/{name}: {source}")]
+    #[error("reading ResourceClaim {namespace}/{name}: {cause}")]
     Api {
         /// Its namespace.
         namespace: String,
         /// Its name.
         name: String,
         /// What the client reported.
-        #[source]
-        source: Box<kube::Error>,
+        cause: Box<kube::Error>,
     },
 }
 
@@ -88,7 +87,7 @@ impl ClaimSource {
             Err(source) => Err(ClaimError::Api {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
-                source: Box::new(source),
+                cause: Box::new(source),
             }),
         }
     }

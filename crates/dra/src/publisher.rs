@@ -40,42 +40,38 @@ const WATCH_TIMEOUT_SECS: u32 = 290;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Listing our slices failed.
-    #[error("listing ResourceSlices of driver {driver} on node {node}: {source}")]
+    #[error("listing ResourceSlices of driver {driver} on node {node}: {cause}")]
     List {
         /// The driver.
         driver: String,
         /// The node.
         node: String,
         /// What the client reported.
-        #[source]
-        source: Box<kube::Error>,
+        cause: Box<kube::Error>,
     },
     /// Creating a slice failed.
-    #[error("creating ResourceSlice {name}: {source}")]
+    #[error("creating ResourceSlice {name}: {cause}")]
     Create {
         /// The slice.
         name: String,
         /// What the client reported.
-        #[source]
-        source: Box<kube::Error>,
+        cause: Box<kube::Error>,
     },
     /// Replacing a slice failed.
-    #[error("updating ResourceSlice {name}: {source}")]
+    #[error("updating ResourceSlice {name}: {cause}")]
     Update {
         /// The slice.
         name: String,
         /// What the client reported.
-        #[source]
-        source: Box<kube::Error>,
+        cause: Box<kube::Error>,
     },
     /// Deleting a slice failed.
-    #[error("deleting ResourceSlice {name}: {source}")]
+    #[error("deleting ResourceSlice {name}: {cause}")]
     Delete {
         /// The slice.
         name: String,
         /// What the client reported.
-        #[source]
-        source: Box<kube::Error>,
+        cause: Box<kube::Error>,
     },
     /// Every round met a conflicting write.
     #[error("ResourceSlice {name}: still conflicting after {attempts} attempts")]
@@ -170,7 +166,7 @@ impl Publisher {
             .map_err(|source| PublishError::List {
                 driver: self.driver.clone(),
                 node: self.node.clone(),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         // The selector is the server's to apply; a server (or proxy) that
         // ignores it must not make us delete another node's slices.
@@ -255,7 +251,7 @@ impl Publisher {
                 Err(source) => {
                     return Err(PublishError::Update {
                         name,
-                        source: Box::new(source),
+                        cause: Box::new(source),
                     });
                 }
             }
@@ -271,7 +267,7 @@ impl Publisher {
                 Err(source) => {
                     return Err(PublishError::Create {
                         name,
-                        source: Box::new(source),
+                        cause: Box::new(source),
                     });
                 }
             }
@@ -288,7 +284,7 @@ impl Publisher {
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Some(Round::Retry(name.to_string()))),
             Err(source) => Err(PublishError::Delete {
                 name: name.to_string(),
-                source: Box::new(source),
+                cause: Box::new(source),
             }),
         }
     }
@@ -332,7 +328,7 @@ impl Publisher {
                 Err(source) => {
                     return Err(PublishError::Delete {
                         name,
-                        source: Box::new(source),
+                        cause: Box::new(source),
                     });
                 }
             }

@@ -62,12 +62,12 @@ pub trait ClaimDriver: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// A socket could not be made.
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}: {cause}")]
     Listen {
         /// The socket path.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -128,9 +128,9 @@ pub fn serve<D: ClaimDriver>(
     inventory: watch::Receiver<Arc<Inventory>>,
     stop: watch::Receiver<bool>,
 ) -> Result<Serving, ServiceError> {
-    std::fs::create_dir_all(&cfg.plugin_dir).map_err(|source| ServiceError::Listen {
+    std::fs::create_dir_all(&cfg.plugin_dir).map_err(|cause| ServiceError::Listen {
         path: cfg.plugin_dir.clone(),
-        source,
+        cause,
     })?;
     let dra_path = cfg.dra_socket();
     let reg_path = cfg.registration_socket();
@@ -199,9 +199,9 @@ pub fn serve<D: ClaimDriver>(
 }
 
 fn listen(path: &Path) -> Result<UnixListener, ServiceError> {
-    let err = |source| ServiceError::Listen {
+    let err = |cause| ServiceError::Listen {
         path: path.to_owned(),
-        source,
+        cause,
     };
     // A socket left by an earlier run (or a crash) blocks bind.
     match std::fs::remove_file(path) {

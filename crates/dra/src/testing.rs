@@ -138,7 +138,12 @@ impl FakeApiServer {
         let addr = listener.local_addr()?;
         let (changes, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            // A real API server never lists at resourceVersion "0", which a watch reads as
+            // "from any state" and would skip changes made between a list and its watch.
+            state: Mutex::new(State {
+                version: 1,
+                ..State::default()
+            }),
             changes,
         });
         let task = tokio::spawn(accept(listener, shared.clone()));

@@ -165,7 +165,6 @@ pub enum VfConfigError {
         /// `FromClass` or `FromClaim`.
         source_name: String,
         /// Why.
-        #[source]
         cause: Box<VfConfigError>,
     },
 }
