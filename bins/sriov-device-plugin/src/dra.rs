@@ -175,25 +175,14 @@ pub(crate) async fn serve(
         .await?,
     );
     {
-        let (pools, rescan, inventory) = (pools.clone(), rescan.clone(), inventory_tx.clone());
-        let driver = driver.clone();
-        let mut stop = stop_rx.clone();
-        let every = Duration::from_secs(args.rescan_interval.max(1));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(every) => {}
-                    _ = rescan.notified() => {}
-                }
-                let p = pools.clone();
-                match tokio::task::spawn_blocking(move || p.refresh()).await {
-                    Ok(Ok(_)) => publish_inventory(&pools, &driver.held(), &inventory),
-                    Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
-                    Err(e) => tracing::warn!("rescan task failed: {e}"),
-                }
-            }
-        }));
+        let (p, inventory, driver) = (pools.clone(), inventory_tx.clone(), driver.clone());
+        tasks.push(crate::reload::spawn_rescans(
+            pools.clone(),
+            rescan.clone(),
+            Duration::from_secs(args.rescan_interval.max(1)),
+            stop_rx.clone(),
+            move || publish_inventory(&p, &driver.held(), &inventory),
+        ));
     }
 
     let mut changes = ConfigWatch::new(&args.config_file);

@@ -184,27 +184,13 @@ async fn serve(
         )
         .await?,
     );
-    {
-        let pools = pools.clone();
-        let rescan = rescan.clone();
-        let mut stop = stop_rx.clone();
-        let every = Duration::from_secs(args.rescan_interval.max(1));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(every) => {}
-                    _ = rescan.notified() => {}
-                }
-                let p = pools.clone();
-                match tokio::task::spawn_blocking(move || p.refresh()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
-                    Err(e) => tracing::warn!("rescan task failed: {e}"),
-                }
-            }
-        }));
-    }
+    tasks.push(reload::spawn_rescans(
+        pools.clone(),
+        rescan.clone(),
+        Duration::from_secs(args.rescan_interval.max(1)),
+        stop_rx.clone(),
+        || {},
+    ));
 
     let strictness = if args.strict {
         Strictness::Strict

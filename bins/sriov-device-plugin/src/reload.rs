@@ -354,3 +354,29 @@ pub(crate) async fn reload(
         }
     }
 }
+
+/// Refreshes the pools every `every`, and at once whenever `rescan` is notified (netlink and
+/// uevent followers), until `stop`; `after` runs after each successful refresh.
+pub(crate) fn spawn_rescans(
+    pools: Arc<Reloader>,
+    rescan: Arc<tokio::sync::Notify>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    after: impl Fn() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(every) => {}
+                _ = rescan.notified() => {}
+            }
+            let p = pools.clone();
+            match tokio::task::spawn_blocking(move || p.refresh()).await {
+                Ok(Ok(_)) => after(),
+                Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
+                Err(e) => tracing::warn!("rescan task failed: {e}"),
+            }
+        }
+    })
+}

@@ -111,43 +111,49 @@ impl Inventory {
     }
 }
 
+/// An iavf VF at `address` for the crate's unit tests, unhealthy for `unhealthy`.
+#[cfg(test)]
+pub(crate) fn test_device(address: &str, unhealthy: Option<&str>) -> DraDevice {
+    let address: PciAddress = address.parse().unwrap();
+    DraDevice {
+        name: device_name(address),
+        resource: "intel.com/sriov".into(),
+        host: HostDevice {
+            address,
+            vendor: 0x8086,
+            device: 0x154c,
+            class: 0x020000,
+            driver: Some("iavf".into()),
+            numa_node: None,
+            iommu_group: None,
+            netdevs: vec![],
+            pf: None,
+            pf_name: None,
+            vf_index: None,
+            link_type: None,
+            acpi_index: None,
+            rdma: Default::default(),
+            pkey: None,
+            ddp_profile: None,
+            vdpa: None,
+            uio: vec![],
+            aux: None,
+        },
+        unhealthy: unhealthy.map(str::to_string),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn held_devices_stay_when_their_pool_lets_them_go() {
-        let dev = |a: &str| {
-            let address: PciAddress = a.parse().unwrap();
-            DraDevice {
-                name: device_name(address),
-                resource: "intel.com/x".into(),
-                host: HostDevice {
-                    address,
-                    vendor: 0x8086,
-                    device: 0x154c,
-                    class: 0x020000,
-                    driver: None,
-                    numa_node: None,
-                    iommu_group: None,
-                    netdevs: vec![],
-                    pf: None,
-                    pf_name: None,
-                    vf_index: None,
-                    link_type: None,
-                    acpi_index: None,
-                    rdma: Default::default(),
-                    pkey: None,
-                    ddp_profile: None,
-                    vdpa: None,
-                    uio: vec![],
-                    aux: None,
-                },
-                unhealthy: None,
-            }
-        };
-        let before = Inventory::from_devices([dev("0000:3b:02.0"), dev("0000:3b:02.1")]);
-        let mut now = Inventory::from_devices([dev("0000:3b:02.1")]);
+        let before = Inventory::from_devices([
+            test_device("0000:3b:02.0", None),
+            test_device("0000:3b:02.1", None),
+        ]);
+        let mut now = Inventory::from_devices([test_device("0000:3b:02.1", None)]);
         now.keep_held(
             &before,
             &["0000-3b-02-0".to_string(), "0000-3b-09-0".to_string()].into(),

@@ -71,38 +71,7 @@ pub fn departed(before: &Inventory, now: &Inventory) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::{DraDevice, device_name};
-    use sriov_selector_pools::HostDevice;
-
-    fn dev(addr: &str, unhealthy: Option<&str>) -> DraDevice {
-        let address = addr.parse().unwrap();
-        DraDevice {
-            name: device_name(address),
-            resource: "intel.com/sriov".into(),
-            host: HostDevice {
-                address,
-                vendor: 0x8086,
-                device: 0x154c,
-                class: 0x020000,
-                driver: Some("iavf".into()),
-                numa_node: None,
-                iommu_group: None,
-                netdevs: vec![],
-                pf: None,
-                pf_name: None,
-                vf_index: None,
-                link_type: None,
-                acpi_index: None,
-                rdma: Default::default(),
-                pkey: None,
-                ddp_profile: None,
-                vdpa: None,
-                uio: vec![],
-                aux: None,
-            },
-            unhealthy: unhealthy.map(str::to_string),
-        }
-    }
+    use crate::devices::test_device as dev;
 
     #[test]
     fn every_device_is_reported_with_its_health_and_departed_ones_as_unknown() {

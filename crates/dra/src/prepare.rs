@@ -33,6 +33,7 @@ use sriov_selector_pools::{
     PoolError, Selectors, VFIO_CONTAINER, device_info_file, env_name,
 };
 
+use crate::attributes::is_dns_subdomain;
 use crate::checkpoint::{
     Checkpoint, CheckpointError, CheckpointFile, ClaimRecord, ClaimState, DeviceRecord, DeviceState,
 };
@@ -827,17 +828,4 @@ fn identity(claim: &ResourceClaim) -> Result<(String, String, String), PrepareEr
         return Err(invalid("metadata.name", "must not be empty"));
     }
     Ok((uid, namespace, name))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b.first().is_some_and(u8::is_ascii_alphanumeric)
-                && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        })
 }

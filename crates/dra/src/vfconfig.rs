@@ -36,6 +36,8 @@
 //! ```
 
 use k8s_openapi::api::resource::v1::DeviceAllocationConfiguration;
+
+use crate::attributes::{is_dns_label, is_dns_subdomain};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -412,16 +414,6 @@ fn check_if_name(name: &str) -> Result<(), VfConfigError> {
     Ok(())
 }
 
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
-}
-
 fn check_dns_label(field: &'static str, value: &str) -> Result<(), VfConfigError> {
     if is_dns_label(value) {
         Ok(())
@@ -435,13 +427,13 @@ fn check_dns_label(field: &'static str, value: &str) -> Result<(), VfConfigError
 }
 
 fn check_dns_subdomain(field: &'static str, value: &str) -> Result<(), VfConfigError> {
-    if value.len() <= 253 && value.split('.').all(is_dns_label) {
+    if is_dns_subdomain(value) {
         Ok(())
     } else {
         Err(invalid(
             field,
             value,
-            "a DNS-1123 subdomain: at most 253 characters of dot-separated DNS labels",
+            "a DNS-1123 subdomain: at most 253 characters of dot-separated [a-z0-9-] labels, each starting and ending alphanumeric",
         ))
     }
 }
