@@ -37,6 +37,8 @@ commands:
   chaos     the crash campaign: SIGKILL at every failpoint and at random
             instants, host audited after each fault; the full one ends on
             real VFs in the VM [--rounds N] [--vm-rounds N]
+  interop   only the grpc-interop suite: Python grpcio as kubelet against
+            the device plugin and DRA mode
   vm-test   boot a QEMU guest with an igb SR-IOV NIC and run the checks on real VFs
             [--update-fixture] [--timeout SECS]
 ";
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(&rest),
         "deploy-check" => deploy::run(&rest),
         "vm-test" => vm::run(&rest),
+        "interop" => interop::main(),
         "fuzz" => fuzz::run(&rest),
         "chaos" => chaos::run(&rest),
         "" | "help" | "-h" | "--help" => {

@@ -12,6 +12,7 @@
 //! bringing it back, optionally a VFIO Request, and a clean shutdown.
 
 mod allocate;
+mod apiserver;
 mod chaos;
 mod checks;
 mod client;
@@ -72,6 +73,7 @@ enum Mode {
     Srdp(srdp::SrdpOptions),
     Allocate(allocate::AllocateOptions),
     Dra(dra::DraOptions),
+    ApiServer(apiserver::ApiServerOptions),
 }
 
 const USAGE: &str = "usage: sriov-e2e --forwarder PATH --sysfs-root DIR --config FILE --work DIR \
@@ -153,10 +155,12 @@ fn parse() -> Result<Options, String> {
 fn main() -> ExitCode {
     // `sriov-e2e srdp ...` checks the standalone device plugin instead.
     // `sriov-e2e allocate ...` hands a container runtime VFIO devices at Allocate.
+    // `sriov-e2e fake-apiserver ...` only serves the API server stand-in, for other drivers.
     let parsed = match std::env::args().nth(1).as_deref() {
         Some("srdp") => srdp::parse(std::env::args().skip(2)).map(Mode::Srdp),
         Some("allocate") => allocate::parse(std::env::args().skip(2)).map(Mode::Allocate),
         Some("dra") => dra::parse(std::env::args().skip(2)).map(Mode::Dra),
+        Some("fake-apiserver") => apiserver::parse(std::env::args().skip(2)).map(Mode::ApiServer),
         _ => parse().map(Mode::Forwarder),
     };
     let mode = match parsed {
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
             Mode::Srdp(o) => srdp::run(o).await,
             Mode::Allocate(o) => allocate::run(o).await,
             Mode::Dra(o) => dra::run(o).await,
+            Mode::ApiServer(o) => apiserver::run(o).await,
         }
     });
     println!("{}", report.summary());

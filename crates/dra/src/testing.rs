@@ -8,7 +8,8 @@
 //! `labelSelector`, and watch (`?watch=true`, newline-delimited
 //! `WatchEvent`s, from a resourceVersion or from the current state);
 //! ResourceClaims get (namespaced, preloaded with
-//! [`FakeApiServer::put_claim`]).
+//! [`FakeApiServer::put_claim`]) and create (`POST`, for drivers in another
+//! process; the client's `metadata.uid` is kept).
 //!
 //! Everything written is validated more strictly than a real server: it must
 //! deserialize into k8s-openapi's types and serialize back to the same JSON
@@ -373,6 +374,16 @@ fn route(
     }
     if let Some(rest) = path.strip_prefix(CLAIMS_PREFIX) {
         let parts: Vec<&str> = rest.split('/').collect();
+        if let [namespace, "resourceclaims"] = parts.as_slice() {
+            if *method != Method::POST {
+                return status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{method} {path}"),
+                );
+            }
+            return create_claim(shared, namespace, body);
+        }
         if let [namespace, "resourceclaims", name] = parts.as_slice() {
             if *method != Method::GET {
                 return status(
@@ -397,6 +408,93 @@ fn route(
         "NotFound",
         format!("no route {path}"),
     )
+}
+
+/// A claim created over HTTP, for a test driver outside this process.
+/// Unlike a real server it keeps the `metadata.uid` the client gave, so the
+/// caller can name the claim to the plugin as kubelet would (by uid) without
+/// reading it back.
+fn create_claim(shared: &Shared, namespace: &str, body: &[u8]) -> Response<Body> {
+    let refuse = |name: &str, message: String| {
+        status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("ResourceClaim.resource.k8s.io \"{name}\" is invalid: {message}"),
+        )
+    };
+    let received: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("body is not JSON: {e}"),
+            );
+        }
+    };
+    let name = received
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for (field, want) in [
+        ("apiVersion", "resource.k8s.io/v1"),
+        ("kind", "ResourceClaim"),
+    ] {
+        if received.get(field).and_then(Value::as_str) != Some(want) {
+            return refuse(&name, format!("{field}: must be {want:?}"));
+        }
+    }
+    let mut claim: ResourceClaim = match serde_json::from_value(received.clone()) {
+        Ok(c) => c,
+        Err(e) => return refuse(&name, format!("does not decode as a ResourceClaim: {e}")),
+    };
+    if let Some(field) = unknown_field(&received, &to_json(&claim), "") {
+        return refuse(&name, format!("{field}: unknown field"));
+    }
+    if !is_dns_subdomain(&name) {
+        return refuse(
+            &name,
+            format!("metadata.name: {name:?} is not a DNS subdomain"),
+        );
+    }
+    match claim.metadata.namespace.as_deref() {
+        None => claim.metadata.namespace = Some(namespace.to_string()),
+        Some(given) if given == namespace => {}
+        Some(given) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "the namespace of the object ({given}) does not match the namespace on the request ({namespace})"
+                ),
+            );
+        }
+    }
+    if claim.metadata.resource_version.is_some() {
+        return refuse(
+            &name,
+            "metadata.resourceVersion: must not be set on create".into(),
+        );
+    }
+    let mut state = shared.lock();
+    let key = (namespace.to_string(), name.clone());
+    if state.claims.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("resourceclaims.resource.k8s.io \"{name}\" already exists"),
+        );
+    }
+    state.version += 1;
+    claim.metadata.resource_version = Some(state.version.to_string());
+    if claim.metadata.uid.is_none() {
+        state.uids += 1;
+        claim.metadata.uid = Some(format!("00000000-0000-4000-8000-{:012x}", state.uids));
+    }
+    let answer = to_json(&claim);
+    state.claims.insert(key, claim);
+    full(StatusCode::CREATED, answer)
 }
 
 fn not_found(name: &str) -> Response<Body> {

@@ -118,3 +118,109 @@ async fn a_stale_update_conflicts_and_immutable_fields_stay() {
         other => panic!("{other:?}"),
     }
 }
+
+fn posted_claim(name: &str, uid: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "uid": uid},
+        "spec": {"devices": {"requests": [{"name": "vf", "exactly": {"deviceClassName": "sriov-vf"}}]}},
+        "status": {"allocation": {"devices": {"results": [
+            {"request": "vf", "driver": "sriovnetwork.k8snetworkplumbingwg.io", "pool": "node-1", "device": "0000-3b-02-0"}
+        ]}}},
+    })
+}
+
+async fn post_claim(
+    client: &kube::Client,
+    namespace: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, u16> {
+    let request = http::Request::post(format!(
+        "/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims"
+    ))
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(body).unwrap())
+    .unwrap();
+    match client.request_text(request).await {
+        Ok(text) => Ok(serde_json::from_str(&text).unwrap()),
+        Err(kube::Error::Api(status)) => Err(status.code),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_posted_claim_keeps_its_uid_and_is_readable() {
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+    let server = sriov_dra::testing::FakeApiServer::start().await.unwrap();
+    let client = server.client().unwrap();
+    let uid = "5b1e9f4e-7f8a-4c1e-9d55-00000000c1a1";
+    let created = post_claim(&client, "ns-a", &posted_claim("vf-claim", uid))
+        .await
+        .unwrap();
+    assert_eq!(created["metadata"]["uid"], uid);
+    assert_eq!(created["metadata"]["namespace"], "ns-a");
+    let read: ResourceClaim = Api::namespaced(client.clone(), "ns-a")
+        .get("vf-claim")
+        .await
+        .unwrap();
+    assert_eq!(read.metadata.uid.as_deref(), Some(uid));
+    let results = read
+        .status
+        .unwrap()
+        .allocation
+        .unwrap()
+        .devices
+        .unwrap()
+        .results
+        .unwrap();
+    assert_eq!(results[0].device, "0000-3b-02-0");
+    // The same name in another namespace is another claim.
+    assert!(
+        post_claim(&client, "ns-b", &posted_claim("vf-claim", uid))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn posted_claims_are_refused_as_a_real_server_would() {
+    let server = sriov_dra::testing::FakeApiServer::start().await.unwrap();
+    let client = server.client().unwrap();
+    post_claim(&client, "ns", &posted_claim("taken", "u-1"))
+        .await
+        .unwrap();
+    let mut misspelled = posted_claim("misspelled", "u-2");
+    misspelled["spec"]["devices"]["requets"] = serde_json::json!([]);
+    let mut wrong_kind = posted_claim("wrong-kind", "u-3");
+    wrong_kind["kind"] = "ResourceSlice".into();
+    let mut wrong_type = posted_claim("wrong-type", "u-4");
+    wrong_type["spec"]["devices"]["requests"] = "vf".into();
+    let mut other_namespace = posted_claim("elsewhere", "u-5");
+    other_namespace["metadata"]["namespace"] = "other".into();
+    for (what, body, code) in [
+        ("an existing name", posted_claim("taken", "u-6"), 409),
+        ("a misspelled field", misspelled, 422),
+        ("another kind", wrong_kind, 422),
+        ("requests not a list", wrong_type, 422),
+        (
+            "a name that is no DNS subdomain",
+            posted_claim("Not_A_Name", "u-7"),
+            422,
+        ),
+        ("another namespace in the body", other_namespace, 400),
+    ] {
+        assert_eq!(
+            post_claim(&client, "ns", &body).await.err(),
+            Some(code),
+            "{what}"
+        );
+    }
+    // The refused ones were not stored.
+    let api: Api<k8s_openapi::api::resource::v1::ResourceClaim> = Api::namespaced(client, "ns");
+    assert!(api.get("misspelled").await.is_err());
+    assert_eq!(
+        api.get("taken").await.unwrap().metadata.uid.as_deref(),
+        Some("u-1")
+    );
+}
