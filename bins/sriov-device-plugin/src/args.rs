@@ -178,7 +178,7 @@ pub(crate) struct DraArgs {
     #[arg(long, env = "KUBECONFIG")]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// Where the DRA socket (dra.sock) and the prepared-claims checkpoint live
-    /// (default: /var/lib/kubelet/plugins/<driver name>).
+    /// (default: `/var/lib/kubelet/plugins/<driver name>`).
     #[arg(long)]
     pub(crate) plugin_dir: Option<PathBuf>,
 }

@@ -23,6 +23,13 @@
 //! - [`service`]: the kubelet side: plugin-watcher registration
 //!   (`DRAPlugin`), the `DRAPlugin` service in v1 and v1beta1, and the
 //!   KEP-4680 health stream ([`health`]).
+//!
+//! The kubelet wire is also checked by a second, independent kubelet:
+//! `crates/dra/interop/fake_kubelet_dra.py`, Python grpcio built from protos
+//! written apart from `proto/`, drives registration, prepare, unprepare (v1
+//! and v1beta1) and health through the real `sriov-device-plugin dra` binary
+//! against `sriov-e2e fake-apiserver` (the grpc-interop suite, `cargo xtask
+//! interop`).
 
 // This crate reads kubelet, API server and file input: a panic here is a
 // denial of service of a node agent, so the panicking shortcuts are refused.

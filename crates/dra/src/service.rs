@@ -1,7 +1,7 @@
 //! The kubelet side of DRA mode: two unix sockets.
 //!
 //! - `<registry dir>/<driver>-reg.sock` serves `pluginregistration.Registration`:
-//!   kubelet's plugin watcher finds it, asks [`GetInfo`](Registration) and
+//!   kubelet's plugin watcher finds it, asks `GetInfo` and
 //!   learns type `DRAPlugin`, our driver name, the DRA socket and the
 //!   services we serve (`v1.DRAPlugin`, `v1beta1.DRAPlugin`); its verdict
 //!   arrives through `NotifyRegistrationStatus` and is kept in
