@@ -949,8 +949,7 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
                 state.tokens.remove(&id);
                 ids.remove(0);
             }
-            for _ in ids.len()..want {
-                let id = format!("{TOKEN_PREFIX}{}", uuid::Uuid::new_v4());
+            for id in new_ids(want.saturating_sub(ids.len())) {
                 state.tokens.insert(
                     id.clone(),
                     Token {
@@ -964,6 +963,23 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
             }
         }
     }
+}
+
+/// `n` new token IDs (`sriov-<uuid v4>`). A PF brings hundreds at once,
+/// so their random bytes come from one `getrandom` call rather than one
+/// each; should that fail, each asks on its own as `Uuid::new_v4` does.
+fn new_ids(n: usize) -> Vec<String> {
+    let mut random = vec![0u8; n * 16];
+    let batch = getrandom::fill(&mut random).is_ok();
+    let mut out = Vec::with_capacity(n);
+    for chunk in random.chunks_exact(16) {
+        let uuid = match <[u8; 16]>::try_from(chunk) {
+            Ok(bytes) if batch => uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            _ => uuid::Uuid::new_v4(),
+        };
+        out.push(format!("{TOKEN_PREFIX}{uuid}"));
+    }
+    out
 }
 
 /// Recorded uses whose VF is gone, expired, or visibly not with a client
