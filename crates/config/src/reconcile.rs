@@ -173,7 +173,25 @@ pub fn reconcile(
     let mut errors = Vec::new();
     let sys_err = |pf: PciAddress| move |source: PciError| Error::Sysfs { pf, cause: source };
 
+    // First each PF's own facts, one PF after the other: a few reads each,
+    // and VFs are created here, in the file's order, before anything else.
+    let mut firsts = Vec::with_capacity(config.physical_functions.len());
     for (&pf, pf_config) in &config.physical_functions {
+        firsts.push(first_pass(pf, pf_config, sysfs, options)?);
+    }
+    // Then the VFs, PFs side by side: two reads per VF (its `virtfnN` link
+    // and its IOMMU group), thousands on a big node, independent of each
+    // other and the kernel's work, which the cores share.
+    let vfs_read = sriov_pci::in_parallel(&firsts, |first| read_vfs(first, sysfs))?;
+
+    for (first, vfs_read) in firsts.into_iter().zip(vfs_read) {
+        let FirstPass {
+            pf,
+            config: pf_config,
+            outcome,
+            warnings: found,
+        } = first;
+        warnings.extend(found);
         let mut skip = |reason: SkipReason| {
             skipped.push(SkippedPf {
                 pf,
@@ -183,50 +201,20 @@ pub fn reconcile(
                 reason,
             })
         };
-        if !sysfs.exists(pf) {
-            skip(SkipReason::Absent {
-                path: sysfs.device_dir(pf),
-            });
-            continue;
-        }
-        let total = match sysfs.total_vfs(pf) {
-            Ok(0) => {
-                skip(SkipReason::NoVfsPossible);
+        let (created_vfs, num_vfs, would_create) = match outcome {
+            Outcome::Skip(reason) => {
+                skip(reason);
                 continue;
             }
-            Err(PciError::NotSriov { path, .. }) => {
-                skip(SkipReason::NotSriov { path });
-                continue;
-            }
-            Ok(n) => n,
-            Err(e) => return Err(sys_err(pf)(e)),
+            Outcome::Go {
+                created_vfs,
+                num_vfs,
+                would_create,
+            } => (created_vfs, num_vfs, would_create),
         };
-        let driver = sysfs.driver(pf).map_err(sys_err(pf))?;
-        if driver.as_deref() != Some(pf_config.pf_kernel_driver.as_str()) {
-            warnings.push(Warning::PfDriverMismatch {
-                pf,
-                expected: pf_config.pf_kernel_driver.clone(),
-                found: driver,
-            });
-        }
-
-        let mut created_vfs = 0;
-        let mut num_vfs = sysfs.num_vfs(pf).map_err(sys_err(pf))?;
-        // In a dry run a PF without VFs is still served: the daemon would create them.
-        let mut would_create = false;
-        if num_vfs == 0 {
-            if options.create_vfs {
-                sysfs.set_num_vfs(pf, total).map_err(sys_err(pf))?;
-                created_vfs = total;
-                num_vfs = total;
-                tracing::info!(%pf, count = total, "created VFs on a PF that had none");
-            } else {
-                warnings.push(Warning::VfsNotCreated { pf, total });
-                would_create = true;
-            }
-        }
-
-        let in_sysfs = sysfs.vfs(pf).map_err(sys_err(pf))?;
+        let Some(VfsRead { in_sysfs, groups }) = vfs_read else {
+            continue;
+        };
         // One reason for the PF says more than an error for each VF it lists.
         if in_sysfs.is_empty() && !would_create {
             skip(SkipReason::NoVfs { num_vfs });
@@ -235,13 +223,11 @@ pub fn reconcile(
         let mut vfs = Vec::new();
         match &pf_config.virtual_functions {
             None => {
-                for vf in &in_sysfs {
-                    vfs.push(ReadyVf {
-                        address: vf.address,
-                        index: vf.index,
-                        iommu_group: sysfs.iommu_group(vf.address).map_err(sys_err(pf))?,
-                    });
-                }
+                vfs.extend(in_sysfs.iter().zip(groups).map(|(vf, group)| ReadyVf {
+                    address: vf.address,
+                    index: vf.index,
+                    iommu_group: group,
+                }));
             }
             Some(listed) => {
                 let field = |i: usize| format!("physicalFunctions.{pf}.virtualFunctions[{i}]");
@@ -319,4 +305,121 @@ pub fn reconcile(
         skipped,
         warnings,
     })
+}
+
+/// A configured PF after [`first_pass`]: left out, or to be read further.
+struct FirstPass<'a> {
+    pf: PciAddress,
+    config: &'a PfConfig,
+    outcome: Outcome,
+    /// Its warnings, said in the file's order with the PF's later ones.
+    warnings: Vec<Warning>,
+}
+
+enum Outcome {
+    Skip(SkipReason),
+    Go {
+        created_vfs: u32,
+        num_vfs: u32,
+        /// A dry run's PF without VFs, served since the daemon would create them.
+        would_create: bool,
+    },
+}
+
+/// A PF's own facts: present, SR-IOV, its driver (a warning when not the
+/// configured one) and its VF count, creating `sriov_totalvfs` VFs when it
+/// has none and `options` allow.
+fn first_pass<'a>(
+    pf: PciAddress,
+    pf_config: &'a PfConfig,
+    sysfs: &Sysfs,
+    options: ReconcileOptions,
+) -> Result<FirstPass<'a>, Error> {
+    let sys_err = |source: PciError| Error::Sysfs { pf, cause: source };
+    let mut warnings = Vec::new();
+    let done = |outcome, warnings| {
+        Ok(FirstPass {
+            pf,
+            config: pf_config,
+            outcome,
+            warnings,
+        })
+    };
+    if !sysfs.exists(pf) {
+        return done(
+            Outcome::Skip(SkipReason::Absent {
+                path: sysfs.device_dir(pf),
+            }),
+            warnings,
+        );
+    }
+    let total = match sysfs.total_vfs(pf) {
+        Ok(0) => return done(Outcome::Skip(SkipReason::NoVfsPossible), warnings),
+        Err(PciError::NotSriov { path, .. }) => {
+            return done(Outcome::Skip(SkipReason::NotSriov { path }), warnings);
+        }
+        Ok(n) => n,
+        Err(e) => return Err(sys_err(e)),
+    };
+    let driver = sysfs.driver(pf).map_err(sys_err)?;
+    if driver.as_deref() != Some(pf_config.pf_kernel_driver.as_str()) {
+        warnings.push(Warning::PfDriverMismatch {
+            pf,
+            expected: pf_config.pf_kernel_driver.clone(),
+            found: driver,
+        });
+    }
+    let mut created_vfs = 0;
+    let mut num_vfs = sysfs.num_vfs(pf).map_err(sys_err)?;
+    // In a dry run a PF without VFs is still served: the daemon would create them.
+    let mut would_create = false;
+    if num_vfs == 0 {
+        if options.create_vfs {
+            sysfs.set_num_vfs(pf, total).map_err(sys_err)?;
+            created_vfs = total;
+            num_vfs = total;
+            tracing::info!(%pf, count = total, "created VFs on a PF that had none");
+        } else {
+            warnings.push(Warning::VfsNotCreated { pf, total });
+            would_create = true;
+        }
+    }
+    done(
+        Outcome::Go {
+            created_vfs,
+            num_vfs,
+            would_create,
+        },
+        warnings,
+    )
+}
+
+/// A PF's VFs as sysfs links them, and, when the config lists none (all
+/// are used), each one's IOMMU group in the same order.
+struct VfsRead {
+    in_sysfs: Vec<sriov_pci::VirtFn>,
+    groups: Vec<Option<u32>>,
+}
+
+/// The reads of [`reconcile`] that grow with the VFs, for one PF; `None`
+/// for a PF already left out.
+fn read_vfs(first: &FirstPass<'_>, sysfs: &Sysfs) -> Result<Option<VfsRead>, Error> {
+    let pf = first.pf;
+    let sys_err = |source: PciError| Error::Sysfs { pf, cause: source };
+    let Outcome::Go { would_create, .. } = first.outcome else {
+        return Ok(None);
+    };
+    let in_sysfs = sysfs.vfs(pf).map_err(sys_err)?;
+    // Listed VFs are checked one by one against the file; an empty PF is skipped.
+    let groups =
+        if first.config.virtual_functions.is_some() || (in_sysfs.is_empty() && !would_create) {
+            Vec::new()
+        } else {
+            in_sysfs
+                .iter()
+                .map(|vf| sysfs.iommu_group(vf.address))
+                .collect::<Result<_, _>>()
+                .map_err(sys_err)?
+        };
+    Ok(Some(VfsRead { in_sysfs, groups }))
 }

@@ -410,3 +410,57 @@ fn shipped_sample_configs_reconcile_against_the_node_fixture() {
             .any(|w| matches!(w, Warning::VfsNotCreated { total: 7, .. }))
     );
 }
+
+/// PFs are read side by side, yet what comes back is in the file's order: PFs, their VFs with
+/// the IOMMU groups sysfs shows, skips and warnings, as one PF after the other would give.
+#[test]
+fn many_pfs_come_back_in_file_order_with_every_vf_and_group() {
+    let fake = fixtures::generated(6, 12).build().unwrap();
+    let sysfs = fake.sysfs();
+    let pfs: Vec<String> = (0..6)
+        .map(|i| format!("0000:{:02x}:00.0", 0x10 + 2 * i))
+        .collect();
+    let mut yaml = String::from("physicalFunctions:\n");
+    for (i, pf) in pfs.iter().enumerate() {
+        // Two PFs with a driver the config does not expect: a warning each, in order.
+        let driver = if i == 1 || i == 4 { "i40e" } else { "ice" };
+        yaml.push_str(&pf_yaml(pf, driver, &[]));
+    }
+    // Not on this node, and sorting between the others.
+    yaml.push_str(&pf_yaml("0000:13:00.0", "ice", &[]));
+    let cfg = config(&yaml);
+    let r = reconcile(&cfg, &sysfs, ReconcileOptions::default()).unwrap();
+    let served: Vec<String> = r
+        .physical_functions
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    assert_eq!(served, pfs);
+    for pf in &r.physical_functions {
+        let want: Vec<(u32, PciAddress, Option<u32>)> = sysfs
+            .vfs(pf.address)
+            .unwrap()
+            .iter()
+            .map(|v| (v.index, v.address, sysfs.iommu_group(v.address).unwrap()))
+            .collect();
+        let got: Vec<(u32, PciAddress, Option<u32>)> = pf
+            .vfs
+            .iter()
+            .map(|v| (v.index, v.address, v.iommu_group))
+            .collect();
+        assert_eq!(got.len(), 12, "{}", pf.address);
+        assert_eq!(got, want, "{}", pf.address);
+        assert!(got.iter().all(|(_, _, g)| g.is_some()), "{}", pf.address);
+    }
+    let mismatched: Vec<PciAddress> = r
+        .warnings
+        .iter()
+        .map(|w| match w {
+            Warning::PfDriverMismatch { pf, .. } => *pf,
+            other => panic!("unexpected warning {other}"),
+        })
+        .collect();
+    assert_eq!(mismatched, [pci(&pfs[1]), pci(&pfs[4])]);
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].pf, pci("0000:13:00.0"));
+}

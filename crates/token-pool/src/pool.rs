@@ -150,7 +150,10 @@ impl Pool {
             path: store.path().to_path_buf(),
             cause: source,
         };
-        let (mut state, note) = store.load()?;
+        let (mut state, note, snapshot_only) = store.load_with_journal()?;
+        // What the snapshot on disk holds, when it holds everything: a start
+        // that changes nothing (the usual restart) need not rewrite it.
+        let on_disk = snapshot_only.then(|| state.clone());
         match note {
             LoadNote::Reset { moved_to, reason } => warnings.push(format!(
                 "pool state {} was unreadable ({reason}); reset as asked: moved to {} and \
@@ -165,8 +168,15 @@ impl Pool {
         layout.keep_held(&state, sysfs, None);
         let now = clock();
         reconcile_uses(&mut state, &layout, sysfs, now, None, &mut warnings);
-        // A fresh snapshot holds everything; the journal starts empty.
-        store.save(&state).map_err(persist_err)?;
+        // A fresh snapshot holds everything; the journal starts empty. When
+        // the one on disk already is that snapshot (the journal was empty and
+        // nothing changed here), it is only synced: 4096 tokens are a
+        // megabyte of JSON to write again at every restart.
+        if on_disk.as_ref() == Some(&state) {
+            store.sync_snapshot().map_err(persist_err)?;
+        } else {
+            store.save(&state).map_err(persist_err)?;
+        }
         let journal =
             Journal::open_empty(&store.journal_path()).map_err(|source| PoolError::Persist {
                 path: store.journal_path(),
@@ -949,8 +959,7 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
                 state.tokens.remove(&id);
                 ids.remove(0);
             }
-            for _ in ids.len()..want {
-                let id = format!("{TOKEN_PREFIX}{}", uuid::Uuid::new_v4());
+            for id in new_ids(want.saturating_sub(ids.len())) {
                 state.tokens.insert(
                     id.clone(),
                     Token {
@@ -964,6 +973,23 @@ fn shape_tokens(state: &mut State, pfs: &BTreeMap<PciAddress, PfInfo>, warnings:
             }
         }
     }
+}
+
+/// `n` new token IDs (`sriov-<uuid v4>`). A PF brings hundreds at once,
+/// so their random bytes come from one `getrandom` call rather than one
+/// each; should that fail, each asks on its own as `Uuid::new_v4` does.
+fn new_ids(n: usize) -> Vec<String> {
+    let mut random = vec![0u8; n * 16];
+    let batch = getrandom::fill(&mut random).is_ok();
+    let mut out = Vec::with_capacity(n);
+    for chunk in random.chunks_exact(16) {
+        let uuid = match <[u8; 16]>::try_from(chunk) {
+            Ok(bytes) if batch => uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            _ => uuid::Uuid::new_v4(),
+        };
+        out.push(format!("{TOKEN_PREFIX}{uuid}"));
+    }
+    out
 }
 
 /// Recorded uses whose VF is gone, expired, or visibly not with a client

@@ -122,6 +122,24 @@ fn the_vf_gauge_and_the_state_view_follow_the_pool() {
         "{vfs:?}"
     );
 
+    // A VF fixed to a token at Allocate shows as bound, its token's;
+    // the one in use stays in use.
+    let bound = pool
+        .bind_at_allocate(NAME, &tokens[1..2], &|_| Some("iavf".to_string()))
+        .unwrap();
+    let views = pool.vf_views();
+    let state_of = |vf| views.iter().find(|v| v.vf == vf).unwrap();
+    let b = state_of(bound[0].binding.vf);
+    assert_eq!((b.state, b.resource.as_deref()), ("bound", Some(NAME)));
+    assert!(tokens[1].starts_with(b.token.as_deref().unwrap().trim_end_matches('…')));
+    assert_eq!(b.connection, None);
+    let u = state_of(lease.vf);
+    assert_eq!(
+        (u.state, u.connection.as_deref()),
+        ("in_use", Some("conn-1"))
+    );
+    assert_eq!(views.iter().filter(|v| v.state == "free").count(), 2);
+
     // A dropped pool is no longer reported.
     drop(pool);
     exporter.reset();
