@@ -150,10 +150,7 @@ impl Pool {
             path: store.path().to_path_buf(),
             cause: source,
         };
-        let (mut state, note, snapshot_only) = store.load_with_journal()?;
-        // What the snapshot on disk holds, when it holds everything: a start
-        // that changes nothing (the usual restart) need not rewrite it.
-        let on_disk = snapshot_only.then(|| state.clone());
+        let (mut state, note) = store.load()?;
         match note {
             LoadNote::Reset { moved_to, reason } => warnings.push(format!(
                 "pool state {} was unreadable ({reason}); reset as asked: moved to {} and \
@@ -168,15 +165,8 @@ impl Pool {
         layout.keep_held(&state, sysfs, None);
         let now = clock();
         reconcile_uses(&mut state, &layout, sysfs, now, None, &mut warnings);
-        // A fresh snapshot holds everything; the journal starts empty. When
-        // the one on disk already is that snapshot (the journal was empty and
-        // nothing changed here), it is only synced: 4096 tokens are a
-        // megabyte of JSON to write again at every restart.
-        if on_disk.as_ref() == Some(&state) {
-            store.sync_snapshot().map_err(persist_err)?;
-        } else {
-            store.save(&state).map_err(persist_err)?;
-        }
+        // A fresh snapshot holds everything; the journal starts empty.
+        store.save(&state).map_err(persist_err)?;
         let journal =
             Journal::open_empty(&store.journal_path()).map_err(|source| PoolError::Persist {
                 path: store.journal_path(),

@@ -169,9 +169,8 @@ impl FileStore {
         self.path.with_file_name(crate::journal::JOURNAL_FILE)
     }
 
-    /// The snapshot with the journal replayed over it, and whether the
-    /// journal was empty (the snapshot alone holds the state).
-    fn read_state(&self) -> Result<(Option<State>, bool), String> {
+    /// The snapshot with the journal replayed over it.
+    fn read_state(&self) -> Result<Option<State>, String> {
         let snapshot = self.read().and_then(|raw| match raw {
             None => Ok(None),
             Some(raw) => serde_json::from_slice::<State>(&raw)
@@ -189,24 +188,17 @@ impl FileStore {
         })?;
         let journal = crate::journal::read(&self.journal_path())?;
         if journal.is_empty() {
-            return Ok((snapshot, true));
+            return Ok(snapshot);
         }
         let mut state = snapshot.unwrap_or_default();
         crate::journal::replay(&mut state, &journal)?;
-        Ok((Some(state), false))
+        Ok(Some(state))
     }
 
     pub(crate) fn load(&self) -> Result<(State, LoadNote), PoolError> {
-        self.load_with_journal()
-            .map(|(state, note, _)| (state, note))
-    }
-
-    /// [`FileStore::load`], and whether the snapshot on disk is the whole
-    /// state loaded (it exists and the journal beside it is empty).
-    pub(crate) fn load_with_journal(&self) -> Result<(State, LoadNote, bool), PoolError> {
         match self.read_state() {
-            Ok((Some(s), snapshot_only)) => Ok((s, LoadNote::Loaded, snapshot_only)),
-            Ok((None, _)) => Ok((State::default(), LoadNote::Fresh, false)),
+            Ok(Some(s)) => Ok((s, LoadNote::Loaded)),
+            Ok(None) => Ok((State::default(), LoadNote::Fresh)),
             Err(reason) if self.reset => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -233,35 +225,13 @@ impl FileStore {
                         }
                     }
                 }
-                Ok((
-                    State::default(),
-                    LoadNote::Reset { moved_to, reason },
-                    false,
-                ))
+                Ok((State::default(), LoadNote::Reset { moved_to, reason }))
             }
             Err(reason) => Err(PoolError::CorruptState {
                 path: self.path.clone(),
                 reason,
             }),
         }
-    }
-
-    /// Makes the snapshot on disk durable as it stands, for a start that
-    /// found it already holding the whole state: a previous process may
-    /// have been killed after renaming it into place and before its
-    /// directory was synced. The same fsyncs as [`FileStore::save`], without
-    /// rewriting what is there.
-    pub(crate) fn sync_snapshot(&self) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&self.path)?;
-        file.sync_all()?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)?.sync_all()
     }
 
     pub(crate) fn save(&self, state: &State) -> io::Result<()> {

@@ -844,35 +844,3 @@ fn changes_survive_a_crash_through_the_journal_and_fold_into_the_snapshot_at_sta
     let pool = f.open();
     assert_eq!(token(&pool, &a[0]).state, TokenState::Allocated);
 }
-
-#[test]
-fn a_restart_that_changes_nothing_keeps_the_snapshot_and_one_that_does_rewrites_it() {
-    use std::os::unix::fs::MetadataExt;
-    let f = Fixture::x710(&[A]);
-    let snapshot = f.state.path().join(sriov_token_pool::STATE_FILE);
-    // The snapshot is replaced by a rename, so a rewrite is a new inode.
-    let inode = || std::fs::metadata(&snapshot).unwrap().ino();
-    let a = ids_of(&f.open(), A);
-    let first = inode();
-    let pool = f.open();
-    assert_eq!(
-        inode(),
-        first,
-        "nothing changed: the snapshot is not rewritten"
-    );
-    assert_eq!(ids_of(&pool, A), a);
-    pool.allocate(A, &a[..1]).unwrap();
-    drop(pool);
-    // The journal's change is folded into a new snapshot at the next start.
-    let pool = f.open();
-    assert_ne!(inode(), first);
-    assert_eq!(token(&pool, &a[0]).state, TokenState::Allocated);
-    let journal = f.state.path().join(sriov_token_pool::JOURNAL_FILE);
-    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
-    drop(pool);
-    // And a snapshot left as it was loads the same again.
-    let second = inode();
-    let pool = f.open();
-    assert_eq!(inode(), second);
-    assert_eq!(token(&pool, &a[0]).state, TokenState::Allocated);
-}
