@@ -68,9 +68,21 @@ impl BindVf {
     /// Binds the leased VF and gathers what later elements need (blocking sysfs work).
     fn bind(&self, lease: VfLease) -> Result<VfBinding, Status> {
         let driver = self.driver_for(lease.pf)?;
-        let previous = tracing::info_span!("host.bind", vf.address = %lease.vf, driver = %driver)
-            .in_scope(|| self.sysfs.bind(lease.vf, &driver))
-            .map_err(status::pci)?;
+        let mut previous =
+            tracing::info_span!("host.bind", vf.address = %lease.vf, driver = %driver)
+                .in_scope(|| self.sysfs.bind(lease.vf, &driver))
+                .map_err(status::pci)?;
+        // A use recorded before a restart, adopted now: the VF is still on the driver our
+        // earlier run bound, so what `bind` found is ours, not what Close must restore. A
+        // free VF waits on its PF's kernel driver (unless Allocate bound it to the token,
+        // and then vfio-pci is where the pod keeps it).
+        if lease.undo.is_some()
+            && !lease.bound_at_allocate
+            && previous.as_deref() == Some(driver.as_str())
+            && let Some(kernel) = self.pool.vf_kernel_driver(lease.pf)
+        {
+            previous = Some(kernel);
+        }
         let undo = |e: Status| {
             if previous.as_deref() != Some(driver.as_str())
                 && let Err(re) = self.sysfs.restore_driver(lease.vf, previous.as_deref())
