@@ -261,19 +261,34 @@ pub(crate) async fn require_link(
 }
 
 pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkStatus>> {
-    handle
-        .link()
-        .get()
-        .execute()
-        .map_ok(|msg| LinkStatus::from_message(&msg))
-        .try_collect()
-        .await
-        .map_err(|source| Error::Netlink {
-            op: "dump links".into(),
-            link: "*".into(),
-            source,
-        })
+    // A dump that links changed under (a namespace going away moves its links home) ends
+    // with NLM_F_DUMP_INTR, which reaches us as EBUSY: the list may be inconsistent, and a
+    // new dump is the answer, as `ip` does.
+    let mut attempt = 1;
+    loop {
+        let dumped = handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(|msg| LinkStatus::from_message(&msg))
+            .try_collect()
+            .await
+            .map_err(|source| Error::Netlink {
+                op: "dump links".into(),
+                link: "*".into(),
+                source,
+            });
+        match dumped {
+            Err(e) if e.errno() == Some(nix::libc::EBUSY) && attempt < DUMP_ATTEMPTS => {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How many times a link dump interrupted by concurrent changes is started again.
+const DUMP_ATTEMPTS: u32 = 5;
 
 /// Sends an `ip link set`-style change (RTM_NEWLINK without NLM_F_CREATE).
 pub(crate) async fn change_link(
