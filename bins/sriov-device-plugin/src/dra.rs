@@ -126,7 +126,8 @@ pub(crate) async fn serve(
         node_uid: node_uid(&client, &dra.node_name).await,
     };
     // Refuses a driver or node name no slice can carry before anything is served.
-    desired(&owner, &inventory_rx.borrow(), &sysfs).context("--driver-name or --node-name")?;
+    desired(&owner, &inventory_rx.borrow(), &BTreeSet::new(), &sysfs)
+        .context("--driver-name or --node-name")?;
     let plugin_dir = dra.plugin_dir();
     let driver = Arc::new(
         Driver::new(
@@ -146,6 +147,7 @@ pub(crate) async fn serve(
     tasks.push(tokio::spawn(publish_slices(
         client,
         owner,
+        driver.clone(),
         sysfs.clone(),
         inventory_rx.clone(),
         stop_rx.clone(),
@@ -225,15 +227,17 @@ async fn follow_registration(
     }
 }
 
-/// The desired pool for `inventory`: every healthy device, with the facts sysfs adds.
+/// The desired pool for `inventory`: every healthy device and every device a claim holds,
+/// with the facts sysfs adds.
 fn desired(
     owner: &PoolOwner,
     inventory: &Inventory,
+    held: &BTreeSet<String>,
     sysfs: &Sysfs,
 ) -> Result<DesiredPool, sriov_dra::slices::SliceError> {
     DesiredPool::new(
         owner.clone(),
-        inventory,
+        &inventory.held_published(held),
         |_| true,
         |d| HostFacts::read(sysfs, &d.host),
     )
@@ -259,12 +263,18 @@ async fn node_uid(client: &kube::Client, node: &str) -> Option<String> {
 async fn publish_slices(
     client: kube::Client,
     owner: PoolOwner,
+    driver: Arc<Driver>,
     sysfs: Sysfs,
     mut inventory: watch::Receiver<Arc<Inventory>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let publisher = Arc::new(Publisher::new(client, &owner.driver, &owner.node));
-    let first = match desired(&owner, &inventory.borrow_and_update(), &sysfs) {
+    let first = match desired(
+        &owner,
+        &inventory.borrow_and_update(),
+        &driver.held(),
+        &sysfs,
+    ) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!("cannot describe the pool: {e}");
@@ -284,7 +294,7 @@ async fn publish_slices(
                     break;
                 }
                 let now = inventory.borrow_and_update().clone();
-                match desired(&owner, &now, &sysfs) {
+                match desired(&owner, &now, &driver.held(), &sysfs) {
                     Ok(d) => {
                         tx.send_replace(Arc::new(d));
                     }

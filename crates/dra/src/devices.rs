@@ -79,15 +79,33 @@ impl Inventory {
 
     /// Keeps the devices of `held` that `previous` had and this inventory lacks: a device a
     /// claim holds stays published and preparable even when its pool no longer takes it (a
-    /// selector on `drivers` stops matching once Prepare bound it to vfio-pci).
+    /// selector on `drivers` stops matching once Prepare bound it to vfio-pci). What the pool
+    /// said of its health no longer applies (on the way to vfio-pci it saw the driver
+    /// unbound, which was Prepare's doing), so it is kept as healthy.
     pub fn keep_held(&mut self, previous: &Inventory, held: &BTreeSet<String>) {
         for name in held {
             if !self.devices.contains_key(name)
                 && let Some(d) = previous.get(name)
             {
-                self.devices.insert(name.clone(), d.clone());
+                let mut kept = d.clone();
+                kept.unhealthy = None;
+                self.devices.insert(name.clone(), kept);
             }
         }
+    }
+
+    /// This inventory as ResourceSlices see it: the devices of `held` count as healthy. A
+    /// device a claim holds is allocated; withdrawing it from the slices (its driver unbound
+    /// for a moment while Prepare rebinds it, or a real fault the health stream reports)
+    /// would leave an allocation naming a device the node no longer publishes.
+    pub fn held_published(&self, held: &BTreeSet<String>) -> Inventory {
+        let mut out = self.clone();
+        for name in held {
+            if let Some(d) = out.devices.get_mut(name) {
+                d.unhealthy = None;
+            }
+        }
+        out
     }
 
     /// The device named `name`.
@@ -160,6 +178,28 @@ mod tests {
         );
         let names: Vec<&str> = now.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["0000-3b-02-0", "0000-3b-02-1"]);
+    }
+
+    #[test]
+    fn held_devices_leave_neither_inventory_nor_slices_over_what_prepare_did() {
+        let held: BTreeSet<String> = ["0000-3b-02-0".to_string()].into();
+        // Prepare unbound the kernel driver: the pool saw it unbound, then lost it (vfio-pci).
+        let before = Inventory::from_devices([
+            test_device("0000:3b:02.0", Some("driver unbound")),
+            test_device("0000:3b:02.1", None),
+        ]);
+        let mut now = Inventory::from_devices([test_device("0000:3b:02.1", None)]);
+        now.keep_held(&before, &held);
+        assert_eq!(now.get("0000-3b-02-0").unwrap().unhealthy, None);
+        // Unhealthy while held: published all the same; others are not.
+        let faulty = Inventory::from_devices([
+            test_device("0000:3b:02.0", Some("PF link down")),
+            test_device("0000:3b:02.1", Some("PF link down")),
+        ]);
+        let seen = faulty.held_published(&held);
+        assert_eq!(seen.get("0000-3b-02-0").unwrap().unhealthy, None);
+        assert!(seen.get("0000-3b-02-1").unwrap().unhealthy.is_some());
+        assert!(faulty.get("0000-3b-02-0").unwrap().unhealthy.is_some());
     }
 
     #[test]
