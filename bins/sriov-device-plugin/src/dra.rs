@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sriov_dra::attributes::HostFacts;
 use sriov_dra::claims::ClaimSource;
-use sriov_dra::devices::Inventory;
+use sriov_dra::devices::{DraDevice, Inventory};
 use sriov_dra::prepare::{PreparedDevice, Preparer, PreparerConfig};
 use sriov_dra::publisher::Publisher;
 use sriov_dra::service::{ClaimDriver, ClaimRef, ServiceConfig};
@@ -54,11 +54,13 @@ async fn kube_client(dra: &DraArgs) -> anyhow::Result<kube::Client> {
 /// a device out of a `drivers` selector).
 fn publish_inventory(
     pools: &Reloader,
-    held: &BTreeSet<String>,
+    driver: &Driver,
+    host: &Host,
     inventory: &watch::Sender<Arc<Inventory>>,
 ) {
     let mut now = Inventory::from_pools(pools.manager().pools());
-    now.keep_held(&inventory.borrow(), held);
+    let missing = driver.held_missing(&now, host);
+    now.keep_held(missing);
     inventory.send_if_modified(|current| {
         if **current == now {
             false
@@ -103,6 +105,8 @@ pub(crate) async fn serve(
         _ => Arc::new(NoLinkHealth),
     };
     crate::links::spawn_uevents(rescan.clone(), stop_rx.clone());
+    // Describes held devices the pools no longer list (`Driver::held_missing`).
+    let describe = host.clone();
     let pools = Arc::new(Reloader::new(config, host, settings, links));
     {
         let p = pools.clone();
@@ -112,22 +116,7 @@ pub(crate) async fn serve(
             .context("discovering devices")?;
     }
     let (inventory_tx, inventory_rx) = watch::channel(Arc::new(Inventory::default()));
-    publish_inventory(&pools, &BTreeSet::new(), &inventory_tx);
-    tracing::info!(
-        devices = inventory_rx.borrow().len(),
-        node = dra.node_name,
-        "DRA inventory ready"
-    );
-
     let client = kube_client(&dra).await?;
-    let owner = PoolOwner {
-        driver: dra.driver_name.clone(),
-        node: dra.node_name.clone(),
-        node_uid: node_uid(&client, &dra.node_name).await,
-    };
-    // Refuses a driver or node name no slice can carry before anything is served.
-    desired(&owner, &inventory_rx.borrow(), &BTreeSet::new(), &sysfs)
-        .context("--driver-name or --node-name")?;
     let plugin_dir = dra.plugin_dir();
     let driver = Arc::new(
         Driver::new(
@@ -140,6 +129,21 @@ pub(crate) async fn serve(
         )
         .context("loading the prepared-claims checkpoint")?,
     );
+    publish_inventory(&pools, &driver, &describe, &inventory_tx);
+    tracing::info!(
+        devices = inventory_rx.borrow().len(),
+        node = dra.node_name,
+        "DRA inventory ready"
+    );
+    let owner = PoolOwner {
+        driver: dra.driver_name.clone(),
+        node: dra.node_name.clone(),
+        node_uid: node_uid(&client, &dra.node_name).await,
+    };
+    // Refuses a driver or node name no slice can carry before anything is served; the
+    // publisher starts from it.
+    let first = desired(&owner, &inventory_rx.borrow(), &driver.held(), &sysfs)
+        .context("--driver-name or --node-name")?;
     let readiness = watch::channel(Readiness {
         missing: vec!["kubelet has not registered the DRA plugin yet".into()],
     });
@@ -147,6 +151,7 @@ pub(crate) async fn serve(
     tasks.push(tokio::spawn(publish_slices(
         client,
         owner,
+        first,
         driver.clone(),
         sysfs.clone(),
         inventory_rx.clone(),
@@ -178,12 +183,13 @@ pub(crate) async fn serve(
     );
     {
         let (p, inventory, driver) = (pools.clone(), inventory_tx.clone(), driver.clone());
+        let describe = describe.clone();
         tasks.push(crate::reload::spawn_rescans(
             pools.clone(),
             rescan.clone(),
             Duration::from_secs(args.rescan_interval.max(1)),
             stop_rx.clone(),
-            move || publish_inventory(&p, &driver.held(), &inventory),
+            move || publish_inventory(&p, &driver, &describe, &inventory),
         ));
     }
 
@@ -193,7 +199,7 @@ pub(crate) async fn serve(
             Trigger::Stop(name) => break name,
             Trigger::Reload(why) => {
                 if crate::reload::reload(&pools, &args.config_file, strictness, why).await {
-                    publish_inventory(&pools, &driver.held(), &inventory_tx);
+                    publish_inventory(&pools, &driver, &describe, &inventory_tx);
                 }
             }
         }
@@ -263,24 +269,15 @@ async fn node_uid(client: &kube::Client, node: &str) -> Option<String> {
 async fn publish_slices(
     client: kube::Client,
     owner: PoolOwner,
+    first: DesiredPool,
     driver: Arc<Driver>,
     sysfs: Sysfs,
     mut inventory: watch::Receiver<Arc<Inventory>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let publisher = Arc::new(Publisher::new(client, &owner.driver, &owner.node));
-    let first = match desired(
-        &owner,
-        &inventory.borrow_and_update(),
-        &driver.held(),
-        &sysfs,
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("cannot describe the pool: {e}");
-            return;
-        }
-    };
+    // `first` describes the inventory as it is now; only later changes count.
+    inventory.borrow_and_update();
     let (tx, rx) = watch::channel(Arc::new(first));
     let mut run_stop = stop.clone();
     let runner = tokio::spawn(publisher.run(rx, async move {
@@ -351,6 +348,29 @@ impl Driver {
     /// The devices prepared claims hold.
     fn held(&self) -> BTreeSet<String> {
         self.preparer.devices_in_use()
+    }
+
+    /// The devices prepared claims hold that `inventory` lacks, described from the host by
+    /// the address and resource the checkpoint recorded (none in the usual case: no reads).
+    fn held_missing(&self, inventory: &Inventory, host: &Host) -> Vec<DraDevice> {
+        self.preparer
+            .prepared()
+            .into_iter()
+            .flat_map(|claim| claim.devices)
+            .filter(|d| inventory.get(&d.device).is_none())
+            .filter_map(|d| match host.describe(d.address) {
+                Ok(described) => Some(DraDevice {
+                    name: d.device,
+                    resource: d.resource,
+                    host: described,
+                    unhealthy: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(device = d.device, "a held device cannot be described: {e}");
+                    None
+                }
+            })
+            .collect()
     }
 }
 

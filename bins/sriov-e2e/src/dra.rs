@@ -555,6 +555,20 @@ async fn scenario(o: &DraOptions, r: &mut Report) -> Result<(), String> {
         "dra-restarted",
         register(&d).await.map(|_| "registered again".into()),
     );
+    // Restarted with the VF still on vfio-pci, which its pool's selector may not take: the
+    // checkpoint keeps it published. (The slices outlive the first plugin: give the new
+    // one time to reconcile them, which would drop the VF if it forgot it.)
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    r.check(
+        "dra-held-device-published-after-restart",
+        published(&api, o.expect).await.and_then(|devs| {
+            if devs.iter().any(|(name, _)| name == dev_a) {
+                Ok(format!("{dev_a} published by the restarted plugin"))
+            } else {
+                Err(format!("{dev_a} left the slices after the restart"))
+            }
+        }),
+    );
     let undone = unprepare_v1(&d, uid_a, "vfio-claim").await.and_then(|()| {
         let now = driver_of(&sysfs, pci_a)?;
         if now != before_a {

@@ -80,6 +80,7 @@ fn dra_mode_prepares_and_unprepares_claims_on_the_fixture() {
         "PASS dra-cdi-spec",
         "PASS dra-held-device-stays-published",
         "PASS dra-prepare-idempotent",
+        "PASS dra-held-device-published-after-restart",
         "PASS dra-unprepare-after-restart",
         "PASS dra-unprepare-unknown",
         "PASS dra-v1beta1-kernel-driver",

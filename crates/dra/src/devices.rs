@@ -77,19 +77,16 @@ impl Inventory {
         }
     }
 
-    /// Keeps the devices of `held` that `previous` had and this inventory lacks: a device a
-    /// claim holds stays published and preparable even when its pool no longer takes it (a
-    /// selector on `drivers` stops matching once Prepare bound it to vfio-pci). What the pool
-    /// said of its health no longer applies (on the way to vfio-pci it saw the driver
-    /// unbound, which was Prepare's doing), so it is kept as healthy.
-    pub fn keep_held(&mut self, previous: &Inventory, held: &BTreeSet<String>) {
-        for name in held {
-            if !self.devices.contains_key(name)
-                && let Some(d) = previous.get(name)
-            {
-                let mut kept = d.clone();
-                kept.unhealthy = None;
-                self.devices.insert(name.clone(), kept);
+    /// Adds the devices claims hold that the pools no longer list: a device a claim holds
+    /// stays published and preparable even when its pool lets it go (a `drivers` selector
+    /// stops matching once Prepare bound it to vfio-pci), also after a restart. The caller
+    /// describes them from the checkpoint and the host; they count as healthy, since what
+    /// took them out of the pool was Prepare's own rebind.
+    pub fn keep_held(&mut self, held: impl IntoIterator<Item = DraDevice>) {
+        for mut device in held {
+            if !self.devices.contains_key(&device.name) {
+                device.unhealthy = None;
+                self.devices.insert(device.name.clone(), device);
             }
         }
     }
@@ -167,30 +164,24 @@ mod tests {
 
     #[test]
     fn held_devices_stay_when_their_pool_lets_them_go() {
-        let before = Inventory::from_devices([
-            test_device("0000:3b:02.0", None),
-            test_device("0000:3b:02.1", None),
-        ]);
         let mut now = Inventory::from_devices([test_device("0000:3b:02.1", None)]);
-        now.keep_held(
-            &before,
-            &["0000-3b-02-0".to_string(), "0000-3b-09-0".to_string()].into(),
-        );
+        // Described from the host on the way to vfio-pci: its driver looked unbound.
+        now.keep_held([
+            test_device("0000:3b:02.0", Some("driver unbound")),
+            test_device(
+                "0000:3b:02.1",
+                Some("not this one: the pool still lists it"),
+            ),
+        ]);
         let names: Vec<&str> = now.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["0000-3b-02-0", "0000-3b-02-1"]);
+        assert_eq!(now.get("0000-3b-02-0").unwrap().unhealthy, None);
+        assert_eq!(now.get("0000-3b-02-1").unwrap().unhealthy, None);
     }
 
     #[test]
-    fn held_devices_leave_neither_inventory_nor_slices_over_what_prepare_did() {
+    fn held_devices_stay_in_the_slices_whatever_their_health() {
         let held: BTreeSet<String> = ["0000-3b-02-0".to_string()].into();
-        // Prepare unbound the kernel driver: the pool saw it unbound, then lost it (vfio-pci).
-        let before = Inventory::from_devices([
-            test_device("0000:3b:02.0", Some("driver unbound")),
-            test_device("0000:3b:02.1", None),
-        ]);
-        let mut now = Inventory::from_devices([test_device("0000:3b:02.1", None)]);
-        now.keep_held(&before, &held);
-        assert_eq!(now.get("0000-3b-02-0").unwrap().unhealthy, None);
         // Unhealthy while held: published all the same; others are not.
         let faulty = Inventory::from_devices([
             test_device("0000:3b:02.0", Some("PF link down")),
