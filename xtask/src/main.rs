@@ -47,6 +47,15 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
+    // A full run builds everything once: incremental caches would only fill
+    // the disk (several GiB on a fresh CI machine). Re-run with them off.
+    if cmd == "test" && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env("CARGO_INCREMENTAL", "0")
+            .status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
     match cmd.as_str() {
         "test" => suites::test(&rest),
         "lint" => suites::lint(),

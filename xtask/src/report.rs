@@ -9,6 +9,21 @@ pub(crate) enum Outcome {
     Skipped(String),
 }
 
+/// Free space where the builds go, as `df` prints it, so that a run that
+/// fills the disk shows which suite did it.
+fn disk_free() -> Option<String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let out = std::process::Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(if target.exists() { target } else { ".".into() })
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines().nth(1).map(|l| l.trim().to_string())
+}
+
 /// Suites in the order they ran, with test counts gathered from cargo's
 /// `test result:` lines so the closing line counts tests, not suites.
 #[derive(Default)]
@@ -22,6 +37,9 @@ pub(crate) struct Report {
 impl Report {
     pub(crate) fn record(&mut self, suite: &str, outcome: Outcome) {
         println!("xtask: {suite}: {outcome}");
+        if let Some(free) = disk_free() {
+            println!("xtask: {free} free for the build after {suite}");
+        }
         self.rows.push((suite.to_string(), outcome));
     }
 
