@@ -12,6 +12,11 @@ use sriov_netlink::testing::PrivateNetns;
 use sriov_pci::{PciAddress, Sysfs};
 
 use crate::forwarder::{self, Paths};
+
+/// How long a VF netdev may take to come home after its Close answered
+/// (the forwarder moves it in the background, about as long as the move
+/// into the client took).
+pub(crate) const RETURN_WAIT: Duration = Duration::from_secs(5);
 use crate::nsc;
 use crate::{Options, client, inspect};
 
@@ -495,10 +500,32 @@ async fn scenario(o: &Options, r: &mut Report) -> Result<(), String> {
     nsc.close(conn)
         .await
         .map_err(|e| format!("close: {}", e.message()))?;
-    let gone = inspect::link(client_ns.url(), "nsm-1").await?;
-    let home = match &vf_netdev {
-        Some(n) => inspect::link_with(&fwd.netlink()?, n).await?,
-        None => None,
+    // Close answers once the interface is unusable; the move home follows.
+    let at_answer = inspect::link(client_ns.url(), "nsm-1").await?;
+    r.check(
+        "close-disables-at-answer",
+        match at_answer {
+            None => Ok("nsm-1 already gone from the client".to_string()),
+            Some(l) if !l.up && !l.addresses.iter().any(|a| a.starts_with("172.16.1.2/")) => Ok(
+                format!("nsm-1 down and without its address at the answer: {l}"),
+            ),
+            Some(l) => Err(format!(
+                "still usable in the client after Close answered: {l}"
+            )),
+        },
+    );
+    let netlink = fwd.netlink()?;
+    let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+    let (gone, home) = loop {
+        let gone = inspect::link(client_ns.url(), "nsm-1").await?;
+        let home = match &vf_netdev {
+            Some(n) => inspect::link_with(&netlink, n).await?,
+            None => None,
+        };
+        if (gone.is_none() && home.is_some()) || tokio::time::Instant::now() > deadline {
+            break (gone, home);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     r.check(
         "close-returns-vf",

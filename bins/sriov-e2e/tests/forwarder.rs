@@ -63,6 +63,7 @@ fn forwarder_serves_kernel_and_vfio_end_to_end_on_the_fixture() {
         "PASS nsmgr-selects-forwarder: sriov-forwarder at unix://",
         "PASS kernel-request",
         "PASS vf-in-client-namespace: nsm-1 UP mtu 1400 172.16.1.2/30",
+        "PASS close-disables-at-answer",
         "PASS close-returns-vf",
         "PASS vfio-request",
         "PASS vfio-device-node",

@@ -32,6 +32,7 @@ use crate::elements::{
 };
 use crate::params::{MECH_KERNEL, MECH_NOOP, MECH_VFIO};
 use crate::reclaim::Reclaim;
+use crate::returns::Returns;
 use crate::{Chain, EndpointFinder, NextHop};
 
 /// Everything the chain's elements use.
@@ -69,6 +70,9 @@ pub struct Deps {
     /// Whether an `inode://` namespace not sent by fd may be found by
     /// scanning `/proc` (hostPID): development only (`NSM_INSECURE`).
     pub netns_proc_scan: bool,
+    /// The undo Closes leave for after their answer ([`crate::returns`]);
+    /// the daemon waits on it at shutdown.
+    pub returns: Returns,
 }
 
 /// The connection ids a client may send back: those `begin` serves, and
@@ -127,11 +131,16 @@ pub fn chain(d: Deps) -> Result<Arc<Chain>, ContractError> {
             d.vfio_dir.clone(),
             d.cgroups.clone(),
         ));
-    let mut reclaim = Reclaim::new(d.pool.clone(), d.sysfs.clone(), d.netlink.clone());
+    let mut reclaim = Reclaim::new(d.pool.clone(), d.sysfs.clone(), d.netlink.clone())
+        .with_returns(d.returns.clone());
     if let Ok(c) = &d.cgroups {
         reclaim = reclaim.with_cgroups(c.clone());
     }
-    let begin = Arc::new(Begin::new().with_orphans(Arc::new(reclaim)));
+    let begin = Arc::new(
+        Begin::new()
+            .with_orphans(Arc::new(reclaim))
+            .with_returns(d.returns.clone()),
+    );
     let chain = Arc::new(
         Chain::new()
             .with(Limits)

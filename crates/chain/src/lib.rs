@@ -51,6 +51,7 @@ pub mod params;
 pub mod peers;
 pub mod reclaim;
 pub mod records;
+pub mod returns;
 pub mod server;
 pub mod status;
 pub mod undo;

@@ -29,6 +29,7 @@ use sriov_vfio::CgroupDevices;
 use tonic::Status;
 
 use crate::records::ClientId;
+use crate::returns::Returns;
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 
@@ -72,6 +73,7 @@ pub struct Reclaim {
     sysfs: Sysfs,
     netlink: Arc<dyn NetlinkOps>,
     cgroups: Option<Arc<CgroupDevices>>,
+    returns: Option<Returns>,
 }
 
 impl std::fmt::Debug for Reclaim {
@@ -89,7 +91,15 @@ impl Reclaim {
             sysfs,
             netlink,
             cgroups: None,
+            returns: None,
         }
+    }
+
+    /// Waits for a connection's background undo ([`crate::returns`]) before undoing it from
+    /// its record, so the two never act on the same VF at once.
+    pub fn with_returns(mut self, returns: Returns) -> Self {
+        self.returns = Some(returns);
+        self
     }
 
     /// Revokes recorded device rules through `cgroups`.
@@ -111,6 +121,9 @@ impl Reclaim {
         connection: &str,
         fds: Option<FdTable>,
     ) -> Result<Option<String>, Status> {
+        if let Some(returns) = &self.returns {
+            returns.wait_connection(connection).await;
+        }
         let pool = self.pool.clone();
         let id = connection.to_string();
         let Some(lease) = blocking(move || pool.lease_of(&id).map_err(status::pool)).await? else {

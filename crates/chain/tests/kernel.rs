@@ -106,6 +106,83 @@ fn kernel_request_puts_the_vf_in_the_client_namespace_and_close_brings_it_back()
     assert!(!ip_in(&client, &["-o", "link"]).contains("nsm-1"));
 }
 
+/// The flags `ip -o link` prints for a link, e.g. `BROADCAST,MULTICAST,UP,LOWER_UP`.
+fn link_flags(line: &str) -> Vec<String> {
+    line.split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(flags, _)| flags.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Close answers once the client's interface is unusable (down, its address gone) and before
+/// the move home; the VF stays in use until it is home, and the same token asked for again at
+/// once is served (it waits for the VF) rather than refused as in use.
+#[test]
+fn a_close_answers_before_the_move_home_and_the_vf_waits_for_it() {
+    let test = "a_close_answers_before_the_move_home";
+    let Some((client, url)) = client_ns(test) else {
+        return;
+    };
+    let client = &client;
+    let checked = in_private_netns(test, |nl| async move {
+        let (h, token) = forwarder(&nl, &["enp59s2"]).await;
+        let conn = h.request(kernel_request("k9", &token, &url)).await.unwrap();
+        let up_before = link_flags(&ip_in(client, &["-o", "link", "show", "nsm-1"]));
+        h.close_answered(conn).await.unwrap();
+        // A current-thread runtime: nothing in the background ran since the answer.
+        let link_at_answer = ip_in(client, &["-o", "link", "show", "nsm-1"]);
+        let addrs_at_answer = ip_in(client, &["-o", "addr", "show", "dev", "nsm-1"]);
+        let in_use_at_answer = h.in_use();
+        let pending_at_answer = h.returns.pending();
+        let again = h.request(kernel_request("k10", &token, &url)).await;
+        let served_again = again.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        if let Ok(c) = again {
+            h.close(c).await.unwrap();
+        }
+        let home = nl
+            .link(&sriov_netlink::LinkRef::Name("enp59s2".into()))
+            .await
+            .unwrap();
+        (
+            up_before,
+            link_at_answer,
+            addrs_at_answer,
+            in_use_at_answer,
+            pending_at_answer,
+            served_again,
+            home,
+            h.in_use(),
+        )
+    });
+    let Some((up_before, link, addrs, in_use, pending, again, home, in_use_after)) = checked else {
+        return;
+    };
+    assert!(up_before.contains(&"UP".to_string()), "{up_before:?}");
+    assert!(
+        link.contains("nsm-1"),
+        "still in the client at the answer: {link:?}"
+    );
+    assert!(
+        !link_flags(&link).contains(&"UP".to_string()),
+        "down at the answer: {link:?}"
+    );
+    assert!(
+        !addrs.contains("172.16.1.2"),
+        "address gone at the answer: {addrs:?}"
+    );
+    assert_eq!(in_use, 1, "the VF is not free before it is home");
+    assert_eq!(pending, 1);
+    assert_eq!(
+        again,
+        Ok(()),
+        "the same token asked again at once is served"
+    );
+    let home = home.expect("VF netdev home after the second Close");
+    assert!(!home.up);
+    assert_eq!(in_use_after, 0);
+    assert!(!ip_in(client, &["-o", "link"]).contains("nsm-1"));
+}
+
 #[test]
 fn the_client_sees_name_addresses_routes_and_mtu() {
     let test = "the_client_sees_name_addresses_routes_and_mtu";

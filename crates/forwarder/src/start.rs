@@ -9,6 +9,7 @@ use sriov_api::nsm::networkservice::network_service_server::NetworkServiceServer
 use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::reclaim::Reclaim;
+use sriov_chain::returns::Returns;
 use sriov_chain::server;
 use sriov_config::EnvConfig;
 use sriov_nsm::{
@@ -218,7 +219,9 @@ impl Builder {
         )
         .map_err(nsm("the next hop's client"))?;
         let monitor = Monitor::new();
-        let mut reclaim = Reclaim::new(pool.clone(), sysfs.clone(), netlink.clone());
+        let returns = Returns::default();
+        let mut reclaim = Reclaim::new(pool.clone(), sysfs.clone(), netlink.clone())
+            .with_returns(returns.clone());
         if let Ok(c) = &cgroups {
             reclaim = reclaim.with_cgroups(c.clone());
         }
@@ -255,6 +258,7 @@ impl Builder {
             // Plaintext development mode keeps the /proc scan; a secure
             // forwarder takes client namespaces only by fd (issue #15).
             netns_proc_scan: env.insecure,
+            returns: returns.clone(),
         })
         .map_err(StartError::Chain)?;
         tasks.spawn(sweep_stale_uses(
@@ -323,6 +327,7 @@ impl Builder {
             follower,
             debug,
             reloader,
+            returns,
         })
     }
 }
@@ -339,6 +344,7 @@ pub struct Running {
     follower: JoinHandle<()>,
     debug: DebugSources,
     reloader: Arc<Reloader>,
+    returns: Returns,
 }
 
 /// Reloads or rescans a running forwarder: [`Running::reload_handle`].
@@ -431,8 +437,8 @@ impl Running {
     }
 
     /// Stops in order: health NOT_SERVING, the NSE unregistered, then the
-    /// device plugins, the watcher, the sweep and the server, given
-    /// 10 s to end. Pool state is persisted on every change, so nothing
+    /// device plugins, the watcher, the sweep, the server and the undo of
+    /// Closes still moving a VF home, given 10 s to end. Pool state is persisted on every change, so nothing
     /// is pending after it.
     pub async fn shutdown(self) {
         let Running {
@@ -445,6 +451,7 @@ impl Running {
             follower,
             debug: _,
             reloader,
+            returns,
         } = self;
         tracing::info!("shutting down: unregistering, stopping device plugins and the server");
         // Stopped first, so that nothing turns health back on.
@@ -456,6 +463,8 @@ impl Running {
         }
         let _ = stop_tx.send(true);
         let drain = async {
+            // Closes that answered before their VF was home: finished, not cut off.
+            returns.settled().await;
             reloader.stopped().await;
             while tasks.join_next().await.is_some() {}
             let _ = server.await;

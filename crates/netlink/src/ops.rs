@@ -10,7 +10,7 @@ use crate::client::{LinkStatus, RtNetlink};
 use crate::error::Result;
 use crate::health::LinkEvent;
 use crate::plumb::{BackOut, ClientLink, MovedLink};
-use crate::types::LinkRef;
+use crate::types::{IpNetwork, LinkRef};
 use crate::vf::{VfConfig, VfRecord, VfState};
 
 /// The netlink operations the forwarder and device plugin need. Arguments are owned and futures
@@ -38,6 +38,14 @@ pub trait NetlinkOps: Send + Sync {
     /// Returns a moved link home (or recovers it after its namespace died).
     /// See [`RtNetlink::back_out`].
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>>;
+
+    /// Makes a moved link unusable in the client's namespace without moving it: down, and
+    /// `addresses` (`None`: all it has) deleted. See [`RtNetlink::disable`].
+    fn disable(
+        &self,
+        record: MovedLink,
+        addresses: Option<Vec<IpNetwork>>,
+    ) -> BoxFuture<'static, Result<()>>;
 
     /// Applies PF-side settings to a VF, returning what to restore. See [`RtNetlink::set_vf`].
     fn set_vf(
@@ -93,6 +101,15 @@ impl NetlinkOps for RtNetlink {
     fn back_out(&self, record: MovedLink) -> BoxFuture<'static, Result<BackOut>> {
         let this = self.clone();
         async move { this.back_out(&record).await }.boxed()
+    }
+
+    fn disable(
+        &self,
+        record: MovedLink,
+        addresses: Option<Vec<IpNetwork>>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let this = self.clone();
+        async move { this.disable(&record, addresses.as_deref()).await }.boxed()
     }
 
     fn vf_record(

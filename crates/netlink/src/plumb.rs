@@ -15,23 +15,27 @@
 //!   keeping ifindex and name unless taken (then `dev<N>`); veth and other virtual links are
 //!   destroyed with it. [`BackOut`] reports which happened.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteScope;
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::client::{
     LinkStatus, RtNetlink, change_link, dump_links, get_link, require_link, set_up,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, netlink_errno};
 use crate::netns::{Netns, NetnsId, NetnsUrl, open_client};
 use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
 
 const EBUSY: i32 = nix::libc::EBUSY;
+const ENODEV: i32 = nix::libc::ENODEV;
+const EADDRNOTAVAIL: i32 = nix::libc::EADDRNOTAVAIL;
 
 /// What to do with a link for a client: which link (in our namespace), which namespace, and how
 /// to configure it there. The link is always brought up.
@@ -379,7 +383,72 @@ impl RtNetlink {
     /// there; see [`BackOut`].
     pub async fn back_out(&self, record: &MovedLink) -> Result<BackOut> {
         // No guard here: a record only names a namespace a move was made into.
-        let live = match &record.held {
+        if let Some(ns) = self.live_client(record).await {
+            let client = self.client_handle(&ns)?;
+            if let Some(current) = find_in_client(&client, record, &[]).await? {
+                let index = self.return_home(&client, record, Some(current)).await?;
+                return Ok(BackOut::Returned { index });
+            }
+        }
+        self.recover(record).await
+    }
+
+    /// Makes a moved link unusable where it is, without moving it: down, and `addresses`
+    /// deleted, in the client's namespace (`None`: whatever addresses it has, read first). For a
+    /// Close that answers before the link goes home; [`RtNetlink::back_out`] follows.
+    ///
+    /// Down is one `RTM_NEWLINK` by the recorded ifindex (IPv4 local routes and IPv6 addresses
+    /// go with it), then one `RTM_DELADDR` per address. A namespace that is gone, a link no
+    /// longer at that index and an address already deleted are no error: the kernel returned
+    /// the link, or the client removed what we would, and `back_out` finds it either way.
+    pub async fn disable(&self, record: &MovedLink, addresses: Option<&[IpNetwork]>) -> Result<()> {
+        let Some(ns) = self.live_client(record).await else {
+            return Ok(());
+        };
+        let client = self.client_handle(&ns)?;
+        let index = record.client_index;
+        match set_up(&client, index, false, &record.client_name).await {
+            Err(e) if e.errno() == Some(ENODEV) => return Ok(()),
+            other => other?,
+        }
+        let found;
+        let addresses = match addresses {
+            Some(a) => a,
+            None => {
+                found = link_addresses(&client, index, &record.client_name).await?;
+                &found[..]
+            }
+        };
+        for address in addresses {
+            let msg = match address.addr() {
+                IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+                    .index(index)
+                    .address(a, address.prefix())
+                    .build(),
+                IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+                    .index(index)
+                    .address(a, address.prefix())
+                    .build(),
+            };
+            match client.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if netlink_errno(&e) == Some(EADDRNOTAVAIL) => {}
+                Err(source) => {
+                    return Err(Error::Netlink {
+                        op: format!("delete address {address}"),
+                        link: record.client_name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The client namespace a record names, if it still is the one the link was moved into:
+    /// the one the record holds open, else its URL opened again.
+    async fn live_client(&self, record: &MovedLink) -> Option<Arc<Netns>> {
+        match &record.held {
             Some(ns) if ns.id() == record.netns_id => Some(ns.clone()),
             _ => {
                 let url = record.netns.clone();
@@ -389,15 +458,7 @@ impl RtNetlink {
                     _ => None,
                 }
             }
-        };
-        if let Some(ns) = live {
-            let client = self.client_handle(&ns)?;
-            if let Some(current) = find_in_client(&client, record, &[]).await? {
-                let index = self.return_home(&client, record, Some(current)).await?;
-                return Ok(BackOut::Returned { index });
-            }
         }
-        self.recover(record).await
     }
 
     /// The client namespace of `request`: the one it carries opened, else its URL opened;
@@ -620,6 +681,39 @@ fn same_address(link: &LinkStatus, record: &MovedLink) -> bool {
         return link.perm_address.as_ref() == Some(perm);
     }
     link.address == record.client_address || link.address == record.original.address
+}
+
+/// The addresses on the link at `index` (one `RTM_GETADDR` dump, filtered by the kernel).
+async fn link_addresses(client: &Handle, index: u32, link: &str) -> Result<Vec<IpNetwork>> {
+    let mut dump = client
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut out = Vec::new();
+    let failed = |source| Error::Netlink {
+        op: "list addresses".into(),
+        link: link.to_owned(),
+        source,
+    };
+    while let Some(msg) = dump.try_next().await.map_err(failed)? {
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let Some(ip) = addr
+            && let Ok(net) = IpNetwork::new(ip, msg.header.prefix_len)
+        {
+            out.push(net);
+        }
+    }
+    Ok(out)
 }
 
 /// What the move's own message cannot carry: addresses, routes and neighbours, one message each.

@@ -24,7 +24,7 @@ use crate::health::LinkEvent;
 use crate::netns::{Netns, NetnsUrl};
 use crate::ops::NetlinkOps;
 use crate::plumb::{BackOut, ClientLink, MovedLink, OriginalLink};
-use crate::types::LinkRef;
+use crate::types::{IpNetwork, LinkRef};
 use crate::vf::{VfConfig, VfRecord, VfState};
 
 /// A network namespace of our own, alive until dropped.
@@ -174,6 +174,8 @@ pub enum Call {
     MoveInto(ClientLink),
     /// [`NetlinkOps::back_out`].
     BackOut(MovedLink),
+    /// [`NetlinkOps::disable`].
+    Disable(MovedLink, Option<Vec<IpNetwork>>),
     /// [`NetlinkOps::set_vf`].
     SetVf {
         /// PF.
@@ -198,6 +200,7 @@ impl Call {
         match self {
             Call::MoveInto(_) => "move_into",
             Call::BackOut(_) => "back_out",
+            Call::Disable(..) => "disable",
             Call::SetVf { .. } => "set_vf",
             Call::RestoreVf(_) => "restore_vf",
             Call::Vfs(_) => "vfs",
@@ -331,6 +334,15 @@ impl NetlinkOps for RecordingOps {
         let result = self
             .record(Call::BackOut(record))
             .map(|()| BackOut::Returned { index: 1 });
+        async move { result }.boxed()
+    }
+
+    fn disable(
+        &self,
+        record: MovedLink,
+        addresses: Option<Vec<IpNetwork>>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let result = self.record(Call::Disable(record, addresses));
         async move { result }.boxed()
     }
 

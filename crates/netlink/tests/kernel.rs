@@ -296,6 +296,55 @@ fn request_and_close_send_the_fewest_messages() {
     );
 }
 
+/// A Close that answers before the move home: `disable` leaves the link in the client down,
+/// without our addresses and with no route through it, in one message per change; the move
+/// home then works as ever, and disabling a link that left is no error (a retried Close).
+#[test]
+fn disable_leaves_the_link_down_and_bare_in_the_client_until_back_out() {
+    in_private_netns(
+        "disable_leaves_the_link_down_and_bare_in_the_client_until_back_out",
+        |nl| async move {
+            let client = veth_and_client(&nl).await;
+            let request = full_request(&client);
+            let record = nl.move_into(&request).await.unwrap();
+            let c = nl.connect(client.netns()).unwrap();
+
+            let before = nl.messages();
+            nl.disable(&record, Some(&request.addresses)).await.unwrap();
+            assert_eq!(
+                nl.messages().since(before),
+                MessageCounts {
+                    changes: 1 + request.addresses.len() as u64,
+                    reads: 0
+                },
+                "down, then one delete per address"
+            );
+            let link = client_link(&c, "nsm-client-0")
+                .await
+                .expect("the link stays in the client until it is moved home");
+            assert!(!link.up, "disabled link is down");
+            let addrs = addresses(&c, link.index).await;
+            assert!(
+                !addrs.contains(&ip("10.10.0.2")) && !addrs.contains(&ip("fd00:10::2")),
+                "{addrs:?}"
+            );
+            let left = routes(&c, link.index).await;
+            assert!(
+                left.iter().all(|(dst, _)| dst.starts_with("fe80:")),
+                "routes left through the disabled link: {left:?}"
+            );
+
+            // Addresses read from the kernel (a connection adopted after a restart), none left.
+            nl.disable(&record, None).await.unwrap();
+            let outcome = nl.back_out(&record).await.unwrap();
+            assert!(matches!(outcome, BackOut::Returned { .. }), "{outcome:?}");
+            assert_restored_at_home(&nl).await;
+            nl.disable(&record, None).await.unwrap();
+            assert!(nl.link(&"vf0".into()).await.unwrap().is_some());
+        },
+    );
+}
+
 /// The move's one message fails after the kernel moved the link (an MTU the device refuses is
 /// applied after the move): the link is found in the client and rolled back.
 #[test]

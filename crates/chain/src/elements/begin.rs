@@ -38,7 +38,8 @@ use tonic::Status;
 use crate::caller::Caller;
 use crate::params::TOKEN_ID;
 use crate::reclaim::Orphans;
-use crate::records::{CallFds, ClientId, Deadline};
+use crate::records::{CallFds, ClientId, Deadline, Token};
+use crate::returns::{Deferred, Returns};
 use crate::{Ctx, Element, Next};
 
 /// Puts this call's deadline, caller and the fds its connection sent (or
@@ -102,6 +103,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Ctx>>>;
 pub struct Begin {
     slots: Mutex<HashMap<String, Slot>>,
     orphans: Option<Arc<dyn Orphans>>,
+    returns: Returns,
 }
 
 impl std::fmt::Debug for Begin {
@@ -119,6 +121,13 @@ impl Begin {
     /// Closes of connections without context go to `orphans`.
     pub fn with_orphans(mut self, orphans: Arc<dyn Orphans>) -> Self {
         self.orphans = Some(orphans);
+        self
+    }
+
+    /// Runs what Closes leave for after their answer through `returns`
+    /// (see [`crate::returns`]); without it, through one of its own.
+    pub fn with_returns(mut self, returns: Returns) -> Self {
+        self.returns = returns;
         self
     }
 
@@ -210,6 +219,8 @@ impl Element for Begin {
         if id.is_empty() {
             return Err(Status::invalid_argument("connection has no id"));
         }
+        // A pod that closed and asks again: its VF is still on its way back.
+        self.returns.wait_tokens(&tokens_of(&request)).await;
         if let Some(standing) = self.retried(call, &request, &id).await? {
             tracing::info!(
                 connection = %standing,
@@ -273,8 +284,13 @@ impl Element for Begin {
             return reclaimed.map(|_| ());
         };
         enter(call, &mut ctx);
+        // A real Close may leave the slow part of its undo for after the answer.
+        ctx.insert(Deferred::default());
         let result = next.close(&mut ctx, connection).await;
+        let deferred = ctx.remove::<Deferred>().unwrap_or_default();
         leave(&mut ctx);
+        let token = ctx.get::<Token>().map(|t| t.0.clone());
+        self.returns.start(&id, token, deferred);
         if matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied) {
             // Refused before anything was undone (`authorize`): the
             // connection stays its owner's.

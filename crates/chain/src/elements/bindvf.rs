@@ -10,6 +10,8 @@
 //! element fails: the previous driver is restored and the VF returned.
 
 use std::sync::Arc;
+
+use futures::FutureExt;
 use std::time::{Duration, SystemTime};
 
 use sriov_api::nsm::connection::Connection;
@@ -21,6 +23,7 @@ use tonic::Status;
 use crate::contract::Key;
 use crate::records::Token;
 use crate::records::{ClientId, UndoLog, VfBinding};
+use crate::returns::Deferred;
 use crate::status::{self, blocking};
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
@@ -301,7 +304,12 @@ impl Element for Arc<BindVf> {
         if let Some(b) = ctx.remove::<VfBinding>() {
             metrics::annotate_call(&b.lease.vf.to_string(), &b.lease.name, None);
             let this = self.clone();
-            blocking(move || this.unbind(&b, &id)).await?;
+            let unbind = async move { blocking(move || this.unbind(&b, &id)).await };
+            match ctx.get::<Deferred>().filter(|d| !d.is_empty()) {
+                // The VF is still on its way back (`inject`): freed after it is home.
+                Some(deferred) => deferred.push(unbind.boxed()),
+                None => unbind.await?,
+            }
         }
         rest
     }

@@ -5,9 +5,12 @@
 //! parameter, renamed to the `name` parameter, given the MTU, addresses,
 //! routes and neighbours `ipcontext` planned, and brought up, in one
 //! netlink operation that rolls itself back if any step fails (then the
-//! rest of the chain is closed). On Close the netdev comes back to our
-//! namespace under its original name, down; if the client's namespace is
-//! already gone, the kernel has returned it and it is found and restored.
+//! rest of the chain is closed). On Close the client's interface is taken
+//! down and its addresses deleted, and the Close answers; the netdev then
+//! comes back to our namespace under its original name, down, in the
+//! background ([`crate::returns`]), before `bindvf` frees the VF. If the
+//! client's namespace is already gone, the kernel has returned it and it is
+//! found and restored.
 //! A refresh whose context changes the interface (addresses, routes, MTU,
 //! name) takes it back and moves it again with the new configuration.
 //!
@@ -31,6 +34,7 @@ use tracing::Instrument;
 
 use crate::params::{INODE_URL, KernelParams, RULE_NETNS_BY_FD};
 use crate::records::{CallFds, IpPlan, UndoLog, VfBinding};
+use crate::returns::Deferred;
 use crate::status;
 use crate::undo::UndoRecord;
 use crate::{Ctx, Element, Next};
@@ -273,6 +277,58 @@ impl Inject {
     }
 }
 
+impl Inject {
+    /// Moves the netdev home now (a Request undone by a later element's failure, or a Close
+    /// with nothing to leave for after its answer).
+    async fn return_home(&self, moved: MovedLink) -> Result<(), Status> {
+        Self::back_out(self.netlink.clone(), moved).await
+    }
+
+    async fn back_out(netlink: Arc<dyn NetlinkOps>, moved: MovedLink) -> Result<(), Status> {
+        let back = netlink
+            .back_out(moved)
+            .instrument(tracing::info_span!("host.netns_return"))
+            .await;
+        sriov_failpoint::hit("inject.close.after-back-out");
+        back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
+            .map_err(status::netlink)
+    }
+
+    /// A Close: the client's interface is made unusable where it is (down, our addresses
+    /// deleted) and the move home is left for after the answer ([`crate::returns`]). The record
+    /// says first that the Close began, so a restart before the move home rolls it back; if
+    /// that record cannot be written, the move is made now instead.
+    async fn disable_and_defer(
+        &self,
+        ctx: &Ctx,
+        moved: MovedLink,
+        applied: Option<Applied>,
+    ) -> Result<(), Status> {
+        if let Some(log) = ctx.get::<UndoLog>().cloned()
+            && let Err(e) = log.update(|r| r.established = false).await
+        {
+            tracing::warn!(error = %e, "recording the Close; moving the netdev home before answering");
+            return self.return_home(moved).await;
+        }
+        let addresses = applied.map(|a| a.0.addresses);
+        if let Err(e) = self
+            .netlink
+            .disable(moved.clone(), addresses)
+            .instrument(tracing::info_span!("host.netns_disable"))
+            .await
+        {
+            tracing::warn!(link = %moved.client_name, error = %e, "taking the client's interface down; it is moved home all the same");
+        }
+        let netlink = self.netlink.clone();
+        let home = Self::back_out(netlink, moved).instrument(tracing::Span::current());
+        match ctx.get::<Deferred>() {
+            Some(deferred) => deferred.push(Box::pin(home)),
+            None => home.await?,
+        }
+        Ok(())
+    }
+}
+
 impl Element for Inject {
     type Needs = (VfBinding, KernelParams);
 
@@ -337,18 +393,12 @@ impl Element for Inject {
         connection: Connection,
         next: Next<'_>,
     ) -> Result<(), Status> {
-        ctx.remove::<Applied>();
+        let applied = ctx.remove::<Applied>();
         let back = match ctx.remove::<MovedLink>() {
-            Some(m) => {
-                let back = self
-                    .netlink
-                    .back_out(m)
-                    .instrument(tracing::info_span!("host.netns_return"))
-                    .await;
-                sriov_failpoint::hit("inject.close.after-back-out");
-                back.map(|outcome| tracing::debug!(?outcome, "VF netdev back out"))
-                    .map_err(status::netlink)
+            Some(m) if ctx.get::<Deferred>().is_some() => {
+                self.disable_and_defer(ctx, m, applied).await
             }
+            Some(m) => self.return_home(m).await,
             None => Ok(()),
         };
         let rest = next.close(ctx, connection).await;

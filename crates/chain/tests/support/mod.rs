@@ -26,6 +26,7 @@ use sriov_chain::elements::monitor::Monitor;
 use sriov_chain::elements::vfio::Vfio;
 use sriov_chain::forwarder::{Deps, chain};
 use sriov_chain::params;
+use sriov_chain::returns::Returns;
 use sriov_chain::{Chain, Ctx, Element, EndpointFinder, EndpointQuery, Next, NextHop};
 use sriov_netlink::NetlinkOps;
 use sriov_pci::{PciAddress, Sysfs};
@@ -441,6 +442,8 @@ pub struct Harness {
     node: Node,
     pub chain: Arc<Chain>,
     pub monitor: Monitor,
+    /// What Closes left for after their answer.
+    pub returns: Returns,
 }
 
 impl std::ops::Deref for Harness {
@@ -492,6 +495,7 @@ impl Harness {
 
     fn build(node: Node, netlink: Arc<dyn NetlinkOps>, o: Options) -> Self {
         let monitor = Monitor::new();
+        let returns = Returns::default();
         let chain = chain(Deps {
             name: "forwarder-1".into(),
             max_token_lifetime: o.lifetime,
@@ -507,12 +511,14 @@ impl Harness {
             next_hop_timeout: sriov_chain::elements::connect::DEFAULT_NEXT_HOP_TIMEOUT,
             monitor: monitor.clone(),
             netns_proc_scan: o.netns_proc_scan,
+            returns: returns.clone(),
         })
         .unwrap();
         Self {
             node,
             chain,
             monitor,
+            returns,
         }
     }
 
@@ -520,7 +526,15 @@ impl Harness {
         self.chain.request(&mut Ctx::new(), r).await
     }
 
+    /// A Close, and what it left for after its answer finished.
     pub async fn close(&self, c: Connection) -> Result<(), Status> {
+        let closed = self.close_answered(c).await;
+        self.returns.settled().await;
+        closed
+    }
+
+    /// A Close, as soon as it answers.
+    pub async fn close_answered(&self, c: Connection) -> Result<(), Status> {
         self.chain.close(&mut Ctx::new(), c).await
     }
 
@@ -532,7 +546,9 @@ impl Harness {
     ) -> Result<(), Status> {
         let mut ctx = Ctx::new();
         ctx.insert(sriov_chain::records::CallFds(fds.clone()));
-        self.chain.close(&mut ctx, c).await
+        let closed = self.chain.close(&mut ctx, c).await;
+        self.returns.settled().await;
+        closed
     }
 
     /// A Request as a connection whose fd table is `fds` makes it.
