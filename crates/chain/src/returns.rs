@@ -108,6 +108,10 @@ impl Returns {
         let this = self.clone();
         let id = connection.to_string();
         tokio::spawn(async move {
+            // After the answer: spawned from the Close's own task, this one would
+            // otherwise run first on its worker, and the move's netlink send holds
+            // the thread in the kernel for the whole move.
+            tokio::task::yield_now().await;
             for (i, step) in steps.into_iter().enumerate() {
                 if let Err(e) = step.await {
                     tracing::warn!(

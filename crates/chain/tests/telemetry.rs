@@ -225,6 +225,8 @@ async fn a_served_request_is_one_span_with_a_child_per_element_and_host_operatio
         .unwrap()
         .into_inner();
     server.close(tonic::Request::new(conn)).await.unwrap();
+    // The move home runs after the answer, under the Close's trace all the same.
+    h.returns.settled().await;
 
     let spans = t.spans.lock().unwrap();
     let of = |name: &str| {
@@ -280,7 +282,11 @@ async fn a_served_request_is_one_span_with_a_child_per_element_and_host_operatio
         spans
             .under(close)
             .iter()
-            .any(|(c, p)| c == "host.netns_return" && p == "chain.inject"),
+            .any(|(c, p)| c == "host.netns_return" && p == "chain.inject")
+            && spans
+                .under(close)
+                .iter()
+                .any(|(c, p)| c == "host.netns_disable" && p == "chain.inject"),
         "{:?}",
         spans.under(close)
     );
