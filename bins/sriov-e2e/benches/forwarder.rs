@@ -1093,6 +1093,32 @@ async fn traced_breakdown(
                 .entry((phase, "whole call, the daemon's nsm.* span".into()))
                 .or_default()
                 .push(root.duration());
+            samples
+                .entry((phase, "outside nsm.*: gRPC transport, both ends".into()))
+                .or_default()
+                .push(total.saturating_sub(root.duration()));
+            // Each element's own time (its children's taken out), to name
+            // what "gRPC + chain" holds.
+            for span in trace.iter().filter(|s| s.name.starts_with("chain.")) {
+                // Up to the answer: a span the move home keeps open ends later.
+                let until_answer = |s: &ReceivedSpan| {
+                    Duration::from_nanos(
+                        s.end_unix_nano
+                            .min(root.end_unix_nano)
+                            .saturating_sub(s.start_unix_nano),
+                    )
+                };
+                let children: Duration = trace
+                    .iter()
+                    .filter(|c| c.parent_span_id == span.span_id)
+                    .map(|c| until_answer(c))
+                    .sum();
+                let lasted = until_answer(span);
+                samples
+                    .entry((phase, format!("own time of {}", span.name)))
+                    .or_default()
+                    .push(lasted.saturating_sub(children));
+            }
         }
     }
     let mut lines = vec![format!(
@@ -1103,6 +1129,9 @@ async fn traced_breakdown(
     lines.push("|---|---|---|---|---|".into());
     for ((phase, name), mut v) in samples {
         v.sort();
+        if name.starts_with("own time of") && percentile(&v, 0.5) < Duration::from_micros(50) {
+            continue;
+        }
         lines.push(format!(
             "| {phase} | {name} | {} | {} | {} |",
             ms(percentile(&v, 0.5)),
