@@ -39,6 +39,26 @@ fn fds(pid: u32) -> Result<usize, String> {
         .map_err(|e| format!("/proc/{pid}/fd: {e}"))
 }
 
+/// [`fds`] once the Closes' background work is done (a move home holds the
+/// client's namespace open until it ends): the count unchanged for 500 ms,
+/// or whatever it is after 10 s.
+async fn settled_fds(pid: u32) -> Result<usize, String> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = fds(pid)?;
+    let mut same_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = fds(pid)?;
+        if now != last {
+            last = now;
+            same_since = Instant::now();
+        } else if same_since.elapsed() >= Duration::from_millis(500) || Instant::now() > deadline {
+            return Ok(last);
+        }
+    }
+}
+
 fn rss_kib(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
@@ -120,7 +140,8 @@ pub(crate) async fn run(
         cycle(&s, &mut nsc, n, n % 2 == 1).await?;
     }
     let pid = fwd.child.id();
-    let (fds0, rss0, vfs0) = (fds(pid)?, rss_kib(pid)?, vf_state(&s, fwd).await?);
+    let fds0 = settled_fds(pid).await?;
+    let (rss0, vfs0) = (rss_kib(pid)?, vf_state(&s, fwd).await?);
     let started = std::time::Instant::now();
     for n in 0..kernel_cycles + vfio_cycles {
         // VFIO cycles spread among the KERNEL ones.
@@ -128,7 +149,8 @@ pub(crate) async fn run(
         cycle(&s, &mut nsc, WARM_UP + n, vfio).await?;
     }
     let took = started.elapsed();
-    let (fds1, rss1, vfs1) = (fds(pid)?, rss_kib(pid)?, vf_state(&s, fwd).await?);
+    let fds1 = settled_fds(pid).await?;
+    let (rss1, vfs1) = (rss_kib(pid)?, vf_state(&s, fwd).await?);
     let grew = rss1.saturating_sub(rss0);
     r.check(
         "soak",
