@@ -38,12 +38,6 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-}
-
 fn build(args: &[&str]) -> Result<()> {
     let status = cargo(args).status().context("running cargo build")?;
     if !status.success() {
@@ -56,7 +50,7 @@ fn build(args: &[&str]) -> Result<()> {
 /// `target/chaos/forwarder-sriov-failpoints` and puts the plain debug
 /// binary back, so no other suite runs the armed one. Returns its path.
 pub(crate) fn build_armed() -> Result<PathBuf> {
-    let target = target_dir(&root());
+    let target = crate::demo::target_dir();
     build(&[
         "build",
         "-p",
@@ -84,7 +78,7 @@ pub(crate) fn build_armed() -> Result<PathBuf> {
 /// Runs the campaign; `Ok` carries the closing `PASS chaos:` line.
 fn campaign(rounds: usize) -> Result<String> {
     let root = root();
-    let target = target_dir(&root);
+    let target = crate::demo::target_dir();
     let armed = build_armed()?;
     let chaos_dir = target.join("chaos");
 

@@ -22,6 +22,13 @@ pub(crate) fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Where cargo puts the workspace's builds: `$CARGO_TARGET_DIR`, else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 pub(crate) fn run(_args: &[String]) -> Result<()> {
     let root = workspace_root();
     if !cargo(&[

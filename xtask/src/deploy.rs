@@ -596,10 +596,7 @@ fn build_device_plugin(ws: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("building sriov-device-plugin failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
-    Ok(target.join("debug/sriov-device-plugin"))
+    Ok(crate::demo::target_dir().join("debug/sriov-device-plugin"))
 }
 
 /// Each shipped device plugin config through the binary's own loader and

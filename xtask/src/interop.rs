@@ -135,7 +135,7 @@ fn run() -> Result<String> {
         bail!("building the interop_plugin example failed");
     }
     let interop_dir = ws.join(INTEROP_DIR);
-    let plugin_bin = target_dir(&ws).join("debug/examples/interop_plugin");
+    let plugin_bin = crate::demo::target_dir().join("debug/examples/interop_plugin");
 
     let tmp =
         TempDir(std::env::temp_dir().join(format!("nsm-sriov-interop-{}", std::process::id())));
@@ -178,12 +178,6 @@ fn run() -> Result<String> {
         bail!("{why}");
     }
     Ok("python grpcio: Register, ListAndWatch, GetPreferredAllocation, Allocate; both :authority forms".into())
-}
-
-fn target_dir(ws: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"))
 }
 
 /// Python message and stub modules for `protos` (in `dir`) into `gen_dir`.
@@ -274,7 +268,7 @@ fn run_dra() -> Result<String> {
     if !status.success() {
         bail!("building sriov-device-plugin (testing) and sriov-e2e failed");
     }
-    let bin = target_dir(&ws).join("debug");
+    let bin = crate::demo::target_dir().join("debug");
     let interop_dir = ws.join(DRA_INTEROP_DIR);
 
     let tmp =

@@ -12,9 +12,7 @@ pub(crate) enum Outcome {
 /// Free space where the builds go, as `df` prints it, so that a run that
 /// fills the disk shows which suite did it.
 fn disk_free() -> Option<String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = crate::demo::target_dir();
     let out = std::process::Command::new("df")
         .args(["-h", "--output=avail"])
         .arg(if target.exists() { target } else { ".".into() })

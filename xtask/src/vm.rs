@@ -151,7 +151,7 @@ fn execute(opts: &Options) -> Result<Verdict> {
         return Ok(Verdict::Skipped(why));
     }
     let ws = workspace_root();
-    let cache = cache_dir(&ws);
+    let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
 
     let kernel = match kernel::ensure(&cache)? {
@@ -301,7 +301,7 @@ pub(crate) fn chaos_campaign(rounds: usize) -> Result<Vec<String>> {
         Verdict::Passed(s) => println!("vm-test: {s}"),
         Verdict::Skipped(why) => bail!("the campaign on real VFs cannot run here: {why}"),
     }
-    let log = cache_dir(&workspace_root()).join("console.log");
+    let log = cache_dir().join("console.log");
     let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let lines: Vec<String> = text
         .lines()
@@ -365,18 +365,12 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn target_dir(ws: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"))
-}
-
 /// Downloads, the unpacked kernel, the initramfs and captures. Under the
 /// target dir so `cargo clean` clears it and CI caches of target/ keep it.
-fn cache_dir(ws: &Path) -> PathBuf {
+fn cache_dir() -> PathBuf {
     std::env::var_os("NSM_VM_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir(ws).join("vm-cache"))
+        .unwrap_or_else(|| crate::demo::target_dir().join("vm-cache"))
 }
 
 /// Builds the guest binaries (debug profile: shares artifacts with the test
@@ -401,7 +395,7 @@ fn build_binaries(ws: &Path, cache: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     let out_dir = cache.join("bin");
     fs::create_dir_all(&out_dir)?;
-    let debug = target_dir(ws).join("debug");
+    let debug = crate::demo::target_dir().join("debug");
     let mut bins = Vec::new();
     for (_, bin) in present {
         let built = debug.join(bin);

@@ -70,11 +70,42 @@ struct Entry {
     done: watch::Receiver<bool>,
 }
 
-#[derive(Default)]
 struct Inner {
     by_connection: Mutex<HashMap<String, Entry>>,
-    pending: Mutex<usize>,
-    idle: tokio::sync::Notify,
+    /// How many run.
+    pending: watch::Sender<usize>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            by_connection: Mutex::default(),
+            pending: watch::Sender::new(0),
+        }
+    }
+}
+
+/// Ends a background undo's entry however its task ends, a step's panic
+/// included, so no waiter waits forever.
+struct Finish {
+    returns: Returns,
+    connection: String,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let inner = &self.returns.0;
+        if let Ok(mut map) = inner.by_connection.lock()
+            && map
+                .get(&self.connection)
+                .is_some_and(|e| e.done.same_channel(&self.done.subscribe()))
+        {
+            map.remove(&self.connection);
+        }
+        self.done.send_replace(true);
+        inner.pending.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// The connections whose Close answered and whose undo still runs. Cheap
@@ -102,11 +133,12 @@ impl Returns {
         if let Ok(mut map) = self.0.by_connection.lock() {
             map.insert(connection.to_string(), Entry { token, done });
         }
-        if let Ok(mut n) = self.0.pending.lock() {
-            *n += 1;
-        }
-        let this = self.clone();
-        let id = connection.to_string();
+        self.0.pending.send_modify(|n| *n += 1);
+        let finish = Finish {
+            returns: self.clone(),
+            connection: connection.to_string(),
+            done: tx,
+        };
         tokio::spawn(async move {
             // After the answer: spawned from the Close's own task, this one would
             // otherwise run first on its worker, and the move's netlink send holds
@@ -115,7 +147,7 @@ impl Returns {
             for (i, step) in steps.into_iter().enumerate() {
                 if let Err(e) = step.await {
                     tracing::warn!(
-                        connection = %id,
+                        connection = %finish.connection,
                         step = i,
                         error = %e,
                         "undoing a closed connection in the background; the VF stays in use \
@@ -124,30 +156,13 @@ impl Returns {
                     break;
                 }
             }
-            this.finish(&id, &tx);
+            drop(finish);
         });
-    }
-
-    fn finish(&self, connection: &str, tx: &watch::Sender<bool>) {
-        if let Ok(mut map) = self.0.by_connection.lock()
-            && map
-                .get(connection)
-                .is_some_and(|e| e.done.same_channel(&tx.subscribe()))
-        {
-            map.remove(connection);
-        }
-        let _ = tx.send(true);
-        if let Ok(mut n) = self.0.pending.lock() {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.0.idle.notify_waiters();
-            }
-        }
     }
 
     /// How many closed connections are still being undone.
     pub fn pending(&self) -> usize {
-        self.0.pending.lock().map(|n| *n).unwrap_or(0)
+        *self.0.pending.borrow()
     }
 
     /// Waits until `connection`'s background undo, if one runs, finished.
@@ -184,15 +199,8 @@ impl Returns {
 
     /// Waits until no background undo runs.
     pub async fn settled(&self) {
-        loop {
-            let idle = self.0.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.pending() == 0 {
-                return;
-            }
-            idle.await;
-        }
+        // The sender lives as long as `self`: the wait ends only at zero.
+        let _ = self.0.pending.subscribe().wait_for(|n| *n == 0).await;
     }
 }
 
@@ -255,6 +263,18 @@ mod tests {
         returns.wait_connection("c1").await;
         returns.settled().await;
         assert_eq!(*order.lock().unwrap(), ["move home"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_step_still_ends_its_entry() {
+        let returns = Returns::default();
+        let d = Deferred::default();
+        d.push(async { panic!("a step that panics") }.boxed());
+        returns.start("c1", Some("tok".into()), d);
+        returns.wait_connection("c1").await;
+        returns.wait_tokens(&["tok".into()]).await;
+        returns.settled().await;
+        assert_eq!(returns.pending(), 0);
     }
 
     #[tokio::test]

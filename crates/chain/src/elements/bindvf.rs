@@ -10,10 +10,9 @@
 //! element fails: the previous driver is restored and the VF returned.
 
 use std::sync::Arc;
-
-use futures::FutureExt;
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
 use sriov_api::nsm::connection::Connection;
 use sriov_api::nsm::networkservice::NetworkServiceRequest;
 use sriov_pci::{PciAddress, Sysfs};

@@ -301,6 +301,7 @@ impl Inject {
     async fn disable_and_defer(
         &self,
         ctx: &Ctx,
+        deferred: &Deferred,
         moved: MovedLink,
         applied: Option<Applied>,
     ) -> Result<(), Status> {
@@ -319,12 +320,8 @@ impl Inject {
         {
             tracing::warn!(link = %moved.client_name, error = %e, "taking the client's interface down; it is moved home all the same");
         }
-        let netlink = self.netlink.clone();
-        let home = Self::back_out(netlink, moved).instrument(tracing::Span::current());
-        match ctx.get::<Deferred>() {
-            Some(deferred) => deferred.push(Box::pin(home)),
-            None => home.await?,
-        }
+        let home = Self::back_out(self.netlink.clone(), moved);
+        deferred.push(Box::pin(home.instrument(tracing::Span::current())));
         Ok(())
     }
 }
@@ -394,12 +391,10 @@ impl Element for Inject {
         next: Next<'_>,
     ) -> Result<(), Status> {
         let applied = ctx.remove::<Applied>();
-        let back = match ctx.remove::<MovedLink>() {
-            Some(m) if ctx.get::<Deferred>().is_some() => {
-                self.disable_and_defer(ctx, m, applied).await
-            }
-            Some(m) => self.return_home(m).await,
-            None => Ok(()),
+        let back = match (ctx.remove::<MovedLink>(), ctx.get::<Deferred>()) {
+            (Some(m), Some(deferred)) => self.disable_and_defer(ctx, deferred, m, applied).await,
+            (Some(m), None) => self.return_home(m).await,
+            (None, _) => Ok(()),
         };
         let rest = next.close(ctx, connection).await;
         back.and(rest)
