@@ -46,8 +46,8 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
     {
         bail!("building forwarder-sriov failed");
     }
-    let bin = root.join("target/debug/forwarder-sriov");
-    let sys = root.join("target/demo/sysfs");
+    let bin = target_dir().join("debug/forwarder-sriov");
+    let sys = target_dir().join("demo/sysfs");
     if sys.exists() {
         std::fs::remove_dir_all(&sys).with_context(|| format!("clearing {}", sys.display()))?;
     }
@@ -91,7 +91,7 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
         );
         return Ok(());
     }
-    let work = root.join("target/demo/work");
+    let work = target_dir().join("demo/work");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
@@ -99,7 +99,7 @@ pub(crate) fn run(_args: &[String]) -> Result<()> {
         "== the NSM flow: sriov-e2e drives forwarder-sriov with {}",
         config.display()
     );
-    let status = Command::new(root.join("target/debug/sriov-e2e"))
+    let status = Command::new(target_dir().join("debug/sriov-e2e"))
         .arg("--forwarder")
         .arg(&bin)
         .arg("--sysfs-root")
