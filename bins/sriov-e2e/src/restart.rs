@@ -101,13 +101,25 @@ async fn undone(
     name: &str,
     home: &str,
 ) -> Result<Result<String, String>, String> {
-    let in_client = inspect::link(s.client_ns.url(), name).await?;
-    let at_home = inspect::link_with(&fwd.netlink()?, home).await?;
-    Ok(match (in_client, at_home) {
-        (None, Some(h)) if !h.up => Ok(format!("{home} back in the forwarder's namespace, down")),
-        (Some(c), _) => Err(format!("still in the client: {c}")),
-        (None, h) => Err(format!("{home} not back home: {h:?}")),
-    })
+    // A Close of a connection this process serves answers before the move
+    // home (it runs after the answer), so the verdict waits for it a while.
+    let netlink = fwd.netlink()?;
+    let deadline = tokio::time::Instant::now() + crate::checks::RETURN_WAIT;
+    loop {
+        let in_client = inspect::link(s.client_ns.url(), name).await?;
+        let at_home = inspect::link_with(&netlink, home).await?;
+        let verdict = match (in_client, at_home) {
+            (None, Some(h)) if !h.up => {
+                Ok(format!("{home} back in the forwarder's namespace, down"))
+            }
+            (Some(c), _) => Err(format!("still in the client: {c}")),
+            (None, h) => Err(format!("{home} not back home: {h:?}")),
+        };
+        if verdict.is_ok() || tokio::time::Instant::now() > deadline {
+            return Ok(verdict);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub(crate) async fn run(s: Scene<'_>, r: &mut Report, fwd: &mut Forwarder) -> Result<(), String> {
