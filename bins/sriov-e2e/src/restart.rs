@@ -93,8 +93,18 @@ async fn request(
     Ok((conn, home))
 }
 
+/// Whether the scenario's token is recorded in use (read from the state
+/// directory as a restarted process would).
+fn token_in_use(s: &Scene<'_>) -> Result<bool, String> {
+    let tokens =
+        sriov_token_pool::FileStore::read_tokens(&s.paths.state).map_err(|e| e.to_string())?;
+    Ok(tokens
+        .iter()
+        .any(|t| t.id == s.token && matches!(t.state, sriov_token_pool::TokenState::InUse(_))))
+}
+
 /// Whether `name` has left the client and `home` is back, down, in the
-/// forwarder's namespace.
+/// forwarder's namespace, and the VF is free again.
 async fn undone(
     s: &Scene<'_>,
     fwd: &Forwarder,
@@ -109,6 +119,8 @@ async fn undone(
         let in_client = inspect::link(s.client_ns.url(), name).await?;
         let at_home = inspect::link_with(&netlink, home).await?;
         let verdict = match (in_client, at_home) {
+            // The VF is freed last, after the move home and its driver.
+            (None, Some(_)) if token_in_use(s)? => Err(format!("{home} home, its VF not yet free")),
             (None, Some(h)) if !h.up => {
                 Ok(format!("{home} back in the forwarder's namespace, down"))
             }
@@ -282,7 +294,8 @@ async fn vanished_namespace(
     let verdict = loop {
         let at_home = inspect::link_with(&fwd.netlink()?, &home).await?;
         match at_home {
-            Some(h) if !h.up => {
+            // Freed last: a kill before then would leave the next start to do it.
+            Some(h) if !h.up && !token_in_use(s)? => {
                 break Ok(format!(
                     "{home} recovered, down, after its namespace vanished"
                 ));

@@ -148,6 +148,47 @@ async fn kernel_request_moves_the_vf_with_its_context_and_close_returns_it() {
         .unwrap();
 }
 
+/// A KERNEL Close takes the client's interface down and closes the next hop side by side: the
+/// next hop's Close begins while the interface is still being taken down (held here), and the
+/// answer waits for both.
+#[tokio::test]
+async fn a_close_takes_the_interface_down_beside_the_next_hops_close() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    let conn = h
+        .request(req("c1", MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+    let gate = ops.hold_disable();
+    let close = h.close_answered(conn);
+    tokio::pin!(close);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.next_hop.closes.lock().unwrap().is_empty() {
+        tokio::select! {
+            r = &mut close => panic!("answered while the interface was held: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next hop's Close waited for the interface to go down"
+        );
+    }
+    assert!(
+        ops.calls().iter().any(|c| matches!(c, Call::Disable(..))),
+        "the interface is being taken down"
+    );
+    let early = tokio::time::timeout(Duration::from_millis(50), &mut close).await;
+    assert!(
+        early.is_err(),
+        "the answer waits for the interface: {early:?}"
+    );
+    gate.add_permits(1);
+    close.await.unwrap();
+    h.returns.settled().await;
+    assert_eq!(h.in_use(), 0);
+}
+
 #[tokio::test]
 async fn vfio_request_reports_device_numbers_and_grants_then_revokes_the_cgroup() {
     let ops = RecordingOps::new();
@@ -874,7 +915,11 @@ async fn a_request_or_close_the_client_cancels_still_runs_to_completion() {
             .await
             .is_err()
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The VF is freed last, after the move home the Close left for after its answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.in_use() != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(ops.calls().iter().any(|c| matches!(c, Call::BackOut(_))));
     assert_eq!(h.in_use(), 0);
     assert!(h.monitor.connections().is_empty());
