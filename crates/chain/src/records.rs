@@ -115,8 +115,9 @@ impl UndoLog {
         }
     }
 
-    /// Changes the record with `change` and persists the whole record with
-    /// the connection's lease before returning.
+    /// Changes the record with `change` and writes the whole record with
+    /// the connection's lease to the pool's journal before returning: a
+    /// restarted process reads it. [`UndoLog::sync`] puts it on disk.
     pub async fn update(&self, change: impl FnOnce(&mut UndoRecord)) -> Result<(), Status> {
         let value = {
             let mut r = self
@@ -128,8 +129,27 @@ impl UndoLog {
                 .map_err(|e| Status::internal(format!("serializing an undo record: {e}")))?
         };
         let (pool, conn) = (self.pool.clone(), self.connection.clone());
-        blocking(move || pool.record_undo(&conn, Some(value)).map_err(status::pool)).await?;
-        Ok(())
+        let recorded =
+            blocking(move || pool.record_undo(&conn, Some(value)).map_err(status::pool)).await?;
+        if recorded {
+            Ok(())
+        } else {
+            // The use left the pool (a journal failure refused it): the host
+            // change this record was to guard must not be made unrecorded.
+            Err(Status::unavailable(format!(
+                "connection {}: its VF's use is no longer recorded, so nothing more is changed \
+                 on the host for it",
+                self.connection
+            )))
+        }
+    }
+
+    /// Puts every record of the connection written so far on disk (one
+    /// `fdatasync`, shared with concurrent Requests): the Request's answer
+    /// waits for it once, not every record for its own.
+    pub async fn sync(&self) -> Result<(), Status> {
+        let (pool, conn) = (self.pool.clone(), self.connection.clone());
+        blocking(move || pool.sync_use(&conn).map_err(status::pool)).await
     }
 
     /// Whether the record says the connection is established.

@@ -37,8 +37,10 @@ pub type Step = BoxFuture<'static, Result<(), Status>>;
 /// element first. `begin` puts an empty one in the context of a real Close
 /// only: an element that finds none (a later element's failure undoing a
 /// Request, a test calling the chain directly) undoes synchronously.
-#[derive(Default)]
-pub struct Deferred(Mutex<Vec<Step>>);
+/// Clones share the queue (an element may queue while the elements after
+/// it close, and those need the context).
+#[derive(Default, Clone)]
+pub struct Deferred(Arc<Mutex<Vec<Step>>>);
 
 impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,7 +62,10 @@ impl Deferred {
     }
 
     fn take(self) -> Vec<Step> {
-        self.0.into_inner().unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 }
 

@@ -217,6 +217,7 @@ impl Call {
 pub struct RecordingOps {
     calls: Arc<Mutex<Vec<Call>>>,
     failing: Arc<Mutex<Vec<&'static str>>>,
+    held: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl RecordingOps {
@@ -232,6 +233,15 @@ impl RecordingOps {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(op);
+    }
+
+    /// Makes every later `disable` wait, once recorded, until the test
+    /// adds a permit to the semaphore returned (one per call), so a test
+    /// can see what runs while the interface is being taken down.
+    pub fn hold_disable(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        gate
     }
 
     /// The calls so far, in order.
@@ -343,7 +353,17 @@ impl NetlinkOps for RecordingOps {
         addresses: Option<Vec<IpNetwork>>,
     ) -> BoxFuture<'static, Result<()>> {
         let result = self.record(Call::Disable(record, addresses));
-        async move { result }.boxed()
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        async move {
+            if let Some(gate) = held {
+                // A closed gate lets every caller through.
+                if let Ok(permit) = gate.acquire().await {
+                    permit.forget();
+                }
+            }
+            result
+        }
+        .boxed()
     }
 
     fn set_vf(

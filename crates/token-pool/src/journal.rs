@@ -6,7 +6,9 @@
 //! one line to `sriov-pool.journal`, the tokens it changed with their new
 //! values (`{"s":seq,"t":{"<id>":<token or null>}}`), written under the
 //! pool's lock so the file's order is the order of the changes, then made
-//! durable with `fdatasync` *outside* the lock. Concurrent committers share
+//! durable with `fdatasync` *outside* the lock, by the change itself or,
+//! for a Request's records, once before its answer (the pool's `Reach`:
+//! a written line already survives the process). Concurrent committers share
 //! one sync (group commit): whoever finds no sync running starts one that
 //! covers every line written so far, the others wait for it. So unrelated
 //! Requests do not wait for each other's disk writes, and throughput grows
@@ -168,6 +170,8 @@ pub(crate) struct Journal {
     writer: Mutex<Writer>,
     synced: Mutex<Synced>,
     done: Condvar,
+    /// `fdatasync`s made, for the tests that count them.
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -225,6 +229,7 @@ impl Journal {
                 pending: Vec::new(),
             }),
             done: Condvar::new(),
+            syncs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -379,6 +384,17 @@ impl Journal {
         }
     }
 
+    /// How many `fdatasync`s the journal made.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The sequence number of the last line written.
+    pub(crate) fn written(&self) -> u64 {
+        self.writer().seq
+    }
+
     /// Returns once line `seq` is on disk, syncing if nobody else is; an
     /// error once the journal failed before it was.
     pub(crate) fn durable(&self, seq: u64) -> io::Result<()> {
@@ -402,6 +418,8 @@ impl Journal {
             drop(s);
             // Everything written before this point is covered by the sync.
             let target = self.writer().seq;
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = fault(Fault::Sync).and_then(|()| file.sync_data());
             s = self.synced();
             s.running = false;
@@ -659,6 +677,74 @@ mod tests {
     #[test]
     fn a_failed_write_refuses_the_change_and_the_next_one_rewrites_the_journal() {
         refused_then_recovered(Fault::Write);
+    }
+
+    /// A Request's use and records are written as it goes and synced once,
+    /// before its answer; each is in the file (for a restarted process) as
+    /// soon as its call returns.
+    #[test]
+    fn a_requests_records_are_written_as_it_goes_and_synced_once() {
+        let node = Node::new();
+        let pool = node.open();
+        let ids = ids(&pool);
+        pool.allocate(NAME, &ids[0..1]).unwrap();
+        let before = pool.journal_syncs();
+        pool.use_token(&ids[0], crate::DriverKind::Kernel, "conn-1", u64::MAX)
+            .unwrap();
+        for step in ["bound", "moving", "moved"] {
+            assert!(
+                pool.record_undo("conn-1", Some(serde_json::json!({ "step": step })))
+                    .unwrap()
+            );
+        }
+        assert_eq!(pool.journal_syncs(), before, "nothing synced yet");
+        let journal = node.journal();
+        assert!(
+            journal.contains("conn-1") && journal.contains("\"moved\""),
+            "written before the calls returned: {journal}"
+        );
+        pool.sync_use("conn-1").unwrap();
+        assert_eq!(pool.journal_syncs(), before + 1, "one sync for them all");
+        pool.sync_use("conn-1").unwrap();
+        assert!(pool.journal_syncs() <= before + 2);
+        // Closing is acknowledged by its own sync.
+        let synced = pool.journal_syncs();
+        pool.unuse("conn-1").unwrap();
+        assert_eq!(pool.journal_syncs(), synced + 1);
+    }
+
+    /// The one sync failing refuses the Request's use and records together:
+    /// they leave memory, a later record of the connection finds no use
+    /// (so its host change is not made), and a restart reads none of it.
+    #[test]
+    fn a_failed_sync_at_the_answer_refuses_the_whole_request() {
+        let node = Node::new();
+        let pool = node.open();
+        let ids = ids(&pool);
+        pool.allocate(NAME, &ids[0..1]).unwrap();
+        pool.use_token(&ids[0], crate::DriverKind::Kernel, "conn-1", u64::MAX)
+            .unwrap();
+        assert!(
+            pool.record_undo("conn-1", Some(serde_json::json!({})))
+                .unwrap()
+        );
+        faults::arm(Fault::Sync);
+        let e = pool.sync_use("conn-1").unwrap_err();
+        assert!(
+            e.to_string().contains(JOURNAL_FILE),
+            "names the journal: {e}"
+        );
+        assert!(!pool.holds("conn-1"), "the use left memory");
+        assert!(!pool.record_undo("conn-1", None).unwrap());
+        let e = pool.sync_use("conn-1").unwrap_err();
+        assert!(e.to_string().contains("no longer recorded"), "{e}");
+        assert_eq!(allocated(&pool), ids[0..1], "the token is the pod's again");
+        // The next acknowledged change rewrites the journal without them.
+        pool.allocate(NAME, &ids[1..2]).unwrap();
+        drop(pool);
+        let again = node.open();
+        assert!(!again.holds("conn-1"));
+        assert_eq!(allocated(&again), ids[0..2]);
     }
 
     #[test]

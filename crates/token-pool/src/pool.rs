@@ -289,7 +289,11 @@ impl Pool {
             bound: None,
             ..tok.clone()
         };
-        self.commit_changes(guard, BTreeMap::from([(id.to_string(), Some(cleared))]))?;
+        self.commit_changes(
+            guard,
+            BTreeMap::from([(id.to_string(), Some(cleared))]),
+            Reach::Disk,
+        )?;
         Ok(true)
     }
 
@@ -352,12 +356,13 @@ impl Pool {
 
     /// Makes `next` current once its change is in the journal, then waits,
     /// without the lock, until that line is on disk (group commit: one sync
-    /// serves every change written before it). A change that cannot be
+    /// serves every change written before it); [`Reach::File`] callers
+    /// skip the wait. A change that cannot be
     /// written or synced is refused and leaves memory again; the next one
     /// rewrites the journal whole (see [`crate::journal`]).
     fn commit(&self, guard: MutexGuard<'_, State>, next: State) -> Result<(), PoolError> {
         let changed = crate::journal::delta(&guard, &next);
-        self.commit_changes(guard, changed)
+        self.commit_changes(guard, changed, Reach::Disk)
     }
 
     /// [`Pool::commit`] for callers that know which tokens they change, so
@@ -367,6 +372,7 @@ impl Pool {
         &self,
         mut guard: MutexGuard<'_, State>,
         changed: BTreeMap<String, Option<Token>>,
+        reach: Reach,
     ) -> Result<(), PoolError> {
         if changed.is_empty() {
             return Ok(());
@@ -409,6 +415,14 @@ impl Pool {
         }
         self.publish(&guard, lists_move);
         drop(guard);
+        match reach {
+            Reach::Disk => self.durable(seq),
+            Reach::File => Ok(()),
+        }
+    }
+
+    /// Waits, without the lock, until journal line `seq` is on disk.
+    fn durable(&self, seq: u64) -> Result<(), PoolError> {
         self.journal.durable(seq).map_err(|source| {
             // Refused: the change leaves memory, with those written after it.
             if let Ok(mut guard) = self.lock()
@@ -416,8 +430,43 @@ impl Pool {
             {
                 self.publish(&guard, true);
             }
-            persist_err(self.store.journal_path())(source)
+            PoolError::Persist {
+                path: self.store.journal_path(),
+                cause: source,
+            }
         })
+    }
+
+    /// The journal's `fdatasync`s so far.
+    #[cfg(test)]
+    pub(crate) fn journal_syncs(&self) -> u64 {
+        self.journal.syncs()
+    }
+
+    /// Makes every change written for `connection` so far durable: what a
+    /// Request calls once, before its answer, after [`Pool::use_token`] and
+    /// [`Pool::record_undo`] only wrote theirs (see [`Reach`]). An error
+    /// when the journal refused them (its use has left memory then, and the
+    /// caller undoes what it made).
+    pub fn sync_use(&self, connection: &str) -> Result<(), PoolError> {
+        let seq = {
+            let guard = self.lock()?;
+            let held = guard
+                .tokens
+                .values()
+                .any(|t| matches!(&t.state, TokenState::InUse(u) if u.connection == connection));
+            if !held {
+                return Err(PoolError::Persist {
+                    path: self.store.journal_path(),
+                    cause: std::io::Error::other(format!(
+                        "the use of connection {connection} is no longer recorded (the journal \
+                         refused it)"
+                    )),
+                });
+            }
+            self.journal.written()
+        };
+        self.durable(seq)
     }
 
     /// Tells subscribers the state changed: kubelet's lists too when
@@ -450,7 +499,12 @@ impl Pool {
     }
 
     /// Applies `change` to the use of `connection`; false when it has none.
-    fn change_use(&self, connection: &str, change: impl Fn(&mut VfUse)) -> Result<bool, PoolError> {
+    fn change_use(
+        &self,
+        connection: &str,
+        reach: Reach,
+        change: impl Fn(&mut VfUse),
+    ) -> Result<bool, PoolError> {
         let guard = self.lock()?;
         let mut changed = BTreeMap::new();
         for t in guard.tokens.values() {
@@ -465,7 +519,7 @@ impl Pool {
             }
         }
         let found = !changed.is_empty();
-        self.commit_changes(guard, changed)?;
+        self.commit_changes(guard, changed, reach)?;
         Ok(found)
     }
 
@@ -571,6 +625,9 @@ impl Pool {
     /// with the other driver kind (vfio-pci and a kernel driver cannot share
     /// a group), preferring groups already used with this kind, then the
     /// lowest VF index.
+    ///
+    /// The use is written to the journal, not yet synced ([`Reach::File`]):
+    /// the Request syncs once, with [`Pool::sync_use`], before its answer.
     pub fn use_token(
         &self,
         token: &str,
@@ -598,7 +655,11 @@ impl Pool {
                 if let TokenState::InUse(u) = &mut again.state {
                     u.expires_at = expires_at;
                 }
-                self.commit_changes(guard, BTreeMap::from([(again.id.clone(), Some(again))]))?;
+                self.commit_changes(
+                    guard,
+                    BTreeMap::from([(again.id.clone(), Some(again))]),
+                    Reach::File,
+                )?;
                 return Ok(lease);
             }
             _ => {}
@@ -628,7 +689,11 @@ impl Pool {
             }),
             ..tok.clone()
         };
-        self.commit_changes(guard, BTreeMap::from([(used.id.clone(), Some(used))]))?;
+        self.commit_changes(
+            guard,
+            BTreeMap::from([(used.id.clone(), Some(used))]),
+            Reach::File,
+        )?;
         Ok(self.lease(&tok, pick, kind))
     }
 
@@ -685,7 +750,7 @@ impl Pool {
 
     /// Extends the use of a connection's VF.
     pub fn refresh(&self, connection: &str, expires_at: u64) -> Result<bool, PoolError> {
-        self.change_use(connection, |u| u.expires_at = expires_at)
+        self.change_use(connection, Reach::Disk, |u| u.expires_at = expires_at)
     }
 
     /// Close: the connection's VF is free again and its token goes back to
@@ -709,7 +774,11 @@ impl Pool {
             state: TokenState::Allocated,
             ..tok.clone()
         };
-        self.commit_changes(guard, BTreeMap::from([(tok.id.clone(), Some(freed))]))?;
+        self.commit_changes(
+            guard,
+            BTreeMap::from([(tok.id.clone(), Some(freed))]),
+            Reach::Disk,
+        )?;
         Ok(Some(lease))
     }
 
@@ -893,16 +962,36 @@ impl Pool {
         }
     }
 
-    /// Stores (or clears) the undo record of `connection`'s use; persisted
-    /// before it returns, like every change.
+    /// Stores (or clears) the undo record of `connection`'s use. Written
+    /// to the journal before it returns, so a restarted process reads it
+    /// (see [`Reach::File`]); on disk by [`Pool::sync_use`] or any later
+    /// synced change.
     pub fn record_undo(
         &self,
         connection: &str,
         undo: Option<serde_json::Value>,
     ) -> Result<bool, PoolError> {
         let undo = undo.map(Arc::new);
-        self.change_use(connection, |u| u.undo = undo.clone())
+        self.change_use(connection, Reach::File, |u| u.undo = undo.clone())
     }
+}
+
+/// How far a change gets before the call that made it returns.
+///
+/// Every change is written to the journal before the host change it guards,
+/// so a restarted process (after a kill, a panic, an OOM) reads it: the page
+/// cache outlives the process. Only a kernel crash or a power loss drops a
+/// write not yet synced, and those end every host change the pool's records
+/// guard (namespaces, link moves, driver bindings, device rules) with it.
+/// So a Request's records are only written as it goes, and synced once,
+/// before the answer that acknowledges them; the changes anyone is told of
+/// (kubelet's Allocate, a refresh, a release) are synced before they return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Written to the journal: a restarted process reads it.
+    File,
+    /// On disk (`fdatasync`, shared by concurrent committers).
+    Disk,
 }
 
 /// Makes the token set match the configuration.

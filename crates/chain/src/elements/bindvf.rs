@@ -188,7 +188,9 @@ impl BindVf {
             return Ok(());
         }
         sriov_failpoint::hit("bindvf.before-established");
-        log.update(|r| r.established = true).await
+        log.update(|r| r.established = true).await?;
+        // The one sync of the Request: its use and every record before it.
+        log.sync().await
     }
 }
 

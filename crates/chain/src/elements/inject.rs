@@ -300,12 +300,12 @@ impl Inject {
     /// that record cannot be written, the move is made now instead.
     async fn disable_and_defer(
         &self,
-        ctx: &Ctx,
-        deferred: &Deferred,
+        log: Option<UndoLog>,
+        deferred: Deferred,
         moved: MovedLink,
         applied: Option<Applied>,
     ) -> Result<(), Status> {
-        if let Some(log) = ctx.get::<UndoLog>().cloned()
+        if let Some(log) = log
             && let Err(e) = log.update(|r| r.established = false).await
         {
             tracing::warn!(error = %e, "recording the Close; moving the netdev home before answering");
@@ -391,12 +391,24 @@ impl Element for Inject {
         next: Next<'_>,
     ) -> Result<(), Status> {
         let applied = ctx.remove::<Applied>();
-        let back = match (ctx.remove::<MovedLink>(), ctx.get::<Deferred>()) {
-            (Some(m), Some(deferred)) => self.disable_and_defer(ctx, deferred, m, applied).await,
-            (Some(m), None) => self.return_home(m).await,
-            (None, _) => Ok(()),
-        };
-        let rest = next.close(ctx, connection).await;
-        back.and(rest)
+        match (ctx.remove::<MovedLink>(), ctx.get::<Deferred>().cloned()) {
+            // The next hop's Close does not wait for the interface to go
+            // down here, nor the other way round: the answer waits for the
+            // slower of the two, not for both in turn.
+            (Some(m), Some(deferred)) => {
+                let log = ctx.get::<UndoLog>().cloned();
+                let (back, rest) = tokio::join!(
+                    self.disable_and_defer(log, deferred, m, applied),
+                    next.close(ctx, connection)
+                );
+                back.and(rest)
+            }
+            (Some(m), None) => {
+                let back = self.return_home(m).await;
+                let rest = next.close(ctx, connection).await;
+                back.and(rest)
+            }
+            (None, _) => next.close(ctx, connection).await,
+        }
     }
 }
