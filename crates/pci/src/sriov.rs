@@ -85,6 +85,65 @@ impl Sysfs {
         Ok(vfs)
     }
 
+    /// The index (`N` of `virtfnN`) of `vf` on `pf`; `None` when `vf` is
+    /// not one of its VFs.
+    ///
+    /// Worked out from the PF's `sriov_offset` and `sriov_stride` (a VF's
+    /// routing ID is the PF's plus the offset plus `N` strides) and checked
+    /// against the `virtfnN` link: three small reads, where listing the
+    /// PF's VFs reads one link per VF (256 on a large PF). A PF without
+    /// those files, or whose link disagrees, is listed instead.
+    ///
+    /// ```
+    /// # let fake = sriov_pci_fake::fixtures::x710_2port(sriov_pci_fake::FakeSysfs::builder()).build()?;
+    /// # let sysfs = fake.sysfs();
+    /// let pf = "0000:3b:00.0".parse()?;
+    /// assert_eq!(sysfs.vf_index(pf, "0000:3b:02.3".parse()?)?, Some(3));
+    /// assert_eq!(sysfs.vf_index(pf, pf)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn vf_index(&self, pf: PciAddress, vf: PciAddress) -> Result<Option<u32>, PciError> {
+        if let Some(n) = self.vf_index_by_stride(pf, vf)? {
+            return Ok(Some(n));
+        }
+        Ok(self
+            .vfs(pf)?
+            .into_iter()
+            .find(|v| v.address == vf)
+            .map(|v| v.index))
+    }
+
+    /// [`Sysfs::vf_index`] from the offset and stride, when they agree
+    /// with the `virtfnN` link.
+    fn vf_index_by_stride(&self, pf: PciAddress, vf: PciAddress) -> Result<Option<u32>, PciError> {
+        if pf.domain() != vf.domain() {
+            return Ok(None);
+        }
+        let dir = self.device_dir(pf);
+        let number = |name: &str| -> Result<Option<u32>, PciError> {
+            let path = dir.join(name);
+            match self.try_read_attr(&path)? {
+                Some(raw) => parse_dec(&path, &raw, "a routing-ID distance").map(Some),
+                None => Ok(None),
+            }
+        };
+        let (Some(offset), Some(stride)) = (number("sriov_offset")?, number("sriov_stride")?)
+        else {
+            return Ok(None);
+        };
+        let distance = u32::from(vf.routing_id()).checked_sub(u32::from(pf.routing_id()));
+        let n = match (distance.and_then(|d| d.checked_sub(offset)), stride) {
+            (Some(d), s) if s > 0 && d % s == 0 => d / s,
+            (Some(0), 0) => 0,
+            _ => return Ok(None),
+        };
+        let link = dir.join(format!("virtfn{n}"));
+        Ok(match self.link_name(&link)? {
+            Some(target) if target.parse::<PciAddress>().ok() == Some(vf) => Some(n),
+            _ => None,
+        })
+    }
+
     /// The PF of a VF, from its `physfn` link; `None` for anything else.
     pub fn physfn(&self, vf: PciAddress) -> Result<Option<PciAddress>, PciError> {
         let path = self.device_dir(vf).join("physfn");

@@ -280,7 +280,15 @@ fn every_shipped_fixture_supports_the_full_vf_lifecycle() {
             for vf in &vfs {
                 let rid = a.routing_id() + offset + stride * vf.index as u16;
                 assert_eq!(vf.address, a.with_routing_id(rid));
+                assert_eq!(sysfs.vf_index(a, vf.address).unwrap(), Some(vf.index));
             }
+            assert_eq!(
+                sysfs.vf_index(a, a).unwrap(),
+                None,
+                "a PF is not its own VF"
+            );
+            let past = a.with_routing_id(a.routing_id() + offset + stride * total as u16);
+            assert_eq!(sysfs.vf_index(a, past).unwrap(), None, "{past}: no such VF");
             let first = vfs[0].address;
             let prev = sysfs.bind(first, "vfio-pci").unwrap();
             sysfs.restore_driver(first, prev.as_deref()).unwrap();
@@ -289,4 +297,19 @@ fn every_shipped_fixture_supports_the_full_vf_lifecycle() {
             assert!(sysfs.vfs(a).unwrap().is_empty());
         }
     }
+}
+
+#[test]
+fn a_vf_index_is_found_without_the_offset_and_stride_too() {
+    let fake = igb();
+    let sysfs = fake.sysfs();
+    let pf = sysfs.discover_all().unwrap().physical_functions[0]
+        .device
+        .address;
+    let vfs = sysfs.set_num_vfs(pf, 4).unwrap();
+    std::fs::remove_file(sysfs.device_dir(pf).join("sriov_stride")).unwrap();
+    for vf in &vfs {
+        assert_eq!(sysfs.vf_index(pf, vf.address).unwrap(), Some(vf.index));
+    }
+    assert_eq!(sysfs.vf_index(pf, pf).unwrap(), None);
 }

@@ -95,12 +95,9 @@ impl BindVf {
         };
         let vf_index = self
             .sysfs
-            .vfs(lease.pf)
+            .vf_index(lease.pf, lease.vf)
             .map_err(status::pci)
             .map_err(undo)?
-            .into_iter()
-            .find(|v| v.address == lease.vf)
-            .map(|v| v.index)
             .ok_or_else(|| {
                 undo(Status::internal(format!(
                     "VF {} is not a VF of {}",
