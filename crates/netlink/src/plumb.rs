@@ -31,6 +31,7 @@ use crate::client::{
 };
 use crate::error::{Error, Result, netlink_errno};
 use crate::netns::{Netns, NetnsId, NetnsUrl, open_client};
+use crate::socket;
 use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
 
 const EBUSY: i32 = nix::libc::EBUSY;
@@ -286,7 +287,12 @@ impl RtNetlink {
                 ns
             }
         };
-        let client = self.client_handle(&target)?;
+        // The client's socket is only needed after the move (which goes over our own): it is
+        // made beside it, since making one means entering the namespace on a fresh thread.
+        let opening = {
+            let (target, counter) = (target.clone(), self.counter.clone());
+            tokio::task::spawn_blocking(move || socket::shared_request(&target, &counter))
+        };
         let original = &plan.original;
         let mut record = plan.clone();
         record.held = request.opened.clone();
@@ -315,6 +321,33 @@ impl RtNetlink {
         };
         let op = format!("move to {target}");
         let mut moved = change_link(&self.handle, change(true), &op, &original.name).await;
+        let client = match opening.await {
+            Ok(Ok(client)) => client,
+            // Once more, now: the link may be in the client already and only a socket there
+            // can bring it back.
+            _ => match self.client_handle(&target) {
+                Ok(client) => client,
+                Err(e) if moved.is_ok() => {
+                    if let Some(name) = &request.name {
+                        record.client_name = name.as_str().to_owned();
+                    }
+                    if let Some(mac) = request.mac {
+                        record.client_address = mac.octets().to_vec();
+                    }
+                    return Err(Error::RollbackFailed {
+                        op: "move into namespace",
+                        link: original.name.clone(),
+                        cause: Box::new(e),
+                        rollback: Box::new(Error::Socket {
+                            netns: target.to_string(),
+                            source: std::io::Error::other("no socket in the client's namespace"),
+                        }),
+                        record: Box::new(record),
+                    });
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let mut pinned = true;
         if let Err(e) = &moved
             && e.errno() == Some(EBUSY)
@@ -407,19 +440,23 @@ impl RtNetlink {
         };
         let client = self.client_handle(&ns)?;
         let index = record.client_index;
-        match set_up(&client, index, false, &record.client_name).await {
-            Err(e) if e.errno() == Some(ENODEV) => return Ok(()),
-            other => other?,
-        }
         let found;
         let addresses = match addresses {
             Some(a) => a,
-            None => {
-                found = link_addresses(&client, index, &record.client_name).await?;
-                &found[..]
-            }
+            None => match link_addresses(&client, index, &record.client_name).await {
+                Ok(a) => {
+                    found = a;
+                    &found[..]
+                }
+                Err(e) if e.errno() == Some(ENODEV) => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
-        for address in addresses {
+        let name = &record.client_name;
+        let down = set_up(&client, index, false, name);
+        // Every address's deletion is sent with the "down", before either answer is read (the
+        // kernel applies them in order): one wakeup for the lot, not one per message.
+        let deletions = addresses.iter().map(|address| {
             let msg = match address.addr() {
                 IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
                     .index(index)
@@ -430,19 +467,27 @@ impl RtNetlink {
                     .address(a, address.prefix())
                     .build(),
             };
-            match client.address().del(msg).execute().await {
-                Ok(()) => {}
-                Err(e) if netlink_errno(&e) == Some(EADDRNOTAVAIL) => {}
-                Err(source) => {
-                    return Err(Error::Netlink {
+            let deleted = client.address().del(msg).execute();
+            async move {
+                match deleted.await {
+                    Ok(()) => Ok(()),
+                    // Gone already: the client's doing, or the link's (see below).
+                    Err(e) if matches!(netlink_errno(&e), Some(EADDRNOTAVAIL | ENODEV)) => Ok(()),
+                    Err(source) => Err(Error::Netlink {
                         op: format!("delete address {address}"),
-                        link: record.client_name.clone(),
+                        link: name.clone(),
                         source,
-                    });
+                    }),
                 }
             }
+        });
+        let (down, deleted) = futures::join!(down, futures::future::join_all(deletions));
+        match down {
+            // The link left that index: the kernel returned it, `back_out` finds it.
+            Err(e) if e.errno() == Some(ENODEV) => return Ok(()),
+            other => other?,
         }
-        Ok(())
+        deleted.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
 
     /// The client namespace a record names, if it still is the one the link was moved into:
@@ -720,35 +765,55 @@ async fn link_addresses(client: &Handle, index: u32, link: &str) -> Result<Vec<I
 async fn configure(client: &Handle, request: &ClientLink, record: &MovedLink) -> Result<()> {
     let index = record.client_index;
     let name = record.client_name.clone();
+    // Addresses, then routes, then neighbours, all sent before the first answer is read: the
+    // socket's connection sends what is queued in order and the kernel applies each message
+    // as it arrives, so a route still finds the address it goes through, and the answers
+    // come back together instead of one wakeup each.
+    let mut steps: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
     for address in &request.addresses {
-        client
-            .address()
-            .add(index, address.addr(), address.prefix())
-            .execute()
-            .await
-            .map_err(|source| Error::Netlink {
-                op: format!("add address {address}"),
-                link: name.clone(),
-                source,
-            })?;
+        let name = name.clone();
+        steps.push(Box::pin(async move {
+            client
+                .address()
+                .add(index, address.addr(), address.prefix())
+                .execute()
+                .await
+                .map_err(|source| Error::Netlink {
+                    op: format!("add address {address}"),
+                    link: name,
+                    source,
+                })
+        }));
     }
     for route in &request.routes {
-        add_route(client, index, route, &name).await?;
+        let name = name.clone();
+        steps.push(Box::pin(async move {
+            add_route(client, index, route, &name).await
+        }));
     }
     for neighbour in &request.neighbours {
-        client
-            .neighbours()
-            .add(index, neighbour.ip)
-            .link_layer_address(&neighbour.mac.octets())
-            .execute()
-            .await
-            .map_err(|source| Error::Netlink {
-                op: format!("add neighbour {} lladdr {}", neighbour.ip, neighbour.mac),
-                link: name.clone(),
-                source,
-            })?;
+        let name = name.clone();
+        steps.push(Box::pin(async move {
+            client
+                .neighbours()
+                .add(index, neighbour.ip)
+                .link_layer_address(&neighbour.mac.octets())
+                .execute()
+                .await
+                .map_err(|source| Error::Netlink {
+                    op: format!("add neighbour {} lladdr {}", neighbour.ip, neighbour.mac),
+                    link: name,
+                    source,
+                })
+        }));
     }
-    Ok(())
+    // The first failure in the request's order is the one reported; the caller rolls the
+    // link back home, which takes whatever did land with it.
+    futures::future::join_all(steps)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map(|_| ())
 }
 
 async fn add_route(client: &Handle, index: u32, route: &RouteSpec, link: &str) -> Result<()> {
