@@ -24,7 +24,7 @@ use sriov_uevent::{Action, Notice, UeventSocket, UeventSource};
 
 /// Where PF link states come from.
 pub(crate) enum Links {
-    /// This namespace's links over netlink: a dump per pass, events between passes.
+    /// This namespace's links over netlink: each PF netdev read per pass, its events between.
     Netlink(Arc<RtNetlink>),
     /// None (tests on a fake tree): carrier is not judged.
     #[cfg(test)]
@@ -117,19 +117,99 @@ fn idle_vf_health(sysfs: &Sysfs, vf: PciAddress, kernel_driver: Option<&str>) ->
     None
 }
 
-/// Whether a uevent can change a pooled VF's health.
-fn relevant(n: &Notice) -> bool {
+/// Whether a uevent can change a pooled VF's health. A VF a connection uses is judged by its
+/// presence only, so its driver changing and its netdev leaving or coming home (the chain's own
+/// doing, at every Request and Close) are not worth a pass; `in_use` asks the pool.
+fn relevant(n: &Notice, in_use: impl Fn(PciAddress) -> bool) -> bool {
     match n {
         Notice::Lost => true,
         Notice::Event(ev) => match ev.subsystem.as_deref() {
-            Some("pci") => matches!(
-                ev.action,
-                Action::Add | Action::Remove | Action::Bind | Action::Unbind
-            ),
-            Some("net") => matches!(ev.action, Action::Add | Action::Remove | Action::Move),
+            Some("pci") => match ev.action {
+                Action::Add | Action::Remove => true,
+                Action::Bind | Action::Unbind => !device_of(&ev.devpath).is_some_and(&in_use),
+                _ => false,
+            },
+            Some("net") => {
+                matches!(ev.action, Action::Add | Action::Remove | Action::Move)
+                    && !device_of(&ev.devpath).is_some_and(&in_use)
+            }
             _ => false,
         },
     }
+}
+
+/// The PCI device a uevent's `DEVPATH` is (`.../0000:3b:02.0`) or is under
+/// (`.../0000:3b:02.0/net/enp59s2`).
+fn device_of(devpath: &str) -> Option<PciAddress> {
+    let mut parts = devpath.rsplit('/');
+    if let Ok(device) = parts.next()?.parse() {
+        return Some(device);
+    }
+    match parts.next() {
+        Some("net") => parts.next()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Each pooled PF's netdev in our namespace, as a pass reads them: only these links' events
+/// matter (the PF's carrier), not the VF netdevs the chain moves at every Request and Close.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Watched {
+    names: std::collections::HashSet<String>,
+    indexes: std::collections::HashSet<u32>,
+}
+
+impl Watched {
+    fn concerns(&self, event: &sriov_netlink::LinkEvent) -> bool {
+        match event {
+            sriov_netlink::LinkEvent::Changed(l) => {
+                self.indexes.contains(&l.index) || self.names.contains(&l.name)
+            }
+            sriov_netlink::LinkEvent::Removed { index, name } => {
+                self.indexes.contains(index) || self.names.contains(name)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The link state of each pooled PF's netdev (one small request each, not a dump of every
+/// link in the namespace, which on a node with hundreds of VF netdevs is large and would be
+/// read at every Request and Close), and the links whose events should cause a pass.
+async fn pf_links(nl: &RtNetlink, pool: &Pool, sysfs: &Sysfs) -> (LinkStates, Watched) {
+    let mut pfs: Vec<PciAddress> = pool.vf_counts().into_iter().map(|c| c.pf).collect();
+    pfs.sort();
+    pfs.dedup();
+    let names: Vec<String> = pfs
+        .into_iter()
+        .filter_map(|pf| sysfs.netdevs(pf).ok().and_then(|n| n.into_iter().next()))
+        .collect();
+    // All asked before any answer is read: one wakeup for the lot.
+    let refs: Vec<sriov_netlink::LinkRef> = names
+        .iter()
+        .map(|n| sriov_netlink::LinkRef::Name(n.clone()))
+        .collect();
+    let read = futures::future::join_all(refs.iter().map(|r| nl.link(r))).await;
+    let mut states = HashMap::new();
+    let mut watched = Watched {
+        names: names.iter().cloned().collect(),
+        ..Watched::default()
+    };
+    for (name, link) in names.into_iter().zip(read) {
+        match link {
+            Ok(Some(l)) => {
+                watched.indexes.insert(l.index);
+                states.insert(name, l.is_healthy());
+            }
+            // Not in our namespace: its carrier is unknown, not bad (see `pf_health`).
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("cannot read PF link {name}, its carrier not judged this pass: {e}");
+                return (None, watched);
+            }
+        }
+    }
+    (Some(states), watched)
 }
 
 /// Runs passes until `stop` resolves: one now, then one after each relevant event.
@@ -167,24 +247,15 @@ pub(crate) async fn follow_with(
     let mut link_events = subscribe(&links);
     let mut uevents_open = true;
     let mut before: BTreeMap<PciAddress, Ill> = BTreeMap::new();
+    let in_use = |vf: PciAddress| {
+        pool.uses()
+            .is_ok_and(|uses| uses.iter().any(|(_, lease)| lease.vf == vf))
+    };
     loop {
-        let states = match &links {
-            Links::Netlink(nl) => match nl.links().await {
-                Ok(all) => Some(
-                    all.into_iter()
-                        .map(|l| {
-                            let healthy = l.is_healthy();
-                            (l.name, healthy)
-                        })
-                        .collect(),
-                ),
-                Err(e) => {
-                    tracing::warn!("cannot list links, PF carrier not judged this pass: {e}");
-                    None
-                }
-            },
+        let (states, watched) = match &links {
+            Links::Netlink(nl) => pf_links(nl, &pool, &sysfs).await,
             #[cfg(test)]
-            Links::None => None,
+            Links::None => (None, Watched::default()),
         };
         let (p, s) = (pool.clone(), sysfs.clone());
         let now = match tokio::task::spawn_blocking(move || assess(&p, &s, &states, ignore_carrier))
@@ -219,7 +290,7 @@ pub(crate) async fn follow_with(
             tokio::select! {
                 () = &mut stop => return,
                 n = uevents.next(), if uevents_open => match n {
-                    Some(n) if relevant(&n) => break,
+                    Some(n) if relevant(&n, in_use) => break,
                     Some(_) => continue,
                     None => {
                         tracing::warn!("uevent stream ended; VF driver and presence changes are not followed");
@@ -227,14 +298,16 @@ pub(crate) async fn follow_with(
                         continue;
                     }
                 },
-                e = next_link_event(&mut link_events) => {
-                    if e.is_none() {
+                e = next_link_event(&mut link_events) => match e {
+                    Some(e) if !watched.concerns(&e) => continue,
+                    Some(_) => break,
+                    None => {
                         // Resubscribe after a pause, then re-read everything.
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         link_events = subscribe(&links);
+                        break;
                     }
-                    break;
-                }
+                },
             }
         }
         while uevents_open && matches!(uevents.next().now_or_never(), Some(Some(_))) {}
@@ -441,6 +514,71 @@ mod tests {
 
         stop_tx.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    /// The chain's own changes at every Request and Close (a VF in use rebound, its netdev
+    /// moved out and back) cause no pass; the same on an idle VF, or a VF removed, do.
+    #[test]
+    fn the_chains_own_changes_to_a_vf_in_use_cause_no_pass() {
+        let ev = |raw: &str| Notice::Event(sriov_uevent::Uevent::parse(raw.as_bytes()).unwrap());
+        let used = |vf: PciAddress| vf == a(VFS[0]);
+        let net = |action: &str, vf: &str| {
+            ev(&format!(
+                "{action}@/devices/pci0000:3a/0000:3a:00.0/{vf}/net/enp59s2\0SUBSYSTEM=net\0"
+            ))
+        };
+        let pci = |action: &str, vf: &str| {
+            ev(&format!(
+                "{action}@/devices/pci0000:3a/0000:3a:00.0/{vf}\0SUBSYSTEM=pci\0"
+            ))
+        };
+        for action in ["add", "remove", "move"] {
+            assert!(
+                !relevant(&net(action, VFS[0]), used),
+                "{action} of a used VF's netdev"
+            );
+            assert!(
+                relevant(&net(action, VFS[1]), used),
+                "{action} of an idle VF's netdev"
+            );
+        }
+        for action in ["bind", "unbind"] {
+            assert!(
+                !relevant(&pci(action, VFS[0]), used),
+                "{action} of a used VF"
+            );
+            assert!(
+                relevant(&pci(action, VFS[1]), used),
+                "{action} of an idle VF"
+            );
+        }
+        assert!(relevant(&pci("remove", VFS[0]), used), "a used VF removed");
+        assert!(relevant(&Notice::Lost, used));
+        assert_eq!(
+            device_of("/devices/pci0000:3a/0000:3b:02.0/net/x"),
+            Some(a(VFS[0]))
+        );
+        assert_eq!(device_of("/devices/virtual/net/veth0"), None);
+    }
+
+    #[test]
+    fn only_the_pfs_links_events_cause_a_pass() {
+        use sriov_netlink::LinkEvent;
+        let watched = Watched {
+            names: ["ens785f0".to_string()].into(),
+            indexes: [7].into(),
+        };
+        let removed = |index: u32, name: &str| LinkEvent::Removed {
+            index,
+            name: name.into(),
+        };
+        assert!(watched.concerns(&removed(7, "renamed")));
+        assert!(watched.concerns(&removed(9, "ens785f0")));
+        assert!(
+            !watched.concerns(&removed(12, "enp59s2")),
+            "a VF netdev leaving"
+        );
+        assert!(watched.concerns(&LinkEvent::Lost));
     }
 
     #[test]
