@@ -64,6 +64,8 @@ mod client;
 
 /// The one resource every fixture's PFs are advertised as.
 const RESOURCE: &str = "worker.domain/10G";
+/// Pause after each side's round before the other's (see the sequential rounds).
+const SETTLE: Duration = Duration::from_millis(30);
 
 /// How much to measure.
 #[derive(Debug, Clone, Copy)]
@@ -334,7 +336,13 @@ async fn run(bin: &Path, sizes: Sizes) -> Res<(Vec<Row>, Vec<String>)> {
             .ok_or(format!(
                 "seq-{i}: the VF netdev was not home 10 s after Close"
             ))?;
+        // Both sides start from a quiet kernel: the move home ends in the
+        // kernel after its link event, and its RCU callbacks would be paid
+        // by whichever move comes next (the floor's rcu_barrier waits for
+        // them), so each waits out the other's tail.
+        tokio::time::sleep(SETTLE).await;
         let f = floor.round(&client_ns).await?;
+        tokio::time::sleep(SETTLE).await;
         if i >= warm_up {
             home_after.push(home_at.saturating_duration_since(t + requested));
             round.push(took);
