@@ -57,6 +57,9 @@ impl Sysfs {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn vfs(&self, pf: PciAddress) -> Result<Vec<VirtFn>, PciError> {
+        if let Some(vfs) = self.vfs_by_stride(pf)? {
+            return Ok(vfs);
+        }
         let dir = self.device_dir(pf);
         let names = self.list_dir(&dir)?.ok_or_else(|| PciError::NoDevice {
             address: pf,
@@ -83,6 +86,53 @@ impl Sysfs {
         }
         vfs.sort();
         Ok(vfs)
+    }
+
+    /// The PF's VFs worked out from `sriov_numvfs`, `sriov_offset` and
+    /// `sriov_stride` (VF `N`'s routing ID is the PF's plus the offset plus
+    /// `N` strides, as the kernel numbers them), checked against the first
+    /// and the last `virtfnN` link: five reads for the PF instead of one
+    /// link per VF, which is most of what start-up reads on a node of
+    /// 4096 VFs. `None` (list the links instead) when a file is missing or
+    /// a link disagrees.
+    fn vfs_by_stride(&self, pf: PciAddress) -> Result<Option<Vec<VirtFn>>, PciError> {
+        let dir = self.device_dir(pf);
+        let number = |name: &str| -> Result<Option<u32>, PciError> {
+            let path = dir.join(name);
+            match self.try_read_attr(&path)? {
+                Some(raw) => parse_dec(&path, &raw, "a number").map(Some),
+                None => Ok(None),
+            }
+        };
+        let Some(count) = number("sriov_numvfs")? else {
+            return Ok(None);
+        };
+        if count == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let (Some(offset), Some(stride)) = (number("sriov_offset")?, number("sriov_stride")?)
+        else {
+            return Ok(None);
+        };
+        let mut vfs = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let rid = u32::from(pf.routing_id()) + offset + index * stride;
+            let Ok(rid) = u16::try_from(rid) else {
+                return Ok(None);
+            };
+            vfs.push(VirtFn {
+                index,
+                address: pf.with_routing_id(rid),
+            });
+        }
+        for vf in [vfs.first(), vfs.last()].into_iter().flatten() {
+            let link = dir.join(format!("virtfn{}", vf.index));
+            match self.link_name(&link)? {
+                Some(target) if target.parse::<PciAddress>().ok() == Some(vf.address) => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(vfs))
     }
 
     /// The index (`N` of `virtfnN`) of `vf` on `pf`; `None` when `vf` is

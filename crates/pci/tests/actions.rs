@@ -300,7 +300,7 @@ fn every_shipped_fixture_supports_the_full_vf_lifecycle() {
 }
 
 #[test]
-fn a_vf_index_is_found_without_the_offset_and_stride_too() {
+fn vfs_and_a_vf_index_are_found_without_the_offset_and_stride_too() {
     let fake = igb();
     let sysfs = fake.sysfs();
     let pf = sysfs.discover_all().unwrap().physical_functions[0]
@@ -308,8 +308,27 @@ fn a_vf_index_is_found_without_the_offset_and_stride_too() {
         .address;
     let vfs = sysfs.set_num_vfs(pf, 4).unwrap();
     std::fs::remove_file(sysfs.device_dir(pf).join("sriov_stride")).unwrap();
+    assert_eq!(sysfs.vfs(pf).unwrap(), vfs, "listed from the links instead");
     for vf in &vfs {
         assert_eq!(sysfs.vf_index(pf, vf.address).unwrap(), Some(vf.index));
     }
     assert_eq!(sysfs.vf_index(pf, pf).unwrap(), None);
+}
+
+#[test]
+fn vfs_worked_out_from_the_stride_are_checked_against_the_links() {
+    let fake = igb();
+    let sysfs = fake.sysfs();
+    let pf = addr("0000:01:00.0");
+    let vfs = sysfs.set_num_vfs(pf, 7).unwrap();
+    let before = sysfs.files_read();
+    assert_eq!(sysfs.vfs(pf).unwrap(), vfs);
+    assert!(
+        sysfs.files_read() - before < 7,
+        "fewer reads than one per VF: {}",
+        sysfs.files_read() - before
+    );
+    // A stride the links do not bear out is not trusted.
+    std::fs::write(sysfs.device_dir(pf).join("sriov_stride"), "1\n").unwrap();
+    assert_eq!(sysfs.vfs(pf).unwrap(), vfs);
 }
