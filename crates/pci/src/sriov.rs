@@ -96,14 +96,7 @@ impl Sysfs {
     /// 4096 VFs. `None` (list the links instead) when a file is missing or
     /// a link disagrees.
     fn vfs_by_stride(&self, pf: PciAddress) -> Result<Option<Vec<VirtFn>>, PciError> {
-        let dir = self.device_dir(pf);
-        let number = |name: &str| -> Result<Option<u32>, PciError> {
-            let path = dir.join(name);
-            match self.try_read_attr(&path)? {
-                Some(raw) => parse_dec(&path, &raw, "a number").map(Some),
-                None => Ok(None),
-            }
-        };
+        let number = |name: &str| self.pf_number(pf, name);
         let Some(count) = number("sriov_numvfs")? else {
             return Ok(None);
         };
@@ -126,13 +119,29 @@ impl Sysfs {
             });
         }
         for vf in [vfs.first(), vfs.last()].into_iter().flatten() {
-            let link = dir.join(format!("virtfn{}", vf.index));
-            match self.link_name(&link)? {
-                Some(target) if target.parse::<PciAddress>().ok() == Some(vf.address) => {}
-                _ => return Ok(None),
+            if !self.virtfn_is(pf, vf)? {
+                return Ok(None);
             }
         }
         Ok(Some(vfs))
+    }
+
+    /// A decimal attribute of `pf` (`sriov_offset`, ...); `None` when the
+    /// file is missing.
+    fn pf_number(&self, pf: PciAddress, name: &str) -> Result<Option<u32>, PciError> {
+        let path = self.device_dir(pf).join(name);
+        match self.try_read_attr(&path)? {
+            Some(raw) => parse_dec(&path, &raw, "a number").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `pf`'s `virtfnN` link, `N` being `vf.index`, names `vf.address`.
+    fn virtfn_is(&self, pf: PciAddress, vf: &VirtFn) -> Result<bool, PciError> {
+        let link = self.device_dir(pf).join(format!("virtfn{}", vf.index));
+        Ok(self
+            .link_name(&link)?
+            .is_some_and(|target| target.parse::<PciAddress>().ok() == Some(vf.address)))
     }
 
     /// The index (`N` of `virtfnN`) of `vf` on `pf`; `None` when `vf` is
@@ -169,16 +178,10 @@ impl Sysfs {
         if pf.domain() != vf.domain() {
             return Ok(None);
         }
-        let dir = self.device_dir(pf);
-        let number = |name: &str| -> Result<Option<u32>, PciError> {
-            let path = dir.join(name);
-            match self.try_read_attr(&path)? {
-                Some(raw) => parse_dec(&path, &raw, "a routing-ID distance").map(Some),
-                None => Ok(None),
-            }
-        };
-        let (Some(offset), Some(stride)) = (number("sriov_offset")?, number("sriov_stride")?)
-        else {
+        let (Some(offset), Some(stride)) = (
+            self.pf_number(pf, "sriov_offset")?,
+            self.pf_number(pf, "sriov_stride")?,
+        ) else {
             return Ok(None);
         };
         let distance = u32::from(vf.routing_id()).checked_sub(u32::from(pf.routing_id()));
@@ -187,11 +190,11 @@ impl Sysfs {
             (Some(0), 0) => 0,
             _ => return Ok(None),
         };
-        let link = dir.join(format!("virtfn{n}"));
-        Ok(match self.link_name(&link)? {
-            Some(target) if target.parse::<PciAddress>().ok() == Some(vf) => Some(n),
-            _ => None,
-        })
+        let candidate = VirtFn {
+            index: n,
+            address: vf,
+        };
+        Ok(self.virtfn_is(pf, &candidate)?.then_some(n))
     }
 
     /// The PF of a VF, from its `physfn` link; `None` for anything else.
