@@ -445,7 +445,7 @@ impl Pool {
 
     /// Makes every change written for `connection` so far durable: what a
     /// Request calls once, before its answer, after [`Pool::use_token`] and
-    /// [`Pool::record_undo`] only wrote theirs (see [`Reach`]). An error
+    /// [`Pool::record_undo`] only wrote theirs (written, not synced). An error
     /// when the journal refused them (its use has left memory then, and the
     /// caller undoes what it made).
     pub fn sync_use(&self, connection: &str) -> Result<(), PoolError> {
@@ -626,7 +626,8 @@ impl Pool {
     /// a group), preferring groups already used with this kind, then the
     /// lowest VF index.
     ///
-    /// The use is written to the journal, not yet synced ([`Reach::File`]):
+    /// The use is written to the journal, not yet synced (a restarted
+    /// process reads it; see the crate's journal docs):
     /// the Request syncs once, with [`Pool::sync_use`], before its answer.
     pub fn use_token(
         &self,
@@ -964,8 +965,8 @@ impl Pool {
 
     /// Stores (or clears) the undo record of `connection`'s use. Written
     /// to the journal before it returns, so a restarted process reads it
-    /// (see [`Reach::File`]); on disk by [`Pool::sync_use`] or any later
-    /// synced change.
+    /// (the page cache outlives the process); on disk by
+    /// [`Pool::sync_use`] or any later synced change.
     pub fn record_undo(
         &self,
         connection: &str,
