@@ -32,7 +32,14 @@ pub(crate) enum Links {
 }
 
 /// Link name to healthy, from a dump; `None` when unknown (no netlink).
-type LinkStates = Option<HashMap<String, bool>>;
+type LinkStates = Option<HashMap<PciAddress, PfLink>>;
+
+/// A pooled PF's netdev as netlink sees it in our namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PfLink {
+    pub(crate) name: String,
+    pub(crate) healthy: bool,
+}
 
 /// Why a VF is unhealthy: the `cause` label, and the sentence logged and kept by the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +94,13 @@ fn pf_health(
     if !sysfs.exists(pf) {
         return ill("device_gone", format!("its PF {pf} is gone"));
     }
-    let (Some(links), Ok(names)) = (links, sysfs.netdevs(pf)) else {
-        return None;
-    };
     // A PF whose netdev sysfs names but netlink does not see is in another namespace than
-    // ours: its carrier is unknown, not bad.
-    let name = names.first()?;
-    match links.get(name) {
-        Some(false) if !ignore_carrier => ill("link_down", format!("its PF's link {name} is down")),
+    // ours (`pf_links` leaves it out): its carrier is unknown, not bad.
+    match links.as_ref()?.get(&pf) {
+        Some(PfLink {
+            name,
+            healthy: false,
+        }) if !ignore_carrier => ill("link_down", format!("its PF's link {name} is down")),
         _ => None,
     }
 }
@@ -180,26 +186,30 @@ async fn pf_links(nl: &RtNetlink, pool: &Pool, sysfs: &Sysfs) -> (LinkStates, Wa
     let mut pfs: Vec<PciAddress> = pool.vf_counts().into_iter().map(|c| c.pf).collect();
     pfs.sort();
     pfs.dedup();
-    let names: Vec<String> = pfs
+    let named: Vec<(PciAddress, String)> = pfs
         .into_iter()
-        .filter_map(|pf| sysfs.netdevs(pf).ok().and_then(|n| n.into_iter().next()))
+        .filter_map(|pf| {
+            let name = sysfs.netdevs(pf).ok()?.into_iter().next()?;
+            Some((pf, name))
+        })
         .collect();
     // All asked before any answer is read: one wakeup for the lot.
-    let refs: Vec<sriov_netlink::LinkRef> = names
+    let refs: Vec<sriov_netlink::LinkRef> = named
         .iter()
-        .map(|n| sriov_netlink::LinkRef::Name(n.clone()))
+        .map(|(_, n)| sriov_netlink::LinkRef::Name(n.clone()))
         .collect();
     let read = futures::future::join_all(refs.iter().map(|r| nl.link(r))).await;
     let mut states = HashMap::new();
     let mut watched = Watched {
-        names: names.iter().cloned().collect(),
+        names: named.iter().map(|(_, n)| n.clone()).collect(),
         ..Watched::default()
     };
-    for (name, link) in names.into_iter().zip(read) {
+    for ((pf, name), link) in named.into_iter().zip(read) {
         match link {
             Ok(Some(l)) => {
                 watched.indexes.insert(l.index);
-                states.insert(name, l.is_healthy());
+                let healthy = l.is_healthy();
+                states.insert(pf, PfLink { name, healthy });
             }
             // Not in our namespace: its carrier is unknown, not bad (see `pf_health`).
             Ok(None) => {}
@@ -394,7 +404,13 @@ mod tests {
     }
 
     fn links(up: bool) -> LinkStates {
-        Some(HashMap::from([("ens785f0".to_string(), up)]))
+        Some(HashMap::from([(
+            a(PF),
+            PfLink {
+                name: "ens785f0".to_string(),
+                healthy: up,
+            },
+        )]))
     }
 
     #[test]

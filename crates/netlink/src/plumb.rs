@@ -31,7 +31,6 @@ use crate::client::{
 };
 use crate::error::{Error, Result, netlink_errno};
 use crate::netns::{Netns, NetnsId, NetnsUrl, open_client};
-use crate::socket;
 use crate::types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
 
 const EBUSY: i32 = nix::libc::EBUSY;
@@ -287,12 +286,7 @@ impl RtNetlink {
                 ns
             }
         };
-        // The client's socket is only needed after the move (which goes over our own): it is
-        // made beside it, since making one means entering the namespace on a fresh thread.
-        let opening = {
-            let (target, counter) = (target.clone(), self.counter.clone());
-            tokio::task::spawn_blocking(move || socket::shared_request(&target, &counter))
-        };
+        let client = self.client_handle(&target)?;
         let original = &plan.original;
         let mut record = plan.clone();
         record.held = request.opened.clone();
@@ -321,33 +315,6 @@ impl RtNetlink {
         };
         let op = format!("move to {target}");
         let mut moved = change_link(&self.handle, change(true), &op, &original.name).await;
-        let client = match opening.await {
-            Ok(Ok(client)) => client,
-            // Once more, now: the link may be in the client already and only a socket there
-            // can bring it back.
-            _ => match self.client_handle(&target) {
-                Ok(client) => client,
-                Err(e) if moved.is_ok() => {
-                    if let Some(name) = &request.name {
-                        record.client_name = name.as_str().to_owned();
-                    }
-                    if let Some(mac) = request.mac {
-                        record.client_address = mac.octets().to_vec();
-                    }
-                    return Err(Error::RollbackFailed {
-                        op: "move into namespace",
-                        link: original.name.clone(),
-                        cause: Box::new(e),
-                        rollback: Box::new(Error::Socket {
-                            netns: target.to_string(),
-                            source: std::io::Error::other("no socket in the client's namespace"),
-                        }),
-                        record: Box::new(record),
-                    });
-                }
-                Err(e) => return Err(e),
-            },
-        };
         let mut pinned = true;
         if let Err(e) = &moved
             && e.errno() == Some(EBUSY)

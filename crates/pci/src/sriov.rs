@@ -57,9 +57,14 @@ impl Sysfs {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn vfs(&self, pf: PciAddress) -> Result<Vec<VirtFn>, PciError> {
-        if let Some(vfs) = self.vfs_by_stride(pf)? {
-            return Ok(vfs);
+        match self.vfs_by_stride(pf)? {
+            Some(vfs) => Ok(vfs),
+            None => self.listed_vfs(pf),
         }
+    }
+
+    /// [`Sysfs::vfs`] from every `virtfnN` link.
+    fn listed_vfs(&self, pf: PciAddress) -> Result<Vec<VirtFn>, PciError> {
         let dir = self.device_dir(pf);
         let names = self.list_dir(&dir)?.ok_or_else(|| PciError::NoDevice {
             address: pf,
@@ -165,8 +170,9 @@ impl Sysfs {
         if let Some(n) = self.vf_index_by_stride(pf, vf)? {
             return Ok(Some(n));
         }
+        // Offset and stride were read and found wanting: the links, not them again.
         Ok(self
-            .vfs(pf)?
+            .listed_vfs(pf)?
             .into_iter()
             .find(|v| v.address == vf)
             .map(|v| v.index))
