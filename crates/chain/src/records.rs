@@ -93,6 +93,7 @@ pub struct UndoLog {
     pool: Arc<Pool>,
     connection: String,
     record: Arc<std::sync::Mutex<UndoRecord>>,
+    kept: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl UndoLog {
@@ -112,6 +113,7 @@ impl UndoLog {
             pool,
             connection,
             record: Arc::new(std::sync::Mutex::new(record)),
+            kept: Arc::default(),
         }
     }
 
@@ -150,6 +152,17 @@ impl UndoLog {
     pub async fn sync(&self) -> Result<(), Status> {
         let (pool, conn) = (self.pool.clone(), self.connection.clone());
         blocking(move || pool.sync_use(&conn).map_err(status::pool)).await
+    }
+
+    /// An element could not undo a host change it recorded: the VF's use must outlive the
+    /// failed Request, so the record is there for the sweep ([`UndoLog::kept`]).
+    pub fn keep(&self) {
+        self.kept.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether an element left a host change for the sweep ([`UndoLog::keep`]).
+    pub fn kept(&self) -> bool {
+        self.kept.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the record says the connection is established.

@@ -218,6 +218,7 @@ pub struct RecordingOps {
     calls: Arc<Mutex<Vec<Call>>>,
     failing: Arc<Mutex<Vec<&'static str>>>,
     held: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
+    stranding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingOps {
@@ -242,6 +243,33 @@ impl RecordingOps {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
         gate
+    }
+
+    /// Makes every later move fail as one whose rollback failed too: the link stays in the
+    /// client, and the error ([`Error::RollbackFailed`]) carries its record.
+    pub fn strand_moves(&self) {
+        self.stranding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The failure [`RecordingOps::strand_moves`] asks for, for a move that would record `moved`.
+    fn stranded(&self, moved: MovedLink) -> Result<MovedLink> {
+        if !self.stranding.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(moved);
+        }
+        let refused = |what: &str| {
+            Box::new(Error::LinkNotFound {
+                link: moved.client_name.clone(),
+                netns: format!("RecordingOps (stranding moves: {what})"),
+            })
+        };
+        Err(Error::RollbackFailed {
+            op: "move into namespace",
+            link: moved.original.name.clone(),
+            cause: refused("the move"),
+            rollback: refused("its rollback"),
+            record: Box::new(moved),
+        })
     }
 
     /// The calls so far, in order.
@@ -298,7 +326,8 @@ impl NetlinkOps for RecordingOps {
             .map(|()| MovedLink {
                 client_index: 100,
                 ..planned(request)
-            });
+            })
+            .and_then(|m| self.stranded(m));
         async move { result }.boxed()
     }
 
@@ -314,7 +343,8 @@ impl NetlinkOps for RecordingOps {
                 client_index: 100,
                 held: request.opened.clone(),
                 ..plan
-            });
+            })
+            .and_then(|m| self.stranded(m));
         async move { result }.boxed()
     }
 

@@ -154,6 +154,30 @@ impl BindVf {
         }
     }
 
+    /// Gives the VF back ([`BindVf::unbind`]), unless a later element left a host change it
+    /// could not undo ([`UndoLog::kept`]): then the use stays, with the record of that change,
+    /// and expires now, so the sweep undoes it from the record before the VF is handed out
+    /// again.
+    fn release(
+        &self,
+        binding: &VfBinding,
+        connection: &str,
+        log: Option<&UndoLog>,
+    ) -> Result<(), Status> {
+        if !log.is_some_and(UndoLog::kept) {
+            return self.unbind(binding, connection);
+        }
+        tracing::warn!(
+            vf = %binding.lease.vf,
+            %connection,
+            "a host change of this connection could not be undone; its VF stays in use until the sweep undoes it"
+        );
+        self.pool
+            .refresh(connection, 0)
+            .map(|_| ())
+            .map_err(status::pool)
+    }
+
     fn unbind(&self, binding: &VfBinding, connection: &str) -> Result<(), Status> {
         let driver = self.driver_for(binding.lease.pf)?;
         let restore = if binding.previous_driver.as_deref() != Some(driver.as_str()) {
@@ -282,7 +306,10 @@ impl Element for Arc<BindVf> {
             Err(e) => {
                 if fresh && let Some(b) = ctx.remove::<VfBinding>() {
                     let this = self.clone();
-                    if let Err(ue) = blocking(move || this.unbind(&b, &conn_id)).await {
+                    let log = ctx.get::<UndoLog>().cloned();
+                    if let Err(ue) =
+                        blocking(move || this.release(&b, &conn_id, log.as_ref())).await
+                    {
                         tracing::warn!(error = %ue, "undoing the VF after a later failure");
                     }
                 }
@@ -302,7 +329,8 @@ impl Element for Arc<BindVf> {
         if let Some(b) = ctx.remove::<VfBinding>() {
             metrics::annotate_call(&b.lease.vf.to_string(), &b.lease.name, None);
             let this = self.clone();
-            let unbind = async move { blocking(move || this.unbind(&b, &id)).await };
+            let log = ctx.get::<UndoLog>().cloned();
+            let unbind = async move { blocking(move || this.release(&b, &id, log.as_ref())).await };
             match ctx.get::<Deferred>().filter(|d| !d.is_empty()) {
                 // The VF is still on its way back (`inject`): freed after it is home.
                 Some(deferred) => deferred.push(unbind.boxed()),

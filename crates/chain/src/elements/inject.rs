@@ -5,7 +5,10 @@
 //! parameter, renamed to the `name` parameter, given the MTU, addresses,
 //! routes and neighbours `ipcontext` planned, and brought up, in one
 //! netlink operation that rolls itself back if any step fails (then the
-//! rest of the chain is closed). On Close the client's interface is taken
+//! rest of the chain is closed). If a link cannot be brought home, from a
+//! failed move or at Close, the VF stays in use with the record of where
+//! the link is, and the sweep brings it home before the VF is handed out
+//! again. On Close the client's interface is taken
 //! down and its addresses deleted, and the Close answers; the netdev then
 //! comes back to our namespace under its original name, down, in the
 //! background ([`crate::returns`]), before `bindvf` frees the VF. If the
@@ -205,21 +208,12 @@ impl Inject {
         };
         let moved = moving
             .instrument(tracing::info_span!("host.netns_move"))
-            .await
-            .map_err(status::netlink);
+            .await;
         sriov_failpoint::hit("inject.after-move");
         let (m, log) = match (moved, log) {
             (Ok(m), Some(log)) => (m, log),
             (Ok(m), None) => return Ok(m),
-            (Err(e), log) => {
-                // `move_into` rolled itself back: nothing is left to undo.
-                if let Some(log) = log
-                    && let Err(le) = log.update(|r| r.moving = None).await
-                {
-                    tracing::warn!(error = %le, "clearing the intent of a move that failed");
-                }
-                return Err(e);
-            }
+            (Err(e), log) => return Err(self.after_failed_move(e, log).await),
         };
         let done = m.clone();
         if let Err(e) = log
@@ -237,6 +231,44 @@ impl Inject {
             return Err(e);
         }
         Ok(m)
+    }
+
+    /// What a failed move leaves: usually nothing (`move_into` rolled itself back), and the
+    /// intent is cleared. When its rollback failed too, the link is still where the error's
+    /// record says: one more try to bring it home now, and if that fails as well the record
+    /// replaces the intent and the VF stays in use ([`UndoLog::keep`]), so the sweep backs it
+    /// out from the record instead of `bindvf` handing out a VF whose netdev sits in a client.
+    async fn after_failed_move(&self, e: sriov_netlink::Error, log: Option<UndoLog>) -> Status {
+        let left = match e {
+            sriov_netlink::Error::RollbackFailed { ref record, .. } => {
+                match self.netlink.back_out((**record).clone()).await {
+                    Ok(_) => None,
+                    Err(again) => {
+                        tracing::warn!(link = %record.client_name, error = %again, "moving back a link whose rollback failed; left to the sweep");
+                        Some((**record).clone())
+                    }
+                }
+            }
+            _ => None,
+        };
+        let status = status::netlink(e);
+        let Some(log) = log else {
+            return status;
+        };
+        let kept = left.is_some();
+        if let Err(le) = log
+            .update(|r| {
+                r.moving = None;
+                r.moved = left;
+            })
+            .await
+        {
+            tracing::warn!(error = %le, "recording what a failed move left");
+        }
+        if kept {
+            log.keep();
+        }
+        status
     }
 
     /// A refresh whose context changed (addresses, routes, MTU, name): the
@@ -405,6 +437,13 @@ impl Element for Inject {
             }
             (Some(m), None) => {
                 let back = self.return_home(m).await;
+                if back.is_err()
+                    && let Some(log) = ctx.get::<UndoLog>()
+                {
+                    // The record still says where the link is: the VF stays
+                    // in use until the sweep brings it home.
+                    log.keep();
+                }
                 let rest = next.close(ctx, connection).await;
                 back.and(rest)
             }

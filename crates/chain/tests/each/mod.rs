@@ -28,7 +28,9 @@ use sriov_chain::elements::{
     vfconfig::VfConfigElement,
 };
 use sriov_chain::params::{self, KernelParams, MECH_KERNEL, MECH_NOOP, MECH_VFIO};
+use sriov_chain::reclaim::Reclaim;
 use sriov_chain::records::{Candidates, IpPlan, Token, UndoLog, VfBinding};
+use sriov_chain::undo::UndoRecord;
 use sriov_chain::{Chain, Ctx};
 use sriov_netlink::testing::{Call, RecordingOps};
 use sriov_token_pool::DriverKind;
@@ -544,6 +546,84 @@ async fn inject_moves_the_netdev_on_the_way_back_and_brings_it_home() {
         .unwrap_err();
     assert_eq!(probe.closes().len(), 2, "its own failure closes the rest");
     assert_eq!(node.in_use(), 0);
+}
+
+#[tokio::test]
+async fn inject_keeps_the_vf_in_use_while_its_netdev_could_not_be_brought_home() {
+    let node = Node::new();
+    let token = node.allocate(1).remove(0);
+    let ops = RecordingOps::new();
+    let chain = checked(
+        Chain::new()
+            .with(Validate::Kernel)
+            .with(node.bindvf(DriverKind::Kernel, LIFETIME))
+            .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
+            .with(Probe::<()>::new()),
+    );
+    let back = |c: &Call| matches!(c, Call::BackOut(_));
+
+    // The move's own rollback failed; one more try brings the link home.
+    ops.strand_moves();
+    chain
+        .request(&mut Ctx::new(), kernel(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(count(&ops, back), 1, "tried once more at once");
+    assert_eq!(node.in_use(), 0, "home: the VF is free again");
+    assert!(node.pool.expired().unwrap().is_empty());
+
+    // That try fails too: the link is still in the client.
+    ops.fail("back_out");
+    chain
+        .request(&mut Ctx::new(), kernel(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        node.in_use(),
+        1,
+        "a VF whose netdev sits in a client is not handed out"
+    );
+    let mut expired = node.pool.expired().unwrap();
+    assert_eq!(expired.len(), 1, "left for the next sweep at once");
+    let (connection, lease) = expired.remove(0);
+    let record = UndoRecord::of(&lease).unwrap();
+    assert!(record.moving.is_none(), "{record:?}");
+    let stranded = record.moved.expect("the record of where the link is");
+    assert_eq!(
+        stranded.client_index, 100,
+        "the move's own record, not the plan"
+    );
+
+    // The sweep's undo from the record brings it home, then frees the VF.
+    let later = RecordingOps::new();
+    Reclaim::new(node.pool.clone(), node.sysfs(), Arc::new(later.clone()))
+        .connection(&connection)
+        .await
+        .unwrap();
+    assert_eq!(later.calls(), [Call::BackOut(stranded)]);
+    assert_eq!(node.in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_close_that_cannot_bring_the_netdev_home_keeps_the_vf_for_the_sweep() {
+    let node = Node::new();
+    let token = node.allocate(1).remove(0);
+    let ops = RecordingOps::new();
+    let chain = checked(
+        Chain::new()
+            .with(Validate::Kernel)
+            .with(node.bindvf(DriverKind::Kernel, LIFETIME))
+            .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
+            .with(Probe::<()>::new()),
+    );
+    let mut ctx = Ctx::new();
+    let conn = chain.request(&mut ctx, kernel(&token)).await.unwrap();
+    ops.fail("back_out");
+    chain.close(&mut ctx, conn).await.unwrap_err();
+    assert_eq!(node.in_use(), 1, "still in use: its netdev is not home");
+    let expired = node.pool.expired().unwrap();
+    assert_eq!(expired.len(), 1, "left for the next sweep at once");
+    assert!(UndoRecord::of(&expired[0].1).unwrap().moved.is_some());
 }
 
 #[tokio::test]
