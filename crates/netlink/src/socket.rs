@@ -1,4 +1,5 @@
-//! Driving a netlink socket that was created in some namespace from the current tokio runtime.
+//! Driving netlink sockets created in some namespace: request connections on a thread of
+//! their own, subscriptions on the current tokio runtime.
 
 use std::io;
 use std::sync::Arc;
@@ -130,9 +131,38 @@ fn ensure_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
     })
 }
 
+/// The runtime every request connection is driven on: one thread of its own.
+///
+/// The kernel does a namespace move's work (an RCU grace period or two, 16-20 ms on a small
+/// VM) inside the `sendmsg` that asks for it. Driven from a tokio worker, the connection's task
+/// held that worker for the whole move, so on a two-core node a move stalled the gRPC answers
+/// and chain steps queued behind it, and a Close could not start its move home before its
+/// answer was out. Here a move holds only this thread. Changes serialise on the kernel's rtnl
+/// lock anyway, so one thread costs them nothing; the callers' futures wait on channels.
+fn io_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
+    static IO: std::sync::OnceLock<std::result::Result<tokio::runtime::Handle, String>> =
+        std::sync::OnceLock::new();
+    let started = IO.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("netlink-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .map_err(|e| e.to_string())?;
+        Ok(handle)
+    });
+    started.clone().map_err(|e| Error::Socket {
+        netns: netns.to_string(),
+        source: io::Error::other(format!("starting the netlink I/O thread: {e}")),
+    })
+}
+
 /// An rtnetlink request handle whose socket lives in `netns`, counting into `counter`. The
-/// connection task is spawned on the current runtime and ends when the last clone of the
-/// handle is dropped.
+/// connection task runs on the netlink I/O thread and ends when the last clone of the handle
+/// is dropped.
 pub(crate) fn request_handle(netns: &Netns, counter: &Arc<Counter>) -> Result<rtnetlink::Handle> {
     spawn_request(netns, counter).map(|(handle, _)| handle)
 }
@@ -141,7 +171,7 @@ fn spawn_request(
     netns: &Netns,
     counter: &Arc<Counter>,
 ) -> Result<(rtnetlink::Handle, Arc<AtomicBool>)> {
-    let runtime = ensure_runtime(netns)?;
+    let runtime = io_runtime(netns)?;
     let socket = netns.route_socket()?;
     let _enter = runtime.enter();
     let socket = NsSocket::adopt(socket, counter.clone()).map_err(socket_err(netns))?;

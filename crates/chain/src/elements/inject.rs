@@ -9,7 +9,7 @@
 //! failed move or at Close, the VF stays in use with the record of where
 //! the link is, and the sweep brings it home before the VF is handed out
 //! again. On Close the client's interface is taken
-//! down and its addresses deleted, and the Close answers; the netdev then
+//! down and its addresses deleted, and the Close answers while the netdev
 //! comes back to our namespace under its original name, down, in the
 //! background ([`crate::returns`]), before `bindvf` frees the VF. If the
 //! client's namespace is already gone, the kernel has returned it and it is
@@ -327,7 +327,8 @@ impl Inject {
     }
 
     /// A Close: the client's interface is made unusable where it is (down, our addresses
-    /// deleted) and the move home is left for after the answer ([`crate::returns`]). The record
+    /// deleted) and the move home starts without the answer waiting for it; the step queued for
+    /// after the answer ([`crate::returns`]) waits for it. The record
     /// says first that the Close began, so a restart before the move home rolls it back; if
     /// that record cannot be written, the move is made now instead.
     async fn disable_and_defer(
@@ -352,8 +353,17 @@ impl Inject {
         {
             tracing::warn!(link = %moved.client_name, error = %e, "taking the client's interface down; it is moved home all the same");
         }
-        let home = Self::back_out(self.netlink.clone(), moved);
-        deferred.push(Box::pin(home.instrument(tracing::Span::current())));
+        // The move home starts now, beside the answer: its kernel time is spent on the netlink
+        // thread, not on the worker that answers. The queued step waits for it, so what comes
+        // after it (bindvf freeing the VF) still waits for the netdev to be home.
+        let home = tokio::spawn(
+            Self::back_out(self.netlink.clone(), moved).instrument(tracing::Span::current()),
+        );
+        deferred.push(Box::pin(async move {
+            home.await.map_err(|e| {
+                Status::internal(format!("moving the client's netdev home: task failed: {e}"))
+            })?
+        }));
         Ok(())
     }
 }
