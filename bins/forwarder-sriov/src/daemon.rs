@@ -39,6 +39,7 @@ pub(crate) async fn run(
         Ok(running) => {
             let reloads = running.reload_handle();
             endpoints.started(running);
+            tokio::spawn(crate::memory::keep_trimmed());
             reloads
         }
         Err(e) => {

@@ -13,6 +13,7 @@ mod cli;
 mod daemon;
 mod explain;
 mod inventory;
+mod memory;
 mod ops;
 mod telemetry;
 
