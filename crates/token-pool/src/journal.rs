@@ -16,7 +16,12 @@
 //!
 //! On load the snapshot is read and the journal replayed over it. A line is
 //! complete only with its newline, and only the last one can be torn (a
-//! crash during a write that was never acknowledged): it is ignored. Lines
+//! crash during a write that was never acknowledged): it is ignored. After a
+//! reboot (the snapshot's boot ID is not the kernel's) a power loss may also
+//! have left unsynced lines garbled, so the journal then ends at its first
+//! unreadable line (every sync covered every line before it), and the uses
+//! it records are dropped: what they guarded on the host died with the boot
+//! ([`crate::LoadNote::AfterReboot`]). Lines
 //! set tokens to values, so replaying lines already folded into a snapshot
 //! changes nothing; the pool writes a fresh snapshot and empties the journal
 //! at start and whenever the journal passes [`COMPACT_AFTER`] lines.
@@ -88,9 +93,25 @@ pub(crate) fn delta(old: &State, new: &State) -> BTreeMap<String, Option<Token>>
 /// parse, is a torn write and ignored; an earlier line that does not parse
 /// is corruption.
 pub(crate) fn replay(state: &mut State, raw: &[u8]) -> Result<usize, String> {
+    apply(state, raw, false).map(|(applied, _)| applied)
+}
+
+/// [`replay`] of a journal written before the last reboot: it ends at its
+/// first line that does not parse, which it returns (1-based). Each sync put
+/// every earlier line on disk, so a line a power loss garbled has only
+/// unsynced lines after it; and what those guarded died with the boot.
+pub(crate) fn replay_from_an_earlier_boot(state: &mut State, raw: &[u8]) -> (usize, Option<usize>) {
+    apply(state, raw, true).unwrap_or((0, None))
+}
+
+fn apply(
+    state: &mut State,
+    raw: &[u8],
+    stop_at_bad: bool,
+) -> Result<(usize, Option<usize>), String> {
     let complete = match raw.iter().rposition(|b| *b == b'\n') {
         Some(end) => raw.get(..end).unwrap_or_default(),
-        None => return Ok(0),
+        None => return Ok((0, None)),
     };
     let lines: Vec<&[u8]> = complete.split(|b| *b == b'\n').collect();
     let mut applied = 0;
@@ -109,10 +130,11 @@ pub(crate) fn replay(state: &mut State, raw: &[u8]) -> Result<usize, String> {
                 applied += 1;
             }
             Err(_) if n + 1 == lines.len() => {}
+            Err(_) if stop_at_bad => return Ok((applied, Some(n + 1))),
             Err(e) => return Err(format!("journal line {}: {e}", n + 1)),
         }
     }
-    Ok(applied)
+    Ok((applied, None))
 }
 
 /// Reads the journal at `path` without following a symlink; empty when

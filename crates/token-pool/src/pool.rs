@@ -158,8 +158,27 @@ impl Pool {
                 store.path().display(),
                 moved_to.display()
             )),
+            LoadNote::AfterReboot {
+                uses_dropped,
+                journal_cut_at,
+            } => {
+                warnings.push(format!(
+                    "pool state {} was written before the node rebooted: the {uses_dropped} \
+                     connection uses it recorded were dropped, with the host changes they \
+                     recorded (gone with the boot); their tokens stay allocated",
+                    store.path().display()
+                ));
+                if let Some(line) = journal_cut_at {
+                    warnings.push(format!(
+                        "pool journal {} ended at line {line}, which does not parse: written \
+                         but not synced before the reboot; the lines from there on were dropped",
+                        store.journal_path().display()
+                    ));
+                }
+            }
             LoadNote::Fresh | LoadNote::Loaded => {}
         }
+        state.boot = store.boot().map(str::to_owned);
         let mut layout = Layout::configured(&entries);
         shape_tokens(&mut state, &layout.pfs, &mut warnings);
         layout.keep_held(&state, sysfs, None);

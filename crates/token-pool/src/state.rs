@@ -98,6 +98,12 @@ impl Token {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {
     pub(crate) version: u32,
+    /// The kernel's boot ID when this snapshot was written (absent in
+    /// snapshots of earlier builds): the journal beside it was written in
+    /// that boot too, since every start writes a fresh snapshot and empties
+    /// the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) boot: Option<String>,
     /// Tokens by ID.
     pub(crate) tokens: BTreeMap<String, Token>,
 }
@@ -106,7 +112,28 @@ impl Default for State {
     fn default() -> Self {
         Self {
             version: STATE_VERSION,
+            boot: None,
             tokens: BTreeMap::new(),
         }
+    }
+}
+
+impl State {
+    /// A reboot undid every host change a use records (the client
+    /// namespaces, the VFs' settings, their drivers and the device rules are
+    /// gone with the boot), and the connections are gone with their pods:
+    /// the uses are dropped, their tokens stay allocated (kubelet's
+    /// checkpoint still gives them to pods). Acting on those records would
+    /// be wrong, not just useless: a namespace inode or an ifindex they name
+    /// may now belong to another tenant. Returns how many were dropped.
+    pub(crate) fn forget_uses(&mut self) -> usize {
+        let mut dropped = 0;
+        for t in self.tokens.values_mut() {
+            if matches!(t.state, TokenState::InUse(_)) {
+                t.state = TokenState::Allocated;
+                dropped += 1;
+            }
+        }
+        dropped
     }
 }

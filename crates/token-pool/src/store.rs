@@ -31,6 +31,19 @@ pub const STATE_FILE: &str = "sriov-pool.json";
 pub struct FileStore {
     path: PathBuf,
     reset: bool,
+    /// The running kernel's boot ID; `None` when it cannot be read (then
+    /// every state is taken as this boot's, as before boot IDs were kept).
+    boot: Option<String>,
+}
+
+/// Where the kernel gives its boot ID (a random UUID made at each boot).
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+fn current_boot() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// What loading found, for the caller to log.
@@ -48,6 +61,15 @@ pub enum LoadNote {
     },
     /// Loaded normally.
     Loaded,
+    /// Written before the last reboot: the uses it recorded were dropped
+    /// (what they record changing on the host is gone with the boot), and
+    /// the journal was read up to its first unreadable line, if it had one.
+    AfterReboot {
+        /// Connections' uses dropped; their tokens stay allocated.
+        uses_dropped: usize,
+        /// The journal's first line that did not parse, where it was cut.
+        journal_cut_at: Option<usize>,
+    },
 }
 
 fn unsafe_dir(dir: &Path, rule: &'static str) -> PoolError {
@@ -115,6 +137,7 @@ impl FileStore {
         Ok(Self {
             path: dir.join(STATE_FILE),
             reset: false,
+            boot: current_boot(),
         })
     }
 
@@ -125,6 +148,7 @@ impl FileStore {
         let store = Self {
             path: dir.as_ref().join(STATE_FILE),
             reset: false,
+            boot: current_boot(),
         };
         let (state, _) = store.load()?;
         Ok(state.tokens.into_values().collect())
@@ -134,6 +158,13 @@ impl FileStore {
     /// empty instead of refusing to start (the operator's explicit choice).
     pub fn with_reset(mut self) -> Self {
         self.reset = true;
+        self
+    }
+
+    /// Takes `boot` as the running kernel's boot ID instead of reading it
+    /// (tests: a reboot is a new ID).
+    pub fn with_boot(mut self, boot: impl Into<String>) -> Self {
+        self.boot = Some(boot.into());
         self
     }
 
@@ -169,8 +200,10 @@ impl FileStore {
         self.path.with_file_name(crate::journal::JOURNAL_FILE)
     }
 
-    /// The snapshot with the journal replayed over it.
-    fn read_state(&self) -> Result<Option<State>, String> {
+    /// The snapshot with the journal replayed over it, and whether it was
+    /// written in an earlier boot (then read as [`LoadNote::AfterReboot`]
+    /// says).
+    fn read_state(&self) -> Result<Option<(State, LoadNote)>, String> {
         let snapshot = self.read().and_then(|raw| match raw {
             None => Ok(None),
             Some(raw) => serde_json::from_slice::<State>(&raw)
@@ -187,17 +220,37 @@ impl FileStore {
                 }),
         })?;
         let journal = crate::journal::read(&self.journal_path())?;
-        if journal.is_empty() {
-            return Ok(snapshot);
+        let rebooted = match (&snapshot, &self.boot) {
+            (Some(s), Some(now)) => s.boot.as_ref().is_some_and(|then| then != now),
+            _ => false,
+        };
+        if journal.is_empty() && !rebooted {
+            return Ok(snapshot.map(|s| (s, LoadNote::Loaded)));
         }
         let mut state = snapshot.unwrap_or_default();
-        crate::journal::replay(&mut state, &journal)?;
-        Ok(Some(state))
+        if !rebooted {
+            crate::journal::replay(&mut state, &journal)?;
+            return Ok(Some((state, LoadNote::Loaded)));
+        }
+        let (_, journal_cut_at) = crate::journal::replay_from_an_earlier_boot(&mut state, &journal);
+        let uses_dropped = state.forget_uses();
+        Ok(Some((
+            state,
+            LoadNote::AfterReboot {
+                uses_dropped,
+                journal_cut_at,
+            },
+        )))
+    }
+
+    /// The running kernel's boot ID, recorded in every snapshot written.
+    pub(crate) fn boot(&self) -> Option<&str> {
+        self.boot.as_deref()
     }
 
     pub(crate) fn load(&self) -> Result<(State, LoadNote), PoolError> {
         match self.read_state() {
-            Ok(Some(s)) => Ok((s, LoadNote::Loaded)),
+            Ok(Some(loaded)) => Ok(loaded),
             Ok(None) => Ok((State::default(), LoadNote::Fresh)),
             Err(reason) if self.reset => {
                 let secs = std::time::SystemTime::now()

@@ -844,3 +844,73 @@ fn changes_survive_a_crash_through_the_journal_and_fold_into_the_snapshot_at_sta
     let pool = f.open();
     assert_eq!(token(&pool, &a[0]).state, TokenState::Allocated);
 }
+
+#[test]
+fn a_reboot_drops_the_recorded_uses_and_reads_a_journal_up_to_what_power_loss_garbled() {
+    let f = Fixture::x710(&[A]);
+    let open_in = |boot: &str| {
+        let store = FileStore::in_dir(f.state.path()).unwrap().with_boot(boot);
+        f.try_open(store, system_clock())
+    };
+    let journal = f.state.path().join(sriov_token_pool::JOURNAL_FILE);
+    let undo = serde_json::json!({"established": true});
+    let a = {
+        let (pool, _) = open_in("boot-1").unwrap();
+        let a = ids_of(&pool, A);
+        pool.allocate(A, &a[..2]).unwrap();
+        pool.use_token(&a[0], DriverKind::Kernel, "c1", u64::MAX)
+            .unwrap();
+        pool.record_undo("c1", Some(undo.clone())).unwrap();
+        a
+    };
+    // Killed and started again in the same boot: the use is kept for the
+    // forwarder to adopt or undo.
+    drop(open_in("boot-1").unwrap());
+    let (pool, warnings) = open_in("boot-1").unwrap();
+    assert!(matches!(token(&pool, &a[0]).state, TokenState::InUse(_)));
+    assert!(
+        warnings.iter().all(|w| !w.contains("rebooted")),
+        "{warnings:?}"
+    );
+    drop(pool);
+
+    // After a reboot its record names namespaces and ifindexes that are gone
+    // or someone else's: the use is dropped, the token stays the pod's.
+    let (pool, warnings) = open_in("boot-2").unwrap();
+    assert_eq!(token(&pool, &a[0]).state, TokenState::Allocated);
+    assert_eq!(token(&pool, &a[1]).state, TokenState::Allocated);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("before the node rebooted") && w.contains("the 1 connection uses")),
+        "{warnings:?}"
+    );
+    let snapshot = std::fs::read_to_string(f.state.path().join(STATE_FILE)).unwrap();
+    assert!(snapshot.contains("\"boot\": \"boot-2\""), "{snapshot}");
+    pool.use_token(&a[1], DriverKind::Kernel, "c2", u64::MAX)
+        .unwrap();
+    pool.record_undo("c2", Some(undo)).unwrap();
+    drop(pool);
+
+    // Power lost before the journal's lines reached the disk: its first line
+    // reads back as zeros, the next one whole.
+    let raw = std::fs::read(&journal).unwrap();
+    let first = raw.iter().position(|b| *b == b'\n').unwrap();
+    let mut garbled = vec![0u8; first];
+    garbled.extend_from_slice(&raw[first..]);
+    std::fs::write(&journal, &garbled).unwrap();
+    // In the same boot that cannot happen: it is corruption, and refused.
+    let e = open_in("boot-2").unwrap_err();
+    assert!(
+        matches!(&e, sriov_token_pool::PoolError::CorruptState { reason, .. } if reason.contains("journal line 1")),
+        "{e}"
+    );
+    // After the reboot it is where the journal ends.
+    let (pool, warnings) = open_in("boot-3").unwrap();
+    assert_eq!(token(&pool, &a[1]).state, TokenState::Allocated);
+    assert!(
+        warnings.iter().any(|w| w.contains("ended at line 1")),
+        "{warnings:?}"
+    );
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+}
