@@ -31,6 +31,7 @@ pub(crate) async fn run(
         .sysfs(sysfs)
         .reset_state(reset_state)
         .vfio_at_allocate(vfio_at_allocate)
+        .netlink_thread(true)
         .start()
         .await;
     // The endpoints hold the forwarder from here on (for /debug/state and

@@ -6,8 +6,8 @@
 //! (`inject` takes it down and deletes its addresses), the answer goes out
 //! and the rest of the undo, the move home, the driver and the VF's return
 //! to the pool, runs here in the background, in the order the elements
-//! queued it ([`Deferred`]). (`inject` starts the move home at once, on the
-//! netlink thread, and queues the wait for it.)
+//! queued it ([`Deferred`]). (When netlink requests have a thread of their
+//! own, `inject` starts the move home at once and queues the wait for it.)
 //!
 //! Nothing is handed out early: the VF stays in use in the pool until the
 //! last step frees it. The connection's record says the Close began

@@ -44,6 +44,7 @@ impl Forwarder {
             reset_state: false,
             vfio_at_allocate: false,
             svid_wait: crate::secure::SVID_WAIT,
+            netlink_thread: false,
         }
     }
 }
@@ -55,9 +56,20 @@ pub struct Builder {
     reset_state: bool,
     vfio_at_allocate: bool,
     svid_wait: Duration,
+    netlink_thread: bool,
 }
 
 impl Builder {
+    /// Drives this process's netlink requests on a thread of their own
+    /// ([`sriov_netlink::drive_requests_on_own_thread`]), so the kernel's
+    /// time in a namespace move holds that thread, not a tokio worker: a
+    /// Close then starts its move home beside its answer. The daemon does;
+    /// it is process-wide, so a library caller chooses.
+    pub fn netlink_thread(mut self, own: bool) -> Self {
+        self.netlink_thread = own;
+        self
+    }
+
     /// Waits at most `wait` for the first SVID (secure mode; default
     /// [`SVID_WAIT`](crate::secure::SVID_WAIT)).
     pub fn svid_wait(mut self, wait: Duration) -> Self {
@@ -100,6 +112,7 @@ impl Builder {
             reset_state,
             vfio_at_allocate,
             svid_wait,
+            netlink_thread,
         } = self;
         check_transport(&env)?;
         if env.insecure {
@@ -188,6 +201,9 @@ impl Builder {
         tasks.spawn(crate::vf_follow::follow(reloader.clone(), stopped()));
 
         // NSM: the chain, its servers, and the registration.
+        if netlink_thread {
+            sriov_netlink::drive_requests_on_own_thread();
+        }
         let netlink = Arc::new(sriov_netlink::RtNetlink::new().map_err(StartError::Netlink)?);
         // VF health for kubelet's lists and for VF selection, from events.
         tasks.spawn(crate::health::follow(

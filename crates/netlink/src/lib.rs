@@ -109,6 +109,7 @@ pub use netns::{
 pub use ops::MockNetlinkOps;
 pub use ops::NetlinkOps;
 pub use plumb::{BackOut, ClientLink, MovedLink, OriginalLink};
+pub use socket::{drive_requests_on_own_thread, requests_on_own_thread};
 pub use types::{IfName, IpNetwork, LinkRef, MacAddr, NeighbourSpec, RouteSpec};
 pub use vf::{TxRate, VfConfig, VfRecord, VfState, VfVlan, vf_config_message, vf_states};
 

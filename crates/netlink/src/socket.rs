@@ -1,5 +1,5 @@
-//! Driving netlink sockets created in some namespace: request connections on a thread of
-//! their own, subscriptions on the current tokio runtime.
+//! Driving netlink sockets created in some namespace from the current tokio runtime, or
+//! request connections from a thread of their own ([`drive_requests_on_own_thread`]).
 
 use std::io;
 use std::sync::Arc;
@@ -131,14 +131,31 @@ fn ensure_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
     })
 }
 
-/// The runtime every request connection is driven on: one thread of its own.
+/// Whether request connections run on the netlink thread ([`drive_requests_on_own_thread`]).
+static OWN_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// From now on, every request connection this process opens is driven on a thread of its own
+/// instead of the caller's tokio runtime.
 ///
 /// The kernel does a namespace move's work (an RCU grace period or two, 16-20 ms on a small
 /// VM) inside the `sendmsg` that asks for it. Driven from a tokio worker, the connection's task
-/// held that worker for the whole move, so on a two-core node a move stalled the gRPC answers
-/// and chain steps queued behind it, and a Close could not start its move home before its
-/// answer was out. Here a move holds only this thread. Changes serialise on the kernel's rtnl
-/// lock anyway, so one thread costs them nothing; the callers' futures wait on channels.
+/// holds that worker for the whole move: on a two-core node a move stalls the gRPC answers and
+/// chain steps queued behind it, and a Close cannot start its move home before its answer is
+/// out. On the netlink thread a move holds only that thread; changes serialise on the kernel's
+/// rtnl lock anyway, so one thread costs them nothing. The forwarder daemon turns it on. It is
+/// not the default: a caller that waits for each message in turn gains nothing from it and pays
+/// two thread wake-ups per message.
+pub fn drive_requests_on_own_thread() {
+    OWN_THREAD.store(true, Ordering::Release);
+}
+
+/// Whether [`drive_requests_on_own_thread`] was called: a caller may then start a move without
+/// it holding the task that started it.
+pub fn requests_on_own_thread() -> bool {
+    OWN_THREAD.load(Ordering::Acquire)
+}
+
+/// The runtime of [`drive_requests_on_own_thread`]: one thread, for the process's life.
 fn io_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
     static IO: std::sync::OnceLock<std::result::Result<tokio::runtime::Handle, String>> =
         std::sync::OnceLock::new();
@@ -161,8 +178,8 @@ fn io_runtime(netns: &Netns) -> Result<tokio::runtime::Handle> {
 }
 
 /// An rtnetlink request handle whose socket lives in `netns`, counting into `counter`. The
-/// connection task runs on the netlink I/O thread and ends when the last clone of the handle
-/// is dropped.
+/// connection task runs on the current runtime, or the netlink thread
+/// ([`drive_requests_on_own_thread`]), and ends when the last clone of the handle is dropped.
 pub(crate) fn request_handle(netns: &Netns, counter: &Arc<Counter>) -> Result<rtnetlink::Handle> {
     spawn_request(netns, counter).map(|(handle, _)| handle)
 }
@@ -171,7 +188,11 @@ fn spawn_request(
     netns: &Netns,
     counter: &Arc<Counter>,
 ) -> Result<(rtnetlink::Handle, Arc<AtomicBool>)> {
-    let runtime = io_runtime(netns)?;
+    let runtime = if requests_on_own_thread() {
+        io_runtime(netns)?
+    } else {
+        ensure_runtime(netns)?
+    };
     let socket = netns.route_socket()?;
     let _enter = runtime.enter();
     let socket = NsSocket::adopt(socket, counter.clone()).map_err(socket_err(netns))?;

@@ -9,9 +9,10 @@
 //! failed move or at Close, the VF stays in use with the record of where
 //! the link is, and the sweep brings it home before the VF is handed out
 //! again. On Close the client's interface is taken
-//! down and its addresses deleted, and the Close answers while the netdev
-//! comes back to our namespace under its original name, down, in the
-//! background ([`crate::returns`]), before `bindvf` frees the VF. If the
+//! down and its addresses deleted, and the Close answers; the netdev comes
+//! back to our namespace under its original name, down, in the background
+//! ([`crate::returns`]; started before the answer when netlink has a thread
+//! of its own), before `bindvf` frees the VF. If the
 //! client's namespace is already gone, the kernel has returned it and it is
 //! found and restored.
 //! A refresh whose context changes the interface (addresses, routes, MTU,
@@ -327,8 +328,9 @@ impl Inject {
     }
 
     /// A Close: the client's interface is made unusable where it is (down, our addresses
-    /// deleted) and the move home starts without the answer waiting for it; the step queued for
-    /// after the answer ([`crate::returns`]) waits for it. The record
+    /// deleted) and the move home is left for after the answer ([`crate::returns`]), or, when
+    /// netlink requests have a thread of their own, starts at once and the step queued for after
+    /// the answer waits for it. The record
     /// says first that the Close began, so a restart before the move home rolls it back; if
     /// that record cannot be written, the move is made now instead.
     async fn disable_and_defer(
@@ -353,12 +355,16 @@ impl Inject {
         {
             tracing::warn!(link = %moved.client_name, error = %e, "taking the client's interface down; it is moved home all the same");
         }
+        let home = Self::back_out(self.netlink.clone(), moved).instrument(tracing::Span::current());
+        if !sriov_netlink::requests_on_own_thread() {
+            // The move's kernel time would hold the worker that answers: it waits for the answer.
+            deferred.push(Box::pin(home));
+            return Ok(());
+        }
         // The move home starts now, beside the answer: its kernel time is spent on the netlink
-        // thread, not on the worker that answers. The queued step waits for it, so what comes
-        // after it (bindvf freeing the VF) still waits for the netdev to be home.
-        let home = tokio::spawn(
-            Self::back_out(self.netlink.clone(), moved).instrument(tracing::Span::current()),
-        );
+        // thread. The queued step waits for it, so what comes after it (bindvf freeing the VF)
+        // still waits for the netdev to be home.
+        let home = tokio::spawn(home);
         deferred.push(Box::pin(async move {
             home.await.map_err(|e| {
                 Status::internal(format!("moving the client's netdev home: task failed: {e}"))
