@@ -548,8 +548,9 @@ async fn inject_moves_the_netdev_on_the_way_back_and_brings_it_home() {
     assert_eq!(node.in_use(), 0);
 }
 
-#[tokio::test]
-async fn inject_keeps_the_vf_in_use_while_its_netdev_could_not_be_brought_home() {
+/// A node with one allocated token, and a chain that binds a VF and moves its netdev through
+/// the recording fake.
+fn bindvf_and_inject() -> (Node, String, RecordingOps, Chain) {
     let node = Node::new();
     let token = node.allocate(1).remove(0);
     let ops = RecordingOps::new();
@@ -560,6 +561,12 @@ async fn inject_keeps_the_vf_in_use_while_its_netdev_could_not_be_brought_home()
             .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
             .with(Probe::<()>::new()),
     );
+    (node, token, ops, chain)
+}
+
+#[tokio::test]
+async fn inject_keeps_the_vf_in_use_while_its_netdev_could_not_be_brought_home() {
+    let (node, token, ops, chain) = bindvf_and_inject();
     let back = |c: &Call| matches!(c, Call::BackOut(_));
 
     // The move's own rollback failed; one more try brings the link home.
@@ -606,16 +613,7 @@ async fn inject_keeps_the_vf_in_use_while_its_netdev_could_not_be_brought_home()
 
 #[tokio::test]
 async fn a_close_that_cannot_bring_the_netdev_home_keeps_the_vf_for_the_sweep() {
-    let node = Node::new();
-    let token = node.allocate(1).remove(0);
-    let ops = RecordingOps::new();
-    let chain = checked(
-        Chain::new()
-            .with(Validate::Kernel)
-            .with(node.bindvf(DriverKind::Kernel, LIFETIME))
-            .with(Inject::new(Arc::new(ops.clone())).with_proc_scan(true))
-            .with(Probe::<()>::new()),
-    );
+    let (node, token, ops, chain) = bindvf_and_inject();
     let mut ctx = Ctx::new();
     let conn = chain.request(&mut ctx, kernel(&token)).await.unwrap();
     ops.fail("back_out");
