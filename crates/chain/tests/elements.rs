@@ -189,6 +189,30 @@ async fn a_close_takes_the_interface_down_beside_the_next_hops_close() {
     assert_eq!(h.in_use(), 0);
 }
 
+/// Without the netlink thread (`own_thread.rs` checks it with), the move home would hold the
+/// worker that answers: it waits for the answer.
+#[tokio::test]
+async fn a_close_leaves_the_move_home_for_after_its_answer() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    let conn = h
+        .request(req("c1", MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+    h.close_answered(conn).await.unwrap();
+    // A current-thread runtime: nothing in the background ran since the answer.
+    let calls = ops.calls();
+    assert!(calls.iter().any(|c| matches!(c, Call::Disable(..))));
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::BackOut(_))),
+        "{calls:?}"
+    );
+    h.returns.settled().await;
+    assert!(ops.calls().iter().any(|c| matches!(c, Call::BackOut(_))));
+    assert_eq!(h.in_use(), 0);
+}
+
 #[tokio::test]
 async fn vfio_request_reports_device_numbers_and_grants_then_revokes_the_cgroup() {
     let ops = RecordingOps::new();

@@ -217,7 +217,7 @@ impl Call {
 pub struct RecordingOps {
     calls: Arc<Mutex<Vec<Call>>>,
     failing: Arc<Mutex<Vec<&'static str>>>,
-    held: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
+    held: Arc<Mutex<Vec<(&'static str, Arc<tokio::sync::Semaphore>)>>>,
     stranding: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -240,9 +240,38 @@ impl RecordingOps {
     /// adds a permit to the semaphore returned (one per call), so a test
     /// can see what runs while the interface is being taken down.
     pub fn hold_disable(&self) -> Arc<tokio::sync::Semaphore> {
+        self.hold("disable")
+    }
+
+    /// Makes every later `back_out` wait as [`RecordingOps::hold_disable`] makes `disable` wait.
+    pub fn hold_back_out(&self) -> Arc<tokio::sync::Semaphore> {
+        self.hold("back_out")
+    }
+
+    fn hold(&self, op: &'static str) -> Arc<tokio::sync::Semaphore> {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|(o, _)| *o != op);
+        held.push((op, gate.clone()));
         gate
+    }
+
+    /// Waits at `op`'s gate, if a test holds it (a closed gate lets every caller through).
+    fn gate(&self, op: &'static str) -> impl Future<Output = ()> + use<> {
+        let gate = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map(|(_, g)| g.clone());
+        async move {
+            if let Some(gate) = gate
+                && let Ok(permit) = gate.acquire().await
+            {
+                permit.forget();
+            }
+        }
     }
 
     /// Makes every later move fail as one whose rollback failed too: the link stays in the
@@ -374,7 +403,12 @@ impl NetlinkOps for RecordingOps {
         let result = self
             .record(Call::BackOut(record))
             .map(|()| BackOut::Returned { index: 1 });
-        async move { result }.boxed()
+        let gate = self.gate("back_out");
+        async move {
+            gate.await;
+            result
+        }
+        .boxed()
     }
 
     fn disable(
@@ -383,14 +417,9 @@ impl NetlinkOps for RecordingOps {
         addresses: Option<Vec<IpNetwork>>,
     ) -> BoxFuture<'static, Result<()>> {
         let result = self.record(Call::Disable(record, addresses));
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let gate = self.gate("disable");
         async move {
-            if let Some(gate) = held {
-                // A closed gate lets every caller through.
-                if let Ok(permit) = gate.acquire().await {
-                    permit.forget();
-                }
-            }
+            gate.await;
             result
         }
         .boxed()
