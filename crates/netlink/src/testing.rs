@@ -210,6 +210,9 @@ impl Call {
     }
 }
 
+/// An op a test holds, and the permits that let its calls through.
+type Gate = (&'static str, Arc<tokio::sync::Semaphore>);
+
 /// A fake [`NetlinkOps`] that records every call and answers as a kernel would on success
 /// (moved links get ifindex 100, no VFs, every link exists and is healthy), or fails the ops
 /// named with [`RecordingOps::fail`].
@@ -217,7 +220,7 @@ impl Call {
 pub struct RecordingOps {
     calls: Arc<Mutex<Vec<Call>>>,
     failing: Arc<Mutex<Vec<&'static str>>>,
-    held: Arc<Mutex<Vec<(&'static str, Arc<tokio::sync::Semaphore>)>>>,
+    held: Arc<Mutex<Vec<Gate>>>,
     stranding: Arc<std::sync::atomic::AtomicBool>,
 }
 
