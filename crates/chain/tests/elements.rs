@@ -786,6 +786,37 @@ async fn after_a_restart_the_first_refresh_adopts_the_moved_vf_and_close_brings_
     assert_eq!(h.in_use(), 0);
 }
 
+/// A refresh that must take the interface back to re-plumb it, and cannot, leaves it with
+/// the connection: its Close tries again, and the VF is not freed while the netdev is away.
+#[tokio::test]
+async fn a_refresh_that_cannot_take_the_interface_back_leaves_it_to_the_close() {
+    let ops = RecordingOps::new();
+    let h = Harness::new(Arc::new(ops.clone()));
+    *h.next_hop.context.lock().unwrap() = Some(ip_context());
+    let token = h.allocate(1).remove(0);
+    let mut conn = h
+        .request(req("rb", MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+    if let Some(ip) = conn.context.as_mut().and_then(|c| c.ip_context.as_mut()) {
+        ip.src_ip_addrs = vec!["172.16.9.2/30".into()];
+    }
+    ops.fail("back_out");
+    h.request(kernel_refresh(&token, conn.clone()))
+        .await
+        .unwrap_err();
+    let backs = |ops: &RecordingOps| {
+        ops.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::BackOut(_)))
+            .count()
+    };
+    assert_eq!(backs(&ops), 1);
+    h.close(conn).await.unwrap();
+    assert_eq!(backs(&ops), 2, "the Close tried again: {:?}", ops.calls());
+    assert_eq!(h.in_use(), 1, "not freed with its netdev still away");
+}
+
 #[tokio::test]
 async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
     let ops = RecordingOps::new();

@@ -299,10 +299,12 @@ impl Inject {
             log.update(|r| r.established = false).await?;
         }
         ctx.remove::<MovedLink>();
-        self.netlink
-            .back_out(moved)
-            .await
-            .map_err(status::netlink)?;
+        if let Err(e) = self.netlink.back_out(moved.clone()).await {
+            // Still where the record says: the Close takes it back, not the
+            // sweep after bindvf freed the VF under it.
+            ctx.insert(moved);
+            return Err(status::netlink(e));
+        }
         let m = self.move_and_record(ctx, wanted.clone()).await?;
         ctx.insert(m);
         ctx.insert(Applied::of(&wanted));
@@ -344,7 +346,12 @@ impl Inject {
             && let Err(e) = log.update(|r| r.established = false).await
         {
             tracing::warn!(error = %e, "recording the Close; moving the netdev home before answering");
-            return self.return_home(moved).await;
+            let back = self.return_home(moved).await;
+            if back.is_err() {
+                // The record of the Request still says where the link is.
+                log.keep();
+            }
+            return back;
         }
         let addresses = applied.map(|a| a.0.addresses);
         if let Err(e) = self
