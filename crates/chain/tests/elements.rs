@@ -805,15 +805,15 @@ async fn a_refresh_that_cannot_take_the_interface_back_leaves_it_to_the_close() 
     h.request(kernel_refresh(&token, conn.clone()))
         .await
         .unwrap_err();
-    let backs = |ops: &RecordingOps| {
-        ops.calls()
-            .iter()
-            .filter(|c| matches!(c, Call::BackOut(_)))
-            .count()
-    };
-    assert_eq!(backs(&ops), 1);
+    let backs = |c: &Call| matches!(c, Call::BackOut(_));
+    assert_eq!(count(&ops, backs), 1);
     h.close(conn).await.unwrap();
-    assert_eq!(backs(&ops), 2, "the Close tried again: {:?}", ops.calls());
+    assert_eq!(
+        count(&ops, backs),
+        2,
+        "the Close tried again: {:?}",
+        ops.calls()
+    );
     assert_eq!(h.in_use(), 1, "not freed with its netdev still away");
 }
 
@@ -831,12 +831,7 @@ async fn a_refresh_with_a_new_address_replumbs_and_an_unchanged_one_does_not() {
     // Same context again: nothing moves.
     let same = kernel_refresh(&token, first.clone());
     let second = h.request(same).await.unwrap();
-    let moves = |ops: &RecordingOps| {
-        ops.calls()
-            .iter()
-            .filter(|c| matches!(c, Call::MoveInto(_)))
-            .count()
-    };
+    let moves = |ops: &RecordingOps| count(ops, |c| matches!(c, Call::MoveInto(_)));
     assert_eq!(moves(&ops), 1);
 
     // The endpoint hands out another address: the interface is re-plumbed.

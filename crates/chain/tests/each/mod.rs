@@ -78,10 +78,6 @@ fn connection(r: &NetworkServiceRequest) -> Connection {
     r.connection.clone().unwrap()
 }
 
-fn count(ops: &RecordingOps, which: fn(&Call) -> bool) -> usize {
-    ops.calls().iter().filter(|c| which(c)).count()
-}
-
 #[tokio::test]
 async fn an_element_before_what_it_reads_fails_the_check_not_a_request() {
     let node = Node::new();

@@ -29,6 +29,7 @@ use sriov_chain::params;
 use sriov_chain::returns::Returns;
 use sriov_chain::{Chain, Ctx, Element, EndpointFinder, EndpointQuery, Next, NextHop};
 use sriov_netlink::NetlinkOps;
+use sriov_netlink::testing::{Call, RecordingOps};
 use sriov_pci::{PciAddress, Sysfs};
 use sriov_pci_fake::{FakeSysfs, fixtures};
 use sriov_token_pool::{DriverKind, FileStore, PfEntry, Pool, TokenState, system_clock};
@@ -619,4 +620,9 @@ pub fn ip_context() -> ConnectionContext {
         mtu: 1450,
         ..Default::default()
     }
+}
+
+/// How many of the calls `ops` recorded match `which`.
+pub fn count(ops: &RecordingOps, which: fn(&Call) -> bool) -> usize {
+    ops.calls().iter().filter(|c| which(c)).count()
 }
