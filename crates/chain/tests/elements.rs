@@ -200,6 +200,8 @@ async fn a_close_leaves_the_move_home_for_after_its_answer() {
         .request(req("c1", MECH_KERNEL, &kernel_params(&token)))
         .await
         .unwrap();
+    // Time the background could use, as in `own_thread.rs`: the move home does not.
+    *h.next_hop.delay.lock().unwrap() = Duration::from_millis(500);
     h.close_answered(conn).await.unwrap();
     // A current-thread runtime: nothing in the background ran since the answer.
     let calls = ops.calls();

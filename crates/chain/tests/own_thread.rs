@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sriov_chain::params::{self, MECH_KERNEL};
 use sriov_netlink::testing::{Call, RecordingOps};
@@ -24,6 +25,9 @@ async fn with_netlink_on_its_own_thread_a_close_answers_with_the_move_home_under
     ];
     let conn = h.request(request("c1", MECH_KERNEL, &p)).await.unwrap();
     let gate = ops.hold_back_out();
+    // The Close waits for its next hop: time the background could use (a current-thread
+    // runtime runs the spawned move home only when the Close yields).
+    *h.next_hop.delay.lock().unwrap() = Duration::from_millis(500);
     h.close_answered(conn).await.unwrap();
     let calls = ops.calls();
     let down = calls.iter().position(|c| matches!(c, Call::Disable(..)));
