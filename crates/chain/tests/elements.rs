@@ -16,23 +16,6 @@ use sriov_token_pool::TokenState;
 use support::*;
 use tonic::Code;
 
-fn kernel_params(token: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (params::TOKEN_ID, token.to_string()),
-        (params::INODE_URL, "inode://4/4026532999".to_string()),
-        (params::NAME, "nsm-1".to_string()),
-    ]
-}
-
-fn req(
-    id: &str,
-    mech: &str,
-    p: &[(&'static str, String)],
-) -> sriov_api::nsm::networkservice::NetworkServiceRequest {
-    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    request(id, mech, &p)
-}
-
 /// A KERNEL refresh of `conn`: the client sends back the connection it got.
 fn kernel_refresh(
     token: &str,
@@ -154,12 +137,7 @@ async fn kernel_request_moves_the_vf_with_its_context_and_close_returns_it() {
 #[tokio::test]
 async fn a_close_takes_the_interface_down_beside_the_next_hops_close() {
     let ops = RecordingOps::new();
-    let h = Harness::new(Arc::new(ops.clone()));
-    let token = h.allocate(1).remove(0);
-    let conn = h
-        .request(req("c1", MECH_KERNEL, &kernel_params(&token)))
-        .await
-        .unwrap();
+    let (h, _, conn) = kernel_connection(&ops).await;
     let gate = ops.hold_disable();
     let close = h.close_answered(conn);
     tokio::pin!(close);
@@ -194,12 +172,7 @@ async fn a_close_takes_the_interface_down_beside_the_next_hops_close() {
 #[tokio::test]
 async fn a_close_leaves_the_move_home_for_after_its_answer() {
     let ops = RecordingOps::new();
-    let h = Harness::new(Arc::new(ops.clone()));
-    let token = h.allocate(1).remove(0);
-    let conn = h
-        .request(req("c1", MECH_KERNEL, &kernel_params(&token)))
-        .await
-        .unwrap();
+    let (h, _, conn) = kernel_connection(&ops).await;
     // Time the background could use, as in `own_thread.rs`: the move home does not.
     *h.next_hop.delay.lock().unwrap() = Duration::from_millis(500);
     h.close_answered(conn).await.unwrap();

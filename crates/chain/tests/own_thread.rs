@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sriov_chain::params::{self, MECH_KERNEL};
 use sriov_netlink::testing::{Call, RecordingOps};
 use support::*;
 
@@ -16,14 +14,7 @@ use support::*;
 async fn with_netlink_on_its_own_thread_a_close_answers_with_the_move_home_under_way() {
     sriov_netlink::drive_requests_on_own_thread();
     let ops = RecordingOps::new();
-    let h = Harness::new(Arc::new(ops.clone()));
-    let token = h.allocate(1).remove(0);
-    let p = [
-        (params::TOKEN_ID, token.as_str()),
-        (params::INODE_URL, "inode://4/4026532999"),
-        (params::NAME, "nsm-1"),
-    ];
-    let conn = h.request(request("c1", MECH_KERNEL, &p)).await.unwrap();
+    let (h, _, conn) = kernel_connection(&ops).await;
     let gate = ops.hold_back_out();
     // The Close waits for its next hop: time the background could use (a current-thread
     // runtime runs the spawned move home only when the Close yields).

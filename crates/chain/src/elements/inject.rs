@@ -314,9 +314,17 @@ impl Inject {
 
 impl Inject {
     /// Moves the netdev home now (a Request undone by a later element's failure, or a Close
-    /// with nothing to leave for after its answer).
-    async fn return_home(&self, moved: MovedLink) -> Result<(), Status> {
-        Self::back_out(self.netlink.clone(), moved).await
+    /// with nothing to leave for after its answer). If it cannot, the connection's record
+    /// still says where the link is: the VF stays in use until the sweep brings it home
+    /// ([`UndoLog::keep`]).
+    async fn return_home(&self, moved: MovedLink, log: Option<&UndoLog>) -> Result<(), Status> {
+        let back = Self::back_out(self.netlink.clone(), moved).await;
+        if back.is_err()
+            && let Some(log) = log
+        {
+            log.keep();
+        }
+        back
     }
 
     async fn back_out(netlink: Arc<dyn NetlinkOps>, moved: MovedLink) -> Result<(), Status> {
@@ -346,12 +354,7 @@ impl Inject {
             && let Err(e) = log.update(|r| r.established = false).await
         {
             tracing::warn!(error = %e, "recording the Close; moving the netdev home before answering");
-            let back = self.return_home(moved).await;
-            if back.is_err() {
-                // The record of the Request still says where the link is.
-                log.keep();
-            }
-            return back;
+            return self.return_home(moved, Some(&log)).await;
         }
         let addresses = applied.map(|a| a.0.addresses);
         if let Err(e) = self
@@ -459,14 +462,7 @@ impl Element for Inject {
                 back.and(rest)
             }
             (Some(m), None) => {
-                let back = self.return_home(m).await;
-                if back.is_err()
-                    && let Some(log) = ctx.get::<UndoLog>()
-                {
-                    // The record still says where the link is: the VF stays
-                    // in use until the sweep brings it home.
-                    log.keep();
-                }
+                let back = self.return_home(m, ctx.get::<UndoLog>()).await;
                 let rest = next.close(ctx, connection).await;
                 back.and(rest)
             }

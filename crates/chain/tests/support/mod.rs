@@ -626,3 +626,30 @@ pub fn ip_context() -> ConnectionContext {
 pub fn count(ops: &RecordingOps, which: fn(&Call) -> bool) -> usize {
     ops.calls().iter().filter(|c| which(c)).count()
 }
+
+/// A KERNEL Request's parameters: `token`, a namespace by inode, the interface `nsm-1`.
+pub fn kernel_params(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (params::TOKEN_ID, token.to_string()),
+        (params::INODE_URL, "inode://4/4026532999".to_string()),
+        (params::NAME, "nsm-1".to_string()),
+    ]
+}
+
+/// [`request`] with owned parameter values.
+pub fn req(id: &str, mech: &str, p: &[(&'static str, String)]) -> NetworkServiceRequest {
+    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    request(id, mech, &p)
+}
+
+/// A harness whose netlink is `ops`, with one token allocated and the KERNEL connection `c1`
+/// made with it.
+pub async fn kernel_connection(ops: &RecordingOps) -> (Harness, String, Connection) {
+    let h = Harness::new(Arc::new(ops.clone()));
+    let token = h.allocate(1).remove(0);
+    let conn = h
+        .request(req("c1", params::MECH_KERNEL, &kernel_params(&token)))
+        .await
+        .unwrap();
+    (h, token, conn)
+}
