@@ -126,3 +126,14 @@ fn histogram_series_fold_into_their_histogram() {
     // A counter named `_count` is not a histogram series.
     assert_eq!(names_in("sriov_x_count"), ["sriov_x_count"]);
 }
+
+/// The one instrument labelled by PF gets the wide series limit: with the
+/// narrow one, a node with more than 32 PFs would fold its per-PF VF counts
+/// into the overflow series.
+#[test]
+fn the_per_pf_gauge_gets_the_per_pf_series_limit() {
+    assert_eq!(
+        sriov_telemetry::PER_PF_INSTRUMENTS,
+        [sriov_token_pool::metrics::POOL_VFS]
+    );
+}

@@ -44,5 +44,6 @@ mod otel;
 
 pub use error::Error;
 pub use otel::{
-    DEFAULT_METRICS_INTERVAL, METER_NAME, PrometheusText, Telemetry, TelemetryConfig, endpoint_url,
+    CARDINALITY_LIMIT, DEFAULT_METRICS_INTERVAL, METER_NAME, PER_PF_CARDINALITY_LIMIT,
+    PER_PF_INSTRUMENTS, PrometheusText, Telemetry, TelemetryConfig, endpoint_url,
 };

@@ -8,8 +8,11 @@ use std::time::Duration;
 use opentelemetry::global;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, Stream};
+use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
+use opentelemetry_sdk::metrics::{Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::runtime::Tokio;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use prometheus::{Encoder as _, TextEncoder};
 
@@ -23,12 +26,22 @@ pub const METER_NAME: &str = "sriov";
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Series kept per instrument, per reader; any beyond go to the SDK's
-/// overflow series. Our labels are resource, PF, state, element, mechanism,
-/// result and cause: a node with 64 PFs in two resources stays well below
-/// it. The SDK's default of 2000 presizes every instrument's map for 2000
-/// series, once per reader: 3.0 MiB of an idle forwarder's 7.7 MiB heap
-/// (issue #21 goal 6).
-pub(crate) const CARDINALITY_LIMIT: usize = 512;
+/// overflow series. The SDK presizes every instrument's map for its limit,
+/// once per reader, whether or not the instrument records: at its default
+/// of 2000 that was 3.0 MiB of an idle forwarder's 7.7 MiB heap, and at 512
+/// for all 18 instruments still 0.7 MiB (issue #21 goal 6). So only the
+/// instruments labelled by PF ([`PER_PF_INSTRUMENTS`]) get
+/// [`PER_PF_CARDINALITY_LIMIT`]: 64 PFs in two resources, by four states.
+/// The others are labelled by resource, element, op, mechanism, result,
+/// health and cause, and get [`CARDINALITY_LIMIT`].
+pub const CARDINALITY_LIMIT: usize = 128;
+
+/// The limit of [`PER_PF_INSTRUMENTS`].
+pub const PER_PF_CARDINALITY_LIMIT: usize = 512;
+
+/// The instruments with a `pf` attribute (`sriov-token-pool`'s
+/// `metrics::POOL_VFS`; `sriov-forwarder`'s tests hold the two together).
+pub const PER_PF_INSTRUMENTS: &[&str] = &["sriov.pool.vfs"];
 
 /// What [`Telemetry::init`] sets up.
 #[derive(Debug, Clone)]
@@ -125,11 +138,13 @@ impl Telemetry {
             .map_err(|cause| Error::Prometheus { cause })?;
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())
-            .with_view(|_: &Instrument| {
-                Stream::builder()
-                    .with_cardinality_limit(CARDINALITY_LIMIT)
-                    .build()
-                    .ok()
+            .with_view(|i: &Instrument| {
+                let limit = if PER_PF_INSTRUMENTS.contains(&i.name()) {
+                    PER_PF_CARDINALITY_LIMIT
+                } else {
+                    CARDINALITY_LIMIT
+                };
+                Stream::builder().with_cardinality_limit(limit).build().ok()
             })
             .with_reader(pull);
         let mut traces = None;
@@ -151,7 +166,10 @@ impl Telemetry {
                 SdkTracerProvider::builder()
                     .with_sampler(Sampler::AlwaysOn)
                     .with_resource(resource)
-                    .with_batch_exporter(spans)
+                    // A task on our runtime, not a thread of its own; spans go
+                    // out every OTEL_BSP_SCHEDULE_DELAY (5 s; the first batch
+                    // after two) or once 512 are queued.
+                    .with_span_processor(BatchSpanProcessor::builder(spans, Tokio).build())
                     .build(),
             );
             let push = opentelemetry_otlp::MetricExporter::builder()
@@ -164,7 +182,7 @@ impl Telemetry {
                     cause,
                 })?;
             meters = meters.with_reader(
-                PeriodicReader::builder(push)
+                PeriodicReader::builder(push, Tokio)
                     .with_interval(config.metrics_interval)
                     .build(),
             );
