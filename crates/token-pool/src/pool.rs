@@ -184,6 +184,7 @@ impl Pool {
         layout.keep_held(&state, sysfs, None);
         let now = clock();
         reconcile_uses(&mut state, &layout, sysfs, now, None, &mut warnings);
+        state.compact();
         // A fresh snapshot holds everything; the journal starts empty.
         store.save(&state).map_err(persist_err)?;
         let journal =
@@ -256,7 +257,7 @@ impl Pool {
             }
             let in_use = matches!(tok.state, TokenState::InUse(_));
             let binding = match (&tok.bound, &tok.state) {
-                (Some(b), _) => b.clone(),
+                (Some(b), _) => AllocBinding::clone(b),
                 // A use that started before binding at Allocate was on: its VF.
                 (None, TokenState::InUse(u)) => AllocBinding {
                     vf: u.vf,
@@ -276,7 +277,7 @@ impl Pool {
                 }
             };
             if let Some(t) = next.tokens.get_mut(id) {
-                t.bound = Some(binding.clone());
+                t.bound = Some(Box::new(binding.clone()));
             }
             out.push(AllocateBinding {
                 token: id.clone(),
@@ -290,7 +291,11 @@ impl Pool {
 
     /// The VF bound to token `id` at Allocate, if any.
     pub fn binding(&self, id: &str) -> Result<Option<AllocBinding>, PoolError> {
-        Ok(self.lock()?.tokens.get(id).and_then(|t| t.bound.clone()))
+        Ok(self
+            .lock()?
+            .tokens
+            .get(id)
+            .and_then(|t| t.bound.as_deref().cloned()))
     }
 
     /// Forgets the Allocate binding of token `id` once its VF is back on its
@@ -699,14 +704,14 @@ impl Pool {
             }
         };
         let used = Token {
-            state: TokenState::InUse(VfUse {
+            state: TokenState::InUse(Box::new(VfUse {
                 vf: pick,
                 kind,
                 connection: connection.to_string(),
                 expires_at,
                 undo: None,
                 kernel_driver: self.vf_kernel_driver(tok.pf),
-            }),
+            })),
             ..tok.clone()
         };
         self.commit_changes(
@@ -815,19 +820,22 @@ impl Pool {
         is_live: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<String>, PoolError> {
         let guard = self.lock()?;
-        let mut next = guard.clone();
-        let mut released = Vec::new();
         let layout = self.layout();
+        let uses = uses_to_release(&guard, &layout, sysfs, (self.clock)(), Some(is_live));
+        // It runs every poll: the state (a copy per token) is copied only
+        // when something is to change.
+        if uses.is_empty() && !layout::any_unserved(&guard, &layout) {
+            return Ok(Vec::new());
+        }
+        let mut next = guard.clone();
         // Tokens of what the config no longer names, once nothing holds them.
-        released.extend(layout::prune_unserved(&mut next, &layout));
-        reconcile_uses(
-            &mut next,
-            &layout,
-            sysfs,
-            (self.clock)(),
-            Some(is_live),
-            &mut released,
-        );
+        let mut released = layout::prune_unserved(&mut next, &layout);
+        for (id, warning) in uses {
+            if let Some(t) = next.tokens.get_mut(&id) {
+                t.state = TokenState::Allocated;
+            }
+            released.push(warning);
+        }
         if !released.is_empty() {
             self.commit(guard, next)?;
         }
@@ -1101,7 +1109,25 @@ fn reconcile_uses(
     running: Option<&dyn Fn(&str) -> bool>,
     warnings: &mut Vec<String>,
 ) {
-    for t in state.tokens.values_mut() {
+    for (id, warning) in uses_to_release(state, layout, sysfs, now, running) {
+        if let Some(t) = state.tokens.get_mut(&id) {
+            t.state = TokenState::Allocated;
+        }
+        warnings.push(warning);
+    }
+}
+
+/// The tokens [`reconcile_uses`] releases, each with its line to log. It
+/// only reads, so a sweep with nothing to release copies no state.
+fn uses_to_release(
+    state: &State,
+    layout: &Layout,
+    sysfs: &Sysfs,
+    now: u64,
+    running: Option<&dyn Fn(&str) -> bool>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in state.tokens.values() {
         let TokenState::InUse(u) = &t.state else {
             continue;
         };
@@ -1142,13 +1168,16 @@ fn reconcile_uses(
             None
         };
         if let Some(reason) = reason {
-            warnings.push(format!(
-                "VF {} of token {} (connection {}) released: {reason}",
-                u.vf,
-                crate::redact::Redacted(&t.id),
-                u.connection
+            out.push((
+                t.id.clone(),
+                format!(
+                    "VF {} of token {} (connection {}) released: {reason}",
+                    u.vf,
+                    crate::redact::Redacted(&t.id),
+                    u.connection
+                ),
             ));
-            t.state = TokenState::Allocated;
         }
     }
+    out
 }

@@ -149,6 +149,14 @@ pub(super) fn is_held(t: &Token) -> bool {
     t.reserves() || held_vf(t).is_some()
 }
 
+/// Whether [`prune_unserved`] would drop a token.
+pub(super) fn any_unserved(state: &State, layout: &Layout) -> bool {
+    state
+        .tokens
+        .values()
+        .any(|t| !(layout.serves(t.pf, &t.name) || is_held(t)))
+}
+
 /// Drops the tokens of a PF or name no longer configured once nothing
 /// holds them (their connection closed, their pod released them), a line
 /// each: run by the sweep, so what a reload kept leaves when it is done.
