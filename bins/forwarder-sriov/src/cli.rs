@@ -236,6 +236,7 @@ impl Cli {
     pub(crate) fn run(self) -> Result<()> {
         match self.command.unwrap_or(Command::Run(self.run)) {
             Command::Run(args) => {
+                crate::memory::tune();
                 let loaded = sriov_config::EnvConfig::from_env()?;
                 let env = loaded.config;
                 let endpoints = crate::ops::Addrs::new(&env, args.metrics_listen.as_deref())?;
