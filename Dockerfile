@@ -22,12 +22,20 @@ COPY . .
 # protoc comes from the protoc-bin-vendored crate: no apt step is needed.
 # The cache mounts keep crates and objects between builds; the binaries are
 # copied out in the same step because the target cache is not in the image.
+# glibc is linked in statically (static-pie): nothing for ld.so to map and
+# resolve at every start, 1.5 MiB less idle RSS (issue #21); `--target` keeps
+# the flag off build scripts and proc-macros. Its resolver reads
+# /etc/nsswitch.conf, /etc/hosts and /etc/resolv.conf as a dynamic one does
+# ("files" and "dns" are built in). `cargo xtask bench` builds the same way.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    SRIOV_BUILD_VERSION="${VERSION}" SRIOV_BUILD_COMMIT="${COMMIT}" \
-    cargo build --release --locked -p forwarder-sriov -p sriov-device-plugin \
+    TARGET="$(rustc --print host-tuple)" \
+ && SRIOV_BUILD_VERSION="${VERSION}" SRIOV_BUILD_COMMIT="${COMMIT}" \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target "${TARGET}" \
+      -p forwarder-sriov -p sriov-device-plugin \
  && install -D -m 0755 -t /out \
-    target/release/forwarder-sriov target/release/sriov-device-plugin
+    "target/${TARGET}/release/forwarder-sriov" "target/${TARGET}/release/sriov-device-plugin"
 
 # grpc_health_probe, to ask the forwarder's grpc.health.v1 on its unix socket
 # by hand (`kubectl exec ... grpc_health_probe -addr=unix://... -spiffe`): the
@@ -38,8 +46,9 @@ ARG GRPC_HEALTH_PROBE_VERSION=v0.4.40
 RUN CGO_ENABLED=0 go install \
     "github.com/grpc-ecosystem/grpc-health-probe@${GRPC_HEALTH_PROBE_VERSION}"
 
-# distroless/cc: glibc and libgcc (what Rust binaries link), no shell, no
-# package manager; bookworm's glibc, as in the build stage.
+# distroless/cc: no shell, no package manager; the binaries are static, and
+# it keeps the nsswitch.conf and CA certificates they read, and the glibc of
+# the build stage for any tool added beside them.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG VERSION=0.1.0
 ARG COMMIT=unknown
