@@ -11,8 +11,8 @@ use anyhow::{Result, bail};
 use crate::suites::cargo;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    // The daemons are measured as they ship (the Dockerfile builds them the
-    // same way): release, and on a glibc host linked static (`crt-static`:
+    // The two daemons are measured as they ship (the Dockerfile builds them
+    // the same way): release, and on a glibc host linked static (`crt-static`:
     // no shared libraries for ld.so to map, relocate and resolve at every
     // start, 1.5 MiB of an idle forwarder's RSS). `--target` keeps that flag
     // off the build scripts and proc-macros, which must stay dynamic.
@@ -20,8 +20,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut build = cargo(&[
         "build",
         "--release",
-        "--workspace",
-        "--bins",
+        "-p",
+        "forwarder-sriov",
+        "-p",
+        "sriov-device-plugin",
         "--target",
         &triple,
         "--features",
