@@ -11,19 +11,18 @@ use anyhow::{Result, bail};
 use crate::suites::cargo;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    // The two daemons are measured as they ship (the Dockerfile builds them
-    // the same way): release, and on a glibc host linked static (`crt-static`:
+    // The forwarder is measured as it ships (the Dockerfile builds it the
+    // same way): release, and on a glibc host linked static (`crt-static`:
     // no shared libraries for ld.so to map, relocate and resolve at every
     // start, 1.5 MiB of an idle forwarder's RSS). `--target` keeps that flag
-    // off the build scripts and proc-macros, which must stay dynamic.
+    // off the build scripts and proc-macros, which must stay dynamic. The
+    // device plugin's bench runs the binary `cargo bench` builds with it.
     let triple = host_triple()?;
     let mut build = cargo(&[
         "build",
         "--release",
         "-p",
         "forwarder-sriov",
-        "-p",
-        "sriov-device-plugin",
         "--target",
         &triple,
         "--features",
@@ -65,13 +64,18 @@ fn static_rustflags() -> String {
         .to_string()
 }
 
-/// The triple rustc builds for by default (`rustc -vV`'s `host:`).
+/// The triple rustc builds for by default, as the Dockerfile asks for it.
 fn host_triple() -> Result<String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = std::process::Command::new(rustc).arg("-vV").output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(|h| h.trim().to_string())
-        .ok_or_else(|| anyhow::anyhow!("rustc -vV names no host triple"))
+    let out = std::process::Command::new(rustc)
+        .args(["--print", "host-tuple"])
+        .output()?;
+    let triple = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || triple.is_empty() {
+        bail!(
+            "rustc --print host-tuple: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(triple)
 }

@@ -132,7 +132,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_first_then_only_when_more_lies_free() {
+    fn trims_first_then_only_once_anonymous_memory_grew_by_the_slack() {
         assert!(worth_trimming(None, 0), "the first look always trims");
         assert!(!worth_trimming(Some(1 << 20), 1 << 20));
         assert!(!worth_trimming(Some(1 << 20), (1 << 20) + SLACK - 1));

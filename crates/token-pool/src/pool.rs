@@ -830,12 +830,7 @@ impl Pool {
         let mut next = guard.clone();
         // Tokens of what the config no longer names, once nothing holds them.
         let mut released = layout::prune_unserved(&mut next, &layout);
-        for (id, warning) in uses {
-            if let Some(t) = next.tokens.get_mut(&id) {
-                t.state = TokenState::Allocated;
-            }
-            released.push(warning);
-        }
+        release_uses(&mut next, uses, &mut released);
         if !released.is_empty() {
             self.commit(guard, next)?;
         }
@@ -1109,7 +1104,14 @@ fn reconcile_uses(
     running: Option<&dyn Fn(&str) -> bool>,
     warnings: &mut Vec<String>,
 ) {
-    for (id, warning) in uses_to_release(state, layout, sysfs, now, running) {
+    let uses = uses_to_release(state, layout, sysfs, now, running);
+    release_uses(state, uses, warnings);
+}
+
+/// Puts the tokens of `uses` (from [`uses_to_release`]) back to allocated,
+/// and their lines into `warnings`.
+fn release_uses(state: &mut State, uses: Vec<(String, String)>, warnings: &mut Vec<String>) {
+    for (id, warning) in uses {
         if let Some(t) = state.tokens.get_mut(&id) {
             t.state = TokenState::Allocated;
         }

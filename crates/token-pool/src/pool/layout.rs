@@ -151,10 +151,12 @@ pub(super) fn is_held(t: &Token) -> bool {
 
 /// Whether [`prune_unserved`] would drop a token.
 pub(super) fn any_unserved(state: &State, layout: &Layout) -> bool {
-    state
-        .tokens
-        .values()
-        .any(|t| !(layout.serves(t.pf, &t.name) || is_held(t)))
+    state.tokens.values().any(|t| unserved(t, layout))
+}
+
+/// A token of what the config no longer names that nothing holds.
+fn unserved(t: &Token, layout: &Layout) -> bool {
+    !(layout.serves(t.pf, &t.name) || is_held(t))
 }
 
 /// Drops the tokens of a PF or name no longer configured once nothing
@@ -163,7 +165,7 @@ pub(super) fn any_unserved(state: &State, layout: &Layout) -> bool {
 pub(super) fn prune_unserved(state: &mut State, layout: &Layout) -> Vec<String> {
     let mut notes = Vec::new();
     state.tokens.retain(|id, t| {
-        let keep = layout.serves(t.pf, &t.name) || is_held(t);
+        let keep = !unserved(t, layout);
         if !keep {
             notes.push(format!(
                 "token {} ({}) of PF {} dropped: no longer configured, and released",
