@@ -125,6 +125,16 @@ impl Drop for PrivateNetns {
         if let Some(keeper) = self.keeper.take() {
             let _ = keeper.join();
         }
+        // A join returns once the keeper's tid is cleared, which the kernel does before the
+        // exiting task lets go of its namespaces: for a moment the URL still resolves. Wait
+        // that out (bounded), so the URL stops resolving when the drop returns, as `url` says.
+        let id = self.netns.id();
+        for _ in 0..5000 {
+            if Netns::open(&self.url).map_or(true, |n| n.id() != id) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
